@@ -1,0 +1,12 @@
+"""taskgate: a truthful, non-blocking HTTP front door for Celery task queues."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("taskgate")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    __version__ = "0.0.0"
+
+__all__ = ["__version__"]

@@ -1,0 +1,60 @@
+"""The one place where errors become HTTP answers, all in the ``ErrorResponse`` envelope."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from ..constants import RETRY_AFTER_SECONDS
+from ..exceptions import BackendUnavailable, TaskNotFound
+
+log = logging.getLogger("taskgate.api")
+
+
+def error_response(status: int, type_: str, message: str, *, retryable: bool = False,
+                   headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """A JSON error in the stable envelope."""
+    body = {"error": {"type": type_, "message": message, "retryable": retryable}}
+    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+def _field(loc: tuple[object, ...] | list[object]) -> str:
+    where = {"query": "query parameter", "path": "path parameter", "body": "body field",
+             "header": "header"}.get(str(loc[0]), str(loc[0])) if loc else "request"
+    name = ".".join(str(part) for part in loc[1:])
+    return f"{where} {name!r}" if name else where
+
+
+async def _validation(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = [f"{_field(err.get('loc', ()))}: {err.get('msg', 'invalid')}" for err in exc.errors()]
+    return error_response(422, "invalid_request", "; ".join(problems))
+
+
+async def _not_found(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(404, "task_not_found", str(exc))
+
+
+async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("%s %s: %s", request.method, request.url.path, exc)
+    return error_response(503, "backend_unavailable", f"{exc}; retry later", retryable=True,
+                          headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+async def _http(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, kind, str(exc.detail), headers=exc.headers)
+
+
+def install(app: FastAPI) -> None:
+    """Register every error mapping on ``app``."""
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(TaskNotFound, _not_found)
+    app.add_exception_handler(BackendUnavailable, _unavailable)
+    app.add_exception_handler(HTTPException, _http)

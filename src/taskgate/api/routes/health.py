@@ -1,0 +1,29 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from ...constants import RETRY_AFTER_SECONDS
+from ..deps import GatewayDep
+from ..schemas import Health, Readiness
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz() -> Health:
+    """Answers at once; never touches Redis or the broker."""
+    return Health()
+
+
+@router.get("/readyz", summary="Broker and backend reachable",
+            responses={503: {"model": Readiness, "description": "A component is unreachable."}})
+async def readyz(gateway: GatewayDep, response: Response) -> Readiness:
+    """200 when the broker and the result backend answer within the deadline, else 503."""
+    checks = await gateway.check()
+    if all(value == "ok" for value in checks.values()):
+        return Readiness(status="ready", checks=checks)
+    response.status_code = 503
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return Readiness(status="unavailable", checks=checks)

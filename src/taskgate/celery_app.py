@@ -1,0 +1,44 @@
+"""The one place that creates and configures the Celery application.
+
+The API and the workers both call :func:`create_celery_app` with the same
+settings, so producer and consumer always agree on serializers and queues.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from .config import Settings
+
+#: Modules that hold taskgate's built-in tasks.
+BUILTIN_TASK_MODULES = ("taskgate.tasks",)
+
+
+def create_celery_app(settings: Settings) -> Celery:
+    """Build a Celery app from settings: JSON only, started state tracked, results expiring."""
+    app = Celery("taskgate", set_as_current=False)
+    timeout = settings.backend_timeout
+    app.conf.update(
+        broker_url=settings.effective_broker_url,
+        result_backend=settings.effective_result_backend,
+        # JSON only, end to end: pickle is never produced nor accepted.
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        event_serializer="json",
+        task_default_queue=settings.default_queue,
+        task_track_started=True,
+        result_expires=settings.result_ttl,
+        worker_send_task_events=True,
+        task_send_sent_event=False,
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=timeout,
+        redis_socket_connect_timeout=timeout,
+        # Workers block on BRPOP for up to this long, so it must exceed the poll interval;
+        # it still bounds a stalled result-backend call.
+        redis_socket_timeout=max(timeout, 5.0),
+        worker_hijack_root_logger=False,
+        include=[*BUILTIN_TASK_MODULES, *settings.task_modules],
+    )
+    return app

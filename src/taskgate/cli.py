@@ -1,0 +1,141 @@
+"""The ``taskgate`` command line (Typer): up, api, worker, flower."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .config import Settings, get_settings
+from .exceptions import ConfigurationError
+
+cli = typer.Typer(
+    name="taskgate",
+    help="A truthful, non-blocking HTTP front door for Celery task queues.\n\n"
+    "Configuration comes from TASKGATE_* environment variables (see README.md). "
+    "Without TASKGATE_REDIS_URL, `taskgate up` starts an embedded Valkey server.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+Host = Annotated[str, typer.Option(help="Interface the API binds to.")]
+Port = Annotated[int, typer.Option(min=1, max=65535, help="TCP port of the API.")]
+Concurrency = Annotated[int, typer.Option(min=1, help="Worker processes in the Celery pool.")]
+LogLevel = Annotated[str, typer.Option(help="Log level: debug, info, warning or error.")]
+
+
+def _settings() -> Settings:
+    try:
+        settings = get_settings()
+        settings.require_redis_url()
+    except (ConfigurationError, ValueError) as exc:
+        typer.echo(f"taskgate: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    return settings
+
+
+@cli.command()
+def api(
+    host: Host = "127.0.0.1",
+    port: Port = 8000,
+    log_level: LogLevel = "info",
+) -> None:
+    """Run the HTTP API (uvicorn). Run several behind a load balancer to scale."""
+    import uvicorn
+
+    from .api import create_app
+
+    app = create_app(_settings())
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
+
+
+@cli.command()
+def worker(
+    concurrency: Concurrency = 2,
+    log_level: LogLevel = "info",
+) -> None:
+    """Run a Celery worker for taskgate's tasks. Run several, on several machines, to scale."""
+    from .celery_app import create_celery_app
+
+    app = create_celery_app(_settings())
+    app.worker_main(["worker", f"--loglevel={log_level.upper()}", f"--concurrency={concurrency}",
+                     "--task-events", "--without-gossip", "--without-mingle"])
+
+
+@cli.command()
+def flower(
+    host: Annotated[str, typer.Option(help="Interface Flower binds to.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port of Flower.")] = 5555,
+) -> None:
+    """Run Flower, Celery's monitoring UI, on loopback by default."""
+    from .celery_app import create_celery_app
+
+    app = create_celery_app(_settings())
+    app.start(["flower", f"--address={host}", f"--port={port}"])
+
+
+@cli.command()
+def up(
+    host: Host = "127.0.0.1",
+    port: Port = 8000,
+    flower_port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port of Flower.")] = 5555,
+    with_flower: Annotated[bool, typer.Option("--flower/--no-flower",
+                                              help="Also run Flower.")] = True,
+    concurrency: Concurrency = 2,
+    log_level: LogLevel = "info",
+) -> None:
+    """Run everything in the foreground: embedded Valkey (unless TASKGATE_REDIS_URL is set),
+    a worker, the API and Flower. Ctrl-C stops all; a second Ctrl-C forces."""
+    from .supervisor import Component, Supervisor, python_module
+
+    try:
+        settings = get_settings()
+    except ValueError as exc:
+        typer.echo(f"taskgate: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    supervisor = Supervisor(echo=lambda line: typer.echo(line, err=True))
+    supervisor.install_signal_handlers()
+    env = dict(os.environ)
+    code = 1
+    try:
+        if settings.redis_url is None and settings.result_backend is None:
+            data_dir = Path(settings.data_dir).resolve()
+            valkey = supervisor.add(
+                Component("valkey", python_module("taskgate.embedded", "--data-dir", str(data_dir))),
+                env, stdout=subprocess.PIPE)
+            assert valkey.process is not None and valkey.process.stdout is not None
+            url = valkey.process.stdout.readline().decode().strip()
+            if not url:
+                typer.echo("taskgate: the embedded Valkey server did not start", err=True)
+                raise typer.Exit(1)
+            env["TASKGATE_REDIS_URL"] = url
+            typer.echo(f"taskgate: valkey  {url} (embedded, data in {data_dir / 'valkey'})")
+        else:
+            typer.echo(f"taskgate: redis   {settings.require_redis_url()} (external)")
+        cmd = [sys.executable, "-m", "taskgate"]
+        supervisor.add(Component("worker", [*cmd, "worker", f"--concurrency={concurrency}",
+                                            f"--log-level={log_level}"]), env)
+        typer.echo(f"taskgate: worker  concurrency {concurrency}, broker "
+                   f"{env.get('TASKGATE_BROKER_URL') or env['TASKGATE_REDIS_URL']}")
+        supervisor.add(Component("api", [*cmd, "api", f"--host={host}", f"--port={port}",
+                                         f"--log-level={log_level}"]), env)
+        typer.echo(f"taskgate: api     http://{host}:{port} (docs at /docs)")
+        if with_flower:
+            supervisor.add(Component("flower", [*cmd, "flower", "--host=127.0.0.1",
+                                                f"--port={flower_port}"]), env)
+            typer.echo(f"taskgate: flower  http://127.0.0.1:{flower_port}")
+        typer.echo("taskgate: running; Ctrl-C stops everything")
+        code = supervisor.watch()
+    finally:
+        supervisor.stop()
+    typer.echo("taskgate: stopped" if code == 0 else "taskgate: stopped after a failure", err=True)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    """Entry point of the ``taskgate`` script."""
+    cli()

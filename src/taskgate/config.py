@@ -1,0 +1,106 @@
+"""Settings: one pydantic-settings class, read from ``TASKGATE_*`` environment variables.
+
+Nothing is built at import time; call :func:`get_settings` (cached) or build
+``Settings(...)`` explicitly in tests.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .exceptions import ConfigurationError
+
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "valkey://", "valkeys://")
+
+
+class Settings(BaseSettings):
+    """Everything taskgate reads from the environment (prefix ``TASKGATE_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="TASKGATE_", extra="ignore")
+
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis/Valkey URL for the broker, the results and taskgate's own state. "
+        "Unset: `taskgate up` starts an embedded Valkey server.",
+    )
+    broker_url: str | None = Field(
+        default=None,
+        description="Broker URL when it differs from redis_url (redis:// or amqp://).",
+    )
+    result_backend: str | None = Field(
+        default=None,
+        description="Celery result backend URL when it differs from redis_url (a Redis URL).",
+    )
+    data_dir: Path = Field(
+        default=Path(".taskgate"),
+        description="Where the embedded Valkey keeps its data and append-only file.",
+    )
+    backend_timeout: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Deadline in seconds for every broker and result-backend call made by the API.",
+    )
+    result_ttl: int = Field(
+        default=86_400,
+        gt=0,
+        description="Seconds a task's record and result are kept after submission/completion.",
+    )
+    task_modules: list[str] = Field(
+        default_factory=list,
+        description="Extra modules holding tasks, imported by the API and the workers "
+        "(comma-separated in the environment).",
+    )
+    default_queue: str = Field(default="celery", description="Queue that tasks are sent to.")
+
+    @field_validator("task_modules", mode="before")
+    @classmethod
+    def _split_modules(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("result_backend")
+    @classmethod
+    def _backend_is_redis(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(_REDIS_SCHEMES):
+            raise ValueError(
+                "TASKGATE_RESULT_BACKEND must be a Redis/Valkey URL (redis://host:port/db): "
+                "taskgate reads results and its own task records from it"
+            )
+        return value
+
+    def require_redis_url(self) -> str:
+        """The Redis URL for taskgate's state, or a clear error saying how to set one."""
+        url = self.redis_url or self.result_backend
+        if url is None:
+            raise ConfigurationError(
+                "no Redis configured: set TASKGATE_REDIS_URL=redis://host:port/db, "
+                "or run `taskgate up`, which starts an embedded Valkey server"
+            )
+        return url
+
+    @property
+    def effective_broker_url(self) -> str:
+        """The broker: TASKGATE_BROKER_URL, else the Redis URL."""
+        return self.broker_url or self.require_redis_url()
+
+    @property
+    def effective_result_backend(self) -> str:
+        """The Celery result backend: TASKGATE_RESULT_BACKEND, else the Redis URL."""
+        return self.result_backend or self.require_redis_url()
+
+    @property
+    def broker_is_redis(self) -> bool:
+        """True when the broker speaks the Redis protocol (taskgate then publishes natively)."""
+        return self.effective_broker_url.startswith(_REDIS_SCHEMES)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

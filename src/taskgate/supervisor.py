@@ -1,0 +1,123 @@
+"""``taskgate up``: run the embedded Valkey, a worker, the API and Flower as one system.
+
+Every component is a child process in its own session, so a terminal's Ctrl-C reaches
+only this supervisor, which then stops them in order: API and Flower first, then the
+worker (warm shutdown: running tasks finish), then Valkey. A second Ctrl-C kills them all.
+If any component dies, the supervisor names it, stops the rest and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import FrameType
+
+#: Seconds a component gets to stop after SIGTERM before it is killed.
+STOP_GRACE = 30.0
+
+
+@dataclass
+class Component:
+    """One child process of ``taskgate up``."""
+
+    name: str
+    argv: list[str]
+    address: str = ""
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def start(self, env: dict[str, str], stdout: int | None = None) -> None:
+        """Start the process in a new session (its own process group)."""
+        self.process = subprocess.Popen(self.argv, env=env, start_new_session=True, stdout=stdout)
+
+    @property
+    def returncode(self) -> int | None:
+        """Exit code once it has exited, else None."""
+        return None if self.process is None else self.process.poll()
+
+    def signal_group(self, signum: int) -> None:
+        """Send ``signum`` to the component's whole process group (pool children too)."""
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signum)
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    """argv running ``python -m module args`` with this interpreter."""
+    return [sys.executable, "-m", module, *args]
+
+
+class Supervisor:
+    """Starts components in order, watches them, stops them in reverse order."""
+
+    def __init__(self, echo: Callable[[str], None]) -> None:
+        self.echo = echo
+        self.components: list[Component] = []
+        self._stopping = False
+        self._force = False
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if self._stopping:
+            self._force = True
+            self.echo("taskgate: second interrupt, killing every component")
+        self._stopping = True
+
+    def install_signal_handlers(self) -> None:
+        """First SIGINT/SIGTERM: graceful stop; the second: kill."""
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+
+    @property
+    def stopping(self) -> bool:
+        """True once a stop was asked for."""
+        return self._stopping
+
+    def add(self, component: Component, env: dict[str, str],
+            stdout: int | None = None) -> Component:
+        """Start ``component`` and watch it from now on."""
+        component.start(env, stdout)
+        self.components.append(component)
+        return component
+
+    def dead(self) -> Component | None:
+        """The first component that has exited, if any."""
+        return next((c for c in self.components if c.returncode is not None), None)
+
+    def watch(self, interval: float = 0.2) -> int:
+        """Block until a stop is asked for (exit 0) or a component dies (exit 1)."""
+        while not self._stopping:
+            died = self.dead()
+            if died is not None:
+                self.echo(f"taskgate: {died.name} exited with code {died.returncode}; "
+                          "stopping the others")
+                self.stop()
+                return 1
+            time.sleep(interval)
+        self.stop()
+        return 0
+
+    def stop(self) -> None:
+        """Stop components in reverse start order; kill whatever outlives its grace period."""
+        self._stopping = True
+        for component in reversed(self.components):
+            if component.returncode is None:
+                component.signal_group(signal.SIGTERM)
+                self._wait(component)
+            # Reap stragglers of the group (e.g. pool children) even if the leader exited.
+            component.signal_group(signal.SIGKILL)
+
+    def _wait(self, component: Component) -> None:
+        deadline = time.monotonic() + STOP_GRACE
+        while component.returncode is None:
+            if self._force or time.monotonic() > deadline:
+                component.signal_group(signal.SIGKILL)
+                assert component.process is not None
+                component.process.wait()
+                return
+            time.sleep(0.05)
