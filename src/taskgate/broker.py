@@ -3,8 +3,8 @@
 Two ways, chosen from the broker URL:
 
 * :class:`RedisBroker` (``redis://``): the message is the exact JSON envelope kombu's Redis
-  transport writes, pushed with ``redis.asyncio``; it can join a pipeline with taskgate's own
-  writes so a submission costs one round trip.
+  transport writes, pushed with ``redis.asyncio``. When the broker is the Redis that holds
+  taskgate's records, ``jobs`` pushes it inside the submission script instead (one round trip).
 * :class:`KombuBroker` (``amqp://`` and any other kombu transport): Celery's own sender runs in a
   small bounded thread pool, under the same deadline.
 
@@ -15,23 +15,36 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
 from celery import Celery
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 #: Celery's message parts: headers, properties, body (args, kwargs, embed).
 MessageParts = tuple[dict[str, Any], dict[str, Any], tuple[Any, ...]]
 
 
-def build_message(app: Celery, task_id: str, name: str, args: tuple[Any, ...],
-                  kwargs: dict[str, Any]) -> MessageParts:
+#: kombu's Redis transport keeps one list per priority step: ``queue`` for 0-2,
+#: ``queue\x06\x163`` for 3-5, and so on (lower number = higher priority).
+PRIORITY_STEPS = (0, 3, 6, 9)
+PRIORITY_SEP = "\x06\x16"
+
+
+def queue_for_priority(queue: str, priority: int) -> str:
+    """The Redis list kombu's transport uses for ``queue`` at ``priority``."""
+    step = PRIORITY_STEPS[bisect.bisect(PRIORITY_STEPS, priority) - 1]
+    return f"{queue}{PRIORITY_SEP}{step}" if step else queue
+
+
+def build_message(app: Celery, task_id: str, name: str, kwargs: dict[str, Any], *,
+                  countdown: float | None = None, eta: datetime | None = None) -> MessageParts:
     """Celery's own protocol-2 parts for one task call (``app.amqp.as_task_v2``)."""
-    message = app.amqp.as_task_v2(task_id, name, args, kwargs)
+    message = app.amqp.as_task_v2(task_id, name, (), kwargs, countdown=countdown, eta=eta)
     return message.headers, message.properties, message.body
 
 
@@ -68,18 +81,15 @@ class RedisBroker:
                 **properties,
                 "delivery_mode": 2,
                 "delivery_info": {"exchange": "", "routing_key": queue},
-                "priority": 0,
+                "priority": properties.get("priority", 0),
                 "body_encoding": "base64",
                 "delivery_tag": str(uuid.uuid4()),
             },
         })
 
-    def add_to(self, pipe: Pipeline, queue: str, parts: MessageParts) -> None:
-        """Queue the publish on ``pipe`` so it shares a round trip (and a MULTI) with others."""
-        pipe.lpush(queue, self.envelope(queue, parts))
-
     async def publish(self, queue: str, parts: MessageParts) -> None:
-        await self.client.lpush(queue, self.envelope(queue, parts))
+        key = queue_for_priority(queue, parts[1].get("priority", 0))
+        await self.client.lpush(key, self.envelope(queue, parts))
 
     async def ping(self) -> None:
         await self.client.ping()
@@ -102,7 +112,7 @@ class KombuBroker:
         with self.app.producer_pool.acquire(block=True, timeout=self.timeout) as producer:
             self.app.amqp.send_task_message(
                 producer, headers["task"], message, queue=queue, retry=False,
-                timeout=self.timeout,
+                timeout=self.timeout, priority=properties.get("priority", 0),
             )
 
     def _ping(self) -> None:

@@ -48,7 +48,13 @@ class Settings(BaseSettings):
     result_ttl: int = Field(
         default=86_400,
         gt=0,
-        description="Seconds a task's record and result are kept after submission/completion.",
+        description="Seconds a task's record and result are kept after submission, and again "
+        "after it finishes.",
+    )
+    failure_ttl: int = Field(
+        default=7 * 86_400,
+        gt=0,
+        description="Seconds a failed task's record is kept after it failed.",
     )
     task_modules: list[str] = Field(
         default_factory=list,

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
-#: ``taskgate:task:<id>`` -> JSON record written at submission (name, created_at);
-#: expires with the result (``result_ttl``). Tells "queued" apart from "unknown".
+#: ``taskgate:task:<id>`` -> hash: the task's record (name, state, times, attempts, progress,
+#: result or error). Written at submission, updated by the worker at each transition; expires
+#: ``result_ttl`` after submission and again after it finishes (``failure_ttl`` for failures).
 TASK_RECORD_PREFIX = "taskgate:task:"
 
-#: Celery's Redis result backend stores ``celery-task-meta-<id>`` (JSON); taskgate reads it.
+#: ``taskgate:events:<id>`` -> pub/sub channel: the record as JSON after every change.
+EVENTS_PREFIX = "taskgate:events:"
+
+#: ``taskgate:index`` -> sorted set of task ids scored by submission time, for the history list;
+#: trimmed of ids older than the longest TTL on every submission, and itself expiring.
+TASK_INDEX_KEY = "taskgate:index"
+
+#: ``taskgate:idem:<key>`` -> JSON ``[task_id, body digest]`` for an Idempotency-Key, 24 h.
+IDEMPOTENCY_PREFIX = "taskgate:idem:"
+
+#: How long an Idempotency-Key is remembered.
+IDEMPOTENCY_TTL = 86_400
+
+#: Celery's Redis result backend stores ``celery-task-meta-<id>`` (JSON). taskgate's own tasks
+#: keep their result in the record instead (they run with ``ignore_result``); this prefix is only
+#: read for tasks that other producers sent.
 CELERY_RESULT_PREFIX = "celery-task-meta-"
 
 #: Seconds an HTTP client should wait before retrying after a 503.
@@ -20,6 +36,16 @@ INT64_MAX = 2**63 - 1
 def task_record_key(task_id: str) -> str:
     """Key of taskgate's own record of a submitted task."""
     return TASK_RECORD_PREFIX + task_id
+
+
+def events_channel(task_id: str) -> str:
+    """Pub/sub channel carrying a task's record after each change."""
+    return EVENTS_PREFIX + task_id
+
+
+def idempotency_key(key: str) -> str:
+    """Key remembering which task an Idempotency-Key created."""
+    return IDEMPOTENCY_PREFIX + key
 
 
 def celery_result_key(task_id: str) -> str:

@@ -5,7 +5,10 @@
     TaskGateError
     ├── ConfigurationError      settings are missing or contradict each other
     ├── BackendUnavailable      Redis or the broker did not answer within the deadline
-    └── TaskNotFound            no record of this task id (never submitted, or expired)
+    ├── TaskNotFound            no record of this task id (never submitted, or expired)
+    ├── UnknownTask             the task name is not on the allow-list
+    ├── Conflict                the request contradicts the task's state or an idempotency key
+    └── TaskCancelled           raised inside a running task that was asked to stop
 
 ``api/errors.py`` maps each one to an HTTP answer in one place.
 """
@@ -36,3 +39,25 @@ class TaskNotFound(TaskGateError):
     def __init__(self, task_id: str) -> None:
         super().__init__(f"no task with id {task_id!r}: it was never submitted or has expired")
         self.task_id = task_id
+
+
+class UnknownTask(TaskGateError):
+    """Raised when a task name is not one of the declared (allow-listed) tasks."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no task named {name!r}; GET /tasks/catalogue lists the tasks you can run")
+        self.name = name
+
+
+class Conflict(TaskGateError):
+    """Raised when a request contradicts the task's state (cancel a finished task) or reuses an
+    Idempotency-Key with a different body."""
+
+
+class TaskCancelled(TaskGateError):
+    """Raised inside a running task (by ``raise_if_cancelled``) once it was asked to stop."""
+
+
+def error_envelope(exc: BaseException, *, retryable: bool) -> dict[str, object]:
+    """A client-safe description of ``exc``: its type name and message, never a traceback."""
+    return {"type": type(exc).__name__, "message": str(exc), "retryable": retryable}

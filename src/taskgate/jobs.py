@@ -1,57 +1,59 @@
-"""The producer side: submit tasks and read their status, async and under deadlines.
+"""The producer side: submit, read, wait for, cancel and list tasks; async, under deadlines.
 
-A submission writes taskgate's own record of the task (with the result TTL) and the
-Celery message in one pipelined transaction when the broker is the same Redis, so a
-task is never queued without a record nor recorded without being queued. Status reads
-fetch that record and Celery's result meta in one ``MGET``.
+A submission is one Lua script on Redis: it checks the Idempotency-Key, writes the task's
+record (state ``queued``), adds it to the history index and, when the broker is the same
+Redis, pushes the Celery message, all atomically in one round trip. Reads are one
+``HGETALL``. Waiting subscribes to the task's event channel first and reads the record
+second, so no change can slip between the two.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
 from celery import Celery
 from kombu.exceptions import OperationalError as KombuOperationalError
+from pydantic import BaseModel
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from .broker import Broker, KombuBroker, RedisBroker, build_message
+from . import store
+from .broker import Broker, KombuBroker, RedisBroker, build_message, queue_for_priority
 from .celery_app import create_celery_app
 from .config import Settings
-from .constants import celery_result_key, task_record_key
-from .exceptions import BackendUnavailable, TaskNotFound
-from .states import CELERY_STATES, TaskState
+from .constants import TASK_INDEX_KEY, events_channel, idempotency_key, task_record_key
+from .exceptions import BackendUnavailable, Conflict, TaskNotFound, UnknownTask
+from .registry import TaskSpec, exposed
+from .states import TaskState
 
 
 @dataclass(frozen=True, slots=True)
-class TaskError:
-    """Why a task failed, safe to show a client: no traceback."""
-
-    type: str
-    message: str
-    retryable: bool
-
-
-@dataclass(frozen=True, slots=True)
-class TaskStatus:
-    """What taskgate knows about one task."""
+class Submission:
+    """What a submit returns: the task id, and whether an Idempotency-Key replayed it."""
 
     task_id: str
-    name: str | None
-    state: TaskState
-    result: Any = None
-    error: TaskError | None = None
-    created_at: float | None = None
-    finished_at: str | None = None
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Optional submission settings a client may give (validated by the API)."""
+
+    countdown: float | None = None
+    eta: datetime | None = None
+    priority: int | None = None
 
 
 def redis_client(url: str, timeout: float) -> Redis:
@@ -65,30 +67,27 @@ def redis_client(url: str, timeout: float) -> Redis:
     )
 
 
-def error_from_meta(result: Any) -> TaskError:
-    """Turn Celery's stored exception (``exc_type``/``exc_message``) into a client-safe error."""
-    if not isinstance(result, dict):
-        return TaskError(type="TaskError", message=str(result), retryable=False)
-    exc_message = result.get("exc_message")
-    if isinstance(exc_message, list | tuple):
-        message = ", ".join(str(part) for part in exc_message)
-    else:
-        message = str(exc_message or "")
-    return TaskError(type=str(result.get("exc_type") or "TaskError"), message=message,
-                     retryable=False)
+def digest(name: str, arguments: dict[str, Any], options: Options) -> str:
+    """A stable fingerprint of a submission, to compare bodies under one Idempotency-Key."""
+    payload = orjson.dumps([name, arguments, options.countdown,
+                            options.eta.isoformat() if options.eta else None, options.priority],
+                           option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(payload).hexdigest()
 
 
 class Gateway:
-    """The API's door to the queue: submit, status, readiness; every call under a deadline."""
+    """The API's door to the queue; every Redis and broker call runs under a deadline."""
 
-    def __init__(self, settings: Settings, app: Celery, state: Redis, results: Redis,
-                 broker: Broker) -> None:
+    def __init__(self, settings: Settings, app: Celery, state: Redis, broker: Broker) -> None:
         self.settings = settings
         self.app = app
         self.state = state
-        self.results = results
         self.broker = broker
         self.timeout = settings.backend_timeout
+        self.catalogue: dict[str, TaskSpec] = exposed()
+        self._submit = state.register_script(store.SUBMIT)
+        self._update = state.register_script(store.UPDATE)
+        self._cancel = state.register_script(store.CANCEL)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Gateway:
@@ -98,27 +97,22 @@ class Gateway:
         timeout = settings.backend_timeout
         redis_url = settings.require_redis_url()
         state = redis_client(redis_url, timeout)
-        backend_url = settings.effective_result_backend
-        results = state if backend_url == redis_url else redis_client(backend_url, timeout)
         broker: Broker
         if settings.broker_is_redis:
             broker_url = settings.effective_broker_url
-            client = state if broker_url == redis_url else redis_client(broker_url, timeout)
-            broker = RedisBroker(client)
+            broker = RedisBroker(state if broker_url == redis_url else redis_client(broker_url, timeout))
         else:
             broker = KombuBroker(app, timeout)
-        return cls(settings, app, state, results, broker)
+        return cls(settings, app, state, broker)
 
     async def close(self) -> None:
         """Close every client this gateway opened."""
         await self.broker.close()
-        if self.results is not self.state:
-            await self.results.aclose()
         if not (isinstance(self.broker, RedisBroker) and self.broker.client is self.state):
             await self.state.aclose()
 
     @asynccontextmanager
-    async def _deadline(self, component: str) -> AsyncIterator[None]:
+    async def deadline(self, component: str = "redis") -> AsyncIterator[None]:
         """Run a block within ``backend_timeout``; any failure becomes ``BackendUnavailable``."""
         try:
             async with asyncio.timeout(self.timeout):
@@ -128,74 +122,163 @@ class Gateway:
         except (RedisError, KombuOperationalError, OSError) as exc:
             raise BackendUnavailable(component, str(exc) or type(exc).__name__) from exc
 
-    async def submit(self, name: str, args: tuple[Any, ...] = (),
-                     kwargs: dict[str, Any] | None = None) -> str:
-        """Queue task ``name`` and return its id once the broker has it."""
-        task_id = str(uuid.uuid4())
-        kwargs = kwargs or {}
-        parts = build_message(self.app, task_id, name, args, kwargs)
-        record = orjson.dumps({"name": name, "created_at": time.time()})
-        key = task_record_key(task_id)
-        queue = self.settings.default_queue
-        ttl = self.settings.result_ttl
-        broker = self.broker
-        if isinstance(broker, RedisBroker) and broker.client is self.state:
-            async with self._deadline("redis"):
-                pipe = self.state.pipeline(transaction=True)
-                pipe.set(key, record, ex=ttl)
-                broker.add_to(pipe, queue, parts)
-                await pipe.execute()
-            return task_id
-        async with self._deadline("redis"):
-            await self.state.set(key, record, ex=ttl)
-        try:
-            async with self._deadline("broker"):
-                await broker.publish(queue, parts)
-        except BackendUnavailable:
-            # Not queued: drop the record so the id reads as unknown, not eternally queued.
-            async with self._deadline("redis"):
-                await self.state.delete(key)
-            raise
-        return task_id
+    def spec(self, name: str) -> TaskSpec:
+        """The declared task ``name``, or ``UnknownTask``."""
+        spec = self.catalogue.get(name)
+        if spec is None:
+            raise UnknownTask(name)
+        return spec
 
-    async def status(self, task_id: str) -> TaskStatus:
-        """The task's current state, result or error; ``TaskNotFound`` if it has no record."""
-        record_key, meta_key = task_record_key(task_id), celery_result_key(task_id)
-        async with self._deadline("redis"):
-            if self.results is self.state:
-                raw_record, raw_meta = await self.state.mget(record_key, meta_key)
-            else:
-                raw_record, raw_meta = await asyncio.gather(
-                    self.state.get(record_key), self.results.get(meta_key))
-        record = orjson.loads(raw_record) if raw_record else None
-        meta = orjson.loads(raw_meta) if raw_meta else None
-        if record is None and meta is None:
+    async def submit(self, spec: TaskSpec, arguments: BaseModel, options: Options | None = None,
+                     idempotency: str | None = None) -> Submission:
+        """Queue ``spec`` with validated ``arguments``; return once the broker has the message."""
+        options = options or Options()
+        task_id = str(uuid.uuid4())
+        kwargs = arguments.model_dump(mode="json")
+        headers, properties, body = build_message(self.app, task_id, spec.celery_name, kwargs,
+                                                  countdown=options.countdown, eta=options.eta)
+        queue = spec.queue or self.settings.default_queue
+        priority = options.priority or 0
+        now = time.time()
+        ttl = max(self.settings.result_ttl, self.settings.failure_ttl)
+        same_redis = isinstance(self.broker, RedisBroker) and self.broker.client is self.state
+        parts = (headers, {**properties, "priority": priority}, body)
+        idem_key = idempotency_key(idempotency) if idempotency else ""
+        keys = [task_record_key(task_id), TASK_INDEX_KEY, idem_key,
+                queue_for_priority(queue, priority) if same_redis else ""]
+        args = [spec.name, repr(now), self.settings.result_ttl, repr(now - ttl),
+                digest(spec.name, kwargs, options) if idempotency else "", task_id,
+                RedisBroker.envelope(queue, parts) if same_redis else b""]
+        async with self.deadline():
+            seen = (await self._submit(keys=keys, args=args)).decode()
+        if seen.startswith("!"):
+            raise Conflict(f"Idempotency-Key {idempotency!r} was already used with a different body "
+                           f"(task {seen[1:]}); use a new key for a new request")
+        if seen:
+            return Submission(seen, replayed=True)
+        if not same_redis:
+            try:
+                async with self.deadline("broker"):
+                    await self.broker.publish(queue, parts)
+            except BackendUnavailable:
+                # Not queued: forget it, so its id reads as unknown rather than eternally queued.
+                async with self.deadline():
+                    await self.state.delete(task_record_key(task_id), *([idem_key] if idem_key else []))
+                    await self.state.zrem(TASK_INDEX_KEY, task_id)
+                raise
+        return Submission(task_id)
+
+    async def get(self, task_id: str) -> dict[str, Any]:
+        """The task's record, or ``TaskNotFound``."""
+        async with self.deadline():
+            raw = await self.state.hgetall(task_record_key(task_id))
+        if not raw:
             raise TaskNotFound(task_id)
-        name = record.get("name") if record else None
-        created_at = record.get("created_at") if record else None
-        if meta is None:
-            return TaskStatus(task_id, name, TaskState.QUEUED, created_at=created_at)
-        state = CELERY_STATES.get(str(meta.get("status")), TaskState.QUEUED)
-        value = meta.get("result")
-        return TaskStatus(
-            task_id, name, state,
-            result=value if state is TaskState.SUCCEEDED else None,
-            error=error_from_meta(value) if state is TaskState.FAILED else None,
-            created_at=created_at,
-            finished_at=meta.get("date_done") if state.is_terminal else None,
-        )
+        return {"task_id": task_id, **store.decode_record(raw)}
+
+    @asynccontextmanager
+    async def watch(self, task_id: str) -> AsyncIterator[tuple[dict[str, Any], PubSub]]:
+        """Subscribe to the task's changes, then read its record: ``(record, subscription)``."""
+        pubsub = self.state.pubsub(ignore_subscribe_messages=True)
+        try:
+            async with self.deadline():
+                await pubsub.subscribe(events_channel(task_id))
+            yield await self.get(task_id), pubsub
+        finally:
+            await pubsub.aclose()
+
+    async def next_change(self, task_id: str, pubsub: PubSub, timeout: float) -> dict[str, Any] | None:
+        """The record after its next change, or None if nothing changed within ``timeout``."""
+        try:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable("redis", str(exc) or type(exc).__name__) from exc
+        if message is None:
+            return None
+        return {"task_id": task_id, **store.decode_record(orjson.loads(message["data"]))}
+
+    async def wait(self, task_id: str, seconds: float) -> dict[str, Any]:
+        """The record once terminal, or as it is after ``seconds``; woken by events, not polling."""
+        deadline = time.monotonic() + seconds
+        async with self.watch(task_id) as (record, pubsub):
+            while not TaskState(record["state"]).is_terminal:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                changed = await self.next_change(task_id, pubsub, remaining)
+                if changed is not None:
+                    record = changed
+            return record
+
+    async def cancel(self, task_id: str, terminate: bool = False) -> dict[str, Any]:
+        """Cancel a queued task at once, or flag a running one; ``Conflict`` if it finished."""
+        async with self.deadline():
+            outcome = (await self._cancel(keys=[task_record_key(task_id), events_channel(task_id)],
+                                          args=[repr(time.time()), self.settings.result_ttl])).decode()
+        if outcome == "missing":
+            raise TaskNotFound(task_id)
+        if outcome in ("succeeded", "failed", "cancelled"):
+            raise Conflict(f"task {task_id} already {outcome}; only queued, retrying or started "
+                           "tasks can be cancelled")
+        if outcome == "cancelling" and terminate:
+            loop = asyncio.get_running_loop()
+            async with self.deadline("broker"):
+                await loop.run_in_executor(None, self._revoke, task_id)
+        return await self.get(task_id)
+
+    def _revoke(self, task_id: str) -> None:
+        self.app.control.revoke(task_id, terminate=True, signal="SIGTERM")
+
+    async def forget(self, task_id: str) -> None:
+        """Delete a finished task's record; ``Conflict`` while it may still run."""
+        record = await self.get(task_id)
+        if not TaskState(record["state"]).is_terminal:
+            raise Conflict(f"task {task_id} is {record['state']}; cancel it first or wait until it ends")
+        async with self.deadline():
+            pipe = self.state.pipeline(transaction=True)
+            pipe.delete(task_record_key(task_id))
+            pipe.zrem(TASK_INDEX_KEY, task_id)
+            await pipe.execute()
+
+    async def history(self, *, state: TaskState | None, name: str | None, limit: int,
+                      before: float | None) -> tuple[list[dict[str, Any]], float | None]:
+        """Tasks newest first, filtered; returns a page and the cursor of the next one."""
+        found: list[dict[str, Any]] = []
+        upper: float | str = f"({before!r}" if before is not None else "+inf"
+        scanned = 0
+        async with self.deadline():
+            while len(found) < limit and scanned < 20 * limit:
+                batch = await self.state.zrevrangebyscore(TASK_INDEX_KEY, upper, "-inf", start=0,
+                                                          num=limit, withscores=True)
+                if not batch:
+                    return found, None
+                pipe = self.state.pipeline(transaction=False)
+                for member, _ in batch:
+                    pipe.hgetall(task_record_key(member.decode()))
+                for (member, score), raw in zip(batch, await pipe.execute(), strict=True):
+                    scanned += 1
+                    upper = f"({score!r}"
+                    if not raw:
+                        continue
+                    record = {"task_id": member.decode(), **store.decode_record(raw)}
+                    if (state is None or record["state"] == state.value) and \
+                            (name is None or record["name"] == name):
+                        found.append(record)
+                        if len(found) == limit:
+                            return found, score
+        return found, float(str(upper)[1:]) if found and upper != "+inf" else None
 
     async def check(self) -> dict[str, str]:
-        """Ping the broker and the result store; map each component to "ok" or the problem."""
+        """Ping the broker and Redis; map each to "ok" or the problem seen."""
         checks: dict[str, str] = {}
 
         async def probe(component: str, ping: Any) -> None:
             try:
-                async with self._deadline(component):
+                async with self.deadline(component):
                     await ping()
                 checks[component] = "ok"
             except BackendUnavailable as exc:
                 checks[component] = exc.detail
 
-        await asyncio.gather(probe("broker", self.broker.ping), probe("backend", self.results.ping))
+        await asyncio.gather(probe("broker", self.broker.ping), probe("backend", self.state.ping))
         return checks

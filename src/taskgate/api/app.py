@@ -10,14 +10,16 @@ from fastapi import FastAPI
 from .. import __version__
 from ..config import Settings, get_settings
 from ..jobs import Gateway
+from ..registry import load
 from . import errors
-from .routes import health, tutorial
+from .routes import health, tasks, tutorial
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API; the gateway (Redis clients, Celery app) is created at startup."""
     settings = settings or get_settings()
     settings.require_redis_url()  # fail at once, with the fix, rather than on first request
+    catalogue = load(settings.task_modules)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -38,5 +40,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     errors.install(app)
     app.include_router(tutorial.router)
+    app.include_router(tasks.build_router(catalogue))
     app.include_router(health.router)
     return app

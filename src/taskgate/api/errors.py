@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from ..constants import RETRY_AFTER_SECONDS
-from ..exceptions import BackendUnavailable, TaskNotFound
+from ..exceptions import BackendUnavailable, Conflict, TaskNotFound, UnknownTask
 
 log = logging.getLogger("taskgate.api")
 
@@ -40,6 +40,14 @@ async def _not_found(_: Request, exc: Exception) -> JSONResponse:
     return error_response(404, "task_not_found", str(exc))
 
 
+async def _unknown_task(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(404, "unknown_task", str(exc))
+
+
+async def _conflict(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(409, "conflict", str(exc))
+
+
 async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.warning("%s %s: %s", request.method, request.url.path, exc)
     return error_response(503, "backend_unavailable", f"{exc}; retry later", retryable=True,
@@ -56,5 +64,7 @@ def install(app: FastAPI) -> None:
     """Register every error mapping on ``app``."""
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(TaskNotFound, _not_found)
+    app.add_exception_handler(UnknownTask, _unknown_task)
+    app.add_exception_handler(Conflict, _conflict)
     app.add_exception_handler(BackendUnavailable, _unavailable)
     app.add_exception_handler(HTTPException, _http)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, JsonValue
+
+from ..states import TaskState
 
 
 class ErrorBody(BaseModel):
@@ -35,6 +38,68 @@ class TutorialResult(BaseModel):
     error: ErrorBody | None = Field(default=None, description="Why the task failed, if it did.")
 
 
+class Progress(BaseModel):
+    """How far a running task is, as it last reported."""
+
+    done: float
+    total: float
+    percent: float
+    message: str | None = None
+
+
+class TaskInfo(BaseModel):
+    """Everything known about one task. Subclassed per task with a typed `result`."""
+
+    task_id: str
+    name: str = Field(description="The task's name in the catalogue.")
+    state: TaskState
+    result: Any = Field(default=None, description="The return value, once `succeeded`.")
+    error: ErrorBody | None = Field(default=None, description="Why it failed (or the last transient "
+                                    "error while `retrying`).")
+    progress: Progress | None = None
+    attempts: int = Field(default=0, description="How many times a worker started it.")
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    next_attempt_at: datetime | None = Field(default=None, description="When it runs again, while "
+                                             "`retrying`.")
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> TaskInfo:
+        """Build from a record as stored in Redis (epoch floats become UTC datetimes)."""
+        data = {key: value for key, value in record.items() if key in cls.model_fields}
+        for key in ("created_at", "started_at", "finished_at", "next_attempt_at"):
+            if data.get(key) is not None:
+                data[key] = datetime.fromtimestamp(data[key], tz=UTC)
+        return cls.model_validate(data)
+
+
+class TaskAccepted(BaseModel):
+    """A task was accepted; follow `Location` (or GET /tasks/{task_id}) to see how it goes."""
+
+    task_id: str
+    name: str
+    state: TaskState = TaskState.QUEUED
+    created_at: datetime | None = None
+
+
+class TaskPage(BaseModel):
+    """One page of the task history, newest first."""
+
+    tasks: list[TaskInfo]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at the end.")
+
+
+class CatalogueEntry(BaseModel):
+    """A task that can be submitted with POST /tasks/{name}."""
+
+    name: str
+    summary: str
+    queue: str | None
+    arguments: dict[str, Any] = Field(description="JSON schema of the request body.")
+    result: dict[str, Any] = Field(description="JSON schema of the result.")
+
+
 class Health(BaseModel):
     """The process answers; says nothing about Redis."""
 
@@ -48,11 +113,21 @@ class Readiness(BaseModel):
     checks: dict[str, str] = Field(description='Each component: "ok" or the problem seen.')
 
 
-#: OpenAPI entries for the errors the task endpoints can answer with.
-TASK_ERRORS: dict[int | str, dict[str, object]] = {
-    404: {"model": ErrorResponse, "description": "No task with this id (never submitted, or expired)."},
-    422: {"model": ErrorResponse, "description": "Invalid input; the message names the field."},
-    503: {"model": ErrorResponse,
-          "description": "Redis or the broker did not answer within the deadline; "
-                         "retry after `Retry-After` seconds."},
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorResponse, "description": description}
+
+
+#: OpenAPI entries for the errors endpoints can answer with.
+ERRORS: dict[int, dict[str, Any]] = {
+    404: _error("No such task (never submitted, expired, or not in the catalogue)."),
+    409: _error("The request contradicts the task's state or reuses an Idempotency-Key."),
+    413: _error("The upload is larger than TASKGATE_MAX_UPLOAD_BYTES."),
+    422: _error("Invalid input; the message names the field."),
+    503: _error("Redis or the broker did not answer within the deadline; retry after `Retry-After` "
+                "seconds."),
 }
+
+
+def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` entries for ``codes``."""
+    return {code: ERRORS[code] for code in codes}

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from celery import shared_task
+from typing import Annotated
+
+from pydantic import Field
 
 from ..constants import INT64_MAX, INT64_MIN
+from ..registry import task
+
+Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX, description="A signed 64-bit integer.")]
 
 
 def add_numbers(x: int, y: int) -> int:
@@ -15,7 +20,10 @@ def add_numbers(x: int, y: int) -> int:
     return total
 
 
-@shared_task(name="taskgate.add")
-def add(x: int, y: int) -> int:
-    """Add two integers (the tutorial's task)."""
+@task
+def add(x: Int64, y: Int64) -> int:
+    """Add two integers (the tutorial's task).
+
+    Fails with OverflowError when the sum does not fit in a signed 64-bit integer.
+    """
     return add_numbers(x, y)

@@ -8,11 +8,10 @@ from fastapi import APIRouter, Path, Query
 
 from ...constants import INT64_MAX, INT64_MIN
 from ...states import TaskState
-from ...tasks import add
 from ..deps import GatewayDep
-from ..schemas import TASK_ERRORS, ErrorBody, TaskCreated, TutorialResult
+from ..schemas import ErrorBody, TaskCreated, TutorialResult, errors
 
-router = APIRouter(tags=["tutorial"], responses={k: TASK_ERRORS[k] for k in (422, 503)})
+router = APIRouter(tags=["tutorial"], responses=errors(422, 503))
 
 Int64 = Annotated[int, Query(ge=INT64_MIN, le=INT64_MAX, description="A signed 64-bit integer.")]
 TaskId = Annotated[str, Path(min_length=1, max_length=200, description="The id /add returned.")]
@@ -31,21 +30,19 @@ _TUTORIAL_STATUS = {
 @router.get("/add", summary="Queue the tutorial's add(x, y)")
 async def submit_add(x: Int64, y: Int64, gateway: GatewayDep) -> TaskCreated:
     """Queue `add(x, y)` on a worker and return its task id at once."""
-    task_id = await gateway.submit(add.name, (x, y))
-    return TaskCreated(task_id=task_id)
+    spec = gateway.spec("add")
+    submission = await gateway.submit(spec, spec.args_model(x=x, y=y))
+    return TaskCreated(task_id=submission.task_id)
 
 
 @router.get("/result/{task_id}", summary="How a task went", response_model_exclude_unset=True,
-            responses={404: TASK_ERRORS[404]})
+            responses=errors(404))
 async def get_result(task_id: TaskId, gateway: GatewayDep) -> TutorialResult:
     """`completed` with the result, `failed` with the error, `pending` until then; 404 if unknown."""
-    status = await gateway.status(task_id)
-    word = _TUTORIAL_STATUS[status.state]
-    if status.state is TaskState.SUCCEEDED:
-        return TutorialResult(status="completed", result=status.result)
-    if status.error is not None:
-        err = status.error
-        return TutorialResult(status="failed",
-                              error=ErrorBody(type=err.type, message=err.message,
-                                              retryable=err.retryable))
-    return TutorialResult(status=word)  # type: ignore[arg-type]
+    record = await gateway.get(task_id)
+    state = TaskState(record["state"])
+    if state is TaskState.SUCCEEDED:
+        return TutorialResult(status="completed", result=record.get("result"))
+    if state is TaskState.FAILED:
+        return TutorialResult(status="failed", error=ErrorBody.model_validate(record["error"]))
+    return TutorialResult(status=_TUTORIAL_STATUS[state])  # type: ignore[arg-type]

@@ -1,0 +1,199 @@
+"""Tasks: one typed ``POST /tasks/{name}`` per declared task, and the lifecycle around it.
+
+The submit routes are generated from the catalogue at startup: each one's body is the task's
+generated argument model, and ``GET /tasks/{task_id}`` answers with a per-task model whose
+``result`` has the task's declared return type, so /docs shows every input and output.
+"""
+
+
+import inspect
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any, Literal, Union
+
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Response
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from pydantic import BaseModel, create_model
+
+from ...exceptions import UnknownTask
+from ...jobs import Gateway, Options
+from ...registry import TaskSpec
+from ...states import TaskState
+from ..deps import GatewayDep
+from ..schemas import CatalogueEntry, TaskAccepted, TaskInfo, TaskPage, errors
+
+TaskId = Annotated[str, Path(min_length=1, max_length=200, description="The id a submit returned.")]
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", min_length=1, max_length=200,
+    description="Same key and body within 24 h return the same task (with "
+    "`Idempotent-Replayed: true`); same key with another body is a 409.")]
+
+#: Longest ``?wait=`` a client may ask for, in seconds.
+MAX_WAIT = 30.0
+
+
+def info_models(catalogue: dict[str, TaskSpec]) -> dict[str, type[TaskInfo]]:
+    """Per task, a TaskInfo subclass whose ``name`` and ``result`` are typed."""
+    models: dict[str, type[TaskInfo]] = {}
+    for name, spec in catalogue.items():
+        title = "".join(part.capitalize() for part in name.split("_"))
+        models[name] = create_model(  # type: ignore[call-overload]
+            f"{title}Task", __base__=TaskInfo,
+            __doc__=f"A `{name}` task; `result` is what it returns once `succeeded`.",
+            name=(Literal[name], ...),  # type: ignore[valid-type]
+            result=(spec.result_type | None, None),
+        )
+    return models
+
+
+def build_router(catalogue: dict[str, TaskSpec]) -> APIRouter:
+    """The /tasks routes for this catalogue."""
+    router = APIRouter(prefix="/tasks", tags=["tasks"])
+    models = info_models(catalogue)
+    AnyTask: Any = Union[tuple(models.values()) + (TaskInfo,)] if models else TaskInfo  # noqa: UP007
+
+    def info(record: dict[str, Any]) -> Any:
+        return models.get(record.get("name", ""), TaskInfo).from_record(record)
+
+    @router.get("", summary="List submitted tasks, newest first", responses=errors(422, 503))
+    async def list_tasks(
+        gateway: GatewayDep,
+        state: Annotated[TaskState | None, Query(description="Only tasks in this state.")] = None,
+        name: Annotated[str | None, Query(description="Only tasks with this name.")] = None,
+        limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 20,
+        cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.",
+                                            pattern=r"^\d+(\.\d+)?$")] = None,
+    ) -> TaskPage:
+        """History from Redis, newest first; records expire with their results."""
+        records, after = await gateway.history(state=state, name=name, limit=limit,
+                                               before=float(cursor) if cursor else None)
+        return TaskPage(tasks=[info(record) for record in records],
+                        next_cursor=repr(after) if after is not None else None)
+
+    @router.get("/catalogue", summary="The tasks you can submit")
+    async def get_catalogue() -> list[CatalogueEntry]:
+        """Every declared task with the JSON schemas of its arguments and result."""
+        return [CatalogueEntry(name=spec.name, summary=spec.summary, queue=spec.queue,
+                               arguments=spec.args_model.model_json_schema(),
+                               result=spec.result_adapter.json_schema())
+                for spec in catalogue.values()]
+
+    for spec in catalogue.values():
+        router.add_api_route(
+            f"/{spec.name}", submit_endpoint(spec), methods=["POST"], status_code=202,
+            summary=spec.summary, description=spec.description or None,
+            responses=errors(409, 422, 503), name=f"submit_{spec.name}",
+        )
+
+    @router.post("/{name}", include_in_schema=False)
+    async def submit_unknown(name: str) -> None:
+        raise UnknownTask(name)
+
+    @router.get("/{task_id}", summary="A task's state, result, error and progress",
+                responses=errors(404, 422, 503))
+    async def get_task(
+        task_id: TaskId, gateway: GatewayDep,
+        wait: Annotated[float, Query(ge=0, le=MAX_WAIT, description="Hold the request up to this "
+                                     "many seconds until the task ends (no polling).")] = 0,
+    ) -> AnyTask:
+        record = await (gateway.wait(task_id, wait) if wait else gateway.get(task_id))
+        return info(record)
+
+    @router.post("/{task_id}/cancel", summary="Cancel a task", responses=errors(404, 409, 422, 503))
+    async def cancel_task(
+        task_id: TaskId, gateway: GatewayDep,
+        terminate: Annotated[bool, Query(description="Also kill a running task's process "
+                                         "instead of waiting for it to notice.")] = False,
+    ) -> AnyTask:
+        """A queued or retrying task is cancelled at once and never starts; a running one is
+        asked to stop (built-in tasks check often) and ends `cancelled`; 409 once finished."""
+        return info(await gateway.cancel(task_id, terminate=terminate))
+
+    @router.delete("/{task_id}", status_code=204, summary="Forget a finished task",
+                   responses=errors(404, 409, 503))
+    async def delete_task(task_id: TaskId, gateway: GatewayDep) -> None:
+        """Delete the record and result of a finished task; 409 while it may still run."""
+        await gateway.forget(task_id)
+
+    async def watched(task_id: TaskId, gateway: GatewayDep) -> AsyncIterator[tuple[dict[str, Any], Any]]:
+        async with gateway.watch(task_id) as watch:
+            yield watch
+
+    @router.get("/{task_id}/events", response_class=EventSourceResponse,
+                summary="Live state and progress (Server-Sent Events)", responses=errors(404, 503))
+    async def task_events(
+        task_id: TaskId, gateway: GatewayDep,
+        watch: Annotated[tuple[dict[str, Any], Any], Depends(watched)],
+        last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0)] = None,
+    ) -> AsyncIterator[ServerSentEvent]:
+        """One `state` or `progress` event per change, pushed by the workers, ending with the
+        terminal state. Event ids are sequence numbers: reconnect with `Last-Event-ID`."""
+        record, pubsub = watch
+        seen = last_event_id or 0
+        state = None
+        while True:
+            if record.get("seq", 0) > seen or (seen == 0 and state is None):
+                seen = record.get("seq", 0)
+                kind = "progress" if record["state"] == state else "state"
+                state = record["state"]
+                yield ServerSentEvent(data=info(record).model_dump(mode="json"), event=kind,
+                                      id=str(seen))
+            if TaskState(record["state"]).is_terminal:
+                return
+            changed = await gateway.next_change(task_id, pubsub, timeout=60)
+            if changed is not None:
+                record = changed
+
+    return router
+
+
+def submit_endpoint(spec: TaskSpec) -> Any:
+    """The ``POST /tasks/{name}`` handler of one task, typed with its argument model."""
+
+    async def submit(gateway: Gateway, response: Response, arguments: BaseModel,
+                     countdown: float | None, eta: datetime | None, priority: int | None,
+                     idempotency_key: str | None) -> TaskAccepted:
+        options = Options(countdown=countdown, eta=eta, priority=priority)
+        submission = await gateway.submit(spec, arguments, options, idempotency_key)
+        response.headers["Location"] = f"/tasks/{submission.task_id}"
+        if submission.replayed:
+            response.headers["Idempotent-Replayed"] = "true"
+        return TaskAccepted(task_id=submission.task_id, name=spec.name)
+
+    parameters = [
+        inspect.Parameter("gateway", inspect.Parameter.KEYWORD_ONLY, annotation=GatewayDep),
+        inspect.Parameter("response", inspect.Parameter.KEYWORD_ONLY, annotation=Response),
+        inspect.Parameter("arguments", inspect.Parameter.KEYWORD_ONLY,
+                          annotation=Annotated[spec.args_model, Body(description="The task's arguments.")]),
+        inspect.Parameter("countdown", inspect.Parameter.KEYWORD_ONLY, default=None,
+                          annotation=Annotated[float | None, Query(
+                              ge=0, le=30 * 86_400, description="Run no sooner than this many seconds "
+                              "from now.")]),
+        inspect.Parameter("eta", inspect.Parameter.KEYWORD_ONLY, default=None,
+                          annotation=Annotated[datetime | None, Query(
+                              description="Run no sooner than this time (ISO 8601 with a timezone).")]),
+        inspect.Parameter("priority", inspect.Parameter.KEYWORD_ONLY, default=None,
+                          annotation=Annotated[int | None, Query(
+                              ge=0, le=9, description="0 (first) to 9 (last); default 0.")]),
+        inspect.Parameter("idempotency_key", inspect.Parameter.KEYWORD_ONLY, default=None,
+                          annotation=IdempotencyKey),
+    ]
+
+    async def endpoint(**kwargs: Any) -> TaskAccepted:
+        if kwargs["countdown"] is not None and kwargs["eta"] is not None:
+            from fastapi.exceptions import RequestValidationError
+
+            raise RequestValidationError([{"loc": ("query", "eta"), "msg": "give countdown or eta, "
+                                           "not both", "type": "value_error"}])
+        eta = kwargs["eta"]
+        if eta is not None and eta.tzinfo is None:
+            from fastapi.exceptions import RequestValidationError
+
+            raise RequestValidationError([{"loc": ("query", "eta"), "msg": "eta needs a timezone, "
+                                           "e.g. 2030-01-01T12:00:00Z", "type": "value_error"}])
+        return await submit(**kwargs)
+
+    endpoint.__signature__ = inspect.Signature(parameters, return_annotation=TaskAccepted)  # type: ignore[attr-defined]
+    endpoint.__name__ = f"submit_{spec.name}"
+    endpoint.__doc__ = spec.summary
+    return endpoint

@@ -1,0 +1,148 @@
+"""The allow-list of exposed tasks, declared with ``@taskgate.task``.
+
+Each declared function becomes a Celery task (over ``shared_task``) and a :class:`TaskSpec`
+holding the Pydantic model generated from its signature (the HTTP request body) and the
+type of its return value (the typed result). Only tasks in this registry can be submitted
+over HTTP; any other Celery task, registered or not, cannot.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, get_type_hints
+
+from celery import shared_task
+from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When and how a task is tried again: exponential backoff with full jitter."""
+
+    #: Exception types that are transient: only these are retried.
+    transient: tuple[type[BaseException], ...] = ()
+    #: Retries after the first attempt (so at most ``max_retries + 1`` attempts).
+    max_retries: int = 3
+    #: Backoff base in seconds: retry ``n`` waits ``uniform(0, min(max_delay, backoff * 2**n))``.
+    backoff: float = 1.0
+    #: Upper bound of any single wait, in seconds.
+    max_delay: float = 60.0
+
+    def delay(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (0-based): full jitter."""
+        return random.uniform(0, min(self.max_delay, self.backoff * 2**retry))
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """True when ``exc`` is worth another attempt."""
+        return isinstance(exc, self.transient)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """An exposed task: its public name, Celery name, argument model and result type."""
+
+    name: str
+    celery_name: str
+    func: Callable[..., Any]
+    args_model: type[BaseModel]
+    result_type: Any
+    retry: RetryPolicy
+    queue: str | None
+    summary: str
+    description: str
+    result_adapter: TypeAdapter[Any] = field(repr=False)
+
+    def dump_result(self, value: Any) -> Any:
+        """The result as JSON-compatible data, checked against the declared return type."""
+        return self.result_adapter.dump_python(self.result_adapter.validate_python(value), mode="json")
+
+
+#: Public name -> spec. Filled by ``@taskgate.task`` at import time of task modules.
+_REGISTRY: dict[str, TaskSpec] = {}
+
+
+def _title(name: str) -> str:
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+def build_spec(func: Callable[..., Any], name: str, celery_name: str, retry: RetryPolicy,
+               queue: str | None) -> TaskSpec:
+    """Read ``func``'s signature and type hints into a :class:`TaskSpec`."""
+    hints = get_type_hints(func, include_extras=True)
+    if "return" not in hints:
+        raise TypeError(f"task {name!r}: annotate the return type of {func.__qualname__}")
+    fields: dict[str, Any] = {}
+    for param in inspect.signature(func).parameters.values():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise TypeError(f"task {name!r}: *args/**kwargs cannot be exposed; name each argument")
+        if param.name not in hints:
+            raise TypeError(f"task {name!r}: annotate argument {param.name!r}")
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        fields[param.name] = (hints[param.name], default)
+    doc = inspect.getdoc(func) or f"Run the {name} task."
+    summary, _, description = doc.partition("\n")
+    args_model = create_model(  # type: ignore[call-overload]
+        f"{_title(name)}Args",
+        __config__=ConfigDict(extra="forbid", title=f"{_title(name)}Args"),
+        __doc__=f"Arguments of the {name} task.",
+        **fields,
+    )
+    return TaskSpec(name=name, celery_name=celery_name, func=func, args_model=args_model,
+                    result_type=hints["return"], retry=retry, queue=queue, summary=summary.strip(),
+                    description=description.strip(), result_adapter=TypeAdapter(hints["return"]))
+
+
+def task(func: F | None = None, *, name: str | None = None, queue: str | None = None,
+         retry: RetryPolicy | None = None, **celery_options: Any) -> Any:
+    """Declare an exposed task: ``@taskgate.task`` or ``@taskgate.task(name=..., retry=...)``.
+
+    The function's signature becomes the HTTP request body and its return annotation the
+    result type. It is registered with Celery under ``taskgate.<name>`` and runs with
+    taskgate's lifecycle (states, progress, retries, cancellation).
+    """
+
+    def decorate(fn: F) -> Any:
+        from .runtime import TaskgateTask
+
+        public = name or fn.__name__
+        if not _NAME.match(public):
+            raise ValueError(f"task name {public!r}: use lowercase letters, digits and _")
+        spec = build_spec(fn, public, f"taskgate.{public}", retry or RetryPolicy(), queue)
+        known = _REGISTRY.get(public)
+        if known is not None and known.func.__qualname__ != fn.__qualname__:
+            raise ValueError(f"task name {public!r} is already taken by {known.func.__qualname__}")
+        _REGISTRY[public] = spec
+        options = {"queue": queue} if queue else {}
+        celery_task = shared_task(name=spec.celery_name, base=TaskgateTask, ignore_result=True,
+                                  max_retries=None, typing=False, **options, **celery_options)(fn)
+        return celery_task
+
+    return decorate(func) if func is not None else decorate
+
+
+def load(modules: list[str] | tuple[str, ...] = ()) -> dict[str, TaskSpec]:
+    """Import the built-in task modules and ``modules``; return the catalogue."""
+    for module in ("taskgate.tasks", *modules):
+        importlib.import_module(module)
+    return exposed()
+
+
+def exposed() -> dict[str, TaskSpec]:
+    """Every declared task, by public name (import task modules first)."""
+    return dict(_REGISTRY)
+
+
+def by_celery_name(celery_name: str) -> TaskSpec | None:
+    """The spec of a Celery task name, if it is one of taskgate's."""
+    if celery_name.startswith("taskgate."):
+        return _REGISTRY.get(celery_name.removeprefix("taskgate."))
+    return None
