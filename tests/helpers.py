@@ -32,17 +32,24 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str, interval: flo
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def taskgate(args: list[str], env: dict[str, str], log: Path, **kwargs: object) -> subprocess.Popen[bytes]:
-    """Start ``python -m taskgate ARGS`` with its output in ``log``."""
+def taskgate(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """Start ``python -m taskgate ARGS`` (in the repository root) with its output in ``log``."""
     with log.open("ab") as out:
         return subprocess.Popen([sys.executable, "-m", "taskgate", *args], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, **kwargs)  # type: ignore[call-overload]
+                                stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+#: The task modules every test process loads: the README's example and the suite's own.
+TASK_MODULES = "myapp.tasks,tests.sample_tasks"
 
 
 def env_for(redis_url: str, **extra: str) -> dict[str, str]:
-    """The environment of a taskgate process using ``redis_url``."""
+    """The environment of a taskgate process using ``redis_url``, with the test task modules."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKGATE_")}
     env["TASKGATE_REDIS_URL"] = redis_url
+    env["TASKGATE_TASK_MODULES"] = TASK_MODULES
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "examples"), str(ROOT)])
     env.update(extra)
     return env
 
@@ -96,3 +103,27 @@ def wait_result(client: httpx.Client, task_id: str, timeout: float = 20) -> dict
 
     wait_for(done, timeout, f"task {task_id} to finish")
     return body
+
+
+def sse_events(client: httpx.Client, path: str, headers: dict[str, str] | None = None,
+               timeout: float = 30) -> list[dict[str, object]]:
+    """Read a whole Server-Sent Events stream: a list of {event, id, data}."""
+    import json
+
+    events: list[dict[str, object]] = []
+    current: dict[str, object] = {}
+    with client.stream("GET", path, headers=headers, timeout=timeout) as response:
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if not line:
+                if "data" in current:
+                    events.append(current)
+                current = {}
+            elif line.startswith("data:"):
+                current["data"] = json.loads(line[5:].strip())
+            elif line.startswith("event:"):
+                current["event"] = line[6:].strip()
+            elif line.startswith("id:"):
+                current["id"] = line[3:].strip()
+    return events

@@ -9,4 +9,16 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "0.0.0"
 
-__all__ = ["__version__"]
+from .exceptions import TaskCancelled
+from .registry import RetryPolicy, task
+from .runtime import cancel_requested, raise_if_cancelled, report_progress
+
+__all__ = [
+    "RetryPolicy",
+    "TaskCancelled",
+    "__version__",
+    "cancel_requested",
+    "raise_if_cancelled",
+    "report_progress",
+    "task",
+]

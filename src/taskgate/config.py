@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .exceptions import ConfigurationError
 
@@ -56,7 +57,7 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds a failed task's record is kept after it failed.",
     )
-    task_modules: list[str] = Field(
+    task_modules: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Extra modules holding tasks, imported by the API and the workers "
         "(comma-separated in the environment).",

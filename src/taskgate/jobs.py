@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from celery import Celery
@@ -146,7 +146,7 @@ class Gateway:
         idem_key = idempotency_key(idempotency) if idempotency else ""
         keys = [task_record_key(task_id), TASK_INDEX_KEY, idem_key,
                 queue_for_priority(queue, priority) if same_redis else ""]
-        args = [spec.name, repr(now), self.settings.result_ttl, repr(now - ttl),
+        args: list[Any] = [spec.name, repr(now), self.settings.result_ttl, repr(now - ttl),
                 digest(spec.name, kwargs, options) if idempotency else "", task_id,
                 RedisBroker.envelope(queue, parts) if same_redis else b""]
         async with self.deadline():
@@ -185,9 +185,10 @@ class Gateway:
                 await pubsub.subscribe(events_channel(task_id))
             yield await self.get(task_id), pubsub
         finally:
-            await pubsub.aclose()
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
 
-    async def next_change(self, task_id: str, pubsub: PubSub, timeout: float) -> dict[str, Any] | None:
+    async def next_change(self, task_id: str, pubsub: PubSub,
+                          timeout: float) -> dict[str, Any] | None:  # noqa: ASYNC109
         """The record after its next change, or None if nothing changed within ``timeout``."""
         try:
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
@@ -217,9 +218,9 @@ class Gateway:
                                           args=[repr(time.time()), self.settings.result_ttl])).decode()
         if outcome == "missing":
             raise TaskNotFound(task_id)
-        if outcome in ("succeeded", "failed", "cancelled"):
-            raise Conflict(f"task {task_id} already {outcome}; only queued, retrying or started "
-                           "tasks can be cancelled")
+        if outcome.startswith("already:"):
+            raise Conflict(f"task {task_id} already {outcome.removeprefix('already:')}; only queued, "
+                           "retrying or started tasks can be cancelled")
         if outcome == "cancelling" and terminate:
             loop = asyncio.get_running_loop()
             async with self.deadline("broker"):
@@ -242,31 +243,36 @@ class Gateway:
 
     async def history(self, *, state: TaskState | None, name: str | None, limit: int,
                       before: float | None) -> tuple[list[dict[str, Any]], float | None]:
-        """Tasks newest first, filtered; returns a page and the cursor of the next one."""
+        """Tasks newest first, filtered; returns a page and the cursor of the next one.
+
+        Scans at most 20 index batches per call, so a rare filter returns a short page with a
+        cursor to continue from rather than walking the whole index.
+        """
         found: list[dict[str, Any]] = []
-        upper: float | str = f"({before!r}" if before is not None else "+inf"
-        scanned = 0
+        upper = "+inf" if before is None else f"({before!r}"
+        last: float | None = None
         async with self.deadline():
-            while len(found) < limit and scanned < 20 * limit:
-                batch = await self.state.zrevrangebyscore(TASK_INDEX_KEY, upper, "-inf", start=0,
-                                                          num=limit, withscores=True)
+            for _ in range(20):
+                batch = cast(list[tuple[bytes, float]], await self.state.zrevrangebyscore(
+                    TASK_INDEX_KEY, upper, "-inf", start=0, num=limit, withscores=True))
                 if not batch:
                     return found, None
                 pipe = self.state.pipeline(transaction=False)
-                for member, _ in batch:
+                for member, _score in batch:
                     pipe.hgetall(task_record_key(member.decode()))
                 for (member, score), raw in zip(batch, await pipe.execute(), strict=True):
-                    scanned += 1
-                    upper = f"({score!r}"
+                    last, upper = score, f"({score!r}"
                     if not raw:
-                        continue
+                        continue  # expired or forgotten; the index is trimmed lazily
                     record = {"task_id": member.decode(), **store.decode_record(raw)}
-                    if (state is None or record["state"] == state.value) and \
-                            (name is None or record["name"] == name):
-                        found.append(record)
-                        if len(found) == limit:
-                            return found, score
-        return found, float(str(upper)[1:]) if found and upper != "+inf" else None
+                    if state is not None and record["state"] != state.value:
+                        continue
+                    if name is not None and record["name"] != name:
+                        continue
+                    found.append(record)
+                    if len(found) == limit:
+                        return found, score
+        return found, last
 
     async def check(self) -> dict[str, str]:
         """Ping the broker and Redis; map each to "ok" or the problem seen."""

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import random
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, get_type_hints
@@ -90,7 +92,7 @@ def build_spec(func: Callable[..., Any], name: str, celery_name: str, retry: Ret
         fields[param.name] = (hints[param.name], default)
     doc = inspect.getdoc(func) or f"Run the {name} task."
     summary, _, description = doc.partition("\n")
-    args_model = create_model(  # type: ignore[call-overload]
+    args_model = create_model(
         f"{_title(name)}Args",
         __config__=ConfigDict(extra="forbid", title=f"{_title(name)}Args"),
         __doc__=f"Arguments of the {name} task.",
@@ -130,7 +132,12 @@ def task(func: F | None = None, *, name: str | None = None, queue: str | None = 
 
 
 def load(modules: list[str] | tuple[str, ...] = ()) -> dict[str, TaskSpec]:
-    """Import the built-in task modules and ``modules``; return the catalogue."""
+    """Import the built-in task modules and ``modules``; return the catalogue.
+
+    The current directory is importable, as it is for ``celery -A``.
+    """
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     for module in ("taskgate.tasks", *modules):
         importlib.import_module(module)
     return exposed()

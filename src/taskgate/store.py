@@ -8,6 +8,7 @@ number) for live status streams.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -65,11 +66,11 @@ return redis.call('HGET', KEYS[1], 'state')
 
 #: API: KEYS record, channel; ARGV now, ttl.
 #: Queued or retrying -> cancelled at once; started -> cancel flag for the task to see.
-#: Returns 'cancelled', 'cancelling', 'missing', or the terminal state it already had.
+#: Returns 'cancelled' (now), 'cancelling', 'missing', or 'already:<terminal state>'.
 CANCEL = _PUBLISH + """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return 'missing' end
-if state == 'succeeded' or state == 'failed' or state == 'cancelled' then return state end
+if state == 'succeeded' or state == 'failed' or state == 'cancelled' then return 'already:' .. state end
 redis.call('HSET', KEYS[1], 'cancel', '1')
 if state == 'queued' or state == 'retrying' then
   redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_at', ARGV[1])
@@ -106,7 +107,7 @@ return ''
 """
 
 
-def decode_record(raw: dict[bytes, bytes] | dict[str, str]) -> dict[str, Any]:
+def decode_record(raw: Mapping[Any, Any]) -> dict[str, Any]:
     """A record hash (or its published JSON) as Python values."""
     out: dict[str, Any] = {}
     for key, value in raw.items():

@@ -1,7 +1,8 @@
-"""taskgate's built-in tasks. Each is a thin Celery task over a plain function."""
+"""taskgate's built-in tasks. Each is a thin task over a plain function."""
 
 from __future__ import annotations
 
 from .arithmetic import add
+from .compute import count_primes
 
-__all__ = ["add"]
+__all__ = ["add", "count_primes"]

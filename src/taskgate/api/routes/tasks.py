@@ -37,10 +37,11 @@ def info_models(catalogue: dict[str, TaskSpec]) -> dict[str, type[TaskInfo]]:
     models: dict[str, type[TaskInfo]] = {}
     for name, spec in catalogue.items():
         title = "".join(part.capitalize() for part in name.split("_"))
-        models[name] = create_model(  # type: ignore[call-overload]
+        name_type: Any = Literal[name]
+        models[name] = create_model(
             f"{title}Task", __base__=TaskInfo,
             __doc__=f"A `{name}` task; `result` is what it returns once `succeeded`.",
-            name=(Literal[name], ...),  # type: ignore[valid-type]
+            name=(name_type, ...),
             result=(spec.result_type | None, None),
         )
     return models

@@ -1,0 +1,1 @@
+"""An example application with its own taskgate tasks (see README, "Your own tasks")."""

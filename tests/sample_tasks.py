@@ -1,0 +1,51 @@
+"""Tasks the test suite declares the way a user would (loaded via TASKGATE_TASK_MODULES)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import taskgate
+
+
+class Flaky(ConnectionError):
+    """A transient failure."""
+
+
+@taskgate.task(retry=taskgate.RetryPolicy(transient=(Flaky,), max_retries=3, backoff=0.2, max_delay=0.5))
+def flaky(counter: str, failures: int) -> int:
+    """Fail transiently `failures` times (counted in the file `counter`), then succeed."""
+    path = Path(counter)
+    seen = int(path.read_text()) if path.exists() else 0
+    path.write_text(str(seen + 1))
+    if seen < failures:
+        raise Flaky(f"transient failure {seen + 1} of {failures}")
+    return seen + 1
+
+
+@taskgate.task
+def boom(message: str) -> None:
+    """Always fail, permanently."""
+    raise ValueError(message)
+
+
+@taskgate.task
+def sleepy(seconds: float, started_file: str = "") -> float:
+    """Sleep in small steps, reporting progress and honouring cancellation."""
+    if started_file:
+        Path(started_file).write_text("started")
+    began = time.monotonic()
+    while (elapsed := time.monotonic() - began) < seconds:
+        taskgate.raise_if_cancelled()
+        taskgate.report_progress(elapsed, seconds)
+        time.sleep(0.02)
+    return seconds
+
+
+@taskgate.task
+def stubborn(seconds: float, started_file: str = "") -> float:
+    """Sleep without ever checking for cancellation (only ?terminate=true stops it)."""
+    if started_file:
+        Path(started_file).write_text("started")
+    time.sleep(seconds)
+    return seconds

@@ -1,0 +1,261 @@
+"""The typed task catalogue and the task lifecycle, against a real Valkey, API and worker."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from .helpers import sse_events, start_api, start_worker, stop, wait_for
+
+
+def submit(client: httpx.Client, name: str, body: dict[str, Any], **params: Any) -> str:
+    response = client.post(f"/tasks/{name}", json=body, params=params)
+    assert response.status_code == 202, response.text
+    task_id: str = response.json()["task_id"]
+    assert response.headers["location"] == f"/tasks/{task_id}"
+    return task_id
+
+
+def wait(client: httpx.Client, task_id: str, seconds: float = 20) -> dict[str, Any]:
+    response = client.get(f"/tasks/{task_id}", params={"wait": seconds}, timeout=seconds + 5)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_typed_submit_and_result(client: httpx.Client) -> None:
+    response = client.post("/tasks/add", json={"x": 40, "y": 2})
+    assert response.status_code == 202
+    accepted = response.json()
+    assert accepted["state"] == "queued" and accepted["name"] == "add"
+    task = wait(client, accepted["task_id"])
+    assert task["state"] == "succeeded"
+    assert task["result"] == 42
+    assert task["attempts"] == 1 and task["error"] is None
+    created, started, finished = (dt.datetime.fromisoformat(task[k])
+                                  for k in ("created_at", "started_at", "finished_at"))
+    assert created <= started <= finished
+
+
+def test_user_task_from_task_modules(client: httpx.Client) -> None:
+    """The README's example module, loaded through TASKGATE_TASK_MODULES."""
+    task_id = submit(client, "make_invoice", {"customer": "ACME", "amounts_cents": [1000, 250],
+                                              "discount_percent": 10})
+    task = wait(client, task_id)
+    assert task["state"] == "succeeded", task
+    assert task["result"] == {"customer": "ACME", "lines": 2, "total_cents": 1125}
+    assert task["progress"] == {"done": 2, "total": 2, "percent": 100.0, "message": None}
+
+
+def test_openapi_has_typed_input_and_output_per_task(client: httpx.Client) -> None:
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    body = spec["paths"]["/tasks/make_invoice"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"]["$ref"].endswith("/MakeInvoiceArgs")
+    assert schemas["MakeInvoiceArgs"]["additionalProperties"] is False
+    assert set(schemas["MakeInvoiceArgs"]["required"]) == {"customer", "amounts_cents"}
+    result = schemas["MakeInvoiceTask"]["properties"]["result"]
+    assert {"$ref": "#/components/schemas/Invoice"} in result["anyOf"]
+    assert schemas["AddTask"]["properties"]["result"]["anyOf"][0]["type"] == "integer"
+    assert "/tasks/count_primes" in spec["paths"]
+    catalogue = {entry["name"]: entry for entry in client.get("/tasks/catalogue").json()}
+    assert {"add", "count_primes", "make_invoice"} <= set(catalogue)
+    assert catalogue["add"]["result"] == {"type": "integer"}
+
+
+@pytest.mark.parametrize("name", ["nope", "celery.backend_cleanup", "celery.chord_unlock"])
+def test_only_declared_tasks_are_callable(client: httpx.Client, name: str) -> None:
+    response = client.post(f"/tasks/{name}", json={})
+    assert response.status_code == 404
+    assert response.json()["error"]["type"] == "unknown_task"
+
+
+@pytest.mark.parametrize(
+    ("body", "params", "hint"),
+    [
+        ({"x": 1, "y": 2, "task_id": "mine"}, {}, "body field 'task_id': Extra inputs are not permitted"),
+        ({"x": 1, "y": 2, "queue": "other"}, {}, "body field 'queue'"),
+        ({"x": 1}, {}, "body field 'y': Field required"),
+        ({"x": "one", "y": 2}, {}, "body field 'x'"),
+        ({"x": 1, "y": 2}, {"priority": 10}, "query parameter 'priority'"),
+        ({"x": 1, "y": 2}, {"countdown": -1}, "query parameter 'countdown'"),
+        ({"x": 1, "y": 2}, {"countdown": 1, "eta": "2030-01-01T00:00:00Z"}, "countdown or eta"),
+        ({"x": 1, "y": 2}, {"eta": "2030-01-01T00:00:00"}, "eta needs a timezone"),
+    ],
+)
+def test_bad_submissions_are_422(client: httpx.Client, body: dict[str, Any], params: dict[str, Any],
+                                 hint: str) -> None:
+    response = client.post("/tasks/add", json=body, params=params)
+    assert response.status_code == 422, response.text
+    assert hint in response.json()["error"]["message"]
+
+
+def test_bound_from_signature_is_enforced(client: httpx.Client) -> None:
+    response = client.post("/tasks/count_primes", json={"limit": 10**11})
+    assert response.status_code == 422
+    assert "'limit'" in response.json()["error"]["message"]
+
+
+def test_failure_is_an_envelope_without_traceback(client: httpx.Client) -> None:
+    task_id = submit(client, "boom", {"message": "disk on fire"})
+    task = wait(client, task_id)
+    assert task["state"] == "failed"
+    assert task["error"] == {"type": "ValueError", "message": "disk on fire", "retryable": False}
+    assert "Traceback" not in client.get(f"/tasks/{task_id}").text
+
+
+def test_transient_errors_are_retried_with_backoff(client: httpx.Client, tmp_path: Path) -> None:
+    task_id = submit(client, "flaky", {"counter": str(tmp_path / "n"), "failures": 2})
+    events = sse_events(client, f"/tasks/{task_id}/events")
+    states = [event["data"]["state"] for event in events if event["event"] == "state"]  # type: ignore[index]
+    assert states[-1] == "succeeded"
+    assert states.count("retrying") == 2, states
+    retrying = next(e["data"] for e in events if e["data"]["state"] == "retrying")  # type: ignore[index]
+    assert retrying["next_attempt_at"] is not None  # type: ignore[index]
+    assert retrying["error"]["retryable"] is True  # type: ignore[index]
+    task = wait(client, task_id)
+    assert task["attempts"] == 3 and task["result"] == 3 and task["next_attempt_at"] is None
+
+
+def test_exhausted_retries_fail_as_retryable(client: httpx.Client, tmp_path: Path) -> None:
+    task_id = submit(client, "flaky", {"counter": str(tmp_path / "n"), "failures": 99})
+    task = wait(client, task_id, 30)
+    assert task["state"] == "failed"
+    assert task["attempts"] == 4  # the first try and max_retries=3
+    assert task["error"]["type"] == "Flaky" and task["error"]["retryable"] is True
+
+
+def test_unknown_task_id_is_404_everywhere(client: httpx.Client) -> None:
+    for method, path in [("GET", "/tasks/nope"), ("POST", "/tasks/nope/cancel"),
+                         ("DELETE", "/tasks/nope"), ("GET", "/tasks/nope/events")]:
+        response = client.request(method, path)
+        assert response.status_code == 404, (method, path, response.text)
+        assert response.json()["error"]["type"] == "task_not_found"
+
+
+def test_progress_events_stream_to_the_end_and_resume(client: httpx.Client) -> None:
+    task_id = submit(client, "count_primes", {"limit": 300_000_000})
+    events = sse_events(client, f"/tasks/{task_id}/events", timeout=60)
+    assert events[-1]["event"] == "state"
+    final = events[-1]["data"]
+    assert final["state"] == "succeeded" and final["result"] == 16_252_325  # type: ignore[index]
+    assert any(event["event"] == "progress" for event in events), events
+    ids = [int(str(event["id"])) for event in events]
+    assert ids == sorted(ids)
+    # Reconnecting with Last-Event-ID replays nothing already seen: only the final state.
+    again = sse_events(client, f"/tasks/{task_id}/events", headers={"Last-Event-ID": str(ids[-2])})
+    assert [event["id"] for event in again] == [events[-1]["id"]]
+
+
+def test_wait_returns_early_when_the_task_ends(client: httpx.Client) -> None:
+    task_id = submit(client, "sleepy", {"seconds": 0.5})
+    task = wait(client, task_id, seconds=20)
+    assert task["state"] == "succeeded" and task["result"] == 0.5
+    running = submit(client, "sleepy", {"seconds": 5})
+    assert wait(client, running, seconds=0.3)["state"] in ("queued", "started")
+    client.post(f"/tasks/{running}/cancel")
+
+
+def test_cancel_running_task_cooperatively(client: httpx.Client, tmp_path: Path) -> None:
+    flag = tmp_path / "started"
+    task_id = submit(client, "sleepy", {"seconds": 60, "started_file": str(flag)})
+    wait_for(flag.exists, 20, "the task to start")
+    response = client.post(f"/tasks/{task_id}/cancel")
+    assert response.status_code == 200
+    assert response.json()["state"] == "started"  # asked; the task notices within a moment
+    task = wait(client, task_id, 10)
+    assert task["state"] == "cancelled" and task["finished_at"] is not None
+    conflict = client.post(f"/tasks/{task_id}/cancel")
+    assert conflict.status_code == 409
+    assert conflict.json()["error"]["type"] == "conflict"
+
+
+def test_cancel_with_terminate_kills_a_task_that_does_not_check(client: httpx.Client,
+                                                               tmp_path: Path) -> None:
+    flag = tmp_path / "started"
+    task_id = submit(client, "stubborn", {"seconds": 60, "started_file": str(flag)})
+    wait_for(flag.exists, 20, "the task to start")
+    assert client.post(f"/tasks/{task_id}/cancel", params={"terminate": "true"}).status_code == 200
+    task = wait(client, task_id, 15)
+    assert task["state"] == "cancelled"
+
+
+def test_cancel_of_finished_task_is_409_and_delete_forgets(client: httpx.Client) -> None:
+    task_id = submit(client, "add", {"x": 1, "y": 1})
+    assert wait(client, task_id)["state"] == "succeeded"
+    assert client.post(f"/tasks/{task_id}/cancel").status_code == 409
+    assert client.delete(f"/tasks/{task_id}").status_code == 204
+    assert client.get(f"/tasks/{task_id}").status_code == 404
+    assert client.get(f"/result/{task_id}").status_code == 404
+
+
+def test_delete_of_running_task_is_409(client: httpx.Client, tmp_path: Path) -> None:
+    flag = tmp_path / "started"
+    task_id = submit(client, "sleepy", {"seconds": 30, "started_file": str(flag)})
+    wait_for(flag.exists, 20, "the task to start")
+    assert client.delete(f"/tasks/{task_id}").status_code == 409
+    client.post(f"/tasks/{task_id}/cancel")
+
+
+def test_history_is_newest_first_with_filters_and_cursor(client: httpx.Client) -> None:
+    ids = [submit(client, "add", {"x": i, "y": 0}) for i in range(5)]
+    for task_id in ids:
+        wait(client, task_id)
+    page = client.get("/tasks", params={"name": "add", "limit": 3}).json()
+    assert [t["task_id"] for t in page["tasks"]] == ids[::-1][:3]
+    rest = client.get("/tasks", params={"name": "add", "limit": 2, "cursor": page["next_cursor"]}).json()
+    assert [t["task_id"] for t in rest["tasks"]] == ids[::-1][3:5]
+    failed = client.get("/tasks", params={"state": "failed", "limit": 100}).json()["tasks"]
+    assert all(t["state"] == "failed" for t in failed)
+    assert client.get("/tasks", params={"state": "bogus"}).status_code == 422
+
+
+def test_idempotency_key(client: httpx.Client) -> None:
+    key = {"Idempotency-Key": f"order-{dt.datetime.now().timestamp()}"}
+    first = client.post("/tasks/add", json={"x": 1, "y": 2}, headers=key)
+    again = client.post("/tasks/add", json={"x": 1, "y": 2}, headers=key)
+    assert first.status_code == again.status_code == 202
+    assert again.json()["task_id"] == first.json()["task_id"]
+    assert again.headers["idempotent-replayed"] == "true"
+    assert "idempotent-replayed" not in first.headers
+    other = client.post("/tasks/add", json={"x": 1, "y": 3}, headers=key)
+    assert other.status_code == 409
+    assert "different body" in other.json()["error"]["message"]
+
+
+def test_countdown_delays_the_start(client: httpx.Client) -> None:
+    task_id = submit(client, "add", {"x": 2, "y": 2}, countdown=1.5)
+    task = wait(client, task_id)
+    assert task["state"] == "succeeded"
+    delay = dt.datetime.fromisoformat(task["started_at"]) - dt.datetime.fromisoformat(task["created_at"])
+    assert delay.total_seconds() >= 1.4
+
+
+def test_cancelled_while_worker_offline_never_starts(redis_url: str, tmp_path: Path) -> None:
+    """Celery's revoke is in-memory; taskgate stores the cancellation, so a worker that comes
+    online later still never runs the task."""
+    queue = {"TASKGATE_DEFAULT_QUEUE": f"offline-{tmp_path.name}"}
+    proc, base = start_api(redis_url, tmp_path / "api.log", **queue)
+    flag = tmp_path / "started"
+    try:
+        with httpx.Client(base_url=base, timeout=10) as client:
+            task_id = submit(client, "sleepy", {"seconds": 0.1, "started_file": str(flag)})
+            marker = submit(client, "add", {"x": 1, "y": 1})
+            cancelled = client.post(f"/tasks/{task_id}/cancel")
+            assert cancelled.status_code == 200, cancelled.text
+            assert cancelled.json()["state"] == "cancelled"
+            worker = start_worker(redis_url, tmp_path / "worker.log", **queue)
+            try:
+                assert wait(client, marker)["state"] == "succeeded"  # the queue was drained
+                task = client.get(f"/tasks/{task_id}").json()
+                assert task["state"] == "cancelled" and task["started_at"] is None
+                assert task["attempts"] == 0
+                assert not flag.exists()
+            finally:
+                stop(worker)
+    finally:
+        stop(proc)
