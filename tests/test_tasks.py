@@ -9,22 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .helpers import sse_events, start_api, start_worker, stop, wait_for
-
-
-def submit(client: httpx.Client, name: str, body: dict[str, Any], **params: Any) -> str:
-    response = client.post(f"/tasks/{name}", json=body, params=params)
-    assert response.status_code == 202, response.text
-    task_id: str = response.json()["task_id"]
-    assert response.headers["location"] == f"/tasks/{task_id}"
-    return task_id
-
-
-def wait(client: httpx.Client, task_id: str, seconds: float = 20) -> dict[str, Any]:
-    response = client.get(f"/tasks/{task_id}", params={"wait": seconds}, timeout=seconds + 5)
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
+from .helpers import sse_events, start_api, start_worker, stop, submit, wait, wait_for
 
 
 def test_typed_submit_and_result(client: httpx.Client) -> None:

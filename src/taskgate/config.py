@@ -38,7 +38,8 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(
         default=Path(".taskgate"),
-        description="Where the embedded Valkey keeps its data and append-only file.",
+        description="Where the embedded Valkey keeps its data and AOF, uploads are stored "
+        "(files/) and the local SMTP sink writes mail (mail/). Workers must see the same files/.",
     )
     backend_timeout: float = Field(
         default=1.0,
@@ -62,6 +63,17 @@ class Settings(BaseSettings):
         description="Extra modules holding tasks, imported by the API and the workers "
         "(comma-separated in the environment).",
     )
+    max_upload_bytes: int = Field(
+        default=2 * 1024**3,
+        gt=0,
+        description="Largest file POST /files accepts, in bytes (413 beyond it).",
+    )
+    smtp_url: str | None = Field(
+        default=None,
+        description="SMTP server for send_email (smtp://[user:password@]host:port). Unset: "
+        "`taskgate up` runs a local sink that writes each message as an .eml file.",
+    )
+    smtp_from: str = Field(default="taskgate@localhost", description="Sender of send_email.")
     default_queue: str = Field(default="celery", description="Queue that tasks are sent to.")
 
     @field_validator("task_modules", mode="before")

@@ -8,6 +8,7 @@
     ├── TaskNotFound            no record of this task id (never submitted, or expired)
     ├── UnknownTask             the task name is not on the allow-list
     ├── Conflict                the request contradicts the task's state or an idempotency key
+    ├── PayloadTooLarge         an upload or argument is over its size limit
     └── TaskCancelled           raised inside a running task that was asked to stop
 
 ``api/errors.py`` maps each one to an HTTP answer in one place.
@@ -52,6 +53,10 @@ class UnknownTask(TaskGateError):
 class Conflict(TaskGateError):
     """Raised when a request contradicts the task's state (cancel a finished task) or reuses an
     Idempotency-Key with a different body."""
+
+
+class PayloadTooLarge(TaskGateError):
+    """Raised when an upload is larger than ``TASKGATE_MAX_UPLOAD_BYTES``."""
 
 
 class TaskCancelled(TaskGateError):

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from ..constants import RETRY_AFTER_SECONDS
-from ..exceptions import BackendUnavailable, Conflict, TaskNotFound, UnknownTask
+from ..exceptions import BackendUnavailable, Conflict, PayloadTooLarge, TaskNotFound, UnknownTask
 
 log = logging.getLogger("taskgate.api")
 
@@ -48,6 +48,10 @@ async def _conflict(_: Request, exc: Exception) -> JSONResponse:
     return error_response(409, "conflict", str(exc))
 
 
+async def _too_large(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(413, "payload_too_large", str(exc))
+
+
 async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.warning("%s %s: %s", request.method, request.url.path, exc)
     return error_response(503, "backend_unavailable", f"{exc}; retry later", retryable=True,
@@ -66,5 +70,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(TaskNotFound, _not_found)
     app.add_exception_handler(UnknownTask, _unknown_task)
     app.add_exception_handler(Conflict, _conflict)
+    app.add_exception_handler(PayloadTooLarge, _too_large)
     app.add_exception_handler(BackendUnavailable, _unavailable)
     app.add_exception_handler(HTTPException, _http)

@@ -100,6 +100,15 @@ class CatalogueEntry(BaseModel):
     result: dict[str, Any] = Field(description="JSON schema of the result.")
 
 
+class StoredFile(BaseModel):
+    """An upload, ready for process_file."""
+
+    file_id: str
+    filename: str | None
+    content_type: str | None
+    size: int = Field(description="Bytes received.")
+
+
 class Health(BaseModel):
     """The process answers; says nothing about Redis."""
 

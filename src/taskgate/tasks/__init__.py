@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from .arithmetic import add
 from .compute import count_primes
+from .files import process_file
 
-__all__ = ["add", "count_primes"]
+__all__ = ["add", "count_primes", "process_file"]

@@ -1,0 +1,44 @@
+"""Uploads for the file tasks: ``POST /files`` streams the body to disk."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request
+
+from ...exceptions import PayloadTooLarge
+from ...files import FILE_ID, delete, save_stream
+from ..deps import SettingsDep
+from ..schemas import StoredFile, errors
+
+router = APIRouter(prefix="/files", tags=["files"])
+
+FileId = Annotated[str, Path(pattern=FILE_ID.pattern, description="The id POST /files returned.")]
+
+
+@router.post("", status_code=201, summary="Upload a file", responses=errors(413, 422))
+async def upload_file(
+    request: Request,
+    settings: SettingsDep,
+    filename: Annotated[str | None, Query(max_length=255, description="Its name; a `.csv` name "
+                                          "(or Content-Type text/csv) makes process_file read it "
+                                          "as CSV.")] = None,
+) -> StoredFile:
+    """Send the file as the raw request body (`curl --data-binary @big.csv`). It is streamed
+    to disk, never held whole in memory; then submit `process_file` with the `file_id`."""
+    limit = settings.max_upload_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"upload of {declared} bytes is larger than {limit} bytes "
+                              "(TASKGATE_MAX_UPLOAD_BYTES)")
+    meta = await save_stream(settings.data_dir, request.stream(), limit, filename,
+                             request.headers.get("content-type"))
+    return StoredFile.model_validate(meta)
+
+
+@router.delete("/{file_id}", status_code=204, summary="Delete an uploaded file",
+               responses=errors(404, 422))
+async def delete_file(file_id: FileId, settings: SettingsDep) -> None:
+    """Remove the upload from disk."""
+    if not await delete(settings.data_dir, file_id):
+        raise HTTPException(404, f"no uploaded file {file_id}")
