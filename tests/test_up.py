@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .helpers import free_port, wait_for, wait_result
+from .helpers import free_port, submit, wait, wait_for, wait_result
 
 
 def descendants(pid: int) -> set[int]:
@@ -86,16 +86,21 @@ def test_up_runs_everything_and_stops_cleanly(up: tuple[subprocess.Popen[bytes],
     with httpx.Client(base_url=base, timeout=10) as client:
         task_id = client.get("/add", params={"x": 1, "y": 2}).json()["task_id"]
         assert wait_result(client, task_id, timeout=30) == {"status": "completed", "result": 3}
+        mail = wait(client, submit(client, "send_email", {"to": ["ann@example.com"], "subject": "Local",
+                                                          "body": "Through the sink."}), 30)
+        assert mail["state"] == "succeeded", mail
+    eml = list((tmp_path / "data" / "mail").glob("*.eml"))
+    assert len(eml) == 1 and b"Subject: Local" in eml[0].read_bytes()
     output = log.read_text()
-    for line in ("taskgate: valkey  redis://127.0.0.1:", "taskgate: worker", f"taskgate: api     {base}",
-                 "taskgate: flower  http://127.0.0.1:"):
+    for line in ("taskgate: valkey  redis://127.0.0.1:", "taskgate: smtp    smtp://127.0.0.1:",
+                 "taskgate: worker", f"taskgate: api     {base}", "taskgate: flower  http://127.0.0.1:"):
         assert line in output, output
     flower_url = output.split("taskgate: flower  ")[1].split()[0]
     assert httpx.get(flower_url, timeout=5).status_code == 200
     assert (tmp_path / "data" / "valkey" / "appendonlydir").is_dir(), "embedded Valkey keeps an AOF"
 
     children = descendants(proc.pid)
-    assert len(children) >= 5, [cmdline(pid) for pid in children]
+    assert len(children) >= 6, [cmdline(pid) for pid in children]
     proc.send_signal(signal.SIGINT)
     assert proc.wait(60) == 0, log.read_text()
     left = [cmdline(pid) for pid in children if alive(pid)]

@@ -6,12 +6,15 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from .config import Settings, get_settings
 from .exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from .supervisor import Supervisor
 
 cli = typer.Typer(
     name="taskgate",
@@ -89,8 +92,9 @@ def up(
     log_level: LogLevel = "info",
 ) -> None:
     """Run everything in the foreground: embedded Valkey (unless TASKGATE_REDIS_URL is set),
-    a worker, the API and Flower. Ctrl-C stops all; a second Ctrl-C forces."""
-    from .supervisor import Component, Supervisor, python_module
+    a local SMTP sink (unless TASKGATE_SMTP_URL is set), a worker, the API and Flower.
+    Ctrl-C stops all; a second Ctrl-C forces."""
+    from .supervisor import Component, Supervisor
 
     try:
         settings = get_settings()
@@ -102,20 +106,17 @@ def up(
     env = dict(os.environ)
     code = 1
     try:
+        data_dir = Path(settings.data_dir).resolve()
         if settings.redis_url is None and settings.result_backend is None:
-            data_dir = Path(settings.data_dir).resolve()
-            valkey = supervisor.add(
-                Component("valkey", python_module("taskgate.embedded", "--data-dir", str(data_dir))),
-                env, stdout=subprocess.PIPE)
-            assert valkey.process is not None and valkey.process.stdout is not None
-            url = valkey.process.stdout.readline().decode().strip()
-            if not url:
-                typer.echo("taskgate: the embedded Valkey server did not start", err=True)
-                raise typer.Exit(1)
+            url = _start_local(supervisor, env, "valkey", "taskgate.embedded", "--data-dir", str(data_dir))
             env["TASKGATE_REDIS_URL"] = url
             typer.echo(f"taskgate: valkey  {url} (embedded, data in {data_dir / 'valkey'})")
         else:
             typer.echo(f"taskgate: redis   {settings.require_redis_url()} (external)")
+        if settings.smtp_url is None:
+            url = _start_local(supervisor, env, "smtp", "taskgate.smtp_sink", "--dir", str(data_dir / "mail"))
+            env["TASKGATE_SMTP_URL"] = url
+            typer.echo(f"taskgate: smtp    {url} (local sink, mail in {data_dir / 'mail'})")
         cmd = [sys.executable, "-m", "taskgate"]
         supervisor.add(Component("worker", [*cmd, "worker", f"--concurrency={concurrency}",
                                             f"--log-level={log_level}"]), env)
@@ -134,6 +135,20 @@ def up(
         supervisor.stop()
     typer.echo("taskgate: stopped" if code == 0 else "taskgate: stopped after a failure", err=True)
     raise typer.Exit(code)
+
+
+def _start_local(supervisor: Supervisor, env: dict[str, str], name: str, module: str,
+                 *args: str) -> str:
+    """Start a local server component that prints its URL first; return that URL."""
+    from .supervisor import Component, python_module
+
+    component = supervisor.add(Component(name, python_module(module, *args)), env, stdout=subprocess.PIPE)
+    assert component.process is not None and component.process.stdout is not None
+    url = component.process.stdout.readline().decode().strip()
+    if not url:
+        typer.echo(f"taskgate: the local {name} server did not start", err=True)
+        raise typer.Exit(1)
+    return url
 
 
 def main() -> None:
