@@ -244,3 +244,26 @@ def test_cancelled_while_worker_offline_never_starts(redis_url: str, tmp_path: P
                 stop(worker)
     finally:
         stop(proc)
+
+
+def test_priority_and_eta_are_honoured(redis_url: str, tmp_path: Path) -> None:
+    """With the worker offline, queue low-priority work first, then urgent work: the worker
+    that comes online runs the urgent task first. An eta in the past runs at once."""
+    queue = {"TASKGATE_DEFAULT_QUEUE": f"prio-{tmp_path.name}"}
+    proc, base = start_api(redis_url, tmp_path / "api.log", **queue)
+    try:
+        with httpx.Client(base_url=base, timeout=10) as client:
+            low = [submit(client, "add", {"x": i, "y": 0}, priority=9) for i in range(3)]
+            urgent = submit(client, "add", {"x": 1, "y": 1}, priority=0)
+            past = submit(client, "add", {"x": 5, "y": 5}, eta="2020-01-01T00:00:00Z")
+            worker = start_worker(redis_url, tmp_path / "worker.log", **queue)
+            try:
+                tasks = {task_id: wait(client, task_id) for task_id in [*low, urgent, past]}
+            finally:
+                stop(worker)
+        assert all(task["state"] == "succeeded" for task in tasks.values())
+        urgent_start = tasks[urgent]["started_at"]
+        assert all(urgent_start < tasks[task_id]["started_at"] for task_id in low)
+        assert tasks[past]["result"] == 10
+    finally:
+        stop(proc)

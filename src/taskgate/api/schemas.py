@@ -80,7 +80,6 @@ class TaskAccepted(BaseModel):
     task_id: str
     name: str
     state: TaskState = TaskState.QUEUED
-    created_at: datetime | None = None
 
 
 class TaskPage(BaseModel):
