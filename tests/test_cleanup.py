@@ -28,6 +28,7 @@ def test_keys_expire_back_to_baseline(tmp_path: Path) -> None:
             wait_for(lambda: conn.llen("celery") == 0, 20, "the warm-up task to be taken")
             time.sleep(3)
             baseline = conn.dbsize()
+            before = sorted(conn.scan_iter(count=1000))
             ids = []
             for i in range(TASKS):
                 if i % 10 == 0:  # a tenth fail (the sum overflows 64 bits)
@@ -42,8 +43,11 @@ def test_keys_expire_back_to_baseline(tmp_path: Path) -> None:
                     assert conn.ttl(key) != -1, key  # -1: no TTL; -2: already gone
             assert conn.dbsize() > baseline
             assert not list(conn.scan_iter("celery-task-meta-*")), "results live in taskgate's records"
-        wait_for(lambda: conn.dbsize() <= baseline, 30, f"the key count to return to {baseline}",
-                 interval=0.5)
+        try:
+            wait_for(lambda: conn.dbsize() <= baseline, 30, f"the key count to return to {baseline}",
+                     interval=0.5)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: before {before}, now {sorted(conn.scan_iter(count=1000))[:20]}")
     finally:
         conn.close()
         stop(api)

@@ -42,14 +42,15 @@ def queue_for_priority(queue: str, priority: int) -> str:
 
 
 def build_message(app: Celery, task_id: str, name: str, kwargs: dict[str, Any], *,
-                  countdown: float | None = None, eta: datetime | None = None) -> MessageParts:
+                  countdown: float | None = None, eta: datetime | None = None,
+                  retries: int = 0) -> MessageParts:
     """Celery's own protocol-2 parts for one task call (``app.amqp.as_task_v2``).
 
     ``ignore_result``: taskgate's tasks keep their result in taskgate's record, so Celery's
     result backend stores nothing for them, failures included.
     """
     message = app.amqp.as_task_v2(task_id, name, (), kwargs, countdown=countdown, eta=eta,
-                                  ignore_result=True)
+                                  retries=retries, ignore_result=True)
     return message.headers, message.properties, message.body
 
 

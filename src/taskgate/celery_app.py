@@ -29,6 +29,11 @@ def create_celery_app(settings: Settings) -> Celery:
         event_serializer="json",
         task_default_queue=settings.default_queue,
         task_track_started=True,
+        # Loses nothing: ack after the task ran, requeue if its process died, hold one at a time.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
         result_expires=settings.result_ttl,
         worker_send_task_events=True,
         task_send_sent_event=False,

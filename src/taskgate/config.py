@@ -58,6 +58,20 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds a failed task's record is kept after it failed.",
     )
+    max_deliveries: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description="Deliveries of one attempt (a worker dying mid-task counts as one) before "
+        "the task is dead-lettered instead of run again.",
+    )
+    visibility_timeout: int = Field(
+        default=86_400,
+        gt=0,
+        description="kombu's Redis visibility timeout: a message unacked for this long is "
+        "redelivered even if its worker lives. Keep it above your longest task; taskgate's "
+        "reaper recovers dead workers' tasks within about 30 s without it.",
+    )
     task_modules: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Extra modules holding tasks, imported by the API and the workers "
@@ -112,6 +126,15 @@ class Settings(BaseSettings):
     def effective_result_backend(self) -> str:
         """The Celery result backend: TASKGATE_RESULT_BACKEND, else the Redis URL."""
         return self.result_backend or self.require_redis_url()
+
+    @property
+    def parks_delays(self) -> bool:
+        """True when delayed tasks and retries wait in taskgate's own sorted set.
+
+        That needs the broker to be the Redis holding taskgate's records, so a due task moves
+        to its queue in one atomic script; otherwise Celery's own ``eta`` is used.
+        """
+        return self.broker_is_redis and self.effective_broker_url == self.require_redis_url()
 
     @property
     def broker_is_redis(self) -> bool:

@@ -14,6 +14,32 @@ EVENTS_PREFIX = "taskgate:events:"
 #: trimmed of ids older than the longest TTL on every submission, and itself expiring.
 TASK_INDEX_KEY = "taskgate:index"
 
+#: ``taskgate:delayed`` -> sorted set of task ids by due time: delayed submissions and retries
+#: wait here (their message in the record's ``message`` field), not in a worker's memory, so a
+#: long delay never meets the broker's visibility timeout. Workers move due ones to the queue.
+DELAYED_KEY = "taskgate:delayed"
+
+#: ``taskgate:dead`` -> sorted set of dead-lettered task ids by time: tasks that exhausted their
+#: retries or deliveries. Entries older than ``failure_ttl`` are trimmed; the set expires too.
+DEAD_KEY = "taskgate:dead"
+
+#: ``taskgate:worker:<hostname>`` -> JSON list of the broker delivery tags the worker holds,
+#: rewritten every ``HEARTBEAT_INTERVAL`` seconds with a TTL of ``HEARTBEAT_TTL``.
+WORKER_PREFIX = "taskgate:worker:"
+
+#: ``taskgate:reaper`` -> lock (SET NX EX) so one worker at a time requeues the dead's tasks.
+REAPER_LOCK = "taskgate:reaper"
+
+#: Seconds between a worker's heartbeats, and how long one lasts.
+HEARTBEAT_INTERVAL = 2.0
+HEARTBEAT_TTL = 10
+
+#: A message unacked for longer than this whose tag no live worker holds is requeued.
+REAP_GRACE = 15.0
+
+#: kombu's Redis transport keeps delivered, unacknowledged messages here (see kombu).
+KOMBU_UNACKED_INDEX = "unacked_index"
+
 #: ``taskgate:idem:<key>`` -> JSON ``[task_id, body digest]`` for an Idempotency-Key, 24 h.
 IDEMPOTENCY_PREFIX = "taskgate:idem:"
 
@@ -36,6 +62,11 @@ INT64_MAX = 2**63 - 1
 def task_record_key(task_id: str) -> str:
     """Key of taskgate's own record of a submitted task."""
     return TASK_RECORD_PREFIX + task_id
+
+
+def worker_key(hostname: str) -> str:
+    """Heartbeat key of a worker."""
+    return WORKER_PREFIX + hostname
 
 
 def events_channel(task_id: str) -> str:

@@ -37,8 +37,11 @@ class BackendUnavailable(TaskGateError):
 class TaskNotFound(TaskGateError):
     """Raised when a task id has no record: it was never submitted or has expired."""
 
-    def __init__(self, task_id: str) -> None:
-        super().__init__(f"no task with id {task_id!r}: it was never submitted or has expired")
+    def __init__(self, task_id: str, what: str = "task") -> None:
+        if what == "task":
+            super().__init__(f"no task with id {task_id!r}: it was never submitted or has expired")
+        else:
+            super().__init__(f"no {what} with id {task_id!r}")
         self.task_id = task_id
 
 

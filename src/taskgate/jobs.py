@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import orjson
@@ -33,7 +33,14 @@ from . import store
 from .broker import Broker, KombuBroker, RedisBroker, build_message, queue_for_priority
 from .celery_app import create_celery_app
 from .config import Settings
-from .constants import TASK_INDEX_KEY, events_channel, idempotency_key, task_record_key
+from .constants import (
+    DEAD_KEY,
+    DELAYED_KEY,
+    TASK_INDEX_KEY,
+    events_channel,
+    idempotency_key,
+    task_record_key,
+)
 from .exceptions import BackendUnavailable, Conflict, TaskNotFound, UnknownTask
 from .registry import TaskSpec, exposed
 from .states import TaskState
@@ -88,6 +95,7 @@ class Gateway:
         self._submit = state.register_script(store.SUBMIT)
         self._update = state.register_script(store.UPDATE)
         self._cancel = state.register_script(store.CANCEL)
+        self._requeue = state.register_script(store.REQUEUE)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Gateway:
@@ -135,20 +143,26 @@ class Gateway:
         options = options or Options()
         task_id = str(uuid.uuid4())
         kwargs = arguments.model_dump(mode="json")
-        headers, properties, body = build_message(self.app, task_id, spec.celery_name, kwargs,
-                                                  countdown=options.countdown, eta=options.eta)
+        now = time.time()
+        due = (now + options.countdown if options.countdown is not None
+               else options.eta.timestamp() if options.eta is not None else None)
+        same_redis = isinstance(self.broker, RedisBroker) and self.broker.client is self.state
+        # Delays wait in taskgate's delayed set (same Redis) or, elsewhere, in Celery's eta.
+        parked = same_redis and due is not None and due > now
+        headers, properties, body = build_message(
+            self.app, task_id, spec.celery_name, kwargs,
+            eta=None if parked or due is None else datetime.fromtimestamp(due, tz=UTC))
         queue = spec.queue or self.settings.default_queue
         priority = options.priority or 0
-        now = time.time()
         ttl = max(self.settings.result_ttl, self.settings.failure_ttl)
-        same_redis = isinstance(self.broker, RedisBroker) and self.broker.client is self.state
         parts = (headers, {**properties, "priority": priority}, body)
         idem_key = idempotency_key(idempotency) if idempotency else ""
         keys = [task_record_key(task_id), TASK_INDEX_KEY, idem_key,
-                queue_for_priority(queue, priority) if same_redis else ""]
+                queue_for_priority(queue, priority) if same_redis else "", DELAYED_KEY]
         args: list[Any] = [spec.name, repr(now), self.settings.result_ttl, repr(now - ttl),
-                digest(spec.name, kwargs, options) if idempotency else "", task_id,
-                RedisBroker.envelope(queue, parts) if same_redis else b""]
+                           digest(spec.name, kwargs, options) if idempotency else "", task_id,
+                           RedisBroker.envelope(queue, parts) if same_redis else b"",
+                           repr(due) if parked else ""]
         async with self.deadline():
             seen = (await self._submit(keys=keys, args=args)).decode()
         if seen.startswith("!"):
@@ -214,8 +228,9 @@ class Gateway:
     async def cancel(self, task_id: str, terminate: bool = False) -> dict[str, Any]:
         """Cancel a queued task at once, or flag a running one; ``Conflict`` if it finished."""
         async with self.deadline():
-            outcome = (await self._cancel(keys=[task_record_key(task_id), events_channel(task_id)],
-                                          args=[repr(time.time()), self.settings.result_ttl])).decode()
+            outcome = (await self._cancel(
+                keys=[task_record_key(task_id), events_channel(task_id), DELAYED_KEY],
+                args=[repr(time.time()), self.settings.result_ttl])).decode()
         if outcome == "missing":
             raise TaskNotFound(task_id)
         if outcome.startswith("already:"):
@@ -273,6 +288,52 @@ class Gateway:
                     if len(found) == limit:
                         return found, score
         return found, last
+
+    async def dead_letters(self, limit: int,
+                           before: float | None) -> tuple[list[dict[str, Any]], float | None]:
+        """Dead-lettered tasks, newest first; returns a page and the cursor of the next one."""
+        upper = "+inf" if before is None else f"({before!r}"
+        async with self.deadline():
+            batch = cast(list[tuple[bytes, float]], await self.state.zrevrangebyscore(
+                DEAD_KEY, upper, "-inf", start=0, num=limit, withscores=True))
+            pipe = self.state.pipeline(transaction=False)
+            for member, _score in batch:
+                pipe.hgetall(task_record_key(member.decode()))
+            raws = await pipe.execute()
+        found = [{"task_id": member.decode(), "dead_at": score, **store.decode_record(raw)}
+                 for (member, score), raw in zip(batch, raws, strict=True) if raw]
+        return found, (batch[-1][1] if len(batch) == limit else None)
+
+    async def requeue(self, task_id: str) -> dict[str, Any]:
+        """Run a dead-lettered task again: same id and arguments, fresh attempt counts."""
+        record = await self.get(task_id)
+        if "dead_reason" not in record:
+            raise TaskNotFound(task_id, what="dead letter")
+        spec = self.spec(record["name"])
+        arguments = record.get("args") or {}
+        queue = spec.queue or self.settings.default_queue
+        headers, properties, body = build_message(self.app, task_id, spec.celery_name, arguments)
+        parts = (headers, {**properties, "priority": 0}, body)
+        same_redis = isinstance(self.broker, RedisBroker) and self.broker.client is self.state
+        async with self.deadline():
+            outcome = (await self._requeue(
+                keys=[task_record_key(task_id), events_channel(task_id), DEAD_KEY,
+                      queue_for_priority(queue, 0) if same_redis else ""],
+                args=[RedisBroker.envelope(queue, parts) if same_redis else b"",
+                      self.settings.result_ttl])).decode()
+        if outcome == "missing":
+            raise TaskNotFound(task_id, what="dead letter")
+        if not same_redis:
+            async with self.deadline("broker"):
+                await self.broker.publish(queue, parts)
+        return await self.get(task_id)
+
+    async def drop_dead_letter(self, task_id: str) -> None:
+        """Remove a task from the dead letters (its record stays until it expires)."""
+        async with self.deadline():
+            removed = await self.state.zrem(DEAD_KEY, task_id)
+        if not removed:
+            raise TaskNotFound(task_id, what="dead letter")
 
     async def check(self) -> dict[str, str]:
         """Ping the broker and Redis; map each to "ok" or the problem seen."""

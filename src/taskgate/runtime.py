@@ -14,27 +14,44 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from celery import Task
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, Reject
 from celery.signals import task_revoked
 from redis import Redis
 from redis.commands.core import Script
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from . import store
+from . import recovery, store
+from .broker import RedisBroker, build_message, queue_for_priority
 from .config import get_settings
-from .constants import events_channel, task_record_key
+from .constants import DEAD_KEY, DELAYED_KEY, events_channel, task_record_key
 from .exceptions import TaskCancelled, error_envelope
 from .registry import TaskSpec, by_celery_name
 
 log = logging.getLogger("taskgate.worker")
 
+__all__ = ["TaskgateTask", "cancel_requested", "raise_if_cancelled", "recovery", "report_progress"]
+
 #: Seconds between two progress writes of one task (the last one is always written).
 PROGRESS_INTERVAL = 0.2
 #: Seconds between two reads of the cancel flag by :func:`cancel_requested`.
 CANCEL_CHECK_INTERVAL = 0.25
+
+
+#: Worker-side record writes ride out a Redis blip for this long before the task is requeued.
+_patient = retry(
+    retry=retry_if_exception_type((RedisConnectionError, RedisTimeoutError)),
+    stop=stop_after_delay(30),
+    wait=wait_exponential(multiplier=0.2, max=2),
+    reraise=True,
+)
 
 
 class _Records:
@@ -45,15 +62,27 @@ class _Records:
         self.settings = settings
         self.client = Redis.from_url(settings.require_redis_url(), socket_timeout=10,
                                      socket_connect_timeout=10)
-        self.start: Script = self.client.register_script(store.START)
-        self.update: Script = self.client.register_script(store.UPDATE)
+        self.scripts: dict[str, Script] = {
+            name: self.client.register_script(getattr(store, name))
+            for name in ("START", "UPDATE", "PARK", "DEAD")
+        }
         self.pid = os.getpid()
 
-    def set(self, task_id: str, ttl: int, **fields: Any) -> Any:
+    @_patient
+    def run(self, script: str, task_id: str, *args: Any, extra_key: str | None = None) -> str:
+        """Run a transition script on the task's record; returns what it returned."""
+        keys = [task_record_key(task_id), events_channel(task_id)]
+        if extra_key is not None:
+            keys.append(extra_key)
+        outcome = self.scripts[script](keys=keys, args=list(args))
+        return outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+
+    def set(self, task_id: str, ttl: int, **fields: Any) -> str:
+        """Set record fields, refresh its TTL (unless 0) and publish the change."""
         pairs: list[Any] = []
         for key, value in fields.items():
             pairs += [key, value]
-        return self.update(keys=[task_record_key(task_id), events_channel(task_id)], args=[ttl, *pairs])
+        return self.run("UPDATE", task_id, ttl, *pairs)
 
 
 _records: _Records | None = None
@@ -131,36 +160,83 @@ class TaskgateTask(Task):  # type: ignore[misc]
             return self.run(*args, **kwargs)
         rec = records()
         settings = rec.settings
-        now = time.time()
-        verdict = rec.start(keys=[task_record_key(task_id), events_channel(task_id)],
-                            args=[self.spec.name, now, settings.result_ttl])
-        if verdict != b"run":
-            log.info("task %s[%s] not run: %s", self.name, task_id, verdict.decode())
-            raise Ignore()
         spec = self.spec
+        arguments = dict(zip(spec.args_model.model_fields, args, strict=False)) | kwargs
+        try:
+            verdict = rec.run("START", task_id, spec.name, time.time(), settings.result_ttl,
+                              settings.max_deliveries, extra_key=DEAD_KEY)
+        except RedisError as exc:
+            log.warning("task %s[%s]: Redis unavailable (%s); requeued", self.name, task_id, exc)
+            raise Reject(str(exc), requeue=True) from exc
+        if verdict == "dead":
+            rec.set(task_id, settings.failure_ttl, args=orjson.dumps(arguments))
+            log.error("task %s[%s] dead-lettered: delivered %d times, its worker died each time",
+                      self.name, task_id, settings.max_deliveries)
+            raise Ignore()
+        if verdict != "run":
+            log.info("task %s[%s] not run: %s", self.name, task_id, verdict)
+            raise Ignore()
         token = _current.set(_Running(task_id))
         try:
-            call = spec.args_model.model_validate(dict(zip(spec.args_model.model_fields, args, strict=False))
-                                                  | kwargs)
+            call = spec.args_model.model_validate(arguments)
             result = spec.dump_result(spec.func(**dict(call)))
         except TaskCancelled:
             rec.set(task_id, settings.result_ttl, state="cancelled", finished_at=time.time())
             raise Ignore() from None
         except Exception as exc:
-            policy = spec.retry
-            if policy.is_transient(exc) and self.request.retries < policy.max_retries:
-                delay = policy.delay(self.request.retries)
-                rec.set(task_id, settings.result_ttl, state="retrying", next_attempt_at=time.time() + delay,
-                        error=orjson.dumps(error_envelope(exc, retryable=True)))
-                raise self.retry(exc=exc, countdown=delay) from None
-            rec.set(task_id, settings.failure_ttl, state="failed", finished_at=time.time(),
-                    error=orjson.dumps(error_envelope(exc, retryable=policy.is_transient(exc))))
+            self._failed(exc, arguments)
             raise
         finally:
             _current.reset(token)
-        rec.set(task_id, settings.result_ttl, state="succeeded", finished_at=time.time(),
-                result=orjson.dumps(result))
+        try:
+            rec.set(task_id, settings.result_ttl, state="succeeded", finished_at=time.time(),
+                    result=orjson.dumps(result))
+        except RedisError as exc:
+            log.error("task %s[%s] ran but its result could not be stored (%s); requeued",
+                      self.name, task_id, exc)
+            raise Reject(str(exc), requeue=True) from exc
         return result
+
+    def _failed(self, exc: Exception, arguments: dict[str, Any]) -> None:
+        """Record a failure: park a retry, dead-letter an exhausted one, or fail for good."""
+        rec = records()
+        settings = rec.settings
+        task_id = self.request.id
+        policy = self.spec.retry
+        transient = policy.is_transient(exc)
+        error = orjson.dumps(error_envelope(exc, retryable=transient))
+        retries = self.request.retries or 0
+        if transient and retries < policy.max_retries:
+            due = time.time() + policy.delay(retries)
+            if settings.parks_delays:
+                rec.run("PARK", task_id, settings.result_ttl, due, self._retry_message(arguments),
+                        self._queue_key(), error, extra_key=DELAYED_KEY)
+                raise Ignore() from None
+            rec.set(task_id, settings.result_ttl, state="retrying", next_attempt_at=due, error=error)
+            raise self.retry(exc=exc, eta=datetime.fromtimestamp(due, tz=UTC)) from None
+        if transient:
+            rec.run("DEAD", task_id, settings.failure_ttl, time.time(), error, orjson.dumps(arguments),
+                    "max_retries", extra_key=DEAD_KEY)
+        else:
+            rec.set(task_id, settings.failure_ttl, state="failed", finished_at=time.time(), error=error)
+
+    def _queue_key(self) -> str:
+        info = self.request.delivery_info or {}
+        return queue_for_priority(info.get("routing_key") or rec_queue(), info.get("priority") or 0)
+
+    def _retry_message(self, arguments: dict[str, Any]) -> bytes:
+        """The next attempt's message: Celery's own, with the retry count raised."""
+        info = self.request.delivery_info or {}
+        queue = info.get("routing_key") or rec_queue()
+        headers, properties, body = build_message(self.app, self.request.id, self.name, arguments,
+                                                  retries=(self.request.retries or 0) + 1)
+        properties["priority"] = info.get("priority") or 0
+        return RedisBroker.envelope(queue, (headers, properties, body))
+
+
+def rec_queue() -> str:
+    """The default queue of this deployment."""
+    return records().settings.default_queue
 
 
 @task_revoked.connect

@@ -13,9 +13,11 @@ from typing import Any
 
 import orjson
 
+from .constants import TASK_RECORD_PREFIX
+
 #: Fields of a record, in the order they are reported.
-FIELDS = ("name", "state", "created_at", "started_at", "finished_at", "attempts",
-          "next_attempt_at", "progress", "result", "error", "seq", "cancel")
+FIELDS = ("name", "state", "created_at", "started_at", "finished_at", "attempts", "deliveries",
+          "next_attempt_at", "progress", "result", "error", "seq", "cancel", "args", "dead_reason")
 
 #: Common Lua: publish the record (as JSON) with a bumped sequence number.
 _PUBLISH = """
@@ -28,8 +30,9 @@ local function publish(key, channel)
 end
 """
 
-#: Worker, before running: KEYS record, channel; ARGV name, now, ttl.
-#: Returns 'run', 'cancelled' (never run it) or 'finished' (a duplicate delivery: skip).
+#: Worker, before running: KEYS record, channel, dead set; ARGV name, now, ttl, max deliveries.
+#: Returns 'run', 'cancelled' (never run it), 'finished' (a duplicate delivery: skip) or 'dead'
+#: (this attempt was delivered max-deliveries times already: it keeps killing its worker).
 START = _PUBLISH + """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'succeeded' or state == 'failed' then return 'finished' end
@@ -43,6 +46,17 @@ end
 if not state then
   -- sent by another producer (plain Celery): start a record for it
   redis.call('HSET', KEYS[1], 'name', ARGV[1], 'created_at', ARGV[2])
+end
+local deliveries = redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
+if deliveries > tonumber(ARGV[4]) then
+  local error = cjson.encode({type = 'WorkerLostError', retryable = false, message =
+    'the task was delivered ' .. ARGV[4] .. ' times and its worker died each time; dead-lettered'})
+  redis.call('HSET', KEYS[1], 'state', 'failed', 'finished_at', ARGV[2], 'error', error,
+             'dead_reason', 'max_deliveries')
+  redis.call('ZADD', KEYS[3], ARGV[2], string.sub(KEYS[1], 15))
+  redis.call('EXPIRE', KEYS[3], ARGV[3])
+  publish(KEYS[1], KEYS[2])
+  return 'dead'
 end
 redis.call('HSET', KEYS[1], 'state', 'started', 'started_at', ARGV[2])
 redis.call('HDEL', KEYS[1], 'next_attempt_at')
@@ -64,7 +78,7 @@ publish(KEYS[1], KEYS[2])
 return redis.call('HGET', KEYS[1], 'state')
 """
 
-#: API: KEYS record, channel; ARGV now, ttl.
+#: API: KEYS record, channel, delayed set; ARGV now, ttl.
 #: Queued or retrying -> cancelled at once; started -> cancel flag for the task to see.
 #: Returns 'cancelled' (now), 'cancelling', 'missing', or 'already:<terminal state>'.
 CANCEL = _PUBLISH + """
@@ -74,7 +88,8 @@ if state == 'succeeded' or state == 'failed' or state == 'cancelled' then return
 redis.call('HSET', KEYS[1], 'cancel', '1')
 if state == 'queued' or state == 'retrying' then
   redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_at', ARGV[1])
-  redis.call('HDEL', KEYS[1], 'next_attempt_at')
+  redis.call('HDEL', KEYS[1], 'next_attempt_at', 'message', 'queue')
+  redis.call('ZREM', KEYS[3], string.sub(KEYS[1], 15))
   redis.call('EXPIRE', KEYS[1], ARGV[2])
   publish(KEYS[1], KEYS[2])
   return 'cancelled'
@@ -84,7 +99,8 @@ return 'cancelling'
 """
 
 #: API, on submit: KEYS record, index, idempotency key (or ''), queue list (or '' when the
-#: broker is elsewhere); ARGV name, now, ttl, index horizon, digest, task id, message.
+#: broker is elsewhere), delayed set; ARGV name, now, ttl, index horizon, digest, task id,
+#: message, due time ('' to queue now: a due time parks the message in the delayed set).
 #: Returns '' when the task is new (and queued), else the id of the task the idempotency key
 #: already made ('!'-prefixed when its body differed).
 SUBMIT = """
@@ -102,8 +118,70 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[2], ARGV[6])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[3])
-if KEYS[4] ~= '' then redis.call('LPUSH', KEYS[4], ARGV[7]) end
+if ARGV[8] ~= '' then
+  redis.call('HSET', KEYS[1], 'message', ARGV[7], 'queue', KEYS[4], 'next_attempt_at', ARGV[8])
+  redis.call('ZADD', KEYS[5], ARGV[8], ARGV[6])
+elseif KEYS[4] ~= '' then
+  redis.call('LPUSH', KEYS[4], ARGV[7])
+end
 return ''
+"""
+
+#: Worker: KEYS delayed set; ARGV now, batch size. Moves due messages to their queues,
+#: atomically (each is pushed exactly once); skips tasks cancelled meanwhile. Returns the count.
+RELEASE = f"""
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local moved = 0
+for _, id in ipairs(due) do
+  redis.call('ZREM', KEYS[1], id)
+  local record = '{TASK_RECORD_PREFIX}' .. id
+  local fields = redis.call('HMGET', record, 'message', 'queue', 'state')
+  if fields[1] and (fields[3] == 'queued' or fields[3] == 'retrying') then
+    redis.call('LPUSH', fields[2], fields[1])
+    moved = moved + 1
+  end
+  redis.call('HDEL', record, 'message', 'queue')
+end
+return moved
+"""
+
+#: Worker, after a transient error: KEYS record, channel, delayed set; ARGV ttl, due time,
+#: message, queue list, error JSON. The retry waits in the delayed set, not in a worker.
+PARK = _PUBLISH + """
+redis.call('HSET', KEYS[1], 'state', 'retrying', 'next_attempt_at', ARGV[2], 'message', ARGV[3],
+           'queue', ARGV[4], 'error', ARGV[5], 'deliveries', 0)
+redis.call('ZADD', KEYS[3], ARGV[2], string.sub(KEYS[1], 15))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+publish(KEYS[1], KEYS[2])
+return 'retrying'
+"""
+
+#: Worker, when retries ran out: KEYS record, channel, dead set; ARGV ttl, now, error JSON,
+#: arguments JSON, reason. The task fails and joins the dead letters, arguments kept to requeue.
+DEAD = _PUBLISH + """
+redis.call('HSET', KEYS[1], 'state', 'failed', 'finished_at', ARGV[2], 'error', ARGV[3],
+           'args', ARGV[4], 'dead_reason', ARGV[5])
+redis.call('HDEL', KEYS[1], 'next_attempt_at')
+redis.call('ZADD', KEYS[3], ARGV[2], string.sub(KEYS[1], 15))
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', ARGV[2] - ARGV[1])
+redis.call('EXPIRE', KEYS[3], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+publish(KEYS[1], KEYS[2])
+return 'dead'
+"""
+
+#: API: KEYS record, channel, dead set, queue list ('' when the broker is elsewhere);
+#: ARGV message, ttl.
+#: Takes the task off the dead letters and queues it again under the same id, with fresh counts.
+REQUEUE = _PUBLISH + """
+if redis.call('ZREM', KEYS[3], string.sub(KEYS[1], 15)) == 0 then return 'missing' end
+redis.call('HDEL', KEYS[1], 'error', 'finished_at', 'started_at', 'next_attempt_at', 'dead_reason',
+           'result', 'progress', 'cancel')
+redis.call('HSET', KEYS[1], 'state', 'queued', 'attempts', 0, 'deliveries', 0)
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+if KEYS[4] ~= '' then redis.call('LPUSH', KEYS[4], ARGV[1]) end
+publish(KEYS[1], KEYS[2])
+return 'queued'
 """
 
 
@@ -113,11 +191,13 @@ def decode_record(raw: Mapping[Any, Any]) -> dict[str, Any]:
     for key, value in raw.items():
         name = key.decode() if isinstance(key, bytes) else key
         text = value.decode() if isinstance(value, bytes) else value
-        if name in ("progress", "result", "error"):
+        if name in ("message", "queue"):
+            continue  # a parked message: internal
+        if name in ("progress", "result", "error", "args"):
             out[name] = orjson.loads(text)
         elif name in ("created_at", "started_at", "finished_at", "next_attempt_at"):
             out[name] = float(text)
-        elif name in ("attempts", "seq"):
+        elif name in ("attempts", "seq", "deliveries"):
             out[name] = int(text)
         else:
             out[name] = text

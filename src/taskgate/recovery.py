@@ -1,0 +1,173 @@
+"""Loses nothing: each worker's keeper thread (heartbeats, releasing due tasks, reaping).
+
+Celery with late acks keeps a running task's message in kombu's ``unacked`` hash; kombu puts
+it back only after ``visibility_timeout``, whether its worker died or is still busy. taskgate
+instead keeps that timeout long and lets every worker's main process run a keeper thread:
+
+* **heartbeat**: every 2 s, ``taskgate:worker:<hostname>`` is set (TTL 10 s) to the delivery
+  tags of the messages this worker holds (reserved or running);
+* **reap**: every 5 s, one worker (lock ``taskgate:reaper``) requeues, with kombu's own
+  ``restore_by_tag``, each message unacked for over 15 s that no live worker holds: the
+  tasks of a killed worker run again within about 30 s, and a long task on a live worker is
+  never handed to a second one;
+* **release**: every 0.5 s, due delayed tasks and retries move from ``taskgate:delayed`` to
+  their queue in one atomic script, so a long countdown runs exactly once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from typing import Any, cast
+
+import orjson
+from celery import Celery
+from celery.signals import worker_ready, worker_shutdown
+from celery.worker import state as worker_state
+from redis import Redis
+from redis.exceptions import RedisError
+
+from . import store
+from .config import Settings, get_settings
+from .constants import (
+    DELAYED_KEY,
+    HEARTBEAT_INTERVAL,
+    HEARTBEAT_TTL,
+    KOMBU_UNACKED_INDEX,
+    REAP_GRACE,
+    REAPER_LOCK,
+    WORKER_PREFIX,
+    worker_key,
+)
+
+log = logging.getLogger("taskgate.recovery")
+
+TICK = 0.5
+REAP_INTERVAL = 5.0
+
+
+def held_tags() -> list[str]:
+    """Delivery tags of the messages this worker process holds (reserved or running)."""
+    for _ in range(5):  # the sets change under us; copying them may need another try
+        try:
+            requests = list(worker_state.reserved_requests) + list(worker_state.active_requests)
+            break
+        except RuntimeError:
+            continue
+    else:
+        requests = []
+    tags = {getattr(request.message, "delivery_tag", None) for request in requests}
+    return sorted(str(tag) for tag in tags if tag)
+
+
+class Keeper(threading.Thread):
+    """The keeper thread of one worker main process."""
+
+    def __init__(self, app: Celery, hostname: str, settings: Settings) -> None:
+        super().__init__(name="taskgate-keeper", daemon=True)
+        self.app, self.hostname, self.settings = app, hostname, settings
+        self.client = Redis.from_url(settings.require_redis_url(), socket_timeout=5,
+                                     socket_connect_timeout=5)
+        self.release_script = self.client.register_script(store.RELEASE)
+        self.stopping = threading.Event()
+        self.last_error = time.monotonic()  # reap only after a calm spell: see _reap
+        self.broker_is_redis = settings.broker_is_redis
+        self._connection: Any = None
+
+    def run(self) -> None:
+        next_beat = next_reap = 0.0
+        while not self.stopping.is_set():
+            now = time.monotonic()
+            try:
+                if now >= next_beat:
+                    self.heartbeat()
+                    next_beat = now + HEARTBEAT_INTERVAL
+                if self.settings.parks_delays:
+                    self.release()
+                if self.broker_is_redis and now >= next_reap:
+                    self.reap()
+                    next_reap = now + REAP_INTERVAL
+            except (RedisError, OSError) as exc:
+                self.last_error = time.monotonic()
+                log.warning("taskgate keeper: %s", exc)
+                self._reset_connection()
+            except Exception:  # a keeper that dies silently would lose the guarantees
+                self.last_error = time.monotonic()
+                log.exception("taskgate keeper: unexpected error")
+                self._reset_connection()
+            self.stopping.wait(TICK)
+
+    def stop(self) -> None:
+        """Stop the thread and withdraw this worker's heartbeat."""
+        self.stopping.set()
+        self.join(5)
+        with contextlib.suppress(RedisError):
+            self.client.delete(worker_key(self.hostname))
+        self._reset_connection()
+
+    def heartbeat(self) -> None:
+        """Say which messages this worker holds, for the next HEARTBEAT_TTL seconds."""
+        self.client.set(worker_key(self.hostname), orjson.dumps(held_tags()), ex=HEARTBEAT_TTL)
+
+    def release(self) -> int:
+        """Queue the delayed tasks and retries that are due."""
+        moved = int(self.release_script(keys=[DELAYED_KEY], args=[repr(time.time()), 100]))
+        if moved:
+            log.info("taskgate keeper: released %d due task(s)", moved)
+        return moved
+
+    def reap(self) -> int:
+        """Requeue messages held by no live worker (their worker died)."""
+        if time.monotonic() - self.last_error < HEARTBEAT_TTL:
+            return 0  # after an outage, let every worker heartbeat again first
+        stale = cast(list[bytes], self.client.zrangebyscore(KOMBU_UNACKED_INDEX, "-inf",
+                                                            time.time() - REAP_GRACE))
+        if not stale or not self.client.set(REAPER_LOCK, self.hostname, nx=True, ex=int(REAP_INTERVAL)):
+            return 0
+        held: set[str] = set()
+        keys = list(self.client.scan_iter(match=f"{WORKER_PREFIX}*", count=1000))
+        for beat in self.client.mget(keys) if keys else []:
+            if beat:
+                held.update(orjson.loads(beat))
+        orphans = [tag.decode() for tag in stale if tag.decode() not in held]
+        if not orphans:
+            return 0
+        qos = self._channel().qos
+        for tag in orphans:
+            qos.restore_by_tag(tag)
+        log.warning("taskgate keeper: requeued %d task(s) of dead worker(s)", len(orphans))
+        return len(orphans)
+
+    def _channel(self) -> Any:
+        if self._connection is None:
+            self._connection = self.app.connection_for_write()
+        return self._connection.default_channel
+
+    def _reset_connection(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.release()
+            except Exception:  # noqa: S110 - best effort while already handling a failure
+                pass
+            self._connection = None
+
+
+_keeper: Keeper | None = None
+
+
+@worker_ready.connect
+def _start_keeper(sender: Any = None, **_: Any) -> None:
+    global _keeper
+    app = sender.app
+    hostname = sender.hostname
+    _keeper = Keeper(app, hostname, get_settings())
+    _keeper.start()
+    log.info("taskgate keeper started for %s", hostname)
+
+
+@worker_shutdown.connect
+def _stop_keeper(**_: Any) -> None:
+    if _keeper is not None:
+        _keeper.stop()
