@@ -47,7 +47,8 @@ def test_keys_expire_back_to_baseline(tmp_path: Path) -> None:
             wait_for(lambda: conn.dbsize() <= baseline, 30, f"the key count to return to {baseline}",
                      interval=0.5)
         except AssertionError as exc:
-            raise AssertionError(f"{exc}: before {before}, now {sorted(conn.scan_iter(count=1000))[:20]}")
+            now = sorted(conn.scan_iter(count=1000))[:20]
+            raise AssertionError(f"{exc}: before {before}, now {now}") from None
     finally:
         conn.close()
         stop(api)

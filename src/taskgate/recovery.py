@@ -147,10 +147,8 @@ class Keeper(threading.Thread):
 
     def _reset_connection(self) -> None:
         if self._connection is not None:
-            try:
+            with contextlib.suppress(Exception):  # best effort while handling a failure
                 self._connection.release()
-            except Exception:  # noqa: S110 - best effort while already handling a failure
-                pass
             self._connection = None
 
 
