@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -33,7 +35,7 @@ def boom(message: str) -> None:
 def sleepy(seconds: float, started_file: str = "") -> float:
     """Sleep in small steps, reporting progress and honouring cancellation."""
     if started_file:
-        Path(started_file).write_text("started")
+        Path(started_file).write_text(str(os.getpid()))
     began = time.monotonic()
     while (elapsed := time.monotonic() - began) < seconds:
         taskgate.raise_if_cancelled()
@@ -49,3 +51,22 @@ def stubborn(seconds: float, started_file: str = "") -> float:
         Path(started_file).write_text("started")
     time.sleep(seconds)
     return seconds
+
+
+@taskgate.task
+def logged_sleep(log: str, token: str, seconds: float) -> str:
+    """Append ``token`` and this process's pid to ``log`` at each start, sleep, return token."""
+    with open(log, "a") as out:
+        out.write(f"{token} {os.getpid()}\n")
+    time.sleep(seconds)
+    return token
+
+
+@taskgate.task
+def poison(log: str, kill_file: str) -> str:
+    """Kill the process running it (SIGKILL) while ``kill_file`` exists; log every start."""
+    with open(log, "a") as out:
+        out.write(f"{os.getpid()}\n")
+    if Path(kill_file).exists():
+        os.kill(os.getpid(), signal.SIGKILL)
+    return "survived"

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from .config import Settings, get_settings
-from .exceptions import ConfigurationError
+from .exceptions import ConfigurationError, TaskGateError
 
 if TYPE_CHECKING:
+    from .jobs import Gateway
     from .supervisor import Supervisor
 
 cli = typer.Typer(
@@ -135,6 +138,64 @@ def up(
         supervisor.stop()
     typer.echo("taskgate: stopped" if code == 0 else "taskgate: stopped after a failure", err=True)
     raise typer.Exit(code)
+
+
+dead = typer.Typer(help="Tasks that exhausted their retries or deliveries.", no_args_is_help=True)
+cli.add_typer(dead, name="dead-letters")
+
+
+def _with_gateway(action: Callable[[Gateway], Awaitable[Any]]) -> Any:
+    """Run ``action`` with a gateway on the configured Redis; errors become messages."""
+    from .jobs import Gateway
+
+    async def run() -> Any:
+        gateway = Gateway.from_settings(_settings())
+        try:
+            return await action(gateway)
+        finally:
+            await gateway.close()
+
+    try:
+        return asyncio.run(run())
+    except TaskGateError as exc:
+        typer.echo(f"taskgate: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+@dead.command("list")
+def dead_list(
+    limit: Annotated[int, typer.Option(min=1, max=100, help="How many, newest first.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """List dead-lettered tasks."""
+    from .api.schemas import DeadLetter
+
+    records, _ = _with_gateway(lambda gateway: gateway.dead_letters(limit, None))
+    letters = [DeadLetter.from_record(record) for record in records]
+    if as_json:
+        for letter in letters:
+            typer.echo(letter.model_dump_json())
+        return
+    if not letters:
+        typer.echo("no dead letters")
+    for letter in letters:
+        error = f"{letter.error.type}: {letter.error.message}" if letter.error else ""
+        typer.echo(f"{letter.task_id}  {letter.name}  {letter.reason}  attempts={letter.attempts}  "
+                   f"{letter.dead_at:%Y-%m-%d %H:%M:%S}Z  {error}")
+
+
+@dead.command("requeue")
+def dead_requeue(task_id: Annotated[str, typer.Argument(help="The dead task's id.")]) -> None:
+    """Run a dead-lettered task again (same id and arguments)."""
+    _with_gateway(lambda gateway: gateway.requeue(task_id))
+    typer.echo(f"requeued {task_id}")
+
+
+@dead.command("drop")
+def dead_drop(task_id: Annotated[str, typer.Argument(help="The dead task's id.")]) -> None:
+    """Remove a task from the dead letters."""
+    _with_gateway(lambda gateway: gateway.drop_dead_letter(task_id))
+    typer.echo(f"dropped {task_id}")
 
 
 def _start_local(supervisor: Supervisor, env: dict[str, str], name: str, module: str,

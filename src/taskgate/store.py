@@ -47,8 +47,8 @@ if not state then
   -- sent by another producer (plain Celery): start a record for it
   redis.call('HSET', KEYS[1], 'name', ARGV[1], 'created_at', ARGV[2])
 end
-local deliveries = redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
-if deliveries > tonumber(ARGV[4]) then
+local deliveries = tonumber(redis.call('HGET', KEYS[1], 'deliveries') or '0')
+if deliveries >= tonumber(ARGV[4]) then
   local error = cjson.encode({type = 'WorkerLostError', retryable = false, message =
     'the task was delivered ' .. ARGV[4] .. ' times and its worker died each time; dead-lettered'})
   redis.call('HSET', KEYS[1], 'state', 'failed', 'finished_at', ARGV[2], 'error', error,
@@ -58,7 +58,7 @@ if deliveries > tonumber(ARGV[4]) then
   publish(KEYS[1], KEYS[2])
   return 'dead'
 end
-redis.call('HSET', KEYS[1], 'state', 'started', 'started_at', ARGV[2])
+redis.call('HSET', KEYS[1], 'state', 'started', 'started_at', ARGV[2], 'deliveries', deliveries + 1)
 redis.call('HDEL', KEYS[1], 'next_attempt_at')
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[3])

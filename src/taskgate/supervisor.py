@@ -107,7 +107,10 @@ class Supervisor:
         self._stopping = True
         for component in reversed(self.components):
             if component.returncode is None:
-                component.signal_group(signal.SIGTERM)
+                # The leader only: a Celery worker then finishes its running tasks (warm
+                # shutdown) instead of its pool children dying mid-task.
+                assert component.process is not None
+                component.process.send_signal(signal.SIGTERM)
                 self._wait(component)
             # Reap stragglers of the group (e.g. pool children) even if the leader exited.
             component.signal_group(signal.SIGKILL)

@@ -12,7 +12,7 @@ from ..config import Settings, get_settings
 from ..jobs import Gateway
 from ..registry import load
 from . import errors
-from .routes import files, health, tasks, tutorial
+from .routes import dead_letters, files, health, tasks, tutorial
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -42,5 +42,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tutorial.router)
     app.include_router(tasks.build_router(catalogue))
     app.include_router(files.router)
+    app.include_router(dead_letters.router)
     app.include_router(health.router)
     return app

@@ -89,6 +89,36 @@ class TaskPage(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at the end.")
 
 
+class DeadLetter(BaseModel):
+    """A task that exhausted its retries or deliveries."""
+
+    task_id: str
+    name: str
+    reason: Literal["max_retries", "max_deliveries"] = Field(
+        description="`max_retries`: transient errors outlasted its retry policy; `max_deliveries`: "
+        "its worker died every time it ran.")
+    attempts: int
+    deliveries: int = Field(description="Deliveries of the last attempt.")
+    error: ErrorBody | None
+    arguments: dict[str, Any] | None = Field(description="What it was called with.")
+    dead_at: datetime
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> DeadLetter:
+        """Build from a record as stored in Redis."""
+        return cls(task_id=record["task_id"], name=record.get("name", ""),
+                   reason=record.get("dead_reason", "max_retries"), attempts=record.get("attempts", 0),
+                   deliveries=record.get("deliveries", 0), error=record.get("error"),
+                   arguments=record.get("args"), dead_at=datetime.fromtimestamp(record["dead_at"], tz=UTC))
+
+
+class DeadLetterPage(BaseModel):
+    """One page of dead letters, newest first."""
+
+    dead_letters: list[DeadLetter]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at the end.")
+
+
 class CatalogueEntry(BaseModel):
     """A task that can be submitted with POST /tasks/{name}."""
 
