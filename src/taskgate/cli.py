@@ -63,12 +63,15 @@ def api(
 def worker(
     concurrency: Concurrency = 2,
     log_level: LogLevel = "info",
+    name: Annotated[str | None, typer.Option(help="Celery node name (default taskgate-<pid>@<host>); "
+                                             "unique per worker.")] = None,
 ) -> None:
     """Run a Celery worker for taskgate's tasks. Run several, on several machines, to scale."""
     from .celery_app import create_celery_app
 
     app = create_celery_app(_settings())
     app.worker_main(["worker", f"--loglevel={log_level.upper()}", f"--concurrency={concurrency}",
+                     f"--hostname={name or f'taskgate-{os.getpid()}@%h'}",
                      "--task-events", "--without-gossip", "--without-mingle"])
 
 

@@ -4,7 +4,7 @@ Celery with late acks keeps a running task's message in kombu's ``unacked`` hash
 it back only after ``visibility_timeout``, whether its worker died or is still busy. taskgate
 instead keeps that timeout long and lets every worker's main process run a keeper thread:
 
-* **heartbeat**: every 2 s, ``taskgate:worker:<hostname>`` is set (TTL 10 s) to the delivery
+* **heartbeat**: every 2 s, ``taskgate:worker:<hostname>:<pid>`` is set (TTL 10 s) to the delivery
   tags of the messages this worker holds (reserved or running);
 * **reap**: every 5 s, one worker (lock ``taskgate:reaper``) requeues, with kombu's own
   ``restore_by_tag``, each message unacked for over 15 s that no live worker holds: the
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from typing import Any, cast
@@ -159,7 +160,8 @@ _keeper: Keeper | None = None
 def _start_keeper(sender: Any = None, **_: Any) -> None:
     global _keeper
     app = sender.app
-    hostname = sender.hostname
+    # Unique per process even if two workers share a node name.
+    hostname = f"{sender.hostname}:{os.getpid()}"
     _keeper = Keeper(app, hostname, get_settings())
     _keeper.start()
     log.info("taskgate keeper started for %s", hostname)
