@@ -228,3 +228,17 @@ def test_long_task_on_a_live_worker_is_not_handed_to_another(stack: Stack) -> No
     task = wait(client, task_id, 40)
     assert task["state"] == "succeeded" and task["attempts"] == 1
     assert len(lines(log)) == 1
+
+
+def test_running_worker_reconnects_after_redis_restart(stack: Stack) -> None:
+    stack.start_worker()
+    client = stack.start_api()
+    assert wait(client, submit(client, "add", {"x": 1, "y": 1}))["state"] == "succeeded"
+    assert stack.server is not None
+    port = stack.server.port
+    stack.server.terminate()
+    time.sleep(1)
+    stack.start_valkey(port)
+    wait_for(lambda: client.get("/readyz").status_code == 200, 20, "the API to reconnect")
+    task = wait(client, submit(client, "add", {"x": 2, "y": 2}), 60)
+    assert task["state"] == "succeeded" and task["result"] == 4, "the worker did not reconnect"

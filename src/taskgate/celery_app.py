@@ -18,6 +18,9 @@ def create_celery_app(settings: Settings) -> Celery:
     """Build a Celery app from settings: JSON only, started state tracked, results expiring."""
     app = Celery("taskgate", set_as_current=False)
     timeout = settings.backend_timeout
+    if settings.broker_is_redis and settings.effective_broker_url.startswith(("redis://", "rediss://")):
+        # Same protocol and keys as kombu's; mends a reconnect crash (see transport.py).
+        app.conf.broker_transport = "taskgate.transport:Transport"
     app.conf.update(
         broker_url=settings.effective_broker_url,
         result_backend=settings.effective_result_backend,
