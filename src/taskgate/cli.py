@@ -55,7 +55,11 @@ def api(
 
     from .api import create_app
 
-    app = create_app(_settings())
+    try:
+        app = create_app(_settings(), host=host)
+    except ConfigurationError as exc:
+        typer.echo(f"taskgate: {exc}", err=True)
+        raise typer.Exit(2) from exc
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
 
 
@@ -100,11 +104,13 @@ def up(
     """Run everything in the foreground: embedded Valkey (unless TASKGATE_REDIS_URL is set),
     a local SMTP sink (unless TASKGATE_SMTP_URL is set), a worker, the API and Flower.
     Ctrl-C stops all; a second Ctrl-C forces."""
+    from .api.app import auth_enabled
     from .supervisor import Component, Supervisor
 
     try:
         settings = get_settings()
-    except ValueError as exc:
+        auth_enabled(settings, host)
+    except (ValueError, ConfigurationError) as exc:
         typer.echo(f"taskgate: {exc}", err=True)
         raise typer.Exit(2) from exc
     supervisor = Supervisor(echo=lambda line: typer.echo(line, err=True))
@@ -130,7 +136,8 @@ def up(
                    f"{env.get('TASKGATE_BROKER_URL') or env['TASKGATE_REDIS_URL']}")
         supervisor.add(Component("api", [*cmd, "api", f"--host={host}", f"--port={port}",
                                          f"--log-level={log_level}"]), env)
-        typer.echo(f"taskgate: api     http://{host}:{port} (docs at /docs)")
+        auth = "auth on: send API keys" if auth_enabled(settings, host) else "auth off, loopback only"
+        typer.echo(f"taskgate: api     http://{host}:{port} (docs at /docs; {auth})")
         if with_flower:
             supervisor.add(Component("flower", [*cmd, "flower", "--host=127.0.0.1",
                                                 f"--port={flower_port}"]), env)

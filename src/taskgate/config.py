@@ -6,9 +6,10 @@ Nothing is built at import time; call :func:`get_settings` (cached) or build
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -88,6 +89,25 @@ class Settings(BaseSettings):
         "`taskgate up` runs a local sink that writes each message as an .eml file.",
     )
     smtp_from: str = Field(default="taskgate@localhost", description="Sender of send_email.")
+    auth: Literal["on", "off", "auto"] = Field(
+        default="auto",
+        description="API keys: on, off, or auto (on whenever the API binds to anything but loopback).",
+    )
+    insecure_no_auth: bool = Field(
+        default=False,
+        description="Allow TASKGATE_AUTH=off on a non-loopback bind (anyone who reaches the port "
+        "can run tasks).",
+    )
+    submit_rate: int = Field(
+        default=0, ge=0, description="Submissions per owner per minute, shared by all API replicas "
+        "(0: unlimited); the next one gets 429 with Retry-After.")
+    max_in_flight: int = Field(
+        default=0, ge=0, description="Unfinished tasks per owner (0: unlimited); beyond it, 429.")
+    max_body_bytes: int = Field(
+        default=1024 * 1024, gt=0, description="Largest JSON request body, in bytes (413 beyond it).")
+    flower_basic_auth: str | None = Field(
+        default=None, description="user:password that Flower requires; needed to bind Flower to a "
+        "non-loopback address.")
     default_queue: str = Field(default="celery", description="Queue that tasks are sent to.")
 
     @field_validator("task_modules", mode="before")
@@ -140,6 +160,16 @@ class Settings(BaseSettings):
     def broker_is_redis(self) -> bool:
         """True when the broker speaks the Redis protocol (taskgate then publishes natively)."""
         return self.effective_broker_url.startswith(_REDIS_SCHEMES)
+
+
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @lru_cache

@@ -40,6 +40,23 @@ REAP_GRACE = 15.0
 #: kombu's Redis transport keeps delivered, unacknowledged messages here (see kombu).
 KOMBU_UNACKED_INDEX = "unacked_index"
 
+#: ``taskgate:apikey:<key id>`` -> hash {owner, admin, secret_sha256, created_at}: an API key.
+#: Only the secret's hash is stored. Keys are configuration: they live until revoked.
+APIKEY_PREFIX = "taskgate:apikey:"
+
+#: ``taskgate:index:<owner>`` -> per-owner history index (like ``taskgate:index``).
+OWNER_INDEX_PREFIX = "taskgate:index:"
+
+#: ``taskgate:inflight:<owner>`` -> sorted set of the owner's unfinished task ids (score:
+#: submission time); a task leaves it when it ends. For the in-flight quota.
+INFLIGHT_PREFIX = "taskgate:inflight:"
+
+#: ``taskgate:rate:<owner>:<minute>`` -> submissions in that minute (expires after 2 minutes).
+RATE_PREFIX = "taskgate:rate:"
+
+#: The owner of tasks submitted while auth is off.
+ANONYMOUS = "anonymous"
+
 #: ``taskgate:idem:<key>`` -> JSON ``[task_id, body digest]`` for an Idempotency-Key, 24 h.
 IDEMPOTENCY_PREFIX = "taskgate:idem:"
 
@@ -67,6 +84,21 @@ def task_record_key(task_id: str) -> str:
 def worker_key(hostname: str) -> str:
     """Heartbeat key of a worker."""
     return WORKER_PREFIX + hostname
+
+
+def apikey_key(key_id: str) -> str:
+    """Where an API key's hash and owner are stored."""
+    return APIKEY_PREFIX + key_id
+
+
+def owner_index_key(owner: str) -> str:
+    """History index of one owner."""
+    return OWNER_INDEX_PREFIX + owner
+
+
+def inflight_key(owner: str) -> str:
+    """Unfinished tasks of one owner."""
+    return INFLIGHT_PREFIX + owner
 
 
 def events_channel(task_id: str) -> str:

@@ -9,6 +9,9 @@
     ├── UnknownTask             the task name is not on the allow-list
     ├── Conflict                the request contradicts the task's state or an idempotency key
     ├── PayloadTooLarge         an upload or argument is over its size limit
+    ├── Unauthorized            no API key, or a bad or revoked one
+    ├── Forbidden               a valid key without the admin right on an admin endpoint
+    ├── QuotaExceeded           the owner's submit rate or in-flight limit is reached
     └── TaskCancelled           raised inside a running task that was asked to stop
 
 ``api/errors.py`` maps each one to an HTTP answer in one place.
@@ -60,6 +63,22 @@ class Conflict(TaskGateError):
 
 class PayloadTooLarge(TaskGateError):
     """Raised when an upload is larger than ``TASKGATE_MAX_UPLOAD_BYTES``."""
+
+
+class Unauthorized(TaskGateError):
+    """Raised when auth is on and the request has no valid API key."""
+
+
+class Forbidden(TaskGateError):
+    """Raised when a non-admin key calls an admin-only endpoint."""
+
+
+class QuotaExceeded(TaskGateError):
+    """Raised when an owner's submit rate or in-flight limit is reached."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
 
 
 class TaskCancelled(TaskGateError):

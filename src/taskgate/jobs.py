@@ -30,20 +30,29 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from . import store
+from .auth import Caller
 from .broker import Broker, KombuBroker, RedisBroker, build_message, queue_for_priority
 from .celery_app import create_celery_app
 from .config import Settings
 from .constants import (
+    ANONYMOUS,
     DEAD_KEY,
     DELAYED_KEY,
+    RATE_PREFIX,
     TASK_INDEX_KEY,
+    apikey_key,
     events_channel,
     idempotency_key,
+    inflight_key,
+    owner_index_key,
     task_record_key,
 )
-from .exceptions import BackendUnavailable, Conflict, TaskNotFound, UnknownTask
+from .exceptions import BackendUnavailable, Conflict, QuotaExceeded, TaskNotFound, UnknownTask
 from .registry import TaskSpec, exposed
 from .states import TaskState
+
+#: The caller of internal and CLI operations: sees every task.
+SYSTEM = Caller(owner=ANONYMOUS, admin=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +147,9 @@ class Gateway:
         return spec
 
     async def submit(self, spec: TaskSpec, arguments: BaseModel, options: Options | None = None,
-                     idempotency: str | None = None) -> Submission:
-        """Queue ``spec`` with validated ``arguments``; return once the broker has the message."""
+                     idempotency: str | None = None, caller: Caller = SYSTEM) -> Submission:
+        """Queue ``spec`` with validated ``arguments`` for ``caller``; return once the broker has
+        the message. Quotas and Idempotency-Keys are per owner."""
         options = options or Options()
         task_id = str(uuid.uuid4())
         kwargs = arguments.model_dump(mode="json")
@@ -156,15 +166,26 @@ class Gateway:
         priority = options.priority or 0
         ttl = max(self.settings.result_ttl, self.settings.failure_ttl)
         parts = (headers, {**properties, "priority": priority}, body)
-        idem_key = idempotency_key(idempotency) if idempotency else ""
+        owner = caller.owner
+        idem_key = idempotency_key(f"{owner}:{idempotency}") if idempotency else ""
+        minute = int(now // 60)
         keys = [task_record_key(task_id), TASK_INDEX_KEY, idem_key,
-                queue_for_priority(queue, priority) if same_redis else "", DELAYED_KEY]
+                queue_for_priority(queue, priority) if same_redis else "", DELAYED_KEY,
+                owner_index_key(owner), inflight_key(owner), f"{RATE_PREFIX}{owner}:{minute}"]
         args: list[Any] = [spec.name, repr(now), self.settings.result_ttl, repr(now - ttl),
                            digest(spec.name, kwargs, options) if idempotency else "", task_id,
                            RedisBroker.envelope(queue, parts) if same_redis else b"",
-                           repr(due) if parked else ""]
+                           repr(due) if parked else "", owner, self.settings.submit_rate,
+                           self.settings.max_in_flight]
         async with self.deadline():
             seen = (await self._submit(keys=keys, args=args)).decode()
+        if seen == "#rate":
+            raise QuotaExceeded(f"{owner} may submit {self.settings.submit_rate} tasks per minute "
+                                "(TASKGATE_SUBMIT_RATE)", retry_after=60 - int(now % 60))
+        if seen == "#inflight":
+            raise QuotaExceeded(f"{owner} has {self.settings.max_in_flight} unfinished tasks, the most "
+                                "allowed (TASKGATE_MAX_IN_FLIGHT); wait for some to end",
+                                retry_after=1)
         if seen.startswith("!"):
             raise Conflict(f"Idempotency-Key {idempotency!r} was already used with a different body "
                            f"(task {seen[1:]}); use a new key for a new request")
@@ -177,27 +198,40 @@ class Gateway:
             except BackendUnavailable:
                 # Not queued: forget it, so its id reads as unknown rather than eternally queued.
                 async with self.deadline():
-                    await self.state.delete(task_record_key(task_id), *([idem_key] if idem_key else []))
-                    await self.state.zrem(TASK_INDEX_KEY, task_id)
+                    pipe = self.state.pipeline(transaction=True)
+                    pipe.delete(task_record_key(task_id), *([idem_key] if idem_key else []))
+                    for index in (TASK_INDEX_KEY, owner_index_key(owner), inflight_key(owner)):
+                        pipe.zrem(index, task_id)
+                    await pipe.execute()
                 raise
         return Submission(task_id)
 
-    async def get(self, task_id: str) -> dict[str, Any]:
-        """The task's record, or ``TaskNotFound``."""
+    async def get(self, task_id: str, caller: Caller = SYSTEM) -> dict[str, Any]:
+        """The task's record, or ``TaskNotFound`` (also when ``caller`` may not see it: ids of
+        other owners' tasks must not leak)."""
         async with self.deadline():
             raw = await self.state.hgetall(task_record_key(task_id))
         if not raw:
             raise TaskNotFound(task_id)
-        return {"task_id": task_id, **store.decode_record(raw)}
+        record = {"task_id": task_id, **store.decode_record(raw)}
+        if not caller.may_see(record.get("owner")):
+            raise TaskNotFound(task_id)
+        return record
+
+    async def api_key(self, key_id: str) -> dict[bytes, bytes]:
+        """The stored form of an API key (empty if unknown or revoked)."""
+        async with self.deadline():
+            return cast(dict[bytes, bytes], await self.state.hgetall(apikey_key(key_id)))
 
     @asynccontextmanager
-    async def watch(self, task_id: str) -> AsyncIterator[tuple[dict[str, Any], PubSub]]:
+    async def watch(self, task_id: str,
+                    caller: Caller = SYSTEM) -> AsyncIterator[tuple[dict[str, Any], PubSub]]:
         """Subscribe to the task's changes, then read its record: ``(record, subscription)``."""
         pubsub = self.state.pubsub(ignore_subscribe_messages=True)
         try:
             async with self.deadline():
                 await pubsub.subscribe(events_channel(task_id))
-            yield await self.get(task_id), pubsub
+            yield await self.get(task_id, caller), pubsub
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
 
@@ -212,10 +246,10 @@ class Gateway:
             return None
         return {"task_id": task_id, **store.decode_record(orjson.loads(message["data"]))}
 
-    async def wait(self, task_id: str, seconds: float) -> dict[str, Any]:
+    async def wait(self, task_id: str, seconds: float, caller: Caller = SYSTEM) -> dict[str, Any]:
         """The record once terminal, or as it is after ``seconds``; woken by events, not polling."""
         deadline = time.monotonic() + seconds
-        async with self.watch(task_id) as (record, pubsub):
+        async with self.watch(task_id, caller) as (record, pubsub):
             while not TaskState(record["state"]).is_terminal:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -225,8 +259,10 @@ class Gateway:
                     record = changed
             return record
 
-    async def cancel(self, task_id: str, terminate: bool = False) -> dict[str, Any]:
+    async def cancel(self, task_id: str, terminate: bool = False,
+                     caller: Caller = SYSTEM) -> dict[str, Any]:
         """Cancel a queued task at once, or flag a running one; ``Conflict`` if it finished."""
+        await self.get(task_id, caller)
         async with self.deadline():
             outcome = (await self._cancel(
                 keys=[task_record_key(task_id), events_channel(task_id), DELAYED_KEY],
@@ -240,24 +276,27 @@ class Gateway:
             loop = asyncio.get_running_loop()
             async with self.deadline("broker"):
                 await loop.run_in_executor(None, self._revoke, task_id)
-        return await self.get(task_id)
+        return await self.get(task_id, caller)
 
     def _revoke(self, task_id: str) -> None:
         self.app.control.revoke(task_id, terminate=True, signal="SIGTERM")
 
-    async def forget(self, task_id: str) -> None:
+    async def forget(self, task_id: str, caller: Caller = SYSTEM) -> None:
         """Delete a finished task's record; ``Conflict`` while it may still run."""
-        record = await self.get(task_id)
+        record = await self.get(task_id, caller)
         if not TaskState(record["state"]).is_terminal:
             raise Conflict(f"task {task_id} is {record['state']}; cancel it first or wait until it ends")
         async with self.deadline():
             pipe = self.state.pipeline(transaction=True)
             pipe.delete(task_record_key(task_id))
             pipe.zrem(TASK_INDEX_KEY, task_id)
+            pipe.zrem(owner_index_key(record.get("owner", ANONYMOUS)), task_id)
+            pipe.zrem(DEAD_KEY, task_id)
             await pipe.execute()
 
     async def history(self, *, state: TaskState | None, name: str | None, limit: int,
-                      before: float | None) -> tuple[list[dict[str, Any]], float | None]:
+                      before: float | None,
+                      caller: Caller = SYSTEM) -> tuple[list[dict[str, Any]], float | None]:
         """Tasks newest first, filtered; returns a page and the cursor of the next one.
 
         Scans at most 20 index batches per call, so a rare filter returns a short page with a
@@ -268,8 +307,9 @@ class Gateway:
         last: float | None = None
         async with self.deadline():
             for _ in range(20):
+                index = TASK_INDEX_KEY if caller.admin else owner_index_key(caller.owner)
                 batch = cast(list[tuple[bytes, float]], await self.state.zrevrangebyscore(
-                    TASK_INDEX_KEY, upper, "-inf", start=0, num=limit, withscores=True))
+                    index, upper, "-inf", start=0, num=limit, withscores=True))
                 if not batch:
                     return found, None
                 pipe = self.state.pipeline(transaction=False)
@@ -289,9 +329,10 @@ class Gateway:
                         return found, score
         return found, last
 
-    async def dead_letters(self, limit: int,
-                           before: float | None) -> tuple[list[dict[str, Any]], float | None]:
-        """Dead-lettered tasks, newest first; returns a page and the cursor of the next one."""
+    async def dead_letters(self, limit: int, before: float | None,
+                           caller: Caller = SYSTEM) -> tuple[list[dict[str, Any]], float | None]:
+        """Dead-lettered tasks (the caller's own unless admin), newest first; returns a page and
+        the cursor of the next one."""
         upper = "+inf" if before is None else f"({before!r}"
         async with self.deadline():
             batch = cast(list[tuple[bytes, float]], await self.state.zrevrangebyscore(
@@ -302,11 +343,12 @@ class Gateway:
             raws = await pipe.execute()
         found = [{"task_id": member.decode(), "dead_at": score, **store.decode_record(raw)}
                  for (member, score), raw in zip(batch, raws, strict=True) if raw]
+        found = [record for record in found if caller.may_see(record.get("owner"))]
         return found, (batch[-1][1] if len(batch) == limit else None)
 
-    async def requeue(self, task_id: str) -> dict[str, Any]:
+    async def requeue(self, task_id: str, caller: Caller = SYSTEM) -> dict[str, Any]:
         """Run a dead-lettered task again: same id and arguments, fresh attempt counts."""
-        record = await self.get(task_id)
+        record = await self.get(task_id, caller)
         if "dead_reason" not in record:
             raise TaskNotFound(task_id, what="dead letter")
         spec = self.spec(record["name"])
@@ -320,7 +362,7 @@ class Gateway:
                 keys=[task_record_key(task_id), events_channel(task_id), DEAD_KEY,
                       queue_for_priority(queue, 0) if same_redis else ""],
                 args=[RedisBroker.envelope(queue, parts) if same_redis else b"",
-                      self.settings.result_ttl])).decode()
+                      self.settings.result_ttl, repr(time.time())])).decode()
         if outcome == "missing":
             raise TaskNotFound(task_id, what="dead letter")
         if not same_redis:
@@ -328,8 +370,11 @@ class Gateway:
                 await self.broker.publish(queue, parts)
         return await self.get(task_id)
 
-    async def drop_dead_letter(self, task_id: str) -> None:
+    async def drop_dead_letter(self, task_id: str, caller: Caller = SYSTEM) -> None:
         """Remove a task from the dead letters (its record stays until it expires)."""
+        record = await self.get(task_id, caller)
+        if "dead_reason" not in record:
+            raise TaskNotFound(task_id, what="dead letter")
         async with self.deadline():
             removed = await self.state.zrem(DEAD_KEY, task_id)
         if not removed:

@@ -13,19 +13,25 @@ from typing import Any
 
 import orjson
 
-from .constants import TASK_RECORD_PREFIX
+from .constants import INFLIGHT_PREFIX, TASK_RECORD_PREFIX
 
 #: Fields of a record, in the order they are reported.
 FIELDS = ("name", "state", "created_at", "started_at", "finished_at", "attempts", "deliveries",
           "next_attempt_at", "progress", "result", "error", "seq", "cancel", "args", "dead_reason")
 
-#: Common Lua: publish the record (as JSON) with a bumped sequence number.
-_PUBLISH = """
+#: Common Lua: publish the record (as JSON) with a bumped sequence number; a task that has
+#: ended leaves its owner's in-flight set.
+_PUBLISH = f"""
 local function publish(key, channel)
   redis.call('HINCRBY', key, 'seq', 1)
   local flat = redis.call('HGETALL', key)
-  local record = {}
+  local record = {{}}
   for i = 1, #flat, 2 do record[flat[i]] = flat[i + 1] end
+  local state = record['state']
+  if record['owner'] and (state == 'succeeded' or state == 'failed' or state == 'cancelled') then
+    redis.call('ZREM', '{INFLIGHT_PREFIX}' .. record['owner'], string.sub(key, {len(TASK_RECORD_PREFIX) + 1}))
+  end
+  record['message'] = nil
   redis.call('PUBLISH', channel, cjson.encode(record))
 end
 """
@@ -99,10 +105,12 @@ return 'cancelling'
 """
 
 #: API, on submit: KEYS record, index, idempotency key (or ''), queue list (or '' when the
-#: broker is elsewhere), delayed set; ARGV name, now, ttl, index horizon, digest, task id,
-#: message, due time ('' to queue now: a due time parks the message in the delayed set).
-#: Returns '' when the task is new (and queued), else the id of the task the idempotency key
-#: already made ('!'-prefixed when its body differed).
+#: broker is elsewhere), delayed set, owner's index, owner's in-flight set, owner's rate
+#: counter; ARGV name, now, ttl, index horizon, digest, task id, message, due time ('' to
+#: queue now: a due time parks the message in the delayed set), owner, rate limit (0: none),
+#: in-flight limit (0: none).
+#: Returns '' when the task is new (and queued); the id of the task the idempotency key already
+#: made ('!'-prefixed when its body differed); '#rate' or '#inflight' when a quota refuses it.
 SUBMIT = """
 if KEYS[3] ~= '' then
   local seen = redis.call('GET', KEYS[3])
@@ -111,13 +119,27 @@ if KEYS[3] ~= '' then
     if pair[2] == ARGV[5] then return pair[1] end
     return '!' .. pair[1]
   end
+end
+if tonumber(ARGV[10]) > 0 then
+  local count = redis.call('INCR', KEYS[8])
+  if count == 1 then redis.call('EXPIRE', KEYS[8], 120) end
+  if count > tonumber(ARGV[10]) then return '#rate' end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', ARGV[4])
+if tonumber(ARGV[11]) > 0 and redis.call('ZCARD', KEYS[7]) >= tonumber(ARGV[11]) then
+  return '#inflight'
+end
+if KEYS[3] ~= '' then
   redis.call('SET', KEYS[3], cjson.encode({ARGV[6], ARGV[5]}), 'EX', 86400)
 end
-redis.call('HSET', KEYS[1], 'name', ARGV[1], 'state', 'queued', 'created_at', ARGV[2], 'attempts', 0)
+redis.call('HSET', KEYS[1], 'name', ARGV[1], 'state', 'queued', 'created_at', ARGV[2], 'attempts', 0,
+           'owner', ARGV[9])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[6])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
+for _, index in ipairs({KEYS[2], KEYS[6], KEYS[7]}) do
+  redis.call('ZADD', index, ARGV[2], ARGV[6])
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', ARGV[4])
+  redis.call('EXPIRE', index, ARGV[3])
+end
 if ARGV[8] ~= '' then
   redis.call('HSET', KEYS[1], 'message', ARGV[7], 'queue', KEYS[4], 'next_attempt_at', ARGV[8])
   redis.call('ZADD', KEYS[5], ARGV[8], ARGV[6])
@@ -171,14 +193,16 @@ return 'dead'
 """
 
 #: API: KEYS record, channel, dead set, queue list ('' when the broker is elsewhere);
-#: ARGV message, ttl.
+#: ARGV message, ttl, now.
 #: Takes the task off the dead letters and queues it again under the same id, with fresh counts.
-REQUEUE = _PUBLISH + """
+REQUEUE = _PUBLISH + f"""
 if redis.call('ZREM', KEYS[3], string.sub(KEYS[1], 15)) == 0 then return 'missing' end
 redis.call('HDEL', KEYS[1], 'error', 'finished_at', 'started_at', 'next_attempt_at', 'dead_reason',
            'result', 'progress', 'cancel')
 redis.call('HSET', KEYS[1], 'state', 'queued', 'attempts', 0, 'deliveries', 0)
 redis.call('EXPIRE', KEYS[1], ARGV[2])
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner then redis.call('ZADD', '{INFLIGHT_PREFIX}' .. owner, ARGV[3], string.sub(KEYS[1], 15)) end
 if KEYS[4] ~= '' then redis.call('LPUSH', KEYS[4], ARGV[1]) end
 publish(KEYS[1], KEYS[2])
 return 'queued'

@@ -8,17 +8,32 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from .. import __version__
-from ..config import Settings, get_settings
+from ..config import Settings, get_settings, is_loopback
+from ..exceptions import ConfigurationError
 from ..jobs import Gateway
 from ..registry import load
 from . import errors
+from .limits import BodyLimit
 from .routes import dead_letters, files, health, tasks, tutorial
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the API; the gateway (Redis clients, Celery app) is created at startup."""
+def auth_enabled(settings: Settings, host: str) -> bool:
+    """Whether API keys are required when serving on ``host``; refuses an open public bind."""
+    enabled = settings.auth == "on" or (settings.auth == "auto" and not is_loopback(host))
+    if not enabled and not is_loopback(host) and not settings.insecure_no_auth:
+        raise ConfigurationError(
+            f"refusing to serve on {host} without API keys: anyone reaching it could run tasks. "
+            "Create keys with `taskgate keys create --owner NAME` and use TASKGATE_AUTH=auto (the "
+            "default) or on; or bind to 127.0.0.1; or set TASKGATE_INSECURE_NO_AUTH=1 if you must")
+    return enabled
+
+
+def create_app(settings: Settings | None = None, host: str = "127.0.0.1") -> FastAPI:
+    """Build the API for serving on ``host``; the gateway (Redis clients, Celery app) is created
+    at startup. Auth follows TASKGATE_AUTH (auto: on unless ``host`` is loopback)."""
     settings = settings or get_settings()
     settings.require_redis_url()  # fail at once, with the fix, rather than on first request
+    auth = auth_enabled(settings, host)
     catalogue = load(settings.task_modules)
 
     @asynccontextmanager
@@ -38,6 +53,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.auth = auth
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     errors.install(app)
     app.include_router(tutorial.router)
     app.include_router(tasks.build_router(catalogue))

@@ -11,7 +11,16 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from ..constants import RETRY_AFTER_SECONDS
-from ..exceptions import BackendUnavailable, Conflict, PayloadTooLarge, TaskNotFound, UnknownTask
+from ..exceptions import (
+    BackendUnavailable,
+    Conflict,
+    Forbidden,
+    PayloadTooLarge,
+    QuotaExceeded,
+    TaskNotFound,
+    Unauthorized,
+    UnknownTask,
+)
 
 log = logging.getLogger("taskgate.api")
 
@@ -64,6 +73,20 @@ async def _http(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, kind, str(exc.detail), headers=exc.headers)
 
 
+async def _unauthorized(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(401, "unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer"})
+
+
+async def _forbidden(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(403, "forbidden", str(exc))
+
+
+async def _quota(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, QuotaExceeded)
+    return error_response(429, "quota_exceeded", str(exc), retryable=True,
+                          headers={"Retry-After": str(exc.retry_after)})
+
+
 def install(app: FastAPI) -> None:
     """Register every error mapping on ``app``."""
     app.add_exception_handler(RequestValidationError, _validation)
@@ -71,5 +94,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(UnknownTask, _unknown_task)
     app.add_exception_handler(Conflict, _conflict)
     app.add_exception_handler(PayloadTooLarge, _too_large)
+    app.add_exception_handler(Unauthorized, _unauthorized)
+    app.add_exception_handler(Forbidden, _forbidden)
+    app.add_exception_handler(QuotaExceeded, _quota)
     app.add_exception_handler(BackendUnavailable, _unavailable)
     app.add_exception_handler(HTTPException, _http)

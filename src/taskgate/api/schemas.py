@@ -52,6 +52,7 @@ class TaskInfo(BaseModel):
 
     task_id: str
     name: str = Field(description="The task's name in the catalogue.")
+    owner: str | None = Field(default=None, description="Who submitted it (the API key's owner).")
     state: TaskState
     result: Any = Field(default=None, description="The return value, once `succeeded`.")
     error: ErrorBody | None = Field(default=None, description="Why it failed (or the last transient "
@@ -158,9 +159,12 @@ def _error(description: str) -> dict[str, Any]:
 #: OpenAPI entries for the errors endpoints can answer with.
 ERRORS: dict[int, dict[str, Any]] = {
     404: _error("No such task (never submitted, expired, or not in the catalogue)."),
+    401: _error("No API key, or a bad or revoked one (when auth is on)."),
+    403: _error("The endpoint needs an admin API key."),
     409: _error("The request contradicts the task's state or reuses an Idempotency-Key."),
     413: _error("The upload is larger than TASKGATE_MAX_UPLOAD_BYTES."),
     422: _error("Invalid input; the message names the field."),
+    429: _error("The owner's submit rate or in-flight limit is reached; retry after `Retry-After`."),
     503: _error("Redis or the broker did not answer within the deadline; retry after `Retry-After` "
                 "seconds."),
 }

@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from ..deps import GatewayDep
+from ..deps import CallerDep, GatewayDep
 from ..schemas import DeadLetter, DeadLetterPage, TaskInfo, errors
 
-router = APIRouter(prefix="/dead-letters", tags=["dead letters"])
+router = APIRouter(prefix="/dead-letters", tags=["dead letters"], responses=errors(401))
 
 TaskId = Annotated[str, Path(min_length=1, max_length=200, description="The dead task's id.")]
 
@@ -17,26 +17,27 @@ TaskId = Annotated[str, Path(min_length=1, max_length=200, description="The dead
 @router.get("", summary="List dead-lettered tasks, newest first", responses=errors(422, 503))
 async def list_dead_letters(
     gateway: GatewayDep,
+    caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 20,
     cursor: Annotated[str | None, Query(pattern=r"^\d+(\.\d+)?$",
                                         description="`next_cursor` of the previous page.")] = None,
 ) -> DeadLetterPage:
     """Each with why it died, its attempts, its last error and its arguments."""
-    records, after = await gateway.dead_letters(limit, float(cursor) if cursor else None)
+    records, after = await gateway.dead_letters(limit, float(cursor) if cursor else None, caller)
     return DeadLetterPage(dead_letters=[DeadLetter.from_record(record) for record in records],
                           next_cursor=repr(after) if after is not None else None)
 
 
 @router.post("/{task_id}/requeue", summary="Run a dead-lettered task again",
              responses=errors(404, 422, 503))
-async def requeue_dead_letter(task_id: TaskId, gateway: GatewayDep) -> TaskInfo:
+async def requeue_dead_letter(task_id: TaskId, gateway: GatewayDep, caller: CallerDep) -> TaskInfo:
     """Queues it again with the same id and arguments and fresh attempt counts; follow it with
     GET /tasks/{task_id}."""
-    return TaskInfo.from_record(await gateway.requeue(task_id))
+    return TaskInfo.from_record(await gateway.requeue(task_id, caller))
 
 
 @router.delete("/{task_id}", status_code=204, summary="Drop a dead letter",
                responses=errors(404, 422, 503))
-async def drop_dead_letter(task_id: TaskId, gateway: GatewayDep) -> None:
+async def drop_dead_letter(task_id: TaskId, gateway: GatewayDep, caller: CallerDep) -> None:
     """Removes it from the list; its record stays readable until it expires."""
-    await gateway.drop_dead_letter(task_id)
+    await gateway.drop_dead_letter(task_id, caller)

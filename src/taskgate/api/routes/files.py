@@ -8,10 +8,10 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 
 from ...exceptions import PayloadTooLarge
 from ...files import FILE_ID, delete, save_stream
-from ..deps import SettingsDep
+from ..deps import CallerDep, SettingsDep
 from ..schemas import StoredFile, errors
 
-router = APIRouter(prefix="/files", tags=["files"])
+router = APIRouter(prefix="/files", tags=["files"], responses=errors(401))
 
 FileId = Annotated[str, Path(pattern=FILE_ID.pattern, description="The id POST /files returned.")]
 
@@ -20,6 +20,7 @@ FileId = Annotated[str, Path(pattern=FILE_ID.pattern, description="The id POST /
 async def upload_file(
     request: Request,
     settings: SettingsDep,
+    _caller: CallerDep,
     filename: Annotated[str | None, Query(max_length=255, description="Its name; a `.csv` name "
                                           "(or Content-Type text/csv) makes process_file read it "
                                           "as CSV.")] = None,
@@ -38,7 +39,7 @@ async def upload_file(
 
 @router.delete("/{file_id}", status_code=204, summary="Delete an uploaded file",
                responses=errors(404, 422))
-async def delete_file(file_id: FileId, settings: SettingsDep) -> None:
+async def delete_file(file_id: FileId, settings: SettingsDep, _caller: CallerDep) -> None:
     """Remove the upload from disk."""
     if not await delete(settings.data_dir, file_id):
         raise HTTPException(404, f"no uploaded file {file_id}")

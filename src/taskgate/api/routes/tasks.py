@@ -15,11 +15,12 @@ from fastapi import APIRouter, Body, Depends, Header, Path, Query, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, create_model
 
+from ...auth import Caller
 from ...exceptions import UnknownTask
 from ...jobs import Gateway, Options
 from ...registry import TaskSpec
 from ...states import TaskState
-from ..deps import GatewayDep
+from ..deps import CallerDep, GatewayDep
 from ..schemas import CatalogueEntry, TaskAccepted, TaskInfo, TaskPage, errors
 
 TaskId = Annotated[str, Path(min_length=1, max_length=200, description="The id a submit returned.")]
@@ -49,7 +50,7 @@ def info_models(catalogue: dict[str, TaskSpec]) -> dict[str, type[TaskInfo]]:
 
 def build_router(catalogue: dict[str, TaskSpec]) -> APIRouter:
     """The /tasks routes for this catalogue."""
-    router = APIRouter(prefix="/tasks", tags=["tasks"])
+    router = APIRouter(prefix="/tasks", tags=["tasks"], responses=errors(401))
     models = info_models(catalogue)
     AnyTask: Any = Union[tuple(models.values()) + (TaskInfo,)] if models else TaskInfo  # noqa: UP007
 
@@ -59,6 +60,7 @@ def build_router(catalogue: dict[str, TaskSpec]) -> APIRouter:
     @router.get("", summary="List submitted tasks, newest first", responses=errors(422, 503))
     async def list_tasks(
         gateway: GatewayDep,
+        caller: CallerDep,
         state: Annotated[TaskState | None, Query(description="Only tasks in this state.")] = None,
         name: Annotated[str | None, Query(description="Only tasks with this name.")] = None,
         limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 20,
@@ -67,7 +69,7 @@ def build_router(catalogue: dict[str, TaskSpec]) -> APIRouter:
     ) -> TaskPage:
         """History from Redis, newest first; records expire with their results."""
         records, after = await gateway.history(state=state, name=name, limit=limit,
-                                               before=float(cursor) if cursor else None)
+                                               before=float(cursor) if cursor else None, caller=caller)
         return TaskPage(tasks=[info(record) for record in records],
                         next_cursor=repr(after) if after is not None else None)
 
@@ -83,7 +85,7 @@ def build_router(catalogue: dict[str, TaskSpec]) -> APIRouter:
         router.add_api_route(
             f"/{spec.name}", submit_endpoint(spec), methods=["POST"], status_code=202,
             summary=spec.summary, description=spec.description or None,
-            responses=errors(409, 422, 503), name=f"submit_{spec.name}",
+            responses=errors(409, 422, 429, 503), name=f"submit_{spec.name}",
         )
 
     @router.post("/{name}", include_in_schema=False)
@@ -93,31 +95,32 @@ def build_router(catalogue: dict[str, TaskSpec]) -> APIRouter:
     @router.get("/{task_id}", summary="A task's state, result, error and progress",
                 responses=errors(404, 422, 503))
     async def get_task(
-        task_id: TaskId, gateway: GatewayDep,
+        task_id: TaskId, gateway: GatewayDep, caller: CallerDep,
         wait: Annotated[float, Query(ge=0, le=MAX_WAIT, description="Hold the request up to this "
                                      "many seconds until the task ends (no polling).")] = 0,
     ) -> AnyTask:
-        record = await (gateway.wait(task_id, wait) if wait else gateway.get(task_id))
+        record = await (gateway.wait(task_id, wait, caller) if wait else gateway.get(task_id, caller))
         return info(record)
 
     @router.post("/{task_id}/cancel", summary="Cancel a task", responses=errors(404, 409, 422, 503))
     async def cancel_task(
-        task_id: TaskId, gateway: GatewayDep,
+        task_id: TaskId, gateway: GatewayDep, caller: CallerDep,
         terminate: Annotated[bool, Query(description="Also kill a running task's process "
                                          "instead of waiting for it to notice.")] = False,
     ) -> AnyTask:
         """A queued or retrying task is cancelled at once and never starts; a running one is
         asked to stop (built-in tasks check often) and ends `cancelled`; 409 once finished."""
-        return info(await gateway.cancel(task_id, terminate=terminate))
+        return info(await gateway.cancel(task_id, terminate=terminate, caller=caller))
 
     @router.delete("/{task_id}", status_code=204, summary="Forget a finished task",
                    responses=errors(404, 409, 503))
-    async def delete_task(task_id: TaskId, gateway: GatewayDep) -> None:
+    async def delete_task(task_id: TaskId, gateway: GatewayDep, caller: CallerDep) -> None:
         """Delete the record and result of a finished task; 409 while it may still run."""
-        await gateway.forget(task_id)
+        await gateway.forget(task_id, caller)
 
-    async def watched(task_id: TaskId, gateway: GatewayDep) -> AsyncIterator[tuple[dict[str, Any], Any]]:
-        async with gateway.watch(task_id) as watch:
+    async def watched(task_id: TaskId, gateway: GatewayDep,
+                      caller: CallerDep) -> AsyncIterator[tuple[dict[str, Any], Any]]:
+        async with gateway.watch(task_id, caller) as watch:
             yield watch
 
     @router.get("/{task_id}/events", response_class=EventSourceResponse,
@@ -151,11 +154,11 @@ def build_router(catalogue: dict[str, TaskSpec]) -> APIRouter:
 def submit_endpoint(spec: TaskSpec) -> Any:
     """The ``POST /tasks/{name}`` handler of one task, typed with its argument model."""
 
-    async def submit(gateway: Gateway, response: Response, arguments: BaseModel,
+    async def submit(gateway: Gateway, caller: Caller, response: Response, arguments: BaseModel,
                      countdown: float | None, eta: datetime | None, priority: int | None,
                      idempotency_key: str | None) -> TaskAccepted:
         options = Options(countdown=countdown, eta=eta, priority=priority)
-        submission = await gateway.submit(spec, arguments, options, idempotency_key)
+        submission = await gateway.submit(spec, arguments, options, idempotency_key, caller)
         response.headers["Location"] = f"/tasks/{submission.task_id}"
         if submission.replayed:
             response.headers["Idempotent-Replayed"] = "true"
@@ -163,6 +166,7 @@ def submit_endpoint(spec: TaskSpec) -> Any:
 
     parameters = [
         inspect.Parameter("gateway", inspect.Parameter.KEYWORD_ONLY, annotation=GatewayDep),
+        inspect.Parameter("caller", inspect.Parameter.KEYWORD_ONLY, annotation=CallerDep),
         inspect.Parameter("response", inspect.Parameter.KEYWORD_ONLY, annotation=Response),
         inspect.Parameter("arguments", inspect.Parameter.KEYWORD_ONLY,
                           annotation=Annotated[spec.args_model, Body(description="The task's arguments.")]),

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Path, Query
 
 from ...constants import INT64_MAX, INT64_MIN
 from ...states import TaskState
-from ..deps import GatewayDep
+from ..deps import CallerDep, GatewayDep
 from ..schemas import ErrorBody, TaskCreated, TutorialResult, errors
 
-router = APIRouter(tags=["tutorial"], responses=errors(422, 503))
+router = APIRouter(tags=["tutorial"], responses=errors(401, 422, 429, 503))
 
 Int64 = Annotated[int, Query(ge=INT64_MIN, le=INT64_MAX, description="A signed 64-bit integer.")]
 TaskId = Annotated[str, Path(min_length=1, max_length=200, description="The id /add returned.")]
@@ -28,18 +28,18 @@ _TUTORIAL_STATUS = {
 
 
 @router.get("/add", summary="Queue the tutorial's add(x, y)")
-async def submit_add(x: Int64, y: Int64, gateway: GatewayDep) -> TaskCreated:
+async def submit_add(x: Int64, y: Int64, gateway: GatewayDep, caller: CallerDep) -> TaskCreated:
     """Queue `add(x, y)` on a worker and return its task id at once."""
     spec = gateway.spec("add")
-    submission = await gateway.submit(spec, spec.args_model(x=x, y=y))
+    submission = await gateway.submit(spec, spec.args_model(x=x, y=y), caller=caller)
     return TaskCreated(task_id=submission.task_id)
 
 
 @router.get("/result/{task_id}", summary="How a task went", response_model_exclude_unset=True,
             responses=errors(404))
-async def get_result(task_id: TaskId, gateway: GatewayDep) -> TutorialResult:
+async def get_result(task_id: TaskId, gateway: GatewayDep, caller: CallerDep) -> TutorialResult:
     """`completed` with the result, `failed` with the error, `pending` until then; 404 if unknown."""
-    record = await gateway.get(task_id)
+    record = await gateway.get(task_id, caller)
     state = TaskState(record["state"])
     if state is TaskState.SUCCEEDED:
         return TutorialResult(status="completed", result=record.get("result"))
