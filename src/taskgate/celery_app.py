@@ -47,6 +47,8 @@ def create_celery_app(settings: Settings) -> Celery:
         # it still bounds a stalled result-backend call.
         redis_socket_timeout=max(timeout, 5.0),
         worker_hijack_root_logger=False,
+        # Reports refused (non-JSON) messages in the task's record.
+        worker_consumer="taskgate.consumer:Consumer",
         include=[*BUILTIN_TASK_MODULES, *settings.task_modules],
     )
     return app

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .config import Settings, get_settings
+from .config import Settings, get_settings, is_loopback
 from .exceptions import ConfigurationError, TaskGateError
 
 if TYPE_CHECKING:
@@ -84,11 +84,24 @@ def flower(
     host: Annotated[str, typer.Option(help="Interface Flower binds to.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port of Flower.")] = 5555,
 ) -> None:
-    """Run Flower, Celery's monitoring UI, on loopback by default."""
+    """Run Flower, Celery's monitoring UI, on loopback by default. Bound elsewhere it needs
+    TASKGATE_FLOWER_BASIC_AUTH=user:password; its API is never opened to anonymous callers."""
     from .celery_app import create_celery_app
 
-    app = create_celery_app(_settings())
-    app.start(["flower", f"--address={host}", f"--port={port}"])
+    settings = _settings()
+    argv = ["flower", f"--address={host}", f"--port={port}"]
+    if settings.flower_basic_auth:
+        if ":" not in settings.flower_basic_auth:
+            typer.echo("taskgate: TASKGATE_FLOWER_BASIC_AUTH must be user:password", err=True)
+            raise typer.Exit(2)
+        argv.append(f"--basic-auth={settings.flower_basic_auth}")
+    elif not is_loopback(host):
+        typer.echo(f"taskgate: refusing to serve Flower on {host} without a password: its UI and API "
+                   "can revoke and run tasks. Set TASKGATE_FLOWER_BASIC_AUTH=user:password, or bind "
+                   "to 127.0.0.1 (the default)", err=True)
+        raise typer.Exit(2)
+    os.environ.pop("FLOWER_UNAUTHENTICATED_API", None)  # never open Flower's API anonymously
+    create_celery_app(settings).start(argv)
 
 
 @cli.command()
@@ -148,6 +161,54 @@ def up(
         supervisor.stop()
     typer.echo("taskgate: stopped" if code == 0 else "taskgate: stopped after a failure", err=True)
     raise typer.Exit(code)
+
+
+keys = typer.Typer(help="API keys (stored hashed in Redis).", no_args_is_help=True)
+cli.add_typer(keys, name="keys")
+
+
+def _redis() -> Any:
+    from redis import Redis
+
+    return Redis.from_url(_settings().require_redis_url(), socket_timeout=5, socket_connect_timeout=5)
+
+
+@keys.command("create")
+def keys_create(
+    owner: Annotated[str, typer.Option(help="Who the key belongs to; tasks are visible per owner.")],
+    admin: Annotated[bool, typer.Option("--admin", help="May see every owner's tasks and /metrics.")] = False,
+) -> None:
+    """Create a key and print it once (alone on the last line). Only its hash is stored."""
+    from . import auth
+
+    try:
+        key_id, key = auth.create(_redis(), owner, admin)
+    except ValueError as exc:
+        typer.echo(f"taskgate: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"created key {key_id} for {owner}{' (admin)' if admin else ''}; store it now, it is "
+               "not shown again:")
+    typer.echo(key)
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """List keys: id, owner, admin (never the secrets)."""
+    from . import auth
+
+    for entry in auth.listing(_redis()):
+        typer.echo(f"{entry['key_id']}  {entry['owner']}  {'admin' if entry['admin'] else 'user'}")
+
+
+@keys.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (from `keys list`).")]) -> None:
+    """Revoke a key: every API replica refuses it from the next request on."""
+    from . import auth
+
+    if not auth.revoke(_redis(), key_id):
+        typer.echo(f"taskgate: no key {key_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {key_id}")
 
 
 dead = typer.Typer(help="Tasks that exhausted their retries or deliveries.", no_args_is_help=True)
