@@ -68,6 +68,11 @@ def test_auth_matrix(secured: str, redis_url: str, worker: subprocess.Popen[byte
         assert task_id in [t["task_id"] for t in
                            http.get("/tasks", headers=bearer(admin), params={"limit": 100}).json()["tasks"]]
 
+        # Metrics are for admins.
+        assert http.get("/metrics", headers=bearer(bob)).status_code == 403
+        assert http.get("/metrics", headers=bearer(admin)).status_code == 200
+        assert http.get("/metrics", headers={}).status_code == 401
+
         # Dead letters are scoped the same way.
         dead = http.post("/tasks/flaky", json={"counter": f"/tmp/{uuid.uuid4().hex}", "failures": 99},
                          headers=bearer(alice)).json()["task_id"]

@@ -57,6 +57,16 @@ RATE_PREFIX = "taskgate:rate:"
 #: The owner of tasks submitted while auth is off.
 ANONYMOUS = "anonymous"
 
+#: ``taskgate:stats`` -> hash of cluster-wide counters, written by the workers' transition
+#: scripts when a task ends: ``done:<task>:<state>``, and per histogram ``<wait|run>:<task>:<i>``
+#: (count in bucket i), ``<wait|run>_sum:<task>``. Monitoring state: kept 30 days after the
+#: last write. ``GET /metrics`` reads it.
+STATS_KEY = "taskgate:stats"
+STATS_TTL = 30 * 86_400
+
+#: Histogram bucket bounds (seconds) for queue wait and run time.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
 #: ``taskgate:idem:<key>`` -> JSON ``[task_id, body digest]`` for an Idempotency-Key, 24 h.
 IDEMPOTENCY_PREFIX = "taskgate:idem:"
 

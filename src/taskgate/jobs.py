@@ -48,6 +48,7 @@ from .constants import (
     task_record_key,
 )
 from .exceptions import BackendUnavailable, Conflict, QuotaExceeded, TaskNotFound, UnknownTask
+from .metrics import SUBMITS, timed
 from .registry import TaskSpec, exposed
 from .states import TaskState
 
@@ -133,7 +134,8 @@ class Gateway:
         """Run a block within ``backend_timeout``; any failure becomes ``BackendUnavailable``."""
         try:
             async with asyncio.timeout(self.timeout):
-                yield
+                with timed():
+                    yield
         except TimeoutError as exc:
             raise BackendUnavailable(component, f"no answer within {self.timeout:g}s") from exc
         except (RedisError, KombuOperationalError, OSError) as exc:
@@ -191,6 +193,7 @@ class Gateway:
                            f"(task {seen[1:]}); use a new key for a new request")
         if seen:
             return Submission(seen, replayed=True)
+        SUBMITS.labels(spec.name).inc()
         if not same_redis:
             try:
                 async with self.deadline("broker"):

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from .constants import INFLIGHT_PREFIX, TASK_RECORD_PREFIX
+from .constants import INFLIGHT_PREFIX, LATENCY_BUCKETS, STATS_KEY, STATS_TTL, TASK_RECORD_PREFIX
 
 #: Fields of a record, in the order they are reported.
 FIELDS = ("name", "state", "created_at", "started_at", "finished_at", "attempts", "deliveries",
@@ -28,8 +28,27 @@ local function publish(key, channel)
   local record = {{}}
   for i = 1, #flat, 2 do record[flat[i]] = flat[i + 1] end
   local state = record['state']
-  if record['owner'] and (state == 'succeeded' or state == 'failed' or state == 'cancelled') then
-    redis.call('ZREM', '{INFLIGHT_PREFIX}' .. record['owner'], string.sub(key, {len(TASK_RECORD_PREFIX) + 1}))
+  if (state == 'succeeded' or state == 'failed' or state == 'cancelled') and not record['counted'] then
+    if record['owner'] then
+      local id = string.sub(key, {len(TASK_RECORD_PREFIX) + 1})
+      redis.call('ZREM', '{INFLIGHT_PREFIX}' .. record['owner'], id)
+    end
+    redis.call('HSET', key, 'counted', '1')
+    local name = record['name'] or '?'
+    redis.call('HINCRBY', '{STATS_KEY}', 'done:' .. name .. ':' .. state, 1)
+    local started, created, finished = tonumber(record['started_at']), tonumber(record['created_at']),
+      tonumber(record['finished_at'])
+    local function observe(metric, seconds)
+      local bucket = {len(LATENCY_BUCKETS)}
+      for i, bound in ipairs({{{", ".join(repr(b) for b in LATENCY_BUCKETS)}}}) do
+        if seconds <= bound then bucket = i - 1 break end
+      end
+      redis.call('HINCRBY', '{STATS_KEY}', metric .. ':' .. name .. ':' .. bucket, 1)
+      redis.call('HINCRBYFLOAT', '{STATS_KEY}', metric .. '_sum:' .. name, seconds)
+    end
+    if started and created then observe('wait', math.max(0, started - created)) end
+    if started and finished then observe('run', math.max(0, finished - started)) end
+    redis.call('EXPIRE', '{STATS_KEY}', {STATS_TTL})
   end
   record['message'] = nil
   redis.call('PUBLISH', channel, cjson.encode(record))
@@ -215,8 +234,8 @@ def decode_record(raw: Mapping[Any, Any]) -> dict[str, Any]:
     for key, value in raw.items():
         name = key.decode() if isinstance(key, bytes) else key
         text = value.decode() if isinstance(value, bytes) else value
-        if name in ("message", "queue"):
-            continue  # a parked message: internal
+        if name in ("message", "queue", "counted"):
+            continue  # internal fields
         if name in ("progress", "result", "error", "args"):
             out[name] = orjson.loads(text)
         elif name in ("created_at", "started_at", "finished_at", "next_attempt_at"):

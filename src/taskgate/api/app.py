@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,10 +12,11 @@ from .. import __version__
 from ..config import Settings, get_settings, is_loopback
 from ..exceptions import ConfigurationError
 from ..jobs import Gateway
+from ..metrics import watch_loop_lag
 from ..registry import load
 from . import errors
 from .limits import BodyLimit
-from .routes import dead_letters, files, health, tasks, tutorial
+from .routes import dead_letters, files, health, metrics, tasks, tutorial
 
 
 def auth_enabled(settings: Settings, host: str) -> bool:
@@ -40,9 +42,11 @@ def create_app(settings: Settings | None = None, host: str = "127.0.0.1") -> Fas
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gateway = Gateway.from_settings(settings)
         app.state.gateway = gateway
+        lag = asyncio.create_task(watch_loop_lag())
         try:
             yield
         finally:
+            lag.cancel()
             await gateway.close()
 
     app = FastAPI(
@@ -60,5 +64,6 @@ def create_app(settings: Settings | None = None, host: str = "127.0.0.1") -> Fas
     app.include_router(tasks.build_router(catalogue))
     app.include_router(files.router)
     app.include_router(dead_letters.router)
+    app.include_router(metrics.router)
     app.include_router(health.router)
     return app
