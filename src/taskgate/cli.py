@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from . import logs
 from .config import Settings, get_settings, is_loopback
 from .exceptions import ConfigurationError, TaskGateError
 
@@ -32,6 +33,17 @@ Host = Annotated[str, typer.Option(help="Interface the API binds to.")]
 Port = Annotated[int, typer.Option(min=1, max=65535, help="TCP port of the API.")]
 Concurrency = Annotated[int, typer.Option(min=1, help="Worker processes in the Celery pool.")]
 LogLevel = Annotated[str, typer.Option(help="Log level: debug, info, warning or error.")]
+LogFormat = Annotated[str | None, typer.Option(
+    help="Log lines as `text` or `json` (one object per line, with task_id where known); default "
+    "TASKGATE_LOG_FORMAT or text.", show_default=False)]
+
+
+def _log_format(value: str | None) -> None:
+    value = value or os.environ.get(logs.FORMAT_ENV, "text")
+    if value not in ("text", "json"):
+        typer.echo("taskgate: --log-format must be text or json", err=True)
+        raise typer.Exit(2)
+    os.environ[logs.FORMAT_ENV] = value
 
 
 def _settings() -> Settings:
@@ -49,18 +61,22 @@ def api(
     host: Host = "127.0.0.1",
     port: Port = 8000,
     log_level: LogLevel = "info",
+    log_format: LogFormat = None,
 ) -> None:
     """Run the HTTP API (uvicorn). Run several behind a load balancer to scale."""
     import uvicorn
 
     from .api import create_app
 
+    _log_format(log_format)
+    logs.setup(log_level)
     try:
         app = create_app(_settings(), host=host)
     except ConfigurationError as exc:
         typer.echo(f"taskgate: {exc}", err=True)
         raise typer.Exit(2) from exc
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10,
+                log_config=logs.uvicorn_config(log_level) or uvicorn.config.LOGGING_CONFIG)
 
 
 @cli.command()
@@ -69,14 +85,21 @@ def worker(
     log_level: LogLevel = "info",
     name: Annotated[str | None, typer.Option(help="Celery node name (default taskgate-<pid>@<host>); "
                                              "unique per worker.")] = None,
+    log_format: LogFormat = None,
 ) -> None:
     """Run a Celery worker for taskgate's tasks. Run several, on several machines, to scale."""
+    from celery.signals import after_setup_logger, after_setup_task_logger
+
     from .celery_app import create_celery_app
 
+    _log_format(log_format)
+    after_setup_logger.connect(logs.use_json_in_celery, weak=False)
+    after_setup_task_logger.connect(logs.use_json_in_celery, weak=False)
     app = create_celery_app(_settings())
-    app.worker_main(["worker", f"--loglevel={log_level.upper()}", f"--concurrency={concurrency}",
-                     f"--hostname={name or f'taskgate-{os.getpid()}@%h'}",
-                     "--task-events", "--without-gossip", "--without-mingle"])
+    app.start([*(["--quiet"] if logs.json_enabled() else []), "worker",
+               f"--loglevel={log_level.upper()}", f"--concurrency={concurrency}",
+               f"--hostname={name or f'taskgate-{os.getpid()}@%h'}",
+               "--task-events", "--without-gossip", "--without-mingle"])
 
 
 @cli.command()
@@ -113,6 +136,7 @@ def up(
                                               help="Also run Flower.")] = True,
     concurrency: Concurrency = 2,
     log_level: LogLevel = "info",
+    log_format: LogFormat = None,
 ) -> None:
     """Run everything in the foreground: embedded Valkey (unless TASKGATE_REDIS_URL is set),
     a local SMTP sink (unless TASKGATE_SMTP_URL is set), a worker, the API and Flower.
@@ -126,6 +150,7 @@ def up(
     except (ValueError, ConfigurationError) as exc:
         typer.echo(f"taskgate: {exc}", err=True)
         raise typer.Exit(2) from exc
+    _log_format(log_format)
     supervisor = Supervisor(echo=lambda line: typer.echo(line, err=True))
     supervisor.install_signal_handlers()
     env = dict(os.environ)

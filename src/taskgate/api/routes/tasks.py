@@ -7,6 +7,7 @@ generated argument model, and ``GET /tasks/{task_id}`` answers with a per-task m
 
 
 import inspect
+import logging
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any, Literal, Union
@@ -28,6 +29,8 @@ IdempotencyKey = Annotated[str | None, Header(
     alias="Idempotency-Key", min_length=1, max_length=200,
     description="Same key and body within 24 h return the same task (with "
     "`Idempotent-Replayed: true`); same key with another body is a 409.")]
+
+log = logging.getLogger("taskgate.api")
 
 #: Longest ``?wait=`` a client may ask for, in seconds.
 MAX_WAIT = 30.0
@@ -159,6 +162,8 @@ def submit_endpoint(spec: TaskSpec) -> Any:
                      idempotency_key: str | None) -> TaskAccepted:
         options = Options(countdown=countdown, eta=eta, priority=priority)
         submission = await gateway.submit(spec, arguments, options, idempotency_key, caller)
+        log.info("accepted %s for %s", spec.name, caller.owner,
+                 extra={"task_id": submission.task_id, "task_name": spec.name})
         response.headers["Location"] = f"/tasks/{submission.task_id}"
         if submission.replayed:
             response.headers["Idempotent-Replayed"] = "true"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
@@ -10,6 +11,8 @@ from ...constants import INT64_MAX, INT64_MIN
 from ...states import TaskState
 from ..deps import CallerDep, GatewayDep
 from ..schemas import ErrorBody, TaskCreated, TutorialResult, errors
+
+log = logging.getLogger("taskgate.api")
 
 router = APIRouter(tags=["tutorial"], responses=errors(401, 422, 429, 503))
 
@@ -32,6 +35,8 @@ async def submit_add(x: Int64, y: Int64, gateway: GatewayDep, caller: CallerDep)
     """Queue `add(x, y)` on a worker and return its task id at once."""
     spec = gateway.spec("add")
     submission = await gateway.submit(spec, spec.args_model(x=x, y=y), caller=caller)
+    log.info("accepted add for %s", caller.owner,
+             extra={"task_id": submission.task_id, "task_name": "add"})
     return TaskCreated(task_id=submission.task_id)
 
 
