@@ -188,6 +188,24 @@ def up(
     raise typer.Exit(code)
 
 
+@cli.command()
+def doctor(
+    host: Annotated[str, typer.Option(help="The address the API binds to in this deployment.")] = "127.0.0.1",
+) -> None:
+    """Check the running configuration and Redis; print each problem with its fix (exit 1 if any)."""
+    from .doctor import diagnose
+
+    findings = diagnose(_settings(), host)
+    for finding in findings:
+        mark = "ok     " if finding.ok else "PROBLEM"
+        typer.echo(f"{mark} {finding.check}: {finding.detail}")
+        if not finding.ok:
+            typer.echo(f"        fix: {finding.fix}")
+    problems = sum(not finding.ok for finding in findings)
+    typer.echo(f"{problems} problem(s)")
+    raise typer.Exit(1 if problems else 0)
+
+
 keys = typer.Typer(help="API keys (stored hashed in Redis).", no_args_is_help=True)
 cli.add_typer(keys, name="keys")
 

