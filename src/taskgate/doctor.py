@@ -78,7 +78,8 @@ def diagnose(settings: Settings, host: str) -> list[Finding]:
     findings = list(_celery_checks(settings))
     public = not is_loopback(host)
     auth_on = settings.auth == "on" or (settings.auth == "auto" and public)
-    findings.append(Finding(auth_on or not public, "auth", f"API on {host}: auth {'on' if auth_on else 'off'}",
+    state = "on" if auth_on else "off"
+    findings.append(Finding(auth_on or not public, "auth", f"API on {host}: auth {state}",
                             "use TASKGATE_AUTH=auto or on with keys from `taskgate keys create`"))
     if settings.flower_basic_auth is not None and ":" not in settings.flower_basic_auth:
         findings.append(Finding(False, "flower", "TASKGATE_FLOWER_BASIC_AUTH is not user:password",

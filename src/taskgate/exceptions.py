@@ -7,6 +7,7 @@
     ├── BackendUnavailable      Redis or the broker did not answer within the deadline
     ├── TaskNotFound            no record of this task id (never submitted, or expired)
     ├── UnknownTask             the task name is not on the allow-list
+    ├── InvalidArguments        arguments that validate but cannot travel as portable JSON
     ├── Conflict                the request contradicts the task's state or an idempotency key
     ├── PayloadTooLarge         an upload or argument is over its size limit
     ├── Unauthorized            no API key, or a bad or revoked one
@@ -54,6 +55,11 @@ class UnknownTask(TaskGateError):
     def __init__(self, name: str) -> None:
         super().__init__(f"no task named {name!r}; GET /tasks/catalogue lists the tasks you can run")
         self.name = name
+
+
+class InvalidArguments(TaskGateError):
+    """Raised when arguments cannot be sent as portable JSON (an integer beyond 64 bits, a string
+    that is not valid Unicode)."""
 
 
 class Conflict(TaskGateError):

@@ -47,7 +47,14 @@ from .constants import (
     owner_index_key,
     task_record_key,
 )
-from .exceptions import BackendUnavailable, Conflict, QuotaExceeded, TaskNotFound, UnknownTask
+from .exceptions import (
+    BackendUnavailable,
+    Conflict,
+    InvalidArguments,
+    QuotaExceeded,
+    TaskNotFound,
+    UnknownTask,
+)
 from .metrics import SUBMITS, timed
 from .registry import TaskSpec, exposed
 from .states import TaskState
@@ -155,6 +162,11 @@ class Gateway:
         options = options or Options()
         task_id = str(uuid.uuid4())
         kwargs = arguments.model_dump(mode="json")
+        try:
+            orjson.dumps(kwargs)
+        except orjson.JSONEncodeError as exc:
+            raise InvalidArguments(f"arguments must travel as portable JSON: integers within 64 bits, "
+                                   f"strings of valid Unicode ({exc})") from None
         now = time.time()
         due = (now + options.countdown if options.countdown is not None
                else options.eta.timestamp() if options.eta is not None else None)

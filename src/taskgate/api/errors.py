@@ -15,6 +15,7 @@ from ..exceptions import (
     BackendUnavailable,
     Conflict,
     Forbidden,
+    InvalidArguments,
     PayloadTooLarge,
     QuotaExceeded,
     TaskNotFound,
@@ -43,6 +44,10 @@ async def _validation(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     problems = [f"{_field(err.get('loc', ()))}: {err.get('msg', 'invalid')}" for err in exc.errors()]
     return error_response(422, "invalid_request", "; ".join(problems))
+
+
+async def _invalid_arguments(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(422, "invalid_request", str(exc))
 
 
 async def _not_found(_: Request, exc: Exception) -> JSONResponse:
@@ -91,6 +96,7 @@ def install(app: FastAPI) -> None:
     """Register every error mapping on ``app``."""
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(TaskNotFound, _not_found)
+    app.add_exception_handler(InvalidArguments, _invalid_arguments)
     app.add_exception_handler(UnknownTask, _unknown_task)
     app.add_exception_handler(Conflict, _conflict)
     app.add_exception_handler(PayloadTooLarge, _too_large)
