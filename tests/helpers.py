@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -37,7 +38,14 @@ def taskgate(args: list[str], env: dict[str, str], log: Path) -> subprocess.Pope
     """Start ``python -m taskgate ARGS`` (in the repository root) with its output in ``log``."""
     with log.open("ab") as out:
         return subprocess.Popen([sys.executable, "-m", "taskgate", *args], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, cwd=ROOT)
+                                stderr=subprocess.STDOUT, cwd=ROOT, preexec_fn=die_with_parent)
+
+
+def die_with_parent() -> None:
+    """In a child before exec: get SIGKILL if the test process dies, so nothing is left behind."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,3 +162,9 @@ def wait(client: httpx.Client, task_id: str, seconds: float = 20) -> dict[str, A
         body: dict[str, Any] = response.json()
         if body["state"] in ("succeeded", "failed", "cancelled") or time.monotonic() >= deadline:
             return body
+
+
+def children(pid: int) -> list[int]:
+    """Direct child processes of ``pid``."""
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return [int(child) for child in out.stdout.split()]

@@ -3,18 +3,42 @@ no 5xx, and every response matches the schema it is documented with."""
 
 from __future__ import annotations
 
-import subprocess
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import checks
+
+from .helpers import children, start_api, start_worker, stop
 
 #: Examples per operation: bounded so the suite stays fast.
 EXAMPLES = 15
 
 
-def test_api_never_5xx_and_matches_its_schema(api_url: str, worker: subprocess.Popen[bytes]) -> None:
-    schema = schemathesis.openapi.from_url(f"{api_url}/openapi.json")
+@pytest.fixture
+def fuzz_api(redis_url: str, smtp_server: tuple[object, str], tmp_path: Path) -> Iterator[str]:
+    """Its own API and worker on their own queue, with the built-in tasks and the README's example
+    only (not the suite's file-writing test tasks): fuzzed sleeps and big prime counts must not
+    hold the session worker, and the worker is killed at the end, whatever it still runs."""
+    env = {"TASKGATE_DEFAULT_QUEUE": f"fuzz-{tmp_path.name}", "TASKGATE_TASK_MODULES": "myapp.tasks",
+           "TASKGATE_SMTP_URL": smtp_server[1]}
+    worker = start_worker(redis_url, tmp_path / "worker.log", **env)
+    api, base = start_api(redis_url, tmp_path / "api.log", **env)
+    yield base
+    stop(api)
+    for pid in [worker.pid, *children(worker.pid)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    worker.wait()
+
+
+def test_api_never_5xx_and_matches_its_schema(fuzz_api: str) -> None:
+    schema = schemathesis.openapi.from_url(f"{fuzz_api}/openapi.json")
     checked = []
     for result in schema.get_all_operations():
         operation = result.ok()

