@@ -71,7 +71,7 @@ def test_auth_matrix(secured: str, redis_url: str, worker: subprocess.Popen[byte
         # Metrics are for admins.
         assert http.get("/metrics", headers=bearer(bob)).status_code == 403
         assert http.get("/metrics", headers=bearer(admin)).status_code == 200
-        assert http.get("/metrics", headers={}).status_code == 401
+        assert httpx.get(f"{secured}/metrics").status_code == 401
 
         # Dead letters are scoped the same way.
         dead = http.post("/tasks/flaky", json={"counter": f"/tmp/{uuid.uuid4().hex}", "failures": 99},

@@ -63,6 +63,9 @@ class Broker(Protocol):
     async def ping(self) -> None:
         """Raise if the broker cannot be reached."""
 
+    async def depth(self, queue: str) -> int | None:
+        """Messages waiting in ``queue`` (None if the broker does not know the queue)."""
+
     async def close(self) -> None:
         """Release connections and threads."""
 
@@ -100,6 +103,12 @@ class RedisBroker:
     async def ping(self) -> None:
         await self.client.ping()
 
+    async def depth(self, queue: str) -> int | None:
+        pipe = self.client.pipeline(transaction=False)
+        for step in PRIORITY_STEPS:
+            pipe.llen(queue_for_priority(queue, step))
+        return int(sum(await pipe.execute()))
+
     async def close(self) -> None:
         await self.client.aclose()
 
@@ -132,6 +141,17 @@ class KombuBroker:
     async def ping(self) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._pool, self._ping)
+
+    def _depth(self, queue: str) -> int | None:
+        with self.app.connection_for_write() as conn:
+            try:
+                return int(conn.default_channel.queue_declare(queue, passive=True).message_count)
+            except conn.channel_errors:
+                return None
+
+    async def depth(self, queue: str) -> int | None:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._depth, queue)
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

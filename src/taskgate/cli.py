@@ -86,6 +86,10 @@ def worker(
     name: Annotated[str | None, typer.Option(help="Celery node name (default taskgate-<pid>@<host>); "
                                              "unique per worker.")] = None,
     log_format: LogFormat = None,
+    queues: Annotated[str | None, typer.Option(
+        help="Comma-separated queues to consume; `default` stands for TASKGATE_DEFAULT_QUEUE (the "
+        "only one consumed without this option). Tasks declare theirs with "
+        "@taskgate.task(queue=...).", show_default=False)] = None,
 ) -> None:
     """Run a Celery worker for taskgate's tasks. Run several, on several machines, to scale."""
     from celery.signals import after_setup_logger, after_setup_task_logger
@@ -99,7 +103,14 @@ def worker(
     app.start([*(["--quiet"] if logs.json_enabled() else []), "worker",
                f"--loglevel={log_level.upper()}", f"--concurrency={concurrency}",
                f"--hostname={name or f'taskgate-{os.getpid()}@%h'}",
-               "--task-events", "--without-gossip", "--without-mingle"])
+               "--task-events", "--without-gossip", "--without-mingle",
+               *([f"--queues={_queue_names(queues, app.conf.task_default_queue)}"] if queues else [])])
+
+
+def _queue_names(queues: str, default: str) -> str:
+    """The queues option with the word ``default`` standing for TASKGATE_DEFAULT_QUEUE."""
+    names = [name.strip() for name in queues.split(",") if name.strip()]
+    return ",".join(dict.fromkeys(default if name == "default" else name for name in names))
 
 
 @cli.command()

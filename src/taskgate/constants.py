@@ -23,8 +23,9 @@ DELAYED_KEY = "taskgate:delayed"
 #: retries or deliveries. Entries older than ``failure_ttl`` are trimmed; the set expires too.
 DEAD_KEY = "taskgate:dead"
 
-#: ``taskgate:worker:<hostname>`` -> JSON list of the broker delivery tags the worker holds,
-#: rewritten every ``HEARTBEAT_INTERVAL`` seconds with a TTL of ``HEARTBEAT_TTL``.
+#: ``taskgate:worker:<hostname>:<pid>`` -> JSON ``{"tags": [delivery tags it holds], "queues":
+#: [queues it consumes], "at": time}``, rewritten every ``HEARTBEAT_INTERVAL`` seconds with a TTL
+#: of ``HEARTBEAT_TTL``.
 WORKER_PREFIX = "taskgate:worker:"
 
 #: ``taskgate:reaper`` -> lock (SET NX EX) so one worker at a time requeues the dead's tasks.

@@ -40,6 +40,7 @@ from .constants import (
     DELAYED_KEY,
     RATE_PREFIX,
     TASK_INDEX_KEY,
+    WORKER_PREFIX,
     apikey_key,
     events_channel,
     idempotency_key,
@@ -394,6 +395,25 @@ class Gateway:
             removed = await self.state.zrem(DEAD_KEY, task_id)
         if not removed:
             raise TaskNotFound(task_id, what="dead letter")
+
+    async def queues(self) -> list[dict[str, Any]]:
+        """Every known queue (declared by tasks, the default, or consumed by a live worker) with
+        its depth and the live workers consuming it."""
+        async with self.deadline():
+            keys = [key async for key in self.state.scan_iter(match=f"{WORKER_PREFIX}*", count=1000)]
+            beats = await self.state.mget(keys) if keys else []
+        consumers: dict[str, list[str]] = {}
+        for key, beat in zip(keys, beats, strict=True):
+            if beat:
+                worker = key.decode().removeprefix(WORKER_PREFIX)
+                for queue in orjson.loads(beat).get("queues", []):
+                    consumers.setdefault(queue, []).append(worker)
+        names = sorted({spec.queue or self.settings.default_queue for spec in self.catalogue.values()}
+                       | {self.settings.default_queue} | set(consumers))
+        async with self.deadline("broker"):
+            depths = await asyncio.gather(*(self.broker.depth(name) for name in names))
+        return [{"name": name, "depth": depth, "workers": sorted(consumers.get(name, []))}
+                for name, depth in zip(names, depths, strict=True)]
 
     async def check(self) -> dict[str, str]:
         """Ping the broker and Redis; map each to "ok" or the problem seen."""

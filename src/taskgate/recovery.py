@@ -5,7 +5,7 @@ it back only after ``visibility_timeout``, whether its worker died or is still b
 instead keeps that timeout long and lets every worker's main process run a keeper thread:
 
 * **heartbeat**: every 2 s, ``taskgate:worker:<hostname>:<pid>`` is set (TTL 10 s) to the delivery
-  tags of the messages this worker holds (reserved or running);
+  tags of the messages this worker holds (reserved or running) and the queues it consumes;
 * **reap**: every 5 s, one worker (lock ``taskgate:reaper``) requeues, with kombu's own
   ``restore_by_tag``, each message unacked for over 15 s that no live worker holds: the
   tasks of a killed worker run again within about 30 s, and a long task on a live worker is
@@ -66,9 +66,11 @@ def held_tags() -> list[str]:
 class Keeper(threading.Thread):
     """The keeper thread of one worker main process."""
 
-    def __init__(self, app: Celery, hostname: str, settings: Settings) -> None:
+    def __init__(self, app: Celery, hostname: str, settings: Settings,
+                 queues: list[str] | None = None) -> None:
         super().__init__(name="taskgate-keeper", daemon=True)
         self.app, self.hostname, self.settings = app, hostname, settings
+        self.queues = sorted(queues or [settings.default_queue])
         self.client = Redis.from_url(settings.require_redis_url(), socket_timeout=5,
                                      socket_connect_timeout=5)
         self.release_script = self.client.register_script(store.RELEASE)
@@ -109,8 +111,10 @@ class Keeper(threading.Thread):
         self._reset_connection()
 
     def heartbeat(self) -> None:
-        """Say which messages this worker holds, for the next HEARTBEAT_TTL seconds."""
-        self.client.set(worker_key(self.hostname), orjson.dumps(held_tags()), ex=HEARTBEAT_TTL)
+        """Say which messages this worker holds and which queues it consumes, for the next
+        HEARTBEAT_TTL seconds."""
+        beat = {"tags": held_tags(), "queues": self.queues, "at": time.time()}
+        self.client.set(worker_key(self.hostname), orjson.dumps(beat), ex=HEARTBEAT_TTL)
 
     def release(self) -> int:
         """Queue the delayed tasks and retries that are due."""
@@ -131,7 +135,7 @@ class Keeper(threading.Thread):
         keys = list(self.client.scan_iter(match=f"{WORKER_PREFIX}*", count=1000))
         for beat in self.client.mget(keys) if keys else []:
             if beat:
-                held.update(orjson.loads(beat))
+                held.update(orjson.loads(beat)["tags"])
         orphans = [tag.decode() for tag in stale if tag.decode() not in held]
         if not orphans:
             return 0
@@ -162,7 +166,8 @@ def _start_keeper(sender: Any = None, **_: Any) -> None:
     app = sender.app
     # Unique per process even if two workers share a node name.
     hostname = f"{sender.hostname}:{os.getpid()}"
-    _keeper = Keeper(app, hostname, get_settings())
+    queues = [queue.name for queue in getattr(sender.task_consumer, "queues", [])]
+    _keeper = Keeper(app, hostname, get_settings(), queues)
     _keeper.start()
     log.info("taskgate keeper started for %s", hostname)
 

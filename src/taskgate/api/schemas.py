@@ -139,6 +139,14 @@ class StoredFile(BaseModel):
     size: int = Field(description="Bytes received.")
 
 
+class QueueInfo(BaseModel):
+    """A queue, how much waits in it, and who consumes it."""
+
+    name: str
+    depth: int | None = Field(description="Messages waiting (null if the broker does not know it yet).")
+    workers: list[str] = Field(description="Live workers consuming it (node name:pid).")
+
+
 class Health(BaseModel):
     """The process answers; says nothing about Redis."""
 

@@ -7,7 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from ...metrics import scrape
 from ..deps import AdminDep, GatewayDep
-from ..schemas import errors
+from ..schemas import QueueInfo, errors
 
 router = APIRouter(tags=["monitoring"])
 
@@ -20,3 +20,10 @@ async def get_metrics(gateway: GatewayDep, _admin: AdminDep) -> Response:
     task and state, queue-wait and run-time histograms, queue depths, delayed tasks, dead
     letters and live workers. Needs an admin key when auth is on."""
     return Response(await scrape(gateway), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/queues", summary="Queues, their depth and their workers", responses=errors(401, 403, 503))
+async def get_queues(gateway: GatewayDep, _admin: AdminDep) -> list[QueueInfo]:
+    """Each queue tasks are sent to or workers consume, with the messages waiting in it and
+    the live workers consuming it. Needs an admin key when auth is on."""
+    return [QueueInfo.model_validate(queue) for queue in await gateway.queues()]
