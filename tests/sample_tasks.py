@@ -70,3 +70,9 @@ def poison(log: str, kill_file: str) -> str:
     if Path(kill_file).exists():
         os.kill(os.getpid(), signal.SIGKILL)
     return "survived"
+
+
+@taskgate.task(queue="slowlane")
+def lane(x: int) -> int:
+    """Runs only on workers that consume the `slowlane` queue."""
+    return x * 2

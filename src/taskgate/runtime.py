@@ -164,7 +164,7 @@ class TaskgateTask(Task):  # type: ignore[misc]
         arguments = dict(zip(spec.args_model.model_fields, args, strict=False)) | kwargs
         try:
             verdict = rec.run("START", task_id, spec.name, time.time(), settings.result_ttl,
-                              settings.max_deliveries, extra_key=DEAD_KEY)
+                              settings.max_deliveries, self.request.hostname or "", extra_key=DEAD_KEY)
         except RedisError as exc:
             log.warning("task %s[%s]: Redis unavailable (%s); requeued", self.name, task_id, exc)
             raise Reject(str(exc), requeue=True) from exc

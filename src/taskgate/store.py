@@ -55,7 +55,8 @@ local function publish(key, channel)
 end
 """
 
-#: Worker, before running: KEYS record, channel, dead set; ARGV name, now, ttl, max deliveries.
+#: Worker, before running: KEYS record, channel, dead set; ARGV name, now, ttl, max deliveries,
+#: worker node name.
 #: Returns 'run', 'cancelled' (never run it), 'finished' (a duplicate delivery: skip) or 'dead'
 #: (this attempt was delivered max-deliveries times already: it keeps killing its worker).
 START = _PUBLISH + """
@@ -83,7 +84,8 @@ if deliveries >= tonumber(ARGV[4]) then
   publish(KEYS[1], KEYS[2])
   return 'dead'
 end
-redis.call('HSET', KEYS[1], 'state', 'started', 'started_at', ARGV[2], 'deliveries', deliveries + 1)
+redis.call('HSET', KEYS[1], 'state', 'started', 'started_at', ARGV[2], 'deliveries', deliveries + 1,
+           'worker', ARGV[5])
 redis.call('HDEL', KEYS[1], 'next_attempt_at')
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('EXPIRE', KEYS[1], ARGV[3])

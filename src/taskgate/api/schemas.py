@@ -59,6 +59,7 @@ class TaskInfo(BaseModel):
                                     "error while `retrying`).")
     progress: Progress | None = None
     attempts: int = Field(default=0, description="How many times a worker started it.")
+    worker: str | None = Field(default=None, description="The worker that started it last.")
     created_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
