@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +12,7 @@ import httpx
 import pytest
 
 from . import rabbit
-from .helpers import start_api, start_worker, stop, wait_result
+from .helpers import children, sse_events, start_api, start_worker, stop, submit, wait, wait_for, wait_result
 
 pytestmark = pytest.mark.skipif(not rabbit.available(),
                                 reason="rabbitmq-server is not installed (make test installs it)")
@@ -61,3 +63,52 @@ def test_rabbitmq_down_gives_fast_503(redis_url: str, tmp_path: Path) -> None:
     finally:
         stop(proc)
         node.remove()
+
+
+def test_every_feature_on_rabbitmq(amqp_api: str, tmp_path: Path) -> None:
+    """Typed submit, progress and SSE, cancel, retries, dead letters, delays and queues, with
+    RabbitMQ as the broker."""
+    with httpx.Client(base_url=amqp_api, timeout=10) as client:
+        events = sse_events(client, f"/tasks/{submit(client, 'count_primes', {'limit': 20_000_000})}/events")
+        assert events[-1]["data"]["result"] == 1_270_607  # type: ignore[index]
+        assert wait(client, submit(client, "flaky", {"counter": str(tmp_path / "n"), "failures": 2}))["attempts"] == 3
+        dead = submit(client, "flaky", {"counter": str(tmp_path / "m"), "failures": 99})
+        assert wait(client, dead, 30)["state"] == "failed"
+        assert dead in [d["task_id"] for d in client.get("/dead-letters").json()["dead_letters"]]
+        delayed = submit(client, "add", {"x": 3, "y": 3}, countdown=2)
+        task = wait(client, delayed, 20)
+        assert task["result"] == 6
+        queued = submit(client, "sleepy", {"seconds": 30, "started_file": str(tmp_path / "s")})
+        wait_for((tmp_path / "s").exists, 20, "the task to start")
+        client.post(f"/tasks/{queued}/cancel")
+        assert wait(client, queued, 10)["state"] == "cancelled"
+        depth = {q["name"]: q for q in client.get("/queues").json()}["celery"]
+        assert depth["depth"] == 0 and len(depth["workers"]) == 1
+
+
+def test_killed_worker_task_finishes_on_the_other(rabbit_node: rabbit.RabbitNode, redis_url: str,
+                                                 tmp_path: Path) -> None:
+    """RabbitMQ redelivers a dead consumer's unacknowledged message at once: no reaper needed."""
+    queue = f"rmq-{tmp_path.name}"
+    env = {"TASKGATE_BROKER_URL": rabbit_node.url, "TASKGATE_DEFAULT_QUEUE": queue}
+    first = start_worker(redis_url, tmp_path / "w1.log", **env)
+    api, base = start_api(redis_url, tmp_path / "api.log", **env)
+    log = tmp_path / "runs"
+    second = None
+    try:
+        with httpx.Client(base_url=base, timeout=10) as client:
+            task_id = submit(client, "logged_sleep", {"log": str(log), "token": "t", "seconds": 3})
+            wait_for(lambda: log.exists() and len(log.read_text().splitlines()) == 1, 20, "the task to start")
+            second = start_worker(redis_url, tmp_path / "w2.log", **env)
+            for pid in [first.pid, *children(first.pid)]:
+                os.kill(pid, signal.SIGKILL)
+            first.wait()
+            task = wait(client, task_id, 30)
+            assert task["state"] == "succeeded" and task["attempts"] == 2, task
+            assert len(log.read_text().splitlines()) == 2
+    finally:
+        stop(api)
+        if second is not None:
+            stop(second)
+        if first.poll() is None:
+            stop(first)

@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 
 from . import store
 from .auth import Caller
-from .broker import Broker, KombuBroker, RedisBroker, build_message, queue_for_priority
+from .broker import AmqpBroker, Broker, KombuBroker, RedisBroker, build_message, queue_for_priority
 from .celery_app import create_celery_app
 from .config import Settings
 from .constants import (
@@ -127,6 +127,8 @@ class Gateway:
         if settings.broker_is_redis:
             broker_url = settings.effective_broker_url
             broker = RedisBroker(state if broker_url == redis_url else redis_client(broker_url, timeout))
+        elif settings.effective_broker_url.startswith(("amqp://", "amqps://", "pyamqp://")):
+            broker = AmqpBroker(settings.effective_broker_url.replace("pyamqp://", "amqp://", 1))
         else:
             broker = KombuBroker(app, timeout)
         return cls(settings, app, state, broker)
