@@ -267,3 +267,17 @@ def test_priority_and_eta_are_honoured(redis_url: str, tmp_path: Path) -> None:
         assert tasks[past]["result"] == 10
     finally:
         stop(proc)
+
+
+def test_batch_submit_and_wait_for_many(client: httpx.Client) -> None:
+    response = client.post("/tasks/add/batch", json={"items": [{"x": i, "y": i} for i in range(300)]})
+    assert response.status_code == 202, response.text
+    ids = [item["task_id"] for item in response.json()["tasks"]]
+    assert len(set(ids)) == 300 and None not in ids
+    results = client.post("/tasks/results", json={"task_ids": [*ids, "nope"], "wait": 20}, timeout=30).json()
+    assert [task["result"] for task in results["tasks"][:300]] == [2 * i for i in range(300)]
+    assert results["tasks"][300] is None
+    too_many = client.post("/tasks/add/batch", json={"items": [{"x": 1, "y": 1}] * 1001})
+    assert too_many.status_code == 422
+    bad_item = client.post("/tasks/add/batch", json={"items": [{"x": 1, "y": 1}, {"x": "a", "y": 1}]})
+    assert bad_item.status_code == 422 and "items.1.x" in bad_item.json()["error"]["message"]

@@ -31,13 +31,22 @@ from redis.exceptions import RedisError
 
 from . import store
 from .auth import Caller
-from .broker import AmqpBroker, Broker, KombuBroker, RedisBroker, build_message, queue_for_priority
+from .broker import (
+    AmqpBroker,
+    Broker,
+    KombuBroker,
+    MessageParts,
+    RedisBroker,
+    build_message,
+    queue_for_priority,
+)
 from .celery_app import create_celery_app
 from .config import Settings
 from .constants import (
     ANONYMOUS,
     DEAD_KEY,
     DELAYED_KEY,
+    EVENTS_PREFIX,
     RATE_PREFIX,
     TASK_INDEX_KEY,
     WORKER_PREFIX,
@@ -53,6 +62,7 @@ from .exceptions import (
     Conflict,
     InvalidArguments,
     QuotaExceeded,
+    TaskGateError,
     TaskNotFound,
     UnknownTask,
 )
@@ -70,6 +80,21 @@ class Submission:
 
     task_id: str
     replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """One submission, ready to send."""
+
+    task_id: str
+    keys: list[str]
+    args: list[Any]
+    queue: str
+    parts: MessageParts
+    same_redis: bool
+    now: float
+    owner: str
+    idem_key: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,11 +183,9 @@ class Gateway:
             raise UnknownTask(name)
         return spec
 
-    async def submit(self, spec: TaskSpec, arguments: BaseModel, options: Options | None = None,
-                     idempotency: str | None = None, caller: Caller = SYSTEM) -> Submission:
-        """Queue ``spec`` with validated ``arguments`` for ``caller``; return once the broker has
-        the message. Quotas and Idempotency-Keys are per owner."""
-        options = options or Options()
+    def _prepare(self, spec: TaskSpec, arguments: BaseModel, options: Options, idempotency: str | None,
+                 caller: Caller) -> _Prepared:
+        """Everything one submission sends: the message and the submit script's keys and args."""
         task_id = str(uuid.uuid4())
         kwargs = arguments.model_dump(mode="json")
         try:
@@ -185,44 +208,82 @@ class Gateway:
         parts = (headers, {**properties, "priority": priority}, body)
         owner = caller.owner
         idem_key = idempotency_key(f"{owner}:{idempotency}") if idempotency else ""
-        minute = int(now // 60)
         keys = [task_record_key(task_id), TASK_INDEX_KEY, idem_key,
                 queue_for_priority(queue, priority) if same_redis else "", DELAYED_KEY,
-                owner_index_key(owner), inflight_key(owner), f"{RATE_PREFIX}{owner}:{minute}"]
+                owner_index_key(owner), inflight_key(owner), f"{RATE_PREFIX}{owner}:{int(now // 60)}"]
         args: list[Any] = [spec.name, repr(now), self.settings.result_ttl, repr(now - ttl),
                            digest(spec.name, kwargs, options) if idempotency else "", task_id,
                            RedisBroker.envelope(queue, parts) if same_redis else b"",
                            repr(due) if parked else "", owner, self.settings.submit_rate,
                            self.settings.max_in_flight]
-        async with self.deadline():
-            seen = (await self._submit(keys=keys, args=args)).decode()
+        return _Prepared(task_id, keys, args, queue, parts, same_redis, now, owner, idem_key)
+
+    def _verdict(self, prepared: _Prepared, seen: str, idempotency: str | None) -> Submission | None:
+        """What the submit script said: a replay, a refusal (raised), or None for a new task."""
         if seen == "#rate":
-            raise QuotaExceeded(f"{owner} may submit {self.settings.submit_rate} tasks per minute "
-                                "(TASKGATE_SUBMIT_RATE)", retry_after=60 - int(now % 60))
+            raise QuotaExceeded(f"{prepared.owner} may submit {self.settings.submit_rate} tasks per "
+                                "minute (TASKGATE_SUBMIT_RATE)", retry_after=60 - int(prepared.now % 60))
         if seen == "#inflight":
-            raise QuotaExceeded(f"{owner} has {self.settings.max_in_flight} unfinished tasks, the most "
-                                "allowed (TASKGATE_MAX_IN_FLIGHT); wait for some to end",
+            raise QuotaExceeded(f"{prepared.owner} has {self.settings.max_in_flight} unfinished tasks, "
+                                "the most allowed (TASKGATE_MAX_IN_FLIGHT); wait for some to end",
                                 retry_after=1)
         if seen.startswith("!"):
             raise Conflict(f"Idempotency-Key {idempotency!r} was already used with a different body "
                            f"(task {seen[1:]}); use a new key for a new request")
-        if seen:
-            return Submission(seen, replayed=True)
+        return Submission(seen, replayed=True) if seen else None
+
+    async def _publish_elsewhere(self, prepared: _Prepared) -> None:
+        """Publish to a broker other than the records' Redis; undo the record if that fails."""
+        try:
+            async with self.deadline("broker"):
+                await self.broker.publish(prepared.queue, prepared.parts)
+        except BackendUnavailable:
+            # Not queued: forget it, so its id reads as unknown rather than eternally queued.
+            async with self.deadline():
+                pipe = self.state.pipeline(transaction=True)
+                pipe.delete(prepared.keys[0], *([prepared.idem_key] if prepared.idem_key else []))
+                for index in (TASK_INDEX_KEY, owner_index_key(prepared.owner), inflight_key(prepared.owner)):
+                    pipe.zrem(index, prepared.task_id)
+                await pipe.execute()
+            raise
+
+    async def submit(self, spec: TaskSpec, arguments: BaseModel, options: Options | None = None,
+                     idempotency: str | None = None, caller: Caller = SYSTEM) -> Submission:
+        """Queue ``spec`` with validated ``arguments`` for ``caller``; return once the broker has
+        the message. Quotas and Idempotency-Keys are per owner."""
+        prepared = self._prepare(spec, arguments, options or Options(), idempotency, caller)
+        async with self.deadline():
+            seen = (await self._submit(keys=prepared.keys, args=prepared.args)).decode()
+        replay = self._verdict(prepared, seen, idempotency)
+        if replay is not None:
+            return replay
         SUBMITS.labels(spec.name).inc()
-        if not same_redis:
+        if not prepared.same_redis:
+            await self._publish_elsewhere(prepared)
+        return Submission(prepared.task_id)
+
+    async def submit_many(self, spec: TaskSpec, items: list[BaseModel], options: Options | None = None,
+                          caller: Caller = SYSTEM) -> list[Submission | TaskGateError]:
+        """Queue one task per item in one Redis round trip (when the broker is that Redis); each
+        item gets its id or the reason it was refused (a quota)."""
+        prepared = [self._prepare(spec, item, options or Options(), None, caller) for item in items]
+        async with self.deadline():
+            pipe = self.state.pipeline(transaction=False)
+            for one in prepared:
+                await self._submit(keys=one.keys, args=one.args, client=pipe)
+            seen = [raw.decode() for raw in await pipe.execute()]
+        outcomes: list[Submission | TaskGateError] = []
+        for one, said in zip(prepared, seen, strict=True):
             try:
-                async with self.deadline("broker"):
-                    await self.broker.publish(queue, parts)
-            except BackendUnavailable:
-                # Not queued: forget it, so its id reads as unknown rather than eternally queued.
-                async with self.deadline():
-                    pipe = self.state.pipeline(transaction=True)
-                    pipe.delete(task_record_key(task_id), *([idem_key] if idem_key else []))
-                    for index in (TASK_INDEX_KEY, owner_index_key(owner), inflight_key(owner)):
-                        pipe.zrem(index, task_id)
-                    await pipe.execute()
-                raise
-        return Submission(task_id)
+                self._verdict(one, said, None)
+            except TaskGateError as exc:
+                outcomes.append(exc)
+                continue
+            if not one.same_redis:
+                await self._publish_elsewhere(one)
+            outcomes.append(Submission(one.task_id))
+        SUBMITS.labels(spec.name).inc(sum(isinstance(o, Submission) for o in outcomes))
+        return outcomes
 
     async def get(self, task_id: str, caller: Caller = SYSTEM) -> dict[str, Any]:
         """The task's record, or ``TaskNotFound`` (also when ``caller`` may not see it: ids of
@@ -235,6 +296,42 @@ class Gateway:
         if not caller.may_see(record.get("owner")):
             raise TaskNotFound(task_id)
         return record
+
+    async def wait_many(self, task_ids: list[str], seconds: float,
+                        caller: Caller = SYSTEM) -> list[dict[str, Any] | None]:
+        """The records of ``task_ids`` once all have ended or ``seconds`` passed (None for an id
+        the caller cannot see); woken by the workers' events, not by polling."""
+        deadline = time.monotonic() + seconds
+        pubsub = self.state.pubsub(ignore_subscribe_messages=True)
+        try:
+            async with self.deadline():
+                if seconds > 0:
+                    await pubsub.subscribe(*(events_channel(task_id) for task_id in task_ids))
+                pipe = self.state.pipeline(transaction=False)
+                for task_id in task_ids:
+                    pipe.hgetall(task_record_key(task_id))
+                raws = await pipe.execute()
+            records: dict[str, dict[str, Any] | None] = {}
+            for task_id, raw in zip(task_ids, raws, strict=True):
+                record = {"task_id": task_id, **store.decode_record(raw)} if raw else None
+                records[task_id] = record if record and caller.may_see(record.get("owner")) else None
+            pending = {task_id for task_id, record in records.items()
+                       if record is not None and not TaskState(record["state"]).is_terminal}
+            while pending and (remaining := deadline - time.monotonic()) > 0:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=remaining)
+                if message is None:
+                    continue
+                task_id = message["channel"].decode().removeprefix(EVENTS_PREFIX)
+                if task_id in pending:
+                    changed = {"task_id": task_id, **store.decode_record(orjson.loads(message["data"]))}
+                    records[task_id] = changed
+                    if TaskState(changed["state"]).is_terminal:
+                        pending.discard(task_id)
+            return [records[task_id] for task_id in task_ids]
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailable("redis", str(exc) or type(exc).__name__) from exc
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def api_key(self, key_id: str) -> dict[bytes, bytes]:
         """The stored form of an API key (empty if unknown or revoked)."""

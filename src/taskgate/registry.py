@@ -24,6 +24,8 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
 F = TypeVar("F", bound=Callable[..., Any])
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+#: Names the /tasks routes use themselves.
+RESERVED_NAMES = frozenset({"catalogue", "results"})
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,8 @@ def task(func: F | None = None, *, name: str | None = None, queue: str | None = 
         public = name or fn.__name__
         if not _NAME.match(public):
             raise ValueError(f"task name {public!r}: use lowercase letters, digits and _")
+        if public in RESERVED_NAMES:
+            raise ValueError(f"task name {public!r} is taken by an endpoint (/tasks/{public})")
         spec = build_spec(fn, public, f"taskgate.{public}", retry or RetryPolicy(), queue)
         known = _REGISTRY.get(public)
         if known is not None and known.func.__qualname__ != fn.__qualname__:

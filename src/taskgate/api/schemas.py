@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from ..states import TaskState
 
@@ -82,6 +82,35 @@ class TaskAccepted(BaseModel):
     task_id: str
     name: str
     state: TaskState = TaskState.QUEUED
+
+
+class BatchOutcome(BaseModel):
+    """One item of a batch: its task id, or why it was refused."""
+
+    task_id: str | None = None
+    error: ErrorBody | None = None
+
+
+class BatchAccepted(BaseModel):
+    """A batch was handled: one outcome per item, in order."""
+
+    tasks: list[BatchOutcome]
+
+
+class ResultsQuery(BaseModel):
+    """Which tasks to report on, and how long to wait for them to end."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_ids: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(min_length=1,
+                                                                                 max_length=1000)
+    wait: float = Field(default=0, ge=0, le=30, description="Seconds to wait until all have ended.")
+
+
+class ResultsPage(BaseModel):
+    """The tasks asked about, in order; null for an id that is unknown (or not yours)."""
+
+    tasks: list[TaskInfo | None]
 
 
 class TaskPage(BaseModel):

@@ -14,15 +14,26 @@ from typing import Annotated, Any, Literal, Union
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
-from pydantic import BaseModel, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ...auth import Caller
 from ...exceptions import UnknownTask
-from ...jobs import Gateway, Options
+from ...jobs import Gateway, Options, Submission
 from ...registry import TaskSpec
 from ...states import TaskState
 from ..deps import CallerDep, GatewayDep
-from ..schemas import CatalogueEntry, TaskAccepted, TaskInfo, TaskPage, errors
+from ..schemas import (
+    BatchAccepted,
+    BatchOutcome,
+    CatalogueEntry,
+    ErrorBody,
+    ResultsPage,
+    ResultsQuery,
+    TaskAccepted,
+    TaskInfo,
+    TaskPage,
+    errors,
+)
 
 TaskId = Annotated[str, Path(min_length=1, max_length=200, description="The id a submit returned.")]
 IdempotencyKey = Annotated[str | None, Header(
@@ -84,11 +95,26 @@ def build_router(catalogue: dict[str, TaskSpec]) -> APIRouter:
                                result=spec.result_adapter.json_schema())
                 for spec in catalogue.values()]
 
+    @router.post("/results", summary="Results of many tasks, optionally waiting for them",
+                 responses=errors(422, 503))
+    async def get_results(query: ResultsQuery, gateway: GatewayDep, caller: CallerDep) -> ResultsPage:
+        """Up to 1,000 tasks in one call; with `wait`, held until all have ended (woken by the
+        workers' events, not by polling) or `wait` seconds passed."""
+        records = await gateway.wait_many(query.task_ids, query.wait, caller)
+        return ResultsPage(tasks=[info(record) if record else None for record in records])
+
     for spec in catalogue.values():
         router.add_api_route(
             f"/{spec.name}", submit_endpoint(spec), methods=["POST"], status_code=202,
             summary=spec.summary, description=spec.description or None,
             responses=errors(409, 422, 429, 503), name=f"submit_{spec.name}",
+        )
+        router.add_api_route(
+            f"/{spec.name}/batch", batch_endpoint(spec), methods=["POST"], status_code=202,
+            summary=f"Submit many {spec.name} tasks at once",
+            description="Up to 1,000 argument objects; one Redis round trip. Each item gets its "
+            "task id, or the error that refused it (a quota).",
+            responses=errors(422, 503), name=f"submit_{spec.name}_batch",
         )
 
     @router.post("/{name}", include_in_schema=False)
@@ -152,6 +178,34 @@ def build_router(catalogue: dict[str, TaskSpec]) -> APIRouter:
                 record = changed
 
     return router
+
+
+#: Most items in one batch submit.
+MAX_BATCH = 1000
+
+
+def batch_endpoint(spec: TaskSpec) -> Any:
+    """The ``POST /tasks/{name}/batch`` handler of one task."""
+    batch_model = create_model(
+        f"{spec.args_model.__name__.removesuffix('Args')}Batch",
+        __config__=ConfigDict(extra="forbid"),
+        items=(list[spec.args_model], Field(min_length=1, max_length=MAX_BATCH)),  # type: ignore[name-defined]
+    )
+
+    async def endpoint(gateway: Gateway, caller: Caller, batch: BaseModel) -> BatchAccepted:
+        outcomes = await gateway.submit_many(spec, list(batch.items), caller=caller)  # type: ignore[attr-defined]
+        return BatchAccepted(tasks=[
+            BatchOutcome(task_id=o.task_id) if isinstance(o, Submission)
+            else BatchOutcome(error=ErrorBody(type="quota_exceeded", message=str(o), retryable=True))
+            for o in outcomes])
+
+    endpoint.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
+        inspect.Parameter("gateway", inspect.Parameter.KEYWORD_ONLY, annotation=GatewayDep),
+        inspect.Parameter("caller", inspect.Parameter.KEYWORD_ONLY, annotation=CallerDep),
+        inspect.Parameter("batch", inspect.Parameter.KEYWORD_ONLY, annotation=batch_model),
+    ], return_annotation=BatchAccepted)
+    endpoint.__name__ = f"submit_{spec.name}_batch"
+    return endpoint
 
 
 def submit_endpoint(spec: TaskSpec) -> Any:
