@@ -62,6 +62,8 @@ def api(
     port: Port = 8000,
     log_level: LogLevel = "info",
     log_format: LogFormat = None,
+    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log",
+                                             help="Log every request.")] = True,
 ) -> None:
     """Run the HTTP API (uvicorn). Run several behind a load balancer to scale."""
     import uvicorn
@@ -76,7 +78,8 @@ def api(
         typer.echo(f"taskgate: {exc}", err=True)
         raise typer.Exit(2) from exc
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10,
-                log_config=logs.uvicorn_config(log_level) or uvicorn.config.LOGGING_CONFIG)
+                log_config=logs.uvicorn_config(log_level) or uvicorn.config.LOGGING_CONFIG,
+                access_log=access_log)
 
 
 @cli.command()

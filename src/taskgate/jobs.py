@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from . import store
@@ -107,12 +108,14 @@ class Options:
 
 
 def redis_client(url: str, timeout: float) -> Redis:
-    """An asyncio Redis client whose every call fails fast: no hidden retries, bounded sockets."""
+    """An asyncio Redis client whose every call fails fast: bounded sockets, and one immediate
+    retry only for a broken connection (a pooled connection from before a Redis restart), never
+    for a timeout. Every script taskgate sends is safe to run twice."""
     return Redis.from_url(
         url,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         health_check_interval=0,
     )
 

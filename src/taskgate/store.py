@@ -133,6 +133,7 @@ return 'cancelling'
 #: Returns '' when the task is new (and queued); the id of the task the idempotency key already
 #: made ('!'-prefixed when its body differed); '#rate' or '#inflight' when a quota refuses it.
 SUBMIT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return '' end  -- a retried call that already ran
 if KEYS[3] ~= '' then
   local seen = redis.call('GET', KEYS[3])
   if seen then

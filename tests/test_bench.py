@@ -1,0 +1,25 @@
+"""One functional smoke run of the benchmark harness (`make bench` runs the real one)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .helpers import ROOT
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (.ci/run installs it)")
+def test_bench_quick_run_writes_every_section(tmp_path: Path) -> None:
+    out = tmp_path / "RESULTS.md"
+    result = subprocess.run([sys.executable, "-m", "bench.run", "--quick", f"--out={out}"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    text = out.read_text()
+    for section in ("## 1. Submit throughput", "## 2. End to end", "## 3. Single-task round trip",
+                    "## 4. Degraded", "## 5. Cost", "- Machine: "):
+        assert section in text
+    assert "taskgate `GET /add`" in text and "raw Celery" in text
