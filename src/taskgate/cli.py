@@ -296,9 +296,10 @@ def dead_list(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """List dead-lettered tasks."""
+    from . import dead_letters
     from .api.schemas import DeadLetter
 
-    records, _ = _with_gateway(lambda gateway: gateway.dead_letters(limit, None))
+    records, _ = _with_gateway(lambda gateway: dead_letters.listing(gateway, limit, None))
     letters = [DeadLetter.from_record(record) for record in records]
     if as_json:
         for letter in letters:
@@ -315,14 +316,18 @@ def dead_list(
 @dead.command("requeue")
 def dead_requeue(task_id: Annotated[str, typer.Argument(help="The dead task's id.")]) -> None:
     """Run a dead-lettered task again (same id and arguments)."""
-    _with_gateway(lambda gateway: gateway.requeue(task_id))
+    from . import dead_letters
+
+    _with_gateway(lambda gateway: dead_letters.requeue(gateway, task_id))
     typer.echo(f"requeued {task_id}")
 
 
 @dead.command("drop")
 def dead_drop(task_id: Annotated[str, typer.Argument(help="The dead task's id.")]) -> None:
     """Remove a task from the dead letters."""
-    _with_gateway(lambda gateway: gateway.drop_dead_letter(task_id))
+    from . import dead_letters
+
+    _with_gateway(lambda gateway: dead_letters.drop(gateway, task_id))
     typer.echo(f"dropped {task_id}")
 
 

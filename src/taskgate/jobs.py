@@ -50,7 +50,6 @@ from .constants import (
     EVENTS_PREFIX,
     RATE_PREFIX,
     TASK_INDEX_KEY,
-    WORKER_PREFIX,
     apikey_key,
     events_channel,
     idempotency_key,
@@ -141,7 +140,6 @@ class Gateway:
         self._submit = state.register_script(store.SUBMIT)
         self._update = state.register_script(store.UPDATE)
         self._cancel = state.register_script(store.CANCEL)
-        self._requeue = state.register_script(store.REQUEUE)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Gateway:
@@ -411,111 +409,6 @@ class Gateway:
             pipe.zrem(owner_index_key(record.get("owner", ANONYMOUS)), task_id)
             pipe.zrem(DEAD_KEY, task_id)
             await pipe.execute()
-
-    async def history(self, *, state: TaskState | None, name: str | None, limit: int,
-                      before: float | None,
-                      caller: Caller = SYSTEM) -> tuple[list[dict[str, Any]], float | None]:
-        """Tasks newest first, filtered; returns a page and the cursor of the next one.
-
-        Scans at most 20 index batches per call, so a rare filter returns a short page with a
-        cursor to continue from rather than walking the whole index.
-        """
-        found: list[dict[str, Any]] = []
-        upper = "+inf" if before is None else f"({before!r}"
-        last: float | None = None
-        async with self.deadline():
-            for _ in range(20):
-                index = TASK_INDEX_KEY if caller.admin else owner_index_key(caller.owner)
-                batch = cast(list[tuple[bytes, float]], await self.state.zrevrangebyscore(
-                    index, upper, "-inf", start=0, num=limit, withscores=True))
-                if not batch:
-                    return found, None
-                pipe = self.state.pipeline(transaction=False)
-                for member, _score in batch:
-                    pipe.hgetall(task_record_key(member.decode()))
-                for (member, score), raw in zip(batch, await pipe.execute(), strict=True):
-                    last, upper = score, f"({score!r}"
-                    if not raw:
-                        continue  # expired or forgotten; the index is trimmed lazily
-                    record = {"task_id": member.decode(), **store.decode_record(raw)}
-                    if state is not None and record["state"] != state.value:
-                        continue
-                    if name is not None and record["name"] != name:
-                        continue
-                    found.append(record)
-                    if len(found) == limit:
-                        return found, score
-        return found, last
-
-    async def dead_letters(self, limit: int, before: float | None,
-                           caller: Caller = SYSTEM) -> tuple[list[dict[str, Any]], float | None]:
-        """Dead-lettered tasks (the caller's own unless admin), newest first; returns a page and
-        the cursor of the next one."""
-        upper = "+inf" if before is None else f"({before!r}"
-        async with self.deadline():
-            batch = cast(list[tuple[bytes, float]], await self.state.zrevrangebyscore(
-                DEAD_KEY, upper, "-inf", start=0, num=limit, withscores=True))
-            pipe = self.state.pipeline(transaction=False)
-            for member, _score in batch:
-                pipe.hgetall(task_record_key(member.decode()))
-            raws = await pipe.execute()
-        found = [{"task_id": member.decode(), "dead_at": score, **store.decode_record(raw)}
-                 for (member, score), raw in zip(batch, raws, strict=True) if raw]
-        found = [record for record in found if caller.may_see(record.get("owner"))]
-        return found, (batch[-1][1] if len(batch) == limit else None)
-
-    async def requeue(self, task_id: str, caller: Caller = SYSTEM) -> dict[str, Any]:
-        """Run a dead-lettered task again: same id and arguments, fresh attempt counts."""
-        record = await self.get(task_id, caller)
-        if "dead_reason" not in record:
-            raise TaskNotFound(task_id, what="dead letter")
-        spec = self.spec(record["name"])
-        arguments = record.get("args") or {}
-        queue = spec.queue or self.settings.default_queue
-        headers, properties, body = build_message(self.app, task_id, spec.celery_name, arguments)
-        parts = (headers, {**properties, "priority": 0}, body)
-        same_redis = isinstance(self.broker, RedisBroker) and self.broker.client is self.state
-        async with self.deadline():
-            outcome = (await self._requeue(
-                keys=[task_record_key(task_id), events_channel(task_id), DEAD_KEY,
-                      queue_for_priority(queue, 0) if same_redis else ""],
-                args=[RedisBroker.envelope(queue, parts) if same_redis else b"",
-                      self.settings.result_ttl, repr(time.time())])).decode()
-        if outcome == "missing":
-            raise TaskNotFound(task_id, what="dead letter")
-        if not same_redis:
-            async with self.deadline("broker"):
-                await self.broker.publish(queue, parts)
-        return await self.get(task_id)
-
-    async def drop_dead_letter(self, task_id: str, caller: Caller = SYSTEM) -> None:
-        """Remove a task from the dead letters (its record stays until it expires)."""
-        record = await self.get(task_id, caller)
-        if "dead_reason" not in record:
-            raise TaskNotFound(task_id, what="dead letter")
-        async with self.deadline():
-            removed = await self.state.zrem(DEAD_KEY, task_id)
-        if not removed:
-            raise TaskNotFound(task_id, what="dead letter")
-
-    async def queues(self) -> list[dict[str, Any]]:
-        """Every known queue (declared by tasks, the default, or consumed by a live worker) with
-        its depth and the live workers consuming it."""
-        async with self.deadline():
-            keys = [key async for key in self.state.scan_iter(match=f"{WORKER_PREFIX}*", count=1000)]
-            beats = await self.state.mget(keys) if keys else []
-        consumers: dict[str, list[str]] = {}
-        for key, beat in zip(keys, beats, strict=True):
-            if beat:
-                worker = key.decode().removeprefix(WORKER_PREFIX)
-                for queue in orjson.loads(beat).get("queues", []):
-                    consumers.setdefault(queue, []).append(worker)
-        names = sorted({spec.queue or self.settings.default_queue for spec in self.catalogue.values()}
-                       | {self.settings.default_queue} | set(consumers))
-        async with self.deadline("broker"):
-            depths = await asyncio.gather(*(self.broker.depth(name) for name in names))
-        return [{"name": name, "depth": depth, "workers": sorted(consumers.get(name, []))}
-                for name, depth in zip(names, depths, strict=True)]
 
     async def check(self) -> dict[str, str]:
         """Ping the broker and Redis; map each to "ok" or the problem seen."""

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
+from ... import dead_letters
 from ..deps import CallerDep, GatewayDep
 from ..schemas import DeadLetter, DeadLetterPage, TaskInfo, errors
 
@@ -23,7 +24,7 @@ async def list_dead_letters(
                                         description="`next_cursor` of the previous page.")] = None,
 ) -> DeadLetterPage:
     """Each with why it died, its attempts, its last error and its arguments."""
-    records, after = await gateway.dead_letters(limit, float(cursor) if cursor else None, caller)
+    records, after = await dead_letters.listing(gateway, limit, float(cursor) if cursor else None, caller)
     return DeadLetterPage(dead_letters=[DeadLetter.from_record(record) for record in records],
                           next_cursor=repr(after) if after is not None else None)
 
@@ -33,11 +34,11 @@ async def list_dead_letters(
 async def requeue_dead_letter(task_id: TaskId, gateway: GatewayDep, caller: CallerDep) -> TaskInfo:
     """Queues it again with the same id and arguments and fresh attempt counts; follow it with
     GET /tasks/{task_id}."""
-    return TaskInfo.from_record(await gateway.requeue(task_id, caller))
+    return TaskInfo.from_record(await dead_letters.requeue(gateway, task_id, caller))
 
 
 @router.delete("/{task_id}", status_code=204, summary="Drop a dead letter",
                responses=errors(404, 422, 503))
 async def drop_dead_letter(task_id: TaskId, gateway: GatewayDep, caller: CallerDep) -> None:
     """Removes it from the list; its record stays readable until it expires."""
-    await gateway.drop_dead_letter(task_id, caller)
+    await dead_letters.drop(gateway, task_id, caller)

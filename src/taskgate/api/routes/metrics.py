@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from ... import views
 from ...metrics import scrape
 from ..deps import AdminDep, GatewayDep
 from ..schemas import QueueInfo, errors
@@ -26,4 +27,4 @@ async def get_metrics(gateway: GatewayDep, _admin: AdminDep) -> Response:
 async def get_queues(gateway: GatewayDep, _admin: AdminDep) -> list[QueueInfo]:
     """Each queue tasks are sent to or workers consume, with the messages waiting in it and
     the live workers consuming it. Needs an admin key when auth is on."""
-    return [QueueInfo.model_validate(queue) for queue in await gateway.queues()]
+    return [QueueInfo.model_validate(queue) for queue in await views.queues(gateway)]

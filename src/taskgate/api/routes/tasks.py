@@ -16,6 +16,7 @@ from fastapi import APIRouter, Body, Depends, Header, Path, Query, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from ... import views
 from ...auth import Caller
 from ...exceptions import UnknownTask
 from ...jobs import Gateway, Options, Submission
@@ -82,7 +83,7 @@ def build_router(catalogue: dict[str, TaskSpec]) -> APIRouter:
                                             pattern=r"^\d+(\.\d+)?$")] = None,
     ) -> TaskPage:
         """History from Redis, newest first; records expire with their results."""
-        records, after = await gateway.history(state=state, name=name, limit=limit,
+        records, after = await views.history(gateway, state=state, name=name, limit=limit,
                                                before=float(cursor) if cursor else None, caller=caller)
         return TaskPage(tasks=[info(record) for record in records],
                         next_cursor=repr(after) if after is not None else None)
