@@ -19,6 +19,9 @@ import asyncio
 import base64
 import bisect
 import contextlib
+import os
+import reprlib
+import socket
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -47,6 +50,10 @@ def queue_for_priority(queue: str, priority: int) -> str:
     return f"{queue}{PRIORITY_SEP}{step}" if step else queue
 
 
+#: The ``origin`` header of every message this process sends (Celery computes it per call).
+ORIGIN = f"taskgate@{socket.gethostname()}:{os.getpid()}"
+
+
 def build_message(app: Celery, task_id: str, name: str, kwargs: dict[str, Any], *,
                   countdown: float | None = None, eta: datetime | None = None,
                   retries: int = 0) -> MessageParts:
@@ -56,7 +63,8 @@ def build_message(app: Celery, task_id: str, name: str, kwargs: dict[str, Any], 
     result backend stores nothing for them, failures included.
     """
     message = app.amqp.as_task_v2(task_id, name, (), kwargs, countdown=countdown, eta=eta,
-                                  retries=retries, ignore_result=True)
+                                  retries=retries, ignore_result=True, origin=ORIGIN, argsrepr="()",
+                                  kwargsrepr=reprlib.repr(kwargs))
     return message.headers, message.properties, message.body
 
 

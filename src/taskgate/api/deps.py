@@ -13,13 +13,14 @@ from ..exceptions import Forbidden, Unauthorized
 from ..jobs import SYSTEM, Gateway
 
 
-def get_gateway(request: Request) -> Gateway:
-    """The gateway built at startup (see ``app.lifespan``)."""
+async def get_gateway(request: Request) -> Gateway:
+    """The gateway built at startup (see ``app.lifespan``). Async, so FastAPI calls it on the
+    event loop rather than hopping to its thread pool on every request."""
     gateway: Gateway = request.app.state.gateway
     return gateway
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     """The settings the app was created with."""
     settings: Settings = request.app.state.settings
     return settings
@@ -41,7 +42,7 @@ async def get_caller(
     caller = None
     if parsed is not None:
         key_id, secret = parsed
-        caller = auth.verify(await get_gateway(request).api_key(key_id), secret)
+        caller = auth.verify(await (await get_gateway(request)).api_key(key_id), secret)
     if caller is None:
         raise Unauthorized("invalid or revoked API key")
     return caller
