@@ -209,8 +209,9 @@ class TaskgateTask(Task):  # type: ignore[misc]
         if transient and retries < policy.max_retries:
             due = time.time() + policy.delay(retries)
             if settings.parks_delays:
-                rec.run("PARK", task_id, settings.result_ttl, due, self._retry_message(arguments),
-                        self._queue_key(), error, extra_key=DELAYED_KEY)
+                message, queue_key = self._next_attempt(arguments)
+                rec.run("PARK", task_id, settings.result_ttl, due, message, queue_key, error,
+                        extra_key=DELAYED_KEY)
                 raise Ignore() from None
             rec.set(task_id, settings.result_ttl, state="retrying", next_attempt_at=due, error=error)
             raise self.retry(exc=exc, eta=datetime.fromtimestamp(due, tz=UTC)) from None
@@ -220,18 +221,15 @@ class TaskgateTask(Task):  # type: ignore[misc]
         else:
             rec.set(task_id, settings.failure_ttl, state="failed", finished_at=time.time(), error=error)
 
-    def _queue_key(self) -> str:
+    def _next_attempt(self, arguments: dict[str, Any]) -> tuple[bytes, str]:
+        """The next attempt's message (Celery's own, with the retry count raised) and the Redis
+        list it goes to: the queue and priority this attempt came from."""
         info = self.request.delivery_info or {}
-        return queue_for_priority(info.get("routing_key") or rec_queue(), info.get("priority") or 0)
-
-    def _retry_message(self, arguments: dict[str, Any]) -> bytes:
-        """The next attempt's message: Celery's own, with the retry count raised."""
-        info = self.request.delivery_info or {}
-        queue = info.get("routing_key") or rec_queue()
+        queue, priority = info.get("routing_key") or rec_queue(), info.get("priority") or 0
         headers, properties, body = build_message(self.app, self.request.id, self.name, arguments,
                                                   retries=(self.request.retries or 0) + 1)
-        properties["priority"] = info.get("priority") or 0
-        return RedisBroker.envelope(queue, (headers, properties, body))
+        properties["priority"] = priority
+        return RedisBroker.envelope(queue, (headers, properties, body)), queue_for_priority(queue, priority)
 
 
 def rec_queue() -> str:
