@@ -68,6 +68,32 @@ def build_message(app: Celery, task_id: str, name: str, kwargs: dict[str, Any], 
     return message.headers, message.properties, message.body
 
 
+class MessageTemplate:
+    """One task's protocol-2 message, built once by Celery (:func:`build_message`) and filled in
+    per call: only the task id, the kwargs and their repr change between two submissions of a
+    task sent now (a delay goes through :func:`build_message` itself)."""
+
+    _PROBE = "\x00taskgate-probe\x00"
+
+    def __init__(self, app: Celery, name: str) -> None:
+        headers, properties, body = build_message(app, self._PROBE, name, {})
+        self.headers = {key: value for key, value in headers.items() if value != self._PROBE}
+        self.id_headers = tuple(key for key, value in headers.items() if value == self._PROBE)
+        self.properties = {key: value for key, value in properties.items() if value != self._PROBE}
+        self.id_properties = tuple(key for key, value in properties.items() if value == self._PROBE)
+        self.embed = body[2]
+
+    def parts(self, task_id: str, kwargs: dict[str, Any], priority: int = 0) -> MessageParts:
+        """The message for one call: what :func:`build_message` would return, plus ``priority``."""
+        headers = {**self.headers, "kwargsrepr": reprlib.repr(kwargs)}
+        for key in self.id_headers:
+            headers[key] = task_id
+        properties = {**self.properties, "priority": priority}
+        for key in self.id_properties:
+            properties[key] = task_id
+        return headers, properties, ((), kwargs, self.embed)
+
+
 class Broker(Protocol):
     """Where submitted tasks go."""
 
@@ -91,8 +117,9 @@ class RedisBroker:
         self.client = client
 
     @staticmethod
-    def envelope(queue: str, parts: MessageParts) -> bytes:
-        """The JSON envelope kombu's Redis transport stores in the queue list."""
+    def envelope(queue: str, parts: MessageParts, delivery_tag: str | None = None) -> bytes:
+        """The JSON envelope kombu's Redis transport stores in the queue list. The delivery tag
+        must be unique among live messages (kombu's own is a fresh uuid4)."""
         headers, properties, body = parts
         payload = orjson.dumps(body)
         return orjson.dumps({
@@ -106,7 +133,7 @@ class RedisBroker:
                 "delivery_info": {"exchange": "", "routing_key": queue},
                 "priority": properties.get("priority", 0),
                 "body_encoding": "base64",
-                "delivery_tag": str(uuid.uuid4()),
+                "delivery_tag": delivery_tag or str(uuid.uuid4()),
             },
         })
 

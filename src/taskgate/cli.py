@@ -63,7 +63,9 @@ def api(
     log_level: LogLevel = "info",
     log_format: LogFormat = None,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log",
-                                             help="Log every request.")] = True,
+                                             help="Log every request: uvicorn's access line and, for "
+                                             "each submit, taskgate's `accepted` line with the task "
+                                             "id.")] = True,
 ) -> None:
     """Run the HTTP API (uvicorn). Run several behind a load balancer to scale."""
     import uvicorn
@@ -73,7 +75,7 @@ def api(
     _log_format(log_format)
     logs.setup(log_level)
     try:
-        app = create_app(_settings(), host=host)
+        app = create_app(_settings(), host=host, log_submits=access_log)
     except ConfigurationError as exc:
         typer.echo(f"taskgate: {exc}", err=True)
         raise typer.Exit(2) from exc

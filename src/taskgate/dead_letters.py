@@ -40,7 +40,7 @@ async def requeue(gateway: Gateway, task_id: str, caller: Caller = SYSTEM) -> di
     queue = spec.queue or gateway.settings.default_queue
     headers, properties, body = build_message(gateway.app, task_id, spec.celery_name, arguments)
     parts = (headers, {**properties, "priority": 0}, body)
-    same_redis = isinstance(gateway.broker, RedisBroker) and gateway.broker.client is gateway.state
+    same_redis = gateway.same_redis
     async with gateway.deadline():
         outcome = (await gateway.state.register_script(store.REQUEUE)(
             keys=[task_record_key(task_id), events_channel(task_id), DEAD_KEY,

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any, cast
 
 import orjson
@@ -37,6 +38,7 @@ from .broker import (
     Broker,
     KombuBroker,
     MessageParts,
+    MessageTemplate,
     RedisBroker,
     build_message,
     queue_for_priority,
@@ -66,7 +68,7 @@ from .exceptions import (
     TaskNotFound,
     UnknownTask,
 )
-from .metrics import SUBMITS, timed
+from .metrics import REDIS_SECONDS, SUBMITS
 from .registry import TaskSpec, exposed
 from .states import TaskState
 
@@ -106,6 +108,35 @@ class Options:
     priority: int | None = None
 
 
+class Deadline:
+    """``async with``: the block runs within ``seconds`` and its duration is observed; a timeout,
+    a Redis or broker error, or an OS error becomes ``BackendUnavailable(component)``. A class
+    rather than a generator-based context manager: it wraps every Redis call of the API."""
+
+    __slots__ = ("seconds", "component", "_timeout", "_started")
+
+    def __init__(self, seconds: float, component: str = "redis") -> None:
+        self.seconds, self.component = seconds, component
+
+    async def __aenter__(self) -> None:
+        self._started = time.perf_counter()
+        self._timeout = asyncio.timeout(self.seconds)
+        await self._timeout.__aenter__()
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        try:
+            await self._timeout.__aexit__(kind, exc, tb)
+        except TimeoutError as timeout:  # the deadline passed (its cancellation became this)
+            exc = timeout
+        finally:
+            REDIS_SECONDS.observe(time.perf_counter() - self._started)
+        if isinstance(exc, TimeoutError):
+            raise BackendUnavailable(self.component, f"no answer within {self.seconds:g}s") from exc
+        if isinstance(exc, RedisError | KombuOperationalError | OSError):
+            raise BackendUnavailable(self.component, str(exc) or type(exc).__name__) from exc
+
+
 def redis_client(url: str, timeout: float) -> Redis:
     """An asyncio Redis client whose every call fails fast: bounded sockets, and one immediate
     retry only for a broken connection (a pooled connection from before a Redis restart), never
@@ -140,6 +171,12 @@ class Gateway:
         self._submit = state.register_script(store.SUBMIT)
         self._update = state.register_script(store.UPDATE)
         self._cancel = state.register_script(store.CANCEL)
+        self.same_redis = isinstance(broker, RedisBroker) and broker.client is state
+        #: How far back the history index reaches, in seconds.
+        self._history = max(settings.result_ttl, settings.failure_ttl)
+        #: Each task's message, built once by Celery and filled in per submission.
+        self._templates = {name: MessageTemplate(app, spec.celery_name)
+                           for name, spec in self.catalogue.items()}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Gateway:
@@ -165,17 +202,9 @@ class Gateway:
         if not (isinstance(self.broker, RedisBroker) and self.broker.client is self.state):
             await self.state.aclose()
 
-    @asynccontextmanager
-    async def deadline(self, component: str = "redis") -> AsyncIterator[None]:
+    def deadline(self, component: str = "redis") -> Deadline:
         """Run a block within ``backend_timeout``; any failure becomes ``BackendUnavailable``."""
-        try:
-            async with asyncio.timeout(self.timeout):
-                with timed():
-                    yield
-        except TimeoutError as exc:
-            raise BackendUnavailable(component, f"no answer within {self.timeout:g}s") from exc
-        except (RedisError, KombuOperationalError, OSError) as exc:
-            raise BackendUnavailable(component, str(exc) or type(exc).__name__) from exc
+        return Deadline(self.timeout, component)
 
     def spec(self, name: str) -> TaskSpec:
         """The declared task ``name``, or ``UnknownTask``."""
@@ -189,35 +218,38 @@ class Gateway:
         """Everything one submission sends: the message and the submit script's keys and args."""
         task_id = str(uuid.uuid4())
         kwargs = arguments.model_dump(mode="json")
-        try:
-            orjson.dumps(kwargs)
-        except orjson.JSONEncodeError as exc:
-            raise InvalidArguments(f"arguments must travel as portable JSON: integers within 64 bits, "
-                                   f"strings of valid Unicode ({exc})") from None
         now = time.time()
         due = (now + options.countdown if options.countdown is not None
                else options.eta.timestamp() if options.eta is not None else None)
-        same_redis = isinstance(self.broker, RedisBroker) and self.broker.client is self.state
         # Delays wait in taskgate's delayed set (same Redis) or, elsewhere, in Celery's eta.
-        parked = same_redis and due is not None and due > now
-        headers, properties, body = build_message(
-            self.app, task_id, spec.celery_name, kwargs,
-            eta=None if parked or due is None else datetime.fromtimestamp(due, tz=UTC))
+        parked = self.same_redis and due is not None and due > now
         queue = spec.queue or self.settings.default_queue
         priority = options.priority or 0
-        ttl = max(self.settings.result_ttl, self.settings.failure_ttl)
-        parts = (headers, {**properties, "priority": priority}, body)
+        if due is None or parked:
+            parts = self._templates[spec.name].parts(task_id, kwargs, priority)
+        else:
+            headers, properties, body = build_message(self.app, task_id, spec.celery_name, kwargs,
+                                                      eta=datetime.fromtimestamp(due, tz=UTC))
+            parts = (headers, {**properties, "priority": priority}, body)
+        try:  # serialising is the check that the arguments travel as portable JSON
+            message = b""
+            if self.same_redis:
+                message = RedisBroker.envelope(queue, parts, delivery_tag=task_id)
+            else:
+                orjson.dumps(kwargs)
+        except orjson.JSONEncodeError as exc:
+            raise InvalidArguments(f"arguments must travel as portable JSON: integers within 64 bits, "
+                                   f"strings of valid Unicode ({exc})") from None
         owner = caller.owner
         idem_key = idempotency_key(f"{owner}:{idempotency}") if idempotency else ""
         keys = [task_record_key(task_id), TASK_INDEX_KEY, idem_key,
-                queue_for_priority(queue, priority) if same_redis else "", DELAYED_KEY,
+                queue_for_priority(queue, priority) if self.same_redis else "", DELAYED_KEY,
                 owner_index_key(owner), inflight_key(owner), f"{RATE_PREFIX}{owner}:{int(now // 60)}"]
-        args: list[Any] = [spec.name, repr(now), self.settings.result_ttl, repr(now - ttl),
-                           digest(spec.name, kwargs, options) if idempotency else "", task_id,
-                           RedisBroker.envelope(queue, parts) if same_redis else b"",
+        args: list[Any] = [spec.name, repr(now), self.settings.result_ttl, repr(now - self._history),
+                           digest(spec.name, kwargs, options) if idempotency else "", task_id, message,
                            repr(due) if parked else "", owner, self.settings.submit_rate,
                            self.settings.max_in_flight]
-        return _Prepared(task_id, keys, args, queue, parts, same_redis, now, owner, idem_key)
+        return _Prepared(task_id, keys, args, queue, parts, self.same_redis, now, owner, idem_key)
 
     def _verdict(self, prepared: _Prepared, seen: str, idempotency: str | None) -> Submission | None:
         """What the submit script said: a replay, a refusal (raised), or None for a new task."""

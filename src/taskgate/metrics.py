@@ -10,7 +10,6 @@ depths, delayed tasks, dead letters and live workers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, cast
@@ -111,10 +110,3 @@ async def scrape(gateway: Gateway) -> bytes:
     cluster = CollectorRegistry()
     cluster.register(_Cluster(stats, depths, int(delayed), int(dead), workers))
     return generate_latest(REGISTRY) + generate_latest(cluster)
-
-
-@contextlib.contextmanager
-def timed() -> Iterator[None]:
-    """Observe the duration of a Redis or broker operation."""
-    with REDIS_SECONDS.time():
-        yield

@@ -30,9 +30,11 @@ def auth_enabled(settings: Settings, host: str) -> bool:
     return enabled
 
 
-def create_app(settings: Settings | None = None, host: str = "127.0.0.1") -> FastAPI:
+def create_app(settings: Settings | None = None, host: str = "127.0.0.1",
+               log_submits: bool = True) -> FastAPI:
     """Build the API for serving on ``host``; the gateway (Redis clients, Celery app) is created
-    at startup. Auth follows TASKGATE_AUTH (auto: on unless ``host`` is loopback)."""
+    at startup. Auth follows TASKGATE_AUTH (auto: on unless ``host`` is loopback).
+    ``log_submits``: log an ``accepted`` line (with the task id) per submitted task."""
     settings = settings or get_settings()
     settings.require_redis_url()  # fail at once, with the fix, rather than on first request
     auth = auth_enabled(settings, host)
@@ -58,6 +60,7 @@ def create_app(settings: Settings | None = None, host: str = "127.0.0.1") -> Fas
     )
     app.state.settings = settings
     app.state.auth = auth
+    app.state.log_submits = log_submits
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     errors.install(app)
     app.include_router(tutorial.router)

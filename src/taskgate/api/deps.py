@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 
 from .. import auth
 from ..auth import Caller
@@ -13,11 +13,16 @@ from ..exceptions import Forbidden, Unauthorized
 from ..jobs import SYSTEM, Gateway
 
 
-async def get_gateway(request: Request) -> Gateway:
-    """The gateway built at startup (see ``app.lifespan``). Async, so FastAPI calls it on the
-    event loop rather than hopping to its thread pool on every request."""
+def gateway_of(request: Request) -> Gateway:
+    """The gateway built at startup (see ``app.lifespan``)."""
     gateway: Gateway = request.app.state.gateway
     return gateway
+
+
+async def get_gateway(request: Request) -> Gateway:
+    """``gateway_of`` as a dependency. Async, so FastAPI calls it on the event loop rather than
+    hopping to its thread pool on every request."""
+    return gateway_of(request)
 
 
 async def get_app_settings(request: Request) -> Settings:
@@ -26,15 +31,13 @@ async def get_app_settings(request: Request) -> Settings:
     return settings
 
 
-async def get_caller(
-    request: Request,
-    authorization: Annotated[str | None, Header(description="`Bearer <API key>` when auth is on.",
-                                                include_in_schema=False)] = None,
-) -> Caller:
-    """Who is calling: the owner of the API key, or the anonymous admin while auth is off."""
+async def get_caller(request: Request) -> Caller:
+    """Who is calling: the owner of the API key sent as ``Authorization: Bearer <key>``, or the
+    anonymous admin while auth is off. A plain function of the request, so the submit routes
+    call it directly, without a dependency to solve per request."""
     if not request.app.state.auth:
         return SYSTEM
-    scheme, _, token = (authorization or "").partition(" ")
+    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("send your API key as `Authorization: Bearer <key>` (create one with "
                            "`taskgate keys create --owner NAME`)")
@@ -42,7 +45,7 @@ async def get_caller(
     caller = None
     if parsed is not None:
         key_id, secret = parsed
-        caller = auth.verify(await (await get_gateway(request)).api_key(key_id), secret)
+        caller = auth.verify(await gateway_of(request).api_key(key_id), secret)
     if caller is None:
         raise Unauthorized("invalid or revoked API key")
     return caller

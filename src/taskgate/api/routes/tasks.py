@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 
-from fastapi import APIRouter, Body, Depends, Header, Path, Query, Response
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -22,12 +22,13 @@ from ...exceptions import UnknownTask
 from ...jobs import Gateway, Options, Submission
 from ...registry import TaskSpec
 from ...states import TaskState
-from ..deps import CallerDep, GatewayDep
+from ..deps import CallerDep, GatewayDep, gateway_of, get_caller
 from ..schemas import (
     BatchAccepted,
     BatchOutcome,
     CatalogueEntry,
     ErrorBody,
+    JSONBytes,
     ResultsPage,
     ResultsQuery,
     TaskAccepted,
@@ -107,6 +108,7 @@ def build_router(catalogue: dict[str, TaskSpec]) -> APIRouter:
     for spec in catalogue.values():
         router.add_api_route(
             f"/{spec.name}", submit_endpoint(spec), methods=["POST"], status_code=202,
+            response_model=TaskAccepted,
             summary=spec.summary, description=spec.description or None,
             responses=errors(409, 422, 429, 503), name=f"submit_{spec.name}",
         )
@@ -212,22 +214,24 @@ def batch_endpoint(spec: TaskSpec) -> Any:
 def submit_endpoint(spec: TaskSpec) -> Any:
     """The ``POST /tasks/{name}`` handler of one task, typed with its argument model."""
 
-    async def submit(gateway: Gateway, caller: Caller, response: Response, arguments: BaseModel,
-                     countdown: float | None, eta: datetime | None, priority: int | None,
-                     idempotency_key: str | None) -> TaskAccepted:
+    async def submit(request: Request, arguments: BaseModel, countdown: float | None,
+                     eta: datetime | None, priority: int | None, idempotency_key: str | None) -> JSONBytes:
+        gateway = gateway_of(request)
+        caller = await get_caller(request)
         options = Options(countdown=countdown, eta=eta, priority=priority)
         submission = await gateway.submit(spec, arguments, options, idempotency_key, caller)
-        log.info("accepted %s for %s", spec.name, caller.owner,
-                 extra={"task_id": submission.task_id, "task_name": spec.name})
-        response.headers["Location"] = f"/tasks/{submission.task_id}"
+        if request.app.state.log_submits:
+            log.info("accepted %s for %s", spec.name, caller.owner,
+                     extra={"task_id": submission.task_id, "task_name": spec.name})
+        headers = {"Location": f"/tasks/{submission.task_id}"}
         if submission.replayed:
-            response.headers["Idempotent-Replayed"] = "true"
-        return TaskAccepted(task_id=submission.task_id, name=spec.name)
+            headers["Idempotent-Replayed"] = "true"
+        return JSONBytes({"task_id": submission.task_id, "name": spec.name, "state": "queued"},
+                         status_code=202,
+                         headers=headers)
 
     parameters = [
-        inspect.Parameter("gateway", inspect.Parameter.KEYWORD_ONLY, annotation=GatewayDep),
-        inspect.Parameter("caller", inspect.Parameter.KEYWORD_ONLY, annotation=CallerDep),
-        inspect.Parameter("response", inspect.Parameter.KEYWORD_ONLY, annotation=Response),
+        inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, annotation=Request),
         inspect.Parameter("arguments", inspect.Parameter.KEYWORD_ONLY,
                           annotation=Annotated[spec.args_model, Body(description="The task's arguments.")]),
         inspect.Parameter("countdown", inspect.Parameter.KEYWORD_ONLY, default=None,
@@ -244,7 +248,7 @@ def submit_endpoint(spec: TaskSpec) -> Any:
                           annotation=IdempotencyKey),
     ]
 
-    async def endpoint(**kwargs: Any) -> TaskAccepted:
+    async def endpoint(**kwargs: Any) -> JSONBytes:
         if kwargs["countdown"] is not None and kwargs["eta"] is not None:
             from fastapi.exceptions import RequestValidationError
 
@@ -258,7 +262,7 @@ def submit_endpoint(spec: TaskSpec) -> Any:
                                            "e.g. 2030-01-01T12:00:00Z", "type": "value_error"}])
         return await submit(**kwargs)
 
-    endpoint.__signature__ = inspect.Signature(parameters, return_annotation=TaskAccepted)  # type: ignore[attr-defined]
+    endpoint.__signature__ = inspect.Signature(parameters, return_annotation=JSONBytes)  # type: ignore[attr-defined]
     endpoint.__name__ = f"submit_{spec.name}"
     endpoint.__doc__ = spec.summary
     return endpoint
