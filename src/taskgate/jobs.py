@@ -244,7 +244,9 @@ class Gateway:
         idem_key = idempotency_key(f"{owner}:{idempotency}") if idempotency else ""
         keys = [task_record_key(task_id), TASK_INDEX_KEY, idem_key,
                 queue_for_priority(queue, priority) if self.same_redis else "", DELAYED_KEY,
-                owner_index_key(owner), inflight_key(owner), f"{RATE_PREFIX}{owner}:{int(now // 60)}"]
+                owner_index_key(owner) if owner != ANONYMOUS else "",
+                inflight_key(owner) if self.settings.max_in_flight else "",
+                f"{RATE_PREFIX}{owner}:{int(now // 60)}"]
         args: list[Any] = [spec.name, repr(now), self.settings.result_ttl, repr(now - self._history),
                            digest(spec.name, kwargs, options) if idempotency else "", task_id, message,
                            repr(due) if parked else "", owner, self.settings.submit_rate,

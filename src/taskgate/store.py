@@ -19,21 +19,23 @@ from .constants import INFLIGHT_PREFIX, LATENCY_BUCKETS, STATS_KEY, STATS_TTL, T
 FIELDS = ("name", "state", "created_at", "started_at", "finished_at", "attempts", "deliveries",
           "next_attempt_at", "progress", "result", "error", "seq", "cancel", "args", "dead_reason")
 
-#: Common Lua: publish the record (as JSON) with a bumped sequence number; a task that has
-#: ended leaves its owner's in-flight set.
+#: Common Lua, for scripts whose KEYS[1] is the record: ``before`` is the state the script
+#: found; ``publish`` publishes the record (as JSON) with a bumped sequence number and, when this
+#: script ended the task, counts it in the stats and takes it off its owner's in-flight set.
 _PUBLISH = f"""
+local before = redis.call('HGET', KEYS[1], 'state')
+local ended = {{succeeded = true, failed = true, cancelled = true}}
 local function publish(key, channel)
   redis.call('HINCRBY', key, 'seq', 1)
   local flat = redis.call('HGETALL', key)
   local record = {{}}
   for i = 1, #flat, 2 do record[flat[i]] = flat[i + 1] end
   local state = record['state']
-  if (state == 'succeeded' or state == 'failed' or state == 'cancelled') and not record['counted'] then
+  if ended[state] and not ended[before] then
     if record['owner'] then
       local id = string.sub(key, {len(TASK_RECORD_PREFIX) + 1})
       redis.call('ZREM', '{INFLIGHT_PREFIX}' .. record['owner'], id)
     end
-    redis.call('HSET', key, 'counted', '1')
     local name = record['name'] or '?'
     redis.call('HINCRBY', '{STATS_KEY}', 'done:' .. name .. ':' .. state, 1)
     local started, created, finished = tonumber(record['started_at']), tonumber(record['created_at']),
@@ -60,7 +62,7 @@ end
 #: Returns 'run', 'cancelled' (never run it), 'finished' (a duplicate delivery: skip) or 'dead'
 #: (this attempt was delivered max-deliveries times already: it keeps killing its worker).
 START = _PUBLISH + """
-local state = redis.call('HGET', KEYS[1], 'state')
+local state = before
 if state == 'succeeded' or state == 'failed' then return 'finished' end
 if state == 'cancelled' or redis.call('HGET', KEYS[1], 'cancel') == '1' then
   if state ~= 'cancelled' then
@@ -109,7 +111,7 @@ return redis.call('HGET', KEYS[1], 'state')
 #: Queued or retrying -> cancelled at once; started -> cancel flag for the task to see.
 #: Returns 'cancelled' (now), 'cancelling', 'missing', or 'already:<terminal state>'.
 CANCEL = _PUBLISH + """
-local state = redis.call('HGET', KEYS[1], 'state')
+local state = before
 if not state then return 'missing' end
 if state == 'succeeded' or state == 'failed' or state == 'cancelled' then return 'already:' .. state end
 redis.call('HSET', KEYS[1], 'cancel', '1')
@@ -126,8 +128,9 @@ return 'cancelling'
 """
 
 #: API, on submit: KEYS record, index, idempotency key (or ''), queue list (or '' when the
-#: broker is elsewhere), delayed set, owner's index, owner's in-flight set, owner's rate
-#: counter; ARGV name, now, ttl, index horizon, digest, task id, message, due time ('' to
+#: broker is elsewhere), delayed set, owner's index (or '' for the anonymous owner, whose tasks
+#: the global index lists), owner's in-flight set (or '' when there is no in-flight limit),
+#: owner's rate counter; ARGV name, now, ttl, index horizon, digest, task id, message, due time ('' to
 #: queue now: a due time parks the message in the delayed set), owner, rate limit (0: none),
 #: in-flight limit (0: none).
 #: Returns '' when the task is new (and queued); the id of the task the idempotency key already
@@ -147,9 +150,9 @@ if tonumber(ARGV[10]) > 0 then
   if count == 1 then redis.call('EXPIRE', KEYS[8], 120) end
   if count > tonumber(ARGV[10]) then return '#rate' end
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', ARGV[4])
-if tonumber(ARGV[11]) > 0 and redis.call('ZCARD', KEYS[7]) >= tonumber(ARGV[11]) then
-  return '#inflight'
+if KEYS[7] ~= '' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[7], '-inf', ARGV[4])
+  if redis.call('ZCARD', KEYS[7]) >= tonumber(ARGV[11]) then return '#inflight' end
 end
 if KEYS[3] ~= '' then
   redis.call('SET', KEYS[3], cjson.encode({ARGV[6], ARGV[5]}), 'EX', 86400)
@@ -158,9 +161,11 @@ redis.call('HSET', KEYS[1], 'name', ARGV[1], 'state', 'queued', 'created_at', AR
            'owner', ARGV[9])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 for _, index in ipairs({KEYS[2], KEYS[6], KEYS[7]}) do
-  redis.call('ZADD', index, ARGV[2], ARGV[6])
-  redis.call('ZREMRANGEBYSCORE', index, '-inf', ARGV[4])
-  redis.call('EXPIRE', index, ARGV[3])
+  if index ~= '' then
+    redis.call('ZADD', index, ARGV[2], ARGV[6])
+    redis.call('ZREMRANGEBYSCORE', index, '-inf', ARGV[4])
+    redis.call('EXPIRE', index, ARGV[3])
+  end
 end
 if ARGV[8] ~= '' then
   redis.call('HSET', KEYS[1], 'message', ARGV[7], 'queue', KEYS[4], 'next_attempt_at', ARGV[8])
@@ -237,7 +242,7 @@ def decode_record(raw: Mapping[Any, Any]) -> dict[str, Any]:
     for key, value in raw.items():
         name = key.decode() if isinstance(key, bytes) else key
         text = value.decode() if isinstance(value, bytes) else value
-        if name in ("message", "queue", "counted"):
+        if name in ("message", "queue"):
             continue  # internal fields
         if name in ("progress", "result", "error", "args"):
             out[name] = orjson.loads(text)
