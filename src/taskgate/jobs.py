@@ -33,6 +33,7 @@ from redis.exceptions import RedisError
 
 from . import store
 from .auth import Caller
+from .autopipeline import ScriptPipeline
 from .broker import (
     AmqpBroker,
     Broker,
@@ -168,7 +169,7 @@ class Gateway:
         self.broker = broker
         self.timeout = settings.backend_timeout
         self.catalogue: dict[str, TaskSpec] = exposed()
-        self._submit = state.register_script(store.SUBMIT)
+        self._submit = ScriptPipeline(state, store.SUBMIT)
         self._update = state.register_script(store.UPDATE)
         self._cancel = state.register_script(store.CANCEL)
         self.same_redis = isinstance(broker, RedisBroker) and broker.client is state
@@ -288,7 +289,7 @@ class Gateway:
         the message. Quotas and Idempotency-Keys are per owner."""
         prepared = self._prepare(spec, arguments, options or Options(), idempotency, caller)
         async with self.deadline():
-            seen = (await self._submit(keys=prepared.keys, args=prepared.args)).decode()
+            seen = cast(bytes, await self._submit(prepared.keys, prepared.args)).decode()
         replay = self._verdict(prepared, seen, idempotency)
         if replay is not None:
             return replay
@@ -302,11 +303,13 @@ class Gateway:
         """Queue one task per item in one Redis round trip (when the broker is that Redis); each
         item gets its id or the reason it was refused (a quota)."""
         prepared = [self._prepare(spec, item, options or Options(), None, caller) for item in items]
-        async with self.deadline():
-            pipe = self.state.pipeline(transaction=False)
-            for one in prepared:
-                await self._submit(keys=one.keys, args=one.args, client=pipe)
-            seen = [raw.decode() for raw in await pipe.execute()]
+        async with self.deadline():  # one round trip: the calls share a pipeline
+            replies = await asyncio.gather(*(self._submit(one.keys, one.args) for one in prepared),
+                                           return_exceptions=True)
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise BackendUnavailable("redis", str(reply) or type(reply).__name__) from reply
+        seen = [cast(bytes, raw).decode() for raw in replies]
         outcomes: list[Submission | TaskGateError] = []
         for one, said in zip(prepared, seen, strict=True):
             try:
