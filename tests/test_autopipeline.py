@@ -49,7 +49,7 @@ def test_one_turn_is_one_round_trip_with_replies_in_order(url: str) -> None:
             return await get_connection(*args)
 
         pool.get_connection = counted  # type: ignore[method-assign]
-        pipeline = ScriptPipeline(client, SCRIPT)
+        pipeline = ScriptPipeline(client, SCRIPT, timeout=5)
         replies = await asyncio.gather(*(pipeline(["list"], [str(i)]) for i in range(200)))
         assert replies == [str(i).encode() for i in range(200)]
         assert acquired == 3  # the 200 calls; NOSCRIPT, so SCRIPT LOAD; the 200 calls again
@@ -70,7 +70,7 @@ def test_one_turn_is_one_round_trip_with_replies_in_order(url: str) -> None:
 def test_survives_a_killed_connection_and_a_script_flush(url: str) -> None:
     async def main() -> None:
         client = Redis.from_url(url)
-        pipeline = ScriptPipeline(client, SCRIPT)
+        pipeline = ScriptPipeline(client, SCRIPT, timeout=5)
         assert await pipeline(["list"], ["1"]) == b"1"
         with redis.Redis.from_url(url) as sync:
             sync.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")

@@ -7,6 +7,9 @@ together is what keeps the enqueue path close to the cost of a bare ``LPUSH``. r
 round trip per batch), so the commands are packed here and the connection, its timeouts and
 the reply parser are redis-py's own.
 
+Each round trip runs under one deadline (``timeout``), the same for every call in it; a round
+trip that misses it fails all its calls with ``TimeoutError``.
+
 Safe only for scripts that may run twice: a batch whose connection broke is sent once more on
 a fresh connection (a pooled connection can be stale after a Redis restart), and calls that
 found the script missing from Redis (``NOSCRIPT``) are sent again after ``SCRIPT LOAD``.
@@ -16,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
+import math
+import time
+from collections.abc import Callable, Sequence
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -44,9 +49,12 @@ class ScriptPipeline:
     """``await pipeline(keys, args)`` runs the script like ``EVALSHA`` and returns its reply (or
     raises its error); calls made in the same event-loop turn share one round trip."""
 
-    def __init__(self, client: Redis, source: str) -> None:
+    def __init__(self, client: Redis, source: str, timeout: float,
+                 observe: Callable[[float], object] | None = None) -> None:
         self.client = client
         self.source = source
+        self.timeout = timeout
+        self.observe = observe  # told each round trip's duration
         self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
         self._batch: list[tuple[bytes, asyncio.Future[object]]] = []
         self._sending: set[asyncio.Task[None]] = set()
@@ -96,26 +104,36 @@ class ScriptPipeline:
 
     async def _round_trip(self, commands: list[bytes]) -> list[object]:
         """Send ``commands`` in one write and read their replies (an error reply is returned as
-        its exception); retried once on a fresh connection if the connection broke."""
-        pool = self.client.connection_pool
-        for attempt in (1, 2):
-            connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-            try:
-                await connection.send_packed_command(b"".join(commands), check_health=False)
-                replies: list[object] = []
-                for _ in commands:
+        its exception) within ``timeout``; retried once on a fresh connection if the connection
+        broke."""
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.timeout):  # one timer for the batch, none per reply
+                for attempt in (1, 2):
                     try:
-                        replies.append(await connection.read_response())
-                    except ResponseError as error:  # the reply was read whole: the stream is intact
-                        replies.append(error)
-                return replies
-            except RedisConnectionError:
-                await connection.disconnect()
-                if attempt == 2:
-                    raise
-            except BaseException:
-                await connection.disconnect()  # replies may be left unread: never reuse it
-                raise
-            finally:
-                await pool.release(connection)
+                        return await self._exchange(commands)
+                    except RedisConnectionError:
+                        if attempt == 2:
+                            raise
+        finally:
+            if self.observe is not None:
+                self.observe(time.perf_counter() - started)
         raise AssertionError("unreachable")
+
+    async def _exchange(self, commands: list[bytes]) -> list[object]:
+        pool = self.client.connection_pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await connection.send_packed_command(b"".join(commands), check_health=False)
+            replies: list[object] = []
+            for _ in commands:
+                try:
+                    replies.append(await connection.read_response(timeout=math.inf))
+                except ResponseError as error:  # the reply was read whole: the stream is intact
+                    replies.append(error)
+            return replies
+        except BaseException:
+            await connection.disconnect()  # replies may be left unread: never reuse it
+            raise
+        finally:
+            await pool.release(connection)

@@ -30,6 +30,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import store
 from .auth import Caller
@@ -132,10 +133,15 @@ class Deadline:
             exc = timeout
         finally:
             REDIS_SECONDS.observe(time.perf_counter() - self._started)
-        if isinstance(exc, TimeoutError):
-            raise BackendUnavailable(self.component, f"no answer within {self.seconds:g}s") from exc
         if isinstance(exc, RedisError | KombuOperationalError | OSError):
-            raise BackendUnavailable(self.component, str(exc) or type(exc).__name__) from exc
+            raise unavailable(self.component, exc, self.seconds) from exc
+
+
+def unavailable(component: str, exc: BaseException, seconds: float) -> BackendUnavailable:
+    """The ``BackendUnavailable`` that a failed call to ``component`` stands for."""
+    if isinstance(exc, TimeoutError | RedisTimeoutError):
+        return BackendUnavailable(component, f"no answer within {seconds:g}s")
+    return BackendUnavailable(component, str(exc) or type(exc).__name__)
 
 
 def redis_client(url: str, timeout: float) -> Redis:
@@ -169,7 +175,7 @@ class Gateway:
         self.broker = broker
         self.timeout = settings.backend_timeout
         self.catalogue: dict[str, TaskSpec] = exposed()
-        self._submit = ScriptPipeline(state, store.SUBMIT)
+        self._submit = ScriptPipeline(state, store.SUBMIT, self.timeout, observe=REDIS_SECONDS.observe)
         self._update = state.register_script(store.UPDATE)
         self._cancel = state.register_script(store.CANCEL)
         self.same_redis = isinstance(broker, RedisBroker) and broker.client is state
@@ -288,8 +294,10 @@ class Gateway:
         """Queue ``spec`` with validated ``arguments`` for ``caller``; return once the broker has
         the message. Quotas and Idempotency-Keys are per owner."""
         prepared = self._prepare(spec, arguments, options or Options(), idempotency, caller)
-        async with self.deadline():
+        try:  # the pipeline holds each round trip to backend_timeout
             seen = cast(bytes, await self._submit(prepared.keys, prepared.args)).decode()
+        except (RedisError, OSError) as exc:
+            raise unavailable("redis", exc, self.timeout) from exc
         replay = self._verdict(prepared, seen, idempotency)
         if replay is not None:
             return replay
@@ -303,12 +311,12 @@ class Gateway:
         """Queue one task per item in one Redis round trip (when the broker is that Redis); each
         item gets its id or the reason it was refused (a quota)."""
         prepared = [self._prepare(spec, item, options or Options(), None, caller) for item in items]
-        async with self.deadline():  # one round trip: the calls share a pipeline
-            replies = await asyncio.gather(*(self._submit(one.keys, one.args) for one in prepared),
-                                           return_exceptions=True)
+        # One round trip (the calls share a pipeline), held to backend_timeout.
+        replies = await asyncio.gather(*(self._submit(one.keys, one.args) for one in prepared),
+                                       return_exceptions=True)
         for reply in replies:
             if isinstance(reply, BaseException):
-                raise BackendUnavailable("redis", str(reply) or type(reply).__name__) from reply
+                raise unavailable("redis", reply, self.timeout) from reply
         seen = [cast(bytes, raw).decode() for raw in replies]
         outcomes: list[Submission | TaskGateError] = []
         for one, said in zip(prepared, seen, strict=True):
