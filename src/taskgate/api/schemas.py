@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import Response
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from ..states import TaskState
 
@@ -87,6 +87,30 @@ class TaskInfo(BaseModel):
             if data.get(key) is not None:
                 data[key] = datetime.fromtimestamp(data[key], tz=UTC)
         return cls.model_validate(data)
+
+
+class SubmitOptions(BaseModel):
+    """The query parameters of `POST /tasks/{name}`: when and in which order the task runs."""
+
+    countdown: float | None = Field(default=None, ge=0, le=30 * 86_400,
+                                    description="Run no sooner than this many seconds from now.")
+    eta: datetime | None = Field(default=None, description="Run no sooner than this time (ISO 8601 "
+                                 "with a timezone).")
+    priority: int | None = Field(default=None, ge=0, le=9, description="0 (first) to 9 (last); "
+                                 "default 0.")
+
+    @field_validator("eta")
+    @classmethod
+    def _aware(cls, eta: datetime | None) -> datetime | None:
+        if eta is not None and eta.tzinfo is None:
+            raise ValueError("eta needs a timezone, e.g. 2030-01-01T12:00:00Z")
+        return eta
+
+    @model_validator(mode="after")
+    def _one_delay(self) -> SubmitOptions:
+        if self.countdown is not None and self.eta is not None:
+            raise ValueError("give countdown or eta, not both")
+        return self
 
 
 class TaskAccepted(BaseModel):

@@ -9,7 +9,6 @@ generated argument model, and ``GET /tasks/{task_id}`` answers with a per-task m
 import inspect
 import logging
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
@@ -23,6 +22,7 @@ from ...jobs import Gateway, Options, Submission
 from ...registry import TaskSpec
 from ...states import TaskState
 from ..deps import CallerDep, GatewayDep, gateway_of, get_caller
+from ..params import header, openapi_parameters, parse_query
 from ..schemas import (
     BatchAccepted,
     BatchOutcome,
@@ -31,6 +31,7 @@ from ..schemas import (
     JSONBytes,
     ResultsPage,
     ResultsQuery,
+    SubmitOptions,
     TaskAccepted,
     TaskInfo,
     TaskPage,
@@ -38,10 +39,6 @@ from ..schemas import (
 )
 
 TaskId = Annotated[str, Path(min_length=1, max_length=200, description="The id a submit returned.")]
-IdempotencyKey = Annotated[str | None, Header(
-    alias="Idempotency-Key", min_length=1, max_length=200,
-    description="Same key and body within 24 h return the same task (with "
-    "`Idempotent-Replayed: true`); same key with another body is a 409.")]
 
 log = logging.getLogger("taskgate.api")
 
@@ -108,7 +105,7 @@ def build_router(catalogue: dict[str, TaskSpec]) -> APIRouter:
     for spec in catalogue.values():
         router.add_api_route(
             f"/{spec.name}", submit_endpoint(spec), methods=["POST"], status_code=202,
-            response_model=TaskAccepted,
+            response_model=TaskAccepted, openapi_extra={"parameters": SUBMIT_PARAMETERS},
             summary=spec.summary, description=spec.description or None,
             responses=errors(409, 422, 429, 503), name=f"submit_{spec.name}",
         )
@@ -212,14 +209,18 @@ def batch_endpoint(spec: TaskSpec) -> Any:
 
 
 def submit_endpoint(spec: TaskSpec) -> Any:
-    """The ``POST /tasks/{name}`` handler of one task, typed with its argument model."""
+    """The ``POST /tasks/{name}`` handler of one task, typed with its argument model. Its query
+    parameters and Idempotency-Key header are read by hand (see ``params``), the body by FastAPI."""
 
-    async def submit(request: Request, arguments: BaseModel, countdown: float | None,
-                     eta: datetime | None, priority: int | None, idempotency_key: str | None) -> JSONBytes:
+    async def endpoint(request: Request, arguments: BaseModel) -> JSONBytes:
+        options = (parse_query(SubmitOptions, request) if request.scope["query_string"]
+                   else SubmitOptions())
+        idempotency = header(request, "Idempotency-Key", max_length=MAX_IDEMPOTENCY_KEY)
         gateway = gateway_of(request)
         caller = await get_caller(request)
-        options = Options(countdown=countdown, eta=eta, priority=priority)
-        submission = await gateway.submit(spec, arguments, options, idempotency_key, caller)
+        submission = await gateway.submit(
+            spec, arguments, Options(countdown=options.countdown, eta=options.eta, priority=options.priority),
+            idempotency, caller)
         if request.app.state.log_submits:
             log.info("accepted %s for %s", spec.name, caller.owner,
                      extra={"task_id": submission.task_id, "task_name": spec.name})
@@ -227,42 +228,24 @@ def submit_endpoint(spec: TaskSpec) -> Any:
         if submission.replayed:
             headers["Idempotent-Replayed"] = "true"
         return JSONBytes({"task_id": submission.task_id, "name": spec.name, "state": "queued"},
-                         status_code=202,
-                         headers=headers)
+                         status_code=202, headers=headers)
 
-    parameters = [
+    endpoint.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
         inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, annotation=Request),
         inspect.Parameter("arguments", inspect.Parameter.KEYWORD_ONLY,
                           annotation=Annotated[spec.args_model, Body(description="The task's arguments.")]),
-        inspect.Parameter("countdown", inspect.Parameter.KEYWORD_ONLY, default=None,
-                          annotation=Annotated[float | None, Query(
-                              ge=0, le=30 * 86_400, description="Run no sooner than this many seconds "
-                              "from now.")]),
-        inspect.Parameter("eta", inspect.Parameter.KEYWORD_ONLY, default=None,
-                          annotation=Annotated[datetime | None, Query(
-                              description="Run no sooner than this time (ISO 8601 with a timezone).")]),
-        inspect.Parameter("priority", inspect.Parameter.KEYWORD_ONLY, default=None,
-                          annotation=Annotated[int | None, Query(
-                              ge=0, le=9, description="0 (first) to 9 (last); default 0.")]),
-        inspect.Parameter("idempotency_key", inspect.Parameter.KEYWORD_ONLY, default=None,
-                          annotation=IdempotencyKey),
-    ]
-
-    async def endpoint(**kwargs: Any) -> JSONBytes:
-        if kwargs["countdown"] is not None and kwargs["eta"] is not None:
-            from fastapi.exceptions import RequestValidationError
-
-            raise RequestValidationError([{"loc": ("query", "eta"), "msg": "give countdown or eta, "
-                                           "not both", "type": "value_error"}])
-        eta = kwargs["eta"]
-        if eta is not None and eta.tzinfo is None:
-            from fastapi.exceptions import RequestValidationError
-
-            raise RequestValidationError([{"loc": ("query", "eta"), "msg": "eta needs a timezone, "
-                                           "e.g. 2030-01-01T12:00:00Z", "type": "value_error"}])
-        return await submit(**kwargs)
-
-    endpoint.__signature__ = inspect.Signature(parameters, return_annotation=JSONBytes)  # type: ignore[attr-defined]
+    ], return_annotation=JSONBytes)
     endpoint.__name__ = f"submit_{spec.name}"
     endpoint.__doc__ = spec.summary
     return endpoint
+
+
+#: Longest Idempotency-Key accepted.
+MAX_IDEMPOTENCY_KEY = 200
+
+#: OpenAPI for what the submit routes read by hand.
+SUBMIT_PARAMETERS = [*openapi_parameters(SubmitOptions), {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY},
+    "description": "Same key and body within 24 h return the same task (with `Idempotent-Replayed: "
+    "true`); same key with another body is a 409."}]
