@@ -5,18 +5,27 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Request
+from pydantic import BaseModel, Field
 
 from ...constants import INT64_MAX, INT64_MIN
 from ...states import TaskState
 from ..deps import CallerDep, GatewayDep, gateway_of, get_caller
+from ..params import openapi_parameters, parse_query
 from ..schemas import ErrorBody, JSONBytes, TaskCreated, TutorialResult, errors
 
 log = logging.getLogger("taskgate.api")
 
 router = APIRouter(tags=["tutorial"], responses=errors(401, 422, 429, 503))
 
-Int64 = Annotated[int, Query(ge=INT64_MIN, le=INT64_MAX, description="A signed 64-bit integer.")]
+
+class AddQuery(BaseModel):
+    """The query of ``GET /add`` (read by hand: see ``params``)."""
+
+    x: int = Field(ge=INT64_MIN, le=INT64_MAX, description="A signed 64-bit integer.")
+    y: int = Field(ge=INT64_MIN, le=INT64_MAX, description="A signed 64-bit integer.")
+
+
 TaskId = Annotated[str, Path(min_length=1, max_length=200, description="The id /add returned.")]
 
 #: taskgate state -> the tutorial's status word.
@@ -30,13 +39,15 @@ _TUTORIAL_STATUS = {
 }
 
 
-@router.get("/add", summary="Queue the tutorial's add(x, y)", response_model=TaskCreated)
-async def submit_add(x: Int64, y: Int64, request: Request) -> JSONBytes:
+@router.get("/add", summary="Queue the tutorial's add(x, y)", response_model=TaskCreated,
+            openapi_extra={"parameters": openapi_parameters(AddQuery)})
+async def submit_add(request: Request) -> JSONBytes:
     """Queue `add(x, y)` on a worker and return its task id at once."""
+    query = parse_query(AddQuery, request)
     gateway = gateway_of(request)
     caller = await get_caller(request)
     spec = gateway.spec("add")
-    submission = await gateway.submit(spec, spec.args_model(x=x, y=y), caller=caller)
+    submission = await gateway.submit(spec, spec.args_model(x=query.x, y=query.y), caller=caller)
     if request.app.state.log_submits:
         log.info("accepted add for %s", caller.owner,
                  extra={"task_id": submission.task_id, "task_name": "add"})
