@@ -53,15 +53,15 @@ class Stack:
         self.env.update(TASKGATE_REDIS_URL=self.url, BENCH_REDIS_URL=self.url,
                         TASKGATE_DATA_DIR=str(tmp / "data"), PYTHONPATH=str(ROOT))
 
-    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    def spawn(self, name: str, argv: list[str], **env: str) -> subprocess.Popen[bytes]:
         log = (self.tmp / f"{name}.log").open("wb")
-        proc = subprocess.Popen(argv, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, env={**self.env, **env}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         self.procs.append(proc)
         return proc
 
-    def http(self, name: str, argv: list[str], probe: str) -> tuple[subprocess.Popen[bytes], str]:
+    def http(self, name: str, argv: list[str], probe: str, **env: str) -> tuple[subprocess.Popen[bytes], str]:
         port = free_port()
-        proc = self.spawn(name, [*argv, f"--port={port}"])
+        proc = self.spawn(name, [*argv, f"--port={port}"], **env)
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -112,6 +112,12 @@ class Stack:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+    def reset_data(self, client: redis.Redis) -> None:
+        """Empty the queues and records (our private server), keeping the API keys."""
+        keys = [key for key in client.scan_iter(count=1000) if not key.startswith(b"taskgate:apikey:")]
+        for start in range(0, len(keys), 1000):
+            client.delete(*keys[start:start + 1000])
 
     def close(self) -> None:
         for proc in reversed(self.procs):
@@ -174,26 +180,62 @@ def fmt(values: list[float], digits: int = 0) -> str:
     return f"**{median(values):.{digits}f}** ({reps})"
 
 
+#: wrk script: a unique Idempotency-Key on every request.
+IDEMPOTENT_LUA = POST_LUA + """
+local n = 0
+request = function()
+  n = n + 1
+  wrk.headers["Idempotency-Key"] = tostring(math.random(1e9)) .. "-" .. n
+  return wrk.format()
+end
+"""
+
+
+def redis_cpu(client: redis.Redis) -> float:
+    """Seconds of CPU the Redis server has used (user + system)."""
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 def submit_throughput(stack: Stack, args: argparse.Namespace, report: Report) -> dict[str, float]:
     constant = stack.uvicorn("constant", "constant_app", "/const")
     lpush = stack.uvicorn("lpush", "lpush_app", "/lpush")
     tutorial = stack.uvicorn("tutorial", "tutorial_app", "/add?x=1&y=1")
-    _, api = stack.http("taskgate-api", [sys.executable, "-m", "taskgate", "api", "--log-level=warning",
-                                         "--no-access-log"], "/healthz")
+    taskgate_api = [sys.executable, "-m", "taskgate", "api", "--log-level=warning"]
+    _, api = stack.http("taskgate-api", [*taskgate_api, "--no-access-log"], "/healthz")
     stack.api = api
-    script = stack.tmp / "post.lua"
-    script.write_text(POST_LUA)
+    # The same API with one more feature switched on each, to show what each costs.
+    _, logged = stack.http("taskgate-api-logged", [*taskgate_api, "--log-level=info"], "/healthz")
+    _, quotas = stack.http("taskgate-api-quotas", [*taskgate_api, "--no-access-log"], "/healthz",
+                           TASKGATE_SUBMIT_RATE="1000000000", TASKGATE_MAX_IN_FLIGHT="1000000000")
+    key = subprocess.run([sys.executable, "-m", "taskgate", "keys", "create", "--owner", "bench"], env=stack.env,
+                         capture_output=True, text=True, check=True).stdout.split()[-1]
+    _, authed = stack.http("taskgate-api-auth", [*taskgate_api, "--no-access-log"], "/healthz",
+                           TASKGATE_AUTH="on")
+    post = stack.tmp / "post.lua"
+    post.write_text(POST_LUA)
+    idempotent = stack.tmp / "idempotent.lua"
+    idempotent.write_text(IDEMPOTENT_LUA)
+    with_key = stack.tmp / "auth.lua"
+    with_key.write_text(POST_LUA + f'wrk.headers["Authorization"] = "Bearer {key}"\n')
     targets = [("bare async endpoint (ceiling)", f"{constant}/const", None),
                ("one `await` LPUSH of 1 KB (ceiling)", f"{lpush}/lpush", None),
                ("tutorial `GET /add` (blocking delay())", f"{tutorial}/add?x=1&y=2", None),
                ("taskgate `GET /add`", f"{api}/add?x=1&y=2", None),
-               ("taskgate `POST /tasks/add`", f"{api}/tasks/add", script)]
+               ("taskgate `POST /tasks/add`", f"{api}/tasks/add", post),
+               ("  + a unique `Idempotency-Key` per request", f"{api}/tasks/add", idempotent),
+               ("  + quotas on (rate and in-flight limits)", f"{quotas}/tasks/add", post),
+               ("  + auth on (API key checked per request)", f"{authed}/tasks/add", with_key),
+               ("  + access log and `accepted` line (to a file)", f"{logged}/tasks/add", post)]
     results: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in targets}
     client = redis.Redis.from_url(stack.url)
     for _ in range(args.reps):
         for name, url, lua in targets:
-            client.flushdb()  # our private server: start each run from an empty queue
-            results[name].append(wrk(url, args.duration, lua))
+            stack.reset_data(client)  # our private server: start each run from an empty queue
+            cpu = redis_cpu(client)
+            result = wrk(url, args.duration, lua)
+            result["redis_us"] = (redis_cpu(client) - cpu) / max(1.0, result["rps"] * args.duration) * 1e6
+            results[name].append(result)
     client.close()
     ceiling = median([r["rps"] for r in results[targets[1][0]]])
     ceiling_p99 = median([r["p99"] for r in results[targets[1][0]]])
@@ -203,14 +245,18 @@ def submit_throughput(stack: Stack, args: argparse.Namespace, report: Report) ->
         rps = [r["rps"] for r in runs]
         rows.append([name, fmt(rps), f"{median(rps) / ceiling:.2f}x", fmt([r["p50"] for r in runs], 2),
                      fmt([r["p99"] for r in runs], 2), f"{median([r['p99'] for r in runs]) / ceiling_p99:.2f}x",
-                     f"{int(sum(r['non2xx'] for r in runs))}"])
+                     f"{median([r['redis_us'] for r in runs]):.1f}", f"{int(sum(r['non2xx'] for r in runs))}"])
     report.add(f"## 1. Submit throughput (wrk -t2 -c32 -d{args.duration}s, worker stopped, {args.reps} repetitions)")
     report.add()
     report.add("Ratios are against the LPUSH ceiling measured in the same run. Each cell: **median** "
                "(every repetition). taskgate runs as `taskgate api --no-access-log` with its defaults "
-               "(records, history index, quotas check, auth off on loopback).")
+               "(records, history index, auth off on loopback, no quotas); the indented rows switch one "
+               "more feature on, each in its own API process. Redis µs/req: CPU the Redis server spent "
+               "per request (`INFO cpu` before and after each run, over the requests wrk counted), which "
+               "shares this machine's cores with the API and wrk.")
     report.add()
-    report.table(["target", "req/s", "vs LPUSH", "p50 ms", "p99 ms", "p99 vs LPUSH", "non-2xx"], rows)
+    report.table(["target", "req/s", "vs LPUSH", "p50 ms", "p99 ms", "p99 vs LPUSH", "Redis µs/req", "non-2xx"],
+                 rows)
     return {"api_rps": median([r["rps"] for r in results[targets[3][0]]]) / ceiling}
 
 

@@ -256,7 +256,8 @@ class Gateway:
                 f"{RATE_PREFIX}{owner}:{int(now // 60)}"]
         args: list[Any] = [spec.name, repr(now), self.settings.result_ttl, repr(now - self._history),
                            digest(spec.name, kwargs, options) if idempotency else "", task_id, message,
-                           repr(due) if parked else "", owner, self.settings.submit_rate,
+                           repr(due) if parked else "",
+                           owner if owner != ANONYMOUS else "", self.settings.submit_rate,
                            self.settings.max_in_flight]
         return _Prepared(task_id, keys, args, queue, parts, self.same_redis, now, owner, idem_key)
 

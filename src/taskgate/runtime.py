@@ -78,10 +78,11 @@ class _Records:
         return outcome.decode() if isinstance(outcome, bytes) else str(outcome)
 
     def set(self, task_id: str, ttl: int, **fields: Any) -> str:
-        """Set record fields, refresh its TTL (unless 0) and publish the change."""
+        """Set record fields, refresh its TTL (unless 0) and publish the change. Floats are
+        times (``finished_at``, ``next_attempt_at``), stored as records store them."""
         pairs: list[Any] = []
         for key, value in fields.items():
-            pairs += [key, value]
+            pairs += [key, store.stamp(value) if isinstance(value, float) else value]
         return self.run("UPDATE", task_id, ttl, *pairs)
 
 

@@ -13,16 +13,24 @@ from typing import Any
 
 import orjson
 
-from .constants import INFLIGHT_PREFIX, LATENCY_BUCKETS, STATS_KEY, STATS_TTL, TASK_RECORD_PREFIX
+from .constants import ANONYMOUS, INFLIGHT_PREFIX, LATENCY_BUCKETS, STATS_KEY, STATS_TTL, TASK_RECORD_PREFIX
 
 #: Fields of a record, in the order they are reported.
 FIELDS = ("name", "state", "created_at", "started_at", "finished_at", "attempts", "deliveries",
           "next_attempt_at", "progress", "result", "error", "seq", "cancel", "args", "dead_reason")
 
+#: Common Lua: record times are whole milliseconds since the epoch (stored as integers, the
+#: most compact form of a Redis hash field); scripts take and give seconds.
+_TIMES = """
+local function ms(seconds) return string.format('%d', math.floor(tonumber(seconds) * 1000 + 0.5)) end
+local function seconds(stored) if stored then return tonumber(stored) / 1000 end end
+"""
+
 #: Common Lua, for scripts whose KEYS[1] is the record: ``before`` is the state the script
 #: found; ``publish`` publishes the record (as JSON) with a bumped sequence number and, when this
-#: script ended the task, counts it in the stats and takes it off its owner's in-flight set.
-_PUBLISH = f"""
+#: script ended the task, counts it in the stats, takes it off its owner's in-flight set and,
+#: if it succeeded, drops its delivery count.
+_PUBLISH = _TIMES + f"""
 local before = redis.call('HGET', KEYS[1], 'state')
 local ended = {{succeeded = true, failed = true, cancelled = true}}
 local function publish(key, channel)
@@ -32,14 +40,14 @@ local function publish(key, channel)
   for i = 1, #flat, 2 do record[flat[i]] = flat[i + 1] end
   local state = record['state']
   if ended[state] and not ended[before] then
-    if record['owner'] then
-      local id = string.sub(key, {len(TASK_RECORD_PREFIX) + 1})
-      redis.call('ZREM', '{INFLIGHT_PREFIX}' .. record['owner'], id)
-    end
+    local id = string.sub(key, {len(TASK_RECORD_PREFIX) + 1})
+    redis.call('ZREM', '{INFLIGHT_PREFIX}' .. (record['owner'] or '{ANONYMOUS}'), id)
+    -- the delivery count guards a running task (and explains a dead letter): done with it
+    if state == 'succeeded' then redis.call('HDEL', key, 'deliveries') end
     local name = record['name'] or '?'
     redis.call('HINCRBY', '{STATS_KEY}', 'done:' .. name .. ':' .. state, 1)
-    local started, created, finished = tonumber(record['started_at']), tonumber(record['created_at']),
-      tonumber(record['finished_at'])
+    local started, created, finished = seconds(record['started_at']), seconds(record['created_at']),
+      seconds(record['finished_at'])
     local function observe(metric, seconds)
       local bucket = {len(LATENCY_BUCKETS)}
       for i, bound in ipairs({{{", ".join(repr(b) for b in LATENCY_BUCKETS)}}}) do
@@ -66,27 +74,27 @@ local state = before
 if state == 'succeeded' or state == 'failed' then return 'finished' end
 if state == 'cancelled' or redis.call('HGET', KEYS[1], 'cancel') == '1' then
   if state ~= 'cancelled' then
-    redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_at', ARGV[2])
+    redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_at', ms(ARGV[2]))
     publish(KEYS[1], KEYS[2])
   end
   return 'cancelled'
 end
 if not state then
   -- sent by another producer (plain Celery): start a record for it
-  redis.call('HSET', KEYS[1], 'name', ARGV[1], 'created_at', ARGV[2])
+  redis.call('HSET', KEYS[1], 'name', ARGV[1], 'created_at', ms(ARGV[2]))
 end
 local deliveries = tonumber(redis.call('HGET', KEYS[1], 'deliveries') or '0')
 if deliveries >= tonumber(ARGV[4]) then
   local error = cjson.encode({type = 'WorkerLostError', retryable = false, message =
     'the task was delivered ' .. ARGV[4] .. ' times and its worker died each time; dead-lettered'})
-  redis.call('HSET', KEYS[1], 'state', 'failed', 'finished_at', ARGV[2], 'error', error,
+  redis.call('HSET', KEYS[1], 'state', 'failed', 'finished_at', ms(ARGV[2]), 'error', error,
              'dead_reason', 'max_deliveries')
   redis.call('ZADD', KEYS[3], ARGV[2], string.sub(KEYS[1], 15))
   redis.call('EXPIRE', KEYS[3], ARGV[3])
   publish(KEYS[1], KEYS[2])
   return 'dead'
 end
-redis.call('HSET', KEYS[1], 'state', 'started', 'started_at', ARGV[2], 'deliveries', deliveries + 1,
+redis.call('HSET', KEYS[1], 'state', 'started', 'started_at', ms(ARGV[2]), 'deliveries', deliveries + 1,
            'worker', ARGV[5])
 redis.call('HDEL', KEYS[1], 'next_attempt_at')
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
@@ -116,7 +124,7 @@ if not state then return 'missing' end
 if state == 'succeeded' or state == 'failed' or state == 'cancelled' then return 'already:' .. state end
 redis.call('HSET', KEYS[1], 'cancel', '1')
 if state == 'queued' or state == 'retrying' then
-  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_at', ARGV[1])
+  redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_at', ms(ARGV[1]))
   redis.call('HDEL', KEYS[1], 'next_attempt_at', 'message', 'queue')
   redis.call('ZREM', KEYS[3], string.sub(KEYS[1], 15))
   redis.call('EXPIRE', KEYS[1], ARGV[2])
@@ -131,11 +139,12 @@ return 'cancelling'
 #: broker is elsewhere), delayed set, owner's index (or '' for the anonymous owner, whose tasks
 #: the global index lists), owner's in-flight set (or '' when there is no in-flight limit),
 #: owner's rate counter; ARGV name, now, ttl, index horizon, digest, task id, message, due time ('' to
-#: queue now: a due time parks the message in the delayed set), owner, rate limit (0: none),
+#: queue now: a due time parks the message in the delayed set), owner ('' for the anonymous
+#: owner: the record then has no owner field), rate limit (0: none),
 #: in-flight limit (0: none).
 #: Returns '' when the task is new (and queued); the id of the task the idempotency key already
 #: made ('!'-prefixed when its body differed); '#rate' or '#inflight' when a quota refuses it.
-SUBMIT = """
+SUBMIT = _TIMES + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return '' end  -- a retried call that already ran
 if KEYS[3] ~= '' then
   local seen = redis.call('GET', KEYS[3])
@@ -157,8 +166,8 @@ end
 if KEYS[3] ~= '' then
   redis.call('SET', KEYS[3], cjson.encode({ARGV[6], ARGV[5]}), 'EX', 86400)
 end
-redis.call('HSET', KEYS[1], 'name', ARGV[1], 'state', 'queued', 'created_at', ARGV[2], 'attempts', 0,
-           'owner', ARGV[9])
+redis.call('HSET', KEYS[1], 'name', ARGV[1], 'state', 'queued', 'created_at', ms(ARGV[2]), 'attempts', 0)
+if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'owner', ARGV[9]) end
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 for _, index in ipairs({KEYS[2], KEYS[6], KEYS[7]}) do
   if index ~= '' then
@@ -168,7 +177,7 @@ for _, index in ipairs({KEYS[2], KEYS[6], KEYS[7]}) do
   end
 end
 if ARGV[8] ~= '' then
-  redis.call('HSET', KEYS[1], 'message', ARGV[7], 'queue', KEYS[4], 'next_attempt_at', ARGV[8])
+  redis.call('HSET', KEYS[1], 'message', ARGV[7], 'queue', KEYS[4], 'next_attempt_at', ms(ARGV[8]))
   redis.call('ZADD', KEYS[5], ARGV[8], ARGV[6])
 elseif KEYS[4] ~= '' then
   redis.call('LPUSH', KEYS[4], ARGV[7])
@@ -197,7 +206,7 @@ return moved
 #: Worker, after a transient error: KEYS record, channel, delayed set; ARGV ttl, due time,
 #: message, queue list, error JSON. The retry waits in the delayed set, not in a worker.
 PARK = _PUBLISH + """
-redis.call('HSET', KEYS[1], 'state', 'retrying', 'next_attempt_at', ARGV[2], 'message', ARGV[3],
+redis.call('HSET', KEYS[1], 'state', 'retrying', 'next_attempt_at', ms(ARGV[2]), 'message', ARGV[3],
            'queue', ARGV[4], 'error', ARGV[5], 'deliveries', 0)
 redis.call('ZADD', KEYS[3], ARGV[2], string.sub(KEYS[1], 15))
 redis.call('EXPIRE', KEYS[1], ARGV[1])
@@ -208,7 +217,7 @@ return 'retrying'
 #: Worker, when retries ran out: KEYS record, channel, dead set; ARGV ttl, now, error JSON,
 #: arguments JSON, reason. The task fails and joins the dead letters, arguments kept to requeue.
 DEAD = _PUBLISH + """
-redis.call('HSET', KEYS[1], 'state', 'failed', 'finished_at', ARGV[2], 'error', ARGV[3],
+redis.call('HSET', KEYS[1], 'state', 'failed', 'finished_at', ms(ARGV[2]), 'error', ARGV[3],
            'args', ARGV[4], 'dead_reason', ARGV[5])
 redis.call('HDEL', KEYS[1], 'next_attempt_at')
 redis.call('ZADD', KEYS[3], ARGV[2], string.sub(KEYS[1], 15))
@@ -228,8 +237,8 @@ redis.call('HDEL', KEYS[1], 'error', 'finished_at', 'started_at', 'next_attempt_
            'result', 'progress', 'cancel')
 redis.call('HSET', KEYS[1], 'state', 'queued', 'attempts', 0, 'deliveries', 0)
 redis.call('EXPIRE', KEYS[1], ARGV[2])
-local owner = redis.call('HGET', KEYS[1], 'owner')
-if owner then redis.call('ZADD', '{INFLIGHT_PREFIX}' .. owner, ARGV[3], string.sub(KEYS[1], 15)) end
+local owner = redis.call('HGET', KEYS[1], 'owner') or '{ANONYMOUS}'
+redis.call('ZADD', '{INFLIGHT_PREFIX}' .. owner, ARGV[3], string.sub(KEYS[1], 15))
 if KEYS[4] ~= '' then redis.call('LPUSH', KEYS[4], ARGV[1]) end
 publish(KEYS[1], KEYS[2])
 return 'queued'
@@ -247,12 +256,17 @@ def decode_record(raw: Mapping[Any, Any]) -> dict[str, Any]:
         if name in ("progress", "result", "error", "args"):
             out[name] = orjson.loads(text)
         elif name in ("created_at", "started_at", "finished_at", "next_attempt_at"):
-            out[name] = float(text)
+            out[name] = int(text) / 1000
         elif name in ("attempts", "seq", "deliveries"):
             out[name] = int(text)
         else:
             out[name] = text
     return out
+
+
+def stamp(seconds: float) -> int:
+    """A time as records store it: whole milliseconds since the epoch (see ``_TIMES``)."""
+    return round(seconds * 1000)
 
 
 def dump(value: Any) -> bytes:
