@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run test lint typecheck pytest bench profile clean
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "taskgate needs Python 3.11 or newer (set PYTHON=...)")'
@@ -41,6 +41,12 @@ bench: $(VENV)/.installed-dev
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk >/dev/null; } \
 		|| { echo "bench needs wrk: apt-get install wrk"; exit 1; }
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+# Where the API's CPU goes per submit (py-spy; needs wrk too, and ptrace rights).
+profile: $(VENV)/.installed-dev
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get install -y -qq wrk >/dev/null; } \
+		|| { echo "profile needs wrk: apt-get install wrk"; exit 1; }
+	$(PY) -m bench.profile $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -197,7 +197,7 @@ def redis_cpu(client: redis.Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def submit_throughput(stack: Stack, args: argparse.Namespace, report: Report) -> dict[str, float]:
+def submit_throughput(stack: Stack, args: argparse.Namespace, report: Report, figures: dict[str, float]) -> None:
     constant = stack.uvicorn("constant", "constant_app", "/const")
     lpush = stack.uvicorn("lpush", "lpush_app", "/lpush")
     tutorial = stack.uvicorn("tutorial", "tutorial_app", "/add?x=1&y=1")
@@ -257,10 +257,12 @@ def submit_throughput(stack: Stack, args: argparse.Namespace, report: Report) ->
     report.add()
     report.table(["target", "req/s", "vs LPUSH", "p50 ms", "p99 ms", "p99 vs LPUSH", "Redis µs/req", "non-2xx"],
                  rows)
-    return {"api_rps": median([r["rps"] for r in results[targets[3][0]]]) / ceiling}
+    for key, (name, _, _) in (("get", targets[3]), ("post", targets[4])):
+        figures[key] = median([r["rps"] for r in results[name]]) / ceiling
+        figures[f"{key}_p99"] = median([r["p99"] for r in results[name]]) / ceiling_p99
 
 
-def end_to_end(stack: Stack, args: argparse.Namespace, report: Report, api: str) -> None:
+def end_to_end(stack: Stack, args: argparse.Namespace, report: Report, api: str, figures: dict[str, float]) -> None:
     client = redis.Redis.from_url(stack.url)
     n = args.tasks
     taskgate_rates, celery_rates = [], []
@@ -295,6 +297,7 @@ def end_to_end(stack: Stack, args: argparse.Namespace, report: Report, api: str)
     stack.stop(raw)
     client.flushdb()
     client.close()
+    figures["e2e"] = median(taskgate_rates) / median(celery_rates)
     report.add(f"## 2. End to end: {n} `add` tasks, worker concurrency 2, {args.reps} repetitions")
     report.add()
     report.add("taskgate: `POST /tasks/add/batch` (500 per request) then `POST /tasks/results` "
@@ -307,7 +310,7 @@ def end_to_end(stack: Stack, args: argparse.Namespace, report: Report, api: str)
                   ["raw Celery", fmt(celery_rates), "1.00x"]])
 
 
-def round_trips(stack: Stack, args: argparse.Namespace, report: Report, api: str) -> None:
+def round_trips(stack: Stack, args: argparse.Namespace, report: Report, api: str, figures: dict[str, float]) -> None:
     from bench.apps import add
 
     worker = stack.worker("taskgate-worker-rt", [sys.executable, "-m", "taskgate", "worker",
@@ -335,6 +338,7 @@ def round_trips(stack: Stack, args: argparse.Namespace, report: Report, api: str
     stack.stop(worker)
     stack.stop(raw)
     base = median(raw_ms)
+    figures["wait"], figures["sse"] = median(wait_ms) / base, median(sse_ms) / base
     report.add(f"## 3. Single-task round trip ({args.roundtrips} tasks each, sequential)")
     report.add()
     report.table(["path", "p50 ms", "p99 ms", "p50 vs delay().get()"],
@@ -351,7 +355,7 @@ def data_bytes(client: redis.Redis) -> int:
 
 
 def costs(stack: Stack, args: argparse.Namespace, report: Report, api_proc: subprocess.Popen[bytes],
-          api: str) -> None:
+          api: str, figures: dict[str, float]) -> None:
     def rss_mib() -> float:
         for line in Path(f"/proc/{api_proc.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -382,6 +386,8 @@ def costs(stack: Stack, args: argparse.Namespace, report: Report, api_proc: subp
         stack.stop(worker)
     used, keys = data_bytes(client), client.dbsize()
     client.close()
+    figures["rss"] = 100 * (after - before) / before
+    figures["bytes"] = (used - base_bytes) / n
     report.add("## 5. Cost")
     report.add()
     report.table(["figure", "value"],
@@ -392,7 +398,7 @@ def costs(stack: Stack, args: argparse.Namespace, report: Report, api_proc: subp
                   ["Redis keys per finished task", f"{(keys - base_keys) / n:.2f}"]])
 
 
-def degraded(stack: Stack, report: Report, api: str) -> None:
+def degraded(stack: Stack, report: Report, api: str, figures: dict[str, float]) -> None:
     """Time to 503 with Redis stopped and with Redis stalled (SIGSTOP), and /healthz meanwhile."""
     health: list[float] = []
     stop = threading.Event()
@@ -433,6 +439,7 @@ def degraded(stack: Stack, report: Report, api: str) -> None:
     thread.join()
     stack.valkey = ValkeyServer(port=port, data_dir=stack.tmp / "valkey", persist=True, appendonly="yes")
     stack.valkey.start()
+    figures["stalled"], figures["healthz_p99"] = median(stalled), percentile(health, 0.99)
     report.add("## 4. Degraded: Redis stalled (SIGSTOP) and stopped")
     report.add()
     report.table(["figure", "value"],
@@ -440,6 +447,36 @@ def degraded(stack: Stack, report: Report, api: str) -> None:
                   [f"time to 503, Redis stopped ({len(stopped)} requests)", fmt(stopped, 4) + " s"],
                   ["`/healthz` meanwhile, p50 / p99", f"{median(health):.2f} / {percentile(health, 0.99):.2f} ms "
                    f"({len(health)} requests)"]])
+
+
+#: The issue's targets: (figure, what is measured, goal, True if the goal is a floor).
+TARGETS = [
+    ("get", "taskgate `GET /add` req/s vs the LPUSH ceiling", 0.9, True),
+    ("post", "taskgate `POST /tasks/add` req/s vs the LPUSH ceiling", 0.8, True),
+    ("get_p99", "`GET /add` p99 vs the LPUSH ceiling's p99", 1.5, False),
+    ("post_p99", "`POST /tasks/add` p99 vs the LPUSH ceiling's p99", 1.5, False),
+    ("e2e", "end to end through HTTP vs raw Celery (tasks/s)", 0.9, True),
+    ("wait", "round trip p50, submit + `GET ?wait=`, vs `delay().get()`", 1.5, False),
+    ("sse", "round trip p50, submit + SSE, vs `delay().get()`", 1.5, False),
+    ("stalled", "seconds to 503 with Redis stalled", 1.1, False),
+    ("healthz_p99", "`/healthz` p99 (ms) while Redis is stalled or stopped", 50, False),
+    ("rss", "API RSS growth over the submits (%)", 10, False),
+    ("bytes", "Redis bytes per finished task", 400, False),
+]
+
+
+def targets_table(figures: dict[str, float]) -> list[list[str]]:
+    """One row per target: the goal, this run's figure, and whether (and by how much) it is met."""
+    rows = []
+    for key, what, goal, floor in TARGETS:
+        if key not in figures:
+            continue
+        value = figures[key]
+        met = value >= goal if floor else value <= goal
+        gap = "" if met else f" by {abs(value - goal) / goal:.0%}"
+        rows.append([what, f"{'>=' if floor else '<='} {goal:g}", f"{value:.2f}",
+                     "met" if met else f"**missed**{gap}"])
+    return rows
 
 
 def machine() -> list[str]:
@@ -475,19 +512,26 @@ def main(argv: list[str] | None = None) -> int:
     for line in machine():
         report.add(line)
     report.add()
+    summary_at = len(report.lines)
+    figures: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="taskgate-bench-") as tmp:
         stack = Stack(Path(tmp))
         os.environ["BENCH_REDIS_URL"] = stack.url  # before bench.apps is imported here
         try:
-            submit_throughput(stack, args, report)
+            submit_throughput(stack, args, report, figures)
             api = stack.api
             api_proc = next(p for p in stack.procs if "api" in p.args)  # type: ignore[operator]
-            end_to_end(stack, args, report, api)
-            round_trips(stack, args, report, api)
-            degraded(stack, report, api)
-            costs(stack, args, report, api_proc, api)
+            end_to_end(stack, args, report, api, figures)
+            round_trips(stack, args, report, api, figures)
+            degraded(stack, report, api, figures)
+            costs(stack, args, report, api_proc, api, figures)
         finally:
             stack.close()
+    summary = Report()
+    summary.add("## Targets (issue 8), this run")
+    summary.add()
+    summary.table(["target", "goal", "this run", "verdict"], targets_table(figures))
+    report.lines[summary_at:summary_at] = summary.lines
     args.out.write_text("\n".join(report.lines) + "\n")
     print(f"wrote {args.out}")
     return 0
