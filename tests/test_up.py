@@ -112,6 +112,16 @@ def test_up_runs_everything_and_stops_cleanly(up: tuple[subprocess.Popen[bytes],
         assert line in output, output
     flower_url = output.split("taskgate: flower  ")[1].split()[0]
     assert httpx.get(flower_url, timeout=5).status_code == 200
+    # Workers start without task events; Flower switches them on (every 5 s) and then lists tasks.
+    with httpx.Client(base_url=base, timeout=10) as client:
+        def flower_lists_tasks() -> bool:
+            client.get("/add", params={"x": 1, "y": 1})
+            listed = httpx.get(f"{flower_url}/tasks/datatable", timeout=5, params={
+                "draw": 1, "start": 0, "length": 10, "search[value]": "", "order[0][column]": 0,
+                "order[0][dir]": "asc", "columns[0][data]": "name"}).json()["data"]
+            return any(task["name"] == "taskgate.add" for task in listed)
+
+        wait_for(flower_lists_tasks, 30, "Flower to list a task", interval=1)
     flower_port = int(flower_url.rsplit(":", 1)[1])
     assert listening_addresses(flower_port) == {"127.0.0.1"}, "Flower must bind to loopback only"
     assert (tmp_path / "data" / "valkey" / "appendonlydir").is_dir(), "embedded Valkey keeps an AOF"
