@@ -10,6 +10,7 @@ second, so no change can slip between the two.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 import uuid
@@ -73,6 +74,7 @@ from .exceptions import (
 from .metrics import REDIS_SECONDS, SUBMITS
 from .registry import TaskSpec, exposed
 from .states import TaskState
+from .subscriptions import Subscriptions
 
 #: The caller of internal and CLI operations: sees every task.
 SYSTEM = Caller(owner=ANONYMOUS, admin=True)
@@ -144,6 +146,11 @@ def unavailable(component: str, exc: BaseException, seconds: float) -> BackendUn
     return BackendUnavailable(component, str(exc) or type(exc).__name__)
 
 
+def newer(changed: dict[str, Any], record: dict[str, Any] | None) -> bool:
+    """Whether an event's record is at least as recent as ``record`` (by sequence number)."""
+    return record is None or int(changed.get("seq", 0)) >= int(record.get("seq", 0))
+
+
 def redis_client(url: str, timeout: float) -> Redis:
     """An asyncio Redis client whose every call fails fast: bounded sockets, and one immediate
     retry only for a broken connection (a pooled connection from before a Redis restart), never
@@ -176,6 +183,8 @@ class Gateway:
         self.timeout = settings.backend_timeout
         self.catalogue: dict[str, TaskSpec] = exposed()
         self._submit = ScriptPipeline(state, store.SUBMIT, self.timeout, observe=REDIS_SECONDS.observe)
+        #: Waits on tasks' events use connections of their own (see ``subscriptions``).
+        self.subscriptions = Subscriptions(redis_client(settings.require_redis_url(), self.timeout))
         self._update = state.register_script(store.UPDATE)
         self._cancel = state.register_script(store.CANCEL)
         self.same_redis = isinstance(broker, RedisBroker) and broker.client is state
@@ -206,6 +215,7 @@ class Gateway:
     async def close(self) -> None:
         """Close every client this gateway opened."""
         await self.broker.close()
+        await self.subscriptions.close()
         if not (isinstance(self.broker, RedisBroker) and self.broker.client is self.state):
             await self.state.aclose()
 
@@ -349,11 +359,12 @@ class Gateway:
         """The records of ``task_ids`` once all have ended or ``seconds`` passed (None for an id
         the caller cannot see); woken by the workers' events, not by polling."""
         deadline = time.monotonic() + seconds
-        pubsub = self.state.pubsub(ignore_subscribe_messages=True)
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            pubsub = None
             async with self.deadline():
                 if seconds > 0:
-                    await pubsub.subscribe(*(events_channel(task_id) for task_id in task_ids))
+                    pubsub = await stack.enter_async_context(
+                        self.subscriptions(*(events_channel(task_id) for task_id in task_ids)))
                 pipe = self.state.pipeline(transaction=False)
                 for task_id in task_ids:
                     pipe.hgetall(task_record_key(task_id))
@@ -364,21 +375,22 @@ class Gateway:
                 records[task_id] = record if record and caller.may_see(record.get("owner")) else None
             pending = {task_id for task_id, record in records.items()
                        if record is not None and not TaskState(record["state"]).is_terminal}
-            while pending and (remaining := deadline - time.monotonic()) > 0:
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=remaining)
-                if message is None:
-                    continue
-                task_id = message["channel"].decode().removeprefix(EVENTS_PREFIX)
-                if task_id in pending:
+            try:
+                while pubsub is not None and pending and (remaining := deadline - time.monotonic()) > 0:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=remaining)
+                    if message is None:
+                        continue
+                    task_id = message["channel"].decode().removeprefix(EVENTS_PREFIX)
+                    if task_id not in pending:
+                        continue
                     changed = {"task_id": task_id, **store.decode_record(orjson.loads(message["data"]))}
-                    records[task_id] = changed
-                    if TaskState(changed["state"]).is_terminal:
-                        pending.discard(task_id)
+                    if newer(changed, records[task_id]):
+                        records[task_id] = changed
+                        if TaskState(changed["state"]).is_terminal:
+                            pending.discard(task_id)
+            except (RedisError, OSError) as exc:
+                raise BackendUnavailable("redis", str(exc) or type(exc).__name__) from exc
             return [records[task_id] for task_id in task_ids]
-        except (RedisError, OSError) as exc:
-            raise BackendUnavailable("redis", str(exc) or type(exc).__name__) from exc
-        finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def api_key(self, key_id: str) -> dict[bytes, bytes]:
         """The stored form of an API key (empty if unknown or revoked)."""
@@ -389,22 +401,20 @@ class Gateway:
     async def watch(self, task_id: str,
                     caller: Caller = SYSTEM) -> AsyncIterator[tuple[dict[str, Any], PubSub]]:
         """Subscribe to the task's changes, then read its record: ``(record, subscription)``."""
-        pubsub = self.state.pubsub(ignore_subscribe_messages=True)
-        try:
+        async with contextlib.AsyncExitStack() as stack:
             async with self.deadline():
-                await pubsub.subscribe(events_channel(task_id))
+                pubsub = await stack.enter_async_context(self.subscriptions(events_channel(task_id)))
             yield await self.get(task_id, caller), pubsub
-        finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def next_change(self, task_id: str, pubsub: PubSub,
                           timeout: float) -> dict[str, Any] | None:  # noqa: ASYNC109
-        """The record after its next change, or None if nothing changed within ``timeout``."""
+        """The record after its next change, or None if nothing changed within ``timeout`` (or
+        the message was not about this task: a reused subscription's leftover)."""
         try:
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
         except (RedisError, OSError) as exc:
             raise BackendUnavailable("redis", str(exc) or type(exc).__name__) from exc
-        if message is None:
+        if message is None or message["channel"] != events_channel(task_id).encode():
             return None
         return {"task_id": task_id, **store.decode_record(orjson.loads(message["data"]))}
 
@@ -417,7 +427,7 @@ class Gateway:
                 if remaining <= 0:
                     break
                 changed = await self.next_change(task_id, pubsub, remaining)
-                if changed is not None:
+                if changed is not None and newer(changed, record):
                     record = changed
             return record
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from ... import views
 from ...auth import Caller
 from ...exceptions import UnknownTask
-from ...jobs import Gateway, Options, Submission
+from ...jobs import Gateway, Options, Submission, newer
 from ...registry import TaskSpec
 from ...states import TaskState
 from ..deps import CallerDep, GatewayDep, gateway_of, get_caller
@@ -174,7 +174,7 @@ def build_router(catalogue: dict[str, TaskSpec]) -> APIRouter:
             if TaskState(record["state"]).is_terminal:
                 return
             changed = await gateway.next_change(task_id, pubsub, timeout=60)
-            if changed is not None:
+            if changed is not None and newer(changed, record):
                 record = changed
 
     return router
