@@ -11,7 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal, Union
 
-from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -22,7 +22,7 @@ from ...jobs import Gateway, Options, Submission, newer
 from ...registry import TaskSpec
 from ...states import TaskState
 from ..deps import CallerDep, GatewayDep, gateway_of, get_caller
-from ..params import header, openapi_parameters, parse_query
+from ..params import header, openapi_body, openapi_parameters, parse_body, parse_query
 from ..schemas import (
     BatchAccepted,
     BatchOutcome,
@@ -105,7 +105,9 @@ def build_router(catalogue: dict[str, TaskSpec]) -> APIRouter:
     for spec in catalogue.values():
         router.add_api_route(
             f"/{spec.name}", submit_endpoint(spec), methods=["POST"], status_code=202,
-            response_model=TaskAccepted, openapi_extra={"parameters": SUBMIT_PARAMETERS},
+            response_model=TaskAccepted, openapi_extra={
+                "parameters": SUBMIT_PARAMETERS,
+                "requestBody": openapi_body(spec.args_model, "The task's arguments.")},
             summary=spec.summary, description=spec.description or None,
             responses=errors(409, 422, 429, 503), name=f"submit_{spec.name}",
         )
@@ -209,10 +211,11 @@ def batch_endpoint(spec: TaskSpec) -> Any:
 
 
 def submit_endpoint(spec: TaskSpec) -> Any:
-    """The ``POST /tasks/{name}`` handler of one task, typed with its argument model. Its query
-    parameters and Idempotency-Key header are read by hand (see ``params``), the body by FastAPI."""
+    """The ``POST /tasks/{name}`` handler of one task, typed with its argument model. Its body,
+    query parameters and Idempotency-Key header are read by hand (see ``params``)."""
 
-    async def endpoint(request: Request, arguments: BaseModel) -> JSONBytes:
+    async def endpoint(request: Request) -> JSONBytes:
+        arguments = await parse_body(spec.args_model, request)
         options = (parse_query(SubmitOptions, request) if request.scope["query_string"]
                    else SubmitOptions())
         idempotency = header(request, "Idempotency-Key", max_length=MAX_IDEMPOTENCY_KEY)
@@ -230,11 +233,6 @@ def submit_endpoint(spec: TaskSpec) -> Any:
         return JSONBytes({"task_id": submission.task_id, "name": spec.name, "state": "queued"},
                          status_code=202, headers=headers)
 
-    endpoint.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
-        inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, annotation=Request),
-        inspect.Parameter("arguments", inspect.Parameter.KEYWORD_ONLY,
-                          annotation=Annotated[spec.args_model, Body(description="The task's arguments.")]),
-    ], return_annotation=JSONBytes)
     endpoint.__name__ = f"submit_{spec.name}"
     endpoint.__doc__ = spec.summary
     return endpoint
