@@ -80,6 +80,39 @@ def profile(pid: int, url: str, duration: int, out: Path, script: Path | None) -
     return used / (result["rps"] * (duration - 1)) * 1e6, samples
 
 
+def profile_section(stack: Stack, report: Report, duration: int) -> None:
+    """Profile the LPUSH ceiling and taskgate's submit routes on ``stack``; add the table."""
+    post = stack.tmp / "profile-post.lua"
+    post.write_text(POST_LUA)
+    lpush, lpush_url = stack.http("profile-lpush", [sys.executable, "-m", "uvicorn", "bench.apps:lpush_app",
+                                                    "--no-access-log", "--log-level=warning"], "/lpush")
+    api, api_url = stack.http("profile-api", [sys.executable, "-m", "taskgate", "api", "--log-level=warning",
+                                              "--no-access-log"], "/healthz")
+    targets = [("LPUSH ceiling", lpush.pid, f"{lpush_url}/lpush", None),
+               ("taskgate `GET /add`", api.pid, f"{api_url}/add?x=1&y=2", None),
+               ("taskgate `POST /tasks/add`", api.pid, f"{api_url}/tasks/add", post)]
+    columns = []
+    for name, pid, url, script in targets:
+        per_request, samples = profile(pid, url, duration, stack.tmp / "spy.txt", script)
+        columns.append((name, per_request, samples))
+    stack.stop(lpush)
+    stack.stop(api)
+    rows = []
+    for component in [EVENT_LOOP, APP, *reversed([name for name, _ in COMPONENTS])]:
+        cells = [f"{per_request * samples[component] / (sum(samples.values()) or 1):.0f}"
+                 for _, per_request, samples in columns]
+        if any(cell != "0" for cell in cells):
+            rows.append([component, *cells])
+    rows.append(["**total CPU per request**", *[f"**{per_request:.0f}**" for _, per_request, _ in columns]])
+    report.add("py-spy samples of each API process under `wrk -t2 -c32`, worker stopped; µs are the "
+               "process's CPU per request (from /proc, over the requests wrk counted), split by the "
+               "share of samples in each component. A sample is charged to the nearest frame, from "
+               "the leaf, in a named component; standard-library frames (asyncio, uuid, logging) "
+               "count for their caller.")
+    report.add()
+    report.table(["component (µs of API CPU per request)", *[name for name, _, _ in columns]], rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     parser.add_argument("--duration", type=int, default=10, help="Seconds of sampling per target.")
@@ -88,10 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     report = Report()
     report.add("# Where the API's CPU goes per submit")
     report.add()
-    report.add("Written by `make profile` (`python -m bench.profile`): py-spy samples of the API process "
-               f"under `wrk -t2 -c32 -d{args.duration - 1}s`, worker stopped. µs are the API process's "
-               "CPU per request (from /proc), split by the share of samples in each component. The "
-               "machine is shared and noisy: compare the columns of one file, not across runs.")
+    report.add("Written by `make profile` (`python -m bench.profile`); `make bench` includes the same "
+               "table. The machine is shared and noisy: compare the columns of one file.")
     report.add()
     for line in machine():
         report.add(line)
@@ -99,32 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="taskgate-profile-") as tmp:
         stack = Stack(Path(tmp))
         try:
-            post = Path(tmp) / "post.lua"
-            post.write_text(POST_LUA)
-            lpush, lpush_url = stack.http("lpush", [sys.executable, "-m", "uvicorn", "bench.apps:lpush_app",
-                                                    "--no-access-log", "--log-level=warning"], "/lpush")
-            api, api_url = stack.http("taskgate-api", [sys.executable, "-m", "taskgate", "api",
-                                                       "--log-level=warning", "--no-access-log"], "/healthz")
-            targets = [("LPUSH ceiling", lpush.pid, f"{lpush_url}/lpush", None),
-                       ("taskgate `GET /add`", api.pid, f"{api_url}/add?x=1&y=2", None),
-                       ("taskgate `POST /tasks/add`", api.pid, f"{api_url}/tasks/add", post)]
-            columns = []
-            for name, pid, url, script in targets:
-                per_request, samples = profile(pid, url, args.duration, Path(tmp) / "spy.txt", script)
-                columns.append((name, per_request, samples))
+            profile_section(stack, report, args.duration)
         finally:
             stack.close()
-    names = [EVENT_LOOP, APP, *reversed([name for name, _ in COMPONENTS])]
-    rows = []
-    for component in names:
-        cells = []
-        for _, per_request, samples in columns:
-            total = sum(samples.values()) or 1
-            cells.append(f"{per_request * samples[component] / total:.0f}")
-        if any(cell != "0" for cell in cells):
-            rows.append([component, *cells])
-    rows.append(["**total CPU per request**", *[f"**{per_request:.0f}**" for _, per_request, _ in columns]])
-    report.table(["component (µs of API CPU per request)", *[name for name, _, _ in columns]], rows)
     args.out.write_text("\n".join(report.lines) + "\n")
     print(f"wrote {args.out}")
     return 0

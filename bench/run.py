@@ -465,6 +465,51 @@ TARGETS = [
 ]
 
 
+#: How to read the misses (section 7): what the tables and the profile show, without numbers of
+#: their own (those are in the sections above, from this run).
+READING = """## 7. Reading the misses
+
+**Submit throughput (section 1).** Every server here is CPU-bound on one core, so req/s is the
+inverse of the API process's CPU per request, which section 6 splits by component. The LPUSH
+ceiling spends it in uvicorn, Starlette, FastAPI and one redis-py call. taskgate spends the same
+framework work, a little more of it because it has more routes to match, and on top: reading and
+validating the arguments with Pydantic, a fresh task id, the Celery message (headers from a
+template built once per task by Celery; the body and the kombu envelope serialised with orjson),
+and the submit script. The script writes the record, the history index and the queue in one Lua
+call; calls made in the same event-loop turn share one pipelined round trip, which is why the
+redis-py row of taskgate is far below the ceiling's. `POST /tasks/add` also reads and parses a
+JSON body. The Redis µs/req column is the other half: the submit script costs Redis more than a
+bare LPUSH, and Redis shares the two cores with the API and wrk. The indented rows give the price
+of each optional feature against the `POST /tasks/add` row: auth adds a key lookup in Redis per
+request (keys are never cached, so a revoked key is refused at once) and request logging writes
+two lines per request.
+What would close the rest: less Python per request. The framework share is fixed by FastAPI and
+uvicorn; beyond that, a server that parses HTTP outside Python, or several API processes (the API
+is stateless: `taskgate api` scales by processes and replicas, see README), which raises
+throughput but is not the like-for-like ratio the target asks for.
+
+**End to end (section 2).** The API is not the bottleneck: the worker's main process is (Celery's
+consumer: kombu's Redis transport fetching, recording unacked messages for late acknowledgement,
+acknowledging each in a MULTI/EXEC). taskgate's workers acknowledge late with a prefetch of one,
+so a killed worker loses nothing and priorities hold; the raw Celery reference acknowledges early
+and prefetches four. Each taskgate task also runs two record scripts (start, end) from the pool
+process. Task events, which cost the main process about a third of its CPU, are off until Flower
+asks for them. What would close the rest: a larger prefetch (Celery's
+`worker_prefetch_multiplier`) for deployments of short tasks, at the price of priority order and
+of tasks waiting behind a long one; or more worker processes.
+
+**Round trip (section 3).** Submit then wait is two HTTP requests through a Python client, where
+`delay().get()` is none; the record scripts add two Redis round trips in the worker. Waits reuse
+subscribed connections (a wait does not open a connection), and the result reaches the waiting
+request by pub/sub, not by polling.
+
+**Degraded and cost (sections 4, 5).** Every Redis call of the API runs under
+`TASKGATE_BACKEND_TIMEOUT` (1 s by default), so a stalled Redis gives 503 after about that long
+and a stopped one at once, while `/healthz` never touches Redis. A finished task keeps its record
+(times stored as integer milliseconds, no owner field while auth is off) and one history entry.
+""".splitlines()
+
+
 def targets_table(figures: dict[str, float]) -> list[list[str]]:
     """One row per target: the goal, this run's figure, and whether (and by how much) it is met."""
     rows = []
@@ -498,7 +543,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--roundtrips", type=int, default=200, help="Single-task round trips.")
     parser.add_argument("--submits", type=int, default=100_000, help="Submits for the API RSS figure.")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
-    parser.add_argument("--quick", action="store_true", help="A fast smoke run (tiny numbers).")
+    parser.add_argument("--quick", action="store_true", help="A fast smoke run (tiny numbers, no profile).")
+    parser.add_argument("--no-profile", action="store_true", help="Skip section 6 (py-spy needs ptrace rights).")
     args = parser.parse_args(argv)
     if args.quick:
         args.reps, args.duration, args.tasks, args.roundtrips, args.submits = 1, 1, 200, 5, 2000
@@ -525,13 +571,23 @@ def main(argv: list[str] | None = None) -> int:
             round_trips(stack, args, report, api, figures)
             degraded(stack, report, api, figures)
             costs(stack, args, report, api_proc, api, figures)
+            if not args.quick and not args.no_profile:
+                from bench.profile import profile_section
+
+                report.add("## 6. Where the API's CPU goes per submit (py-spy)")
+                report.add()
+                profile_section(stack, report, args.duration)
         finally:
             stack.close()
     summary = Report()
     summary.add("## Targets (issue 8), this run")
     summary.add()
     summary.table(["target", "goal", "this run", "verdict"], targets_table(figures))
+    summary.add("Why the misses happen and what would close them: section 7, with the profile in section 6.")
+    summary.add()
     report.lines[summary_at:summary_at] = summary.lines
+    for line in READING:
+        report.add(line)
     args.out.write_text("\n".join(report.lines) + "\n")
     print(f"wrote {args.out}")
     return 0
