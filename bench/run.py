@@ -537,8 +537,8 @@ def machine() -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
-    parser.add_argument("--reps", type=int, default=3, help="Repetitions of each measurement.")
-    parser.add_argument("--duration", type=int, default=10, help="Seconds per wrk run.")
+    parser.add_argument("--reps", type=int, default=5, help="Repetitions of each measurement.")
+    parser.add_argument("--duration", type=int, default=6, help="Seconds per wrk run.")
     parser.add_argument("--tasks", type=int, default=5000, help="Tasks in the end-to-end runs.")
     parser.add_argument("--roundtrips", type=int, default=200, help="Single-task round trips.")
     parser.add_argument("--submits", type=int, default=100_000, help="Submits for the API RSS figure.")

@@ -45,6 +45,17 @@ def redis_url(valkey: ValkeyServer) -> str:
     return f"{valkey.connection_url}/0"
 
 
+@pytest.fixture
+def own_redis_url(tmp_path: Path) -> Iterator[str]:
+    """A private Valkey for one test, which may flush scripts or kill connections."""
+    server = ValkeyServer(data_dir=tmp_path / "own-valkey")
+    server.start()
+    try:
+        yield f"{server.connection_url}/0"
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def smtp_server() -> Iterator[tuple[smtp.ScriptedHandler, str]]:
     """A real SMTP server (aiosmtpd) the session worker sends to: (handler, URL)."""

