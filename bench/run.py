@@ -469,31 +469,37 @@ TARGETS = [
 #: their own (those are in the sections above, from this run).
 READING = """## 7. Reading the misses
 
-**Submit throughput (section 1).** Every server here is CPU-bound on one core, so req/s is the
-inverse of the API process's CPU per request, which section 6 splits by component. The LPUSH
-ceiling spends it in uvicorn, Starlette, FastAPI and one redis-py call. taskgate spends the same
-framework work, a little more of it because it has more routes to match, and on top: reading and
-validating the arguments with Pydantic, a fresh task id, the Celery message (headers from a
-template built once per task by Celery; the body and the kombu envelope serialised with orjson),
-and the submit script. The script writes the record, the history index and the queue in one Lua
-call; calls made in the same event-loop turn share one pipelined round trip, which is why the
-redis-py row of taskgate is far below the ceiling's. `POST /tasks/add` also reads and parses a
-JSON body. The Redis µs/req column is the other half: the submit script costs Redis more than a
-bare LPUSH, and Redis shares the two cores with the API and wrk. The indented rows give the price
-of each optional feature against the `POST /tasks/add` row: auth adds a key lookup in Redis per
+**Submit throughput (section 1).** Two things set the gap. First, the API process's CPU per
+request, which section 6 splits by component. The LPUSH ceiling spends it in uvicorn,
+Starlette, FastAPI and one redis-py call. taskgate spends the same framework work, a little more
+of it because it has more routes to match, and on top: validating the arguments with Pydantic, a
+fresh task id, the Celery message (headers from a template built once per task by Celery; the
+body and the kombu envelope serialised with orjson) and the submit script. The script writes the
+record, the history index and the queue in one Lua call; calls made in the same event-loop turn
+share one pipelined round trip, which is why taskgate's redis-py row is far below the ceiling's.
+`POST /tasks/add` also reads and parses a JSON body. Second, the rest of the machine: its two
+cores carry wrk's two threads, the API and Redis, and the submit script costs Redis more CPU
+than a bare LPUSH (Redis µs/req column), so the API gets less of a core than the ceiling does;
+and as a submit waits one event-loop turn for its pipelined batch, at wrk's 32 connections the
+API sometimes waits on Redis instead of computing. The ratio of the section 6 totals is thus a
+bound on what trimming the API's own work can still win. The indented rows give the price of
+each optional feature against the `POST /tasks/add` row: auth adds a key lookup in Redis per
 request (keys are never cached, so a revoked key is refused at once) and request logging writes
 two lines per request.
-What would close the rest: less Python per request. The framework share is fixed by FastAPI and
-uvicorn; beyond that, a server that parses HTTP outside Python, or several API processes (the API
-is stateless: `taskgate api` scales by processes and replicas, see README), which raises
-throughput but is not the like-for-like ratio the target asks for.
+What would close the rest: less work per submit on both sides. In Redis, a cheaper script (the
+history index and the TTL refreshes are most of its commands; a history kept by the workers, or
+trimmed less often, would take them off the submit path). In the API, less framework per
+request: the FastAPI and Starlette rows are the largest, and only a server that parses HTTP
+outside Python would shrink them. Several API processes raise throughput (the API is stateless:
+`taskgate api` scales by processes and replicas, see README), but that is not the like-for-like
+ratio the target asks for.
 
 **End to end (section 2).** The API is not the bottleneck: the worker's main process is (Celery's
 consumer: kombu's Redis transport fetching, recording unacked messages for late acknowledgement,
 acknowledging each in a MULTI/EXEC). taskgate's workers acknowledge late with a prefetch of one,
 so a killed worker loses nothing and priorities hold; the raw Celery reference acknowledges early
 and prefetches four. Each taskgate task also runs two record scripts (start, end) from the pool
-process. Task events, which cost the main process about a third of its CPU, are off until Flower
+process. Task events (a publish per task state from the main process) are off until Flower
 asks for them. What would close the rest: a larger prefetch (Celery's
 `worker_prefetch_multiplier`) for deployments of short tasks, at the price of priority order and
 of tasks waiting behind a long one; or more worker processes.

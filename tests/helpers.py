@@ -75,11 +75,11 @@ def start_worker(redis_url: str, log: Path, **extra: str) -> subprocess.Popen[by
     return proc
 
 
-def start_api(redis_url: str, log: Path, level: str = "warning",
+def start_api(redis_url: str, log: Path, level: str = "warning", args: tuple[str, ...] = (),
               **extra: str) -> tuple[subprocess.Popen[bytes], str]:
     """A real ``taskgate api`` subprocess on a free port, returned once /healthz answers."""
     port = free_port()
-    proc = taskgate(["api", f"--port={port}", f"--log-level={level}"], env_for(redis_url, **extra), log)
+    proc = taskgate(["api", f"--port={port}", f"--log-level={level}", *args], env_for(redis_url, **extra), log)
     base = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:

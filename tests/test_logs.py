@@ -43,3 +43,18 @@ def test_json_logs_carry_the_task_id(redis_url: str, tmp_path: Path) -> None:
     assert {"ts", "level", "logger", "message"} <= set(worker_lines[0])
     text = (tmp_path / "worker.log").read_text().splitlines()
     assert sum(1 for line in text if line.startswith("[")) == 0, "non-JSON log lines from the worker"
+
+
+def test_no_access_log_drops_every_per_request_line(redis_url: str, tmp_path: Path) -> None:
+    api, base = start_api(redis_url, tmp_path / "api.log", level="info", args=("--no-access-log",),
+                          TASKGATE_LOG_FORMAT="json")
+    try:
+        with httpx.Client(base_url=base, timeout=10) as client:
+            task_ids = [submit(client, "add", {"x": 1, "y": i}) for i in range(3)]
+            assert client.get("/add", params={"x": 1, "y": 2}).status_code == 200
+    finally:
+        stop(api)
+    lines = json_lines(tmp_path / "api.log")
+    assert lines, "the API logs its start"
+    assert not [line for line in lines if line["logger"] == "uvicorn.access" or line.get("task_id") in task_ids]
+    assert not [line for line in lines if "accepted" in str(line["message"])]

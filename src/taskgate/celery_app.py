@@ -38,7 +38,7 @@ def create_celery_app(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         broker_transport_options={"visibility_timeout": settings.visibility_timeout},
         result_expires=settings.result_ttl,
-        # Task events cost the worker's main process about a third of its CPU on short tasks:
+        # Task events are a publish per task state from the worker's main process (costly on short tasks):
         # off unless asked for (`taskgate worker --task-events`) or switched on by a running
         # Flower (it broadcasts enable_events every few seconds).
         worker_send_task_events=False,

@@ -97,8 +97,8 @@ def worker(
         "@taskgate.task(queue=...).", show_default=False)] = None,
     task_events: Annotated[bool, typer.Option(
         "--task-events/--no-task-events",
-        help="Send Celery task events from the start. Off by default: they cost the worker about a "
-        "third of its CPU on short tasks, and a running Flower switches them on by itself.")] = False,
+        help="Send Celery task events from the start. Off by default: they are a publish per task "
+        "state, costly on short tasks, and a running Flower switches them on by itself.")] = False,
 ) -> None:
     """Run a Celery worker for taskgate's tasks. Run several, on several machines, to scale."""
     from celery.signals import after_setup_logger, after_setup_task_logger
