@@ -99,6 +99,8 @@ def test_keys_are_stored_hashed(redis_url: str) -> None:
     conn.close()
     assert key.split("_", 2)[2].encode() not in b"".join(stored.values())
     assert stored[b"owner"] == b"carol"
+    reserved = cli(redis_url, "keys", "create", "--owner=anonymous")  # the owner of auth-off requests
+    assert reserved.returncode == 2 and "reserved" in reserved.stderr
 
 
 def test_auth_auto_is_on_for_a_public_bind(redis_url: str, tmp_path: Path) -> None:

@@ -32,3 +32,11 @@ def test_envelope_is_kombus_redis_format() -> None:
     assert envelope["properties"]["delivery_info"] == {"exchange": "", "routing_key": "default"}
     assert envelope["content-type"] == "application/json"
     assert json.loads(RedisBroker.envelope("default", parts))["properties"]["delivery_tag"] != "tid"
+
+
+def test_record_times_read_in_both_forms() -> None:
+    """Milliseconds as written now; seconds as records of earlier versions hold them."""
+    from taskgate.store import decode_record, stamp
+
+    assert decode_record({b"created_at": str(stamp(1795560962.5)).encode()})["created_at"] == 1795560962.5
+    assert decode_record({"started_at": "1795560962.25"})["started_at"] == 1795560962.25

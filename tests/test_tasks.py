@@ -89,6 +89,19 @@ def test_bad_submissions_are_422(client: httpx.Client, body: dict[str, Any], par
     assert hint in response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_a_body_not_sent_as_json_submits_nothing(client: httpx.Client, content_type: str | None) -> None:
+    """What a browser may send cross-site without a preflight never queues a task."""
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = client.post("/tasks/add", content=b'{"x": 1, "y": 2}', headers=headers)
+    assert ("content-type" in response.request.headers) == (content_type is not None)
+    assert response.status_code == 422, response.text
+    assert "Content-Type: application/json" in response.json()["error"]["message"]
+    ok = client.post("/tasks/add", content=b'{"x": 1, "y": 2}',
+                     headers={"Content-Type": "application/vnd.api+json; charset=utf-8"})
+    assert ok.status_code == 202, ok.text
+
+
 def test_bound_from_signature_is_enforced(client: httpx.Client) -> None:
     response = client.post("/tasks/count_primes", json={"limit": 10**11})
     assert response.status_code == 422

@@ -18,7 +18,7 @@ from typing import Any, cast
 
 from redis import Redis
 
-from .constants import APIKEY_PREFIX, apikey_key
+from .constants import ANONYMOUS, APIKEY_PREFIX, apikey_key
 
 _KEY = re.compile(r"^tg_([0-9a-f]{12})_([A-Za-z0-9_-]{20,100})$")
 _OWNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
@@ -59,6 +59,9 @@ def verify(stored: dict[bytes, bytes] | dict[str, str], secret: str) -> Caller |
 
 def create(client: Redis, owner: str, admin: bool = False) -> tuple[str, str]:
     """Store a new key for ``owner``; return ``(key id, full key)``. The key is shown once."""
+    if owner == ANONYMOUS:
+        raise ValueError(f"owner {owner!r} is reserved for requests made while auth is off; "
+                         "pick another name")
     if not _OWNER.match(owner):
         raise ValueError(f"owner {owner!r}: use 1-64 letters, digits and _ . @ - (starting with a "
                          "letter or digit)")

@@ -77,30 +77,26 @@ class ScriptPipeline:
     async def _send(self, batch: list[tuple[bytes, asyncio.Future[object]]]) -> None:
         try:
             replies = await self._round_trip([command for command, _ in batch])
-            missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-            if missing:
-                await self.client.script_load(self.source)
-                again = await self._round_trip([batch[i][0] for i in missing])
-                for i, reply in zip(missing, again, strict=True):
-                    replies[i] = reply
         except BaseException as exc:
-            for _, future in batch:
-                if future.done():
-                    continue
-                if isinstance(exc, asyncio.CancelledError):
-                    future.cancel()
-                else:
-                    future.set_exception(exc)
+            _fail(batch, exc)
             if not isinstance(exc, Exception):
                 raise
             return
-        for (_, future), reply in zip(batch, replies, strict=True):
-            if future.done():  # its caller gave up (deadline)
-                continue
-            if isinstance(reply, Exception):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)
+        missing = [(command, future) for (command, future), reply in zip(batch, replies, strict=True)
+                   if isinstance(reply, NoScriptError)]
+        _settle([(future, reply) for (_, future), reply in zip(batch, replies, strict=True)
+                 if not isinstance(reply, NoScriptError)])
+        if not missing:
+            return
+        try:  # the script was flushed (or Redis restarted): load it and resend only those calls
+            await self.client.script_load(self.source)
+            again = await self._round_trip([command for command, _ in missing])
+        except BaseException as exc:
+            _fail(missing, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        _settle([(future, reply) for (_, future), reply in zip(missing, again, strict=True)])
 
     async def _round_trip(self, commands: list[bytes]) -> list[object]:
         """Send ``commands`` in one write and read their replies (an error reply is returned as
@@ -137,3 +133,25 @@ class ScriptPipeline:
             raise
         finally:
             await pool.release(connection)
+
+
+def _settle(outcomes: list[tuple[asyncio.Future[object], object]]) -> None:
+    """Hand each caller its reply (an error reply as its exception), unless it gave up."""
+    for future, reply in outcomes:
+        if future.done():  # its caller gave up (deadline)
+            continue
+        if isinstance(reply, Exception):
+            future.set_exception(reply)
+        else:
+            future.set_result(reply)
+
+
+def _fail(batch: list[tuple[bytes, asyncio.Future[object]]], exc: BaseException) -> None:
+    """Fail every call of ``batch`` still waited on with ``exc``."""
+    for _, future in batch:
+        if future.done():
+            continue
+        if isinstance(exc, asyncio.CancelledError):
+            future.cancel()
+        else:
+            future.set_exception(exc)

@@ -23,7 +23,11 @@ FIELDS = ("name", "state", "created_at", "started_at", "finished_at", "attempts"
 #: most compact form of a Redis hash field); scripts take and give seconds.
 _TIMES = """
 local function ms(seconds) return string.format('%d', math.floor(tonumber(seconds) * 1000 + 0.5)) end
-local function seconds(stored) if stored then return tonumber(stored) / 1000 end end
+local function seconds(stored)  -- records written before times were milliseconds hold seconds
+  if not stored then return nil end
+  if string.find(stored, '.', 1, true) then return tonumber(stored) end
+  return tonumber(stored) / 1000
+end
 """
 
 #: Common Lua, for scripts whose KEYS[1] is the record: ``before`` is the state the script
@@ -256,7 +260,8 @@ def decode_record(raw: Mapping[Any, Any]) -> dict[str, Any]:
         if name in ("progress", "result", "error", "args"):
             out[name] = orjson.loads(text)
         elif name in ("created_at", "started_at", "finished_at", "next_attempt_at"):
-            out[name] = int(text) / 1000
+            # integer milliseconds; records written by earlier versions hold seconds ("1.7e9.123")
+            out[name] = float(text) if "." in text else int(text) / 1000
         elif name in ("attempts", "seq", "deliveries"):
             out[name] = int(text)
         else:

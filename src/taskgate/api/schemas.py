@@ -65,7 +65,8 @@ class TaskInfo(BaseModel):
 
     task_id: str
     name: str = Field(description="The task's name in the catalogue.")
-    owner: str | None = Field(default=None, description="Who submitted it (the API key's owner).")
+    owner: str | None = Field(default=None, description="Who submitted it (the API key's owner); "
+                              "null for tasks submitted while auth is off.")
     state: TaskState
     result: Any = Field(default=None, description="The return value, once `succeeded`.")
     error: ErrorBody | None = Field(default=None, description="Why it failed (or the last transient "

@@ -215,12 +215,12 @@ def submit_endpoint(spec: TaskSpec) -> Any:
     query parameters and Idempotency-Key header are read by hand (see ``params``)."""
 
     async def endpoint(request: Request) -> JSONBytes:
+        caller = await get_caller(request)  # 401 before any 422
         arguments = await parse_body(spec.args_model, request)
         options = (parse_query(SubmitOptions, request) if request.scope["query_string"]
                    else SubmitOptions())
         idempotency = header(request, "Idempotency-Key", max_length=MAX_IDEMPOTENCY_KEY)
         gateway = gateway_of(request)
-        caller = await get_caller(request)
         submission = await gateway.submit(
             spec, arguments, Options(countdown=options.countdown, eta=options.eta, priority=options.priority),
             idempotency, caller)

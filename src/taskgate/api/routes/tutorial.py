@@ -43,9 +43,9 @@ _TUTORIAL_STATUS = {
             openapi_extra={"parameters": openapi_parameters(AddQuery)})
 async def submit_add(request: Request) -> JSONBytes:
     """Queue `add(x, y)` on a worker and return its task id at once."""
+    caller = await get_caller(request)  # 401 before any 422
     query = parse_query(AddQuery, request)
     gateway = gateway_of(request)
-    caller = await get_caller(request)
     spec = gateway.spec("add")
     submission = await gateway.submit(spec, spec.args_model(x=query.x, y=query.y), caller=caller)
     if request.app.state.log_submits:
