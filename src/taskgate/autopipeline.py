@@ -75,28 +75,28 @@ class ScriptPipeline:
         task.add_done_callback(self._sending.discard)
 
     async def _send(self, batch: list[tuple[bytes, asyncio.Future[object]]]) -> None:
+        missing = await self._answer(batch, load_first=False)
+        if missing:  # the script was flushed (or Redis restarted): load it, resend only those calls
+            await self._answer(missing, load_first=True)
+
+    async def _answer(self, calls: list[tuple[bytes, asyncio.Future[object]]],
+                      load_first: bool) -> list[tuple[bytes, asyncio.Future[object]]]:
+        """Send ``calls`` (after ``SCRIPT LOAD`` when ``load_first``) and answer their callers;
+        return, unanswered, the calls that found no script, unless it was just loaded."""
         try:
-            replies = await self._round_trip([command for command, _ in batch])
+            if load_first:
+                await self.client.script_load(self.source)
+            replies = await self._round_trip([command for command, _ in calls])
         except BaseException as exc:
-            _fail(batch, exc)
+            _fail(calls, exc)
             if not isinstance(exc, Exception):
                 raise
-            return
-        missing = [(command, future) for (command, future), reply in zip(batch, replies, strict=True)
-                   if isinstance(reply, NoScriptError)]
-        _settle([(future, reply) for (_, future), reply in zip(batch, replies, strict=True)
-                 if not isinstance(reply, NoScriptError)])
-        if not missing:
-            return
-        try:  # the script was flushed (or Redis restarted): load it and resend only those calls
-            await self.client.script_load(self.source)
-            again = await self._round_trip([command for command, _ in missing])
-        except BaseException as exc:
-            _fail(missing, exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        _settle([(future, reply) for (_, future), reply in zip(missing, again, strict=True)])
+            return []
+        retry = [] if load_first else [i for i, reply in enumerate(replies)
+                                       if isinstance(reply, NoScriptError)]
+        skip = set(retry)
+        _settle([(calls[i][1], reply) for i, reply in enumerate(replies) if i not in skip])
+        return [calls[i] for i in retry]
 
     async def _round_trip(self, commands: list[bytes]) -> list[object]:
         """Send ``commands`` in one write and read their replies (an error reply is returned as
