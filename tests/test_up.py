@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .helpers import free_port, submit, wait, wait_for, wait_result
+from .helpers import ROOT, free_port, submit, wait, wait_for, wait_result
 
 
 def descendants(pid: int) -> set[int]:
@@ -66,17 +67,25 @@ def cmdline(pid: int) -> str:
         return ""
 
 
-@pytest.fixture
-def up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
-    """``taskgate up`` with the embedded Valkey, on free ports, as a subprocess."""
+Up = tuple[subprocess.Popen[bytes], str, Path]
+
+
+def start_up(tmp_path: Path, *args: str, cwd: Path | None = None, data_dir: Path | None = None,
+             log_name: str = "up.log", **extra: str) -> Up:
+    """Start ``taskgate up`` (embedded Valkey, free ports) and return once /readyz answers.
+
+    TASKGATE_REDIS_URL is set empty, as compose files leave it: empty means unset."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKGATE_")}
-    env["TASKGATE_DATA_DIR"] = str(tmp_path / "data")
+    env["TASKGATE_REDIS_URL"] = ""
+    if data_dir is not None:
+        env["TASKGATE_DATA_DIR"] = str(data_dir)
+    env.update(extra)
     port, flower_port = free_port(), free_port()
-    log = tmp_path / "up.log"
+    log = tmp_path / log_name
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "taskgate", "up", f"--port={port}", f"--flower-port={flower_port}",
-             "--concurrency=1"], env=env, stdout=out, stderr=subprocess.STDOUT)
+             "--concurrency=1", *args], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd or tmp_path)
     base = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:
@@ -87,12 +96,25 @@ def up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
             return False
 
     wait_for(ready, 60, "taskgate up to serve /readyz")
-    yield proc, base, log
+    return proc, base, log
+
+
+def kill_all(proc: subprocess.Popen[bytes]) -> None:
+    """Kill an ``up`` we started and everything below it."""
     if proc.poll() is None:
         for pid in descendants(proc.pid):
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         proc.kill()
-        proc.wait()
+    proc.wait()
+
+
+@pytest.fixture
+def up(tmp_path: Path) -> Iterator[Up]:
+    """``taskgate up`` with the embedded Valkey, on free ports, as a subprocess."""
+    proc, base, log = start_up(tmp_path, data_dir=tmp_path / "data")
+    yield proc, base, log
+    kill_all(proc)
 
 
 def test_up_runs_everything_and_stops_cleanly(up: tuple[subprocess.Popen[bytes], str, Path],
@@ -147,3 +169,112 @@ def test_up_exits_non_zero_when_a_component_dies(up: tuple[subprocess.Popen[byte
     assert "taskgate: worker exited with code -9; stopping the others" in output
     left = [cmdline(pid) for pid in children if alive(pid)]
     assert left == [], f"processes left behind: {left}"
+
+
+SAMPLE_TASKS = {"TASKGATE_TASK_MODULES": "tests.sample_tasks", "PYTHONPATH": str(ROOT)}
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKGATE_")}
+    env.update(extra)
+    return env
+
+
+def test_second_up_on_one_data_dir_refuses_before_starting_anything(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    proc, base, _ = start_up(tmp_path, data_dir=data, **SAMPLE_TASKS)
+    try:
+        runs = tmp_path / "runs.log"
+        with httpx.Client(base_url=base, timeout=10) as client:
+            ids = [submit(client, "logged_sleep", {"log": str(runs), "token": f"t{i}", "seconds": 0.2})
+                   for i in range(3)]
+            second = subprocess.run(
+                [sys.executable, "-m", "taskgate", "up", f"--port={free_port()}",
+                 f"--flower-port={free_port()}"], env=clean_env(TASKGATE_DATA_DIR=str(data), **SAMPLE_TASKS),
+                cwd=tmp_path, capture_output=True, text=True, timeout=30)
+            assert second.returncode == 2, second
+            assert f"pid {proc.pid}, API {base}" in second.stderr
+            assert "TASKGATE_DATA_DIR=" in second.stderr and "--port" in second.stderr
+            assert "taskgate: valkey" not in second.stdout, "the second up started something"
+            # The embedded Valkey refuses a data dir another live one holds, on its own too.
+            valkey = subprocess.run([sys.executable, "-m", "taskgate.embedded", "--data-dir", str(data)],
+                                    env=clean_env(), capture_output=True, text=True, timeout=30)
+            assert valkey.returncode != 0 and "another embedded Valkey already uses" in valkey.stderr
+            assert valkey.stdout == ""
+            for task_id in ids:
+                assert wait(client, task_id, 30)["state"] == "succeeded"
+        tokens = [line.split()[0] for line in runs.read_text().splitlines()]
+        assert sorted(tokens) == ["t0", "t1", "t2"], "each task ran exactly once"
+    finally:
+        kill_all(proc)
+
+
+def test_a_busy_port_is_refused_before_starting_anything(tmp_path: Path) -> None:
+    proc, base, _ = start_up(tmp_path, data_dir=tmp_path / "one")
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "taskgate", "up", f"--port={base.rsplit(':', 1)[1]}",
+             f"--flower-port={free_port()}"], env=clean_env(TASKGATE_DATA_DIR=str(tmp_path / "two")),
+            cwd=tmp_path, capture_output=True, text=True, timeout=30)
+        assert second.returncode == 2, second
+        assert "already in use" in second.stderr and "--port" in second.stderr
+        assert "taskgate: valkey" not in second.stdout
+    finally:
+        kill_all(proc)
+
+
+def test_killed_up_leaves_nothing_running_and_the_next_starts_cleanly(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    proc, base, _ = start_up(tmp_path, data_dir=data, **SAMPLE_TASKS)
+    started = tmp_path / "started"
+    try:
+        with httpx.Client(base_url=base, timeout=10) as client:
+            done = client.get("/add", params={"x": 2, "y": 3}).json()["task_id"]
+            assert wait_result(client, done, timeout=30)["result"] == 5
+            submit(client, "sleepy", {"seconds": 60, "started_file": str(started)})
+            wait_for(started.exists, 30, "the long task to start")
+        children = descendants(proc.pid)
+        assert len(children) >= 6, [cmdline(pid) for pid in children]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        wait_for(lambda: not any(alive(pid) for pid in children), 30, "every component to stop")
+    finally:
+        kill_all(proc)
+    again, base, log = start_up(tmp_path, data_dir=data, log_name="again.log", **SAMPLE_TASKS)
+    try:
+        with httpx.Client(base_url=base, timeout=10) as client:
+            # The first instance's work is still there (Valkey wrote its AOF out on SIGTERM).
+            assert client.get(f"/result/{done}").json() == {"status": "completed", "result": 5}
+            task_id = client.get("/add", params={"x": 1, "y": 1}).json()["task_id"]
+            assert wait_result(client, task_id, timeout=30)["result"] == 2
+    finally:
+        kill_all(again)
+
+
+def test_cli_in_another_terminal_finds_the_running_up(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    proc, _, log = start_up(tmp_path, cwd=project)  # default data dir: project/.taskgate
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    def cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "taskgate", *args], env=clean_env(**env), cwd=cwd,
+                              capture_output=True, text=True, timeout=60)
+
+    try:
+        assert "taskgate: cli " in log.read_text()
+        listed = cli("dead-letters", "list", cwd=project)
+        assert listed.returncode == 0 and "no dead letters" in listed.stdout, listed
+        assert f"taskgate up` (pid {proc.pid})" in listed.stderr
+        doctor = cli("doctor", cwd=elsewhere, TASKGATE_DATA_DIR=str(project / ".taskgate"))
+        assert doctor.returncode == 0 and "0 problem(s)" in doctor.stdout, doctor
+        created = cli("keys", "create", "--owner", "ann", cwd=project, TASKGATE_REDIS_URL="")
+        assert created.returncode == 0, created
+        lost = cli("keys", "list", cwd=elsewhere)
+        assert lost.returncode == 2 and "no Redis configured" in lost.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+    stale = cli("keys", "list", cwd=project)  # the record of a stopped instance means nothing
+    assert stale.returncode == 2 and "no Redis configured" in stale.stderr, stale

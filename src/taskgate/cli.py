@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -12,9 +15,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from . import logs
+from . import instance, logs
 from .config import Settings, get_settings, is_loopback
 from .exceptions import ConfigurationError, TaskGateError
+from .instance import AlreadyRunning, Claim, Instance
 
 if TYPE_CHECKING:
     from .jobs import Gateway
@@ -49,11 +53,57 @@ def _log_format(value: str | None) -> None:
 def _settings() -> Settings:
     try:
         settings = get_settings()
+        if settings.redis_url is None and settings.result_backend is None:
+            settings = _join_running(settings)
         settings.require_redis_url()
     except (ConfigurationError, ValueError) as exc:
         typer.echo(f"taskgate: {exc}", err=True)
         raise typer.Exit(2) from exc
     return settings
+
+
+def _join_running(settings: Settings) -> Settings:
+    """Without a Redis URL: the settings of the `taskgate up` running on this data dir, if any.
+
+    Its embedded Valkey (and SMTP sink) URLs go into the environment, so that every part of this
+    process, a worker's pool included, reads the same settings.
+    """
+    running = instance.running(settings.data_dir)
+    if running is None:
+        return settings
+    if running.redis_url is None:
+        raise ConfigurationError(
+            f"`taskgate up` (pid {running.pid}) runs on this data dir with an external Redis: "
+            "set TASKGATE_REDIS_URL to the URL it was given")
+    os.environ["TASKGATE_REDIS_URL"] = running.redis_url
+    if running.smtp_url and settings.smtp_url is None:
+        os.environ["TASKGATE_SMTP_URL"] = running.smtp_url
+    get_settings.cache_clear()
+    typer.echo(f"taskgate: using the embedded Valkey of `taskgate up` (pid {running.pid}) at "
+               f"{running.redis_url}", err=True)
+    return get_settings()
+
+
+def _own_command() -> str:
+    """How to type this command from this directory: ``.venv/bin/taskgate`` after `make run`."""
+    script = Path(sys.executable).parent / "taskgate"
+    if not script.exists():
+        return "taskgate"
+    with contextlib.suppress(ValueError):
+        return str(script.relative_to(Path.cwd()))
+    return str(script)
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """True if a TCP server could listen on ``host:port`` now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 @cli.command()
@@ -171,39 +221,62 @@ def up(
         typer.echo(f"taskgate: {exc}", err=True)
         raise typer.Exit(2) from exc
     _log_format(log_format)
+    data_dir = Path(settings.data_dir).resolve()
+    api_url, flower_url = f"http://{host}:{port}", f"http://127.0.0.1:{flower_port}"
+    try:  # before starting anything: one `up` per data dir, and ports that are free
+        claim = Claim(data_dir, Instance(pid=os.getpid(), api=api_url,
+                                         flower=flower_url if with_flower else None))
+    except AlreadyRunning as exc:
+        typer.echo(f"taskgate: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    busy = [f"{what} port {number} ({owner})" for what, bind, number, owner in
+            [("API", host, port, "--port"), *([("Flower", "127.0.0.1", flower_port, "--flower-port")]
+                                              if with_flower else [])]
+            if not port_is_free(bind, number)]
+    if busy:
+        claim.release()
+        typer.echo(f"taskgate: {' and '.join(busy)} already in use on this machine; choose another "
+                   "with the option named, e.g. taskgate up --port 8001 --flower-port 5556", err=True)
+        raise typer.Exit(2)
     supervisor = Supervisor(echo=lambda line: typer.echo(line, err=True))
     supervisor.install_signal_handlers()
     env = dict(os.environ)
     code = 1
     try:
-        data_dir = Path(settings.data_dir).resolve()
         if settings.redis_url is None and settings.result_backend is None:
             url = _start_local(supervisor, env, "valkey", "taskgate.embedded", "--data-dir", str(data_dir))
             env["TASKGATE_REDIS_URL"] = url
+            claim.update(redis_url=url)
             typer.echo(f"taskgate: valkey  {url} (embedded, data in {data_dir / 'valkey'})")
         else:
             typer.echo(f"taskgate: redis   {settings.require_redis_url()} (external)")
         if settings.smtp_url is None:
             url = _start_local(supervisor, env, "smtp", "taskgate.smtp_sink", "--dir", str(data_dir / "mail"))
             env["TASKGATE_SMTP_URL"] = url
+            claim.update(smtp_url=url)
             typer.echo(f"taskgate: smtp    {url} (local sink, mail in {data_dir / 'mail'})")
         cmd = [sys.executable, "-m", "taskgate"]
+        # If `up` dies unannounced, the worker is killed at once (its unacknowledged tasks are
+        # requeued by the next worker) rather than left finishing tasks against a stopped Valkey.
         supervisor.add(Component("worker", [*cmd, "worker", f"--concurrency={concurrency}",
-                                            f"--log-level={log_level}"]), env)
+                                            f"--log-level={log_level}"], death_signal=signal.SIGKILL), env)
         typer.echo(f"taskgate: worker  concurrency {concurrency}, broker "
                    f"{env.get('TASKGATE_BROKER_URL') or env['TASKGATE_REDIS_URL']}")
         supervisor.add(Component("api", [*cmd, "api", f"--host={host}", f"--port={port}",
                                          f"--log-level={log_level}"]), env)
         auth = "auth on: send API keys" if auth_enabled(settings, host) else "auth off, loopback only"
-        typer.echo(f"taskgate: api     http://{host}:{port} (docs at /docs; {auth})")
+        typer.echo(f"taskgate: api     {api_url} (docs at /docs; {auth})")
         if with_flower:
             supervisor.add(Component("flower", [*cmd, "flower", "--host=127.0.0.1",
                                                 f"--port={flower_port}"]), env)
-            typer.echo(f"taskgate: flower  http://127.0.0.1:{flower_port}")
+            typer.echo(f"taskgate: flower  {flower_url}")
+        typer.echo(f"taskgate: cli     {_own_command()} doctor | keys | dead-letters | worker, from another "
+                   f"terminal in this directory (or with TASKGATE_DATA_DIR={data_dir}), use this system")
         typer.echo("taskgate: running; Ctrl-C stops everything")
         code = supervisor.watch()
     finally:
         supervisor.stop()
+        claim.release()
     typer.echo("taskgate: stopped" if code == 0 else "taskgate: stopped after a failure", err=True)
     raise typer.Exit(code)
 

@@ -22,7 +22,8 @@ _REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "valkey://", "valkeys://")
 class Settings(BaseSettings):
     """Everything taskgate reads from the environment (prefix ``TASKGATE_``)."""
 
-    model_config = SettingsConfigDict(env_prefix="TASKGATE_", extra="ignore")
+    # An empty variable (`TASKGATE_REDIS_URL=`, as compose files and CI templates leave them) is unset.
+    model_config = SettingsConfigDict(env_prefix="TASKGATE_", extra="ignore", env_ignore_empty=True)
 
     redis_url: str | None = Field(
         default=None,
@@ -72,6 +73,13 @@ class Settings(BaseSettings):
         description="kombu's Redis visibility timeout: a message unacked for this long is "
         "redelivered even if its worker lives. Keep it above your longest task; taskgate's "
         "reaper recovers dead workers' tasks within about 30 s without it.",
+    )
+    unregistered_timeout: int = Field(
+        default=300,
+        gt=0,
+        description="Seconds a task no live worker has registered (its module missing from the "
+        "workers' TASKGATE_TASK_MODULES) stays queued before it fails as UnregisteredTask and is "
+        "dead-lettered. Meanwhile workers lacking it hand it back every 2 s.",
     )
     task_modules: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

@@ -4,11 +4,18 @@ Every component is a child process in its own session, so a terminal's Ctrl-C re
 only this supervisor, which then stops them in order: API and Flower first, then the
 worker (warm shutdown: running tasks finish), then Valkey. A second Ctrl-C kills them all.
 If any component dies, the supervisor names it, stops the rest and exits non-zero.
+
+If the supervisor itself dies without stopping them (SIGKILL, an OOM kill, a closed terminal),
+the kernel signals every component (Linux's parent-death signal, set in each child before it
+runs): the worker gets SIGKILL (its pool children die with it, as Celery sets the same signal in
+them; its unacknowledged tasks are requeued by the next worker's reaper), every other component
+SIGTERM, so Valkey writes its append-only file out before it exits. Nothing is left running.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -29,11 +36,14 @@ class Component:
     name: str
     argv: list[str]
     address: str = ""
+    #: What the component gets if the supervisor dies without stopping it.
+    death_signal: int = signal.SIGTERM
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self, env: dict[str, str], stdout: int | None = None) -> None:
-        """Start the process in a new session (its own process group)."""
-        self.process = subprocess.Popen(self.argv, env=env, start_new_session=True, stdout=stdout)
+        """Start the process in a new session (its own process group), bound to our life."""
+        self.process = subprocess.Popen(self.argv, env=env, start_new_session=True, stdout=stdout,
+                                        preexec_fn=die_with_parent(self.death_signal))
 
     @property
     def returncode(self) -> int | None:
@@ -46,6 +56,26 @@ class Component:
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signum)
+
+
+def die_with_parent(signum: int) -> Callable[[], None]:
+    """A ``preexec_fn``: the child gets ``signum`` when this process dies (Linux PR_SET_PDEATHSIG).
+
+    If this process died between the fork and the call, the child is already orphaned and the
+    kernel will never signal it: it signals itself.
+    """
+    parent, libc = os.getpid(), ctypes.CDLL(None, use_errno=True)
+
+    def preexec() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signum)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signum)
+
+    return preexec
+
+
+#: prctl(2) option: the signal a process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
 
 
 def python_module(module: str, *args: str) -> list[str]:
