@@ -24,9 +24,14 @@ DELAYED_KEY = "taskgate:delayed"
 DEAD_KEY = "taskgate:dead"
 
 #: ``taskgate:worker:<hostname>:<pid>`` -> JSON ``{"tags": [delivery tags it holds], "queues":
-#: [queues it consumes], "at": time}``, rewritten every ``HEARTBEAT_INTERVAL`` seconds with a TTL
-#: of ``HEARTBEAT_TTL``.
+#: [queues it consumes], "tasks": [Celery names of the tasks it has], "at": time}``, rewritten
+#: every ``HEARTBEAT_INTERVAL`` seconds with a TTL of ``HEARTBEAT_TTL``.
 WORKER_PREFIX = "taskgate:worker:"
+
+#: ``taskgate:catalogue`` -> hash of Celery task name -> JSON ``{"module", "queue"}`` (the module
+#: declaring it, the queue it goes to), written by each API at start: a worker lacking a task
+#: names the module it misses, and ``taskgate doctor`` compares workers with it.
+CATALOGUE_KEY = "taskgate:catalogue"
 
 #: ``taskgate:reaper`` -> lock (SET NX EX) so one worker at a time requeues the dead's tasks.
 REAPER_LOCK = "taskgate:reaper"

@@ -1,19 +1,41 @@
-"""The worker's consumer: a message that is not JSON is refused, and its task says so.
+"""The worker's consumer: messages it cannot run end truthfully instead of vanishing.
 
-Celery already refuses content types outside ``accept_content`` (JSON only here): it logs and
-acknowledges the message, and the task is never run. This consumer also marks the task's
-record ``failed`` (``ContentDisallowed``), so its sender sees a truthful end instead of an
-eternal ``queued``.
+* **Not JSON.** Celery already refuses content types outside ``accept_content`` (JSON only
+  here): it logs and acknowledges the message, and the task is never run. This consumer also
+  marks the task's record ``failed`` (``ContentDisallowed``), so its sender sees a truthful end
+  instead of an eternal ``queued``.
+* **A task this worker does not know** (its module is missing from the worker's
+  ``TASKGATE_TASK_MODULES``). Celery would log "Received unregistered task" and drop the
+  message. This consumer holds it :data:`UNKNOWN_HOLD` seconds, then hands it back to the
+  queue (kombu requeues it at the back), for a worker that knows the task: a worker lacking
+  a task sees each such message at most once per hold, so several of them never spin. The
+  record stays ``queued`` and remembers when a worker first lacked the task; once
+  ``TASKGATE_UNREGISTERED_TIMEOUT`` seconds (default 300) have passed with no live worker
+  listing the task in its heartbeat, the task ends ``failed`` with error type
+  ``UnregisteredTask`` (naming the worker and the module the API declares it in) and joins the
+  dead letters, from where it can be requeued once a worker has the module. Messages without a
+  taskgate record (sent by another producer) keep Celery's handling.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from celery.worker.consumer import Consumer as CeleryConsumer
 from kombu.exceptions import ContentDisallowed
+from redis import Redis
+from redis.exceptions import RedisError
+
+from . import store
+from .constants import CATALOGUE_KEY, DEAD_KEY, WORKER_PREFIX, task_record_key
+
+log = logging.getLogger("taskgate.worker")
+
+#: Seconds a worker holds a message of a task it does not know before handing it back.
+UNKNOWN_HOLD = 2.0
 
 
 class Consumer(CeleryConsumer):  # type: ignore[misc]
@@ -28,6 +50,65 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
         if isinstance(exc, ContentDisallowed):
             self._refused(message)
 
+    def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
+        headers = message.headers or {}
+        task_id, name = headers.get("id"), headers.get("task")
+        if not (isinstance(task_id, str) and isinstance(name, str)):
+            super().on_unknown_task(body, message, exc)
+            return
+        try:
+            verdict = self._unknown(task_id, name, message)
+        except RedisError as error:  # cannot tell: keep the message, try again after the hold
+            log.warning("task %s[%s] is not registered here and Redis is unavailable (%s)", name, task_id,
+                        error)
+            verdict = "hold"
+        if verdict == "foreign":
+            super().on_unknown_task(body, message, exc)
+        elif verdict == "hold":
+            self.timer.call_after(UNKNOWN_HOLD, self._hand_back, (message, name, task_id))
+        else:
+            message.ack()
+
+    def _unknown(self, task_id: str, name: str, message: Any) -> str:
+        """What to do with a message of an unregistered task: 'foreign' (no taskgate record),
+        'hold' (hand it back later), 'failed' (recorded as such now) or 'ended' (already over)."""
+        from .runtime import records
+
+        rec = records()
+        now = time.time()
+        found = rec.scripts["UNKNOWN"](keys=[task_record_key(task_id)], args=[store.stamp(now)])
+        if not found:
+            return "foreign"
+        state, since = found
+        if state in (b"succeeded", b"failed", b"cancelled"):
+            return "ended"
+        timeout = rec.settings.unregistered_timeout
+        elsewhere = known_by(rec.client, name)
+        if elsewhere or now - int(since) / 1000 < timeout:
+            log.warning("task %s[%s] is not registered on this worker%s; handing it back in %.0f s",
+                        name, task_id, f" (known by {', '.join(elsewhere)})" if elsewhere
+                        else f" nor on any live worker (failing after {timeout} s)", UNKNOWN_HOLD)
+            return "hold"
+        declared = rec.client.hget(CATALOGUE_KEY, name)
+        where = f"module {orjson.loads(declared)['module']}" if declared else "the module declaring it"
+        error = {"type": "UnregisteredTask", "retryable": False,
+                 "message": f"no live worker has the task {name.removeprefix('taskgate.')!r}: worker "
+                            f"{self.hostname} received it without it, and none did for {timeout} s; load "
+                            f"{where} on the workers (TASKGATE_TASK_MODULES), then requeue it from the "
+                            "dead letters"}
+        arguments = _kwargs(message)
+        rec.run("DEAD", task_id, rec.settings.failure_ttl, now, orjson.dumps(error), orjson.dumps(arguments),
+                "unregistered", extra_key=DEAD_KEY)
+        log.error("task %s[%s] failed: %s", name, task_id, error["message"])
+        return "failed"
+
+    def _hand_back(self, message: Any, name: str, task_id: str) -> None:
+        try:
+            message.reject(requeue=True)
+        except Exception as exc:  # the broker went away: the reaper requeues what we still held
+            log.warning("could not hand back task %s[%s] (%s); it is requeued once this worker is gone",
+                        name, task_id, exc)
+
     def _refused(self, message: Any) -> None:
         task_id = (message.headers or {}).get("id")
         if not isinstance(task_id, str):
@@ -41,3 +122,20 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
         # A no-op when taskgate has no record of the task (a message from another producer).
         rec.set(task_id, rec.settings.failure_ttl, state="failed", finished_at=time.time(),
                 error=orjson.dumps(error))
+
+
+def _kwargs(message: Any) -> dict[str, Any]:
+    """The keyword arguments of a protocol-2 message (taskgate sends keyword arguments only)."""
+    try:
+        _args, kwargs, _embed = message.decode()
+        return dict(kwargs)
+    except Exception:  # not decodable as protocol 2: keep nothing rather than fail
+        return {}
+
+
+def known_by(client: Redis, celery_name: str) -> list[str]:
+    """The live workers (from their heartbeats) that have ``celery_name`` registered."""
+    keys = list(client.scan_iter(match=f"{WORKER_PREFIX}*", count=1000))
+    beats = cast(list[bytes | None], client.mget(keys)) if keys else []
+    return sorted(key.decode().removeprefix(WORKER_PREFIX) for key, beat in zip(keys, beats, strict=True)
+                  if beat and celery_name in orjson.loads(beat).get("tasks", []))

@@ -6,12 +6,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
+import orjson
 from redis import Redis
 from redis.exceptions import RedisError
 
 from .celery_app import create_celery_app
 from .config import Settings, is_loopback
-from .constants import TASK_RECORD_PREFIX, WORKER_PREFIX
+from .constants import CATALOGUE_KEY, TASK_RECORD_PREFIX, WORKER_PREFIX
+from .recovery import missing_tasks
 
 #: The longest countdown the API accepts (seconds), see ``api/routes/tasks.py``.
 MAX_COUNTDOWN = 30 * 86_400
@@ -69,8 +71,22 @@ def _redis_checks(client: Redis) -> Iterator[Finding]:
                 if client.ttl(key) == -1][:3]
     yield Finding(not immortal, "record expiry", f"records without TTL: {immortal}" if immortal
                   else "every sampled task record expires", "delete them or give them a TTL")
-    workers = sum(1 for _ in client.scan_iter(match=f"{WORKER_PREFIX}*", count=1000))
-    yield Finding(True, "workers", f"{workers} worker(s) heartbeating")
+    keys = list(client.scan_iter(match=f"{WORKER_PREFIX}*", count=1000))
+    beats = {key.decode().removeprefix(WORKER_PREFIX): orjson.loads(beat)
+             for key, beat in zip(keys, cast(list[bytes | None], client.mget(keys)) if keys else [],
+                                  strict=True) if beat}
+    yield Finding(True, "workers", f"{len(beats)} worker(s) heartbeating")
+    catalogue = {name.decode(): orjson.loads(entry) for name, entry in
+                 cast(dict[bytes, bytes], client.hgetall(CATALOGUE_KEY)).items()}
+    for worker, beat in sorted(beats.items()):
+        missing = missing_tasks(beat, catalogue)
+        if missing:
+            modules = sorted({entry["module"] for entry in missing.values()})
+            names = ", ".join(name.removeprefix("taskgate.") for name in missing)
+            yield Finding(False, "worker catalogue",
+                          f"worker {worker} lacks {names}, which the API sends to the queues "
+                          "it consumes; those tasks wait for another worker, then fail as UnregisteredTask",
+                          f"start that worker with TASKGATE_TASK_MODULES including {', '.join(modules)}")
 
 
 def diagnose(settings: Settings, host: str) -> list[Finding]:

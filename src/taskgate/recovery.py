@@ -5,7 +5,8 @@ it back only after ``visibility_timeout``, whether its worker died or is still b
 instead keeps that timeout long and lets every worker's main process run a keeper thread:
 
 * **heartbeat**: every 2 s, ``taskgate:worker:<hostname>:<pid>`` is set (TTL 10 s) to the delivery
-  tags of the messages this worker holds (reserved or running) and the queues it consumes;
+  tags of the messages this worker holds (reserved or running), the queues it consumes and the
+  tasks it has;
 * **reap**: every 5 s, one worker (lock ``taskgate:reaper``) requeues, with kombu's own
   ``restore_by_tag``, each message unacked for over 15 s that no live worker holds: the
   tasks of a killed worker run again within about 30 s, and a long task on a live worker is
@@ -63,6 +64,14 @@ def held_tags() -> list[str]:
     return sorted(str(tag) for tag in tags if tag)
 
 
+def missing_tasks(beat: dict[str, Any], catalogue: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+    """The entries of ``catalogue`` (Celery name -> {module, queue}) that a worker consuming their
+    queue lacks, judged from its heartbeat."""
+    queues, tasks = set(beat.get("queues", [])), set(beat.get("tasks", []))
+    return {name: entry for name, entry in sorted(catalogue.items())
+            if entry.get("queue") in queues and name not in tasks}
+
+
 class Keeper(threading.Thread):
     """The keeper thread of one worker main process."""
 
@@ -71,6 +80,7 @@ class Keeper(threading.Thread):
         super().__init__(name="taskgate-keeper", daemon=True)
         self.app, self.hostname, self.settings = app, hostname, settings
         self.queues = sorted(queues or [settings.default_queue])
+        self.tasks = sorted(name for name in app.tasks if not name.startswith("celery."))
         self.client = Redis.from_url(settings.require_redis_url(), socket_timeout=5,
                                      socket_connect_timeout=5)
         self.release_script = self.client.register_script(store.RELEASE)
@@ -111,9 +121,9 @@ class Keeper(threading.Thread):
         self._reset_connection()
 
     def heartbeat(self) -> None:
-        """Say which messages this worker holds and which queues it consumes, for the next
-        HEARTBEAT_TTL seconds."""
-        beat = {"tags": held_tags(), "queues": self.queues, "at": time.time()}
+        """Say which messages this worker holds, which queues it consumes and which tasks it
+        has, for the next HEARTBEAT_TTL seconds."""
+        beat = {"tags": held_tags(), "queues": self.queues, "tasks": self.tasks, "at": time.time()}
         self.client.set(worker_key(self.hostname), orjson.dumps(beat), ex=HEARTBEAT_TTL)
 
     def release(self) -> int:

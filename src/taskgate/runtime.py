@@ -64,7 +64,7 @@ class _Records:
                                      socket_connect_timeout=10)
         self.scripts: dict[str, Script] = {
             name: self.client.register_script(getattr(store, name))
-            for name in ("START", "UPDATE", "PARK", "DEAD")
+            for name in ("START", "UPDATE", "PARK", "DEAD", "UNKNOWN")
         }
         self.pid = os.getpid()
 

@@ -218,6 +218,14 @@ publish(KEYS[1], KEYS[2])
 return 'retrying'
 """
 
+#: Worker that does not know the task: KEYS record; ARGV now (ms). Remembers when a worker first
+#: lacked the task. Returns nil without a record, else {state, first time (ms)}.
+UNKNOWN = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+redis.call('HSETNX', KEYS[1], 'unregistered_since', ARGV[1])
+return redis.call('HMGET', KEYS[1], 'state', 'unregistered_since')
+"""
+
 #: Worker, when retries ran out: KEYS record, channel, dead set; ARGV ttl, now, error JSON,
 #: arguments JSON, reason. The task fails and joins the dead letters, arguments kept to requeue.
 DEAD = _PUBLISH + """
@@ -255,7 +263,7 @@ def decode_record(raw: Mapping[Any, Any]) -> dict[str, Any]:
     for key, value in raw.items():
         name = key.decode() if isinstance(key, bytes) else key
         text = value.decode() if isinstance(value, bytes) else value
-        if name in ("message", "queue"):
+        if name in ("message", "queue", "unregistered_since"):
             continue  # internal fields
         if name in ("progress", "result", "error", "args"):
             out[name] = orjson.loads(text)

@@ -11,6 +11,7 @@ from . import store
 from .auth import Caller
 from .constants import TASK_INDEX_KEY, WORKER_PREFIX, owner_index_key, task_record_key
 from .jobs import SYSTEM, Gateway
+from .recovery import missing_tasks
 from .states import TaskState
 
 
@@ -55,15 +56,25 @@ async def queues(gateway: Gateway) -> list[dict[str, Any]]:
     async with gateway.deadline():
         keys = [key async for key in gateway.state.scan_iter(match=f"{WORKER_PREFIX}*", count=1000)]
         beats = await gateway.state.mget(keys) if keys else []
+    default = gateway.settings.default_queue
+    catalogue = {spec.celery_name: {"module": spec.func.__module__, "queue": spec.queue or default}
+                 for spec in gateway.catalogue.values()}
     consumers: dict[str, list[str]] = {}
+    lacking: dict[str, dict[str, list[str]]] = {}
     for key, beat in zip(keys, beats, strict=True):
         if beat:
             worker = key.decode().removeprefix(WORKER_PREFIX)
-            for queue in orjson.loads(beat).get("queues", []):
+            heartbeat = orjson.loads(beat)
+            missing = missing_tasks(heartbeat, catalogue)
+            for queue in heartbeat.get("queues", []):
                 consumers.setdefault(queue, []).append(worker)
-    names = sorted({spec.queue or gateway.settings.default_queue for spec in gateway.catalogue.values()}
-                   | {gateway.settings.default_queue} | set(consumers))
+                names = [name.removeprefix("taskgate.") for name, entry in missing.items()
+                         if entry["queue"] == queue]
+                if names:
+                    lacking.setdefault(queue, {})[worker] = names
+    names = sorted({entry["queue"] for entry in catalogue.values()} | {default} | set(consumers))
     async with gateway.deadline("broker"):
         depths = await asyncio.gather(*(gateway.broker.depth(name) for name in names))
-    return [{"name": name, "depth": depth, "workers": sorted(consumers.get(name, []))}
+    return [{"name": name, "depth": depth, "workers": sorted(consumers.get(name, [])),
+             "lacking": lacking.get(name, {})}
             for name, depth in zip(names, depths, strict=True)]

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+import orjson
 from fastapi import FastAPI
 
 from .. import __version__
 from ..config import Settings, get_settings, is_loopback
-from ..exceptions import ConfigurationError
+from ..constants import CATALOGUE_KEY
+from ..exceptions import ConfigurationError, TaskGateError
 from ..jobs import Gateway
 from ..metrics import watch_loop_lag
 from ..registry import load
 from . import errors
 from .limits import BodyLimit
 from .routes import dead_letters, files, health, metrics, tasks, tutorial
+
+log = logging.getLogger("taskgate.api")
 
 
 def auth_enabled(settings: Settings, host: str) -> bool:
@@ -28,6 +34,21 @@ def auth_enabled(settings: Settings, host: str) -> bool:
             "Create keys with `taskgate keys create --owner NAME` and use TASKGATE_AUTH=auto (the "
             "default) or on; or bind to 127.0.0.1; or set TASKGATE_INSECURE_NO_AUTH=1 if you must")
     return enabled
+
+
+async def publish_catalogue(gateway: Gateway) -> None:
+    """Tell workers which module declares each task (they name it when they lack one).
+    Best effort: an API starting while Redis is down still starts, and serves 503s meanwhile."""
+    default = gateway.settings.default_queue
+    modules: dict[Any, Any] = {
+        spec.celery_name: orjson.dumps({"module": spec.func.__module__, "queue": spec.queue or default})
+        for spec in gateway.catalogue.values()}
+    try:
+        async with gateway.deadline():
+            await gateway.state.hset(CATALOGUE_KEY, mapping=modules)
+    except TaskGateError as exc:
+        log.warning("could not publish the task catalogue (%s); workers lacking a task will not "
+                    "name its module", exc)
 
 
 def create_app(settings: Settings | None = None, host: str = "127.0.0.1",
@@ -44,6 +65,7 @@ def create_app(settings: Settings | None = None, host: str = "127.0.0.1",
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gateway = Gateway.from_settings(settings)
         app.state.gateway = gateway
+        await publish_catalogue(gateway)
         lag = asyncio.create_task(watch_loop_lag())
         try:
             yield

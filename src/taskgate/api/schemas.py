@@ -159,13 +159,14 @@ class TaskPage(BaseModel):
 
 
 class DeadLetter(BaseModel):
-    """A task that exhausted its retries or deliveries."""
+    """A task that exhausted its retries or deliveries, or that no worker has."""
 
     task_id: str
     name: str
-    reason: Literal["max_retries", "max_deliveries"] = Field(
+    reason: Literal["max_retries", "max_deliveries", "unregistered"] = Field(
         description="`max_retries`: transient errors outlasted its retry policy; `max_deliveries`: "
-        "its worker died every time it ran.")
+        "its worker died every time it ran; `unregistered`: no live worker had the task (its module "
+        "missing from the workers' TASKGATE_TASK_MODULES) for TASKGATE_UNREGISTERED_TIMEOUT seconds.")
     attempts: int
     deliveries: int = Field(description="Deliveries of the last attempt.")
     error: ErrorBody | None
@@ -213,6 +214,10 @@ class QueueInfo(BaseModel):
     name: str
     depth: int | None = Field(description="Messages waiting (null if the broker does not know it yet).")
     workers: list[str] = Field(description="Live workers consuming it (node name:pid).")
+    lacking: dict[str, list[str]] = Field(
+        default_factory=dict, description="Workers consuming it that lack some of the tasks this API "
+        "sends to it (their module is missing from the worker's TASKGATE_TASK_MODULES): worker -> task "
+        "names. Such tasks wait for a worker that has them, then fail as UnregisteredTask.")
 
 
 class Health(BaseModel):

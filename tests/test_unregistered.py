@@ -1,0 +1,100 @@
+"""A worker that lacks a task's module never drops its messages: it hands them back for a worker
+that has it, and when no live worker has it the task fails truthfully and is dead-lettered.
+
+Runs are counted by the task itself (``logged_sleep`` appends a line per start)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .helpers import env_for, start_api, start_worker, stop, submit, wait, wait_for
+
+HOLD = 2.0  # consumer.UNKNOWN_HOLD
+
+
+@pytest.fixture
+def lane(redis_url: str, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """An API sending to a queue of this test's own, knowing the suite's tasks: (base URL, env)."""
+    env = {"TASKGATE_DEFAULT_QUEUE": f"unregistered-{tmp_path.name}"}
+    api, base = start_api(redis_url, tmp_path / "api.log", **env)
+    yield base, env
+    stop(api)
+
+
+def runs(log: Path) -> list[str]:
+    return sorted(line.split()[0] for line in log.read_text().splitlines()) if log.exists() else []
+
+
+def test_a_worker_lacking_the_module_hands_tasks_to_one_that_has_it(
+        redis_url: str, lane: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+    base, env = lane
+    lacking_log = tmp_path / "lacking.log"
+    # An empty TASKGATE_TASK_MODULES is unset: this worker has the built-in tasks only.
+    lacking = start_worker(redis_url, lacking_log, TASKGATE_TASK_MODULES="", **env)
+    knowing = None
+    try:
+        log = tmp_path / "runs.log"
+        with httpx.Client(base_url=base, timeout=10) as client:
+            ids = [submit(client, "logged_sleep", {"log": str(log), "token": f"t{i}", "seconds": 0.05})
+                   for i in range(5)]
+            wait_for(lambda: b"is not registered on this worker" in lacking_log.read_bytes(), 30,
+                     "the lacking worker to receive a task it does not know")
+            assert [wait(client, task_id, 0.5)["state"] for task_id in ids] == ["queued"] * 5
+            queues = {queue["name"]: queue for queue in client.get("/queues").json()}
+            lane_queue = queues[env["TASKGATE_DEFAULT_QUEUE"]]
+            (worker,) = lane_queue["workers"]
+            # Every task the API sends to this queue but the worker lacks (not `lane`: another queue).
+            assert lane_queue["lacking"] == {worker: ["boom", "flaky", "logged_sleep", "make_invoice",
+                                                      "poison", "sleepy", "stubborn"]}
+            doctor = subprocess.run([sys.executable, "-m", "taskgate", "doctor"], env=env_for(redis_url, **env),
+                                    capture_output=True, text=True, timeout=60, cwd=tmp_path)
+            assert doctor.returncode == 1, doctor.stdout
+            assert f"PROBLEM worker catalogue: worker {worker} lacks" in doctor.stdout
+            assert "TASKGATE_TASK_MODULES including myapp.tasks, tests.sample_tasks" in doctor.stdout, doctor.stdout
+            knowing = start_worker(redis_url, tmp_path / "knowing.log", **env)
+            states = [wait(client, task_id, 30)["state"] for task_id in ids]
+        assert states == ["succeeded"] * 5
+        assert runs(log) == [f"t{i}" for i in range(5)], "every task ran exactly once"
+        assert b"Received unregistered task" not in lacking_log.read_bytes(), "Celery's drop path ran"
+    finally:
+        for proc in (knowing, lacking):
+            if proc is not None:
+                stop(proc)
+
+
+def test_a_task_no_worker_has_fails_in_bounded_time_and_is_dead_lettered(
+        redis_url: str, lane: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+    base, env = lane
+    timeout = 3
+    lacking = start_worker(redis_url, tmp_path / "lacking.log", TASKGATE_TASK_MODULES="",
+                           TASKGATE_UNREGISTERED_TIMEOUT=str(timeout), **env)
+    try:
+        log = tmp_path / "runs.log"
+        with httpx.Client(base_url=base, timeout=10) as client:
+            began = time.monotonic()
+            ids = [submit(client, "logged_sleep", {"log": str(log), "token": f"t{i}", "seconds": 0})
+                   for i in range(2)]
+            records = [wait(client, task_id, 30) for task_id in ids]
+            took = time.monotonic() - began
+            letters = {letter["task_id"]: letter for letter in client.get("/dead-letters").json()["dead_letters"]}
+        for record in records:
+            assert record["state"] == "failed", record
+            error = record["error"]
+            assert error["type"] == "UnregisteredTask"
+            assert "tests.sample_tasks" in error["message"] and "taskgate-" in error["message"]
+            assert "'logged_sleep'" in error["message"]
+        # Bounded: the timeout, plus at most one hold per worker and the heartbeat's age.
+        assert timeout <= took < timeout + 2 * HOLD + 10, took
+        for task_id in ids:
+            assert letters[task_id]["reason"] == "unregistered"
+            assert letters[task_id]["arguments"]["token"] in ("t0", "t1")
+        assert runs(log) == [], "never ran"
+    finally:
+        stop(lacking)
