@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+# Options for `taskgate up`, e.g. make run RUN_ARGS="--port 8001 --flower-port 5556"
+RUN_ARGS ?=
 
 .PHONY: run test lint typecheck pytest bench profile clean
 
@@ -14,16 +16,20 @@ $(PY):
 
 # Runtime install; redone when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e .
+	@echo "Installing taskgate and its runtime dependencies into $(VENV) (first run: about a minute)..."
+	$(PY) -m pip install --quiet --progress-bar off -e .
+	@echo "Installed."
 	@touch $@
 
 # Runtime plus the test and lint tools.
 $(VENV)/.installed-dev: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	@echo "Installing taskgate with its test and lint tools into $(VENV) (first run: a minute or two)..."
+	$(PY) -m pip install --quiet --progress-bar off -e '.[dev]'
+	@echo "Installed."
 	@touch $@ $(VENV)/.installed
 
 run: $(VENV)/.installed
-	$(VENV)/bin/taskgate up
+	$(VENV)/bin/taskgate up $(RUN_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check src tests bench

@@ -5,15 +5,22 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
 import taskgate
 
+#: A data dir no `taskgate up` runs on (never created): a developer's `make run` in the repository
+#: must not change what these commands answer.
+NO_INSTANCE = str(Path(tempfile.gettempdir()) / "taskgate-test-cli-no-instance")
+
 
 def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("TASKGATE_")}
-    return subprocess.run([sys.executable, "-m", "taskgate", *args], env={**clean, **env},
+    return subprocess.run([sys.executable, "-m", "taskgate", *args],
+                          env={**clean, "TASKGATE_DATA_DIR": NO_INSTANCE, **env},
                           capture_output=True, text=True, timeout=60)
 
 
@@ -53,3 +60,10 @@ def test_public_api_is_explicit() -> None:
     assert taskgate.__all__ == sorted(taskgate.__all__)
     for name in taskgate.__all__:
         assert hasattr(taskgate, name)
+
+
+def test_an_empty_setting_is_unset() -> None:
+    """`TASKGATE_REDIS_URL=` (as compose files leave it) means no Redis, not an empty URL."""
+    result = run("worker", TASKGATE_REDIS_URL="", TASKGATE_MAX_DELIVERIES="")
+    assert result.returncode == 2
+    assert "no Redis configured" in result.stderr
