@@ -83,7 +83,8 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
         if state in (b"succeeded", b"failed", b"cancelled"):
             return "ended"
         timeout = rec.settings.unregistered_timeout
-        elsewhere = known_by(rec.client, name)
+        queue = (message.delivery_info or {}).get("routing_key") or rec.settings.default_queue
+        elsewhere = known_by(rec.client, name, queue)
         if elsewhere or now - int(since) / 1000 < timeout:
             log.warning("task %s[%s] is not registered on this worker%s; handing it back in %.0f s",
                         name, task_id, f" (known by {', '.join(elsewhere)})" if elsewhere
@@ -133,9 +134,10 @@ def _kwargs(message: Any) -> dict[str, Any]:
         return {}
 
 
-def known_by(client: Redis, celery_name: str) -> list[str]:
-    """The live workers (from their heartbeats) that have ``celery_name`` registered."""
+def known_by(client: Redis, celery_name: str, queue: str) -> list[str]:
+    """The live workers (from their heartbeats) consuming ``queue`` that have ``celery_name``."""
     keys = list(client.scan_iter(match=f"{WORKER_PREFIX}*", count=1000))
-    beats = cast(list[bytes | None], client.mget(keys)) if keys else []
+    beats = [orjson.loads(beat) if beat else {}
+             for beat in (cast(list[bytes | None], client.mget(keys)) if keys else [])]
     return sorted(key.decode().removeprefix(WORKER_PREFIX) for key, beat in zip(keys, beats, strict=True)
-                  if beat and celery_name in orjson.loads(beat).get("tasks", []))
+                  if celery_name in beat.get("tasks", []) and queue in beat.get("queues", []))
