@@ -14,15 +14,29 @@ from pathlib import Path
 import httpx
 import pytest
 
+from . import rabbit
 from .helpers import env_for, start_api, start_worker, stop, submit, wait, wait_for
 
 HOLD = 2.0  # consumer.UNKNOWN_HOLD
 
 
-@pytest.fixture
-def lane(redis_url: str, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """An API sending to a queue of this test's own, knowing the suite's tasks: (base URL, env)."""
+@pytest.fixture(scope="module")
+def rabbit_url() -> Iterator[str]:
+    if not rabbit.available():
+        pytest.skip("rabbitmq-server is not installed (make test installs it)")
+    node = rabbit.RabbitNode()
+    node.start()
+    yield node.url
+    node.remove()
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def lane(request: pytest.FixtureRequest, redis_url: str, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """An API sending to a queue of this test's own, knowing the suite's tasks, with Redis or
+    RabbitMQ as the broker: (base URL, env of its workers)."""
     env = {"TASKGATE_DEFAULT_QUEUE": f"unregistered-{tmp_path.name}"}
+    if request.param == "rabbitmq":
+        env["TASKGATE_BROKER_URL"] = request.getfixturevalue("rabbit_url")
     api, base = start_api(redis_url, tmp_path / "api.log", **env)
     yield base, env
     stop(api)
