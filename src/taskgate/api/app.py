@@ -18,7 +18,7 @@ from ..exceptions import ConfigurationError, TaskGateError
 from ..jobs import Gateway
 from ..metrics import watch_loop_lag
 from ..registry import load
-from . import errors
+from . import docs, errors
 from .limits import BodyLimit
 from .routes import dead_letters, files, health, metrics, tasks, tutorial
 
@@ -79,12 +79,14 @@ def create_app(settings: Settings | None = None, host: str = "127.0.0.1",
         description="Submit slow work to Celery workers and ask how it went. "
         "Errors always come as `{\"error\": {\"type\", \"message\", \"retryable\"}}`.",
         lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # served by docs.install, with no CDN
     )
     app.state.settings = settings
     app.state.auth = auth
     app.state.log_submits = log_submits
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     errors.install(app)
+    docs.install(app)
     app.include_router(tutorial.router)
     app.include_router(tasks.build_router(catalogue))
     app.include_router(files.router)
