@@ -72,6 +72,10 @@ def test_auth_matrix(secured: str, redis_url: str, worker: subprocess.Popen[byte
         assert http.get("/metrics", headers=bearer(bob)).status_code == 403
         assert http.get("/metrics", headers=bearer(admin)).status_code == 200
         assert httpx.get(f"{secured}/metrics").status_code == 401
+        # The catalogue needs a key (any owner's); only health and the docs are open.
+        assert httpx.get(f"{secured}/tasks/catalogue").status_code == 401
+        assert "add" in [entry["name"] for entry in http.get("/tasks/catalogue", headers=bearer(bob)).json()]
+        assert httpx.get(f"{secured}/docs").status_code == 200
 
         # Dead letters are scoped the same way.
         dead = http.post("/tasks/flaky", json={"counter": f"/tmp/{uuid.uuid4().hex}", "failures": 99},
