@@ -52,10 +52,10 @@ class TutorialResult(BaseModel):
 
 
 class Progress(BaseModel):
-    """How far a running task is, as it last reported."""
+    """How far a running task is, as it last reported (numbers keep the type they were given)."""
 
-    done: float
-    total: float
+    done: int | float
+    total: int | float
     percent: float
     message: str | None = None
 
