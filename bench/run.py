@@ -548,7 +548,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=5000, help="Tasks in the end-to-end runs.")
     parser.add_argument("--roundtrips", type=int, default=200, help="Single-task round trips.")
     parser.add_argument("--submits", type=int, default=100_000, help="Submits for the API RSS figure.")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="Where the report goes: bench/RESULTS.md for a full run; a --quick run "
+                        "writes to the temporary directory unless given --out, so a smoke run never "
+                        "replaces the committed results.")
     parser.add_argument("--quick", action="store_true", help="A fast smoke run (tiny numbers, no profile).")
     parser.add_argument("--no-profile", action="store_true", help="Skip section 6 (py-spy needs ptrace rights).")
     args = parser.parse_args(argv)
@@ -594,6 +597,9 @@ def main(argv: list[str] | None = None) -> int:
     report.lines[summary_at:summary_at] = summary.lines
     for line in READING:
         report.add(line)
+    if args.out is None:
+        args.out = (Path(tempfile.gettempdir()) / "taskgate-bench-quick.md" if args.quick
+                    else ROOT / "bench" / "RESULTS.md")
     args.out.write_text("\n".join(report.lines) + "\n")
     print(f"wrote {args.out}")
     return 0

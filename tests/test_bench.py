@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -14,10 +15,15 @@ from .helpers import ROOT
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (.ci/run installs it)")
 def test_bench_quick_run_writes_every_section(tmp_path: Path) -> None:
-    out = tmp_path / "RESULTS.md"
-    result = subprocess.run([sys.executable, "-m", "bench.run", "--quick", f"--out={out}"], cwd=ROOT,
+    committed = (ROOT / "bench" / "RESULTS.md").read_bytes()
+    # As `make bench BENCH_ARGS=--quick` runs it: no --out, so it writes to the temporary directory.
+    result = subprocess.run([sys.executable, "-m", "bench.run", "--quick"], cwd=ROOT,
+                            env={**os.environ, "TMPDIR": str(tmp_path)},
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = tmp_path / "taskgate-bench-quick.md"
+    assert f"wrote {out}" in result.stdout
+    assert (ROOT / "bench" / "RESULTS.md").read_bytes() == committed, "a smoke run replaced the results"
     text = out.read_text()
     for section in ("## 1. Submit throughput", "## 2. End to end", "## 3. Single-task round trip",
                     "## 4. Degraded", "## 5. Cost", "- Machine: "):
