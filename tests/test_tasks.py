@@ -34,6 +34,8 @@ def test_user_task_from_task_modules(client: httpx.Client) -> None:
     assert task["state"] == "succeeded", task
     assert task["result"] == {"customer": "ACME", "lines": 2, "total_cents": 1125}
     assert task["progress"] == {"done": 2, "total": 2, "percent": 100.0, "message": None}
+    # Integers stay integers (not 2.0): the JSON carries the type the task reported.
+    assert type(task["progress"]["done"]) is int and type(task["progress"]["total"]) is int
 
 
 def test_openapi_has_typed_input_and_output_per_task(client: httpx.Client) -> None:
@@ -151,7 +153,9 @@ def test_progress_events_stream_to_the_end_and_resume(client: httpx.Client) -> N
     assert events[-1]["event"] == "state"
     final = events[-1]["data"]
     assert final["state"] == "succeeded" and final["result"] == 16_252_325  # type: ignore[index]
-    assert any(event["event"] == "progress" for event in events), events
+    progress = [event["data"] for event in events if event["event"] == "progress"]
+    assert progress, events
+    assert all(type(data["progress"]["done"]) is int for data in progress), progress  # type: ignore[index]
     ids = [int(str(event["id"])) for event in events]
     assert ids == sorted(ids)
     # Reconnecting with Last-Event-ID replays nothing already seen: only the final state.
@@ -163,6 +167,7 @@ def test_wait_returns_early_when_the_task_ends(client: httpx.Client) -> None:
     task_id = submit(client, "sleepy", {"seconds": 0.5})
     task = wait(client, task_id, seconds=20)
     assert task["state"] == "succeeded" and task["result"] == 0.5
+    assert type(task["progress"]["total"]) is float, task["progress"]  # floats stay floats
     running = submit(client, "sleepy", {"seconds": 5})
     assert wait(client, running, seconds=0.3)["state"] in ("queued", "started")
     client.post(f"/tasks/{running}/cancel")
@@ -302,5 +307,17 @@ def test_batch_submit_and_wait_for_many(client: httpx.Client) -> None:
     assert results["tasks"][300] is None
     too_many = client.post("/tasks/add/batch", json={"items": [{"x": 1, "y": 1}] * 1001})
     assert too_many.status_code == 422
-    bad_item = client.post("/tasks/add/batch", json={"items": [{"x": 1, "y": 1}, {"x": "a", "y": 1}]})
-    assert bad_item.status_code == 422 and "items.1.x" in bad_item.json()["error"]["message"]
+    # Invalid items are reported one by one; the valid ones are queued and run.
+    mixed = client.post("/tasks/add/batch", json={"items": [{"x": 1, "y": 1}, {"x": "a", "y": 1},
+                                                            {"x": 2, "y": 2, "z": 0}, {"x": 3, "y": 3}]})
+    assert mixed.status_code == 202, mixed.text
+    outcomes = mixed.json()["tasks"]
+    assert [outcome["task_id"] is not None for outcome in outcomes] == [True, False, False, True]
+    assert outcomes[1]["error"]["type"] == "invalid_request" and "'items.1.x'" in outcomes[1]["error"]["message"]
+    assert "'items.2.z'" in outcomes[2]["error"]["message"]
+    assert [wait(client, outcomes[i]["task_id"])["result"] for i in (0, 3)] == [2, 6]
+    # Nothing valid: the usual 422, naming every bad field.
+    bad = client.post("/tasks/add/batch", json={"items": [{"x": "a", "y": 1}, {"y": 1}]})
+    assert bad.status_code == 422, bad.text
+    assert "'items.0.x'" in bad.json()["error"]["message"] and "'items.1.x'" in bad.json()["error"]["message"]
+    assert client.post("/tasks/add/batch", json={"items": [1, 2]}).status_code == 422

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -40,10 +41,14 @@ def _field(loc: tuple[object, ...] | list[object]) -> str:
     return f"{where} {name!r}" if name else where
 
 
+def validation_message(errors: Sequence[Mapping[str, Any]]) -> str:
+    """Validation errors as one message: each field with what is wrong with it."""
+    return "; ".join(f"{_field(err.get('loc', ()))}: {err.get('msg', 'invalid')}" for err in errors)
+
+
 async def _validation(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    problems = [f"{_field(err.get('loc', ()))}: {err.get('msg', 'invalid')}" for err in exc.errors()]
-    return error_response(422, "invalid_request", "; ".join(problems))
+    return error_response(422, "invalid_request", validation_message(exc.errors()))
 
 
 async def _invalid_arguments(_: Request, exc: Exception) -> JSONResponse:

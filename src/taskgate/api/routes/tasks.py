@@ -12,8 +12,9 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal, Union
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.sse import EventSourceResponse, ServerSentEvent
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from ... import views
 from ...auth import Caller
@@ -22,6 +23,7 @@ from ...jobs import Gateway, Options, Submission, newer
 from ...registry import TaskSpec
 from ...states import TaskState
 from ..deps import CallerDep, GatewayDep, gateway_of, get_caller
+from ..errors import validation_message
 from ..params import header, openapi_body, openapi_parameters, parse_body, parse_query
 from ..schemas import (
     BatchAccepted,
@@ -87,8 +89,9 @@ def build_router(catalogue: dict[str, TaskSpec]) -> APIRouter:
                         next_cursor=repr(after) if after is not None else None)
 
     @router.get("/catalogue", summary="The tasks you can submit")
-    async def get_catalogue() -> list[CatalogueEntry]:
-        """Every declared task with the JSON schemas of its arguments and result."""
+    async def get_catalogue(_caller: CallerDep) -> list[CatalogueEntry]:
+        """Every declared task with the JSON schemas of its arguments and result (any valid key
+        when auth is on: the catalogue says what can be run here)."""
         return [CatalogueEntry(name=spec.name, summary=spec.summary, queue=spec.queue,
                                arguments=spec.args_model.model_json_schema(),
                                result=spec.result_adapter.json_schema())
@@ -114,8 +117,10 @@ def build_router(catalogue: dict[str, TaskSpec]) -> APIRouter:
         router.add_api_route(
             f"/{spec.name}/batch", batch_endpoint(spec), methods=["POST"], status_code=202,
             summary=f"Submit many {spec.name} tasks at once",
-            description="Up to 1,000 argument objects; one Redis round trip. Each item gets its "
-            "task id, or the error that refused it (a quota).",
+            description="Up to 1,000 argument objects; one Redis round trip. 202 when at least one "
+            "item was accepted: each item gets its task id, or the error that refused it (invalid "
+            "arguments, with the field and what to fix; a quota). 422 when no item is valid, or the "
+            "request itself is malformed (not a list of objects, over 1,000 items).",
             responses=errors(422, 503), name=f"submit_{spec.name}_batch",
         )
 
@@ -187,19 +192,42 @@ MAX_BATCH = 1000
 
 
 def batch_endpoint(spec: TaskSpec) -> Any:
-    """The ``POST /tasks/{name}/batch`` handler of one task."""
+    """The ``POST /tasks/{name}/batch`` handler of one task.
+
+    Items are judged one by one: each is the task's arguments (tried first) or, failing that, any
+    object, which is then reported with its validation error instead of refusing the batch."""
+    item = Annotated[Union[spec.args_model, dict[str, Any]],  # type: ignore[name-defined]  # noqa: UP007
+                     Field(union_mode="left_to_right")]
     batch_model = create_model(
         f"{spec.args_model.__name__.removesuffix('Args')}Batch",
         __config__=ConfigDict(extra="forbid"),
-        items=(list[spec.args_model], Field(min_length=1, max_length=MAX_BATCH)),  # type: ignore[name-defined]
+        items=(list[item], Field(min_length=1, max_length=MAX_BATCH)),
     )
 
     async def endpoint(gateway: Gateway, caller: Caller, batch: BaseModel) -> BatchAccepted:
-        outcomes = await gateway.submit_many(spec, list(batch.items), caller=caller)  # type: ignore[attr-defined]
-        return BatchAccepted(tasks=[
-            BatchOutcome(task_id=o.task_id) if isinstance(o, Submission)
-            else BatchOutcome(error=ErrorBody(type="quota_exceeded", message=str(o), retryable=True))
-            for o in outcomes])
+        items: list[Any] = batch.items  # type: ignore[attr-defined]
+        outcomes: list[BatchOutcome | None] = [None] * len(items)
+        problems: list[dict[str, Any]] = []
+        for index, given in enumerate(items):
+            if isinstance(given, dict):  # not valid arguments: say why, for this item only
+                try:
+                    spec.args_model.model_validate(given)
+                except ValidationError as exc:
+                    found = [{**error, "loc": ("body", "items", index, *error["loc"])}
+                             for error in exc.errors(include_url=False)]
+                    problems += found
+                    outcomes[index] = BatchOutcome(error=ErrorBody(
+                        type="invalid_request", message=validation_message(found), retryable=False))
+        valid = [index for index, outcome in enumerate(outcomes) if outcome is None]
+        if not valid:
+            raise RequestValidationError(problems)  # nothing to queue: the usual 422
+        submitted = await gateway.submit_many(spec, [items[index] for index in valid], caller=caller)
+        for index, result in zip(valid, submitted, strict=True):
+            outcomes[index] = (
+                BatchOutcome(task_id=result.task_id) if isinstance(result, Submission)
+                else BatchOutcome(error=ErrorBody(type="quota_exceeded", message=str(result),
+                                                  retryable=True)))
+        return BatchAccepted(tasks=[outcome for outcome in outcomes if outcome is not None])
 
     endpoint.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
         inspect.Parameter("gateway", inspect.Parameter.KEYWORD_ONLY, annotation=GatewayDep),
