@@ -4,7 +4,8 @@
 ``started`` (or skips a task cancelled while queued, or already finished), validates the
 arguments against the generated model, runs the plain function, and records the result, a
 retry (with ``next_attempt_at``) or a client-safe error. Tasks call :func:`report_progress`
-and :func:`cancel_requested` while they run.
+and :func:`cancel_requested` while they run. A task that ends ``cancelled`` is announced to
+Celery's event stream as revoked (:class:`CancelAwareRequest`), so Flower shows it ended.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import orjson
 from celery import Task
 from celery.exceptions import Ignore, Reject
 from celery.signals import task_revoked
+from celery.worker.request import Request
 from redis import Redis
 from redis.commands.core import Script
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -146,8 +148,36 @@ def raise_if_cancelled() -> None:
         raise TaskCancelled("cancelled on request")
 
 
+class CancelledIgnore(Ignore):  # type: ignore[misc]
+    """Raised in the worker by a task that ends ``cancelled``: asked to stop while running, or
+    found cancelled at start. Celery skips it like any :class:`~celery.exceptions.Ignore`."""
+
+
+class CancelAwareRequest(Request):  # type: ignore[misc]
+    """The worker's main-process request of a taskgate task.
+
+    ``Ignore`` makes Celery send no terminal task event, so a monitor would show a cancelled
+    task started forever. On :class:`CancelledIgnore` this sends Celery's own ``task-revoked``
+    event (the fields ``Request._announce_revoked`` sends), once: not when
+    ``revoke(terminate=True)`` already announced it. ``send_event`` sends only while the worker
+    sends task events (``--task-events``, or switched on by Flower).
+    """
+
+    _already_revoked: bool  # Celery's: set once the request announced itself revoked
+
+    def on_failure(self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False) -> Any:
+        # exc_info is billiard's ExceptionInfo, back from the pool: .type is the raised class.
+        if getattr(exc_info, "type", None) is CancelledIgnore and not self._already_revoked:
+            self._already_revoked = True
+            self.send_event("task-revoked", terminated=False, signum=None, expired=False)
+        return super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+
+
 class TaskgateTask(Task):  # type: ignore[misc]
     """Base class of declared tasks: records every transition of the task's life."""
+
+    #: Celery builds each worker request of these tasks from this class.
+    Request = CancelAwareRequest
 
     @property
     def spec(self) -> TaskSpec:
@@ -176,14 +206,14 @@ class TaskgateTask(Task):  # type: ignore[misc]
             raise Ignore()
         if verdict != "run":
             log.info("task %s[%s] not run: %s", self.name, task_id, verdict)
-            raise Ignore()
+            raise CancelledIgnore() if verdict == "cancelled" else Ignore()
         token = _current.set(_Running(task_id))
         try:
             call = spec.args_model.model_validate(arguments)
             result = spec.dump_result(spec.func(**dict(call)))
         except TaskCancelled:
             rec.set(task_id, settings.result_ttl, state="cancelled", finished_at=time.time())
-            raise Ignore() from None
+            raise CancelledIgnore() from None
         except Exception as exc:
             self._failed(exc, arguments)
             raise
