@@ -109,6 +109,14 @@ def test_a_task_no_worker_has_fails_in_bounded_time_and_is_dead_lettered(
         for task_id in ids:
             assert letters[task_id]["reason"] == "unregistered"
             assert letters[task_id]["arguments"]["token"] in ("t0", "t1")
+            # The error says how to requeue it; a requeued one gets the whole timeout again.
+            assert "POST /dead-letters/{id}/requeue" in letters[task_id]["error"]["message"]
+        with httpx.Client(base_url=base, timeout=10) as client:
+            requeued = time.monotonic()
+            assert client.post(f"/dead-letters/{ids[0]}/requeue").status_code == 200
+            again = wait(client, ids[0], 30)
+            assert again["state"] == "failed" and again["error"]["type"] == "UnregisteredTask", again
+            assert time.monotonic() - requeued >= timeout
         assert runs(log) == [], "never ran"
     finally:
         stop(lacking)

@@ -182,7 +182,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 def test_second_up_on_one_data_dir_refuses_before_starting_anything(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    proc, base, _ = start_up(tmp_path, data_dir=data, **SAMPLE_TASKS)
+    proc, base, banner = start_up(tmp_path, data_dir=data, **SAMPLE_TASKS)
     try:
         runs = tmp_path / "runs.log"
         with httpx.Client(base_url=base, timeout=10) as client:
@@ -196,6 +196,8 @@ def test_second_up_on_one_data_dir_refuses_before_starting_anything(tmp_path: Pa
             assert f"pid {proc.pid}, API {base}" in second.stderr
             assert "TASKGATE_DATA_DIR=" in second.stderr and "--port" in second.stderr
             assert "taskgate: valkey" not in second.stdout, "the second up started something"
+            # Started with TASKGATE_DATA_DIR, the first one's banner names only that way to it.
+            assert f"from another terminal with TASKGATE_DATA_DIR={data.resolve()}," in banner.read_text()
             # The embedded Valkey refuses a data dir another live one holds, on its own too.
             valkey = subprocess.run([sys.executable, "-m", "taskgate.embedded", "--data-dir", str(data)],
                                     env=clean_env(), capture_output=True, text=True, timeout=30)
@@ -264,7 +266,7 @@ def test_cli_in_another_terminal_finds_the_running_up(tmp_path: Path) -> None:
                               capture_output=True, text=True, timeout=60)
 
     try:
-        assert "taskgate: cli " in log.read_text()
+        assert "from another terminal in this directory (or with TASKGATE_DATA_DIR=" in log.read_text()
         listed = cli("dead-letters", "list", cwd=project)
         assert listed.returncode == 0 and "no dead letters" in listed.stdout, listed
         assert f"taskgate up` (pid {proc.pid})" in listed.stderr

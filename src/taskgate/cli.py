@@ -262,17 +262,22 @@ def up(
                                             f"--log-level={log_level}"], death_signal=signal.SIGKILL), env)
         typer.echo(f"taskgate: worker  concurrency {concurrency}, broker "
                    f"{env.get('TASKGATE_BROKER_URL') or env['TASKGATE_REDIS_URL']}")
-        supervisor.add(Component("api", [*cmd, "api", f"--host={host}", f"--port={port}",
-                                         f"--log-level={log_level}"]), env)
+        api_component = supervisor.add(Component("api", [*cmd, "api", f"--host={host}", f"--port={port}",
+                                                         f"--log-level={log_level}"]), env)
         auth = "auth on: send API keys" if auth_enabled(settings, host) else "auth off, loopback only"
         typer.echo(f"taskgate: api     {api_url} (docs at /docs; {auth})")
         if with_flower:
             supervisor.add(Component("flower", [*cmd, "flower", "--host=127.0.0.1",
                                                 f"--port={flower_port}"]), env)
             typer.echo(f"taskgate: flower  {flower_url}")
+        where = f"with TASKGATE_DATA_DIR={data_dir}"
+        if data_dir == (Path.cwd() / ".taskgate").resolve():
+            where = f"in this directory (or {where})"
         typer.echo(f"taskgate: cli     {_own_command()} doctor | keys | dead-letters | worker, from another "
-                   f"terminal in this directory (or with TASKGATE_DATA_DIR={data_dir}), use this system")
-        typer.echo("taskgate: running; Ctrl-C stops everything")
+                   f"terminal {where}, use this system")
+        # "running" only once the API accepts connections: a curl right after it must not be refused.
+        if supervisor.wait_listening(api_component, "127.0.0.1" if host in ("0.0.0.0", "::") else host, port):
+            typer.echo("taskgate: running; Ctrl-C stops everything")
         code = supervisor.watch()
     finally:
         supervisor.stop()

@@ -96,7 +96,7 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
                  "message": f"no live worker has the task {name.removeprefix('taskgate.')!r}: worker "
                             f"{self.hostname} received it without it, and none did for {timeout} s; load "
                             f"{where} on the workers (TASKGATE_TASK_MODULES), then requeue it from the "
-                            "dead letters"}
+                            "dead letters (POST /dead-letters/{id}/requeue)"}
         arguments = _kwargs(message)
         rec.run("DEAD", task_id, rec.settings.failure_ttl, now, orjson.dumps(error), orjson.dumps(arguments),
                 "unregistered", extra_key=DEAD_KEY)

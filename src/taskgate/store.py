@@ -246,6 +246,7 @@ return 'dead'
 REQUEUE = _PUBLISH + f"""
 if redis.call('ZREM', KEYS[3], string.sub(KEYS[1], 15)) == 0 then return 'missing' end
 redis.call('HDEL', KEYS[1], 'error', 'finished_at', 'started_at', 'next_attempt_at', 'dead_reason',
+           'unregistered_since',
            'result', 'progress', 'cancel')
 redis.call('HSET', KEYS[1], 'state', 'queued', 'attempts', 0, 'deliveries', 0)
 redis.call('EXPIRE', KEYS[1], ARGV[2])

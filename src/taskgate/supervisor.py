@@ -18,6 +18,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -118,6 +119,18 @@ class Supervisor:
     def dead(self) -> Component | None:
         """The first component that has exited, if any."""
         return next((c for c in self.components if c.returncode is not None), None)
+
+    def wait_listening(self, component: Component, host: str, port: int, timeout: float = 60.0) -> bool:
+        """Wait until ``host:port`` accepts connections; False if a stop was asked for, a component
+        died or ``timeout`` passed first (``watch`` then reports it)."""
+        deadline = time.monotonic() + timeout
+        while not self._stopping and self.dead() is None and time.monotonic() < deadline:
+            try:
+                socket.create_connection((host, port), timeout=0.5).close()
+                return True
+            except OSError:
+                time.sleep(0.1)
+        return False
 
     def watch(self, interval: float = 0.2) -> int:
         """Block until a stop is asked for (exit 0) or a component dies (exit 1)."""
