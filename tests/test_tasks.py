@@ -307,17 +307,36 @@ def test_batch_submit_and_wait_for_many(client: httpx.Client) -> None:
     assert results["tasks"][300] is None
     too_many = client.post("/tasks/add/batch", json={"items": [{"x": 1, "y": 1}] * 1001})
     assert too_many.status_code == 422
-    # Invalid items are reported one by one; the valid ones are queued and run.
-    mixed = client.post("/tasks/add/batch", json={"items": [{"x": 1, "y": 1}, {"x": "a", "y": 1},
-                                                            {"x": 2, "y": 2, "z": 0}, {"x": 3, "y": 3}]})
+
+
+def test_batch_answers_each_invalid_item_in_its_place(client: httpx.Client) -> None:
+    """An invalid item does not refuse the batch: the valid ones are queued and run, each invalid
+    one gets its field path and message at its index (202); with no valid item, the usual 422."""
+    items: list[Any] = [{"x": 1, "y": 1}, {"x": "a", "y": 1}, {"x": 2, "y": 2, "z": 0}, 7, None,
+                        {"x": 3, "y": 3}]
+    mixed = client.post("/tasks/add/batch", json={"items": items})
     assert mixed.status_code == 202, mixed.text
     outcomes = mixed.json()["tasks"]
-    assert [outcome["task_id"] is not None for outcome in outcomes] == [True, False, False, True]
-    assert outcomes[1]["error"]["type"] == "invalid_request" and "'items.1.x'" in outcomes[1]["error"]["message"]
-    assert "'items.2.z'" in outcomes[2]["error"]["message"]
-    assert [wait(client, outcomes[i]["task_id"])["result"] for i in (0, 3)] == [2, 6]
-    # Nothing valid: the usual 422, naming every bad field.
-    bad = client.post("/tasks/add/batch", json={"items": [{"x": "a", "y": 1}, {"y": 1}]})
+    assert len(outcomes) == len(items)
+    assert [outcome["task_id"] is not None for outcome in outcomes] == [True, False, False, False, False, True]
+    assert all(outcomes[i]["error"] is None for i in (0, 5))
+    errors = {i: outcomes[i]["error"] for i in (1, 2, 3, 4)}
+    assert all(error["type"] == "invalid_request" and error["retryable"] is False for error in errors.values())
+    assert errors[1]["message"].startswith("body field 'items.1.x': Input should be a valid integer"), errors
+    assert errors[2]["message"] == "body field 'items.2.z': Extra inputs are not permitted", errors
+    assert errors[3]["message"].startswith("body field 'items.3': Input should be a valid dictionary"), errors
+    assert errors[4]["message"].startswith("body field 'items.4': Input should be a valid dictionary"), errors
+    assert [wait(client, outcomes[i]["task_id"])["result"] for i in (0, 5)] == [2, 6]
+
+    # Nothing valid: nothing queued, and the usual 422 naming every bad field.
+    newest = client.get("/tasks", params={"name": "add", "limit": 1}).json()["tasks"]
+    bad = client.post("/tasks/add/batch", json={"items": [{"x": "a", "y": 1}, {"y": 1}, 3]})
     assert bad.status_code == 422, bad.text
-    assert "'items.0.x'" in bad.json()["error"]["message"] and "'items.1.x'" in bad.json()["error"]["message"]
-    assert client.post("/tasks/add/batch", json={"items": [1, 2]}).status_code == 422
+    assert client.get("/tasks", params={"name": "add", "limit": 1}).json()["tasks"] == newest
+    message = bad.json()["error"]["message"]
+    assert bad.json()["error"]["type"] == "invalid_request"
+    assert all(f"body field '{field}'" in message for field in ("items.0.x", "items.1.x", "items.2")), message
+    # A malformed request is refused whole, whatever its items.
+    for body in ({"items": {"x": 1, "y": 1}}, {"items": []}, {"items": [{"x": 1, "y": 1}], "more": 1},
+                 [{"x": 1, "y": 1}], {"items": [{"x": 1, "y": 1}] * 1001}):
+        assert client.post("/tasks/add/batch", json=body).status_code == 422, body

@@ -123,14 +123,17 @@ class TaskAccepted(BaseModel):
 
 
 class BatchOutcome(BaseModel):
-    """One item of a batch: its task id, or why it was refused."""
+    """One item of a batch: its task id, or why it was refused (exactly one of the two is set)."""
 
-    task_id: str | None = None
-    error: ErrorBody | None = None
+    task_id: str | None = Field(default=None, description="The queued task's id; null if refused.")
+    error: ErrorBody | None = Field(default=None, description="Why the item was refused; null if "
+                                    "queued. `invalid_request`: the message names each bad field as "
+                                    "`items.<index>.<field>`, as a 422 does; `quota_exceeded`: "
+                                    "retryable.")
 
 
 class BatchAccepted(BaseModel):
-    """A batch was handled: one outcome per item, in order."""
+    """A batch with at least one valid item: one outcome per item, in the order given."""
 
     tasks: list[BatchOutcome]
 

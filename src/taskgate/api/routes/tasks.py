@@ -26,6 +26,7 @@ from ..deps import CallerDep, GatewayDep, gateway_of, get_caller
 from ..errors import validation_message
 from ..params import header, openapi_body, openapi_parameters, parse_body, parse_query
 from ..schemas import (
+    ERRORS,
     BatchAccepted,
     BatchOutcome,
     CatalogueEntry,
@@ -117,11 +118,9 @@ def build_router(catalogue: dict[str, TaskSpec]) -> APIRouter:
         router.add_api_route(
             f"/{spec.name}/batch", batch_endpoint(spec), methods=["POST"], status_code=202,
             summary=f"Submit many {spec.name} tasks at once",
-            description="Up to 1,000 argument objects; one Redis round trip. 202 when at least one "
-            "item was accepted: each item gets its task id, or the error that refused it (invalid "
-            "arguments, with the field and what to fix; a quota). 422 when no item is valid, or the "
-            "request itself is malformed (not a list of objects, over 1,000 items).",
-            responses=errors(422, 503), name=f"submit_{spec.name}_batch",
+            description=BATCH_DESCRIPTION, response_description=BATCH_ACCEPTED,
+            responses={**errors(422, 503), 422: {**ERRORS[422], "description": BATCH_REFUSED}},
+            name=f"submit_{spec.name}_batch",
         )
 
     @router.post("/{name}", include_in_schema=False)
@@ -190,44 +189,62 @@ def build_router(catalogue: dict[str, TaskSpec]) -> APIRouter:
 #: Most items in one batch submit.
 MAX_BATCH = 1000
 
+#: OpenAPI for the batch routes: what is answered per item, and when the request is refused whole.
+BATCH_DESCRIPTION = (
+    "Up to 1,000 argument objects; the valid ones are queued in one Redis round trip. Each item is "
+    "judged on its own: an invalid one (a bad or missing field, not an object) gets its validation "
+    "error in its place and does not refuse the others. 202 when at least one item is valid, with "
+    "one outcome per item, in order: its `task_id`, or its `error` (`invalid_request`, naming each "
+    "bad field as `items.<index>.<field>` like any 422; `quota_exceeded`, retryable). 422 when the "
+    "request is malformed (not `{\"items\": [...]}`, empty, over 1,000 items) or no item is valid: "
+    "nothing was queued, so the answer is an error, not a 202 that a client checking only the "
+    "status would take for accepted work; its message names every bad field.")
+BATCH_ACCEPTED = "At least one item was valid: one outcome per item, in order."
+BATCH_REFUSED = ("Nothing was queued: the request is malformed, or no item is valid; the message "
+                 "names each bad field as `items.<index>.<field>`.")
+
 
 def batch_endpoint(spec: TaskSpec) -> Any:
     """The ``POST /tasks/{name}/batch`` handler of one task.
 
-    Items are judged one by one: each is the task's arguments (tried first) or, failing that, any
-    object, which is then reported with its validation error instead of refusing the batch."""
-    item = Annotated[Union[spec.args_model, dict[str, Any]],  # type: ignore[name-defined]  # noqa: UP007
+    The body is validated in one Pydantic call, each item against the task's arguments first
+    and, failing that, as any JSON value, so an invalid item does not refuse the batch: it is
+    validated again on its own for its errors, answered in its place. Only the valid items are
+    submitted."""
+    item = Annotated[Union[spec.args_model, Any],  # type: ignore[name-defined]  # noqa: UP007
                      Field(union_mode="left_to_right")]
     batch_model = create_model(
         f"{spec.args_model.__name__.removesuffix('Args')}Batch",
         __config__=ConfigDict(extra="forbid"),
-        items=(list[item], Field(min_length=1, max_length=MAX_BATCH)),
+        items=(list[item], Field(
+            min_length=1, max_length=MAX_BATCH,
+            description=f"The arguments of each task ({spec.args_model.__name__}). An item that is "
+            "not valid is answered in its place with its error; the others are still queued.")),
     )
 
     async def endpoint(gateway: Gateway, caller: Caller, batch: BaseModel) -> BatchAccepted:
         items: list[Any] = batch.items  # type: ignore[attr-defined]
-        outcomes: list[BatchOutcome | None] = [None] * len(items)
-        problems: list[dict[str, Any]] = []
+        refused: dict[int, list[dict[str, Any]]] = {}
         for index, given in enumerate(items):
-            if isinstance(given, dict):  # not valid arguments: say why, for this item only
+            if not isinstance(given, spec.args_model):
                 try:
-                    spec.args_model.model_validate(given)
+                    items[index] = spec.args_model.model_validate(given)
                 except ValidationError as exc:
-                    found = [{**error, "loc": ("body", "items", index, *error["loc"])}
-                             for error in exc.errors(include_url=False)]
-                    problems += found
-                    outcomes[index] = BatchOutcome(error=ErrorBody(
-                        type="invalid_request", message=validation_message(found), retryable=False))
-        valid = [index for index, outcome in enumerate(outcomes) if outcome is None]
-        if not valid:
-            raise RequestValidationError(problems)  # nothing to queue: the usual 422
+                    refused[index] = [{**error, "loc": ("body", "items", index, *error["loc"])}
+                                      for error in exc.errors(include_url=False)]
+        valid = [index for index in range(len(items)) if index not in refused]
+        if not valid:  # nothing to queue: the usual 422, naming every item's bad fields
+            raise RequestValidationError([error for found in refused.values() for error in found])
         submitted = await gateway.submit_many(spec, [items[index] for index in valid], caller=caller)
+        outcomes = {index: BatchOutcome(error=ErrorBody(type="invalid_request", retryable=False,
+                                                        message=validation_message(found)))
+                    for index, found in refused.items()}
         for index, result in zip(valid, submitted, strict=True):
             outcomes[index] = (
                 BatchOutcome(task_id=result.task_id) if isinstance(result, Submission)
                 else BatchOutcome(error=ErrorBody(type="quota_exceeded", message=str(result),
                                                   retryable=True)))
-        return BatchAccepted(tasks=[outcome for outcome in outcomes if outcome is not None])
+        return BatchAccepted(tasks=[outcomes[index] for index in range(len(items))])
 
     endpoint.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
         inspect.Parameter("gateway", inspect.Parameter.KEYWORD_ONLY, annotation=GatewayDep),
