@@ -163,6 +163,24 @@ def test_progress_events_stream_to_the_end_and_resume(client: httpx.Client) -> N
     assert [event["id"] for event in again] == [events[-1]["id"]]
 
 
+def test_progress_keeps_the_number_type_it_was_reported_with(client: httpx.Client) -> None:
+    """`report_progress` with ints answers ints (not 2000000.0); floats stay floats, even whole."""
+    counted = submit(client, "count_primes", {"limit": 2_000_000})  # reports (high, limit): ints
+    slept = submit(client, "sleepy", {"seconds": 1})  # reports (elapsed, 1.0): floats
+    for task_id in (counted, slept):
+        assert wait(client, task_id)["state"] == "succeeded"
+    reads = [client.get(f"/tasks/{counted}").json(),
+             client.post("/tasks/results", json={"task_ids": [counted, slept]}).json()["tasks"][0]]
+    for task in reads:
+        done, total = task["progress"]["done"], task["progress"]["total"]
+        assert isinstance(done, int) and isinstance(total, int), task["progress"]
+        assert done == total == 2_000_000 and task["progress"]["percent"] == 100.0
+    response = client.get(f"/tasks/{slept}")
+    progress = response.json()["progress"]
+    assert isinstance(progress["done"], float) and isinstance(progress["total"], float), progress
+    assert '"total":1.0' in response.text, response.text
+
+
 def test_wait_returns_early_when_the_task_ends(client: httpx.Client) -> None:
     task_id = submit(client, "sleepy", {"seconds": 0.5})
     task = wait(client, task_id, seconds=20)
