@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -19,6 +18,7 @@ from . import instance, logs
 from .config import Settings, get_settings, is_loopback
 from .exceptions import ConfigurationError, TaskGateError
 from .instance import AlreadyRunning, Claim, Instance
+from .supervisor import port_is_free
 
 if TYPE_CHECKING:
     from .jobs import Gateway
@@ -54,34 +54,16 @@ def _settings() -> Settings:
     try:
         settings = get_settings()
         if settings.redis_url is None and settings.result_backend is None:
-            settings = _join_running(settings)
+            joined = instance.join(settings)
+            if joined is not None:
+                typer.echo(f"taskgate: using the embedded Valkey of `taskgate up` (pid {joined.pid}) at "
+                           f"{joined.redis_url}", err=True)
+                settings = get_settings()
         settings.require_redis_url()
     except (ConfigurationError, ValueError) as exc:
         typer.echo(f"taskgate: {exc}", err=True)
         raise typer.Exit(2) from exc
     return settings
-
-
-def _join_running(settings: Settings) -> Settings:
-    """Without a Redis URL: the settings of the `taskgate up` running on this data dir, if any.
-
-    Its embedded Valkey (and SMTP sink) URLs go into the environment, so that every part of this
-    process, a worker's pool included, reads the same settings.
-    """
-    running = instance.running(settings.data_dir)
-    if running is None:
-        return settings
-    if running.redis_url is None:
-        raise ConfigurationError(
-            f"`taskgate up` (pid {running.pid}) runs on this data dir with an external Redis: "
-            "set TASKGATE_REDIS_URL to the URL it was given")
-    os.environ["TASKGATE_REDIS_URL"] = running.redis_url
-    if running.smtp_url and settings.smtp_url is None:
-        os.environ["TASKGATE_SMTP_URL"] = running.smtp_url
-    get_settings.cache_clear()
-    typer.echo(f"taskgate: using the embedded Valkey of `taskgate up` (pid {running.pid}) at "
-               f"{running.redis_url}", err=True)
-    return get_settings()
 
 
 def _own_command() -> str:
@@ -92,18 +74,6 @@ def _own_command() -> str:
     with contextlib.suppress(ValueError):
         return str(script.relative_to(Path.cwd()))
     return str(script)
-
-
-def port_is_free(host: str, port: int) -> bool:
-    """True if a TCP server could listen on ``host:port`` now."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 @cli.command()

@@ -21,6 +21,9 @@ from pathlib import Path
 
 import orjson
 
+from .config import Settings, get_settings
+from .exceptions import ConfigurationError
+
 #: The lock of the running ``taskgate up``, and its record, inside the data dir.
 LOCK_NAME = "up.lock"
 RECORD_NAME = "up.json"
@@ -128,3 +131,23 @@ def running(data_dir: Path) -> Instance | None:
         return None  # nobody holds it: a record left there is from an instance that is gone
     finally:
         os.close(fd)
+
+
+def join(settings: Settings) -> Instance | None:
+    """For a command given no Redis URL: the ``taskgate up`` running on its data dir, if any.
+
+    Its embedded Valkey (and SMTP sink) URLs go into the environment and the cached settings are
+    dropped, so that every part of this process, a worker's pool included, reads the same ones.
+    """
+    found = running(settings.data_dir)
+    if found is None:
+        return None
+    if found.redis_url is None:
+        raise ConfigurationError(
+            f"`taskgate up` (pid {found.pid}) runs on this data dir with an external Redis: "
+            "set TASKGATE_REDIS_URL to the URL it was given")
+    os.environ["TASKGATE_REDIS_URL"] = found.redis_url
+    if found.smtp_url and settings.smtp_url is None:
+        os.environ["TASKGATE_SMTP_URL"] = found.smtp_url
+    get_settings.cache_clear()
+    return found

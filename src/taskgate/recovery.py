@@ -22,7 +22,8 @@ import logging
 import os
 import threading
 import time
-from typing import Any, cast
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from celery import Celery
@@ -44,6 +45,9 @@ from .constants import (
     worker_key,
 )
 
+if TYPE_CHECKING:
+    from .registry import TaskSpec
+
 log = logging.getLogger("taskgate.recovery")
 
 TICK = 0.5
@@ -62,6 +66,12 @@ def held_tags() -> list[str]:
         requests = []
     tags = {getattr(request.message, "delivery_tag", None) for request in requests}
     return sorted(str(tag) for tag in tags if tag)
+
+
+def catalogue_entries(specs: Iterable[TaskSpec], default_queue: str) -> dict[str, dict[str, str]]:
+    """An API's catalogue as workers and doctor compare it: Celery name -> {module, queue}."""
+    return {spec.celery_name: {"module": spec.func.__module__, "queue": spec.queue or default_queue}
+            for spec in specs}
 
 
 def missing_tasks(beat: dict[str, Any], catalogue: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:

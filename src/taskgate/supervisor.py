@@ -79,6 +79,18 @@ def die_with_parent(signum: int) -> Callable[[], None]:
 PR_SET_PDEATHSIG = 1
 
 
+def port_is_free(host: str, port: int) -> bool:
+    """True if a TCP server could listen on ``host:port`` now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def python_module(module: str, *args: str) -> list[str]:
     """argv running ``python -m module args`` with this interpreter."""
     return [sys.executable, "-m", module, *args]

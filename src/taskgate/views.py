@@ -11,7 +11,7 @@ from . import store
 from .auth import Caller
 from .constants import TASK_INDEX_KEY, WORKER_PREFIX, owner_index_key, task_record_key
 from .jobs import SYSTEM, Gateway
-from .recovery import missing_tasks
+from .recovery import catalogue_entries, missing_tasks
 from .states import TaskState
 
 
@@ -57,8 +57,7 @@ async def queues(gateway: Gateway) -> list[dict[str, Any]]:
         keys = [key async for key in gateway.state.scan_iter(match=f"{WORKER_PREFIX}*", count=1000)]
         beats = await gateway.state.mget(keys) if keys else []
     default = gateway.settings.default_queue
-    catalogue = {spec.celery_name: {"module": spec.func.__module__, "queue": spec.queue or default}
-                 for spec in gateway.catalogue.values()}
+    catalogue = catalogue_entries(gateway.catalogue.values(), default)
     consumers: dict[str, list[str]] = {}
     lacking: dict[str, dict[str, list[str]]] = {}
     for key, beat in zip(keys, beats, strict=True):

@@ -17,6 +17,7 @@ from ..constants import CATALOGUE_KEY
 from ..exceptions import ConfigurationError, TaskGateError
 from ..jobs import Gateway
 from ..metrics import watch_loop_lag
+from ..recovery import catalogue_entries
 from ..registry import load
 from . import docs, errors
 from .limits import BodyLimit
@@ -39,10 +40,8 @@ def auth_enabled(settings: Settings, host: str) -> bool:
 async def publish_catalogue(gateway: Gateway) -> None:
     """Tell workers which module declares each task (they name it when they lack one).
     Best effort: an API starting while Redis is down still starts, and serves 503s meanwhile."""
-    default = gateway.settings.default_queue
-    modules: dict[Any, Any] = {
-        spec.celery_name: orjson.dumps({"module": spec.func.__module__, "queue": spec.queue or default})
-        for spec in gateway.catalogue.values()}
+    entries = catalogue_entries(gateway.catalogue.values(), gateway.settings.default_queue)
+    modules: dict[Any, Any] = {name: orjson.dumps(entry) for name, entry in entries.items()}
     try:
         async with gateway.deadline():
             await gateway.state.hset(CATALOGUE_KEY, mapping=modules)
