@@ -16,14 +16,14 @@ $(PY):
 
 # Runtime install; redone when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml | $(PY)
-	@echo "Installing taskgate and its runtime dependencies into $(VENV) (first run: about a minute)..."
+	@echo "Installing taskgate and its runtime dependencies into $(VENV) (first run only: some 15 s from a warm pip cache, longer while packages download)..."
 	$(PY) -m pip install --quiet --progress-bar off -e .
 	@echo "Installed."
 	@touch $@
 
 # Runtime plus the test and lint tools.
 $(VENV)/.installed-dev: pyproject.toml | $(PY)
-	@echo "Installing taskgate with its test and lint tools into $(VENV) (first run: a minute or two)..."
+	@echo "Installing taskgate with its test and lint tools into $(VENV) (first run only: longer than the runtime install, more packages)..."
 	$(PY) -m pip install --quiet --progress-bar off -e '.[dev]'
 	@echo "Installed."
 	@touch $@ $(VENV)/.installed
