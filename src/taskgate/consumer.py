@@ -6,9 +6,13 @@
   instead of an eternal ``queued``.
 * **A task this worker does not know** (its module is missing from the worker's
   ``TASKGATE_TASK_MODULES``). Celery would log "Received unregistered task" and drop the
-  message. This consumer holds it :data:`UNKNOWN_HOLD` seconds, then hands it back to the
-  queue (kombu requeues it at the back), for a worker that knows the task: a worker lacking
-  a task sees each such message at most once per hold, so several of them never spin. The
+  message. This consumer holds it :data:`UNKNOWN_HOLD` to 1.5 times that many seconds, then
+  hands it back to the queue (kombu requeues it at the back), for a worker that knows the task:
+  a worker lacking a task sees each such message at most once per hold, so several of them
+  never spin. The hold is drawn at random: kombu's Redis consumers re-block every second and
+  Redis hands a pushed message to the longest-blocked one, so a fixed hold would fall at the
+  same point of the lacking worker's cycle at every hand-back and the race for the message
+  need not be fair (one CI run saw a task still queued 30 s after a knowing worker started). The
   record stays ``queued`` and remembers when a worker first lacked the task; once
   ``TASKGATE_UNREGISTERED_TIMEOUT`` seconds (default 300) have passed with no live worker
   listing the task in its heartbeat, the task ends ``failed`` with error type
@@ -20,6 +24,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 from typing import Any, cast
 
@@ -34,7 +39,8 @@ from .constants import CATALOGUE_KEY, DEAD_KEY, WORKER_PREFIX, task_record_key
 
 log = logging.getLogger("taskgate.worker")
 
-#: Seconds a worker holds a message of a task it does not know before handing it back.
+#: Seconds a worker holds a message of a task it does not know before handing it back (at
+#: least; up to 1.5 times as long, drawn at random).
 UNKNOWN_HOLD = 2.0
 
 
@@ -65,7 +71,8 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
         if verdict == "foreign":
             super().on_unknown_task(body, message, exc)
         elif verdict == "hold":
-            self.timer.call_after(UNKNOWN_HOLD, self._hand_back, (message, name, task_id))
+            hold = UNKNOWN_HOLD * random.uniform(1.0, 1.5)  # noqa: S311 (timing, not security)
+            self.timer.call_after(hold, self._hand_back, (message, name, task_id))
         else:
             message.ack()
 
@@ -86,9 +93,10 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
         queue = (message.delivery_info or {}).get("routing_key") or rec.settings.default_queue
         elsewhere = known_by(rec.client, name, queue)
         if elsewhere or now - int(since) / 1000 < timeout:
-            log.warning("task %s[%s] is not registered on this worker%s; handing it back in %.0f s",
+            log.warning("task %s[%s] is not registered on this worker%s; handing it back in %.0f-%.0f s",
                         name, task_id, f" (known by {', '.join(elsewhere)})" if elsewhere
-                        else f" nor on any live worker (failing after {timeout} s)", UNKNOWN_HOLD)
+                        else f" nor on any live worker (failing after {timeout} s)", UNKNOWN_HOLD,
+                        UNKNOWN_HOLD * 1.5)
             return "hold"
         declared = rec.client.hget(CATALOGUE_KEY, name)
         where = f"module {orjson.loads(declared)['module']}" if declared else "the module declaring it"
