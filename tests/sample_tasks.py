@@ -76,3 +76,26 @@ def poison(log: str, kill_file: str) -> str:
 def lane(x: int) -> int:
     """Runs only on workers that consume the `slowlane` queue."""
     return x * 2
+
+
+
+def _counted_run(log: str, token: str, seconds: float) -> str:
+    with open(log, "a") as out:
+        out.write(f"start {token} {os.getpid()}\n")
+    time.sleep(seconds)
+    with open(log, "a") as out:
+        out.write(f"end {token} {os.getpid()}\n")
+    return token
+
+
+@taskgate.task
+def counted(log: str, token: str, seconds: float = 0) -> str:
+    """Append ``start <token> <pid>`` to ``log``, sleep, then append ``end <token> <pid>``: each
+    execution is counted by the task itself, start and end."""
+    return _counted_run(log, token, seconds)
+
+
+@taskgate.task(time_limit=2)
+def time_boxed(log: str, token: str, seconds: float) -> str:
+    """:func:`counted` under a hard time limit of 2 s: Celery kills the process past it."""
+    return _counted_run(log, token, seconds)

@@ -33,6 +33,12 @@ WORKER_PREFIX = "taskgate:worker:"
 #: names the module it misses, and ``taskgate doctor`` compares workers with it.
 CATALOGUE_KEY = "taskgate:catalogue"
 
+#: ``taskgate:alive:<task id>`` -> the node running it: set by the pool process running the task
+#: every ``HEARTBEAT_INTERVAL`` seconds with a TTL of ``HEARTBEAT_TTL``, deleted when the run
+#: ends. The reaper leaves the message of a task whose key exists alone, even if the worker's
+#: main process stopped heartbeating (frozen, stopped under a debugger).
+ALIVE_PREFIX = "taskgate:alive:"
+
 #: ``taskgate:reaper`` -> lock (SET NX EX) so one worker at a time requeues the dead's tasks.
 REAPER_LOCK = "taskgate:reaper"
 
@@ -45,6 +51,8 @@ REAP_GRACE = 15.0
 
 #: kombu's Redis transport keeps delivered, unacknowledged messages here (see kombu).
 KOMBU_UNACKED_INDEX = "unacked_index"
+#: ... and their payloads (``[message, exchange, routing key]`` as JSON), by delivery tag.
+KOMBU_UNACKED = "unacked"
 
 #: ``taskgate:apikey:<key id>`` -> hash {owner, admin, secret_sha256, created_at}: an API key.
 #: Only the secret's hash is stored. Keys are configuration: they live until revoked.
@@ -100,6 +108,11 @@ def task_record_key(task_id: str) -> str:
 def worker_key(hostname: str) -> str:
     """Heartbeat key of a worker."""
     return WORKER_PREFIX + hostname
+
+
+def alive_key(task_id: str) -> str:
+    """Key the pool process running a task keeps alive while it runs."""
+    return ALIVE_PREFIX + task_id
 
 
 def apikey_key(key_id: str) -> str:

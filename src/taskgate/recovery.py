@@ -8,9 +8,11 @@ instead keeps that timeout long and lets every worker's main process run a keepe
   tags of the messages this worker holds (reserved or running), the queues it consumes and the
   tasks it has;
 * **reap**: every 5 s, one worker (lock ``taskgate:reaper``) requeues, with kombu's own
-  ``restore_by_tag``, each message unacked for over 15 s that no live worker holds: the
-  tasks of a killed worker run again within about 30 s, and a long task on a live worker is
-  never handed to a second one;
+  ``restore_by_tag``, each message unacked for over 15 s that no live worker holds and whose
+  task no live process runs: the tasks of a killed worker run again within about 30 s, and a
+  long task on a live worker is never handed to a second one, even while that worker's main
+  process is frozen (the pool process running it keeps ``taskgate:alive:<id>`` set, see
+  ``runtime``);
 * **release**: every 0.5 s, due delayed tasks and retries move from ``taskgate:delayed`` to
   their queue in one atomic script, so a long countdown runs exactly once.
 """
@@ -38,10 +40,12 @@ from .constants import (
     DELAYED_KEY,
     HEARTBEAT_INTERVAL,
     HEARTBEAT_TTL,
+    KOMBU_UNACKED,
     KOMBU_UNACKED_INDEX,
     REAP_GRACE,
     REAPER_LOCK,
     WORKER_PREFIX,
+    alive_key,
     worker_key,
 )
 
@@ -156,7 +160,7 @@ class Keeper(threading.Thread):
         for beat in self.client.mget(keys) if keys else []:
             if beat:
                 held.update(orjson.loads(beat)["tags"])
-        orphans = [tag.decode() for tag in stale if tag.decode() not in held]
+        orphans = self.not_running([tag.decode() for tag in stale if tag.decode() not in held])
         if not orphans:
             return 0
         qos = self._channel().qos
@@ -164,6 +168,28 @@ class Keeper(threading.Thread):
             qos.restore_by_tag(tag)
         log.warning("taskgate keeper: requeued %d task(s) of dead worker(s)", len(orphans))
         return len(orphans)
+
+    def not_running(self, tags: list[str]) -> list[str]:
+        """The ``tags`` whose task no live process is running (no ``taskgate:alive:<id>``)."""
+        if not tags:
+            return []
+        payloads = cast(list[bytes | None], self.client.hmget(KOMBU_UNACKED, tags))
+        ids: dict[str, str] = {}
+        for tag, payload in zip(tags, payloads, strict=True):
+            try:
+                task_id = orjson.loads(payload)[0]["headers"]["id"] if payload else None
+            except (orjson.JSONDecodeError, LookupError, TypeError):
+                task_id = None  # not a Celery message we can read: nothing marks it alive
+            if isinstance(task_id, str):
+                ids[tag] = task_id
+        pipe = self.client.pipeline(transaction=False)
+        for task_id in ids.values():
+            pipe.exists(alive_key(task_id))
+        kept = {tag for tag, running in zip(ids, pipe.execute(), strict=True) if running}
+        if kept:
+            log.info("taskgate keeper: %d task(s) of unresponsive worker(s) still running, left alone",
+                     len(kept))
+        return [tag for tag in tags if tag not in kept]
 
     def _channel(self) -> Any:
         if self._connection is None:

@@ -10,15 +10,19 @@ Celery's event stream as revoked (:class:`CancelAwareRequest`), so Flower shows 
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from billiard.einfo import ExceptionWithTraceback  # type: ignore[import-untyped]
+from billiard.exceptions import TimeLimitExceeded, WorkerLostError  # type: ignore[import-untyped]
 from celery import Task
 from celery.exceptions import Ignore, Reject
 from celery.signals import task_revoked
@@ -33,7 +37,15 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_expo
 from . import recovery, store
 from .broker import RedisBroker, build_message, queue_for_priority
 from .config import get_settings
-from .constants import DEAD_KEY, DELAYED_KEY, events_channel, task_record_key
+from .constants import (
+    DEAD_KEY,
+    DELAYED_KEY,
+    HEARTBEAT_INTERVAL,
+    HEARTBEAT_TTL,
+    alive_key,
+    events_channel,
+    task_record_key,
+)
 from .exceptions import TaskCancelled, error_envelope
 from .registry import TaskSpec, by_celery_name
 
@@ -66,7 +78,7 @@ class _Records:
                                      socket_connect_timeout=10)
         self.scripts: dict[str, Script] = {
             name: self.client.register_script(getattr(store, name))
-            for name in ("START", "UPDATE", "PARK", "DEAD", "UNKNOWN")
+            for name in ("START", "UPDATE", "PARK", "DEAD", "UNKNOWN", "LOST")
         }
         self.pid = os.getpid()
 
@@ -109,6 +121,57 @@ class _Running:
 
 
 _current: contextvars.ContextVar[_Running | None] = contextvars.ContextVar("taskgate_task", default=None)
+
+
+class _Pulse(threading.Thread):
+    """In the process running tasks (a pool process): keeps ``taskgate:alive:<id>`` set for each
+    task it runs, so the reaper never hands a running task to a second worker, even while the
+    worker's main process (whose keeper heartbeats the delivery tags) is frozen."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__(name="taskgate-pulse", daemon=True)
+        self.node = node
+        self.running: set[str] = set()
+        self.lock = threading.Lock()
+        self.pid = os.getpid()
+
+    def enter(self, task_id: str) -> None:
+        with self.lock:
+            self.running.add(task_id)
+        records().client.set(alive_key(task_id), self.node, ex=HEARTBEAT_TTL)
+
+    def leave(self, task_id: str) -> None:
+        with self.lock:
+            self.running.discard(task_id)
+        with contextlib.suppress(RedisError):  # else it expires by itself
+            records().client.delete(alive_key(task_id))
+
+    def run(self) -> None:
+        while True:
+            time.sleep(HEARTBEAT_INTERVAL)
+            with self.lock:
+                running = list(self.running)
+            if not running:
+                continue
+            try:
+                pipe = records().client.pipeline(transaction=False)
+                for task_id in running:
+                    pipe.set(alive_key(task_id), self.node, ex=HEARTBEAT_TTL)
+                pipe.execute()
+            except RedisError as exc:
+                log.warning("taskgate pulse: could not mark %d running task(s) alive (%s)", len(running), exc)
+
+
+_pulse: _Pulse | None = None
+
+
+def pulse(node: str) -> _Pulse:
+    """This process's pulse thread (started on first use, again after a fork)."""
+    global _pulse
+    if _pulse is None or _pulse.pid != os.getpid():
+        _pulse = _Pulse(node)
+        _pulse.start()
+    return _pulse
 
 
 def report_progress(done: float, total: float, message: str | None = None) -> None:
@@ -161,6 +224,14 @@ class CancelAwareRequest(Request):  # type: ignore[misc]
     event (the fields ``Request._announce_revoked`` sends), once: not when
     ``revoke(terminate=True)`` already announced it. ``send_event`` sends only while the worker
     sends task events (``--task-events``, or switched on by Flower).
+
+    When the pool process running the task vanished, the task's own handlers never ran, so
+    the record would say ``started`` for good. Celery's handling decides what happens to the
+    message, and the record follows it: a hard ``time_limit`` (message acknowledged) ends
+    ``failed`` with error type ``TimeLimitExceeded``; a process that died (a kill, the
+    out-of-memory killer: ``WorkerLostError``, message requeued at the back of its queue) goes
+    back to ``queued``, its error saying why, until it starts again (each start counts a
+    delivery, so one that keeps killing its process is dead-lettered).
     """
 
     _already_revoked: bool  # Celery's: set once the request announced itself revoked
@@ -170,7 +241,27 @@ class CancelAwareRequest(Request):  # type: ignore[misc]
         if getattr(exc_info, "type", None) is CancelledIgnore and not self._already_revoked:
             self._already_revoked = True
             self.send_event("task-revoked", terminated=False, signum=None, expired=False)
-        return super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+        lost = self._lost(getattr(exc_info, "exception", None))
+        outcome = super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+        if lost is not None:
+            _record_lost(self.id, self.name, *lost)
+        return outcome
+
+    def _lost(self, exc: Any) -> tuple[str, dict[str, Any]] | None:
+        """(state, error) for the record when ``exc`` says the pool process vanished; else None."""
+        if isinstance(exc, ExceptionWithTraceback):
+            exc = exc.exc
+        if isinstance(exc, TimeLimitExceeded):
+            return "failed", {"type": "TimeLimitExceeded", "retryable": False,
+                              "message": f"hard time limit ({exc.args[0] if exc.args else '?'} s) exceeded: "
+                                         "the process running the task was killed"}
+        cancelled = self._already_revoked or getattr(self, "_already_cancelled", False)
+        died = isinstance(exc, SystemExit | KeyboardInterrupt) and not cancelled
+        if isinstance(exc, WorkerLostError) or died:
+            return "queued", {"type": "WorkerLostError", "retryable": True,
+                              "message": f"the process running the task died ({exc}); requeued at the back "
+                                         "of its queue"}
+        return None
 
 
 class TaskgateTask(Task):  # type: ignore[misc]
@@ -207,6 +298,20 @@ class TaskgateTask(Task):  # type: ignore[misc]
         if verdict != "run":
             log.info("task %s[%s] not run: %s", self.name, task_id, verdict)
             raise CancelledIgnore() if verdict == "cancelled" else Ignore()
+        beat = pulse(self.request.hostname or "")
+        try:
+            beat.enter(task_id)
+        except RedisError as exc:  # the reaper may requeue it if this worker also stops heartbeating
+            log.warning("task %s[%s]: could not mark it alive (%s)", self.name, task_id, exc)
+        try:
+            return self._run(task_id, arguments)
+        finally:  # alive until its end is recorded: a requeued copy then finds it ended
+            beat.leave(task_id)
+
+    def _run(self, task_id: str, arguments: dict[str, Any]) -> Any:
+        """Run the started task and record how it ended."""
+        rec, spec = records(), self.spec
+        settings = rec.settings
         token = _current.set(_Running(task_id))
         try:
             call = spec.args_model.model_validate(arguments)
@@ -261,6 +366,20 @@ class TaskgateTask(Task):  # type: ignore[misc]
                                                   retries=(self.request.retries or 0) + 1)
         properties["priority"] = priority
         return RedisBroker.envelope(queue, (headers, properties, body)), queue_for_priority(queue, priority)
+
+
+def _record_lost(task_id: str, name: str, state: str, error: dict[str, Any]) -> None:
+    """End or requeue the record of a task whose pool process vanished (see
+    :class:`CancelAwareRequest`); in the worker's main process."""
+    rec = records()
+    ttl = rec.settings.failure_ttl
+    try:
+        left = rec.run("LOST", task_id, time.time(), ttl, orjson.dumps(error), state)
+    except RedisError as exc:
+        log.error("task %s[%s]: its process vanished and the record could not be updated (%s)", name,
+                  task_id, exc)
+        return
+    log.warning("task %s[%s]: its process vanished (%s); record %s", name, task_id, error["type"], left)
 
 
 def rec_queue() -> str:

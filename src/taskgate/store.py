@@ -4,6 +4,10 @@ A record is a hash at ``taskgate:task:<id>``. Every transition runs as one Lua s
 API and the workers never race: a task cancelled while queued never starts, a finished task is
 never started again, and each change is published on ``taskgate:events:<id>`` (with a sequence
 number) for live status streams.
+
+A record never expires while its task may still run: queued, delayed, started and retrying
+records have no TTL (however long the delay, the queue or the backoff); each gets its TTL
+(``TASKGATE_RESULT_TTL``, or ``TASKGATE_FAILURE_TTL`` for failures) when the task ends.
 """
 
 from __future__ import annotations
@@ -79,6 +83,7 @@ if state == 'succeeded' or state == 'failed' then return 'finished' end
 if state == 'cancelled' or redis.call('HGET', KEYS[1], 'cancel') == '1' then
   if state ~= 'cancelled' then
     redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished_at', ms(ARGV[2]))
+    redis.call('EXPIRE', KEYS[1], ARGV[3])
     publish(KEYS[1], KEYS[2])
   end
   return 'cancelled'
@@ -95,6 +100,7 @@ if deliveries >= tonumber(ARGV[4]) then
              'dead_reason', 'max_deliveries')
   redis.call('ZADD', KEYS[3], ARGV[2], string.sub(KEYS[1], 15))
   redis.call('EXPIRE', KEYS[3], ARGV[3])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])  -- the worker then sets the failure TTL
   publish(KEYS[1], KEYS[2])
   return 'dead'
 end
@@ -102,19 +108,21 @@ redis.call('HSET', KEYS[1], 'state', 'started', 'started_at', ms(ARGV[2]), 'deli
            'worker', ARGV[5])
 redis.call('HDEL', KEYS[1], 'next_attempt_at')
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('PERSIST', KEYS[1])  -- it may run for longer than any TTL: it expires once it ends
 publish(KEYS[1], KEYS[2])
 return 'run'
 """
 
 #: Worker or API: KEYS record, channel; ARGV ttl, then field/value pairs to set.
-#: Sets the fields, refreshes the TTL, publishes. Returns the new state.
+#: Sets the fields and publishes; a record that is now ended expires in ``ttl`` seconds (unless
+#: 0: keep its TTL), one that is not has none. Returns the new state.
 UPDATE = _PUBLISH + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local fields = {}
 for i = 2, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
-if ARGV[1] ~= '0' then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+if not ended[redis.call('HGET', KEYS[1], 'state')] then redis.call('PERSIST', KEYS[1])
+elseif ARGV[1] ~= '0' then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 publish(KEYS[1], KEYS[2])
 return redis.call('HGET', KEYS[1], 'state')
 """
@@ -170,9 +178,9 @@ end
 if KEYS[3] ~= '' then
   redis.call('SET', KEYS[3], cjson.encode({ARGV[6], ARGV[5]}), 'EX', 86400)
 end
+-- no TTL: the record lives until the task ends (however long it waits), then expires
 redis.call('HSET', KEYS[1], 'name', ARGV[1], 'state', 'queued', 'created_at', ms(ARGV[2]), 'attempts', 0)
 if ARGV[9] ~= '' then redis.call('HSET', KEYS[1], 'owner', ARGV[9]) end
-redis.call('EXPIRE', KEYS[1], ARGV[3])
 for _, index in ipairs({KEYS[2], KEYS[6], KEYS[7]}) do
   if index ~= '' then
     redis.call('ZADD', index, ARGV[2], ARGV[6])
@@ -207,15 +215,34 @@ end
 return moved
 """
 
-#: Worker, after a transient error: KEYS record, channel, delayed set; ARGV ttl, due time,
-#: message, queue list, error JSON. The retry waits in the delayed set, not in a worker.
+#: Worker, after a transient error: KEYS record, channel, delayed set; ARGV ttl (unused: a
+#: retrying record has no TTL), due time, message, queue list, error JSON. The retry waits in
+#: the delayed set, not in a worker.
 PARK = _PUBLISH + """
 redis.call('HSET', KEYS[1], 'state', 'retrying', 'next_attempt_at', ms(ARGV[2]), 'message', ARGV[3],
            'queue', ARGV[4], 'error', ARGV[5], 'deliveries', 0)
 redis.call('ZADD', KEYS[3], ARGV[2], string.sub(KEYS[1], 15))
-redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('PERSIST', KEYS[1])
 publish(KEYS[1], KEYS[2])
 return 'retrying'
+"""
+
+#: Worker main process, when the pool process running a task vanished without the task's own
+#: handlers running (a hard time limit, a kill, an out-of-memory kill): KEYS record, channel;
+#: ARGV now, ttl, error JSON, the state Celery's handling implies ('failed': the message was
+#: acknowledged; 'queued': it was requeued). Changes only a record still ``started`` (the task
+#: may have ended just before). Returns the state the record is left in.
+LOST = _PUBLISH + """
+if before ~= 'started' then return before or false end
+if ARGV[4] == 'failed' then
+  redis.call('HSET', KEYS[1], 'state', 'failed', 'finished_at', ms(ARGV[1]), 'error', ARGV[3])
+  redis.call('EXPIRE', KEYS[1], ARGV[2])
+else
+  redis.call('HSET', KEYS[1], 'state', 'queued', 'error', ARGV[3])
+  redis.call('HDEL', KEYS[1], 'progress')
+end
+publish(KEYS[1], KEYS[2])
+return ARGV[4]
 """
 
 #: Worker that does not know the task: KEYS record; ARGV now (ms). Remembers when a worker first
@@ -249,7 +276,7 @@ redis.call('HDEL', KEYS[1], 'error', 'finished_at', 'started_at', 'next_attempt_
            'unregistered_since',
            'result', 'progress', 'cancel')
 redis.call('HSET', KEYS[1], 'state', 'queued', 'attempts', 0, 'deliveries', 0)
-redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('PERSIST', KEYS[1])
 local owner = redis.call('HGET', KEYS[1], 'owner') or '{ANONYMOUS}'
 redis.call('ZADD', '{INFLIGHT_PREFIX}' .. owner, ARGV[3], string.sub(KEYS[1], 15))
 if KEYS[4] ~= '' then redis.call('LPUSH', KEYS[4], ARGV[1]) end
