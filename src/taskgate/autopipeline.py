@@ -8,7 +8,9 @@ round trip per batch), so the commands are packed here and the connection, its t
 the reply parser are redis-py's own.
 
 Each round trip runs under one deadline (``timeout``), the same for every call in it; a round
-trip that misses it fails all its calls with ``TimeoutError``.
+trip that misses it fails all its calls with ``TimeoutError``. A connection that broke after
+the calls were sent leaves them unsure (Redis may have run them): if the resend does not
+answer either, the calls fail with :class:`OutcomeUnknown`.
 
 Safe only for scripts that may run twice: a batch whose connection broke is sent once more on
 a fresh connection (a pooled connection can be stale after a Redis restart), and calls that
@@ -26,6 +28,12 @@ from collections.abc import Callable, Sequence
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+
+
+class OutcomeUnknown(RedisConnectionError):
+    """The connection broke after the calls were written, and no resend answered: Redis may or
+    may not have run them."""
+
 
 #: What a script argument may be.
 Arg = str | bytes | int | float
@@ -103,14 +111,21 @@ class ScriptPipeline:
         its exception) within ``timeout``; retried once on a fresh connection if the connection
         broke."""
         started = time.perf_counter()
+        unsure = False  # a connection broke after the commands were written: Redis may have run them
         try:
             async with asyncio.timeout(self.timeout):  # one timer for the batch, none per reply
                 for attempt in (1, 2):
                     try:
                         return await self._exchange(commands)
-                    except RedisConnectionError:
+                    except RedisConnectionError as exc:
+                        unsure = unsure or isinstance(exc, _Unanswered)
                         if attempt == 2:
                             raise
+        except (TimeoutError, RedisConnectionError) as exc:
+            if unsure:
+                raise OutcomeUnknown("the connection broke after the calls were sent and no resend was "
+                                     f"answered ({exc or type(exc).__name__})") from exc
+            raise
         finally:
             if self.observe is not None:
                 self.observe(time.perf_counter() - started)
@@ -127,12 +142,18 @@ class ScriptPipeline:
                     replies.append(await connection.read_response(timeout=math.inf))
                 except ResponseError as error:  # the reply was read whole: the stream is intact
                     replies.append(error)
+                except RedisConnectionError as exc:  # written, maybe run, never answered
+                    raise _Unanswered(str(exc)) from exc
             return replies
         except BaseException:
             await connection.disconnect()  # replies may be left unread: never reuse it
             raise
         finally:
             await pool.release(connection)
+
+
+class _Unanswered(RedisConnectionError):
+    """The connection broke after the commands were written."""
 
 
 def _settle(outcomes: list[tuple[asyncio.Future[object], object]]) -> None:

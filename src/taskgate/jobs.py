@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 
 from . import store
 from .auth import Caller
-from .autopipeline import ScriptPipeline
+from .autopipeline import OutcomeUnknown, ScriptPipeline
 from .broker import (
     AmqpBroker,
     Broker,
@@ -56,7 +56,7 @@ from .constants import (
     owner_index_key,
     task_record_key,
 )
-from .deadlines import Deadline, redis_client, unavailable
+from .deadlines import SUBMIT_MARGIN, Deadline, RedisClock, redis_client, unavailable
 from .exceptions import (
     BackendUnavailable,
     Conflict,
@@ -107,6 +107,12 @@ class Options:
     priority: int | None = None
 
 
+def _not_queued(task_id: str | None, cause: str) -> str:
+    """Why a submit answers 503, and that its task will never run."""
+    what = f"task {task_id} was" if task_id else "the tasks were"
+    return f"{cause}: {what} not queued and will never run (submitting again makes a new task)"
+
+
 def newer(changed: dict[str, Any], record: dict[str, Any] | None) -> bool:
     """Whether an event's record is at least as recent as ``record`` (by sequence number)."""
     return record is None or int(changed.get("seq", 0)) >= int(record.get("seq", 0))
@@ -131,6 +137,8 @@ class Gateway:
         self.timeout = settings.backend_timeout
         self.catalogue: dict[str, TaskSpec] = exposed()
         self._submit = ScriptPipeline(state, store.SUBMIT, self.timeout, observe=REDIS_SECONDS.observe)
+        #: Submit scripts refuse to run after the API gave up on them (on Redis's clock).
+        self.clock = RedisClock(state, self.timeout)
         #: Waits on tasks' events use connections of their own (see ``subscriptions``).
         self.subscriptions = Subscriptions(redis_client(settings.require_redis_url(), self.timeout))
         self._update = state.register_script(store.UPDATE)
@@ -179,8 +187,9 @@ class Gateway:
         return spec
 
     def _prepare(self, spec: TaskSpec, arguments: BaseModel, options: Options, idempotency: str | None,
-                 caller: Caller) -> _Prepared:
-        """Everything one submission sends: the message and the submit script's keys and args."""
+                 caller: Caller, cutoff: float) -> _Prepared:
+        """Everything one submission sends: the message and the submit script's keys and args;
+        the script does nothing after ``cutoff`` (a time on Redis's clock)."""
         task_id = str(uuid.uuid4())
         kwargs = arguments.model_dump(mode="json")
         now = time.time()
@@ -216,7 +225,7 @@ class Gateway:
                            digest(spec.name, kwargs, options) if idempotency else "", task_id, message,
                            repr(due) if parked else "",
                            owner if owner != ANONYMOUS else "", self.settings.submit_rate,
-                           self.settings.max_in_flight]
+                           self.settings.max_in_flight, store.stamp(cutoff)]
         return _Prepared(task_id, keys, args, queue, parts, self.same_redis, now, owner, idem_key)
 
     def _verdict(self, prepared: _Prepared, seen: str, idempotency: str | None) -> Submission | None:
@@ -228,10 +237,32 @@ class Gateway:
             raise QuotaExceeded(f"{prepared.owner} has {self.settings.max_in_flight} unfinished tasks, "
                                 "the most allowed (TASKGATE_MAX_IN_FLIGHT); wait for some to end",
                                 retry_after=1)
+        if seen == "#late":
+            raise BackendUnavailable("redis", _not_queued(prepared.task_id,
+                                                          "it reached Redis after the deadline"))
         if seen.startswith("!"):
             raise Conflict(f"Idempotency-Key {idempotency!r} was already used with a different body "
                            f"(task {seen[1:]}); use a new key for a new request")
         return Submission(seen, replayed=True) if seen else None
+
+    async def _cutoff(self) -> float:
+        """When, on Redis's clock, a submit script sent now must have run to count: before this
+        API's deadline, with :data:`~taskgate.deadlines.SUBMIT_MARGIN` for the reply's way back."""
+        try:
+            return await self.clock.to_redis(time.time() + self.timeout - SUBMIT_MARGIN)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise unavailable("redis", exc, self.timeout) from exc
+
+    def _unsent(self, task_id: str | None, exc: BaseException) -> BackendUnavailable:
+        """The 503 of a submit whose script got no answer: it will never run (the script refuses
+        after its deadline), unless the connection broke after sending it (then say so)."""
+        what = f"task {task_id}" if task_id else "the tasks"
+        if isinstance(exc, OutcomeUnknown):
+            return BackendUnavailable("redis", f"{exc}: {what} may have been queued before the "
+                                      "connection broke; GET /tasks/{id} tells once Redis answers "
+                                      "(404: it was not)")
+        cause = unavailable("redis", exc, self.timeout).detail
+        return BackendUnavailable("redis", _not_queued(task_id, cause))
 
     async def _publish_elsewhere(self, prepared: _Prepared) -> None:
         """Publish to a broker other than the records' Redis; undo the record if that fails."""
@@ -252,11 +283,12 @@ class Gateway:
                      idempotency: str | None = None, caller: Caller = SYSTEM) -> Submission:
         """Queue ``spec`` with validated ``arguments`` for ``caller``; return once the broker has
         the message. Quotas and Idempotency-Keys are per owner."""
-        prepared = self._prepare(spec, arguments, options or Options(), idempotency, caller)
+        prepared = self._prepare(spec, arguments, options or Options(), idempotency, caller,
+                                 await self._cutoff())
         try:  # the pipeline holds each round trip to backend_timeout
             seen = cast(bytes, await self._submit(prepared.keys, prepared.args)).decode()
-        except (RedisError, OSError) as exc:
-            raise unavailable("redis", exc, self.timeout) from exc
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise self._unsent(prepared.task_id, exc) from exc
         replay = self._verdict(prepared, seen, idempotency)
         if replay is not None:
             return replay
@@ -269,13 +301,14 @@ class Gateway:
                           caller: Caller = SYSTEM) -> list[Submission | TaskGateError]:
         """Queue one task per item in one Redis round trip (when the broker is that Redis); each
         item gets its id or the reason it was refused (a quota)."""
-        prepared = [self._prepare(spec, item, options or Options(), None, caller) for item in items]
+        cutoff = await self._cutoff()
+        prepared = [self._prepare(spec, item, options or Options(), None, caller, cutoff) for item in items]
         # One round trip (the calls share a pipeline), held to backend_timeout.
         replies = await asyncio.gather(*(self._submit(one.keys, one.args) for one in prepared),
                                        return_exceptions=True)
-        for reply in replies:
+        for one, reply in zip(prepared, replies, strict=True):
             if isinstance(reply, BaseException):
-                raise unavailable("redis", reply, self.timeout) from reply
+                raise self._unsent(one.task_id if len(prepared) == 1 else None, reply) from reply
         seen = [cast(bytes, raw).decode() for raw in replies]
         outcomes: list[Submission | TaskGateError] = []
         for one, said in zip(prepared, seen, strict=True):

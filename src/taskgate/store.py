@@ -153,11 +153,18 @@ return 'cancelling'
 #: owner's rate counter; ARGV name, now, ttl, index horizon, digest, task id, message, due time ('' to
 #: queue now: a due time parks the message in the delayed set), owner ('' for the anonymous
 #: owner: the record then has no owner field), rate limit (0: none),
-#: in-flight limit (0: none).
+#: in-flight limit (0: none), deadline (ms on Redis's clock; '' for none).
 #: Returns '' when the task is new (and queued); the id of the task the idempotency key already
-#: made ('!'-prefixed when its body differed); '#rate' or '#inflight' when a quota refuses it.
+#: made ('!'-prefixed when its body differed); '#rate' or '#inflight' when a quota refuses it;
+#: '#late' when it runs after the deadline (the API has given up on it: it must not be queued).
 SUBMIT = _TIMES + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return '' end  -- a retried call that already ran
+if ARGV[12] ~= '' then
+  local now = redis.call('TIME')
+  if tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) > tonumber(ARGV[12]) then
+    return '#late'
+  end
+end
 if KEYS[3] ~= '' then
   local seen = redis.call('GET', KEYS[3])
   if seen then
