@@ -52,8 +52,8 @@ class Settings(BaseSettings):
     result_ttl: int = Field(
         default=86_400,
         gt=0,
-        description="Seconds a task's record and result are kept after submission, and again "
-        "after it finishes.",
+        description="Seconds a task's record and result are kept after it finishes; while it may "
+        "still run (queued, delayed, started, retrying) its record never expires.",
     )
     failure_ttl: int = Field(
         default=7 * 86_400,
