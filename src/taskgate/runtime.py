@@ -10,7 +10,6 @@ Celery's event stream as revoked (:class:`CancelAwareRequest`), so Flower shows 
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import logging
 import os
@@ -124,9 +123,11 @@ _current: contextvars.ContextVar[_Running | None] = contextvars.ContextVar("task
 
 
 class _Pulse(threading.Thread):
-    """In the process running tasks (a pool process): keeps ``taskgate:alive:<id>`` set for each
-    task it runs, so the reaper never hands a running task to a second worker, even while the
-    worker's main process (whose keeper heartbeats the delivery tags) is frozen."""
+    """In the process running tasks (a pool process): keeps ``taskgate:alive:<id>`` fresh for
+    each task it runs, so the reaper never hands a running task to a second worker, even while
+    the worker's main process (whose keeper heartbeats the delivery tags) is frozen. The START
+    script sets the mark and the script that ends the task deletes it: no round trip of its own
+    per task."""
 
     def __init__(self, node: str) -> None:
         super().__init__(name="taskgate-pulse", daemon=True)
@@ -138,13 +139,11 @@ class _Pulse(threading.Thread):
     def enter(self, task_id: str) -> None:
         with self.lock:
             self.running.add(task_id)
-        records().client.set(alive_key(task_id), self.node, ex=HEARTBEAT_TTL)
 
     def leave(self, task_id: str) -> None:
+        """Stop refreshing the mark (ended, it is gone; parked or requeued, it expires)."""
         with self.lock:
             self.running.discard(task_id)
-        with contextlib.suppress(RedisError):  # else it expires by itself
-            records().client.delete(alive_key(task_id))
 
     def run(self) -> None:
         while True:
@@ -299,10 +298,7 @@ class TaskgateTask(Task):  # type: ignore[misc]
             log.info("task %s[%s] not run: %s", self.name, task_id, verdict)
             raise CancelledIgnore() if verdict == "cancelled" else Ignore()
         beat = pulse(self.request.hostname or "")
-        try:
-            beat.enter(task_id)
-        except RedisError as exc:  # the reaper may requeue it if this worker also stops heartbeating
-            log.warning("task %s[%s]: could not mark it alive (%s)", self.name, task_id, exc)
+        beat.enter(task_id)
         try:
             return self._run(task_id, arguments)
         finally:  # alive until its end is recorded: a requeued copy then finds it ended

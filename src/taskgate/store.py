@@ -17,7 +17,16 @@ from typing import Any
 
 import orjson
 
-from .constants import ANONYMOUS, INFLIGHT_PREFIX, LATENCY_BUCKETS, STATS_KEY, STATS_TTL, TASK_RECORD_PREFIX
+from .constants import (
+    ALIVE_PREFIX,
+    ANONYMOUS,
+    HEARTBEAT_TTL,
+    INFLIGHT_PREFIX,
+    LATENCY_BUCKETS,
+    STATS_KEY,
+    STATS_TTL,
+    TASK_RECORD_PREFIX,
+)
 
 #: Fields of a record, in the order they are reported.
 FIELDS = ("name", "state", "created_at", "started_at", "finished_at", "attempts", "deliveries",
@@ -36,8 +45,8 @@ end
 
 #: Common Lua, for scripts whose KEYS[1] is the record: ``before`` is the state the script
 #: found; ``publish`` publishes the record (as JSON) with a bumped sequence number and, when this
-#: script ended the task, counts it in the stats, takes it off its owner's in-flight set and,
-#: if it succeeded, drops its delivery count.
+#: script ended the task, counts it in the stats, takes it off its owner's in-flight set and
+#: its alive mark (no process runs it any more) and, if it succeeded, drops its delivery count.
 _PUBLISH = _TIMES + f"""
 local before = redis.call('HGET', KEYS[1], 'state')
 local ended = {{succeeded = true, failed = true, cancelled = true}}
@@ -50,6 +59,7 @@ local function publish(key, channel)
   if ended[state] and not ended[before] then
     local id = string.sub(key, {len(TASK_RECORD_PREFIX) + 1})
     redis.call('ZREM', '{INFLIGHT_PREFIX}' .. (record['owner'] or '{ANONYMOUS}'), id)
+    redis.call('DEL', '{ALIVE_PREFIX}' .. id)
     -- the delivery count guards a running task (and explains a dead letter): done with it
     if state == 'succeeded' then redis.call('HDEL', key, 'deliveries') end
     local name = record['name'] or '?'
@@ -71,10 +81,15 @@ local function publish(key, channel)
   record['message'] = nil
   redis.call('PUBLISH', channel, cjson.encode(record))
 end
+local function mark_alive(key, node)
+  local id = string.sub(key, {len(TASK_RECORD_PREFIX) + 1})
+  redis.call('SET', '{ALIVE_PREFIX}' .. id, node, 'EX', {HEARTBEAT_TTL})
+end
 """
 
 #: Worker, before running: KEYS record, channel, dead set; ARGV name, now, ttl, max deliveries,
-#: worker node name.
+#: worker node name. Marks the task alive (``taskgate:alive:<id>``; the running process keeps
+#: the mark fresh, and the script that ends the task removes it).
 #: Returns 'run', 'cancelled' (never run it), 'finished' (a duplicate delivery: skip) or 'dead'
 #: (this attempt was delivered max-deliveries times already: it keeps killing its worker).
 START = _PUBLISH + """
@@ -109,6 +124,7 @@ redis.call('HSET', KEYS[1], 'state', 'started', 'started_at', ms(ARGV[2]), 'deli
 redis.call('HDEL', KEYS[1], 'next_attempt_at')
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 redis.call('PERSIST', KEYS[1])  -- it may run for longer than any TTL: it expires once it ends
+mark_alive(KEYS[1], ARGV[5])
 publish(KEYS[1], KEYS[2])
 return 'run'
 """
