@@ -12,6 +12,7 @@ records have no TTL (however long the delay, the queue or the backoff); each get
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -309,23 +310,34 @@ return 'queued'
 
 
 def decode_record(raw: Mapping[Any, Any]) -> dict[str, Any]:
-    """A record hash (or its published JSON) as Python values."""
+    """A record hash (or its published JSON) as Python values. A field that does not decode
+    (malformed JSON, a time or count that is not a number) is left out, never an exception:
+    one bad field must not make a task, or the history listing it, unreadable."""
     out: dict[str, Any] = {}
     for key, value in raw.items():
         name = key.decode() if isinstance(key, bytes) else key
-        text = value.decode() if isinstance(value, bytes) else value
+        text = value.decode(errors="replace") if isinstance(value, bytes) else value
         if name in ("message", "queue", "unregistered_since"):
             continue  # internal fields
-        if name in ("progress", "result", "error", "args"):
-            out[name] = orjson.loads(text)
-        elif name in ("created_at", "started_at", "finished_at", "next_attempt_at"):
-            # integer milliseconds; records written by earlier versions hold seconds ("1.7e9.123")
-            out[name] = float(text) if "." in text else int(text) / 1000
-        elif name in ("attempts", "seq", "deliveries"):
-            out[name] = int(text)
-        else:
-            out[name] = text
+        try:
+            out[name] = _decode_field(name, text)
+        except (ValueError, TypeError, OverflowError):
+            continue
     return out
+
+
+def _decode_field(name: str, text: Any) -> Any:
+    if name in ("progress", "result", "error", "args"):
+        return orjson.loads(text)
+    if name in ("created_at", "started_at", "finished_at", "next_attempt_at"):
+        # integer milliseconds; records written by earlier versions hold seconds ("1.7e9.123")
+        seconds = float(text) if "." in str(text) else int(text) / 1000
+        if not math.isfinite(seconds):
+            raise ValueError(f"{name} is not a time: {text!r}")
+        return seconds
+    if name in ("attempts", "seq", "deliveries"):
+        return int(text)
+    return text
 
 
 def stamp(seconds: float) -> int:

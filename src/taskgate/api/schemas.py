@@ -2,14 +2,41 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import logging
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import Response
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ..states import TaskState
+
+log = logging.getLogger("taskgate.api")
+
+#: The furthest a task may be delayed, by `countdown` or `eta`: 30 days.
+MAX_DELAY = 30 * 86_400
+#: The earliest `eta` taken (a past one runs at once).
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: The record fields that hold times (epoch seconds once decoded).
+TIME_FIELDS = ("created_at", "started_at", "finished_at", "next_attempt_at")
+
+
+def stored_time(value: Any) -> datetime | None:
+    """A stored time (epoch seconds) as a UTC datetime; None for a value no datetime can hold
+    (a record written by hand or by a bug must not break a read)."""
+    try:
+        return datetime.fromtimestamp(value, tz=UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
 
 
 class JSONBytes(Response):
@@ -82,36 +109,64 @@ class TaskInfo(BaseModel):
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> TaskInfo:
-        """Build from a record as stored in Redis (epoch floats become UTC datetimes)."""
+        """Build from a record as stored in Redis (epoch floats become UTC datetimes). A stored
+        value that does not fit its field (a time out of range, a malformed error) is left out
+        and logged, so one bad record cannot fail a read or a whole listing."""
         data = {key: value for key, value in record.items() if key in cls.model_fields}
-        for key in ("created_at", "started_at", "finished_at", "next_attempt_at"):
+        for key in TIME_FIELDS:
             if data.get(key) is not None:
-                data[key] = datetime.fromtimestamp(data[key], tz=UTC)
-        return cls.model_validate(data)
+                data[key] = stored_time(data[key])
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            bad = {str(error["loc"][0]) for error in exc.errors() if error["loc"]} - _REQUIRED
+            if not bad:
+                raise
+            log.warning("task %s: stored %s unreadable, left out (%s)", record.get("task_id"),
+                        ", ".join(sorted(bad)), exc.errors(include_url=False))
+            return cls.model_validate({key: value for key, value in data.items() if key not in bad})
+
+
+#: Fields a record cannot be shown without.
+_REQUIRED = frozenset({"task_id", "name", "state"})
 
 
 class SubmitOptions(BaseModel):
     """The query parameters of `POST /tasks/{name}`: when and in which order the task runs."""
 
-    countdown: float | None = Field(default=None, ge=0, le=30 * 86_400,
-                                    description="Run no sooner than this many seconds from now.")
-    eta: datetime | None = Field(default=None, description="Run no sooner than this time (ISO 8601 "
-                                 "with a timezone).")
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    countdown: float | None = Field(default=None, ge=0, le=MAX_DELAY,
+                                    description="Run no sooner than this many seconds from now: 0 to "
+                                    "2592000 (30 days). Give `countdown` or `eta`, not both.")
+    eta: datetime | None = Field(default=None, description="Run no sooner than this time: ISO 8601 "
+                                 "with a timezone, from 1970-01-01T00:00:00Z to 30 days from now. A "
+                                 "past time runs at once, as Celery does. Give `countdown` or `eta`, "
+                                 "not both.")
     priority: int | None = Field(default=None, ge=0, le=9, description="0 (first) to 9 (last); "
                                  "default 0.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_delay(cls, given: Any) -> Any:
+        if isinstance(given, dict) and given.get("countdown") is not None and given.get("eta") is not None:
+            raise ValueError("give countdown or eta, not both")
+        return given
+
     @field_validator("eta")
     @classmethod
-    def _aware(cls, eta: datetime | None) -> datetime | None:
-        if eta is not None and eta.tzinfo is None:
+    def _aware_and_near(cls, eta: datetime | None) -> datetime | None:
+        if eta is None:
+            return None
+        if eta.tzinfo is None or eta.utcoffset() is None:
             raise ValueError("eta needs a timezone, e.g. 2030-01-01T12:00:00Z")
+        # Aware comparisons never build an out-of-range datetime (year 0, year 10000).
+        latest = datetime.now(UTC) + timedelta(seconds=MAX_DELAY)
+        if not EPOCH <= eta <= latest:
+            raise ValueError(f"eta must be between 1970-01-01T00:00:00Z and 30 days from now "
+                             f"({latest:%Y-%m-%dT%H:%M:%SZ}); a past eta runs at once, and for a later "
+                             "run, submit it later")
         return eta
-
-    @model_validator(mode="after")
-    def _one_delay(self) -> SubmitOptions:
-        if self.countdown is not None and self.eta is not None:
-            raise ValueError("give countdown or eta, not both")
-        return self
 
 
 class TaskAccepted(BaseModel):
@@ -182,7 +237,8 @@ class DeadLetter(BaseModel):
         return cls(task_id=record["task_id"], name=record.get("name", ""),
                    reason=record.get("dead_reason", "max_retries"), attempts=record.get("attempts", 0),
                    deliveries=record.get("deliveries", 0), error=record.get("error"),
-                   arguments=record.get("args"), dead_at=datetime.fromtimestamp(record["dead_at"], tz=UTC))
+                   arguments=record.get("args"),
+                   dead_at=stored_time(record.get("dead_at")) or datetime.fromtimestamp(0, tz=UTC))
 
 
 class DeadLetterPage(BaseModel):

@@ -1,0 +1,98 @@
+"""What the API accepts as input: bounded delays, strict JSON types, finite floats, one answer for
+malformed JSON; and reads that survive whatever a record holds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from taskgate.constants import task_record_key
+
+from .helpers import submit, wait
+
+
+@pytest.fixture
+def valkey_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def refused(response: httpx.Response, *hints: str) -> str:
+    """Assert a 422 in the error envelope whose message holds every hint; return the message."""
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request" and error["retryable"] is False, error
+    assert all(hint in error["message"] for hint in hints), error["message"]
+    message: str = error["message"]
+    return message
+
+
+# -- eta and countdown ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("eta", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00",
+                                 "0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z"])
+def test_an_absurd_eta_is_refused_with_what_to_fix(client: httpx.Client, eta: str) -> None:
+    message = refused(client.post("/tasks/add", json={"x": 1, "y": 2}, params={"eta": eta}),
+                      "query parameter 'eta'", "30 days from now")
+    assert "year" not in message  # says what to fix, not how Python failed
+
+
+def test_eta_is_at_most_30_days_ahead_and_not_before_1970(client: httpx.Client) -> None:
+    now = datetime.now(UTC)
+    for eta in (now + timedelta(days=31), datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC)):
+        refused(client.post("/tasks/add", json={"x": 1, "y": 2}, params={"eta": eta.isoformat()}),
+                "query parameter 'eta'", "30 days from now")
+    later = submit(client, "add", {"x": 1, "y": 2}, eta=(now + timedelta(days=29)).isoformat())
+    assert client.get(f"/tasks/{later}").json()["state"] == "queued"
+    assert client.post(f"/tasks/{later}/cancel").json()["state"] == "cancelled"
+    # A past eta runs at once, as Celery runs it.
+    past = [submit(client, "add", {"x": 1, "y": 2}, eta=eta)
+            for eta in ((now - timedelta(hours=1)).isoformat(), "1970-01-01T00:00:00Z")]
+    assert [wait(client, task_id)["result"] for task_id in past] == [3, 3]
+
+
+@pytest.mark.parametrize("countdown", ["nan", "inf", "-inf", "2592001", "1e999", "-1"])
+def test_countdown_is_finite_and_bounded(client: httpx.Client, countdown: str) -> None:
+    refused(client.post("/tasks/add", json={"x": 1, "y": 2}, params={"countdown": countdown}),
+            "query parameter 'countdown'")
+
+
+def test_a_bad_stored_time_never_breaks_a_read(client: httpx.Client, valkey_client: redis.Redis) -> None:
+    """Times out of any datetime's range (year 10000), or not numbers at all, malformed JSON and
+    counts: the task still reads, with those fields null or default, alone and in the listing."""
+    task_id = submit(client, "add", {"x": 20, "y": 22})
+    assert wait(client, task_id)["result"] == 42
+    key = task_record_key(task_id)
+    valkey_client.hset(key, mapping={"finished_at": "253402347599000",  # 10000-01-01T13:59:59Z
+                                     "started_at": "soon", "next_attempt_at": "inf",
+                                     "created_at": "-99999999999999999",
+                                     "progress": "{not json", "attempts": "many"})
+    alone = client.get(f"/tasks/{task_id}")
+    assert alone.status_code == 200, alone.text
+    body = alone.json()
+    assert body["result"] == 42 and body["state"] == "succeeded"
+    assert [body[name] for name in ("created_at", "started_at", "finished_at", "next_attempt_at",
+                                    "progress")] == [None] * 5
+    assert body["attempts"] == 0
+    listing = client.get("/tasks", params={"name": "add", "limit": 100})
+    assert listing.status_code == 200, listing.text
+    assert task_id in [task["task_id"] for task in listing.json()["tasks"]]
+    results = client.post("/tasks/results", json={"task_ids": [task_id]})
+    assert results.status_code == 200 and results.json()["tasks"][0]["result"] == 42
+    assert client.get(f"/result/{task_id}").json() == {"status": "completed", "result": 42}
+    # A stored error that is not the error envelope is left out too.
+    valkey_client.hset(key, "error", '"just a string"')
+    assert client.get(f"/tasks/{task_id}").json()["error"] is None
+
+
+def submit_raw(client: httpx.Client, path: str, body: Any) -> httpx.Response:
+    content = body if isinstance(body, bytes) else body.encode() if isinstance(body, str) else None
+    if content is None:
+        return client.post(path, json=body)
+    return client.post(path, content=content, headers={"content-type": "application/json"})
