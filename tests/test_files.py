@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from .helpers import start_api, stop, submit, wait
+from .test_auth import bearer, new_key
 
 
 def upload(client: httpx.Client, content: bytes | Iterator[bytes], **params: Any) -> dict[str, Any]:
@@ -48,10 +50,61 @@ def test_binary_upload_has_no_csv_summary(client: httpx.Client) -> None:
 
 def test_missing_or_bad_file_id(client: httpx.Client) -> None:
     assert client.post("/tasks/process_file", json={"file_id": "../../etc/passwd"}).status_code == 422
-    task = wait(client, submit(client, "process_file", {"file_id": "0" * 32}))
+    unknown = client.post("/tasks/process_file", json={"file_id": "0" * 32})
+    assert unknown.status_code == 404, unknown.text
+    assert unknown.json()["error"]["message"] == f"no uploaded file {'0' * 32}: upload it with POST /files"
+    # A file deleted after the submit: the task fails, naming no server path.
+    stored = upload(client, b"gone")
+    task_id = submit(client, "process_file", {"file_id": stored["file_id"]}, countdown=1)
+    assert client.delete(f"/files/{stored['file_id']}").status_code == 204
+    task = wait(client, task_id)
     assert task["state"] == "failed"
     assert task["error"]["type"] == "FileNotFoundError"
     assert "/" not in task["error"]["message"].replace("POST /files", "")  # no server path leaks
+
+
+@pytest.fixture(scope="module")
+def secured(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An API with TASKGATE_AUTH=on (the session worker runs its tasks)."""
+    proc, base = start_api(redis_url, tmp_path_factory.mktemp("files-auth") / "api.log", TASKGATE_AUTH="on")
+    yield base
+    stop(proc)
+
+
+def test_a_file_is_its_uploaders(secured: str, redis_url: str, worker: subprocess.Popen[bytes]) -> None:
+    """Another owner's key gets 404 processing or deleting an upload, as for an unknown id;
+    the owner and admins use it."""
+    alice, bob = bearer(new_key(redis_url, "alice-files")), bearer(new_key(redis_url, "bob-files"))
+    admin = bearer(new_key(redis_url, "ops-files", admin=True))
+    data = b"name,secret\nann,42\n"
+    with httpx.Client(base_url=secured, timeout=10, headers=alice) as http:
+        mine = upload(http, data, filename="secret.csv")["file_id"]
+        bobs = http.post("/files", content=b"bob's own", headers={**bob, "content-type": "text/plain"})
+        assert bobs.status_code == 201
+        bobs_id = bobs.json()["file_id"]
+        process = {"file_id": mine}
+        refused = http.post("/tasks/process_file", json=process, headers=bob)
+        assert refused.status_code == 404, refused.text
+        assert refused.json()["error"] == {"type": "not_found", "retryable": False,
+                                           "message": f"no uploaded file {mine}: upload it with POST /files"}
+        assert http.delete(f"/files/{mine}", headers=bob).status_code == 404
+        # In a batch, bob's item naming alice's file is refused in its place; his own file is queued.
+        batch = http.post("/tasks/process_file/batch", headers=bob,
+                          json={"items": [process, {"file_id": bobs_id}]})
+        assert batch.status_code == 202, batch.text
+        first, second = batch.json()["tasks"]
+        assert first["task_id"] is None and first["error"]["type"] == "file_not_found"
+        assert mine in first["error"]["message"] and second["task_id"] is not None
+        only_foreign = http.post("/tasks/process_file/batch", headers=bob, json={"items": [process]})
+        assert only_foreign.status_code == 422 and mine in only_foreign.json()["error"]["message"]
+        # The owner and an admin run it; the file is still there after bob's attempts.
+        for headers in (alice, admin):
+            http.headers.update(headers)
+            task = wait(http, submit(http, "process_file", process))
+            assert task["state"] == "succeeded", task
+            assert task["result"]["sha256"] == hashlib.sha256(data).hexdigest()
+        assert http.delete(f"/files/{bobs_id}").status_code == 204  # as the admin
+        assert http.delete(f"/files/{mine}", headers=alice).status_code == 204
 
 
 def test_upload_over_the_limit_is_413(redis_url: str, tmp_path: Path) -> None:

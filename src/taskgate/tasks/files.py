@@ -5,12 +5,11 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from typing import Annotated
 
 from pydantic import BaseModel, Field
 
 from ..config import get_settings
-from ..files import CHUNK, FILE_ID, file_path, read_meta
+from ..files import CHUNK, FileId, file_path, read_meta
 from ..registry import task
 from ..runtime import raise_if_cancelled, report_progress
 
@@ -94,7 +93,6 @@ def analyse_file(file_id: str) -> FileReport:
 
 
 @task
-def process_file(file_id: Annotated[str, Field(pattern=FILE_ID.pattern,
-                                               description="The id POST /files returned.")]) -> FileReport:
+def process_file(file_id: FileId) -> FileReport:
     """Stream an uploaded file: size, sha256, line count, and per-column counts for CSV."""
     return analyse_file(file_id)

@@ -11,7 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal, Union
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from ... import views
 from ...auth import Caller
 from ...exceptions import UnknownTask
+from ...files import file_arguments, owned_meta
 from ...jobs import Gateway, Options, Submission, newer
 from ...registry import TaskSpec
 from ...states import TaskState
@@ -40,6 +41,7 @@ from ..schemas import (
     TaskPage,
     errors,
 )
+from .files import no_file
 
 TaskId = Annotated[str, Path(min_length=1, max_length=200, description="The id a submit returned.")]
 
@@ -113,7 +115,8 @@ def build_router(catalogue: dict[str, TaskSpec]) -> APIRouter:
                 "parameters": SUBMIT_PARAMETERS,
                 "requestBody": openapi_body(spec.args_model, "The task's arguments.")},
             summary=spec.summary, description=spec.description or None,
-            responses=errors(409, 422, 429, 503), name=f"submit_{spec.name}",
+            responses={**errors(409, 422, 429, 503), **(FILE_404 if file_arguments(spec.args_model) else {})},
+            name=f"submit_{spec.name}",
         )
         router.add_api_route(
             f"/{spec.name}/batch", batch_endpoint(spec), methods=["POST"], status_code=202,
@@ -195,10 +198,15 @@ BATCH_DESCRIPTION = (
     "judged on its own: an invalid one (a bad or missing field, not an object) gets its validation "
     "error in its place and does not refuse the others. 202 when at least one item is valid, with "
     "one outcome per item, in order: its `task_id`, or its `error` (`invalid_request`, naming each "
-    "bad field as `items.<index>.<field>` like any 422; `quota_exceeded`, retryable). 422 when the "
+    "bad field as `items.<index>.<field>` like any 422; `file_not_found`, an argument naming an upload that "
+    "does not exist or is another owner's; `quota_exceeded`, retryable). 422 when the "
     "request is malformed (not `{\"items\": [...]}`, empty, over 1,000 items) or no item is valid: "
     "nothing was queued, so the answer is an error, not a 202 that a client checking only the "
     "status would take for accepted work; its message names every bad field.")
+#: OpenAPI for the 404 of a submit route whose task takes an uploaded file.
+FILE_404: dict[int | str, dict[str, Any]] = {404: {
+    **ERRORS[404], "description": "An argument names an uploaded file that does not exist or that "
+    "another owner uploaded (`not_found`, naming the file id). Nothing was queued."}}
 BATCH_ACCEPTED = "At least one item was valid: one outcome per item, in order."
 BATCH_REFUSED = ("Nothing was queued: the request is malformed, or no item is valid; the message "
                  "names each bad field as `items.<index>.<field>`.")
@@ -222,6 +230,8 @@ def batch_endpoint(spec: TaskSpec) -> Any:
             "not valid is answered in its place with its error; the others are still queued.")),
     )
 
+    files = file_arguments(spec.args_model)
+
     async def endpoint(gateway: Gateway, caller: Caller, batch: BaseModel) -> BatchAccepted:
         items: list[Any] = batch.items  # type: ignore[attr-defined]
         refused: dict[int, list[dict[str, Any]]] = {}
@@ -232,6 +242,14 @@ def batch_endpoint(spec: TaskSpec) -> Any:
                 except ValidationError as exc:
                     refused[index] = [{**error, "loc": ("body", "items", index, *error["loc"])}
                                       for error in exc.errors(include_url=False)]
+        unowned: dict[int, str] = {}
+        for index in range(len(items)) if files else ():
+            if index not in refused:
+                missing = await missing_file(gateway, items[index], files, caller)
+                if missing is not None:
+                    unowned[index] = missing[1]
+                    refused[index] = [{"loc": ("body", "items", index, missing[0]),
+                                       "msg": no_file(missing[1]), "type": "file_not_found"}]
         valid = [index for index in range(len(items)) if index not in refused]
         if not valid:  # nothing to queue: the usual 422, naming every item's bad fields
             raise RequestValidationError([error for found in refused.values() for error in found])
@@ -239,6 +257,9 @@ def batch_endpoint(spec: TaskSpec) -> Any:
         outcomes = {index: BatchOutcome(error=ErrorBody(type="invalid_request", retryable=False,
                                                         message=validation_message(found)))
                     for index, found in refused.items()}
+        for index, file_id in unowned.items():
+            outcomes[index] = BatchOutcome(error=ErrorBody(type="file_not_found", retryable=False,
+                                                           message=no_file(file_id)))
         for index, result in zip(valid, submitted, strict=True):
             outcomes[index] = (
                 BatchOutcome(task_id=result.task_id) if isinstance(result, Submission)
@@ -259,6 +280,8 @@ def submit_endpoint(spec: TaskSpec) -> Any:
     """The ``POST /tasks/{name}`` handler of one task, typed with its argument model. Its body,
     query parameters and Idempotency-Key header are read by hand (see ``params``)."""
 
+    files = file_arguments(spec.args_model)
+
     async def endpoint(request: Request) -> JSONBytes:
         caller = await get_caller(request)  # 401 before any 422
         arguments = await parse_body(spec.args_model, request)
@@ -266,6 +289,10 @@ def submit_endpoint(spec: TaskSpec) -> Any:
                    else SubmitOptions())
         idempotency = header(request, "Idempotency-Key", max_length=MAX_IDEMPOTENCY_KEY)
         gateway = gateway_of(request)
+        if files:
+            missing = await missing_file(gateway, arguments, files, caller)
+            if missing is not None:
+                raise HTTPException(404, no_file(missing[1]))
         submission = await gateway.submit(
             spec, arguments, Options(countdown=options.countdown, eta=options.eta, priority=options.priority),
             idempotency, caller)
@@ -281,6 +308,17 @@ def submit_endpoint(spec: TaskSpec) -> Any:
     endpoint.__name__ = f"submit_{spec.name}"
     endpoint.__doc__ = spec.summary
     return endpoint
+
+
+async def missing_file(gateway: Gateway, arguments: BaseModel, fields: tuple[str, ...],
+                       caller: Caller) -> tuple[str, str] | None:
+    """``(field, file id)`` of the first file among ``fields`` of ``arguments`` that is unknown
+    or not ``caller``'s (uploads belong to their uploader; admins may use any)."""
+    for name in fields:
+        file_id = getattr(arguments, name)
+        if await owned_meta(gateway.settings.data_dir, file_id, caller) is None:
+            return name, str(file_id)
+    return None
 
 
 #: Longest Idempotency-Key accepted.
