@@ -96,3 +96,51 @@ def submit_raw(client: httpx.Client, path: str, body: Any) -> httpx.Response:
     if content is None:
         return client.post(path, json=body)
     return client.post(path, content=content, headers={"content-type": "application/json"})
+
+
+# -- strict JSON, finite floats ------------------------------------------------------------------
+
+@pytest.mark.parametrize("body", ['{"x": true, "y": 2}', '{"x": "1", "y": 2}', '{"x": 1.0, "y": 2}'])
+def test_numbers_are_json_numbers(client: httpx.Client, body: str) -> None:
+    refused(submit_raw(client, "/tasks/add", body), "body field 'x'")
+    batch = submit_raw(client, "/tasks/add/batch", f'{{"items": [{body}, {{"x": 1, "y": 2}}]}}')
+    assert batch.status_code == 202, batch.text
+    first, second = batch.json()["tasks"]
+    assert first["task_id"] is None and "body field 'items.0.x'" in first["error"]["message"]
+    assert second["task_id"] is not None
+
+
+@pytest.mark.parametrize("wait_for", ["false", "true", '"1"', "NaN"])
+def test_results_wait_is_a_number(client: httpx.Client, wait_for: str) -> None:
+    refused(submit_raw(client, "/tasks/results", f'{{"task_ids": ["a"], "wait": {wait_for}}}'),
+            "body field 'wait'")
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_floats_are_finite(client: httpx.Client, number: str) -> None:
+    """sleepy(seconds: float), a test task: NaN and friends used to be queued, then fail."""
+    body = f'{{"seconds": {number}}}'
+    refused(submit_raw(client, "/tasks/sleepy", body), "body field 'seconds'", "finite number")
+    refused(submit_raw(client, "/tasks/sleepy/batch", f'{{"items": [{body}]}}'),
+            "body field 'items.0.seconds'", "finite number")
+
+
+@pytest.mark.parametrize("body", [b'{"items": [', b'"\xff"', b"\xff\xfe\x00", b"", b"nul"])
+@pytest.mark.parametrize("path", ["/tasks/add", "/tasks/add/batch", "/tasks/results"])
+def test_malformed_json_is_422_everywhere(client: httpx.Client, path: str, body: bytes) -> None:
+    refused(submit_raw(client, path, body), "body")
+
+
+def test_events_document_json_errors_and_allow_names_the_paths_methods(client: httpx.Client) -> None:
+    spec = client.get("/openapi.json").json()
+    for status in ("401", "404", "422", "503"):
+        content = spec["paths"]["/tasks/{task_id}/events"]["get"]["responses"][status]["content"]
+        assert list(content) == ["application/json"], (status, content)
+    missing = client.get("/tasks/nope/events")
+    assert missing.status_code == 404 and missing.headers["content-type"] == "application/json"
+    for path, allowed in [("/tasks/some-id", "DELETE, GET, HEAD"), ("/tasks/add", "POST"),
+                          ("/tasks", "GET, HEAD"), ("/files/" + "0" * 32, "DELETE")]:
+        for method in ("OPTIONS", "PUT", "PATCH"):
+            response = client.request(method, path)
+            assert response.status_code == 405, (method, path)
+            assert response.headers["allow"] == allowed, (method, path, response.headers["allow"])

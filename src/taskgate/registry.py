@@ -96,7 +96,9 @@ def build_spec(func: Callable[..., Any], name: str, celery_name: str, retry: Ret
     summary, _, description = doc.partition("\n")
     args_model = create_model(
         f"{_title(name)}Args",
-        __config__=ConfigDict(extra="forbid", title=f"{_title(name)}Args"),
+        # Floats are finite (no NaN, Infinity, 1e999) unless a field says otherwise with
+        # pydantic's AllowInfNan(True); the API also validates bodies strictly (no true for 1).
+        __config__=ConfigDict(extra="forbid", title=f"{_title(name)}Args", allow_inf_nan=False),
         __doc__=f"Arguments of the {name} task.",
         **fields,
     )

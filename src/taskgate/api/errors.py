@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -43,7 +44,16 @@ def _field(loc: tuple[object, ...] | list[object]) -> str:
 
 def validation_message(errors: Sequence[Mapping[str, Any]]) -> str:
     """Validation errors as one message: each field with what is wrong with it."""
-    return "; ".join(f"{_field(err.get('loc', ()))}: {err.get('msg', 'invalid')}" for err in errors)
+    return "; ".join(_one(err) for err in errors)
+
+
+def _one(err: Mapping[str, Any]) -> str:
+    loc = err.get("loc", ())
+    if err.get("type") == "json_invalid" and loc and loc[0] == "body":
+        # FastAPI puts the offset into `loc`, as if it were a field; pydantic's message has it
+        where = f" at character {loc[1]}" if len(loc) > 1 else ""
+        return f"body: invalid JSON{where}: {(err.get('ctx') or {}).get('error', err.get('msg'))}"
+    return f"{_field(loc)}: {err.get('msg', 'invalid')}"
 
 
 async def _validation(_: Request, exc: Exception) -> JSONResponse:
@@ -77,10 +87,36 @@ async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
                           headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
-async def _http(_: Request, exc: Exception) -> JSONResponse:
+async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 400:  # FastAPI could not read the body (not UTF-8): a 422 like any bad JSON
+        return error_response(422, "invalid_request", f"body: {exc.detail}: send JSON in UTF-8")
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = allowed_methods(request, headers.get("Allow", ""))
     kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, kind, str(exc.detail), headers=exc.headers)
+    return error_response(exc.status_code, kind, str(exc.detail), headers=headers)
+
+
+def allowed_methods(request: Request, fallback: str) -> str:
+    """The methods this path answers, for a 405's ``Allow``. Starlette names only those of the
+    first route whose path matches (``POST /tasks/{name}`` for ``/tasks/<id>``); here, those the
+    OpenAPI document gives the path, the concrete path before a template (``/tasks/add`` is the
+    submit route, not a task id), as OpenAPI matches paths. ``fallback`` for undocumented paths."""
+    path = request.url.path
+    found: list[tuple[int, list[str]]] = []
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        pattern = "/".join("[^/]+" if part.startswith("{") else re.escape(part)
+                            for part in template.split("/"))
+        if re.fullmatch(pattern, path):
+            found.append((template.count("{"), [method.upper() for method in operations]))
+    if not found:
+        return fallback
+    fewest = min(params for params, _ in found)
+    methods = {method for params, names in found if params == fewest for method in names}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
 
 
 async def _unauthorized(_: Request, exc: Exception) -> JSONResponse:

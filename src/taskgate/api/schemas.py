@@ -196,7 +196,7 @@ class BatchAccepted(BaseModel):
 class ResultsQuery(BaseModel):
     """Which tasks to report on, and how long to wait for them to end."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     task_ids: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(min_length=1,
                                                                                  max_length=1000)
@@ -313,3 +313,10 @@ ERRORS: dict[int, dict[str, Any]] = {
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """The OpenAPI `responses` entries for ``codes``."""
     return {code: ERRORS[code] for code in codes}
+
+
+def json_errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """``errors(*codes)`` for a route whose success is not JSON (Server-Sent Events): FastAPI
+    would document its errors with the route's media type; they are JSON."""
+    return {code: {"description": ERRORS[code]["description"], "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/ErrorResponse"}}}} for code in codes}

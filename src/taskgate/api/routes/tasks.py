@@ -7,6 +7,7 @@ generated argument model, and ``GET /tasks/{task_id}`` answers with a per-task m
 
 
 import inspect
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal, Union
@@ -25,7 +26,7 @@ from ...registry import TaskSpec
 from ...states import TaskState
 from ..deps import CallerDep, GatewayDep, gateway_of, get_caller
 from ..errors import validation_message
-from ..params import header, openapi_body, openapi_parameters, parse_body, parse_query
+from ..params import header, openapi_body, openapi_parameters, parse_body, parse_query, strict_json
 from ..schemas import (
     ERRORS,
     BatchAccepted,
@@ -40,6 +41,7 @@ from ..schemas import (
     TaskInfo,
     TaskPage,
     errors,
+    json_errors,
 )
 from .files import no_file
 
@@ -162,7 +164,8 @@ def build_router(catalogue: dict[str, TaskSpec]) -> APIRouter:
             yield watch
 
     @router.get("/{task_id}/events", response_class=EventSourceResponse,
-                summary="Live state and progress (Server-Sent Events)", responses=errors(404, 503))
+                summary="Live state and progress (Server-Sent Events)",
+                responses=json_errors(401, 404, 422, 503))
     async def task_events(
         task_id: TaskId, gateway: GatewayDep,
         watch: Annotated[tuple[dict[str, Any], Any], Depends(watched)],
@@ -232,16 +235,24 @@ def batch_endpoint(spec: TaskSpec) -> Any:
 
     files = file_arguments(spec.args_model)
 
-    async def endpoint(gateway: Gateway, caller: Caller, batch: BaseModel) -> BatchAccepted:
+    async def endpoint(request: Request, gateway: Gateway, caller: Caller, batch: BaseModel) -> BatchAccepted:
+        # FastAPI parsed the body with Python's lax rules (it found no malformed request); the
+        # items are judged again by JSON's own types, as single submits are (no true for 1).
+        batch = strict_json(batch_model, await request.body())
         items: list[Any] = batch.items  # type: ignore[attr-defined]
         refused: dict[int, list[dict[str, Any]]] = {}
         for index, given in enumerate(items):
             if not isinstance(given, spec.args_model):
-                try:
-                    items[index] = spec.args_model.model_validate(given)
+                try:  # once more on its own, for its errors (json keeps NaN as NaN)
+                    if not isinstance(given, dict):
+                        spec.args_model.model_validate(given, strict=True)  # "a valid dictionary"
+                    items[index] = strict_json(spec.args_model, json.dumps(given).encode(),
+                                               ("body", "items", index))
                 except ValidationError as exc:
                     refused[index] = [{**error, "loc": ("body", "items", index, *error["loc"])}
                                       for error in exc.errors(include_url=False)]
+                except RequestValidationError as exc:
+                    refused[index] = list(exc.errors())
         unowned: dict[int, str] = {}
         for index in range(len(items)) if files else ():
             if index not in refused:
@@ -268,6 +279,7 @@ def batch_endpoint(spec: TaskSpec) -> Any:
         return BatchAccepted(tasks=[outcomes[index] for index in range(len(items))])
 
     endpoint.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
+        inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, annotation=Request),
         inspect.Parameter("gateway", inspect.Parameter.KEYWORD_ONLY, annotation=GatewayDep),
         inspect.Parameter("caller", inspect.Parameter.KEYWORD_ONLY, annotation=CallerDep),
         inspect.Parameter("batch", inspect.Parameter.KEYWORD_ONLY, annotation=batch_model),
