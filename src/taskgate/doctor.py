@@ -29,6 +29,9 @@ class Finding:
     fix: str = ""
 
 
+#: States whose records rightly have no TTL (the task may still run).
+_UNFINISHED = (b"queued", b"started", b"retrying")
+
 def _celery_checks(settings: Settings) -> Iterator[Finding]:
     conf = create_celery_app(settings).conf
     accepted = set(conf.accept_content or []) | set(conf.result_accept_content or [])
@@ -67,10 +70,11 @@ def _redis_checks(client: Redis) -> Iterator[Finding]:
                       "them a Redis restart loses every queued task")
     except RedisError as exc:
         yield Finding(True, "redis persistence", f"could not read CONFIG ({exc}); check it by hand")
+    # A record has no TTL while its task may still run; an ended one without a TTL never goes.
     immortal = [key for key in client.scan_iter(match=f"{TASK_RECORD_PREFIX}*", count=200)
-                if client.ttl(key) == -1][:3]
-    yield Finding(not immortal, "record expiry", f"records without TTL: {immortal}" if immortal
-                  else "every sampled task record expires", "delete them or give them a TTL")
+                if client.ttl(key) == -1 and client.hget(key, "state") not in _UNFINISHED][:3]
+    yield Finding(not immortal, "record expiry", f"ended records without TTL: {immortal}" if immortal
+                  else "every ended task record expires", "delete them or give them a TTL")
     keys = list(client.scan_iter(match=f"{WORKER_PREFIX}*", count=1000))
     beats = {key.decode().removeprefix(WORKER_PREFIX): orjson.loads(beat)
              for key, beat in zip(keys, cast(list[bytes | None], client.mget(keys)) if keys else [],
