@@ -22,7 +22,7 @@ from ...auth import Caller
 from ...exceptions import UnknownTask
 from ...files import file_arguments, owned_meta
 from ...jobs import Gateway, Options, Submission, newer
-from ...registry import TaskSpec
+from ...registry import RESERVED_NAMES, TaskSpec
 from ...states import TaskState
 from ..deps import CallerDep, GatewayDep, gateway_of, get_caller
 from ..errors import validation_message
@@ -130,6 +130,8 @@ def build_router(catalogue: dict[str, TaskSpec]) -> APIRouter:
 
     @router.post("/{name}", include_in_schema=False)
     async def submit_unknown(name: str) -> None:
+        if name in RESERVED_NAMES:  # an endpoint's path (GET /tasks/catalogue), not a task name
+            raise HTTPException(405, "Method Not Allowed")
         raise UnknownTask(name)
 
     @router.get("/{task_id}", summary="A task's state, result, error and progress",
@@ -215,6 +217,14 @@ BATCH_REFUSED = ("Nothing was queued: the request is malformed, or no item is va
                  "names each bad field as `items.<index>.<field>`.")
 
 
+def _items_are_arguments(schema: dict[str, Any]) -> None:
+    """Document batch items as the task's arguments: the ``Any`` that lets an invalid item be
+    answered in its place is how it is read, not what a client should send."""
+    items = schema["properties"]["items"]["items"]
+    branches = [branch for branch in items.pop("anyOf", []) if branch]
+    items.update(branches[0] if len(branches) == 1 else {"anyOf": branches})
+
+
 def batch_endpoint(spec: TaskSpec) -> Any:
     """The ``POST /tasks/{name}/batch`` handler of one task.
 
@@ -226,7 +236,7 @@ def batch_endpoint(spec: TaskSpec) -> Any:
                      Field(union_mode="left_to_right")]
     batch_model = create_model(
         f"{spec.args_model.__name__.removesuffix('Args')}Batch",
-        __config__=ConfigDict(extra="forbid"),
+        __config__=ConfigDict(extra="forbid", json_schema_extra=_items_are_arguments),
         items=(list[item], Field(
             min_length=1, max_length=MAX_BATCH,
             description=f"The arguments of each task ({spec.args_model.__name__}). An item that is "
