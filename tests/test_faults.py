@@ -4,6 +4,7 @@ keeps answering other endpoints at once, and recovers by itself."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -151,8 +152,9 @@ def test_a_503_on_submit_means_the_task_never_runs(own_valkey: ValkeyServer, tmp
         refused = [(token, body) for token, status, _, body in answers if status == 503]
         assert {status for _, status, _, _ in answers} <= {202, 503}, answers
         assert refused, "the stall refused nothing: it did not happen"
-        for _, body in refused:
+        for token, body in refused:
             assert "will never run" in body, body
+            assert re.search(r"task ([0-9a-f-]{36}) was not", body)[1] == json.loads(body)["error"]["task_id"], token
         redis = Redis.from_url(url)
         wait_for(lambda: redis.llen("celery") == 0 and redis.hlen("unacked") == 0, 120,
                  "the queue to drain")

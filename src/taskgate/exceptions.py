@@ -32,10 +32,11 @@ class ConfigurationError(TaskGateError):
 class BackendUnavailable(TaskGateError):
     """Raised when the broker or the result store failed or missed its deadline."""
 
-    def __init__(self, component: str, detail: str) -> None:
+    def __init__(self, component: str, detail: str, task_id: str | None = None) -> None:
         super().__init__(f"{component} unavailable: {detail}")
         self.component = component
         self.detail = detail
+        self.task_id = task_id  # a submit's: the task it tried to queue
 
 
 class TaskNotFound(TaskGateError):

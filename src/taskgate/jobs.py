@@ -238,8 +238,8 @@ class Gateway:
                                 "the most allowed (TASKGATE_MAX_IN_FLIGHT); wait for some to end",
                                 retry_after=1)
         if seen == "#late":
-            raise BackendUnavailable("redis", _not_queued(prepared.task_id,
-                                                          "it reached Redis after the deadline"))
+            raise BackendUnavailable("redis", _not_queued(prepared.task_id, "it reached Redis after the "
+                                                          "deadline"), prepared.task_id)
         if seen.startswith("!"):
             raise Conflict(f"Idempotency-Key {idempotency!r} was already used with a different body "
                            f"(task {seen[1:]}); use a new key for a new request")
@@ -260,9 +260,9 @@ class Gateway:
         if isinstance(exc, OutcomeUnknown):
             return BackendUnavailable("redis", f"{exc}: {what} may have been queued before the "
                                       "connection broke; GET /tasks/{id} tells once Redis answers "
-                                      "(404: it was not)")
+                                      "(404: it was not)", task_id)
         cause = unavailable("redis", exc, self.timeout).detail
-        return BackendUnavailable("redis", _not_queued(task_id, cause))
+        return BackendUnavailable("redis", _not_queued(task_id, cause), task_id)
 
     async def _publish_elsewhere(self, prepared: _Prepared) -> None:
         """Publish to a broker other than the records' Redis; undo the record if that fails."""

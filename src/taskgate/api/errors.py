@@ -29,9 +29,12 @@ log = logging.getLogger("taskgate.api")
 
 
 def error_response(status: int, type_: str, message: str, *, retryable: bool = False,
-                   headers: Mapping[str, str] | None = None) -> JSONResponse:
+                   headers: Mapping[str, str] | None = None, task_id: str | None = None) -> JSONResponse:
     """A JSON error in the stable envelope."""
-    body = {"error": {"type": type_, "message": message, "retryable": retryable}}
+    error: dict[str, Any] = {"type": type_, "message": message, "retryable": retryable}
+    if task_id is not None:
+        error["task_id"] = task_id
+    body = {"error": error}
     return JSONResponse(body, status_code=status, headers=dict(headers or {}))
 
 
@@ -82,9 +85,10 @@ async def _too_large(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, BackendUnavailable)
     log.warning("%s %s: %s", request.method, request.url.path, exc)
     return error_response(503, "backend_unavailable", f"{exc}; retry later", retryable=True,
-                          headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+                          headers={"Retry-After": str(RETRY_AFTER_SECONDS)}, task_id=exc.task_id)
 
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:

@@ -56,6 +56,8 @@ class ErrorBody(BaseModel):
     type: str = Field(description="Stable machine-readable error type.", examples=["task_not_found"])
     message: str = Field(description="What went wrong and what to do about it.")
     retryable: bool = Field(description="True when the same request may succeed later.")
+    task_id: str | None = Field(default=None, description="On a 503 from a submit: the id of the task "
+                                "it tried to queue (the message says whether it will never run).")
 
 
 class ErrorResponse(BaseModel):
