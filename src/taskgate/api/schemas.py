@@ -56,6 +56,11 @@ class ErrorBody(BaseModel):
     type: str = Field(description="Stable machine-readable error type.", examples=["task_not_found"])
     message: str = Field(description="What went wrong and what to do about it.")
     retryable: bool = Field(description="True when the same request may succeed later.")
+
+
+class ErrorDetail(ErrorBody):
+    """An error answer's body: an :class:`ErrorBody`, and on a submit's 503 the task it tried."""
+
     task_id: str | None = Field(default=None, description="On a 503 from a submit: the id of the task "
                                 "it tried to queue (the message says whether it will never run).")
 
@@ -63,7 +68,7 @@ class ErrorBody(BaseModel):
 class ErrorResponse(BaseModel):
     """Every 4xx/5xx answer of taskgate."""
 
-    error: ErrorBody
+    error: ErrorDetail
 
 
 class TaskCreated(BaseModel):
