@@ -111,6 +111,15 @@ class Settings(BaseSettings):
         "(0: unlimited); the next one gets 429 with Retry-After.")
     max_in_flight: int = Field(
         default=0, ge=0, description="Unfinished tasks per owner (0: unlimited); beyond it, 429.")
+    max_streams: int = Field(
+        default=5000, ge=1, description="Waits held at once by one API process: SSE streams, "
+        "`?wait=` reads and waiting POST /tasks/results, all carried by one Redis pub/sub "
+        "connection; beyond it, 503 naming this setting.")
+    max_streams_per_owner: int | None = Field(
+        default=None, ge=1, description="The share of TASKGATE_MAX_STREAMS one owner may hold "
+        "(unset: a quarter of it, so no one key can take more than a quarter of a process and at "
+        "least four owners fit at their full share); beyond it, 429 with Retry-After. With auth "
+        "off every caller is one owner, held only by TASKGATE_MAX_STREAMS.")
     max_body_bytes: int = Field(
         default=1024 * 1024, gt=0, description="Largest JSON request body, in bytes (413 beyond it).")
     flower_basic_auth: str | None = Field(

@@ -24,7 +24,6 @@ import orjson
 from celery import Celery
 from pydantic import BaseModel
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from . import store
@@ -69,7 +68,7 @@ from .exceptions import (
 from .metrics import REDIS_SECONDS, SUBMITS
 from .registry import TaskSpec, exposed
 from .states import TaskState
-from .subscriptions import Subscriptions
+from .subscriptions import Limits, Subscription, Subscriptions, events_client
 
 #: The caller of internal and CLI operations: sees every task.
 SYSTEM = Caller(owner=ANONYMOUS, admin=True)
@@ -139,8 +138,10 @@ class Gateway:
         self._submit = ScriptPipeline(state, store.SUBMIT, self.timeout, observe=REDIS_SECONDS.observe)
         #: Submit scripts refuse to run after the API gave up on them (on Redis's clock).
         self.clock = RedisClock(state, self.timeout)
-        #: Waits on tasks' events use connections of their own (see ``subscriptions``).
-        self.subscriptions = Subscriptions(redis_client(settings.require_redis_url(), self.timeout))
+        #: Waits on tasks' events share one connection of their own (see ``subscriptions``).
+        self.subscriptions = Subscriptions(
+            events_client(settings.require_redis_url(), self.timeout), self.timeout,
+            Limits(settings.max_streams, settings.max_streams_per_owner or max(1, settings.max_streams // 4)))
         self._update = state.register_script(store.UPDATE)
         self._cancel = state.register_script(store.CANCEL)
         self.same_redis = isinstance(broker, RedisBroker) and broker.client is state
@@ -341,11 +342,11 @@ class Gateway:
         the caller cannot see); woken by the workers' events, not by polling."""
         deadline = time.monotonic() + seconds
         async with contextlib.AsyncExitStack() as stack:
-            pubsub = None
+            subscription = None
             async with self.deadline():
                 if seconds > 0:
-                    pubsub = await stack.enter_async_context(
-                        self.subscriptions(*(events_channel(task_id) for task_id in task_ids)))
+                    subscription = await stack.enter_async_context(self.subscriptions(
+                        *(events_channel(task_id) for task_id in task_ids), owner=caller.owner))
                 pipe = self.state.pipeline(transaction=False)
                 for task_id in task_ids:
                     pipe.hgetall(task_record_key(task_id))
@@ -356,21 +357,18 @@ class Gateway:
                 records[task_id] = record if record and caller.may_see(record.get("owner")) else None
             pending = {task_id for task_id, record in records.items()
                        if record is not None and not TaskState(record["state"]).is_terminal}
-            try:
-                while pubsub is not None and pending and (remaining := deadline - time.monotonic()) > 0:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=remaining)
-                    if message is None:
-                        continue
-                    task_id = message["channel"].decode().removeprefix(EVENTS_PREFIX)
-                    if task_id not in pending:
-                        continue
-                    changed = {"task_id": task_id, **store.decode_record(orjson.loads(message["data"]))}
-                    if newer(changed, records[task_id]):
-                        records[task_id] = changed
-                        if TaskState(changed["state"]).is_terminal:
-                            pending.discard(task_id)
-            except (RedisError, OSError) as exc:
-                raise BackendUnavailable("redis", str(exc) or type(exc).__name__) from exc
+            while subscription is not None and pending and (remaining := deadline - time.monotonic()) > 0:
+                message = await subscription.get(remaining)
+                if message is None:
+                    continue
+                task_id = message[0].removeprefix(EVENTS_PREFIX)
+                if task_id not in pending:
+                    continue
+                changed = {"task_id": task_id, **store.decode_record(orjson.loads(message[1]))}
+                if newer(changed, records[task_id]):
+                    records[task_id] = changed
+                    if TaskState(changed["state"]).is_terminal:
+                        pending.discard(task_id)
             return [records[task_id] for task_id in task_ids]
 
     async def api_key(self, key_id: str) -> dict[bytes, bytes]:
@@ -380,34 +378,34 @@ class Gateway:
 
     @asynccontextmanager
     async def watch(self, task_id: str,
-                    caller: Caller = SYSTEM) -> AsyncIterator[tuple[dict[str, Any], PubSub]]:
-        """Subscribe to the task's changes, then read its record: ``(record, subscription)``."""
+                    caller: Caller = SYSTEM) -> AsyncIterator[tuple[dict[str, Any], Subscription]]:
+        """Subscribe to the task's changes (confirmed by Redis), then read its record:
+        ``(record, subscription)``. Counted against the caller's and the process's limits on
+        waits (``QuotaExceeded``, ``BackendUnavailable``)."""
         async with contextlib.AsyncExitStack() as stack:
             async with self.deadline():
-                pubsub = await stack.enter_async_context(self.subscriptions(events_channel(task_id)))
-            yield await self.get(task_id, caller), pubsub
+                subscription = await stack.enter_async_context(
+                    self.subscriptions(events_channel(task_id), owner=caller.owner))
+            yield await self.get(task_id, caller), subscription
 
-    async def next_change(self, task_id: str, pubsub: PubSub,
+    async def next_change(self, task_id: str, subscription: Subscription,
                           timeout: float) -> dict[str, Any] | None:  # noqa: ASYNC109
-        """The record after its next change, or None if nothing changed within ``timeout`` (or
-        the message was not about this task: a reused subscription's leftover)."""
-        try:
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
-        except (RedisError, OSError) as exc:
-            raise BackendUnavailable("redis", str(exc) or type(exc).__name__) from exc
-        if message is None or message["channel"] != events_channel(task_id).encode():
+        """The record after its next change, or None if nothing changed within ``timeout``;
+        ``BackendUnavailable`` if the events connection broke."""
+        message = await subscription.get(timeout)
+        if message is None or message[0] != events_channel(task_id):
             return None
-        return {"task_id": task_id, **store.decode_record(orjson.loads(message["data"]))}
+        return {"task_id": task_id, **store.decode_record(orjson.loads(message[1]))}
 
     async def wait(self, task_id: str, seconds: float, caller: Caller = SYSTEM) -> dict[str, Any]:
         """The record once terminal, or as it is after ``seconds``; woken by events, not polling."""
         deadline = time.monotonic() + seconds
-        async with self.watch(task_id, caller) as (record, pubsub):
+        async with self.watch(task_id, caller) as (record, subscription):
             while not TaskState(record["state"]).is_terminal:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                changed = await self.next_change(task_id, pubsub, remaining)
+                changed = await self.next_change(task_id, subscription, remaining)
                 if changed is not None and newer(changed, record):
                     record = changed
             return record

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from ... import views
 from ...auth import Caller
-from ...exceptions import UnknownTask
+from ...exceptions import BackendUnavailable, UnknownTask
 from ...files import file_arguments, owned_meta
 from ...jobs import Gateway, Options, Submission, newer
 from ...registry import RESERVED_NAMES, TaskSpec
@@ -51,6 +51,19 @@ log = logging.getLogger("taskgate.api")
 
 #: Longest ``?wait=`` a client may ask for, in seconds.
 MAX_WAIT = 30.0
+
+#: OpenAPI: the 429 and 503 of the routes that wait on tasks' events (``subscriptions``).
+WAIT_429 = ("The owner holds its share of this API process's waits and event streams "
+            "(TASKGATE_MAX_STREAMS_PER_OWNER); retry after `Retry-After`.")
+WAIT_503 = ("Redis did not answer within the deadline, or this API process serves "
+            "TASKGATE_MAX_STREAMS waits and event streams already (the message says which); retry "
+            "after `Retry-After` seconds.")
+
+
+def wait_errors(sse: bool = False) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI entries of the 429 and 503 of a waiting route (``sse``: an event stream's)."""
+    base = json_errors(429, 503) if sse else errors(429, 503)
+    return {429: {**base[429], "description": WAIT_429}, 503: {**base[503], "description": WAIT_503}}
 
 
 def info_models(catalogue: dict[str, TaskSpec]) -> dict[str, type[TaskInfo]]:
@@ -103,10 +116,11 @@ def build_router(catalogue: dict[str, TaskSpec]) -> APIRouter:
                 for spec in catalogue.values()]
 
     @router.post("/results", summary="Results of many tasks, optionally waiting for them",
-                 responses=errors(422, 503))
+                 responses={**errors(422), **wait_errors()})
     async def get_results(query: ResultsQuery, gateway: GatewayDep, caller: CallerDep) -> ResultsPage:
         """Up to 1,000 tasks in one call; with `wait`, held until all have ended (woken by the
-        workers' events, not by polling) or `wait` seconds passed."""
+        workers' events, not by polling) or `wait` seconds passed. A waiting call counts as one
+        of the process's waits (429 over the owner's share, 503 when the process is full)."""
         records = await gateway.wait_many(query.task_ids, query.wait, caller)
         return ResultsPage(tasks=[info(record) if record else None for record in records])
 
@@ -135,11 +149,12 @@ def build_router(catalogue: dict[str, TaskSpec]) -> APIRouter:
         raise UnknownTask(name)
 
     @router.get("/{task_id}", summary="A task's state, result, error and progress",
-                responses=errors(404, 422, 503))
+                responses={**errors(404, 422), **wait_errors()})
     async def get_task(
         task_id: TaskId, gateway: GatewayDep, caller: CallerDep,
         wait: Annotated[float, Query(ge=0, le=MAX_WAIT, description="Hold the request up to this "
-                                     "many seconds until the task ends (no polling).")] = 0,
+                                     "many seconds until the task ends (no polling); a held "
+                                     "request counts as one of the process's waits.")] = 0,
     ) -> AnyTask:
         record = await (gateway.wait(task_id, wait, caller) if wait else gateway.get(task_id, caller))
         return info(record)
@@ -167,15 +182,17 @@ def build_router(catalogue: dict[str, TaskSpec]) -> APIRouter:
 
     @router.get("/{task_id}/events", response_class=EventSourceResponse,
                 summary="Live state and progress (Server-Sent Events)",
-                responses=json_errors(401, 404, 422, 503))
+                responses={**json_errors(401, 404, 422), **wait_errors(sse=True)})
     async def task_events(
         task_id: TaskId, gateway: GatewayDep,
         watch: Annotated[tuple[dict[str, Any], Any], Depends(watched)],
         last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0)] = None,
     ) -> AsyncIterator[ServerSentEvent]:
         """One `state` or `progress` event per change, pushed by the workers, ending with the
-        terminal state. Event ids are sequence numbers: reconnect with `Last-Event-ID`."""
-        record, pubsub = watch
+        terminal state. Event ids are sequence numbers: reconnect with `Last-Event-ID`. An open
+        stream counts as one of the process's waits. If the API loses Redis's events the stream
+        ends early (no terminal state): reconnect, as EventSource does by itself."""
+        record, subscription = watch
         seen = last_event_id or 0
         state = None
         while True:
@@ -187,7 +204,11 @@ def build_router(catalogue: dict[str, TaskSpec]) -> APIRouter:
                                       id=str(seen))
             if TaskState(record["state"]).is_terminal:
                 return
-            changed = await gateway.next_change(task_id, pubsub, timeout=60)
+            try:
+                changed = await gateway.next_change(task_id, subscription, timeout=60)
+            except BackendUnavailable as exc:  # the 200 is sent: end, for the client to reconnect
+                log.warning("GET /tasks/%s/events ended early: %s", task_id, exc)
+                return
             if changed is not None and newer(changed, record):
                 record = changed
 
