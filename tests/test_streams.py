@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,3 +186,28 @@ def test_a_full_process_answers_503_naming_the_limit(setup: Setup, small: str) -
             refused(carol.get(f"/tasks/{waiting}/events"), 503, "TASKGATE_MAX_STREAMS")
         wait_for(lambda: carol.get(f"/tasks/{waiting}", params={"wait": 0.01}).status_code == 200, 30,
                  "the streams to be released")
+
+
+def test_a_lost_events_connection_is_a_503_and_the_next_wait_reconnects(setup: Setup, small: str) -> None:
+    with setup.clients(small, "dave") as (dave,), ThreadPoolExecutor(1) as pool:
+        waiting, streamed = delayed(dave, 2)
+        with streams(dave, [streamed]) as [stream]:
+            held = pool.submit(dave.get, f"/tasks/{waiting}", params={"wait": 20})
+            wait_for(lambda: [int(c["sub"]) for c in setup.events_connections()] == [2], 10,
+                     "the wait to subscribe")
+            [events] = setup.events_connections()
+            setup.redis.client_kill_filter(_id=events["id"])
+            # The held wait fails at once rather than hang; the stream ends (no terminal state),
+            # for its client to reconnect.
+            response = held.result(timeout=10)
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["message"].startswith("redis unavailable"), response.text
+            rest = read_until(stream, lambda seen: seen.endswith(b"0\r\n\r\n"))
+            assert b"event:" not in rest, rest
+        # The next wait gets a new connection, and its events.
+        task_id = submit(dave, "sleepy", {"seconds": 0.2})
+        response = dave.get(f"/tasks/{task_id}", params={"wait": 20})
+        assert response.status_code == 200, response.text
+        assert response.json()["state"] == "succeeded"
+        [fresh] = setup.events_connections()
+        assert fresh["id"] != events["id"]
