@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
+from taskgate import subscriptions as module
 from taskgate.exceptions import BackendUnavailable, QuotaExceeded
 from taskgate.subscriptions import CLIENT_NAME, Limits, Subscriptions, events_client
 
@@ -69,6 +71,27 @@ def test_a_broken_connection_fails_its_waiters_and_the_next_gets_a_new_one(own_r
         async with subscriptions("events:a") as again:
             [fresh] = await events_connections(redis)
             assert fresh["id"] != connection["id"]
+            await redis.publish("events:a", "after")
+            assert await again.get(5) == ("events:a", b"after")
+        await subscriptions.close()
+        await redis.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_silent_connection_fails_its_waiters(own_redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(module, "KEEPALIVE", 0.2)
+
+    async def main() -> None:
+        redis = Redis.from_url(own_redis_url)
+        subscriptions = Subscriptions(events_client(own_redis_url, 3.0), 3.0)
+        async with subscriptions("events:a") as waiting:
+            await redis.execute_command("CLIENT", "PAUSE", "1500", "ALL")  # connected, but mute
+            started = time.monotonic()
+            with pytest.raises(BackendUnavailable, match="answered no ping within 0.2s"):
+                await waiting.get(5)
+            assert time.monotonic() - started < 1.5
+        async with subscriptions("events:a") as again:  # entered once the pause is over
             await redis.publish("events:a", "after")
             assert await again.get(5) == ("events:a", b"after")
         await subscriptions.close()

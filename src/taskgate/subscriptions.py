@@ -200,7 +200,7 @@ class _Link:
                 message = await self.pubsub.get_message(timeout=KEEPALIVE)
                 if message is None:
                     if pinged:
-                        raise TimeoutError(f"no answer to a ping within {KEEPALIVE:g}s")
+                        raise ConnectionError(f"the events connection answered no ping within {KEEPALIVE:g}s")
                     pinged = True
                     self.outbox.append(("PING", ""))
                     self.wake.set()
