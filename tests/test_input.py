@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import pytest
 import redis
+from pydantic import AllowInfNan
 
 from taskgate.constants import task_record_key
+from taskgate.registry import ResultNotSerializable, RetryPolicy, build_spec
 
 from .helpers import submit, wait
 
@@ -144,3 +146,23 @@ def test_events_document_json_errors_and_allow_names_the_paths_methods(client: h
             response = client.request(method, path)
             assert response.status_code == 405, (method, path)
             assert response.headers["allow"] == allowed, (method, path, response.headers["allow"])
+
+
+def test_a_task_cannot_declare_an_argument_json_cannot_carry() -> None:
+    """NaN and infinities would reach the worker as null: such an argument is refused when the
+    task is declared, not at run time."""
+    with pytest.raises(TypeError, match="allows NaN or infinities"):
+        def inf_ok_probe(value: Annotated[float, AllowInfNan(True)]) -> float:
+            return value
+
+        build_spec(inf_ok_probe, "inf_ok_probe", "taskgate.inf_ok_probe", RetryPolicy(), None)
+
+
+def test_a_non_finite_result_fails_instead_of_reading_as_null() -> None:
+    def scaled(value: float) -> dict[str, list[float]]:
+        return {"values": [value, value * 1e308 * 10]}
+
+    spec = build_spec(scaled, "scaled_probe", "taskgate.scaled_probe", RetryPolicy(), None)
+    assert spec.dump_result({"values": [1.0, 2.0]}) == {"values": [1.0, 2.0]}
+    with pytest.raises(ResultNotSerializable, match="returned inf"):
+        spec.dump_result(scaled(1.0))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import os
 import random
 import re
@@ -66,8 +67,32 @@ class TaskSpec:
     result_adapter: TypeAdapter[Any] = field(repr=False)
 
     def dump_result(self, value: Any) -> Any:
-        """The result as JSON-compatible data, checked against the declared return type."""
-        return self.result_adapter.dump_python(self.result_adapter.validate_python(value), mode="json")
+        """The result as JSON-compatible data, checked against the declared return type; a
+        non-finite float (which JSON would carry as null) raises :class:`ResultNotSerializable`."""
+        dumped = self.result_adapter.dump_python(self.result_adapter.validate_python(value), mode="json")
+        bad = _non_finite(dumped)
+        if bad is not None:
+            raise ResultNotSerializable(f"the task returned {bad!r} in its result, which JSON cannot carry "
+                                        "(it would read as null); return a finite number, a string or null")
+        return dumped
+
+
+class ResultNotSerializable(ValueError):
+    """Raised in the worker when a task's result holds NaN or an infinity."""
+
+
+def _non_finite(value: Any) -> float | None:
+    """The first NaN or infinity in JSON-compatible ``value``, if any."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else value
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        for item in value:
+            bad = _non_finite(item)
+            if bad is not None:
+                return bad
+    return None
 
 
 #: Public name -> spec. Filled by ``@taskgate.task`` at import time of task modules.
@@ -96,12 +121,16 @@ def build_spec(func: Callable[..., Any], name: str, celery_name: str, retry: Ret
     summary, _, description = doc.partition("\n")
     args_model = create_model(
         f"{_title(name)}Args",
-        # Floats are finite (no NaN, Infinity, 1e999) unless a field says otherwise with
-        # pydantic's AllowInfNan(True); the API also validates bodies strictly (no true for 1).
+        # Floats are finite (no NaN, Infinity, 1e999): JSON cannot carry them to the worker. The
+        # API also validates bodies strictly (no true for 1).
         __config__=ConfigDict(extra="forbid", title=f"{_title(name)}Args", allow_inf_nan=False),
         __doc__=f"Arguments of the {name} task.",
         **fields,
     )
+    for arg, info in args_model.model_fields.items():
+        if any(getattr(meta, "allow_inf_nan", False) for meta in info.metadata):
+            raise TypeError(f"task {name!r}: argument {arg!r} allows NaN or infinities, which JSON "
+                            "cannot carry from the API to the worker (they would arrive as null)")
     return TaskSpec(name=name, celery_name=celery_name, func=func, args_model=args_model,
                     result_type=hints["return"], retry=retry, queue=queue, summary=summary.strip(),
                     description=description.strip(), result_adapter=TypeAdapter(hints["return"]))
