@@ -155,7 +155,9 @@ def test_a_killed_pool_process_puts_the_record_back_to_queued(stack: Stack) -> N
 
 def test_a_frozen_workers_running_task_is_not_run_twice(stack: Stack) -> None:
     """SIGSTOP of the worker's main process (never its pool child) for longer than the reaper
-    needs (heartbeat TTL 10 s + grace 15 s), with a second worker idle: the task runs once."""
+    needs (heartbeat TTL 10 s + grace 15 s), with a second worker idle: the task runs once.
+    (The stronger form of "a long task on a live worker is never handed to a second": here the
+    worker sends no heartbeat either.)"""
     first = stack.start_worker()
     client = stack.start_api()
     log = stack.tmp / "runs"

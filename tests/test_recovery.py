@@ -212,19 +212,6 @@ def test_sigterm_finishes_the_running_task(stack: Stack) -> None:
     assert len(lines(log)) == 1
 
 
-def test_long_task_on_a_live_worker_is_not_handed_to_another(stack: Stack) -> None:
-    """Running longer than the reaper's grace (15 s) with a second worker idle: it runs once."""
-    stack.start_worker()
-    client = stack.start_api()
-    log = stack.tmp / "runs"
-    task_id = submit(client, "logged_sleep", {"log": str(log), "token": "long", "seconds": 22})
-    wait_for(lambda: len(lines(log)) == 1, 20, "the task to start")
-    stack.start_worker()
-    task = wait(client, task_id, 40)
-    assert task["state"] == "succeeded" and task["attempts"] == 1
-    assert len(lines(log)) == 1
-
-
 def test_running_worker_reconnects_after_redis_restart(stack: Stack) -> None:
     stack.start_worker()
     client = stack.start_api()
