@@ -142,7 +142,6 @@ class Gateway:
         self.subscriptions = Subscriptions(
             events_client(settings.require_redis_url(), self.timeout), self.timeout,
             Limits(settings.max_streams, settings.max_streams_per_owner or max(1, settings.max_streams // 4)))
-        self._update = state.register_script(store.UPDATE)
         self._cancel = state.register_script(store.CANCEL)
         self.same_redis = isinstance(broker, RedisBroker) and broker.client is state
         #: How far back the history index reaches, in seconds.
