@@ -87,11 +87,6 @@ IDEMPOTENCY_PREFIX = "taskgate:idem:"
 #: How long an Idempotency-Key is remembered.
 IDEMPOTENCY_TTL = 86_400
 
-#: Celery's Redis result backend stores ``celery-task-meta-<id>`` (JSON). taskgate's own tasks
-#: keep their result in the record instead (they run with ``ignore_result``); this prefix is only
-#: read for tasks that other producers sent.
-CELERY_RESULT_PREFIX = "celery-task-meta-"
-
 #: Seconds an HTTP client should wait before retrying after a 503.
 RETRY_AFTER_SECONDS = 1
 
@@ -138,8 +133,3 @@ def events_channel(task_id: str) -> str:
 def idempotency_key(key: str) -> str:
     """Key remembering which task an Idempotency-Key created."""
     return IDEMPOTENCY_PREFIX + key
-
-
-def celery_result_key(task_id: str) -> str:
-    """Key under which Celery's Redis backend stores a task's state and result."""
-    return CELERY_RESULT_PREFIX + task_id

@@ -46,6 +46,7 @@ from .constants import (
     DEAD_KEY,
     DELAYED_KEY,
     EVENTS_PREFIX,
+    IDEMPOTENCY_TTL,
     RATE_PREFIX,
     TASK_INDEX_KEY,
     apikey_key,
@@ -225,7 +226,7 @@ class Gateway:
                            digest(spec.name, kwargs, options) if idempotency else "", task_id, message,
                            repr(due) if parked else "",
                            owner if owner != ANONYMOUS else "", self.settings.submit_rate,
-                           self.settings.max_in_flight, store.stamp(cutoff)]
+                           self.settings.max_in_flight, store.stamp(cutoff), IDEMPOTENCY_TTL]
         return _Prepared(task_id, keys, args, queue, parts, self.same_redis, now, owner, idem_key)
 
     def _verdict(self, prepared: _Prepared, seen: str, idempotency: str | None) -> Submission | None:

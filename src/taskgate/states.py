@@ -28,15 +28,3 @@ class TaskState(StrEnum):
 
 
 _TERMINAL = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
-
-#: Celery state name -> taskgate state. PENDING never appears: Celery stores no
-#: meta for queued tasks, which is why taskgate keeps its own submission record.
-CELERY_STATES: dict[str, TaskState] = {
-    "RECEIVED": TaskState.QUEUED,
-    "STARTED": TaskState.STARTED,
-    "RETRY": TaskState.RETRYING,
-    "SUCCESS": TaskState.SUCCEEDED,
-    "FAILURE": TaskState.FAILED,
-    "REJECTED": TaskState.FAILED,
-    "REVOKED": TaskState.CANCELLED,
-}

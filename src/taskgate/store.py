@@ -29,10 +29,6 @@ from .constants import (
     TASK_RECORD_PREFIX,
 )
 
-#: Fields of a record, in the order they are reported.
-FIELDS = ("name", "state", "created_at", "started_at", "finished_at", "attempts", "deliveries",
-          "next_attempt_at", "progress", "result", "error", "seq", "cancel", "args", "dead_reason")
-
 #: Common Lua: record times are whole milliseconds since the epoch (stored as integers, the
 #: most compact form of a Redis hash field); scripts take and give seconds.
 _TIMES = """
@@ -170,7 +166,7 @@ return 'cancelling'
 #: owner's rate counter; ARGV name, now, ttl, index horizon, digest, task id, message, due time ('' to
 #: queue now: a due time parks the message in the delayed set), owner ('' for the anonymous
 #: owner: the record then has no owner field), rate limit (0: none),
-#: in-flight limit (0: none), deadline (ms on Redis's clock; '' for none).
+#: in-flight limit (0: none), deadline (ms on Redis's clock; '' for none), idempotency TTL.
 #: Returns '' when the task is new (and queued); the id of the task the idempotency key already
 #: made ('!'-prefixed when its body differed); '#rate' or '#inflight' when a quota refuses it;
 #: '#late' when it runs after the deadline (the API has given up on it: it must not be queued).
@@ -200,7 +196,7 @@ if KEYS[7] ~= '' then
   if redis.call('ZCARD', KEYS[7]) >= tonumber(ARGV[11]) then return '#inflight' end
 end
 if KEYS[3] ~= '' then
-  redis.call('SET', KEYS[3], cjson.encode({ARGV[6], ARGV[5]}), 'EX', 86400)
+  redis.call('SET', KEYS[3], cjson.encode({ARGV[6], ARGV[5]}), 'EX', ARGV[13])
 end
 -- no TTL: the record lives until the task ends (however long it waits), then expires
 redis.call('HSET', KEYS[1], 'name', ARGV[1], 'state', 'queued', 'created_at', ms(ARGV[2]), 'attempts', 0)
@@ -343,8 +339,3 @@ def _decode_field(name: str, text: Any) -> Any:
 def stamp(seconds: float) -> int:
     """A time as records store it: whole milliseconds since the epoch (see ``_TIMES``)."""
     return round(seconds * 1000)
-
-
-def dump(value: Any) -> bytes:
-    """JSON for a record field."""
-    return orjson.dumps(value)
