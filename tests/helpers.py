@@ -38,10 +38,12 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str, interval: flo
 
 
 def taskgate(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """Start ``python -m taskgate ARGS`` (in the repository root) with its output in ``log``."""
+    """Start ``python -m taskgate ARGS`` with its output in ``log``, in the log's (temporary)
+    directory: whatever a task writes to a relative path lands there, never in the repository
+    (the modules come from PYTHONPATH, see :func:`env_for`)."""
     with log.open("ab") as out:
         return subprocess.Popen([sys.executable, "-m", "taskgate", *args], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, cwd=ROOT, preexec_fn=die_with_parent)
+                                stderr=subprocess.STDOUT, cwd=log.parent, preexec_fn=die_with_parent)
 
 
 def die_with_parent() -> None:
