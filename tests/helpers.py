@@ -37,6 +37,16 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str, interval: flo
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def happens(check: Callable[[], bool], within: float) -> bool:
+    """Whether ``check`` becomes true within ``within`` seconds (polled; for what must not happen)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.1)
+    return check()
+
+
 def taskgate(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """Start ``python -m taskgate ARGS`` with its output in ``log``, in the log's (temporary)
     directory: whatever a task writes to a relative path lands there, never in the repository

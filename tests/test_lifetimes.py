@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from redis import Redis
 from taskgate import store
 from taskgate.constants import DELAYED_KEY, events_channel, task_record_key
 
-from .helpers import Stack, lines, submit, wait, wait_for
+from .helpers import Stack, happens, lines, submit, wait, wait_for
 
 TTL = 2  # TASKGATE_RESULT_TTL of the TTL tests: every wait in them outlives it
 
@@ -30,16 +29,6 @@ def runs(log: Path) -> dict[str, list[str]]:
         event, token, _pid = line.split()
         seen.setdefault(token, []).append(event)
     return seen
-
-
-def happens(check: Callable[[], bool], within: float) -> bool:
-    """Whether ``check`` becomes true within ``within`` seconds (polled; for what must not happen)."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return check()
 
 
 def outlive(seconds: float) -> None:
