@@ -107,3 +107,11 @@ def stack(tmp_path: Path) -> Iterator[helpers.Stack]:
     built.start_valkey()
     yield built
     built.close()
+
+
+@pytest.fixture(scope="session")
+def secured(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An API with TASKGATE_AUTH=on (the session worker runs its tasks): its base URL."""
+    proc, base = start_api(redis_url, tmp_path_factory.mktemp("auth") / "api.log", TASKGATE_AUTH="on")
+    yield base
+    stop(proc)

@@ -8,11 +8,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 import redis
 
 from .helpers import ROOT, env_for, free_port, start_api, stop, wait, wait_for
@@ -31,14 +29,6 @@ def new_key(redis_url: str, owner: str, admin: bool = False) -> str:
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
-
-
-@pytest.fixture(scope="module")
-def secured(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """An API with TASKGATE_AUTH=on (the session worker runs its tasks)."""
-    proc, base = start_api(redis_url, tmp_path_factory.mktemp("auth") / "api.log", TASKGATE_AUTH="on")
-    yield base
-    stop(proc)
 
 
 def test_auth_matrix(secured: str, redis_url: str, worker: subprocess.Popen[bytes]) -> None:

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from .helpers import start_api, stop, submit, wait
 from .test_auth import bearer, new_key
@@ -61,14 +60,6 @@ def test_missing_or_bad_file_id(client: httpx.Client) -> None:
     assert task["state"] == "failed"
     assert task["error"]["type"] == "FileNotFoundError"
     assert "/" not in task["error"]["message"].replace("POST /files", "")  # no server path leaks
-
-
-@pytest.fixture(scope="module")
-def secured(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """An API with TASKGATE_AUTH=on (the session worker runs its tasks)."""
-    proc, base = start_api(redis_url, tmp_path_factory.mktemp("files-auth") / "api.log", TASKGATE_AUTH="on")
-    yield base
-    stop(proc)
 
 
 def test_a_file_is_its_uploaders(secured: str, redis_url: str, worker: subprocess.Popen[bytes]) -> None:
