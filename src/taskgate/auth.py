@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 
-from .constants import ANONYMOUS, APIKEY_PREFIX, apikey_key
+from .constants import ANONYMOUS
+from .records import keys
 
 _KEY = re.compile(r"^tg_([0-9a-f]{12})_([A-Za-z0-9_-]{20,100})$")
 _OWNER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
@@ -66,7 +68,7 @@ def create(client: Redis, owner: str, admin: bool = False) -> tuple[str, str]:
         raise ValueError(f"owner {owner!r}: use 1-64 letters, digits and _ . @ - (starting with a "
                          "letter or digit)")
     key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
-    client.hset(apikey_key(key_id), mapping={"owner": owner, "admin": "1" if admin else "0",
+    client.hset(keys.apikey(key_id), mapping={"owner": owner, "admin": "1" if admin else "0",
                                              "secret_sha256": digest(secret),
                                              "created_at": repr(time.time())})
     return key_id, f"tg_{key_id}_{secret}"
@@ -75,11 +77,11 @@ def create(client: Redis, owner: str, admin: bool = False) -> tuple[str, str]:
 def listing(client: Redis) -> list[dict[str, Any]]:
     """Every key: id, owner, admin, created_at (never the secret or its hash)."""
     out = []
-    for raw in sorted(client.scan_iter(match=f"{APIKEY_PREFIX}*", count=1000)):
+    for raw in sorted(client.scan_iter(match=f"{keys.APIKEY_PREFIX}*", count=1000)):
         name = raw.decode() if isinstance(raw, bytes) else str(raw)
         stored = cast(dict[bytes, bytes], client.hgetall(name))
         fields = {k.decode(): v.decode() for k, v in stored.items()}
-        out.append({"key_id": name.removeprefix(APIKEY_PREFIX), "owner": fields.get("owner"),
+        out.append({"key_id": name.removeprefix(keys.APIKEY_PREFIX), "owner": fields.get("owner"),
                     "admin": fields.get("admin") == "1",
                     "created_at": float(fields.get("created_at", "0"))})
     return out
@@ -87,4 +89,9 @@ def listing(client: Redis) -> list[dict[str, Any]]:
 
 def revoke(client: Redis, key_id: str) -> bool:
     """Delete a key; True if it existed."""
-    return bool(client.delete(apikey_key(key_id)))
+    return bool(client.delete(keys.apikey(key_id)))
+
+
+async def lookup(client: AsyncRedis, key_id: str) -> dict[bytes, bytes]:
+    """The stored form of an API key (empty if unknown or revoked)."""
+    return cast(dict[bytes, bytes], await client.hgetall(keys.apikey(key_id)))

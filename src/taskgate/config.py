@@ -165,15 +165,6 @@ class Settings(BaseSettings):
         return self.result_backend or self.require_redis_url()
 
     @property
-    def parks_delays(self) -> bool:
-        """True when delayed tasks and retries wait in taskgate's own sorted set.
-
-        That needs the broker to be the Redis holding taskgate's records, so a due task moves
-        to its queue in one atomic script; otherwise Celery's own ``eta`` is used.
-        """
-        return self.broker_is_redis and self.effective_broker_url == self.require_redis_url()
-
-    @property
     def broker_is_redis(self) -> bool:
         """True when the broker speaks the Redis protocol (taskgate then publishes natively)."""
         return self.effective_broker_url.startswith(_REDIS_SCHEMES)

@@ -22,6 +22,8 @@ from typing import Any, TypeVar, get_type_hints
 from celery import shared_task
 from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
 
+from .worker.runtime import TaskgateTask
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -146,8 +148,6 @@ def task(func: F | None = None, *, name: str | None = None, queue: str | None = 
     """
 
     def decorate(fn: F) -> Any:
-        from .runtime import TaskgateTask
-
         public = name or fn.__name__
         if not _NAME.match(public):
             raise ValueError(f"task name {public!r}: use lowercase letters, digits and _")
@@ -160,7 +160,8 @@ def task(func: F | None = None, *, name: str | None = None, queue: str | None = 
         _REGISTRY[public] = spec
         options = {"queue": queue} if queue else {}
         celery_task = shared_task(name=spec.celery_name, base=TaskgateTask, ignore_result=True,
-                                  max_retries=None, typing=False, **options, **celery_options)(fn)
+                                  max_retries=None, typing=False, taskgate_spec=spec, **options,
+                                  **celery_options)(fn)
         return celery_task
 
     return decorate(func) if func is not None else decorate
@@ -183,8 +184,3 @@ def exposed() -> dict[str, TaskSpec]:
     return dict(_REGISTRY)
 
 
-def by_celery_name(celery_name: str) -> TaskSpec | None:
-    """The spec of a Celery task name, if it is one of taskgate's."""
-    if celery_name.startswith("taskgate."):
-        return _REGISTRY.get(celery_name.removeprefix("taskgate."))
-    return None

@@ -13,11 +13,12 @@ from fastapi import FastAPI
 
 from .. import __version__
 from ..config import Settings, get_settings, is_loopback
-from ..constants import CATALOGUE_KEY
 from ..exceptions import ConfigurationError, TaskGateError
-from ..jobs import Gateway
-from ..metrics import watch_loop_lag
-from ..recovery import catalogue_entries
+from ..producer import Producer
+from ..producer.metrics import watch_loop_lag
+from ..records import keys
+from ..records.upgrade import upgrade
+from ..records.workers import catalogue_entries
 from ..registry import load
 from . import docs, errors
 from .limits import BodyLimit
@@ -37,22 +38,38 @@ def auth_enabled(settings: Settings, host: str) -> bool:
     return enabled
 
 
-async def publish_catalogue(gateway: Gateway) -> None:
+async def publish_catalogue(producer: Producer) -> None:
     """Tell workers which module declares each task (they name it when they lack one).
     Best effort: an API starting while Redis is down still starts, and serves 503s meanwhile."""
-    entries = catalogue_entries(gateway.catalogue.values(), gateway.settings.default_queue)
+    entries = catalogue_entries(producer.catalogue.values(), producer.settings.default_queue)
     modules: dict[Any, Any] = {name: orjson.dumps(entry) for name, entry in entries.items()}
     try:
-        async with gateway.deadline():
-            await gateway.state.hset(CATALOGUE_KEY, mapping=modules)
+        async with producer.backend.deadline():
+            await producer.backend.redis.hset(keys.CATALOGUE, mapping=modules)
     except TaskGateError as exc:
         log.warning("could not publish the task catalogue (%s); workers lacking a task will not "
                     "name its module", exc)
 
 
+async def upgrade_records(settings: Settings) -> None:
+    """Move records an earlier version wrote to this key layout (once per Redis; see
+    ``records.upgrade``). Best effort, like :func:`publish_catalogue`."""
+    from redis import Redis
+    from redis.exceptions import RedisError
+
+    client = Redis.from_url(settings.require_redis_url(), socket_timeout=30,
+                            socket_connect_timeout=settings.backend_timeout)
+    try:
+        await asyncio.to_thread(upgrade, client)
+    except RedisError as exc:
+        log.warning("could not check the records' key layout (%s)", exc)
+    finally:
+        client.close()
+
+
 def create_app(settings: Settings | None = None, host: str = "127.0.0.1",
                log_submits: bool = True) -> FastAPI:
-    """Build the API for serving on ``host``; the gateway (Redis clients, Celery app) is created
+    """Build the API for serving on ``host``; the producer (Redis clients, Celery app) is created
     at startup. Auth follows TASKGATE_AUTH (auto: on unless ``host`` is loopback).
     ``log_submits``: log an ``accepted`` line (with the task id) per submitted task."""
     settings = settings or get_settings()
@@ -62,15 +79,16 @@ def create_app(settings: Settings | None = None, host: str = "127.0.0.1",
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        gateway = Gateway.from_settings(settings)
-        app.state.gateway = gateway
-        await publish_catalogue(gateway)
+        await upgrade_records(settings)
+        producer = Producer.from_settings(settings)
+        app.state.producer = producer
+        await publish_catalogue(producer)
         lag = asyncio.create_task(watch_loop_lag())
         try:
             yield
         finally:
             lag.cancel()
-            await gateway.close()
+            await producer.close()
 
     app = FastAPI(
         title="taskgate",

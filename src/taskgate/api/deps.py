@@ -10,19 +10,19 @@ from .. import auth
 from ..auth import Caller
 from ..config import Settings
 from ..exceptions import Forbidden, Unauthorized
-from ..jobs import SYSTEM, Gateway
+from ..producer import SYSTEM, Producer
 
 
-def gateway_of(request: Request) -> Gateway:
-    """The gateway built at startup (see ``app.lifespan``)."""
-    gateway: Gateway = request.app.state.gateway
-    return gateway
+def producer_of(request: Request) -> Producer:
+    """The producer built at startup (see ``app.lifespan``)."""
+    producer: Producer = request.app.state.producer
+    return producer
 
 
-async def get_gateway(request: Request) -> Gateway:
-    """``gateway_of`` as a dependency. Async, so FastAPI calls it on the event loop rather than
+async def get_producer(request: Request) -> Producer:
+    """``producer_of`` as a dependency. Async, so FastAPI calls it on the event loop rather than
     hopping to its thread pool on every request."""
-    return gateway_of(request)
+    return producer_of(request)
 
 
 async def get_app_settings(request: Request) -> Settings:
@@ -45,7 +45,10 @@ async def get_caller(request: Request) -> Caller:
     caller = None
     if parsed is not None:
         key_id, secret = parsed
-        caller = auth.verify(await gateway_of(request).api_key(key_id), secret)
+        backend = producer_of(request).backend
+        async with backend.deadline():
+            stored = await auth.lookup(backend.redis, key_id)
+        caller = auth.verify(stored, secret)
     if caller is None:
         raise Unauthorized("invalid or revoked API key")
     return caller
@@ -58,7 +61,7 @@ async def get_admin(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
     return caller
 
 
-GatewayDep = Annotated[Gateway, Depends(get_gateway)]
+ProducerDep = Annotated[Producer, Depends(get_producer)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 CallerDep = Annotated[Caller, Depends(get_caller)]
 AdminDep = Annotated[Caller, Depends(get_admin)]

@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from ..records import TaskRecord
 from ..states import TaskState
 
 log = logging.getLogger("taskgate.api")
@@ -26,8 +27,6 @@ log = logging.getLogger("taskgate.api")
 MAX_DELAY = 30 * 86_400
 #: The earliest `eta` taken (a past one runs at once).
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-#: The record fields that hold times (epoch seconds once decoded).
-TIME_FIELDS = ("created_at", "started_at", "finished_at", "next_attempt_at")
 
 
 def stored_time(value: Any) -> datetime | None:
@@ -56,6 +55,15 @@ class ErrorBody(BaseModel):
     type: str = Field(description="Stable machine-readable error type.", examples=["task_not_found"])
     message: str = Field(description="What went wrong and what to do about it.")
     retryable: bool = Field(description="True when the same request may succeed later.")
+
+    @classmethod
+    def from_stored(cls, stored: Any) -> ErrorBody | None:
+        """A record's ``error`` field; None when absent or not an error envelope."""
+        try:
+            return cls.model_validate(stored) if stored is not None else None
+        except ValidationError:
+            log.warning("stored error unreadable, left out: %r", stored)
+            return None
 
 
 class ErrorDetail(ErrorBody):
@@ -115,21 +123,21 @@ class TaskInfo(BaseModel):
                                              "`retrying`.")
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> TaskInfo:
-        """Build from a record as stored in Redis (epoch floats become UTC datetimes). A stored
-        value that does not fit its field (a time out of range, a malformed error) is left out
+    def from_record(cls, record: TaskRecord) -> TaskInfo:
+        """Build from a task's record. A stored value that does not fit its field (a malformed
+        error or progress, a result that does not match the task's result type) is left out
         and logged, so one bad record cannot fail a read or a whole listing."""
-        data = {key: value for key, value in record.items() if key in cls.model_fields}
-        for key in TIME_FIELDS:
-            if data.get(key) is not None:
-                data[key] = stored_time(data[key])
+        data = {name: value for name in cls.model_fields
+                if (value := getattr(record, name, None)) is not None}
+        data["state"] = record.state or TaskState.QUEUED  # unreadable: not known to have ended
+        data["name"] = record.name or ""
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
             bad = {str(error["loc"][0]) for error in exc.errors() if error["loc"]} - _REQUIRED
             if not bad:
                 raise
-            log.warning("task %s: stored %s unreadable, left out (%s)", record.get("task_id"),
+            log.warning("task %s: stored %s unreadable, left out (%s)", record.task_id,
                         ", ".join(sorted(bad)), exc.errors(include_url=False))
             return cls.model_validate({key: value for key, value in data.items() if key not in bad})
 
@@ -239,13 +247,17 @@ class DeadLetter(BaseModel):
     dead_at: datetime
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> DeadLetter:
-        """Build from a record as stored in Redis."""
-        return cls(task_id=record["task_id"], name=record.get("name", ""),
-                   reason=record.get("dead_reason", "max_retries"), attempts=record.get("attempts", 0),
-                   deliveries=record.get("deliveries", 0), error=record.get("error"),
-                   arguments=record.get("args"),
-                   dead_at=stored_time(record.get("dead_at")) or datetime.fromtimestamp(0, tz=UTC))
+    def from_record(cls, record: TaskRecord, dead_at: float) -> DeadLetter:
+        """Build from a task's record and the time it became a dead letter (its score)."""
+        reason = record.dead_reason if record.dead_reason in _DEAD_REASONS else "max_retries"
+        return cls(task_id=record.task_id, name=record.name or "", reason=reason,  # type: ignore[arg-type]
+                   attempts=record.attempts, deliveries=record.deliveries,
+                   error=ErrorBody.from_stored(record.error),
+                   arguments=record.args if isinstance(record.args, dict) else None,
+                   dead_at=stored_time(dead_at) or EPOCH)
+
+
+_DEAD_REASONS = frozenset({"max_retries", "max_deliveries", "unregistered"})
 
 
 class DeadLetterPage(BaseModel):

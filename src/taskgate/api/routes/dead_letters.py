@@ -6,8 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from ... import dead_letters
-from ..deps import CallerDep, GatewayDep
+from ..deps import CallerDep, ProducerDep
 from ..schemas import DeadLetter, DeadLetterPage, TaskInfo, errors
 
 router = APIRouter(prefix="/dead-letters", tags=["dead letters"], responses=errors(401))
@@ -17,28 +16,29 @@ TaskId = Annotated[str, Path(min_length=1, max_length=200, description="The dead
 
 @router.get("", summary="List dead-lettered tasks, newest first", responses=errors(422, 503))
 async def list_dead_letters(
-    gateway: GatewayDep,
+    producer: ProducerDep,
     caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 20,
     cursor: Annotated[str | None, Query(pattern=r"^\d+(\.\d+)?$",
                                         description="`next_cursor` of the previous page.")] = None,
 ) -> DeadLetterPage:
     """Each with why it died, its attempts, its last error and its arguments."""
-    records, after = await dead_letters.listing(gateway, limit, float(cursor) if cursor else None, caller)
-    return DeadLetterPage(dead_letters=[DeadLetter.from_record(record) for record in records],
+    records, after = await producer.reader.dead_letters(limit, float(cursor) if cursor else None, caller)
+    letters = [DeadLetter.from_record(record, dead_at) for record, dead_at in records]
+    return DeadLetterPage(dead_letters=letters,
                           next_cursor=repr(after) if after is not None else None)
 
 
 @router.post("/{task_id}/requeue", summary="Run a dead-lettered task again",
              responses=errors(404, 422, 503))
-async def requeue_dead_letter(task_id: TaskId, gateway: GatewayDep, caller: CallerDep) -> TaskInfo:
+async def requeue_dead_letter(task_id: TaskId, producer: ProducerDep, caller: CallerDep) -> TaskInfo:
     """Queues it again with the same id and arguments and fresh attempt counts; follow it with
     GET /tasks/{task_id}."""
-    return TaskInfo.from_record(await dead_letters.requeue(gateway, task_id, caller))
+    return TaskInfo.from_record(await producer.control.requeue(task_id, caller))
 
 
 @router.delete("/{task_id}", status_code=204, summary="Drop a dead letter",
                responses=errors(404, 422, 503))
-async def drop_dead_letter(task_id: TaskId, gateway: GatewayDep, caller: CallerDep) -> None:
+async def drop_dead_letter(task_id: TaskId, producer: ProducerDep, caller: CallerDep) -> None:
     """Removes it from the list; its record stays readable until it expires."""
-    await dead_letters.drop(gateway, task_id, caller)
+    await producer.control.drop(task_id, caller)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from ...constants import RETRY_AFTER_SECONDS
-from ..deps import GatewayDep
+from ..deps import ProducerDep
 from ..schemas import Health, Readiness
 
 router = APIRouter(tags=["health"])
@@ -19,9 +19,9 @@ async def healthz() -> Health:
 
 @router.get("/readyz", summary="Broker and backend reachable",
             responses={503: {"model": Readiness, "description": "A component is unreachable."}})
-async def readyz(gateway: GatewayDep, response: Response) -> Readiness:
+async def readyz(producer: ProducerDep, response: Response) -> Readiness:
     """200 when the broker and the result backend answer within the deadline, else 503."""
-    checks = await gateway.check()
+    checks = await producer.check()
     if all(value == "ok" for value in checks.values()):
         return Readiness(status="ready", checks=checks)
     response.status_code = 503

@@ -5,9 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from ... import views
-from ...metrics import scrape
-from ..deps import AdminDep, GatewayDep
+from ...producer.metrics import scrape
+from ..deps import AdminDep, ProducerDep
 from ..schemas import QueueInfo, errors
 
 router = APIRouter(tags=["monitoring"])
@@ -16,15 +15,15 @@ router = APIRouter(tags=["monitoring"])
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response,
             responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."},
                        **errors(401, 403, 503)})
-async def get_metrics(gateway: GatewayDep, _admin: AdminDep) -> Response:
+async def get_metrics(producer: ProducerDep, _admin: AdminDep) -> Response:
     """This replica's submits, Redis latency and event-loop lag; the cluster's completions by
     task and state, queue-wait and run-time histograms, queue depths, delayed tasks, dead
     letters and live workers. Needs an admin key when auth is on."""
-    return Response(await scrape(gateway), media_type=CONTENT_TYPE_LATEST)
+    return Response(await scrape(producer.backend, producer.catalogue), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/queues", summary="Queues, their depth and their workers", responses=errors(401, 403, 503))
-async def get_queues(gateway: GatewayDep, _admin: AdminDep) -> list[QueueInfo]:
+async def get_queues(producer: ProducerDep, _admin: AdminDep) -> list[QueueInfo]:
     """Each queue tasks are sent to or workers consume, with the messages waiting in it and
     the live workers consuming it. Needs an admin key when auth is on."""
-    return [QueueInfo.model_validate(queue) for queue in await views.queues(gateway)]
+    return [QueueInfo.model_validate(queue) for queue in await producer.queues()]

@@ -17,14 +17,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from ... import views
 from ...auth import Caller
 from ...exceptions import BackendUnavailable, UnknownTask
 from ...files import file_arguments, owned_meta
-from ...jobs import Gateway, Options, Submission, newer
+from ...producer import Options, Producer, Submission
+from ...records import TaskRecord
 from ...registry import RESERVED_NAMES, TaskSpec
 from ...states import TaskState
-from ..deps import CallerDep, GatewayDep, gateway_of, get_caller
+from ..deps import CallerDep, ProducerDep, get_caller, producer_of
 from ..errors import validation_message
 from ..params import header, openapi_body, openapi_parameters, parse_body, parse_query, strict_json
 from ..schemas import (
@@ -87,12 +87,12 @@ def build_router(catalogue: dict[str, TaskSpec]) -> APIRouter:
     models = info_models(catalogue)
     AnyTask: Any = Union[tuple(models.values()) + (TaskInfo,)] if models else TaskInfo  # noqa: UP007
 
-    def info(record: dict[str, Any]) -> Any:
-        return models.get(record.get("name", ""), TaskInfo).from_record(record)
+    def info(record: TaskRecord) -> Any:
+        return models.get(record.name or "", TaskInfo).from_record(record)
 
     @router.get("", summary="List submitted tasks, newest first", responses=errors(422, 503))
     async def list_tasks(
-        gateway: GatewayDep,
+        producer: ProducerDep,
         caller: CallerDep,
         state: Annotated[TaskState | None, Query(description="Only tasks in this state.")] = None,
         name: Annotated[str | None, Query(description="Only tasks with this name.")] = None,
@@ -101,8 +101,9 @@ def build_router(catalogue: dict[str, TaskSpec]) -> APIRouter:
                                             pattern=r"^\d+(\.\d+)?$")] = None,
     ) -> TaskPage:
         """History from Redis, newest first; records expire with their results."""
-        records, after = await views.history(gateway, state=state, name=name, limit=limit,
-                                               before=float(cursor) if cursor else None, caller=caller)
+        records, after = await producer.reader.history(state=state, name=name, limit=limit,
+                                                       before=float(cursor) if cursor else None,
+                                                       caller=caller)
         return TaskPage(tasks=[info(record) for record in records],
                         next_cursor=repr(after) if after is not None else None)
 
@@ -117,11 +118,11 @@ def build_router(catalogue: dict[str, TaskSpec]) -> APIRouter:
 
     @router.post("/results", summary="Results of many tasks, optionally waiting for them",
                  responses={**errors(422), **wait_errors()})
-    async def get_results(query: ResultsQuery, gateway: GatewayDep, caller: CallerDep) -> ResultsPage:
+    async def get_results(query: ResultsQuery, producer: ProducerDep, caller: CallerDep) -> ResultsPage:
         """Up to 1,000 tasks in one call; with `wait`, held until all have ended (woken by the
         workers' events, not by polling) or `wait` seconds passed. A waiting call counts as one
         of the process's waits (429 over the owner's share, 503 when the process is full)."""
-        records = await gateway.wait_many(query.task_ids, query.wait, caller)
+        records = await producer.reader.wait_many(query.task_ids, query.wait, caller)
         return ResultsPage(tasks=[info(record) if record else None for record in records])
 
     for spec in catalogue.values():
@@ -151,41 +152,42 @@ def build_router(catalogue: dict[str, TaskSpec]) -> APIRouter:
     @router.get("/{task_id}", summary="A task's state, result, error and progress",
                 responses={**errors(404, 422), **wait_errors()})
     async def get_task(
-        task_id: TaskId, gateway: GatewayDep, caller: CallerDep,
+        task_id: TaskId, producer: ProducerDep, caller: CallerDep,
         wait: Annotated[float, Query(ge=0, le=MAX_WAIT, description="Hold the request up to this "
                                      "many seconds until the task ends (no polling); a held "
                                      "request counts as one of the process's waits.")] = 0,
     ) -> AnyTask:
-        record = await (gateway.wait(task_id, wait, caller) if wait else gateway.get(task_id, caller))
+        reader = producer.reader
+        record = await (reader.wait(task_id, wait, caller) if wait else reader.get(task_id, caller))
         return info(record)
 
     @router.post("/{task_id}/cancel", summary="Cancel a task", responses=errors(404, 409, 422, 503))
     async def cancel_task(
-        task_id: TaskId, gateway: GatewayDep, caller: CallerDep,
+        task_id: TaskId, producer: ProducerDep, caller: CallerDep,
         terminate: Annotated[bool, Query(description="Also kill a running task's process "
                                          "instead of waiting for it to notice.")] = False,
     ) -> AnyTask:
         """A queued or retrying task is cancelled at once and never starts; a running one is
         asked to stop (built-in tasks check often) and ends `cancelled`; 409 once finished."""
-        return info(await gateway.cancel(task_id, terminate=terminate, caller=caller))
+        return info(await producer.control.cancel(task_id, terminate=terminate, caller=caller))
 
     @router.delete("/{task_id}", status_code=204, summary="Forget a finished task",
                    responses=errors(404, 409, 503))
-    async def delete_task(task_id: TaskId, gateway: GatewayDep, caller: CallerDep) -> None:
+    async def delete_task(task_id: TaskId, producer: ProducerDep, caller: CallerDep) -> None:
         """Delete the record and result of a finished task; 409 while it may still run."""
-        await gateway.forget(task_id, caller)
+        await producer.control.forget(task_id, caller)
 
-    async def watched(task_id: TaskId, gateway: GatewayDep,
-                      caller: CallerDep) -> AsyncIterator[tuple[dict[str, Any], Any]]:
-        async with gateway.watch(task_id, caller) as watch:
+    async def watched(task_id: TaskId, producer: ProducerDep,
+                      caller: CallerDep) -> AsyncIterator[tuple[TaskRecord, Any]]:
+        async with producer.reader.watch(task_id, caller) as watch:
             yield watch
 
     @router.get("/{task_id}/events", response_class=EventSourceResponse,
                 summary="Live state and progress (Server-Sent Events)",
                 responses={**json_errors(401, 404, 422), **wait_errors(sse=True)})
     async def task_events(
-        task_id: TaskId, gateway: GatewayDep,
-        watch: Annotated[tuple[dict[str, Any], Any], Depends(watched)],
+        task_id: TaskId, producer: ProducerDep,
+        watch: Annotated[tuple[TaskRecord, Any], Depends(watched)],
         last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0)] = None,
     ) -> AsyncIterator[ServerSentEvent]:
         """One `state` or `progress` event per change, pushed by the workers, ending with the
@@ -196,20 +198,20 @@ def build_router(catalogue: dict[str, TaskSpec]) -> APIRouter:
         seen = last_event_id or 0
         state = None
         while True:
-            if record.get("seq", 0) > seen or (seen == 0 and state is None):
-                seen = record.get("seq", 0)
-                kind = "progress" if record["state"] == state else "state"
-                state = record["state"]
+            if record.seq > seen or (seen == 0 and state is None):
+                seen = record.seq
+                kind = "progress" if record.state == state else "state"
+                state = record.state
                 yield ServerSentEvent(data=info(record).model_dump(mode="json"), event=kind,
                                       id=str(seen))
-            if TaskState(record["state"]).is_terminal:
+            if record.ended:
                 return
             try:
-                changed = await gateway.next_change(task_id, subscription, timeout=60)
+                changed = await producer.reader.next_change(task_id, subscription, timeout=60)
             except BackendUnavailable as exc:  # the 200 is sent: end, for the client to reconnect
                 log.warning("GET /tasks/%s/events ended early: %s", task_id, exc)
                 return
-            if changed is not None and newer(changed, record):
+            if changed is not None and changed.newer_than(record):
                 record = changed
 
     return router
@@ -266,7 +268,8 @@ def batch_endpoint(spec: TaskSpec) -> Any:
 
     files = file_arguments(spec.args_model)
 
-    async def endpoint(request: Request, gateway: Gateway, caller: Caller, batch: BaseModel) -> BatchAccepted:
+    async def endpoint(request: Request, producer: Producer, caller: Caller,
+                       batch: BaseModel) -> BatchAccepted:
         # FastAPI parsed the body with Python's lax rules (it found no malformed request); the
         # items are judged again by JSON's own types, as single submits are (no true for 1).
         batch = strict_json(batch_model, await request.body())
@@ -287,7 +290,7 @@ def batch_endpoint(spec: TaskSpec) -> Any:
         unowned: dict[int, str] = {}
         for index in range(len(items)) if files else ():
             if index not in refused:
-                missing = await missing_file(gateway, items[index], files, caller)
+                missing = await missing_file(producer, items[index], files, caller)
                 if missing is not None:
                     unowned[index] = missing[1]
                     refused[index] = [{"loc": ("body", "items", index, missing[0]),
@@ -295,7 +298,8 @@ def batch_endpoint(spec: TaskSpec) -> Any:
         valid = [index for index in range(len(items)) if index not in refused]
         if not valid:  # nothing to queue: the usual 422, naming every item's bad fields
             raise RequestValidationError([error for found in refused.values() for error in found])
-        submitted = await gateway.submit_many(spec, [items[index] for index in valid], caller=caller)
+        submitted = await producer.submitter.submit_many(spec, [items[index] for index in valid],
+                                                         caller=caller)
         outcomes = {index: BatchOutcome(error=ErrorBody(type="invalid_request", retryable=False,
                                                         message=validation_message(found)))
                     for index, found in refused.items()}
@@ -311,7 +315,7 @@ def batch_endpoint(spec: TaskSpec) -> Any:
 
     endpoint.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
         inspect.Parameter("request", inspect.Parameter.KEYWORD_ONLY, annotation=Request),
-        inspect.Parameter("gateway", inspect.Parameter.KEYWORD_ONLY, annotation=GatewayDep),
+        inspect.Parameter("producer", inspect.Parameter.KEYWORD_ONLY, annotation=ProducerDep),
         inspect.Parameter("caller", inspect.Parameter.KEYWORD_ONLY, annotation=CallerDep),
         inspect.Parameter("batch", inspect.Parameter.KEYWORD_ONLY, annotation=batch_model),
     ], return_annotation=BatchAccepted)
@@ -331,12 +335,12 @@ def submit_endpoint(spec: TaskSpec) -> Any:
         options = (parse_query(SubmitOptions, request) if request.scope["query_string"]
                    else SubmitOptions())
         idempotency = header(request, "Idempotency-Key", max_length=MAX_IDEMPOTENCY_KEY)
-        gateway = gateway_of(request)
+        producer = producer_of(request)
         if files:
-            missing = await missing_file(gateway, arguments, files, caller)
+            missing = await missing_file(producer, arguments, files, caller)
             if missing is not None:
                 raise HTTPException(404, no_file(missing[1]))
-        submission = await gateway.submit(
+        submission = await producer.submitter.submit(
             spec, arguments, Options(countdown=options.countdown, eta=options.eta, priority=options.priority),
             idempotency, caller)
         if request.app.state.log_submits:
@@ -353,13 +357,13 @@ def submit_endpoint(spec: TaskSpec) -> Any:
     return endpoint
 
 
-async def missing_file(gateway: Gateway, arguments: BaseModel, fields: tuple[str, ...],
+async def missing_file(producer: Producer, arguments: BaseModel, fields: tuple[str, ...],
                        caller: Caller) -> tuple[str, str] | None:
     """``(field, file id)`` of the first file among ``fields`` of ``arguments`` that is unknown
     or not ``caller``'s (uploads belong to their uploader; admins may use any)."""
     for name in fields:
         file_id = getattr(arguments, name)
-        if await owned_meta(gateway.settings.data_dir, file_id, caller) is None:
+        if await owned_meta(producer.settings.data_dir, file_id, caller) is None:
             return name, str(file_id)
     return None
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from ...constants import INT64_MAX, INT64_MIN
 from ...states import TaskState
-from ..deps import CallerDep, GatewayDep, gateway_of, get_caller
+from ..deps import CallerDep, ProducerDep, get_caller, producer_of
 from ..params import openapi_parameters, parse_query
 from ..schemas import ErrorBody, JSONBytes, TaskCreated, TutorialResult, errors
 
@@ -45,9 +45,9 @@ async def submit_add(request: Request) -> JSONBytes:
     """Queue `add(x, y)` on a worker and return its task id at once."""
     caller = await get_caller(request)  # 401 before any 422
     query = parse_query(AddQuery, request)
-    gateway = gateway_of(request)
-    spec = gateway.spec("add")
-    submission = await gateway.submit(spec, spec.args_model(x=query.x, y=query.y), caller=caller)
+    producer = producer_of(request)
+    spec = producer.spec("add")
+    submission = await producer.submitter.submit(spec, spec.args_model(x=query.x, y=query.y), caller=caller)
     if request.app.state.log_submits:
         log.info("accepted add for %s", caller.owner,
                  extra={"task_id": submission.task_id, "task_name": "add"})
@@ -56,12 +56,12 @@ async def submit_add(request: Request) -> JSONBytes:
 
 @router.get("/result/{task_id}", summary="How a task went", response_model_exclude_unset=True,
             responses=errors(404))
-async def get_result(task_id: TaskId, gateway: GatewayDep, caller: CallerDep) -> TutorialResult:
+async def get_result(task_id: TaskId, producer: ProducerDep, caller: CallerDep) -> TutorialResult:
     """`completed` with the result, `failed` with the error, `pending` until then; 404 if unknown."""
-    record = await gateway.get(task_id, caller)
-    state = TaskState(record["state"])
+    record = await producer.reader.get(task_id, caller)
+    state = record.state or TaskState.QUEUED  # an unreadable state: not known to have ended
     if state is TaskState.SUCCEEDED:
-        return TutorialResult(status="completed", result=record.get("result"))
+        return TutorialResult(status="completed", result=record.result)
     if state is TaskState.FAILED:
-        return TutorialResult(status="failed", error=ErrorBody.model_validate(record["error"]))
+        return TutorialResult(status="failed", error=ErrorBody.from_stored(record.error))
     return TutorialResult(status=_TUTORIAL_STATUS[state])  # type: ignore[arg-type]

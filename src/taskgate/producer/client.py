@@ -1,0 +1,86 @@
+"""The producer as one object: what the API (and, soon, a user's own app) holds to submit,
+read, wait for and control tasks. It only assembles the parts (:class:`.Submitter`,
+:class:`.Reader`, :class:`.Control`) over one :class:`.Backend` and one broker, and owns
+their connections' lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from celery import Celery
+
+from .. import brokers
+from ..config import Settings
+from ..exceptions import BackendUnavailable, UnknownTask
+from ..records.scripts import AsyncScripts
+from ..registry import TaskSpec, exposed
+from ..worker.celery_app import create_celery_app
+from . import queues
+from .backend import Backend
+from .control import Control
+from .deadlines import redis_client
+from .reads import Reader
+from .submit import Submitter
+from .subscriptions import Limits, Subscriptions, events_client
+
+
+class Producer:
+    """Submitting (:attr:`submitter`), reading and waiting (:attr:`reader`), control
+    (:attr:`control`) over the records' Redis and the broker."""
+
+    def __init__(self, settings: Settings, app: Celery, backend: Backend, broker: brokers.Broker,
+                 subscriptions: Subscriptions) -> None:
+        self.settings, self.app, self.backend, self.broker = settings, app, backend, broker
+        #: The declared tasks this producer may submit, by name.
+        self.catalogue: dict[str, TaskSpec] = exposed()
+        self.subscriptions = subscriptions
+        self.submitter = Submitter(backend, broker, app, self.catalogue)
+        self.reader = Reader(backend, subscriptions)
+        self.control = Control(backend, self.reader, broker, app, self.catalogue)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Producer:
+        """Build the producer and its clients (no connection is opened until first use)."""
+        app = create_celery_app(settings)
+        app.loader.import_default_modules()
+        redis = redis_client(settings.require_redis_url(), settings.backend_timeout)
+        backend = Backend(settings, redis, AsyncScripts(redis))
+        # Waits on tasks' events share one connection of their own (see ``subscriptions``).
+        subscriptions = Subscriptions(
+            events_client(settings.require_redis_url(), settings.backend_timeout), settings.backend_timeout,
+            Limits(settings.max_streams, settings.max_streams_per_owner or max(1, settings.max_streams // 4)))
+        return cls(settings, app, backend, brokers.select(settings, app, redis), subscriptions)
+
+    async def close(self) -> None:
+        """Close every client this producer opened."""
+        await self.broker.close()
+        await self.subscriptions.close()
+        await self.backend.redis.aclose()
+
+    def spec(self, name: str) -> TaskSpec:
+        """The declared task ``name``, or ``UnknownTask``."""
+        spec = self.catalogue.get(name)
+        if spec is None:
+            raise UnknownTask(name)
+        return spec
+
+    async def queues(self) -> list[dict[str, Any]]:
+        """Every known queue with its depth and live workers (see :func:`.queues.queues`)."""
+        return await queues.queues(self.backend, self.broker, self.catalogue)
+
+    async def check(self) -> dict[str, str]:
+        """Ping the broker and Redis; map each to "ok" or the problem seen."""
+        checks: dict[str, str] = {}
+
+        async def probe(component: str, ping: Callable[[], Awaitable[Any]]) -> None:
+            try:
+                async with self.backend.deadline(component):
+                    await ping()
+                checks[component] = "ok"
+            except BackendUnavailable as exc:
+                checks[component] = exc.detail
+
+        await asyncio.gather(probe("broker", self.broker.ping), probe("backend", self.backend.redis.ping))
+        return checks

@@ -1,0 +1,98 @@
+"""Changing tasks from the API side: cancel, forget, and the dead letters' requeue and drop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from celery import Celery
+
+from ..auth import Caller
+from ..brokers import Broker
+from ..brokers.message import build_message
+from ..constants import ANONYMOUS
+from ..exceptions import Conflict, TaskNotFound, UnknownTask
+from ..records import TaskRecord, keys, scripts
+from ..registry import TaskSpec
+from .backend import Backend
+from .reads import Reader
+from .submit import SYSTEM
+
+
+class Control:
+    """Cancels, forgets and requeues; every call runs under the backend's deadline."""
+
+    def __init__(self, backend: Backend, reader: Reader, broker: Broker, app: Celery,
+                 catalogue: dict[str, TaskSpec]) -> None:
+        self.backend, self.reader, self.broker, self.app = backend, reader, broker, app
+        self.catalogue = catalogue
+
+    async def cancel(self, task_id: str, terminate: bool = False, caller: Caller = SYSTEM) -> TaskRecord:
+        """Cancel a queued task at once, or flag a running one; ``Conflict`` if it finished.
+        ``terminate``: also stop the process running it (Celery's revoke with SIGTERM)."""
+        record = await self.reader.get(task_id, caller)
+        async with self.backend.deadline():
+            outcome = await self.backend.scripts(scripts.cancel(
+                task_id, record.owner or ANONYMOUS, now=time.time(), ttl=self.backend.settings.result_ttl))
+        if outcome == "missing":
+            raise TaskNotFound(task_id)
+        if outcome.startswith("already:"):
+            raise Conflict(f"task {task_id} already {outcome.removeprefix('already:')}; only queued, "
+                           "retrying or started tasks can be cancelled")
+        if outcome == "cancelling" and terminate:
+            loop = asyncio.get_running_loop()
+            async with self.backend.deadline("broker"):
+                await loop.run_in_executor(None, self._revoke, task_id)
+        return await self.reader.get(task_id, caller)
+
+    def _revoke(self, task_id: str) -> None:
+        self.app.control.revoke(task_id, terminate=True, signal="SIGTERM")
+
+    async def forget(self, task_id: str, caller: Caller = SYSTEM) -> None:
+        """Delete a finished task's record; ``Conflict`` while it may still run."""
+        record = await self.reader.get(task_id, caller)
+        if not record.ended:
+            raise Conflict(f"task {task_id} is {record.state}; cancel it first or wait until it ends")
+        async with self.backend.deadline():
+            pipe = self.backend.redis.pipeline(transaction=True)
+            pipe.delete(keys.record(task_id))
+            pipe.zrem(keys.INDEX, task_id)
+            pipe.zrem(keys.owner_index(record.owner or ANONYMOUS), task_id)
+            pipe.zrem(keys.DEAD, task_id)
+            await pipe.execute()
+
+    async def _dead_letter(self, task_id: str, caller: Caller) -> TaskRecord:
+        record = await self.reader.get(task_id, caller)
+        if record.dead_reason is None:
+            raise TaskNotFound(task_id, what="dead letter")
+        return record
+
+    async def requeue(self, task_id: str, caller: Caller = SYSTEM) -> TaskRecord:
+        """Run a dead-lettered task again: same id and arguments, fresh attempt counts."""
+        record = await self._dead_letter(task_id, caller)
+        spec = self.catalogue.get(record.name or "")
+        if spec is None:
+            raise UnknownTask(record.name or "")
+        arguments = record.args if isinstance(record.args, dict) else {}
+        queue = spec.queue or self.backend.settings.default_queue
+        headers, properties, body = build_message(self.app, task_id, spec.celery_name, arguments)
+        parts = (headers, {**properties, "priority": 0}, body)
+        pushed = self.broker.inline_push(queue, parts, task_id)
+        async with self.backend.deadline():
+            outcome = await self.backend.scripts(scripts.requeue(
+                task_id, record.owner or ANONYMOUS, queue=pushed[0] if pushed else None,
+                message=pushed[1] if pushed else b"", now=time.time()))
+        if outcome == "missing":
+            raise TaskNotFound(task_id, what="dead letter")
+        if pushed is None:
+            async with self.backend.deadline("broker"):
+                await self.broker.publish(queue, parts)
+        return await self.reader.get(task_id)
+
+    async def drop(self, task_id: str, caller: Caller = SYSTEM) -> None:
+        """Remove a task from the dead letters (its record stays until it expires)."""
+        await self._dead_letter(task_id, caller)
+        async with self.backend.deadline():
+            removed = await self.backend.redis.zrem(keys.DEAD, task_id)
+        if not removed:
+            raise TaskNotFound(task_id, what="dead letter")

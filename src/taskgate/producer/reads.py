@@ -1,0 +1,156 @@
+"""Reading tasks: one record, many, the history, the dead letters; and waiting for changes.
+
+Waiting subscribes to the task's events channel first and reads the record second, so no
+change can slip between the two; it is woken by the workers' events, never by polling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import cast
+
+from ..auth import Caller
+from ..exceptions import TaskNotFound
+from ..records import TaskRecord, decode, decode_event, keys
+from ..states import TaskState
+from .backend import Backend
+from .submit import SYSTEM
+from .subscriptions import Subscription, Subscriptions
+
+#: Index batches one history call scans at most (a rare filter returns a short page and a
+#: cursor to continue from rather than walking the whole index).
+HISTORY_BATCHES = 20
+
+
+class Reader:
+    """Reads and waits; every call runs under the backend's deadline."""
+
+    def __init__(self, backend: Backend, subscriptions: Subscriptions) -> None:
+        self.backend = backend
+        self.subscriptions = subscriptions
+
+    async def get(self, task_id: str, caller: Caller = SYSTEM) -> TaskRecord:
+        """The task's record, or ``TaskNotFound`` (also when ``caller`` may not see it: ids of
+        other owners' tasks must not leak)."""
+        async with self.backend.deadline():
+            raw = await self.backend.redis.hgetall(keys.record(task_id))
+        record = decode(task_id, raw) if raw else None
+        if record is None or not caller.may_see(record.owner):
+            raise TaskNotFound(task_id)
+        return record
+
+    async def many(self, task_ids: list[str]) -> list[TaskRecord | None]:
+        """The records of ``task_ids`` in one round trip (None where there is none)."""
+        async with self.backend.deadline():
+            pipe = self.backend.redis.pipeline(transaction=False)
+            for task_id in task_ids:
+                pipe.hgetall(keys.record(task_id))
+            raws = await pipe.execute()
+        return [decode(task_id, raw) if raw else None for task_id, raw in zip(task_ids, raws, strict=True)]
+
+    async def wait_many(self, task_ids: list[str], seconds: float,
+                        caller: Caller = SYSTEM) -> list[TaskRecord | None]:
+        """The records of ``task_ids`` once all have ended or ``seconds`` passed (None for an id
+        the caller cannot see)."""
+        deadline = time.monotonic() + seconds
+        async with contextlib.AsyncExitStack() as stack:
+            subscription = None
+            if seconds > 0:
+                async with self.backend.deadline():
+                    subscription = await stack.enter_async_context(self.subscriptions(
+                        *(keys.events(task_id) for task_id in task_ids), owner=caller.owner))
+            records = {task_id: record if record and caller.may_see(record.owner) else None
+                       for task_id, record in zip(task_ids, await self.many(task_ids), strict=True)}
+            pending = {task_id for task_id, record in records.items()
+                       if record is not None and not record.ended}
+            while subscription is not None and pending and (remaining := deadline - time.monotonic()) > 0:
+                message = await subscription.get(remaining)
+                if message is None:
+                    continue
+                task_id = keys.task_of_channel(message[0])
+                if task_id not in pending:
+                    continue
+                changed = decode_event(task_id, message[1])
+                if changed.newer_than(records[task_id]):
+                    records[task_id] = changed
+                    if changed.ended:
+                        pending.discard(task_id)
+            return [records[task_id] for task_id in task_ids]
+
+    @asynccontextmanager
+    async def watch(self, task_id: str,
+                    caller: Caller = SYSTEM) -> AsyncIterator[tuple[TaskRecord, Subscription]]:
+        """Subscribe to the task's changes (confirmed by Redis), then read its record:
+        ``(record, subscription)``. Counted against the caller's and the process's limits on
+        waits (``QuotaExceeded``, ``BackendUnavailable``)."""
+        async with contextlib.AsyncExitStack() as stack:
+            async with self.backend.deadline():
+                subscription = await stack.enter_async_context(
+                    self.subscriptions(keys.events(task_id), owner=caller.owner))
+            yield await self.get(task_id, caller), subscription
+
+    @staticmethod
+    async def next_change(task_id: str, subscription: Subscription,
+                          timeout: float) -> TaskRecord | None:  # noqa: ASYNC109
+        """The record after its next change, or None if nothing changed within ``timeout``;
+        ``BackendUnavailable`` if the events connection broke."""
+        message = await subscription.get(timeout)
+        if message is None or message[0] != keys.events(task_id):
+            return None
+        return decode_event(task_id, message[1])
+
+    async def wait(self, task_id: str, seconds: float, caller: Caller = SYSTEM) -> TaskRecord:
+        """The record once ended, or as it is after ``seconds``."""
+        deadline = time.monotonic() + seconds
+        async with self.watch(task_id, caller) as (record, subscription):
+            while not record.ended:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                changed = await self.next_change(task_id, subscription, remaining)
+                if changed is not None and changed.newer_than(record):
+                    record = changed
+            return record
+
+    async def history(self, *, state: TaskState | None, name: str | None, limit: int, before: float | None,
+                      caller: Caller = SYSTEM) -> tuple[list[TaskRecord], float | None]:
+        """Tasks newest first (the caller's own unless admin), filtered; a page and the cursor
+        of the next one."""
+        found: list[TaskRecord] = []
+        upper = "+inf" if before is None else f"({before!r}"
+        last: float | None = None
+        index = keys.INDEX if caller.admin else keys.owner_index(caller.owner)
+        for _ in range(HISTORY_BATCHES):
+            async with self.backend.deadline():
+                batch = cast(list[tuple[bytes, float]], await self.backend.redis.zrevrangebyscore(
+                    index, upper, "-inf", start=0, num=limit, withscores=True))
+            if not batch:
+                return found, None
+            records = await self.many([member.decode() for member, _ in batch])
+            for (_member, score), record in zip(batch, records, strict=True):
+                last, upper = score, f"({score!r}"
+                if record is None:
+                    continue  # expired or forgotten; the index is trimmed lazily
+                if ((state is not None and record.state != state)
+                        or (name is not None and record.name != name)):
+                    continue
+                found.append(record)
+                if len(found) == limit:
+                    return found, score
+        return found, last
+
+    async def dead_letters(self, limit: int, before: float | None,
+                           caller: Caller = SYSTEM) -> tuple[list[tuple[TaskRecord, float]], float | None]:
+        """Dead-lettered tasks (the caller's own unless admin) newest first, each with the time
+        it became one; a page and the cursor of the next one."""
+        upper = "+inf" if before is None else f"({before!r}"
+        async with self.backend.deadline():
+            batch = cast(list[tuple[bytes, float]], await self.backend.redis.zrevrangebyscore(
+                keys.DEAD, upper, "-inf", start=0, num=limit, withscores=True))
+        records = await self.many([member.decode() for member, _ in batch])
+        found = [(record, score) for (_member, score), record in zip(batch, records, strict=True)
+                 if record is not None and caller.may_see(record.owner)]
+        return found, (batch[-1][1] if len(batch) == limit else None)

@@ -1,0 +1,240 @@
+"""Submitting: one Lua script per task records it (``queued``), checks its Idempotency-Key
+and quotas, indexes it and, when the broker is a list on the same Redis, pushes the Celery
+message, all atomically in one round trip (round trips are shared, see ``autopipeline``).
+Any other broker is published to after the script, and the record is undone if that fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from celery import Celery
+from pydantic import BaseModel
+from redis.exceptions import RedisError
+
+from ..auth import Caller
+from ..brokers import Broker
+from ..brokers.message import MessageParts, MessageTemplate, build_message
+from ..constants import ANONYMOUS, IDEMPOTENCY_TTL
+from ..exceptions import BackendUnavailable, Conflict, InvalidArguments, QuotaExceeded, TaskGateError
+from ..records import keys, scripts
+from ..registry import TaskSpec
+from .autopipeline import OutcomeUnknown, ScriptPipeline
+from .backend import Backend
+from .deadlines import SUBMIT_MARGIN, RedisClock, unavailable
+from .metrics import REDIS_SECONDS, SUBMITS
+
+#: The caller of internal and CLI operations: sees every task.
+SYSTEM = Caller(owner=ANONYMOUS, admin=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """What a submit returns: the task id, and whether an Idempotency-Key replayed it."""
+
+    task_id: str
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Optional submission settings a client may give (validated by the API)."""
+
+    countdown: float | None = None
+    eta: datetime | None = None
+    priority: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """One submission, ready to send."""
+
+    task_id: str
+    call: scripts.Call[scripts.SubmitReply]
+    queue: str
+    parts: MessageParts
+    inline: bool
+    now: float
+    owner: str
+
+
+def digest(name: str, arguments: dict[str, Any], options: Options) -> str:
+    """A stable fingerprint of a submission, to compare bodies under one Idempotency-Key."""
+    payload = orjson.dumps([name, arguments, options.countdown,
+                            options.eta.isoformat() if options.eta else None, options.priority],
+                           option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(payload).hexdigest()
+
+
+def _not_queued(task_id: str | None, cause: str) -> str:
+    """Why a submit answers 503, and that its task will never run."""
+    what = f"task {task_id} was" if task_id else "the tasks were"
+    return f"{cause}: {what} not queued and will never run (submitting again makes a new task)"
+
+
+class Submitter:
+    """Queues tasks; every Redis and broker call runs under the backend's deadline."""
+
+    def __init__(self, backend: Backend, broker: Broker, app: Celery, catalogue: dict[str, TaskSpec]) -> None:
+        self.backend, self.broker, self.app = backend, broker, app
+        self.settings = backend.settings
+        self._pipeline = ScriptPipeline(backend.redis, scripts.source("submit"), backend.timeout,
+                                        observe=REDIS_SECONDS.observe)
+        #: Submit scripts refuse to run after the API gave up on them (on Redis's clock).
+        self.clock = RedisClock(backend.redis, backend.timeout)
+        #: How far back the history index reaches, in seconds.
+        self._history = max(self.settings.result_ttl, self.settings.failure_ttl)
+        #: Each task's message, built once by Celery and filled in per submission.
+        self._templates = {name: MessageTemplate(app, spec.celery_name) for name, spec in catalogue.items()}
+
+    def _prepare(self, spec: TaskSpec, arguments: BaseModel, options: Options, idempotency: str | None,
+                 caller: Caller, cutoff: float) -> _Prepared:
+        """Everything one submission sends; the script does nothing after ``cutoff`` (a time on
+        Redis's clock)."""
+        task_id = str(uuid.uuid4())
+        kwargs = arguments.model_dump(mode="json")
+        now = time.time()
+        due = (now + options.countdown if options.countdown is not None
+               else options.eta.timestamp() if options.eta is not None else None)
+        inline = self.broker.inline
+        # Delays wait in taskgate's delayed set (a broker list on this Redis) or in Celery's eta.
+        parked = inline and due is not None and due > now
+        queue = spec.queue or self.settings.default_queue
+        priority = options.priority or 0
+        if due is None or parked:
+            parts = self._templates[spec.name].parts(task_id, kwargs, priority)
+        else:
+            headers, properties, body = build_message(self.app, task_id, spec.celery_name, kwargs,
+                                                      eta=datetime.fromtimestamp(due, tz=UTC))
+            parts = (headers, {**properties, "priority": priority}, body)
+        try:  # serialising is the check that the arguments travel as portable JSON
+            pushed = self.broker.inline_push(queue, parts, task_id)
+            if pushed is None:
+                orjson.dumps(kwargs)
+        except orjson.JSONEncodeError as exc:
+            raise InvalidArguments(f"arguments must travel as portable JSON: integers within 64 bits, "
+                                   f"strings of valid Unicode ({exc})") from None
+        owner = caller.owner
+        call = scripts.submit(
+            task_id, spec.name, now=now, owner=owner, anonymous=owner == ANONYMOUS,
+            ttl=self.settings.result_ttl, horizon=now - self._history,
+            message=pushed[1] if pushed else b"", queue=pushed[0] if pushed else None,
+            due=due if parked else None, idempotency=idempotency,
+            digest=digest(spec.name, kwargs, options) if idempotency else "",
+            rate_limit=self.settings.submit_rate, inflight_limit=self.settings.max_in_flight,
+            deadline=cutoff, idempotency_ttl=IDEMPOTENCY_TTL)
+        return _Prepared(task_id, call, queue, parts, pushed is not None, now, owner)
+
+    def _verdict(self, prepared: _Prepared, reply: scripts.SubmitReply,
+                 idempotency: str | None) -> Submission | None:
+        """What the submit script said: a replay, a refusal (raised), or None for a new task."""
+        task_id = prepared.task_id
+        match reply.kind:
+            case "rate":
+                raise QuotaExceeded(f"{prepared.owner} may submit {self.settings.submit_rate} tasks per "
+                                    "minute (TASKGATE_SUBMIT_RATE)",
+                                    retry_after=max(1, math.ceil(reply.retry_after or 60)))
+            case "inflight":
+                raise QuotaExceeded(f"{prepared.owner} has {self.settings.max_in_flight} unfinished tasks, "
+                                    "the most allowed (TASKGATE_MAX_IN_FLIGHT); wait for some to end",
+                                    retry_after=1)
+            case "late":
+                raise BackendUnavailable("redis", _not_queued(task_id, "it reached Redis after the "
+                                                              "deadline"), task_id)
+            case "conflict":
+                raise Conflict(f"Idempotency-Key {idempotency!r} was already used with a different body "
+                               f"(task {reply.task_id}); use a new key for a new request")
+            case "replayed":
+                return Submission(str(reply.task_id), replayed=True)
+        return None
+
+    async def _cutoff(self) -> float:
+        """When, on Redis's clock, a submit script sent now must have run to count: before this
+        API's deadline, with :data:`~taskgate.producer.deadlines.SUBMIT_MARGIN` for the reply."""
+        try:
+            return await self.clock.to_redis(time.time() + self.backend.timeout - SUBMIT_MARGIN)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise unavailable("redis", exc, self.backend.timeout) from exc
+
+    def _unsent(self, task_id: str | None, exc: BaseException) -> BackendUnavailable:
+        """The 503 of a submit whose script got no answer: it will never run (the script refuses
+        after its deadline), unless the connection broke after sending it (then say so)."""
+        what = f"task {task_id}" if task_id else "the tasks"
+        if isinstance(exc, OutcomeUnknown):
+            return BackendUnavailable("redis", f"{exc}: {what} may have been queued before the "
+                                      "connection broke; GET /tasks/{id} tells once Redis answers "
+                                      "(404: it was not)", task_id)
+        cause = unavailable("redis", exc, self.backend.timeout).detail
+        return BackendUnavailable("redis", _not_queued(task_id, cause), task_id)
+
+    async def _send(self, prepared: _Prepared) -> scripts.SubmitReply:
+        reply = await self._pipeline(prepared.call.keys, prepared.call.args)
+        return prepared.call.parse(reply)
+
+    async def _publish_elsewhere(self, prepared: _Prepared) -> None:
+        """Publish to a broker other than the records' Redis; undo the record if that fails."""
+        try:
+            async with self.backend.deadline("broker"):
+                await self.broker.publish(prepared.queue, prepared.parts)
+        except BackendUnavailable:
+            # Not queued: forget it, so its id reads as unknown rather than eternally queued.
+            task_id = prepared.task_id
+            idem = prepared.call.keys[2]
+            async with self.backend.deadline():
+                pipe = self.backend.redis.pipeline(transaction=True)
+                pipe.delete(keys.record(task_id), *([idem] if idem else []))
+                for index in (keys.INDEX, keys.owner_index(prepared.owner), keys.inflight(prepared.owner)):
+                    pipe.zrem(index, task_id)
+                await pipe.execute()
+            raise
+
+    async def submit(self, spec: TaskSpec, arguments: BaseModel, options: Options | None = None,
+                     idempotency: str | None = None, caller: Caller = SYSTEM) -> Submission:
+        """Queue ``spec`` with validated ``arguments`` for ``caller``; return once the broker has
+        the message. Quotas and Idempotency-Keys are per owner."""
+        prepared = self._prepare(spec, arguments, options or Options(), idempotency, caller,
+                                 await self._cutoff())
+        try:  # the pipeline holds each round trip to backend_timeout
+            reply = await self._send(prepared)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise self._unsent(prepared.task_id, exc) from exc
+        replay = self._verdict(prepared, reply, idempotency)
+        if replay is not None:
+            return replay
+        SUBMITS.labels(spec.name).inc()
+        if not prepared.inline:
+            await self._publish_elsewhere(prepared)
+        return Submission(prepared.task_id)
+
+    async def submit_many(self, spec: TaskSpec, items: list[BaseModel], options: Options | None = None,
+                          caller: Caller = SYSTEM) -> list[Submission | TaskGateError]:
+        """Queue one task per item in one Redis round trip (when the broker is that Redis); each
+        item gets its id or the reason it was refused (a quota)."""
+        cutoff = await self._cutoff()
+        prepared = [self._prepare(spec, item, options or Options(), None, caller, cutoff) for item in items]
+        # One round trip (the calls share a pipeline), held to backend_timeout.
+        replies = await asyncio.gather(*(self._send(one) for one in prepared), return_exceptions=True)
+        outcomes: list[Submission | TaskGateError] = []
+        for one, reply in zip(prepared, replies, strict=True):
+            if isinstance(reply, BaseException):
+                raise self._unsent(one.task_id if len(prepared) == 1 else None, reply) from reply
+        for one, reply in zip(prepared, replies, strict=True):
+            assert not isinstance(reply, BaseException)
+            try:
+                self._verdict(one, reply, None)
+            except TaskGateError as exc:
+                outcomes.append(exc)
+                continue
+            if not one.inline:
+                await self._publish_elsewhere(one)
+            outcomes.append(Submission(one.task_id))
+        SUBMITS.labels(spec.name).inc(sum(isinstance(o, Submission) for o in outcomes))
+        return outcomes

@@ -1,0 +1,130 @@
+"""Every Redis key and channel taskgate uses: the only place their names are built.
+
+The keys of one task (its record, its events channel, its alive mark) share the hash tag
+``{<task id>}``, so a script touching them stays valid on Redis Cluster. The global structures
+(history index, delayed set, dead letters, stats) are single keys that every script receives
+in ``KEYS``, never builds itself: moving them to Cluster needs new names here, not new script
+logic (what Cluster support still lacks: README, "Redis Cluster").
+"""
+
+from __future__ import annotations
+
+#: The namespace of every key below.
+NAMESPACE = "taskgate:"
+
+#: ``taskgate:task:{<id>}`` -> hash: the task's record (see :mod:`taskgate.records.model`). No
+#: TTL while the task may still run; ``result_ttl`` (``failure_ttl`` for failures) once it ends.
+RECORD_PREFIX = "taskgate:task:"
+
+#: ``taskgate:events:{<id>}`` -> pub/sub channel: the record as JSON after every change.
+EVENTS_PREFIX = "taskgate:events:"
+
+#: ``taskgate:alive:{<id>}`` -> the node running it: set when the task starts, refreshed every
+#: ``HEARTBEAT_INTERVAL`` s by the pool process running it (TTL ``HEARTBEAT_TTL``), deleted
+#: when it ends. The reaper leaves the message of a task whose mark exists alone.
+ALIVE_PREFIX = "taskgate:alive:"
+
+#: ``taskgate:index`` -> sorted set of task ids by submission time, for the history list;
+#: trimmed of ids older than the longest TTL on every submission, and itself expiring.
+INDEX = "taskgate:index"
+
+#: ``taskgate:index:<owner>`` -> one owner's history index (like :data:`INDEX`).
+OWNER_INDEX_PREFIX = "taskgate:index:"
+
+#: ``taskgate:delayed`` -> sorted set of task ids by due time: delayed submissions and retries
+#: wait here (their message in the record's ``message`` field), not in a worker's memory, so a
+#: long delay never meets the broker's visibility timeout. Workers move due ones to the queue.
+DELAYED = "taskgate:delayed"
+
+#: ``taskgate:dead`` -> sorted set of dead-lettered task ids by time. Entries older than
+#: ``failure_ttl`` are trimmed; the set expires too.
+DEAD = "taskgate:dead"
+
+#: ``taskgate:inflight:<owner>`` -> sorted set of the owner's unfinished task ids (score:
+#: submission time); a task leaves it when it ends. For the in-flight quota.
+INFLIGHT_PREFIX = "taskgate:inflight:"
+
+#: ``taskgate:rate:<owner>`` -> the owner's submissions in its current rate window: 60 s from
+#: its first submission in it (the key's TTL).
+RATE_PREFIX = "taskgate:rate:"
+
+#: ``taskgate:idem:{<owner>:<key>}`` -> JSON ``[task id, body digest]`` for an Idempotency-Key.
+IDEMPOTENCY_PREFIX = "taskgate:idem:"
+
+#: ``taskgate:stats`` -> hash of cluster-wide counters written when a task ends:
+#: ``done:<task>:<state>``, and per histogram ``<wait|run>:<task>:<i>`` (count in bucket i),
+#: ``<wait|run>_sum:<task>``. Kept ``STATS_TTL`` after the last write; ``GET /metrics`` reads it.
+STATS = "taskgate:stats"
+
+#: ``taskgate:worker:<hostname>:<pid>`` -> JSON ``{"tags", "queues", "tasks", "at"}``: a worker's
+#: heartbeat, rewritten every ``HEARTBEAT_INTERVAL`` s with a TTL of ``HEARTBEAT_TTL``.
+WORKER_PREFIX = "taskgate:worker:"
+
+#: ``taskgate:catalogue`` -> hash of Celery task name -> JSON ``{"module", "queue"}``, written by
+#: each API at start: a worker lacking a task names the module it misses.
+CATALOGUE = "taskgate:catalogue"
+
+#: ``taskgate:reaper`` -> lock (SET NX EX) so one worker at a time requeues the dead's tasks.
+REAPER_LOCK = "taskgate:reaper"
+
+#: ``taskgate:apikey:<key id>`` -> hash {owner, admin, secret_sha256, created_at}: an API key.
+APIKEY_PREFIX = "taskgate:apikey:"
+
+#: ``taskgate:layout`` -> the version of this key layout written in this Redis (see
+#: :mod:`taskgate.records.upgrade`).
+LAYOUT = "taskgate:layout"
+
+#: kombu's Redis transport keeps delivered, unacknowledged messages in this hash (delivery
+#: tag -> ``[message, exchange, routing key]``) and their delivery times in this sorted set.
+KOMBU_UNACKED = "unacked"
+KOMBU_UNACKED_INDEX = "unacked_index"
+
+
+def record(task_id: str) -> str:
+    """The key of a task's record."""
+    return f"{RECORD_PREFIX}{{{task_id}}}"
+
+
+def events(task_id: str) -> str:
+    """The pub/sub channel carrying a task's record after each change."""
+    return f"{EVENTS_PREFIX}{{{task_id}}}"
+
+
+def task_of_channel(channel: str) -> str:
+    """The task id of an :func:`events` channel."""
+    return channel.removeprefix(EVENTS_PREFIX)[1:-1]
+
+
+def alive(task_id: str) -> str:
+    """The mark a task's running process keeps fresh."""
+    return f"{ALIVE_PREFIX}{{{task_id}}}"
+
+
+def owner_index(owner: str) -> str:
+    """The history index of one owner."""
+    return OWNER_INDEX_PREFIX + owner
+
+
+def inflight(owner: str) -> str:
+    """The unfinished tasks of one owner."""
+    return INFLIGHT_PREFIX + owner
+
+
+def rate(owner: str) -> str:
+    """The owner's submission counter for its current 60 s window."""
+    return RATE_PREFIX + owner
+
+
+def idempotency(owner: str, key: str) -> str:
+    """Which task an owner's Idempotency-Key created."""
+    return f"{IDEMPOTENCY_PREFIX}{{{owner}:{key}}}"
+
+
+def worker(hostname: str) -> str:
+    """A worker's heartbeat."""
+    return WORKER_PREFIX + hostname
+
+
+def apikey(key_id: str) -> str:
+    """Where an API key's hash and owner are stored."""
+    return APIKEY_PREFIX + key_id

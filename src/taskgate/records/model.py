@@ -1,0 +1,148 @@
+"""The task record: its typed form and its one codec to and from the Redis hash.
+
+A record is a hash at :func:`.keys.record`; its fields, as stored:
+
+``name`` the task's catalogue name; ``state`` a :class:`~taskgate.states.TaskState` value;
+``owner`` who submitted it (absent while auth is off); ``created_at``, ``started_at``,
+``finished_at``, ``next_attempt_at`` whole milliseconds since the epoch (records written
+before version 0.1 hold float seconds, still read); ``attempts`` starts counted, ``deliveries``
+deliveries of the current attempt, ``seq`` changes published; ``worker`` the node that started
+it last; ``progress``, ``result``, ``error``, ``args`` JSON; ``dead_reason`` why it is a dead
+letter; ``cancel`` "1" once cancelling was asked. Internal fields the scripts keep:
+``message`` and ``queue`` (a parked message and its list), ``unregistered_since`` (ms).
+
+The same fields, JSON-encoded, are what a change publishes on the task's events channel.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from ..states import TaskState
+
+log = logging.getLogger("taskgate.records")
+
+#: JSON as it comes out of ``orjson.loads``.
+JSON = Any
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """One task as its record says. A field that was stored in a form it cannot have (a time
+    out of range, malformed JSON) reads as absent and is named in ``unreadable``: one bad field
+    never makes a task, or a listing holding it, unreadable."""
+
+    task_id: str
+    name: str | None = None
+    state: TaskState | None = None
+    owner: str | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+    attempts: int = 0
+    deliveries: int = 0
+    seq: int = 0
+    worker: str | None = None
+    progress: JSON = None
+    result: JSON = None
+    error: JSON = None
+    args: JSON = None
+    dead_reason: str | None = None
+    cancel: bool = False
+    unreadable: frozenset[str] = field(default=frozenset())
+
+    @property
+    def ended(self) -> bool:
+        """True once the task will not change state any more."""
+        return self.state is not None and self.state.is_terminal
+
+    def newer_than(self, other: TaskRecord | None) -> bool:
+        """Whether this (an event's) record is at least as recent as ``other``."""
+        return other is None or self.seq >= other.seq
+
+
+_TIMES = frozenset({"created_at", "started_at", "finished_at", "next_attempt_at"})
+_COUNTS = frozenset({"attempts", "deliveries", "seq"})
+_JSON = frozenset({"progress", "result", "error", "args"})
+_TEXT = frozenset({"name", "owner", "worker", "dead_reason"})
+_INTERNAL = frozenset({"message", "queue", "unregistered_since"})
+
+
+def stamp(seconds: float) -> int:
+    """A time as records store it: whole milliseconds since the epoch."""
+    return round(seconds * 1000)
+
+
+def to_time(stored: str) -> datetime:
+    """A stored time as a UTC datetime (integer ms, or float seconds from older records)."""
+    seconds = float(stored) if "." in stored else int(stored) / 1000
+    if not math.isfinite(seconds):
+        raise ValueError(f"not a time: {stored!r}")
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def _field(name: str, text: str) -> Any:
+    if name in _TIMES:
+        return to_time(text)
+    if name in _COUNTS:
+        return int(text)
+    if name in _JSON:
+        return orjson.loads(text)
+    if name == "state":
+        return TaskState(text)
+    if name == "cancel":
+        return text == "1"
+    return text
+
+
+def decode(task_id: str, raw: Mapping[Any, Any]) -> TaskRecord:
+    """A record from its hash (``HGETALL``, bytes) or its published JSON (str values)."""
+    values: dict[str, Any] = {}
+    bad: set[str] = set()
+    for key, value in raw.items():
+        name = key.decode() if isinstance(key, bytes) else str(key)
+        if name in _INTERNAL or not (name in _TIMES or name in _COUNTS or name in _JSON or name in _TEXT
+                                     or name in ("state", "cancel")):
+            continue
+        text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+        try:
+            values[name] = _field(name, text)
+        except (ValueError, TypeError, OverflowError, OSError):
+            bad.add(name)
+    if bad:
+        log.warning("task %s: stored %s unreadable, left out", task_id, ", ".join(sorted(bad)))
+    return TaskRecord(task_id=task_id, unreadable=frozenset(bad), **values)
+
+
+def decode_event(task_id: str, payload: bytes | str) -> TaskRecord:
+    """A record from what a change published on its events channel."""
+    return decode(task_id, orjson.loads(payload))
+
+
+def encode(**fields: datetime | float | TaskState | JSON) -> dict[str, str | bytes | int]:
+    """Record fields in their stored form, for :func:`.scripts.update`: times (datetimes, or
+    epoch seconds as floats) become ms, states their value, JSON fields JSON, other text as is."""
+    out: dict[str, str | bytes | int] = {}
+    for name, value in fields.items():
+        if name in _TIMES:
+            seconds = value.timestamp() if isinstance(value, datetime) else float(value)
+            out[name] = stamp(seconds)
+        elif name in _JSON:
+            out[name] = orjson.dumps(value)
+        elif isinstance(value, TaskState):
+            out[name] = value.value
+        elif isinstance(value, bool):
+            out[name] = "1" if value else "0"
+        elif isinstance(value, int | str | bytes):
+            out[name] = value
+        else:
+            raise TypeError(f"record field {name} cannot hold {type(value).__name__}")
+    return out

@@ -1,0 +1,223 @@
+"""The Lua scripts that change task records, one typed Python function per script.
+
+Each script lives in ``scripts/<name>.lua`` (shipped in the wheel) and begins by binding its
+``KEYS`` and ``ARGV`` to named locals. A line ``--#include <file>.lua`` is replaced by that
+file's text when the script is loaded (the one mechanism for shared Lua).
+
+A function here builds a :class:`Call`: the script's name, every key it touches (scripts
+never build key names themselves, see :mod:`.keys`), its arguments and how to read its reply.
+:class:`Scripts` (blocking, for the worker) and :class:`AsyncScripts` (for the API) run calls.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Generic, Literal, TypeVar, cast
+
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+from redis.commands.core import AsyncScript, Script
+
+from ..states import TaskState
+from . import keys
+from .model import stamp
+
+T = TypeVar("T")
+#: What Redis accepts as a script argument.
+Arg = str | bytes | int | float
+
+#: Every script under ``scripts/`` that can be run (the others are only included).
+NAMES = ("submit", "start", "update", "cancel", "park", "lost", "dead", "requeue", "unknown", "release")
+
+_INCLUDE = re.compile(r"^--#include (\S+\.lua)$", re.MULTILINE)
+
+
+@functools.cache
+def source(name: str) -> str:
+    """The Lua text of script ``name``, its includes expanded."""
+    text = resources.files(__package__).joinpath("scripts", f"{name}.lua").read_text(encoding="utf-8")
+    return _INCLUDE.sub(lambda match: source(match.group(1).removesuffix(".lua")), text)
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    """One run of a script: its keys and arguments, and how to read its reply."""
+
+    script: str
+    keys: list[str]
+    args: list[Arg]
+    parse: Callable[[Any], T]
+
+
+def _text(reply: Any) -> str:
+    return reply.decode() if isinstance(reply, bytes) else str(reply)
+
+
+def _state(reply: Any) -> TaskState | None:
+    """A script's reply naming a state; None for nil (no record) or an unknown name."""
+    if reply is None or reply is False:
+        return None
+    try:
+        return TaskState(_text(reply))
+    except ValueError:
+        return None
+
+
+def _transition(task_id: str, owner: str) -> list[str]:
+    """The first five keys of every script including ``transition.lua``."""
+    return [keys.record(task_id), keys.events(task_id), keys.alive(task_id), keys.STATS,
+            keys.inflight(owner)]
+
+
+# --- submitting ---------------------------------------------------------------------------------
+
+SubmitKind = Literal["queued", "replayed", "conflict", "rate", "inflight", "late"]
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitReply:
+    """What the submit script decided. ``task_id``: for ``replayed`` and ``conflict``, the task
+    the Idempotency-Key made before; ``retry_after``: for ``rate``, seconds until the owner's
+    rate window ends."""
+
+    kind: SubmitKind
+    task_id: str | None = None
+    retry_after: float | None = None
+
+
+def _submit_reply(reply: Any) -> SubmitReply:
+    said = _text(reply)
+    if said == "":
+        return SubmitReply("queued")
+    if said in ("#inflight", "#late"):
+        return SubmitReply(cast(SubmitKind, said[1:]))
+    if said.startswith("#rate:"):
+        return SubmitReply("rate", retry_after=max(0, int(said.removeprefix("#rate:"))) / 1000)
+    if said.startswith("!"):
+        return SubmitReply("conflict", said[1:])
+    return SubmitReply("replayed", said)
+
+
+def submit(task_id: str, name: str, *, now: float, owner: str, anonymous: bool, ttl: int, horizon: float,
+           message: bytes, queue: str | None, due: float | None, idempotency: str | None, digest: str,
+           rate_limit: int, inflight_limit: int, deadline: float | None, idempotency_ttl: int,
+           ) -> Call[SubmitReply]:
+    """Record and queue a new task (``queue``: the Redis list to push ``message`` to, None when
+    the broker is elsewhere; ``due``: park it in the delayed set until then; ``deadline``: do
+    nothing after this time on Redis's clock)."""
+    return Call("submit", [
+        keys.record(task_id), keys.INDEX,
+        keys.idempotency(owner, idempotency) if idempotency else "",
+        queue or "", keys.DELAYED,
+        keys.owner_index(owner) if not anonymous else "",
+        keys.inflight(owner) if inflight_limit else "",
+        keys.rate(owner),
+    ], [name, repr(now), ttl, repr(horizon), digest if idempotency else "", task_id, message,
+        repr(due) if due is not None else "", owner if not anonymous else "", rate_limit, inflight_limit,
+        stamp(deadline) if deadline is not None else "", idempotency_ttl], _submit_reply)
+
+
+# --- the worker's transitions -------------------------------------------------------------------
+
+StartVerdict = Literal["run", "cancelled", "finished", "dead"]
+
+
+def start(task_id: str, owner: str, *, name: str, now: float, ttl: int, max_deliveries: int,
+          node: str) -> Call[StartVerdict]:
+    """Before a run: ``run`` (now started, marked alive), ``cancelled`` (never run it),
+    ``finished`` (a duplicate delivery) or ``dead`` (delivered ``max_deliveries`` times)."""
+    return Call("start", [*_transition(task_id, owner), keys.DEAD],
+                [task_id, name, repr(now), ttl, max_deliveries, node],
+                lambda reply: cast(StartVerdict, _text(reply)))
+
+
+def update(task_id: str, owner: str, ttl: int, fields: Mapping[str, Arg]) -> Call[TaskState | None]:
+    """Set ``fields`` (stored forms: see :func:`.model.encode`) and publish; an ended record
+    expires in ``ttl`` s (0: keep its TTL). The new state; None without a record."""
+    pairs: list[Arg] = []
+    for field, value in fields.items():
+        pairs += [field, value]
+    return Call("update", _transition(task_id, owner), [task_id, ttl, *pairs], _state)
+
+
+def park(task_id: str, owner: str, *, due: float, message: bytes, queue: str, error: bytes) -> Call[str]:
+    """A transient failure: the next attempt waits in the delayed set until ``due``."""
+    return Call("park", [*_transition(task_id, owner), keys.DELAYED],
+                [task_id, repr(due), message, queue, error], _text)
+
+
+def lost(task_id: str, owner: str, *, now: float, ttl: int, error: bytes,
+         state: Literal["failed", "queued"]) -> Call[TaskState | None]:
+    """The process running the task vanished: a still-``started`` record becomes ``state``.
+    The state the record is left in (None without a record)."""
+    return Call("lost", _transition(task_id, owner), [task_id, repr(now), ttl, error, state], _state)
+
+
+def dead(task_id: str, owner: str, *, ttl: int, now: float, error: bytes, arguments: bytes,
+         reason: str) -> Call[str]:
+    """Retries ran out: fail the task and add it to the dead letters, arguments kept."""
+    return Call("dead", [*_transition(task_id, owner), keys.DEAD],
+                [task_id, ttl, repr(now), error, arguments, reason], _text)
+
+
+def unknown(task_id: str, now: float) -> Call[tuple[TaskState | None, float] | None]:
+    """A worker lacks the task: remember when one first did. (state, first time in seconds),
+    None without a record."""
+    def parse(reply: Any) -> tuple[TaskState | None, float] | None:
+        if not reply:
+            return None
+        return _state(reply[0]), int(reply[1]) / 1000
+    return Call("unknown", [keys.record(task_id)], [stamp(now)], parse)
+
+
+def release(now: float, due: Sequence[tuple[str, str | None]]) -> Call[int]:
+    """Move these due delayed tasks (id, the queue list their record named) to their queues.
+    The number moved."""
+    task_keys: list[str] = []
+    for task_id, queue in due:
+        task_keys += [keys.record(task_id), queue or ""]
+    return Call("release", [keys.DELAYED, *task_keys], [repr(now), *(task_id for task_id, _ in due)], int)
+
+
+# --- the API's control --------------------------------------------------------------------------
+
+def cancel(task_id: str, owner: str, *, now: float, ttl: int) -> Call[str]:
+    """``cancelled`` (it was queued or retrying), ``cancelling`` (running: flagged),
+    ``missing``, or ``already:<state>``."""
+    return Call("cancel", [*_transition(task_id, owner), keys.DELAYED], [task_id, repr(now), ttl], _text)
+
+
+def requeue(task_id: str, owner: str, *, queue: str | None, message: bytes, now: float) -> Call[str]:
+    """Queue a dead letter again (``queue``: the Redis list to push ``message`` to; None when
+    the broker is elsewhere). ``queued``, or ``missing`` when it is not a dead letter."""
+    return Call("requeue", [*_transition(task_id, owner), keys.DEAD, queue or ""],
+                [task_id, message, repr(now)], _text)
+
+
+# --- running ------------------------------------------------------------------------------------
+
+class Scripts:
+    """Runs calls on a blocking client (the worker's)."""
+
+    def __init__(self, client: Redis) -> None:
+        self.client = client
+        self._scripts: dict[str, Script] = {name: client.register_script(source(name)) for name in NAMES}
+
+    def __call__(self, call: Call[T]) -> T:
+        return call.parse(self._scripts[call.script](keys=call.keys, args=call.args))
+
+
+class AsyncScripts:
+    """Runs calls on an asyncio client (the API's)."""
+
+    def __init__(self, client: AsyncRedis) -> None:
+        self.client = client
+        self._scripts: dict[str, AsyncScript] = {name: client.register_script(source(name))
+                                                 for name in NAMES}
+
+    async def __call__(self, call: Call[T]) -> T:
+        return call.parse(await self._scripts[call.script](keys=call.keys, args=call.args))

@@ -1,0 +1,12 @@
+-- Worker, after a transient error: the next attempt waits in the delayed set (its message in
+-- the record), not in a worker. A retrying record has no TTL. Returns 'retrying'.
+--#include transition.lua
+local delayed = KEYS[6]
+local due, message, queue, error = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+
+redis.call('HSET', record, 'state', 'retrying', 'next_attempt_at', ms(due), 'message', message,
+           'queue', queue, 'error', error, 'deliveries', 0)
+redis.call('ZADD', delayed, due, task_id)
+redis.call('PERSIST', record)
+publish()
+return 'retrying'

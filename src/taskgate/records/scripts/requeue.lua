@@ -1,0 +1,16 @@
+-- API: take a task off the dead letters and queue it again under the same id, with fresh
+-- counts. `queue` is the Redis list to push `message` to ('' when the broker is elsewhere:
+-- the API publishes it). Returns 'queued', or 'missing' when it is not a dead letter.
+--#include transition.lua
+local dead, queue = KEYS[6], KEYS[7]
+local message, now = ARGV[2], ARGV[3]
+
+if redis.call('ZREM', dead, task_id) == 0 then return 'missing' end
+redis.call('HDEL', record, 'error', 'finished_at', 'started_at', 'next_attempt_at', 'dead_reason',
+           'unregistered_since', 'result', 'progress', 'cancel')
+redis.call('HSET', record, 'state', 'queued', 'attempts', 0, 'deliveries', 0)
+redis.call('PERSIST', record)
+redis.call('ZADD', inflight, now, task_id)
+if queue ~= '' then redis.call('LPUSH', queue, message) end
+publish()
+return 'queued'

@@ -1,0 +1,40 @@
+-- Worker, before running a task. Marks it started and alive, or says why not to run it.
+-- Returns 'run', 'cancelled' (never run it), 'finished' (a duplicate delivery: skip) or 'dead'
+-- (delivered max_deliveries times already: it keeps killing its worker; dead-lettered).
+--#include transition.lua
+local dead = KEYS[6]
+local name, now, ttl, max_deliveries, node = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
+
+if before == 'succeeded' or before == 'failed' then return 'finished' end
+if before == 'cancelled' or redis.call('HGET', record, 'cancel') == '1' then
+  if before ~= 'cancelled' then
+    redis.call('HSET', record, 'state', 'cancelled', 'finished_at', ms(now))
+    redis.call('EXPIRE', record, ttl)
+    publish()
+  end
+  return 'cancelled'
+end
+if not before then
+  -- sent by another producer (plain Celery): start a record for it
+  redis.call('HSET', record, 'name', name, 'created_at', ms(now))
+end
+local deliveries = tonumber(redis.call('HGET', record, 'deliveries') or '0')
+if deliveries >= max_deliveries then
+  local error = cjson.encode({type = 'WorkerLostError', retryable = false, message =
+    'the task was delivered ' .. max_deliveries .. ' times and its worker died each time; dead-lettered'})
+  redis.call('HSET', record, 'state', 'failed', 'finished_at', ms(now), 'error', error,
+             'dead_reason', 'max_deliveries')
+  redis.call('ZADD', dead, now, task_id)
+  redis.call('EXPIRE', dead, ttl)
+  redis.call('EXPIRE', record, ttl)  -- the worker then sets the failure TTL
+  publish()
+  return 'dead'
+end
+redis.call('HSET', record, 'state', 'started', 'started_at', ms(now), 'deliveries', deliveries + 1,
+           'worker', node)
+redis.call('HDEL', record, 'next_attempt_at')
+redis.call('HINCRBY', record, 'attempts', 1)
+redis.call('PERSIST', record)  -- it may run for longer than any TTL: it expires once it ends
+mark_alive(node)
+publish()
+return 'run'

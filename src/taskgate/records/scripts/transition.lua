@@ -1,0 +1,56 @@
+-- Shared by every script that changes a task's state. Their first five KEYS and first ARGV:
+local record, channel, alive, stats, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local task_id = ARGV[1]
+--#include times.lua
+
+-- Mirrors of Python constants (tests/records/test_scripts.py checks that they agree).
+local ENDED = {succeeded = true, failed = true, cancelled = true}
+local LATENCY_BUCKETS = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0}
+local STATS_TTL = 2592000
+local HEARTBEAT_TTL = 10
+
+-- The state the script found.
+local before = redis.call('HGET', record, 'state')
+
+local function observe(metric, name, value)
+  local bucket = #LATENCY_BUCKETS
+  for i, bound in ipairs(LATENCY_BUCKETS) do
+    if value <= bound then bucket = i - 1 break end
+  end
+  redis.call('HINCRBY', stats, metric .. ':' .. name .. ':' .. bucket, 1)
+  redis.call('HINCRBYFLOAT', stats, metric .. '_sum:' .. name, value)
+end
+
+-- Publish the record (as JSON) with a bumped sequence number. When this script ended the task:
+-- count it in the stats, take it off its owner's in-flight set, remove its alive mark (no
+-- process runs it any more) and, if it succeeded, drop its delivery count.
+local function publish()
+  redis.call('HINCRBY', record, 'seq', 1)
+  local flat = redis.call('HGETALL', record)
+  local fields = {}
+  for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
+  local state = fields['state']
+  if ENDED[state] and not ENDED[before] then
+    redis.call('ZREM', inflight, task_id)
+    redis.call('DEL', alive)
+    -- the delivery count guards a running task (and explains a dead letter): done with it
+    if state == 'succeeded' then
+      redis.call('HDEL', record, 'deliveries')
+      fields['deliveries'] = nil
+    end
+    local name = fields['name'] or '?'
+    redis.call('HINCRBY', stats, 'done:' .. name .. ':' .. state, 1)
+    local created, started, finished = seconds(fields['created_at']), seconds(fields['started_at']),
+      seconds(fields['finished_at'])
+    if started and created then observe('wait', name, math.max(0, started - created)) end
+    if started and finished then observe('run', name, math.max(0, finished - started)) end
+    redis.call('EXPIRE', stats, STATS_TTL)
+  end
+  fields['message'] = nil
+  redis.call('PUBLISH', channel, cjson.encode(fields))
+end
+
+-- Mark the task as running on `node`; the pool process running it keeps the mark fresh.
+local function mark_alive(node)
+  redis.call('SET', alive, node, 'EX', HEARTBEAT_TTL)
+end

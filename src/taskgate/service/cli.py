@@ -1,0 +1,401 @@
+"""The ``taskgate`` command line (Typer): up, api, worker, flower."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ..config import Settings, get_settings, is_loopback
+from ..exceptions import ConfigurationError, TaskGateError
+from . import instance, logs
+from .instance import AlreadyRunning, Claim, Instance
+from .supervisor import port_is_free
+
+if TYPE_CHECKING:
+    from ..producer import Producer
+    from .supervisor import Supervisor
+
+cli = typer.Typer(
+    name="taskgate",
+    help="A truthful, non-blocking HTTP front door for Celery task queues.\n\n"
+    "Configuration comes from TASKGATE_* environment variables (see README.md). "
+    "Without TASKGATE_REDIS_URL, `taskgate up` starts an embedded Valkey server.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+Host = Annotated[str, typer.Option(help="Interface the API binds to.")]
+Port = Annotated[int, typer.Option(min=1, max=65535, help="TCP port of the API.")]
+Concurrency = Annotated[int, typer.Option(min=1, help="Worker processes in the Celery pool.")]
+LogLevel = Annotated[str, typer.Option(help="Log level: debug, info, warning or error.")]
+LogFormat = Annotated[str | None, typer.Option(
+    help="Log lines as `text` or `json` (one object per line, with task_id where known); default "
+    "TASKGATE_LOG_FORMAT or text.", show_default=False)]
+
+
+def _log_format(value: str | None) -> None:
+    value = value or os.environ.get(logs.FORMAT_ENV, "text")
+    if value not in ("text", "json"):
+        typer.echo("taskgate: --log-format must be text or json", err=True)
+        raise typer.Exit(2)
+    os.environ[logs.FORMAT_ENV] = value
+
+
+def _settings() -> Settings:
+    try:
+        settings = get_settings()
+        if settings.redis_url is None and settings.result_backend is None:
+            joined = instance.join(settings)
+            if joined is not None:
+                typer.echo(f"taskgate: using the embedded Valkey of `taskgate up` (pid {joined.pid}) at "
+                           f"{joined.redis_url}", err=True)
+                settings = get_settings()
+        settings.require_redis_url()
+    except (ConfigurationError, ValueError) as exc:
+        typer.echo(f"taskgate: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    return settings
+
+
+def _own_command() -> str:
+    """How to type this command from this directory: ``.venv/bin/taskgate`` after `make run`."""
+    script = Path(sys.executable).parent / "taskgate"
+    if not script.exists():
+        return "taskgate"
+    with contextlib.suppress(ValueError):
+        return str(script.relative_to(Path.cwd()))
+    return str(script)
+
+
+@cli.command()
+def api(
+    host: Host = "127.0.0.1",
+    port: Port = 8000,
+    log_level: LogLevel = "info",
+    log_format: LogFormat = None,
+    access_log: Annotated[bool, typer.Option("--access-log/--no-access-log",
+                                             help="Log every request: uvicorn's access line and, for "
+                                             "each submit, taskgate's `accepted` line with the task "
+                                             "id.")] = True,
+) -> None:
+    """Run the HTTP API (uvicorn). Run several behind a load balancer to scale."""
+    import uvicorn
+
+    from ..api import create_app
+
+    _log_format(log_format)
+    logs.setup(log_level)
+    try:
+        app = create_app(_settings(), host=host, log_submits=access_log)
+    except ConfigurationError as exc:
+        typer.echo(f"taskgate: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10,
+                log_config=logs.uvicorn_config(log_level) or uvicorn.config.LOGGING_CONFIG,
+                access_log=access_log)
+
+
+@cli.command()
+def worker(
+    concurrency: Concurrency = 2,
+    log_level: LogLevel = "info",
+    name: Annotated[str | None, typer.Option(help="Celery node name (default taskgate-<pid>@<host>); "
+                                             "unique per worker.")] = None,
+    log_format: LogFormat = None,
+    queues: Annotated[str | None, typer.Option(
+        help="Comma-separated queues to consume; `default` stands for TASKGATE_DEFAULT_QUEUE (the "
+        "only one consumed without this option). Tasks declare theirs with "
+        "@taskgate.task(queue=...).", show_default=False)] = None,
+    task_events: Annotated[bool, typer.Option(
+        "--task-events/--no-task-events",
+        help="Send Celery task events from the start. Off by default: they are a publish per task "
+        "state, costly on short tasks, and a running Flower switches them on by itself.")] = False,
+) -> None:
+    """Run a Celery worker for taskgate's tasks. Run several, on several machines, to scale."""
+    from celery.signals import after_setup_logger, after_setup_task_logger
+
+    from ..worker.celery_app import create_celery_app
+
+    _log_format(log_format)
+    after_setup_logger.connect(logs.use_json_in_celery, weak=False)
+    after_setup_task_logger.connect(logs.use_json_in_celery, weak=False)
+    app = create_celery_app(_settings())
+    app.start([*(["--quiet"] if logs.json_enabled() else []), "worker",
+               f"--loglevel={log_level.upper()}", f"--concurrency={concurrency}",
+               f"--hostname={name or f'taskgate-{os.getpid()}@%h'}",
+               *(["--task-events"] if task_events else []), "--without-gossip", "--without-mingle",
+               *([f"--queues={_queue_names(queues, app.conf.task_default_queue)}"] if queues else [])])
+
+
+def _queue_names(queues: str, default: str) -> str:
+    """The queues option with the word ``default`` standing for TASKGATE_DEFAULT_QUEUE."""
+    names = [name.strip() for name in queues.split(",") if name.strip()]
+    return ",".join(dict.fromkeys(default if name == "default" else name for name in names))
+
+
+@cli.command()
+def flower(
+    host: Annotated[str, typer.Option(help="Interface Flower binds to.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port of Flower.")] = 5555,
+) -> None:
+    """Run Flower, Celery's monitoring UI, on loopback by default. Bound elsewhere it needs
+    TASKGATE_FLOWER_BASIC_AUTH=user:password; its API is never opened to anonymous callers."""
+    from ..worker.celery_app import create_celery_app
+
+    settings = _settings()
+    argv = ["flower", f"--address={host}", f"--port={port}"]
+    if settings.flower_basic_auth:
+        if ":" not in settings.flower_basic_auth:
+            typer.echo("taskgate: TASKGATE_FLOWER_BASIC_AUTH must be user:password", err=True)
+            raise typer.Exit(2)
+        argv.append(f"--basic-auth={settings.flower_basic_auth}")
+    elif not is_loopback(host):
+        typer.echo(f"taskgate: refusing to serve Flower on {host} without a password: its UI and API "
+                   "can revoke and run tasks. Set TASKGATE_FLOWER_BASIC_AUTH=user:password, or bind "
+                   "to 127.0.0.1 (the default)", err=True)
+        raise typer.Exit(2)
+    os.environ.pop("FLOWER_UNAUTHENTICATED_API", None)  # never open Flower's API anonymously
+    create_celery_app(settings).start(argv)
+
+
+@cli.command()
+def up(
+    host: Host = "127.0.0.1",
+    port: Port = 8000,
+    flower_port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port of Flower.")] = 5555,
+    with_flower: Annotated[bool, typer.Option("--flower/--no-flower",
+                                              help="Also run Flower.")] = True,
+    concurrency: Concurrency = 2,
+    log_level: LogLevel = "info",
+    log_format: LogFormat = None,
+) -> None:
+    """Run everything in the foreground: embedded Valkey (unless TASKGATE_REDIS_URL is set),
+    a local SMTP sink (unless TASKGATE_SMTP_URL is set), a worker, the API and Flower.
+    Ctrl-C stops all; a second Ctrl-C forces."""
+    from ..api.app import auth_enabled
+    from .supervisor import Component, Supervisor
+
+    try:
+        settings = get_settings()
+        auth_enabled(settings, host)
+    except (ValueError, ConfigurationError) as exc:
+        typer.echo(f"taskgate: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    _log_format(log_format)
+    data_dir = Path(settings.data_dir).resolve()
+    api_url, flower_url = f"http://{host}:{port}", f"http://127.0.0.1:{flower_port}"
+    try:  # before starting anything: one `up` per data dir, and ports that are free
+        claim = Claim(data_dir, Instance(pid=os.getpid(), api=api_url,
+                                         flower=flower_url if with_flower else None))
+    except AlreadyRunning as exc:
+        typer.echo(f"taskgate: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    busy = [f"{what} port {number} ({owner})" for what, bind, number, owner in
+            [("API", host, port, "--port"), *([("Flower", "127.0.0.1", flower_port, "--flower-port")]
+                                              if with_flower else [])]
+            if not port_is_free(bind, number)]
+    if busy:
+        claim.release()
+        typer.echo(f"taskgate: {' and '.join(busy)} already in use on this machine; choose another "
+                   "with the option named, e.g. taskgate up --port 8001 --flower-port 5556", err=True)
+        raise typer.Exit(2)
+    supervisor = Supervisor(echo=lambda line: typer.echo(line, err=True))
+    supervisor.install_signal_handlers()
+    env = dict(os.environ)
+    code = 1
+    try:
+        if settings.redis_url is None and settings.result_backend is None:
+            url = _start_local(supervisor, env, "valkey", "taskgate.service.embedded",
+                               "--data-dir", str(data_dir))
+            env["TASKGATE_REDIS_URL"] = url
+            claim.update(redis_url=url)
+            typer.echo(f"taskgate: valkey  {url} (embedded, data in {data_dir / 'valkey'})")
+        else:
+            typer.echo(f"taskgate: redis   {settings.require_redis_url()} (external)")
+        if settings.smtp_url is None:
+            url = _start_local(supervisor, env, "smtp", "taskgate.service.smtp_sink",
+                               "--dir", str(data_dir / "mail"))
+            env["TASKGATE_SMTP_URL"] = url
+            claim.update(smtp_url=url)
+            typer.echo(f"taskgate: smtp    {url} (local sink, mail in {data_dir / 'mail'})")
+        cmd = [sys.executable, "-m", "taskgate"]
+        # If `up` dies unannounced, the worker is killed at once (its unacknowledged tasks are
+        # requeued by the next worker) rather than left finishing tasks against a stopped Valkey.
+        supervisor.add(Component("worker", [*cmd, "worker", f"--concurrency={concurrency}",
+                                            f"--log-level={log_level}"], death_signal=signal.SIGKILL), env)
+        typer.echo(f"taskgate: worker  concurrency {concurrency}, broker "
+                   f"{env.get('TASKGATE_BROKER_URL') or env['TASKGATE_REDIS_URL']}")
+        api_component = supervisor.add(Component("api", [*cmd, "api", f"--host={host}", f"--port={port}",
+                                                         f"--log-level={log_level}"]), env)
+        auth = "auth on: send API keys" if auth_enabled(settings, host) else "auth off, loopback only"
+        typer.echo(f"taskgate: api     {api_url} (docs at /docs; {auth})")
+        if with_flower:
+            supervisor.add(Component("flower", [*cmd, "flower", "--host=127.0.0.1",
+                                                f"--port={flower_port}"]), env)
+            typer.echo(f"taskgate: flower  {flower_url}")
+        where = f"with TASKGATE_DATA_DIR={data_dir}"
+        if data_dir == (Path.cwd() / ".taskgate").resolve():
+            where = f"in this directory (or {where})"
+        typer.echo(f"taskgate: cli     {_own_command()} doctor | keys | dead-letters | worker, from another "
+                   f"terminal {where}, use this system")
+        # "running" only once the API accepts connections: a curl right after it must not be refused.
+        if supervisor.wait_listening(api_component, "127.0.0.1" if host in ("0.0.0.0", "::") else host, port):
+            typer.echo("taskgate: running; Ctrl-C stops everything")
+        code = supervisor.watch()
+    finally:
+        supervisor.stop()
+        claim.release()
+    typer.echo("taskgate: stopped" if code == 0 else "taskgate: stopped after a failure", err=True)
+    raise typer.Exit(code)
+
+
+@cli.command()
+def doctor(
+    host: Annotated[str, typer.Option(help="The address the API binds to in this deployment.")] = "127.0.0.1",
+) -> None:
+    """Check the running configuration and Redis; print each problem with its fix (exit 1 if any)."""
+    from .doctor import diagnose
+
+    findings = diagnose(_settings(), host)
+    for finding in findings:
+        mark = "ok     " if finding.ok else "PROBLEM"
+        typer.echo(f"{mark} {finding.check}: {finding.detail}")
+        if not finding.ok:
+            typer.echo(f"        fix: {finding.fix}")
+    problems = sum(not finding.ok for finding in findings)
+    typer.echo(f"{problems} problem(s)")
+    raise typer.Exit(1 if problems else 0)
+
+
+keys = typer.Typer(help="API keys (stored hashed in Redis).", no_args_is_help=True)
+cli.add_typer(keys, name="keys")
+
+
+def _redis() -> Any:
+    from redis import Redis
+
+    return Redis.from_url(_settings().require_redis_url(), socket_timeout=5, socket_connect_timeout=5)
+
+
+@keys.command("create")
+def keys_create(
+    owner: Annotated[str, typer.Option(help="Who the key belongs to; tasks are visible per owner.")],
+    admin: Annotated[bool, typer.Option("--admin", help="May see every owner's tasks and /metrics.")] = False,
+) -> None:
+    """Create a key and print it once (alone on the last line). Only its hash is stored."""
+    from .. import auth
+
+    try:
+        key_id, key = auth.create(_redis(), owner, admin)
+    except ValueError as exc:
+        typer.echo(f"taskgate: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"created key {key_id} for {owner}{' (admin)' if admin else ''}; store it now, it is "
+               "not shown again:")
+    typer.echo(key)
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """List keys: id, owner, admin (never the secrets)."""
+    from .. import auth
+
+    for entry in auth.listing(_redis()):
+        typer.echo(f"{entry['key_id']}  {entry['owner']}  {'admin' if entry['admin'] else 'user'}")
+
+
+@keys.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (from `keys list`).")]) -> None:
+    """Revoke a key: every API replica refuses it from the next request on."""
+    from .. import auth
+
+    if not auth.revoke(_redis(), key_id):
+        typer.echo(f"taskgate: no key {key_id}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {key_id}")
+
+
+dead = typer.Typer(help="Tasks that exhausted their retries or deliveries.", no_args_is_help=True)
+cli.add_typer(dead, name="dead-letters")
+
+
+def _with_producer(action: Callable[[Producer], Awaitable[Any]]) -> Any:
+    """Run ``action`` with a producer on the configured Redis; errors become messages."""
+    from ..producer import Producer
+
+    async def run() -> Any:
+        producer = Producer.from_settings(_settings())
+        try:
+            return await action(producer)
+        finally:
+            await producer.close()
+
+    try:
+        return asyncio.run(run())
+    except TaskGateError as exc:
+        typer.echo(f"taskgate: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+@dead.command("list")
+def dead_list(
+    limit: Annotated[int, typer.Option(min=1, max=100, help="How many, newest first.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """List dead-lettered tasks."""
+    from ..api.schemas import DeadLetter
+
+    records, _ = _with_producer(lambda producer: producer.reader.dead_letters(limit, None))
+    letters = [DeadLetter.from_record(record, dead_at) for record, dead_at in records]
+    if as_json:
+        for letter in letters:
+            typer.echo(letter.model_dump_json())
+        return
+    if not letters:
+        typer.echo("no dead letters")
+    for letter in letters:
+        error = f"{letter.error.type}: {letter.error.message}" if letter.error else ""
+        typer.echo(f"{letter.task_id}  {letter.name}  {letter.reason}  attempts={letter.attempts}  "
+                   f"{letter.dead_at:%Y-%m-%d %H:%M:%S}Z  {error}")
+
+
+@dead.command("requeue")
+def dead_requeue(task_id: Annotated[str, typer.Argument(help="The dead task's id.")]) -> None:
+    """Run a dead-lettered task again (same id and arguments)."""
+    _with_producer(lambda producer: producer.control.requeue(task_id))
+    typer.echo(f"requeued {task_id}")
+
+
+@dead.command("drop")
+def dead_drop(task_id: Annotated[str, typer.Argument(help="The dead task's id.")]) -> None:
+    """Remove a task from the dead letters."""
+    _with_producer(lambda producer: producer.control.drop(task_id))
+    typer.echo(f"dropped {task_id}")
+
+
+def _start_local(supervisor: Supervisor, env: dict[str, str], name: str, module: str,
+                 *args: str) -> str:
+    """Start a local server component that prints its URL first; return that URL."""
+    from .supervisor import Component, python_module
+
+    component = supervisor.add(Component(name, python_module(module, *args)), env, stdout=subprocess.PIPE)
+    assert component.process is not None and component.process.stdout is not None
+    url = component.process.stdout.readline().decode().strip()
+    if not url:
+        typer.echo(f"taskgate: the local {name} server did not start", err=True)
+        raise typer.Exit(1)
+    return url
+
+
+def main() -> None:
+    """Entry point of the ``taskgate`` script."""
+    cli()

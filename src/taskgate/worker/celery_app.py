@@ -1,0 +1,65 @@
+"""The one place that creates and configures the Celery application.
+
+The API and the workers both call :func:`create_celery_app` with the same
+settings, so producer and consumer always agree on serializers and queues.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from ..config import Settings, get_settings
+
+#: Modules that hold taskgate's built-in tasks.
+BUILTIN_TASK_MODULES = ("taskgate.tasks",)
+
+
+def create_celery_app(settings: Settings) -> Celery:
+    """Build a Celery app from settings: JSON only, started state tracked, results expiring."""
+    app = Celery("taskgate", set_as_current=False)
+    timeout = settings.backend_timeout
+    if settings.broker_is_redis and settings.effective_broker_url.startswith(("redis://", "rediss://")):
+        # Same protocol and keys as kombu's; mends a reconnect crash (see transport.py).
+        app.conf.broker_transport = "taskgate.worker.transport:Transport"
+    app.conf.update(
+        broker_url=settings.effective_broker_url,
+        result_backend=settings.effective_result_backend,
+        # JSON only, end to end: pickle is never produced nor accepted.
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        event_serializer="json",
+        task_default_queue=settings.default_queue,
+        task_track_started=True,
+        # Loses nothing: ack after the task ran, requeue if its process died, hold one at a time.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        result_expires=settings.result_ttl,
+        # Task events are a publish per task state from the worker's main process (costly on short tasks):
+        # off unless asked for (`taskgate worker --task-events`) or switched on by a running
+        # Flower (it broadcasts enable_events every few seconds).
+        worker_send_task_events=False,
+        task_send_sent_event=False,
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=timeout,
+        redis_socket_connect_timeout=timeout,
+        # Workers block on BRPOP for up to this long, so it must exceed the poll interval;
+        # it still bounds a stalled result-backend call.
+        redis_socket_timeout=max(timeout, 5.0),
+        worker_hijack_root_logger=False,
+        # Reports refused (non-JSON) messages in the task's record.
+        worker_consumer="taskgate.worker.consumer:Consumer",
+        include=[*BUILTIN_TASK_MODULES, *settings.task_modules],
+    )
+    app.taskgate_settings = settings  # read back by settings_of (not in app.conf: it is not config)
+    return app
+
+
+def settings_of(app: Celery) -> Settings:
+    """The settings ``app`` was made with; for an app made elsewhere (a plain ``celery -A``
+    worker running taskgate's tasks), the settings of this process's environment."""
+    settings = getattr(app, "taskgate_settings", None)
+    return settings if isinstance(settings, Settings) else get_settings()

@@ -1,0 +1,71 @@
+"""The API in this process, driven through ``httpx.ASGITransport`` (lifespan included), against
+the session's Valkey and its real worker: the routes over the producer, without a server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import httpx
+
+from taskgate.api import create_app
+from taskgate.config import Settings
+
+from .. import helpers, sample_tasks  # noqa: F401  (declares the sample tasks in this process)
+
+
+@asynccontextmanager
+async def api(redis_url: str, **changes: object) -> AsyncIterator[httpx.AsyncClient]:
+    settings = Settings(redis_url=redis_url, task_modules=["tests.sample_tasks"],  # type: ignore[arg-type]
+                        data_dir=helpers.DATA_DIR, **changes)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://taskgate.test") as client:
+        yield client
+
+
+def run(redis_url: str, action: Callable[[httpx.AsyncClient], Awaitable[None]], **changes: object) -> None:
+    async def main() -> None:
+        async with api(redis_url, **changes) as client:
+            await action(client)
+    asyncio.run(main())
+
+
+def test_the_tutorial_endpoints(redis_url: str, worker: object) -> None:
+    async def action(client: httpx.AsyncClient) -> None:
+        task_id = (await client.get("/add", params={"x": 4, "y": 5})).json()["task_id"]
+        body = (await client.get(f"/tasks/{task_id}", params={"wait": 20})).json()
+        assert (body["state"], body["result"]) == ("succeeded", 9)
+        assert (await client.get(f"/result/{task_id}")).json() == {"status": "completed", "result": 9}
+        assert (await client.get("/result/no-such-task")).status_code == 404
+    run(redis_url, action)
+
+
+def test_typed_submit_events_and_errors(redis_url: str, worker: object) -> None:
+    async def action(client: httpx.AsyncClient) -> None:
+        accepted = await client.post("/tasks/add", json={"x": 1, "y": 2})
+        assert accepted.status_code == 202 and accepted.headers["location"].endswith(accepted.json()["task_id"])
+        task_id = accepted.json()["task_id"]
+        async with client.stream("GET", f"/tasks/{task_id}/events") as stream:
+            events = [line async for line in stream.aiter_lines() if line.startswith("event:")]
+        assert events[-1] == "event: state"
+        results = (await client.post("/tasks/results", json={"task_ids": [task_id], "wait": 5})).json()
+        assert results["tasks"][0]["result"] == 3
+        bad = await client.post("/tasks/add", json={"x": "one"})
+        assert bad.status_code == 422 and bad.json()["error"]["type"] == "invalid_request"
+        unknown = await client.post("/tasks/nope", json={})
+        assert unknown.status_code == 404 and set(unknown.json()["error"]) >= {"type", "message", "retryable"}
+        assert (await client.delete(f"/tasks/{task_id}")).status_code == 204
+        assert (await client.get(f"/tasks/{task_id}")).status_code == 404
+    run(redis_url, action)
+
+
+def test_redis_unreachable_is_a_503_with_retry_after(worker: object) -> None:
+    async def action(client: httpx.AsyncClient) -> None:
+        refused = await client.get("/add", params={"x": 1, "y": 1})
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+        assert refused.json()["error"]["retryable"] is True
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/readyz")).status_code == 503
+    run("redis://127.0.0.1:1/0", action, backend_timeout=0.5)

@@ -1,0 +1,325 @@
+"""Every record script, run directly against the session's Valkey: its effect on the record,
+the indexes and the queue, read back with plain commands. Plus static checks on the Lua
+sources: keys bound to named locals, only declared keys touched, state names that exist."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from importlib import resources
+
+import orjson
+import pytest
+from redis import Redis
+
+from taskgate.constants import HEARTBEAT_TTL, LATENCY_BUCKETS, STATS_TTL
+from taskgate.records import keys, scripts
+from taskgate.records.scripts import Scripts
+from taskgate.states import TaskState
+
+OWNER = "script-tests"
+SOURCES = resources.files("taskgate.records").joinpath("scripts")
+
+
+@pytest.fixture
+def redis(redis_url: str) -> Iterator[Redis]:
+    """The session's Valkey; what the test made there is deleted after it (other tests, and
+    ``taskgate doctor``'s, read the same server)."""
+    client = Redis.from_url(redis_url)
+    yield client
+    made = [key.decode() for key in client.scan_iter(match=f"{keys.RECORD_PREFIX}{{script-test-*", count=1000)]
+    ids = [key.removeprefix(keys.RECORD_PREFIX)[1:-1] for key in made]
+    if ids:
+        client.delete(*made, *(keys.alive(task_id) for task_id in ids))
+        for index in (keys.INDEX, keys.DELAYED, keys.DEAD):
+            client.zrem(index, *ids)
+    client.delete(keys.inflight(OWNER), keys.owner_index(OWNER))
+    client.close()
+
+
+@pytest.fixture
+def run(redis: Redis) -> Scripts:
+    return Scripts(redis)
+
+
+def new_id() -> str:
+    return f"script-test-{uuid.uuid4()}"
+
+
+def record(redis: Redis, task_id: str) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in redis.hgetall(keys.record(task_id)).items()}
+
+
+def submit(run: Scripts, task_id: str, **changes: object) -> scripts.SubmitReply:
+    arguments: dict[str, object] = dict(
+        now=time.time(), owner=OWNER, anonymous=False, ttl=60, horizon=time.time() - 60,
+        message=b"the message", queue=f"q-{task_id}", due=None, idempotency=None, digest="",
+        rate_limit=0, inflight_limit=0, deadline=None, idempotency_ttl=60)
+    arguments.update(changes)
+    return run(scripts.submit(task_id, "add", **arguments))  # type: ignore[arg-type]
+
+
+def started(run: Scripts, task_id: str, max_deliveries: int = 3) -> str:
+    return run(scripts.start(task_id, OWNER, name="add", now=time.time(), ttl=60,
+                             max_deliveries=max_deliveries, node="node-1"))
+
+
+# --- the sources --------------------------------------------------------------------------------
+
+def lua(name: str) -> str:
+    return SOURCES.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("name", scripts.NAMES)
+def test_each_script_binds_its_keys_to_names_and_touches_no_other(name: str) -> None:
+    source = scripts.source(name)
+    bound: set[str] = set()
+    for line in source.splitlines():
+        if "KEYS[" in line and not line.lstrip().startswith("--"):
+            assert re.match(r"\s*local [\w, ]+=|\s+KEYS\[", line) or "KEYS[2 * i" in line, \
+                f"{name}: KEYS used outside a binding: {line}"
+    for names, _values in re.findall(r"local ([\w, ]+)=\s*((?:KEYS\[\d+\][,\s]*)+)", source):
+        bound.update(n.strip() for n in names.split(","))
+    bound.update({"record", "queue"} if name == "release" else set())  # per task, from KEYS pairs
+    for var, items in re.findall(r"for _, (\w+) in ipairs\(\{([\w, ]+)\}\)", source):
+        if {item.strip() for item in items.split(",")} <= bound:
+            bound.add(var)  # a loop over declared keys
+    for command, target in re.findall(r"redis\.call\('(\w+)', (\w+)", source):
+        assert target in bound, f"{name}: {command} on {target}, which is not a declared key"
+    assert "string.sub(" not in source, "no key name is taken apart in Lua"
+
+
+def test_state_names_in_the_scripts_are_task_states() -> None:
+    states = {state.value for state in TaskState}
+    found: set[str] = set()
+    for name in (*scripts.NAMES, "transition"):
+        source = lua(name)
+        found |= set(re.findall(r"(?:state|before|fields\[3\])\s*[~=]=\s*'(\w+)'", source))
+        found |= set(re.findall(r"'HSET', \w+, 'state', '(\w+)'", source))
+    assert found and found <= states, found - states
+    ended = re.search(r"local ENDED = \{(.*)\}", lua("transition"))
+    assert ended is not None
+    assert set(re.findall(r"(\w+) = true", ended[1])) == {s.value for s in TaskState if s.is_terminal}
+
+
+def test_constants_mirrored_in_lua_match_python() -> None:
+    source = lua("transition")
+    buckets = re.search(r"local LATENCY_BUCKETS = \{(.*)\}", source)
+    assert buckets is not None and tuple(float(b) for b in buckets[1].split(",")) == LATENCY_BUCKETS
+    assert f"local STATS_TTL = {STATS_TTL}\n" in source
+    assert f"local HEARTBEAT_TTL = {HEARTBEAT_TTL}\n" in source
+
+
+def test_a_task_keys_share_one_hash_tag() -> None:
+    tags = {re.search(r"\{(.*)\}", key)[1] for key in  # type: ignore[index]
+            (keys.record("t1"), keys.events("t1"), keys.alive("t1"))}
+    assert tags == {"t1"}
+    assert keys.task_of_channel(keys.events("a-b")) == "a-b"
+
+
+# --- submit -------------------------------------------------------------------------------------
+
+def test_submit_records_indexes_and_pushes(redis: Redis, run: Scripts) -> None:
+    task_id = new_id()
+    assert submit(run, task_id, inflight_limit=10) == scripts.SubmitReply("queued")
+    stored = record(redis, task_id)
+    assert (stored["name"], stored["state"], stored["owner"], stored["attempts"]) == ("add", "queued", OWNER, "0")
+    assert redis.ttl(keys.record(task_id)) == -1, "no TTL while it may run"
+    assert redis.zscore(keys.INDEX, task_id) is not None
+    assert redis.zscore(keys.owner_index(OWNER), task_id) is not None
+    assert redis.zscore(keys.inflight(OWNER), task_id) is not None
+    assert redis.lrange(f"q-{task_id}", 0, -1) == [b"the message"]
+    assert submit(run, task_id) == scripts.SubmitReply("queued"), "a retried call changes nothing"
+    assert redis.llen(f"q-{task_id}") == 1
+    redis.delete(f"q-{task_id}")
+
+
+def test_submit_with_a_due_time_parks_the_message(redis: Redis, run: Scripts) -> None:
+    task_id = new_id()
+    due = time.time() + 3600
+    submit(run, task_id, due=due)
+    assert redis.llen(f"q-{task_id}") == 0
+    assert redis.zscore(keys.DELAYED, task_id) == pytest.approx(due)
+    stored = record(redis, task_id)
+    assert stored["message"] == "the message" and stored["queue"] == f"q-{task_id}"
+    redis.zrem(keys.DELAYED, task_id)
+
+
+def test_submit_idempotency_replays_or_conflicts(redis: Redis, run: Scripts) -> None:
+    key = f"idem-{uuid.uuid4()}"
+    first = new_id()
+    assert submit(run, first, idempotency=key, digest="d1").kind == "queued"
+    assert submit(run, new_id(), idempotency=key, digest="d1") == scripts.SubmitReply("replayed", first)
+    assert submit(run, new_id(), idempotency=key, digest="d2") == scripts.SubmitReply("conflict", first)
+    assert 0 < redis.ttl(keys.idempotency(OWNER, key)) <= 60
+    redis.delete(f"q-{first}")
+
+
+def test_submit_quotas_and_deadline_refuse_without_a_trace(redis: Redis, run: Scripts) -> None:
+    owner_rate = f"rate-{uuid.uuid4()}"
+    ids = [new_id() for _ in range(3)]
+    replies = [submit(run, task_id, owner=owner_rate, rate_limit=2) for task_id in ids]
+    assert [reply.kind for reply in replies] == ["queued", "queued", "rate"]
+    assert 59 < (replies[2].retry_after or 0) <= 60, "the window opened at the first submission"
+    assert not redis.exists(keys.record(ids[2]))
+    owner_busy = f"busy-{uuid.uuid4()}"
+    ids = [new_id() for _ in range(2)]
+    assert [submit(run, task_id, owner=owner_busy, inflight_limit=1).kind for task_id in ids] == [
+        "queued", "inflight"]
+    late = new_id()
+    assert submit(run, late, deadline=time.time() - 5).kind == "late"
+    assert not redis.exists(keys.record(late)) and redis.llen(f"q-{late}") == 0
+    for owner in (owner_rate, owner_busy):
+        redis.delete(keys.inflight(owner), keys.owner_index(owner), keys.rate(owner))
+
+
+# --- the worker's transitions -------------------------------------------------------------------
+
+def test_start_runs_once_and_marks_alive(redis: Redis, run: Scripts) -> None:
+    task_id = new_id()
+    submit(run, task_id)
+    assert started(run, task_id) == "run"
+    stored = record(redis, task_id)
+    assert (stored["state"], stored["attempts"], stored["deliveries"], stored["worker"]) == (
+        "started", "1", "1", "node-1")
+    assert 0 < redis.ttl(keys.alive(task_id)) <= HEARTBEAT_TTL
+    run(scripts.update(task_id, OWNER, 30, {"state": "succeeded", "finished_at": 1}))
+    assert started(run, task_id) == "finished", "a duplicate delivery is skipped"
+    redis.delete(f"q-{task_id}")
+
+
+def test_start_of_a_foreign_message_makes_a_record(redis: Redis, run: Scripts) -> None:
+    task_id = new_id()
+    assert started(run, task_id) == "run"
+    assert record(redis, task_id)["name"] == "add"
+
+
+def test_start_after_too_many_deliveries_dead_letters(redis: Redis, run: Scripts) -> None:
+    task_id = new_id()
+    submit(run, task_id)
+    assert [started(run, task_id, max_deliveries=2) for _ in range(3)] == ["run", "run", "dead"]
+    stored = record(redis, task_id)
+    assert (stored["state"], stored["dead_reason"]) == ("failed", "max_deliveries")
+    assert redis.zscore(keys.DEAD, task_id) is not None
+    assert not redis.exists(keys.alive(task_id)), "an ended task is no longer alive"
+    assert redis.zscore(keys.inflight(OWNER), task_id) is None
+    redis.zrem(keys.DEAD, task_id)
+    redis.delete(f"q-{task_id}")
+
+
+def test_update_publishes_and_ends(redis: Redis, run: Scripts) -> None:
+    task_id = new_id()
+    submit(run, task_id, inflight_limit=5)
+    started(run, task_id)
+    pubsub = redis.pubsub()
+    pubsub.subscribe(keys.events(task_id))
+    assert pubsub.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
+    before = int(redis.hget(keys.STATS, "done:add:succeeded") or 0)
+    assert run(scripts.update(task_id, OWNER, 0, {"progress": b'{"done": 1}'})) is TaskState.STARTED
+    assert redis.ttl(keys.record(task_id)) == -1
+    assert run(scripts.update(task_id, OWNER, 30, {"state": "succeeded", "result": b"3"})) is TaskState.SUCCEEDED
+    assert 0 < redis.ttl(keys.record(task_id)) <= 30
+    events = [orjson.loads(pubsub.get_message(timeout=5)["data"]) for _ in range(2)]  # type: ignore[index]
+    assert [(e["state"], e["seq"]) for e in events[-2:]] == [("started", "2"), ("succeeded", "3")]
+    assert "message" not in events[-1]
+    assert int(redis.hget(keys.STATS, "done:add:succeeded") or 0) == before + 1
+    assert redis.zscore(keys.inflight(OWNER), task_id) is None
+    assert not redis.exists(keys.alive(task_id))
+    assert "deliveries" not in record(redis, task_id), "a success drops its delivery count"
+    assert run(scripts.update(new_id(), OWNER, 30, {"state": "failed"})) is None, "no record: no-op"
+    pubsub.close()
+    redis.delete(f"q-{task_id}")
+
+
+def test_park_then_release_moves_the_due_message(redis: Redis, run: Scripts) -> None:
+    task_id, queue = new_id(), f"q-park-{uuid.uuid4()}"
+    submit(run, task_id)
+    started(run, task_id)
+    run(scripts.park(task_id, OWNER, due=time.time() - 1, message=b"attempt 2", queue=queue, error=b'{"t": 1}'))
+    stored = record(redis, task_id)
+    assert (stored["state"], stored["deliveries"]) == ("retrying", "0")
+    assert redis.ttl(keys.record(task_id)) == -1
+    assert run(scripts.release(time.time(), [(task_id, "another-queue")])) == 0, "queue changed: kept"
+    assert redis.zscore(keys.DELAYED, task_id) is not None
+    assert run(scripts.release(time.time(), [(task_id, queue)])) == 1
+    assert redis.lrange(queue, 0, -1) == [b"attempt 2"]
+    assert redis.zscore(keys.DELAYED, task_id) is None
+    assert "message" not in record(redis, task_id)
+    assert run(scripts.release(time.time(), [(task_id, queue)])) == 0, "pushed exactly once"
+    redis.delete(queue, f"q-{task_id}")
+
+
+def test_release_drops_a_task_cancelled_meanwhile(redis: Redis, run: Scripts) -> None:
+    task_id = new_id()
+    submit(run, task_id, due=time.time() + 3600)
+    redis.zadd(keys.DELAYED, {task_id: time.time() - 1})
+    redis.hset(keys.record(task_id), "state", "cancelled")
+    assert run(scripts.release(time.time(), [(task_id, f"q-{task_id}")])) == 0
+    assert redis.zscore(keys.DELAYED, task_id) is None and redis.llen(f"q-{task_id}") == 0
+
+
+def test_lost_changes_only_a_started_record(redis: Redis, run: Scripts) -> None:
+    task_id = new_id()
+    submit(run, task_id)
+    assert run(scripts.lost(task_id, OWNER, now=time.time(), ttl=30, error=b"{}", state="failed")) is (
+        TaskState.QUEUED)
+    started(run, task_id)
+    assert run(scripts.lost(task_id, OWNER, now=time.time(), ttl=30, error=b"{}", state="queued")) is (
+        TaskState.QUEUED)
+    assert redis.ttl(keys.record(task_id)) == -1
+    started(run, task_id)
+    assert run(scripts.lost(task_id, OWNER, now=time.time(), ttl=30, error=b"{}", state="failed")) is (
+        TaskState.FAILED)
+    assert 0 < redis.ttl(keys.record(task_id)) <= 30
+    redis.delete(f"q-{task_id}")
+
+
+def test_dead_then_requeue(redis: Redis, run: Scripts) -> None:
+    task_id, queue = new_id(), f"q-requeue-{uuid.uuid4()}"
+    submit(run, task_id)
+    started(run, task_id)
+    run(scripts.dead(task_id, OWNER, ttl=30, now=time.time(), error=b'{"type": "X"}', arguments=b'{"x": 1}',
+                     reason="max_retries"))
+    stored = record(redis, task_id)
+    assert (stored["state"], stored["args"], stored["dead_reason"]) == ("failed", '{"x": 1}', "max_retries")
+    assert redis.zscore(keys.DEAD, task_id) is not None
+    assert run(scripts.requeue(task_id, OWNER, queue=queue, message=b"again", now=time.time())) == "queued"
+    stored = record(redis, task_id)
+    assert (stored["state"], stored["attempts"], "dead_reason" in stored) == ("queued", "0", False)
+    assert redis.ttl(keys.record(task_id)) == -1
+    assert redis.lrange(queue, 0, -1) == [b"again"]
+    assert redis.zscore(keys.inflight(OWNER), task_id) is not None
+    assert run(scripts.requeue(task_id, OWNER, queue=queue, message=b"again", now=time.time())) == "missing"
+    redis.delete(queue, f"q-{task_id}")
+
+
+def test_unknown_remembers_the_first_time(redis: Redis, run: Scripts) -> None:
+    assert run(scripts.unknown(new_id(), time.time())) is None
+    task_id = new_id()
+    submit(run, task_id)
+    first = run(scripts.unknown(task_id, 1000.0))
+    assert first == (TaskState.QUEUED, 1000.0)
+    assert run(scripts.unknown(task_id, 2000.0)) == first
+    redis.delete(f"q-{task_id}")
+
+
+# --- the API's control --------------------------------------------------------------------------
+
+def test_cancel_by_state(redis: Redis, run: Scripts) -> None:
+    waiting = new_id()
+    submit(run, waiting, due=time.time() + 3600)
+    assert run(scripts.cancel(waiting, OWNER, now=time.time(), ttl=30)) == "cancelled"
+    assert redis.zscore(keys.DELAYED, waiting) is None
+    assert "message" not in record(redis, waiting)
+    assert 0 < redis.ttl(keys.record(waiting)) <= 30
+    assert run(scripts.cancel(waiting, OWNER, now=time.time(), ttl=30)) == "already:cancelled"
+    running = new_id()
+    submit(run, running)
+    started(run, running)
+    assert run(scripts.cancel(running, OWNER, now=time.time(), ttl=30)) == "cancelling"
+    assert record(redis, running)["cancel"] == "1"
+    assert started(run, running) == "cancelled", "a flagged task never starts again"
+    assert run(scripts.cancel(new_id(), OWNER, now=time.time(), ttl=30)) == "missing"
+    redis.delete(f"q-{running}")

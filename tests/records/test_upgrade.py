@@ -1,0 +1,36 @@
+"""Records of the earlier key layout are moved once, keeping their TTL; later starts skip it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from redis import Redis
+
+from taskgate.records import keys
+from taskgate.records.upgrade import LAYOUT, upgrade
+
+
+@pytest.fixture
+def redis(own_redis_url: str) -> Iterator[Redis]:
+    client = Redis.from_url(own_redis_url)
+    yield client
+    client.close()
+
+
+def test_layout_1_keys_move_with_their_ttl(redis: Redis) -> None:
+    redis.hset("taskgate:task:old-1", mapping={"name": "add", "state": "succeeded"})
+    redis.expire("taskgate:task:old-1", 500)
+    redis.hset("taskgate:task:old-2", mapping={"name": "add", "state": "queued"})
+    redis.set("taskgate:idem:ann:key-1", b'["old-2", "d"]', ex=600)
+    redis.hset(keys.record("new-1"), "state", "queued")
+    assert upgrade(redis) == 3
+    assert redis.hgetall(keys.record("old-1")) == {b"name": b"add", b"state": b"succeeded"}
+    assert 490 < redis.ttl(keys.record("old-1")) <= 500
+    assert redis.ttl(keys.record("old-2")) == -1, "a record that may still run keeps no TTL"
+    assert redis.get(keys.idempotency("ann", "key-1")) == b'["old-2", "d"]'
+    assert not redis.exists("taskgate:task:old-1", "taskgate:task:old-2", "taskgate:idem:ann:key-1")
+    assert redis.hget(keys.record("new-1"), "state") == b"queued", "layout 2 keys are left alone"
+    assert redis.get(keys.LAYOUT) == str(LAYOUT).encode()
+    redis.hset("taskgate:task:late", "state", "queued")  # written by a process not yet stopped
+    assert upgrade(redis) == 0, "once per Redis"
