@@ -16,7 +16,7 @@ from redis import Redis
 
 from taskgate.service.supervisor import port_is_free
 
-from .helpers import Stack, children, happens, kill, lines, submit, wait, wait_for
+from ..helpers import Stack, children, happens, kill, lines, submit, wait, wait_for
 
 
 def test_killed_pool_child_reruns_the_task(stack: Stack) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .helpers import ROOT, free_port, submit, wait, wait_for, wait_result
+from ..helpers import ROOT, free_port, submit, wait, wait_for, wait_result
 
 
 def descendants(pid: int) -> set[int]:

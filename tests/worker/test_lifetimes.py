@@ -16,7 +16,7 @@ from redis import Redis
 
 from taskgate.records import keys, scripts
 
-from .helpers import Stack, happens, lines, submit, wait, wait_for
+from ..helpers import Stack, happens, lines, submit, wait, wait_for
 
 TTL = 2  # TASKGATE_RESULT_TTL of the TTL tests: every wait in them outlives it
 

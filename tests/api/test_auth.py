@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from .helpers import ROOT, env_for, free_port, start_api, stop, wait, wait_for
+from ..helpers import ROOT, env_for, free_port, start_api, stop, wait, wait_for
 
 
 def cli(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:

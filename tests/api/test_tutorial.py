@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .helpers import start_api, stop, wait_result
+from ..helpers import start_api, stop, wait_result
 
 INT64_MAX = 2**63 - 1
 

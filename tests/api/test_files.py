@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from .helpers import start_api, stop, submit, wait
+from ..helpers import start_api, stop, submit, wait
 from .test_auth import bearer, new_key
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .helpers import ROOT, free_port, wait_for, wait_result
+from ..helpers import ROOT, free_port, wait_for, wait_result
 
 
 def fresh_copy(target: Path) -> Path:

@@ -7,8 +7,8 @@ import pytest
 
 from taskgate.tasks.email import SMTPTemporaryError, deliver
 
-from .helpers import free_port, submit, wait
-from .smtp import ScriptedHandler
+from ..helpers import free_port, submit, wait
+from ..smtp import ScriptedHandler
 
 Smtp = tuple[ScriptedHandler, str]
 

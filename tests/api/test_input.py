@@ -15,7 +15,7 @@ from pydantic import AllowInfNan
 from taskgate.records import keys
 from taskgate.registry import ResultNotSerializable, RetryPolicy, build_spec
 
-from .helpers import submit, wait
+from ..helpers import submit, wait
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .helpers import sse_events, start_api, start_worker, stop, submit, wait, wait_for
+from ..helpers import sse_events, start_api, start_worker, stop, submit, wait, wait_for
 
 
 def test_typed_submit_and_result(client: httpx.Client) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import children, start_api, start_worker, stop
+from ..helpers import children, start_api, start_worker, stop
 from .test_auth import new_key
 
 #: Examples per operation and phase: bounded so both runs take well under a minute here (about

@@ -14,7 +14,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import checks
 
-from .helpers import children, start_api, start_worker, stop
+from ..helpers import children, start_api, start_worker, stop
 
 #: Examples per operation: bounded so the suite stays fast.
 EXAMPLES = 15

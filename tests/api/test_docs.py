@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from .helpers import start_api, stop
+from ..helpers import start_api, stop
 
 CHROMIUM = "/usr/bin/chromium"
 #: Hosts that serve front-end files; none may be named by what the docs pages load. (Swagger UI's

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from . import rabbit
-from .helpers import env_for, start_api, start_worker, stop, submit, wait, wait_for
+from .. import rabbit
+from ..helpers import env_for, start_api, start_worker, stop, submit, wait, wait_for
 
 HOLD = 2.0  # consumer.UNKNOWN_HOLD
 
