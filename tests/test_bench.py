@@ -17,8 +17,8 @@ from .helpers import ROOT
 def test_bench_quick_run_writes_every_section(tmp_path: Path) -> None:
     committed = (ROOT / "bench" / "RESULTS.md").read_bytes()
     # As `make bench BENCH_ARGS=--quick` runs it: no --out, so it writes to the temporary directory.
-    result = subprocess.run([sys.executable, "-m", "bench.run", "--quick"], cwd=ROOT,
-                            env={**os.environ, "TMPDIR": str(tmp_path)},
+    result = subprocess.run([sys.executable, "-m", "bench.run", "--quick"], cwd=tmp_path,
+                            env={**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(ROOT)},
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = tmp_path / "taskgate-bench-quick.md"

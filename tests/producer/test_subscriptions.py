@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from taskgate.connections import events as events_client
 from taskgate.exceptions import BackendUnavailable, QuotaExceeded
 from taskgate.producer import subscriptions as module
-from taskgate.producer.subscriptions import CLIENT_NAME, Limits, Subscriptions, events_client
+from taskgate.producer.subscriptions import CLIENT_NAME, Limits, Subscriptions
 
 
 async def events_connections(redis: Redis) -> list[dict[str, Any]]:

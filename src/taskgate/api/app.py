@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI
 
-from .. import __version__
+from .. import __version__, connections
 from ..config import Settings, get_settings, is_loopback
 from ..exceptions import ConfigurationError, TaskGateError
 from ..producer import Producer
@@ -54,11 +54,9 @@ async def publish_catalogue(producer: Producer) -> None:
 async def upgrade_records(settings: Settings) -> None:
     """Move records an earlier version wrote to this key layout (once per Redis; see
     ``records.upgrade``). Best effort, like :func:`publish_catalogue`."""
-    from redis import Redis
     from redis.exceptions import RedisError
 
-    client = Redis.from_url(settings.require_redis_url(), socket_timeout=30,
-                            socket_connect_timeout=settings.backend_timeout)
+    client = connections.blocking(settings.require_redis_url(), connections.UPGRADE_TIMEOUT)
     try:
         await asyncio.to_thread(upgrade, client)
     except RedisError as exc:

@@ -55,7 +55,7 @@ def parks_delays(settings: Settings) -> bool:
 def select(settings: Settings, app: Celery, records: Redis) -> Broker:
     """The broker ``settings`` name; ``records`` is the client of the records' Redis (used
     as the broker's when they are the same server)."""
-    from ..producer.deadlines import redis_client
+    from ..connections import fail_fast
     from .amqp import AmqpBroker
     from .kombu import KombuBroker
     from .redis import RedisBroker
@@ -64,7 +64,7 @@ def select(settings: Settings, app: Celery, records: Redis) -> Broker:
     if parks_delays(settings):
         return RedisBroker(records, inline=True)
     if settings.broker_is_redis:
-        return RedisBroker(redis_client(url, settings.backend_timeout))
+        return RedisBroker(fail_fast(url, settings.backend_timeout))
     if url.startswith(("amqp://", "amqps://", "pyamqp://")):
         return AmqpBroker(url.replace("pyamqp://", "amqp://", 1))
     return KombuBroker(app, settings.backend_timeout)

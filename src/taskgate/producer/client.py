@@ -11,7 +11,7 @@ from typing import Any
 
 from celery import Celery
 
-from .. import brokers
+from .. import brokers, connections
 from ..config import Settings
 from ..exceptions import BackendUnavailable, UnknownTask
 from ..records.scripts import AsyncScripts
@@ -20,10 +20,9 @@ from ..worker.celery_app import create_celery_app
 from . import queues
 from .backend import Backend
 from .control import Control
-from .deadlines import redis_client
 from .reads import Reader
 from .submit import Submitter
-from .subscriptions import Limits, Subscriptions, events_client
+from .subscriptions import Limits, Subscriptions
 
 
 class Producer:
@@ -45,11 +44,12 @@ class Producer:
         """Build the producer and its clients (no connection is opened until first use)."""
         app = create_celery_app(settings)
         app.loader.import_default_modules()
-        redis = redis_client(settings.require_redis_url(), settings.backend_timeout)
+        redis = connections.fail_fast(settings.require_redis_url(), settings.backend_timeout)
         backend = Backend(settings, redis, AsyncScripts(redis))
         # Waits on tasks' events share one connection of their own (see ``subscriptions``).
+        timeout = settings.backend_timeout
         subscriptions = Subscriptions(
-            events_client(settings.require_redis_url(), settings.backend_timeout), settings.backend_timeout,
+            connections.events(settings.require_redis_url(), timeout), timeout,
             Limits(settings.max_streams, settings.max_streams_per_owner or max(1, settings.max_streams // 4)))
         return cls(settings, app, backend, brokers.select(settings, app, redis), subscriptions)
 

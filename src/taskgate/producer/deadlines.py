@@ -14,29 +14,11 @@ from types import TracebackType
 
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..exceptions import BackendUnavailable
 from .metrics import REDIS_SECONDS
-
-
-def redis_client(url: str, timeout: float) -> Redis:
-    """An asyncio Redis client whose every call fails fast: bounded sockets, and one immediate
-    retry only for a broken connection (a pooled connection from before a Redis restart), never
-    for a timeout. Every script taskgate sends is safe to run twice."""
-    return Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-        health_check_interval=0,
-    )
-
-
 
 #: Seconds a submit script must run before the API's own deadline to count: the reply's way
 #: back and the event loop's turn to read it fit in this (well under a millisecond on a

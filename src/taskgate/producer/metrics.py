@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from ..brokers.message import PRIORITY_STEPS, queue_for_priority
 from ..constants import LATENCY_BUCKETS
 from ..records import keys
+from ..records.workers import async_heartbeats
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -103,9 +104,7 @@ async def scrape(backend: Backend, catalogue: dict[str, TaskSpec]) -> bytes:
             for step in PRIORITY_STEPS:
                 pipe.llen(queue_for_priority(queue, step))
         raw_stats, delayed, dead, *lengths = await pipe.execute()
-        workers = 0
-        async for _ in state.scan_iter(match=f"{keys.WORKER_PREFIX}*", count=1000):
-            workers += 1
+        workers = len(await async_heartbeats(state))
     stats = {k.decode(): float(v) for k, v in cast(dict[bytes, bytes], raw_stats).items()}
     depths = {queue: sum(lengths[i * len(PRIORITY_STEPS):(i + 1) * len(PRIORITY_STEPS)])
               for i, queue in enumerate(queues)} if backend.settings.broker_is_redis else {}

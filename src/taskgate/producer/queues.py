@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, cast
-
-from redis.asyncio import Redis
+from typing import Any
 
 from ..brokers import Broker
-from ..records import keys
-from ..records.workers import catalogue_entries, missing_tasks, parse_heartbeat
+from ..records.workers import async_heartbeats, catalogue_entries, missing_tasks
 from ..registry import TaskSpec
 from .backend import Backend
-
-
-async def heartbeats(redis: Redis) -> dict[str, dict[str, Any]]:
-    """The live workers' heartbeats by worker (the async twin of ``recovery.heartbeats``)."""
-    names = [name async for name in redis.scan_iter(match=f"{keys.WORKER_PREFIX}*", count=1000)]
-    beats = cast(list[bytes | None], await redis.mget(names)) if names else []
-    return {name.decode().removeprefix(keys.WORKER_PREFIX): parse_heartbeat(beat)
-            for name, beat in zip(names, beats, strict=True) if beat}
 
 
 async def queues(backend: Backend, broker: Broker, catalogue: dict[str, TaskSpec]) -> list[dict[str, Any]]:
     """Every known queue (declared by tasks, the default, or consumed by a live worker) with
     its depth, the live workers consuming it and, per worker, the tasks of it that it lacks."""
     async with backend.deadline():
-        beats = await heartbeats(backend.redis)
+        beats = await async_heartbeats(backend.redis)
     default = backend.settings.default_queue
     entries = catalogue_entries(catalogue.values(), default)
     consumers: dict[str, list[str]] = {}

@@ -23,9 +23,8 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterable
 
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
+from ..connections import EVENTS_CLIENT_NAME
 from ..constants import ANONYMOUS
 from ..exceptions import BackendUnavailable, QuotaExceeded
 from .deadlines import unavailable
@@ -36,17 +35,8 @@ KEEPALIVE = 5.0
 #: Messages one waiter may leave unread before it is cut off (it cannot keep up; the reader
 #: never blocks on a waiter, or Redis would drop the connection of all of them).
 BACKLOG = 10_000
-#: What ``CLIENT LIST`` calls the connection.
-CLIENT_NAME = "taskgate-events"
-
-
-def events_client(url: str, timeout: float) -> Redis:
-    """The client of the shared connection: bounded connects and writes, reads without a
-    deadline (a quiet channel is normal), and no retry at all, so a broken connection is
-    reported instead of silently reconnected with the messages in between lost."""
-    return Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                          retry=Retry(NoBackoff(), 0, supported_errors=()),
-                          health_check_interval=0, client_name=CLIENT_NAME)
+#: What ``CLIENT LIST`` calls the connection (made by :func:`taskgate.connections.events`).
+CLIENT_NAME = EVENTS_CLIENT_NAME
 
 
 class Limits:

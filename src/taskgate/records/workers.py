@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 
 from . import keys
 
@@ -45,3 +46,11 @@ def missing_tasks(beat: dict[str, Any], catalogue: dict[str, dict[str, str]]) ->
     queues, tasks = set(beat.get("queues", [])), set(beat.get("tasks", []))
     return {name: entry for name, entry in sorted(catalogue.items())
             if entry.get("queue") in queues and name not in tasks}
+
+
+async def async_heartbeats(redis: AsyncRedis) -> dict[str, dict[str, Any]]:
+    """The live workers' heartbeats by worker (the asyncio twin of :func:`heartbeats`)."""
+    names = [name async for name in redis.scan_iter(match=f"{keys.WORKER_PREFIX}*", count=1000)]
+    beats = cast(list[bytes | None], await redis.mget(names)) if names else []
+    return {name.decode().removeprefix(keys.WORKER_PREFIX): parse_heartbeat(beat)
+            for name, beat in zip(names, beats, strict=True) if beat}

@@ -281,9 +281,9 @@ cli.add_typer(keys, name="keys")
 
 
 def _redis() -> Any:
-    from redis import Redis
+    from .. import connections
 
-    return Redis.from_url(_settings().require_redis_url(), socket_timeout=5, socket_connect_timeout=5)
+    return connections.blocking(_settings().require_redis_url(), connections.CLI_TIMEOUT)
 
 
 @keys.command("create")

@@ -10,6 +10,7 @@ import orjson
 from redis import Redis
 from redis.exceptions import RedisError
 
+from .. import connections
 from ..brokers import parks_delays
 from ..config import Settings, is_loopback
 from ..records import keys
@@ -102,8 +103,7 @@ def diagnose(settings: Settings, host: str) -> list[Finding]:
     if settings.flower_basic_auth is not None and ":" not in settings.flower_basic_auth:
         findings.append(Finding(False, "flower", "TASKGATE_FLOWER_BASIC_AUTH is not user:password",
                                 "set it as user:password"))
-    client = Redis.from_url(settings.require_redis_url(), socket_timeout=settings.backend_timeout * 3,
-                            socket_connect_timeout=settings.backend_timeout * 3)
+    client = connections.blocking(settings.require_redis_url(), settings.backend_timeout * 3)
     try:
         findings.extend(_redis_checks(client))
     finally:

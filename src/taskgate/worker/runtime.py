@@ -26,12 +26,12 @@ from celery import Task
 from celery.exceptions import Ignore, Reject
 from celery.signals import task_revoked
 from celery.worker.request import Request
-from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from .. import connections
 from ..brokers import parks_delays
 from ..brokers.message import build_message, envelope, queue_for_priority
 from ..config import Settings
@@ -72,8 +72,7 @@ class _Records:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.client = Redis.from_url(settings.require_redis_url(), socket_timeout=10,
-                                     socket_connect_timeout=10)
+        self.client = connections.blocking(settings.require_redis_url(), connections.WORKER_TIMEOUT)
         self.scripts = Scripts(self.client)
         self.pid = os.getpid()
         #: The owner of each task this process is running (read once, at its start).

@@ -1,0 +1,48 @@
+"""Every Redis client taskgate makes, from one place, with its timeouts named.
+
+* :func:`fail_fast` (asyncio, the producer's): bounded sockets and one immediate retry only
+  for a broken connection (a pooled connection from before a Redis restart), never for a
+  timeout; every script taskgate sends is safe to run twice.
+* :func:`events` (asyncio, the producer's one pub/sub connection): bounded connects and writes,
+  no retry at all, so a broken connection is reported instead of silently reconnected with
+  the messages in between lost.
+* :func:`blocking` (the worker, its keeper, the CLI, ``doctor``): bounded sockets.
+"""
+
+from __future__ import annotations
+
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+#: A worker's record writes (each also retried for 30 s, see ``worker.runtime``).
+WORKER_TIMEOUT = 10.0
+#: The worker keeper's calls: heartbeat, reap, release.
+KEEPER_TIMEOUT = 5.0
+#: The CLI's calls (API keys).
+CLI_TIMEOUT = 5.0
+#: The key-layout upgrade at start: one ``SCAN`` over the whole keyspace.
+UPGRADE_TIMEOUT = 30.0
+#: What ``CLIENT LIST`` calls the producer's pub/sub connection.
+EVENTS_CLIENT_NAME = "taskgate-events"
+
+
+def blocking(url: str, timeout: float) -> Redis:
+    """A blocking client whose connects and calls each last at most ``timeout`` seconds."""
+    return Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+
+
+def fail_fast(url: str, timeout: float) -> AsyncRedis:
+    """An asyncio client whose every call fails fast (see the module's docstring)."""
+    return AsyncRedis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                               retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+                               health_check_interval=0)
+
+
+def events(url: str, timeout: float) -> AsyncRedis:
+    """The client of the producer's shared pub/sub connection (see the module's docstring)."""
+    return AsyncRedis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                               retry=Retry(NoBackoff(), 0, supported_errors=()),
+                               health_check_interval=0, client_name=EVENTS_CLIENT_NAME)
