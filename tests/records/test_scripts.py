@@ -63,7 +63,8 @@ def submit(run: Scripts, task_id: str, **changes: object) -> scripts.SubmitReply
 
 def started(run: Scripts, task_id: str, max_deliveries: int = 3) -> str:
     return run(scripts.start(task_id, OWNER, name="add", now=time.time(), ttl=60,
-                             max_deliveries=max_deliveries, node="node-1"))
+                             max_deliveries=max_deliveries, node="node-1", failure_ttl=90,
+                             arguments=b'{"x": 1}'))
 
 
 # --- the sources --------------------------------------------------------------------------------
@@ -201,7 +202,8 @@ def test_start_after_too_many_deliveries_dead_letters(redis: Redis, run: Scripts
     submit(run, task_id)
     assert [started(run, task_id, max_deliveries=2) for _ in range(3)] == ["run", "run", "dead"]
     stored = record(redis, task_id)
-    assert (stored["state"], stored["dead_reason"]) == ("failed", "max_deliveries")
+    assert (stored["state"], stored["dead_reason"], stored["args"]) == ("failed", "max_deliveries", '{"x": 1}')
+    assert 80 < redis.ttl(keys.record(task_id)) <= 90, "a failure keeps the failure TTL"
     assert redis.zscore(keys.DEAD, task_id) is not None
     assert not redis.exists(keys.alive(task_id)), "an ended task is no longer alive"
     assert redis.zscore(keys.inflight(OWNER), task_id) is None

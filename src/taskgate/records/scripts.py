@@ -127,11 +127,13 @@ StartVerdict = Literal["run", "cancelled", "finished", "dead"]
 
 
 def start(task_id: str, owner: str, *, name: str, now: float, ttl: int, max_deliveries: int,
-          node: str) -> Call[StartVerdict]:
-    """Before a run: ``run`` (now started, marked alive), ``cancelled`` (never run it),
-    ``finished`` (a duplicate delivery) or ``dead`` (delivered ``max_deliveries`` times)."""
+          node: str, failure_ttl: int, arguments: bytes) -> Call[StartVerdict]:
+    """Before a run: ``run`` (now started, marked alive), ``cancelled`` (never run it; the
+    record expires in ``ttl``), ``finished`` (a duplicate delivery) or ``dead`` (delivered
+    ``max_deliveries`` times: failed and dead-lettered with ``arguments``, expiring in
+    ``failure_ttl``)."""
     return Call("start", [*_transition(task_id, owner), keys.DEAD],
-                [task_id, name, repr(now), ttl, max_deliveries, node],
+                [task_id, name, repr(now), ttl, max_deliveries, node, failure_ttl, arguments],
                 lambda reply: cast(StartVerdict, _text(reply)))
 
 

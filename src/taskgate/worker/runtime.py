@@ -11,6 +11,7 @@ Celery's event stream as revoked (:class:`CancelAwareRequest`), so Flower shows 
 from __future__ import annotations
 
 import contextvars
+import json
 import logging
 import os
 import threading
@@ -285,9 +286,10 @@ class TaskgateTask(Task):  # type: ignore[misc]
         arguments = dict(zip(spec.args_model.model_fields, args, strict=False)) | kwargs
         try:
             owner = rec.owners[task_id] = rec.owner(task_id)
-            verdict = rec.run(scripts.start(task_id, owner, name=spec.name, now=time.time(),
-                                            ttl=settings.result_ttl, max_deliveries=settings.max_deliveries,
-                                            node=self.request.hostname or ""))
+            verdict = rec.run(scripts.start(
+                task_id, owner, name=spec.name, now=time.time(), ttl=settings.result_ttl,
+                max_deliveries=settings.max_deliveries, node=self.request.hostname or "",
+                failure_ttl=settings.failure_ttl, arguments=arguments_json(arguments)))
         except RedisError as exc:
             rec.owners.pop(task_id, None)
             log.warning("task %s[%s]: Redis unavailable (%s); requeued", self.name, task_id, exc)
@@ -295,7 +297,6 @@ class TaskgateTask(Task):  # type: ignore[misc]
         if verdict != "run":
             rec.owners.pop(task_id, None)
         if verdict == "dead":
-            rec.set(task_id, settings.failure_ttl, args=arguments)
             log.error("task %s[%s] dead-lettered: delivered %d times, its worker died each time",
                       self.name, task_id, settings.max_deliveries)
             raise Ignore()
@@ -355,7 +356,7 @@ class TaskgateTask(Task):  # type: ignore[misc]
             raise self.retry(exc=exc, eta=datetime.fromtimestamp(due, tz=UTC)) from None
         if transient:
             rec.run(scripts.dead(task_id, rec.owner(task_id), ttl=settings.failure_ttl, now=time.time(),
-                                 error=orjson.dumps(error), arguments=orjson.dumps(arguments),
+                                 error=orjson.dumps(error), arguments=arguments_json(arguments),
                                  reason="max_retries"))
         else:
             rec.set(task_id, settings.failure_ttl, state=TaskState.FAILED, finished_at=time.time(),
@@ -370,6 +371,15 @@ class TaskgateTask(Task):  # type: ignore[misc]
                                                   retries=(self.request.retries or 0) + 1)
         properties["priority"] = priority
         return envelope(queue, (headers, properties, body)), queue_for_priority(queue, priority)
+
+
+def arguments_json(arguments: dict[str, Any]) -> bytes:
+    """A task's arguments as a record keeps them (to requeue a dead letter); integers beyond
+    64 bits (a message from another producer) are kept with the standard library's encoder."""
+    try:
+        return orjson.dumps(arguments)
+    except orjson.JSONEncodeError:
+        return json.dumps(arguments, default=repr).encode()
 
 
 def _record_lost(rec: _Records, task_id: str, name: str, state: Literal["failed", "queued"],

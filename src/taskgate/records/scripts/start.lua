@@ -1,9 +1,11 @@
 -- Worker, before running a task. Marks it started and alive, or says why not to run it.
 -- Returns 'run', 'cancelled' (never run it), 'finished' (a duplicate delivery: skip) or 'dead'
--- (delivered max_deliveries times already: it keeps killing its worker; dead-lettered).
+-- (delivered max_deliveries times already: it keeps killing its worker; dead-lettered, with its
+-- arguments kept to requeue it, all in this one step).
 --#include transition.lua
 local dead = KEYS[6]
-local name, now, ttl, max_deliveries, node = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6]
+local name, now, ttl, max_deliveries, node, failure_ttl, arguments =
+  ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
 
 if before == 'succeeded' or before == 'failed' then return 'finished' end
 if before == 'cancelled' or redis.call('HGET', record, 'cancel') == '1' then
@@ -23,10 +25,10 @@ if deliveries >= max_deliveries then
   local error = cjson.encode({type = 'WorkerLostError', retryable = false, message =
     'the task was delivered ' .. max_deliveries .. ' times and its worker died each time; dead-lettered'})
   redis.call('HSET', record, 'state', 'failed', 'finished_at', ms(now), 'error', error,
-             'dead_reason', 'max_deliveries')
+             'dead_reason', 'max_deliveries', 'args', arguments)
   redis.call('ZADD', dead, now, task_id)
-  redis.call('EXPIRE', dead, ttl)
-  redis.call('EXPIRE', record, ttl)  -- the worker then sets the failure TTL
+  redis.call('EXPIRE', dead, failure_ttl)
+  redis.call('EXPIRE', record, failure_ttl)
   publish()
   return 'dead'
 end
