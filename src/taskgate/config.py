@@ -150,7 +150,8 @@ class Settings(BaseSettings):
         if url is None:
             raise ConfigurationError(
                 "no Redis configured: set TASKGATE_REDIS_URL=redis://host:port/db, "
-                "or run `taskgate up`, which starts an embedded Valkey server"
+                "or run `taskgate up`, which starts an embedded Valkey server (a command run outside "
+                "the directory `taskgate up` runs in finds it with TASKGATE_DATA_DIR=that/dir/.taskgate)"
             )
         return url
 

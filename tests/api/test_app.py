@@ -65,7 +65,9 @@ def test_redis_unreachable_is_a_503_with_retry_after(worker: object) -> None:
     async def action(client: httpx.AsyncClient) -> None:
         refused = await client.get("/add", params={"x": 1, "y": 1})
         assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
-        assert refused.json()["error"]["retryable"] is True
+        error = refused.json()["error"]
+        assert error["retryable"] is True
+        assert f"task {error['task_id']} was not queued and will never run" in error["message"], error
         assert (await client.get("/healthz")).status_code == 200
         assert (await client.get("/readyz")).status_code == 503
     run("redis://127.0.0.1:1/0", action, backend_timeout=0.5)

@@ -289,7 +289,8 @@ def test_dead_then_requeue(redis: Redis, run: Scripts) -> None:
     assert redis.zscore(keys.DEAD, task_id) is not None
     assert run(scripts.requeue(task_id, OWNER, queue=queue, message=b"again", now=time.time())) == "queued"
     stored = record(redis, task_id)
-    assert (stored["state"], stored["attempts"], "dead_reason" in stored) == ("queued", "0", False)
+    assert (stored["state"], stored["attempts"], "dead_reason" in stored, "worker" in stored) == (
+        "queued", "0", False, False)
     assert redis.ttl(keys.record(task_id)) == -1
     assert redis.lrange(queue, 0, -1) == [b"again"]
     assert redis.zscore(keys.inflight(OWNER), task_id) is not None

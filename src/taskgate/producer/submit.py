@@ -95,11 +95,10 @@ class Submitter:
         #: Each task's message, built once by Celery and filled in per submission.
         self._templates = {name: MessageTemplate(app, spec.celery_name) for name, spec in catalogue.items()}
 
-    def _prepare(self, spec: TaskSpec, arguments: BaseModel, options: Options, idempotency: str | None,
-                 caller: Caller, cutoff: float) -> _Prepared:
+    def _prepare(self, task_id: str, spec: TaskSpec, arguments: BaseModel, options: Options,
+                 idempotency: str | None, caller: Caller, cutoff: float) -> _Prepared:
         """Everything one submission sends; the script does nothing after ``cutoff`` (a time on
         Redis's clock)."""
-        task_id = str(uuid.uuid4())
         kwargs = arguments.model_dump(mode="json")
         now = time.time()
         due = (now + options.countdown if options.countdown is not None
@@ -156,13 +155,15 @@ class Submitter:
                 return Submission(str(reply.task_id), replayed=True)
         return None
 
-    async def _cutoff(self) -> float:
+    async def _cutoff(self, task_id: str | None) -> float:
         """When, on Redis's clock, a submit script sent now must have run to count: before this
-        API's deadline, with :data:`~taskgate.producer.deadlines.SUBMIT_MARGIN` for the reply."""
+        API's deadline, with :data:`~taskgate.producer.deadlines.SUBMIT_MARGIN` for the reply.
+        Reading the clock fails before anything was sent: the task (``task_id``) never runs."""
         try:
             return await self.clock.to_redis(time.time() + self.backend.timeout - SUBMIT_MARGIN)
         except (RedisError, OSError, TimeoutError) as exc:
-            raise unavailable("redis", exc, self.backend.timeout) from exc
+            cause = unavailable("redis", exc, self.backend.timeout).detail
+            raise BackendUnavailable("redis", _not_queued(task_id, cause), task_id) from exc
 
     def _unsent(self, task_id: str | None, exc: BaseException) -> BackendUnavailable:
         """The 503 of a submit whose script got no answer: it will never run (the script refuses
@@ -200,8 +201,9 @@ class Submitter:
                      idempotency: str | None = None, caller: Caller = SYSTEM) -> Submission:
         """Queue ``spec`` with validated ``arguments`` for ``caller``; return once the broker has
         the message. Quotas and Idempotency-Keys are per owner."""
-        prepared = self._prepare(spec, arguments, options or Options(), idempotency, caller,
-                                 await self._cutoff())
+        task_id = str(uuid.uuid4())
+        prepared = self._prepare(task_id, spec, arguments, options or Options(), idempotency, caller,
+                                 await self._cutoff(task_id))
         try:  # the pipeline holds each round trip to backend_timeout
             reply = await self._send(prepared)
         except (RedisError, OSError, TimeoutError) as exc:
@@ -218,8 +220,9 @@ class Submitter:
                           caller: Caller = SYSTEM) -> list[Submission | TaskGateError]:
         """Queue one task per item in one Redis round trip (when the broker is that Redis); each
         item gets its id or the reason it was refused (a quota)."""
-        cutoff = await self._cutoff()
-        prepared = [self._prepare(spec, item, options or Options(), None, caller, cutoff) for item in items]
+        cutoff = await self._cutoff(None)
+        prepared = [self._prepare(str(uuid.uuid4()), spec, item, options or Options(), None, caller, cutoff)
+                    for item in items]
         # One round trip (the calls share a pipeline), held to backend_timeout.
         replies = await asyncio.gather(*(self._send(one) for one in prepared), return_exceptions=True)
         outcomes: list[Submission | TaskGateError] = []

@@ -319,7 +319,7 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (from `ke
     from .. import auth
 
     if not auth.revoke(_redis(), key_id):
-        typer.echo(f"taskgate: no key {key_id}", err=True)
+        typer.echo(f"taskgate: no key {key_id} (unknown, or already revoked)", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {key_id}")
 

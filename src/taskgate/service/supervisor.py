@@ -171,11 +171,21 @@ class Supervisor:
             component.signal_group(signal.SIGKILL)
 
     def _wait(self, component: Component) -> None:
-        deadline = time.monotonic() + STOP_GRACE
+        """Wait for ``component`` to exit within the grace period, saying so when that takes a
+        while (a worker finishing its running tasks), and kill it after."""
+        started = time.monotonic()
+        deadline, told = started + STOP_GRACE, False
         while component.returncode is None:
             if self._force or time.monotonic() > deadline:
+                if not self._force:
+                    self.echo(f"taskgate: {component.name} still running after {STOP_GRACE:.0f} s; killed it "
+                              "(its unfinished tasks run again when a worker starts)")
                 component.signal_group(signal.SIGKILL)
                 assert component.process is not None
                 component.process.wait()
                 return
+            if not told and time.monotonic() - started > 1:
+                told = True
+                self.echo(f"taskgate: waiting up to {STOP_GRACE:.0f} s for {component.name} to finish "
+                          "(a worker completes its running tasks); Ctrl-C again to kill it now")
             time.sleep(0.05)
