@@ -11,7 +11,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
 
 from .exceptions import TaskCancelled
 from .registry import RetryPolicy, task
-from .worker.runtime import cancel_requested, raise_if_cancelled, report_progress
+from .worker.running import cancel_requested, raise_if_cancelled, report_progress
 
 __all__ = [
     "RetryPolicy",

@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..config import Settings, get_settings, is_loopback
-from ..exceptions import ConfigurationError, TaskGateError
-from . import instance, logs
+from ..config import get_settings, is_loopback
+from ..exceptions import ConfigurationError
+from . import admin, logs
 from .instance import AlreadyRunning, Claim, Instance
+from .settings import cli_settings as _settings
 from .supervisor import port_is_free
 
 if TYPE_CHECKING:
-    from ..producer import Producer
     from .supervisor import Supervisor
 
 cli = typer.Typer(
@@ -48,22 +46,6 @@ def _log_format(value: str | None) -> None:
         typer.echo("taskgate: --log-format must be text or json", err=True)
         raise typer.Exit(2)
     os.environ[logs.FORMAT_ENV] = value
-
-
-def _settings() -> Settings:
-    try:
-        settings = get_settings()
-        if settings.redis_url is None and settings.result_backend is None:
-            joined = instance.join(settings)
-            if joined is not None:
-                typer.echo(f"taskgate: using the embedded Valkey of `taskgate up` (pid {joined.pid}) at "
-                           f"{joined.redis_url}", err=True)
-                settings = get_settings()
-        settings.require_redis_url()
-    except (ConfigurationError, ValueError) as exc:
-        typer.echo(f"taskgate: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    return settings
 
 
 def _own_command() -> str:
@@ -276,112 +258,6 @@ def doctor(
     raise typer.Exit(1 if problems else 0)
 
 
-keys = typer.Typer(help="API keys (stored hashed in Redis).", no_args_is_help=True)
-cli.add_typer(keys, name="keys")
-
-
-def _redis() -> Any:
-    from .. import connections
-
-    return connections.blocking(_settings().require_redis_url(), connections.CLI_TIMEOUT)
-
-
-@keys.command("create")
-def keys_create(
-    owner: Annotated[str, typer.Option(help="Who the key belongs to; tasks are visible per owner.")],
-    admin: Annotated[bool, typer.Option("--admin", help="May see every owner's tasks and /metrics.")] = False,
-) -> None:
-    """Create a key and print it once (alone on the last line). Only its hash is stored."""
-    from .. import auth
-
-    try:
-        key_id, key = auth.create(_redis(), owner, admin)
-    except ValueError as exc:
-        typer.echo(f"taskgate: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    typer.echo(f"created key {key_id} for {owner}{' (admin)' if admin else ''}; store it now, it is "
-               "not shown again:")
-    typer.echo(key)
-
-
-@keys.command("list")
-def keys_list() -> None:
-    """List keys: id, owner, admin (never the secrets)."""
-    from .. import auth
-
-    for entry in auth.listing(_redis()):
-        typer.echo(f"{entry['key_id']}  {entry['owner']}  {'admin' if entry['admin'] else 'user'}")
-
-
-@keys.command("revoke")
-def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (from `keys list`).")]) -> None:
-    """Revoke a key: every API replica refuses it from the next request on."""
-    from .. import auth
-
-    if not auth.revoke(_redis(), key_id):
-        typer.echo(f"taskgate: no key {key_id} (unknown, or already revoked)", err=True)
-        raise typer.Exit(1)
-    typer.echo(f"revoked {key_id}")
-
-
-dead = typer.Typer(help="Tasks that exhausted their retries or deliveries.", no_args_is_help=True)
-cli.add_typer(dead, name="dead-letters")
-
-
-def _with_producer(action: Callable[[Producer], Awaitable[Any]]) -> Any:
-    """Run ``action`` with a producer on the configured Redis; errors become messages."""
-    from ..producer import Producer
-
-    async def run() -> Any:
-        producer = Producer.from_settings(_settings())
-        try:
-            return await action(producer)
-        finally:
-            await producer.close()
-
-    try:
-        return asyncio.run(run())
-    except TaskGateError as exc:
-        typer.echo(f"taskgate: {exc}", err=True)
-        raise typer.Exit(1) from exc
-
-
-@dead.command("list")
-def dead_list(
-    limit: Annotated[int, typer.Option(min=1, max=100, help="How many, newest first.")] = 20,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
-) -> None:
-    """List dead-lettered tasks."""
-    from ..api.schemas import DeadLetter
-
-    records, _ = _with_producer(lambda producer: producer.reader.dead_letters(limit, None))
-    letters = [DeadLetter.from_record(record, dead_at) for record, dead_at in records]
-    if as_json:
-        for letter in letters:
-            typer.echo(letter.model_dump_json())
-        return
-    if not letters:
-        typer.echo("no dead letters")
-    for letter in letters:
-        error = f"{letter.error.type}: {letter.error.message}" if letter.error else ""
-        typer.echo(f"{letter.task_id}  {letter.name}  {letter.reason}  attempts={letter.attempts}  "
-                   f"{letter.dead_at:%Y-%m-%d %H:%M:%S}Z  {error}")
-
-
-@dead.command("requeue")
-def dead_requeue(task_id: Annotated[str, typer.Argument(help="The dead task's id.")]) -> None:
-    """Run a dead-lettered task again (same id and arguments)."""
-    _with_producer(lambda producer: producer.control.requeue(task_id))
-    typer.echo(f"requeued {task_id}")
-
-
-@dead.command("drop")
-def dead_drop(task_id: Annotated[str, typer.Argument(help="The dead task's id.")]) -> None:
-    """Remove a task from the dead letters."""
-    _with_producer(lambda producer: producer.control.drop(task_id))
-    typer.echo(f"dropped {task_id}")
-
-
 def _start_local(supervisor: Supervisor, env: dict[str, str], name: str, module: str,
                  *args: str) -> str:
     """Start a local server component that prints its URL first; return that URL."""
@@ -394,6 +270,10 @@ def _start_local(supervisor: Supervisor, env: dict[str, str], name: str, module:
         typer.echo(f"taskgate: the local {name} server did not start", err=True)
         raise typer.Exit(1)
     return url
+
+
+cli.add_typer(admin.keys, name="keys")
+cli.add_typer(admin.dead, name="dead-letters")
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import Field
 
 from ..registry import task
-from ..worker.runtime import raise_if_cancelled, report_progress
+from ..worker.running import raise_if_cancelled, report_progress
 
 #: Largest ``limit`` accepted over HTTP (tens of seconds of one core here).
 MAX_PRIME_LIMIT = 10_000_000_000

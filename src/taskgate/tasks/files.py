@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from ..config import get_settings
 from ..files import CHUNK, FileId, file_path, read_meta
 from ..registry import task
-from ..worker.runtime import raise_if_cancelled, report_progress
+from ..worker.running import raise_if_cancelled, report_progress
 
 
 class CsvSummary(BaseModel):

@@ -38,6 +38,7 @@ from ..records import keys, scripts
 from ..records.workers import heartbeats
 from ..states import TaskState
 from .celery_app import settings_of
+from .running import records
 
 log = logging.getLogger("taskgate.worker")
 
@@ -81,7 +82,6 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
     def _unknown(self, task_id: str, name: str, message: Any) -> str:
         """What to do with a message of an unregistered task: 'foreign' (no taskgate record),
         'hold' (hand it back later), 'failed' (recorded as such now) or 'ended' (already over)."""
-        from .runtime import records
 
         rec = records(settings_of(self.app))
         now = time.time()
@@ -125,7 +125,6 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
         task_id = (message.headers or {}).get("id")
         if not isinstance(task_id, str):
             return
-        from .runtime import records
 
         rec = records(settings_of(self.app))
         error = {"type": "ContentDisallowed", "retryable": False,

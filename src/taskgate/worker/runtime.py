@@ -10,15 +10,11 @@ Celery's event stream as revoked (:class:`CancelAwareRequest`), so Flower shows 
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
-import os
-import threading
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 from billiard.einfo import ExceptionWithTraceback  # type: ignore[import-untyped]
@@ -27,189 +23,23 @@ from celery import Task
 from celery.exceptions import Ignore, Reject
 from celery.signals import task_revoked
 from celery.worker.request import Request
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from .. import connections
 from ..brokers import parks_delays
 from ..brokers.message import build_message, envelope, queue_for_priority
-from ..config import Settings
-from ..constants import ANONYMOUS, HEARTBEAT_INTERVAL, HEARTBEAT_TTL
 from ..exceptions import TaskCancelled, error_envelope
-from ..records import encode, keys, scripts
-from ..records.scripts import Call, Scripts
+from ..records import scripts
 from ..states import TaskState
 from . import recovery
 from .celery_app import settings_of
+from .running import Records, Running, current, pulse, records
 
 if TYPE_CHECKING:
     from ..registry import TaskSpec
 
 log = logging.getLogger("taskgate.worker")
 
-T = TypeVar("T")
-
-__all__ = ["TaskgateTask", "cancel_requested", "raise_if_cancelled", "recovery", "report_progress"]
-
-#: Seconds between two progress writes of one task (the last one is always written).
-PROGRESS_INTERVAL = 0.2
-#: Seconds between two reads of the cancel flag by :func:`cancel_requested`.
-CANCEL_CHECK_INTERVAL = 0.25
-
-
-#: Worker-side record writes ride out a Redis blip for this long before the task is requeued.
-_patient = retry(
-    retry=retry_if_exception_type((RedisConnectionError, RedisTimeoutError)),
-    stop=stop_after_delay(30),
-    wait=wait_exponential(multiplier=0.2, max=2),
-    reraise=True,
-)
-
-
-class _Records:
-    """This worker process's Redis client and scripts (made after fork, per pid)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.client = connections.blocking(settings.require_redis_url(), connections.WORKER_TIMEOUT)
-        self.scripts = Scripts(self.client)
-        self.pid = os.getpid()
-        #: The owner of each task this process is running (read once, at its start).
-        self.owners: dict[str, str] = {}
-
-    def run(self, call: Call[T]) -> T:
-        """Run a script call, riding out a Redis blip (a script is safe to run twice)."""
-        return _patient(self.scripts)(call)
-
-    @_patient
-    def owner(self, task_id: str) -> str:
-        """The owner of a task (whose in-flight set its end updates); set once, at submission."""
-        if task_id not in self.owners:
-            owner = cast(bytes | None, self.client.hget(keys.record(task_id), "owner"))
-            return owner.decode() if owner else ANONYMOUS
-        return self.owners[task_id]
-
-    def set(self, task_id: str, ttl: int, **fields: Any) -> TaskState | None:
-        """Set record fields (see :func:`~taskgate.records.encode`), give it ``ttl`` once ended
-        (unless 0) and publish the change."""
-        return self.run(scripts.update(task_id, self.owner(task_id), ttl, encode(**fields)))
-
-
-_records: _Records | None = None
-
-
-def records(settings: Settings | None = None) -> _Records:
-    """The record client of this process (made on first use, from ``settings``: the worker's
-    Celery app's, see :func:`~taskgate.worker.celery_app.settings_of`)."""
-    global _records
-    if _records is None or _records.pid != os.getpid():
-        if settings is None:
-            raise RuntimeError("taskgate's record client is made by the first task this process runs")
-        _records = _Records(settings)
-    return _records
-
-
-@dataclass
-class _Running:
-    task_id: str
-    last_progress: float = 0.0
-    last_cancel_check: float = 0.0
-    cancel: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-_current: contextvars.ContextVar[_Running | None] = contextvars.ContextVar("taskgate_task", default=None)
-
-
-class _Pulse(threading.Thread):
-    """In the process running tasks (a pool process): keeps ``taskgate:alive:{<id>}`` fresh for
-    each task it runs, so the reaper never hands a running task to a second worker, even while
-    the worker's main process (whose keeper heartbeats the delivery tags) is frozen. The START
-    script sets the mark and the script that ends the task deletes it: no round trip of its own
-    per task."""
-
-    def __init__(self, node: str) -> None:
-        super().__init__(name="taskgate-pulse", daemon=True)
-        self.node = node
-        self.running: set[str] = set()
-        self.lock = threading.Lock()
-        self.pid = os.getpid()
-
-    def enter(self, task_id: str) -> None:
-        with self.lock:
-            self.running.add(task_id)
-
-    def leave(self, task_id: str) -> None:
-        """Stop refreshing the mark (ended, it is gone; parked or requeued, it expires)."""
-        with self.lock:
-            self.running.discard(task_id)
-
-    def run(self) -> None:
-        while True:
-            time.sleep(HEARTBEAT_INTERVAL)
-            with self.lock:
-                running = list(self.running)
-            if not running:
-                continue
-            try:
-                pipe = records().client.pipeline(transaction=False)
-                for task_id in running:
-                    pipe.set(keys.alive(task_id), self.node, ex=HEARTBEAT_TTL)
-                pipe.execute()
-            except RedisError as exc:
-                log.warning("taskgate pulse: could not mark %d running task(s) alive (%s)", len(running), exc)
-
-
-_pulse: _Pulse | None = None
-
-
-def pulse(node: str) -> _Pulse:
-    """This process's pulse thread (started on first use, again after a fork)."""
-    global _pulse
-    if _pulse is None or _pulse.pid != os.getpid():
-        _pulse = _Pulse(node)
-        _pulse.start()
-    return _pulse
-
-
-def report_progress(done: float, total: float, message: str | None = None) -> None:
-    """Publish how far the running task is; shown as ``{done, total, percent, message}``.
-
-    Cheap to call in a loop: writes at most every 0.2 s, and always when ``done >= total``.
-    Outside a task it does nothing.
-    """
-    running = _current.get()
-    if running is None:
-        return
-    now = time.monotonic()
-    if done < total and now - running.last_progress < PROGRESS_INTERVAL:
-        return
-    running.last_progress = now
-    percent = round(100.0 * done / total, 2) if total else 100.0
-    progress = {"done": done, "total": total, "percent": percent, "message": message}
-    records().set(running.task_id, 0, progress=progress)
-
-
-def cancel_requested() -> bool:
-    """True once someone asked to cancel the running task (checked at most every 0.25 s)."""
-    running = _current.get()
-    if running is None:
-        return False
-    now = time.monotonic()
-    if not running.cancel and now - running.last_cancel_check >= CANCEL_CHECK_INTERVAL:
-        running.last_cancel_check = now
-        flag = records().client.hget(keys.record(running.task_id), "cancel")
-        running.cancel = flag == b"1"
-    return running.cancel
-
-
-def raise_if_cancelled() -> None:
-    """Raise :class:`TaskCancelled` if the running task was asked to stop."""
-    if cancel_requested():
-        raise TaskCancelled("cancelled on request")
-
+__all__ = ["TaskgateTask", "recovery"]
 
 class CancelledIgnore(Ignore):  # type: ignore[misc]
     """Raised in the worker by a task that ends ``cancelled``: asked to stop while running, or
@@ -315,7 +145,7 @@ class TaskgateTask(Task):  # type: ignore[misc]
         """Run the started task and record how it ended."""
         rec, spec = records(), self.spec
         settings = rec.settings
-        token = _current.set(_Running(task_id))
+        token = current.set(Running(task_id))
         try:
             call = spec.args_model.model_validate(arguments)
             result = spec.dump_result(spec.func(**dict(call)))
@@ -326,7 +156,7 @@ class TaskgateTask(Task):  # type: ignore[misc]
             self._failed(exc, arguments)
             raise
         finally:
-            _current.reset(token)
+            current.reset(token)
         try:
             rec.set(task_id, settings.result_ttl, state=TaskState.SUCCEEDED, finished_at=time.time(),
                     result=result)
@@ -382,7 +212,7 @@ def arguments_json(arguments: dict[str, Any]) -> bytes:
         return json.dumps(arguments, default=repr).encode()
 
 
-def _record_lost(rec: _Records, task_id: str, name: str, state: Literal["failed", "queued"],
+def _record_lost(rec: Records, task_id: str, name: str, state: Literal["failed", "queued"],
                  error: dict[str, Any]) -> None:
     """End or requeue the record of a task whose pool process vanished (see
     :class:`CancelAwareRequest`); in the worker's main process."""

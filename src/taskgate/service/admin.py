@@ -1,0 +1,118 @@
+"""The CLI's administration commands: ``taskgate keys`` (API keys) and ``taskgate dead-letters``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ..exceptions import TaskGateError
+from .settings import cli_settings as _settings
+
+if TYPE_CHECKING:
+    from ..producer import Producer
+
+keys = typer.Typer(help="API keys (stored hashed in Redis).", no_args_is_help=True)
+
+
+def _redis() -> Any:
+    from .. import connections
+
+    return connections.blocking(_settings().require_redis_url(), connections.CLI_TIMEOUT)
+
+
+@keys.command("create")
+def keys_create(
+    owner: Annotated[str, typer.Option(help="Who the key belongs to; tasks are visible per owner.")],
+    admin: Annotated[bool, typer.Option("--admin", help="May see every owner's tasks and /metrics.")] = False,
+) -> None:
+    """Create a key and print it once (alone on the last line). Only its hash is stored."""
+    from .. import auth
+
+    try:
+        key_id, key = auth.create(_redis(), owner, admin)
+    except ValueError as exc:
+        typer.echo(f"taskgate: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(f"created key {key_id} for {owner}{' (admin)' if admin else ''}; store it now, it is "
+               "not shown again:")
+    typer.echo(key)
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """List keys: id, owner, admin (never the secrets)."""
+    from .. import auth
+
+    for entry in auth.listing(_redis()):
+        typer.echo(f"{entry['key_id']}  {entry['owner']}  {'admin' if entry['admin'] else 'user'}")
+
+
+@keys.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (from `keys list`).")]) -> None:
+    """Revoke a key: every API replica refuses it from the next request on."""
+    from .. import auth
+
+    if not auth.revoke(_redis(), key_id):
+        typer.echo(f"taskgate: no key {key_id} (unknown, or already revoked)", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {key_id}")
+
+
+dead = typer.Typer(help="Tasks that exhausted their retries or deliveries.", no_args_is_help=True)
+
+
+def _with_producer(action: Callable[[Producer], Awaitable[Any]]) -> Any:
+    """Run ``action`` with a producer on the configured Redis; errors become messages."""
+    from ..producer import Producer
+
+    async def run() -> Any:
+        producer = Producer.from_settings(_settings())
+        try:
+            return await action(producer)
+        finally:
+            await producer.close()
+
+    try:
+        return asyncio.run(run())
+    except TaskGateError as exc:
+        typer.echo(f"taskgate: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+@dead.command("list")
+def dead_list(
+    limit: Annotated[int, typer.Option(min=1, max=100, help="How many, newest first.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """List dead-lettered tasks."""
+    from ..api.schemas import DeadLetter
+
+    records, _ = _with_producer(lambda producer: producer.reader.dead_letters(limit, None))
+    letters = [DeadLetter.from_record(record, dead_at) for record, dead_at in records]
+    if as_json:
+        for letter in letters:
+            typer.echo(letter.model_dump_json())
+        return
+    if not letters:
+        typer.echo("no dead letters")
+    for letter in letters:
+        error = f"{letter.error.type}: {letter.error.message}" if letter.error else ""
+        typer.echo(f"{letter.task_id}  {letter.name}  {letter.reason}  attempts={letter.attempts}  "
+                   f"{letter.dead_at:%Y-%m-%d %H:%M:%S}Z  {error}")
+
+
+@dead.command("requeue")
+def dead_requeue(task_id: Annotated[str, typer.Argument(help="The dead task's id.")]) -> None:
+    """Run a dead-lettered task again (same id and arguments)."""
+    _with_producer(lambda producer: producer.control.requeue(task_id))
+    typer.echo(f"requeued {task_id}")
+
+
+@dead.command("drop")
+def dead_drop(task_id: Annotated[str, typer.Argument(help="The dead task's id.")]) -> None:
+    """Remove a task from the dead letters."""
+    _with_producer(lambda producer: producer.control.drop(task_id))
+    typer.echo(f"dropped {task_id}")
