@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 # `make test` runs the suite on this many processes (most of its time is spent waiting on the
 # servers, workers and APIs it starts), then the tests marked `alone` (they measure time) by
 # themselves. PYTEST_WORKERS=0 runs everything in one process.
-PYTEST_WORKERS ?= 3
+PYTEST_WORKERS ?= 4
 BENCH_ARGS ?=
 # Options for `taskgate up`, e.g. make run RUN_ARGS="--port 8001 --flower-port 5556"
 RUN_ARGS ?=
