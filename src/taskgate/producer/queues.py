@@ -22,7 +22,7 @@ async def queues(backend: Backend, broker: Broker, catalogue: dict[str, TaskSpec
     lacking: dict[str, dict[str, list[str]]] = {}
     for worker, beat in beats.items():
         missing = missing_tasks(beat, entries)
-        for queue in beat.get("queues", []):
+        for queue in beat.queues:
             consumers.setdefault(queue, []).append(worker)
             names = [name.removeprefix("taskgate.") for name, entry in missing.items()
                      if entry["queue"] == queue]

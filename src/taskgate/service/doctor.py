@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
-import orjson
 from redis import Redis
 from redis.exceptions import RedisError
 
@@ -14,7 +13,7 @@ from .. import connections
 from ..brokers import parks_delays
 from ..config import Settings, is_loopback
 from ..records import keys
-from ..records.workers import heartbeats, missing_tasks
+from ..records.workers import heartbeats, missing_tasks, read_catalogue
 from ..worker.celery_app import create_celery_app
 
 #: The longest countdown the API accepts (seconds), see ``api/routes/tasks.py``.
@@ -79,8 +78,7 @@ def _redis_checks(client: Redis) -> Iterator[Finding]:
                   else "every ended task record expires", "delete them or give them a TTL")
     beats = heartbeats(client)
     yield Finding(True, "workers", f"{len(beats)} worker(s) heartbeating")
-    catalogue = {name.decode(): orjson.loads(entry) for name, entry in
-                 cast(dict[bytes, bytes], client.hgetall(keys.CATALOGUE)).items()}
+    catalogue = read_catalogue(client)
     for worker, beat in sorted(beats.items()):
         missing = missing_tasks(beat, catalogue)
         if missing:

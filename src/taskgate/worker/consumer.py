@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from celery.worker.consumer import Consumer as CeleryConsumer
@@ -35,7 +35,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from ..records import keys, scripts
-from ..records.workers import heartbeats
+from ..records.workers import heartbeats, parse_entry
 from ..states import TaskState
 from .celery_app import settings_of
 from .running import records
@@ -100,8 +100,8 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
                         else f" nor on any live worker (failing after {timeout} s)", UNKNOWN_HOLD,
                         UNKNOWN_HOLD * 1.5)
             return "hold"
-        declared = rec.client.hget(keys.CATALOGUE, name)
-        where = f"module {orjson.loads(declared)['module']}" if declared else "the module declaring it"
+        declared = parse_entry(cast(bytes | None, rec.client.hget(keys.CATALOGUE, name)))
+        where = f"module {declared['module']}" if declared else "the module declaring it"
         error = {"type": "UnregisteredTask", "retryable": False,
                  "message": f"no live worker has the task {name.removeprefix('taskgate.')!r}: worker "
                             f"{self.hostname} received it without it, and none did for {timeout} s; load "
@@ -148,4 +148,4 @@ def known_by(client: Redis, celery_name: str, queue: str) -> list[str]:
     """The live workers (from their heartbeats) consuming ``queue`` that have ``celery_name``."""
     beats = heartbeats(client)
     return sorted(worker for worker, beat in beats.items()
-                  if celery_name in beat.get("tasks", []) and queue in beat.get("queues", []))
+                  if celery_name in beat.tasks and queue in beat.queues)

@@ -38,7 +38,7 @@ from ..config import Settings
 from ..constants import HEARTBEAT_INTERVAL, HEARTBEAT_TTL, REAP_GRACE
 from ..records import keys, scripts
 from ..records.upgrade import upgrade
-from ..records.workers import heartbeats
+from ..records.workers import Heartbeat, heartbeats
 from .celery_app import settings_of
 
 log = logging.getLogger("taskgate.recovery")
@@ -114,8 +114,8 @@ class Keeper(threading.Thread):
     def heartbeat(self) -> None:
         """Say which messages this worker holds, which queues it consumes and which tasks it
         has, for the next HEARTBEAT_TTL seconds."""
-        beat = {"tags": held_tags(), "queues": self.queues, "tasks": self.tasks, "at": time.time()}
-        self.client.set(keys.worker(self.hostname), orjson.dumps(beat), ex=HEARTBEAT_TTL)
+        beat = Heartbeat(tuple(held_tags()), tuple(self.queues), tuple(self.tasks), time.time())
+        self.client.set(keys.worker(self.hostname), beat.encode(), ex=HEARTBEAT_TTL)
 
     def release(self) -> int:
         """Queue the delayed tasks and retries that are due."""
@@ -143,7 +143,7 @@ class Keeper(threading.Thread):
             return 0
         held: set[str] = set()
         for beat in heartbeats(self.client).values():
-            held.update(beat.get("tags", []))
+            held.update(beat.tags)
         orphans = self.not_running([tag.decode() for tag in stale if tag.decode() not in held])
         if not orphans:
             return 0
