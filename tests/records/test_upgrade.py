@@ -34,3 +34,12 @@ def test_layout_1_keys_move_with_their_ttl(redis: Redis) -> None:
     assert redis.get(keys.LAYOUT) == str(LAYOUT).encode()
     redis.hset("taskgate:task:late", "state", "queued")  # written by a process not yet stopped
     assert upgrade(redis) == 0, "once per Redis"
+
+
+def test_upgrade_at_checks_the_layout_then_scans_once(own_redis_url: str, redis: Redis) -> None:
+    from taskgate.records.upgrade import upgrade_at
+
+    redis.hset("taskgate:task:old-3", "state", "queued")
+    assert upgrade_at(own_redis_url, 1.0) == 1
+    assert redis.hget(keys.record("old-3"), "state") == b"queued"
+    assert upgrade_at(own_redis_url, 1.0) == 0

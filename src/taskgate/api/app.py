@@ -11,13 +11,13 @@ from typing import Any
 import orjson
 from fastapi import FastAPI
 
-from .. import __version__, connections
+from .. import __version__
 from ..config import Settings, get_settings, is_loopback
 from ..exceptions import ConfigurationError, TaskGateError
 from ..producer import Producer
 from ..producer.metrics import watch_loop_lag
 from ..records import keys
-from ..records.upgrade import upgrade
+from ..records.upgrade import upgrade_at
 from ..records.workers import catalogue_entries
 from ..registry import load
 from . import docs, errors
@@ -56,13 +56,10 @@ async def upgrade_records(settings: Settings) -> None:
     ``records.upgrade``). Best effort, like :func:`publish_catalogue`."""
     from redis.exceptions import RedisError
 
-    client = connections.blocking(settings.require_redis_url(), connections.UPGRADE_TIMEOUT)
     try:
-        await asyncio.to_thread(upgrade, client)
+        await asyncio.to_thread(upgrade_at, settings.require_redis_url(), settings.backend_timeout)
     except RedisError as exc:
         log.warning("could not check the records' key layout (%s)", exc)
-    finally:
-        client.close()
 
 
 def create_app(settings: Settings | None = None, host: str = "127.0.0.1",

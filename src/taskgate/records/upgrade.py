@@ -16,6 +16,7 @@ import logging
 from redis import Redis
 from redis.exceptions import ResponseError
 
+from .. import connections
 from . import keys
 
 log = logging.getLogger("taskgate.records")
@@ -36,6 +37,23 @@ def _renames(client: Redis, prefix: str, new: str) -> int:
         except ResponseError:
             continue  # renamed meanwhile by another process upgrading
     return moved
+
+
+def upgrade_at(url: str, timeout: float) -> int:
+    """:func:`upgrade` the Redis at ``url``: its layout is read within ``timeout`` (a stalled
+    Redis costs a starting process no more than its usual deadline), the rare scan of an older
+    layout gets ``connections.UPGRADE_TIMEOUT`` per call."""
+    quick = connections.blocking(url, timeout)
+    try:
+        if quick.get(keys.LAYOUT) == str(LAYOUT).encode():
+            return 0
+    finally:
+        quick.close()
+    client = connections.blocking(url, connections.UPGRADE_TIMEOUT)
+    try:
+        return upgrade(client)
+    finally:
+        client.close()
 
 
 def upgrade(client: Redis) -> int:

@@ -37,7 +37,7 @@ from ..brokers import parks_delays
 from ..config import Settings
 from ..constants import HEARTBEAT_INTERVAL, HEARTBEAT_TTL, REAP_GRACE
 from ..records import keys, scripts
-from ..records.upgrade import upgrade
+from ..records.upgrade import upgrade_at
 from ..records.workers import Heartbeat, heartbeats
 from .celery_app import settings_of
 
@@ -193,11 +193,8 @@ _keeper: Keeper | None = None
 @worker_init.connect
 def _upgrade_records(sender: Any = None, **_: Any) -> None:
     """Before consuming: move records an earlier version wrote to this key layout."""
-    client = connections.blocking(settings_of(sender.app).require_redis_url(), connections.UPGRADE_TIMEOUT)
-    try:
-        upgrade(client)
-    finally:
-        client.close()
+    settings = settings_of(sender.app)
+    upgrade_at(settings.require_redis_url(), settings.backend_timeout)
 
 
 @worker_ready.connect
