@@ -73,7 +73,8 @@ def test_poison_task_is_dead_lettered_after_max_deliveries(stack: Stack) -> None
 
     kill.unlink()
     requeued = client.post(f"/dead-letters/{task_id}/requeue")
-    assert requeued.status_code == 200 and requeued.json()["state"] == "queued"
+    # the answer reads the record after the requeue: an idle worker may have taken it already
+    assert requeued.status_code == 200 and requeued.json()["state"] in ("queued", "started", "succeeded")
     task = wait(client, task_id, 30)
     assert task["state"] == "succeeded" and task["result"] == "survived" and task["attempts"] == 1
     assert client.get("/dead-letters").json()["dead_letters"] == []
