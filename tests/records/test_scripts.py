@@ -61,10 +61,10 @@ def submit(run: Scripts, task_id: str, **changes: object) -> scripts.SubmitReply
     return run(scripts.submit(task_id, "add", **arguments))  # type: ignore[arg-type]
 
 
-def started(run: Scripts, task_id: str, max_deliveries: int = 3) -> str:
+def started(run: Scripts, task_id: str, max_deliveries: int = 3, arguments: bytes = b'{"x": 1}') -> str:
     return run(scripts.start(task_id, OWNER, name="add", now=time.time(), ttl=60,
                              max_deliveries=max_deliveries, node="node-1", failure_ttl=90,
-                             arguments=b'{"x": 1}'))
+                             arguments=arguments))
 
 
 # --- the sources --------------------------------------------------------------------------------
@@ -200,7 +200,10 @@ def test_start_of_a_foreign_message_makes_a_record(redis: Redis, run: Scripts) -
 def test_start_after_too_many_deliveries_dead_letters(redis: Redis, run: Scripts) -> None:
     task_id = new_id()
     submit(run, task_id)
-    assert [started(run, task_id, max_deliveries=2) for _ in range(3)] == ["run", "run", "dead"]
+    assert [started(run, task_id, max_deliveries=2, arguments=b"") for _ in range(3)] == [
+        "run", "run", "arguments"]
+    assert record(redis, task_id)["state"] == "started", "asking for the arguments changes nothing"
+    assert started(run, task_id, max_deliveries=2) == "dead"
     stored = record(redis, task_id)
     assert (stored["state"], stored["dead_reason"], stored["args"]) == ("failed", "max_deliveries", '{"x": 1}')
     assert 80 < redis.ttl(keys.record(task_id)) <= 90, "a failure keeps the failure TTL"

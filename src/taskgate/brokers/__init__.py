@@ -28,9 +28,11 @@ class Broker(Protocol):
     #: True when record scripts push this broker's messages themselves (:meth:`inline_push`).
     inline: bool
 
-    def inline_push(self, queue: str, parts: MessageParts, task_id: str) -> tuple[str, bytes] | None:
-        """The Redis list and message bytes a record script pushes, or None when messages go
-        out through :meth:`publish` instead."""
+    def inline_push(self, queue: str, parts: MessageParts,
+                    delivery_tag: str | None = None) -> tuple[str, bytes] | None:
+        """The Redis list and message bytes a record script pushes (with ``delivery_tag``, which
+        must be unique among live messages; a fresh one when None), or None when messages go out
+        through :meth:`publish` instead."""
 
     async def publish(self, queue: str, parts: MessageParts) -> None:
         """Put one task message on ``queue``."""

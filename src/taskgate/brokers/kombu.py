@@ -34,7 +34,8 @@ class KombuBroker:
     #: Messages go out through :meth:`publish`, never inside a record script.
     inline = False
 
-    def inline_push(self, queue: str, parts: MessageParts, task_id: str) -> tuple[str, bytes] | None:
+    def inline_push(self, queue: str, parts: MessageParts,
+                    delivery_tag: str | None = None) -> tuple[str, bytes] | None:
         """Never: this broker is not a Redis list (see :class:`~taskgate.brokers.Broker`)."""
         return None
 

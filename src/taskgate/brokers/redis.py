@@ -18,11 +18,12 @@ class RedisBroker:
         self.client = client
         self.inline = inline
 
-    def inline_push(self, queue: str, parts: MessageParts, task_id: str) -> tuple[str, bytes] | None:
+    def inline_push(self, queue: str, parts: MessageParts,
+                    delivery_tag: str | None = None) -> tuple[str, bytes] | None:
         """The list and envelope a record script pushes (None unless :attr:`inline`)."""
         if not self.inline:
             return None
-        return queue_for_priority(queue, parts[1].get("priority", 0)), envelope(queue, parts, task_id)
+        return queue_for_priority(queue, parts[1].get("priority", 0)), envelope(queue, parts, delivery_tag)
 
     async def publish(self, queue: str, parts: MessageParts) -> None:
         key = queue_for_priority(queue, parts[1].get("priority", 0))

@@ -77,7 +77,7 @@ class Control:
         queue = spec.queue or self.backend.settings.default_queue
         headers, properties, body = build_message(self.app, task_id, spec.celery_name, arguments)
         parts = (headers, {**properties, "priority": 0}, body)
-        pushed = self.broker.inline_push(queue, parts, task_id)
+        pushed = self.broker.inline_push(queue, parts)  # a fresh delivery tag, as before it died
         async with self.backend.deadline():
             outcome = await self.backend.scripts(scripts.requeue(
                 task_id, record.owner or ANONYMOUS, queue=pushed[0] if pushed else None,

@@ -45,10 +45,13 @@ class Reader:
     async def many(self, task_ids: list[str]) -> list[TaskRecord | None]:
         """The records of ``task_ids`` in one round trip (None where there is none)."""
         async with self.backend.deadline():
-            pipe = self.backend.redis.pipeline(transaction=False)
-            for task_id in task_ids:
-                pipe.hgetall(keys.record(task_id))
-            raws = await pipe.execute()
+            return await self._fetch(task_ids)
+
+    async def _fetch(self, task_ids: list[str]) -> list[TaskRecord | None]:
+        pipe = self.backend.redis.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.hgetall(keys.record(task_id))
+        raws = await pipe.execute()
         return [decode(task_id, raw) if raw else None for task_id, raw in zip(task_ids, raws, strict=True)]
 
     async def wait_many(self, task_ids: list[str], seconds: float,
@@ -123,23 +126,23 @@ class Reader:
         upper = "+inf" if before is None else f"({before!r}"
         last: float | None = None
         index = keys.INDEX if caller.admin else keys.owner_index(caller.owner)
-        for _ in range(HISTORY_BATCHES):
-            async with self.backend.deadline():
+        async with self.backend.deadline():  # one deadline for the whole page
+            for _ in range(HISTORY_BATCHES):
                 batch = cast(list[tuple[bytes, float]], await self.backend.redis.zrevrangebyscore(
                     index, upper, "-inf", start=0, num=limit, withscores=True))
-            if not batch:
-                return found, None
-            records = await self.many([member.decode() for member, _ in batch])
-            for (_member, score), record in zip(batch, records, strict=True):
-                last, upper = score, f"({score!r}"
-                if record is None:
-                    continue  # expired or forgotten; the index is trimmed lazily
-                if ((state is not None and record.state != state)
-                        or (name is not None and record.name != name)):
-                    continue
-                found.append(record)
-                if len(found) == limit:
-                    return found, score
+                if not batch:
+                    return found, None
+                records = await self._fetch([member.decode() for member, _ in batch])
+                for (_member, score), record in zip(batch, records, strict=True):
+                    last, upper = score, f"({score!r}"
+                    if record is None:
+                        continue  # expired or forgotten; the index is trimmed lazily
+                    if ((state is not None and record.state != state)
+                            or (name is not None and record.name != name)):
+                        continue
+                    found.append(record)
+                    if len(found) == limit:
+                        return found, score
         return found, last
 
     async def dead_letters(self, limit: int, before: float | None,
@@ -150,7 +153,7 @@ class Reader:
         async with self.backend.deadline():
             batch = cast(list[tuple[bytes, float]], await self.backend.redis.zrevrangebyscore(
                 keys.DEAD, upper, "-inf", start=0, num=limit, withscores=True))
-        records = await self.many([member.decode() for member, _ in batch])
+            records = await self._fetch([member.decode() for member, _ in batch])
         found = [(record, score) for (_member, score), record in zip(batch, records, strict=True)
                  if record is not None and caller.may_see(record.owner)]
         return found, (batch[-1][1] if len(batch) == limit else None)

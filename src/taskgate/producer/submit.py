@@ -62,8 +62,9 @@ class _Prepared:
     queue: str
     parts: MessageParts
     inline: bool
-    now: float
     owner: str
+    #: The Idempotency-Key's Redis key ('' without one).
+    idem: str
 
 
 def digest(name: str, arguments: dict[str, Any], options: Options) -> str:
@@ -115,7 +116,7 @@ class Submitter:
                                                       eta=datetime.fromtimestamp(due, tz=UTC))
             parts = (headers, {**properties, "priority": priority}, body)
         try:  # serialising is the check that the arguments travel as portable JSON
-            pushed = self.broker.inline_push(queue, parts, task_id)
+            pushed = self.broker.inline_push(queue, parts, delivery_tag=task_id)
             if pushed is None:
                 orjson.dumps(kwargs)
         except orjson.JSONEncodeError as exc:
@@ -130,7 +131,8 @@ class Submitter:
             digest=digest(spec.name, kwargs, options) if idempotency else "",
             rate_limit=self.settings.submit_rate, inflight_limit=self.settings.max_in_flight,
             deadline=cutoff, idempotency_ttl=IDEMPOTENCY_TTL)
-        return _Prepared(task_id, call, queue, parts, pushed is not None, now, owner)
+        return _Prepared(task_id, call, queue, parts, pushed is not None, owner,
+                         keys.idempotency(owner, idempotency) if idempotency else "")
 
     def _verdict(self, prepared: _Prepared, reply: scripts.SubmitReply,
                  idempotency: str | None) -> Submission | None:
@@ -140,7 +142,8 @@ class Submitter:
             case "rate":
                 raise QuotaExceeded(f"{prepared.owner} may submit {self.settings.submit_rate} tasks per "
                                     "minute (TASKGATE_SUBMIT_RATE)",
-                                    retry_after=max(1, math.ceil(reply.retry_after or 60)))
+                                    retry_after=max(1, math.ceil(60 if reply.retry_after is None
+                                                                 else reply.retry_after)))
             case "inflight":
                 raise QuotaExceeded(f"{prepared.owner} has {self.settings.max_in_flight} unfinished tasks, "
                                     "the most allowed (TASKGATE_MAX_IN_FLIGHT); wait for some to end",
@@ -188,7 +191,7 @@ class Submitter:
         except BackendUnavailable:
             # Not queued: forget it, so its id reads as unknown rather than eternally queued.
             task_id = prepared.task_id
-            idem = prepared.call.keys[2]
+            idem = prepared.idem
             async with self.backend.deadline():
                 pipe = self.backend.redis.pipeline(transaction=True)
                 pipe.delete(keys.record(task_id), *([idem] if idem else []))

@@ -1,10 +1,9 @@
 """Every Redis key and channel taskgate uses: the only place their names are built.
 
 The keys of one task (its record, its events channel, its alive mark) share the hash tag
-``{<task id>}``, so a script touching them stays valid on Redis Cluster. The global structures
-(history index, delayed set, dead letters, stats) are single keys that every script receives
-in ``KEYS``, never builds itself: moving them to Cluster needs new names here, not new script
-logic (what Cluster support still lacks: README, "Redis Cluster").
+``{<task id>}``; the global structures (history index, delayed set, dead letters, stats) are
+single keys that scripts receive in ``KEYS``, never build themselves. That is what Redis
+Cluster asks of scripts, but not all of it: README, "Redis Cluster", says what is missing.
 """
 
 from __future__ import annotations

@@ -123,15 +123,16 @@ def submit(task_id: str, name: str, *, now: float, owner: str, anonymous: bool, 
 
 # --- the worker's transitions -------------------------------------------------------------------
 
-StartVerdict = Literal["run", "cancelled", "finished", "dead"]
+StartVerdict = Literal["run", "cancelled", "finished", "dead", "arguments"]
 
 
 def start(task_id: str, owner: str, *, name: str, now: float, ttl: int, max_deliveries: int,
-          node: str, failure_ttl: int, arguments: bytes) -> Call[StartVerdict]:
+          node: str, failure_ttl: int, arguments: bytes = b"") -> Call[StartVerdict]:
     """Before a run: ``run`` (now started, marked alive), ``cancelled`` (never run it; the
     record expires in ``ttl``), ``finished`` (a duplicate delivery) or ``dead`` (delivered
     ``max_deliveries`` times: failed and dead-lettered with ``arguments``, expiring in
-    ``failure_ttl``)."""
+    ``failure_ttl``); ``arguments`` when it would be dead but no ``arguments`` were given
+    (nothing changed: call again with them; they are sent only on this rare path)."""
     return Call("start", [*_transition(task_id, owner), keys.DEAD],
                 [task_id, name, repr(now), ttl, max_deliveries, node, failure_ttl, arguments],
                 lambda reply: cast(StartVerdict, _text(reply)))

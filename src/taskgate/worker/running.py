@@ -51,13 +51,14 @@ class Records:
         self.settings = settings
         self.client = connections.blocking(settings.require_redis_url(), connections.WORKER_TIMEOUT)
         self.scripts = Scripts(self.client)
+        self._patient_scripts = _patient(self.scripts)
         self.pid = os.getpid()
         #: The owner of each task this process is running (read once, at its start).
         self.owners: dict[str, str] = {}
 
     def run(self, call: Call[T]) -> T:
         """Run a script call, riding out a Redis blip (a script is safe to run twice)."""
-        return _patient(self.scripts)(call)
+        return self._patient_scripts(call)
 
     @_patient
     def owner(self, task_id: str) -> str:

@@ -116,10 +116,15 @@ class TaskgateTask(Task):  # type: ignore[misc]
         arguments = dict(zip(spec.args_model.model_fields, args, strict=False)) | kwargs
         try:
             owner = rec.owners[task_id] = rec.owner(task_id)
-            verdict = rec.run(scripts.start(
-                task_id, owner, name=spec.name, now=time.time(), ttl=settings.result_ttl,
-                max_deliveries=settings.max_deliveries, node=self.request.hostname or "",
-                failure_ttl=settings.failure_ttl, arguments=arguments_json(arguments)))
+            def start(with_arguments: bytes = b"") -> scripts.StartVerdict:
+                return rec.run(scripts.start(
+                    task_id, owner, name=spec.name, now=time.time(), ttl=settings.result_ttl,
+                    max_deliveries=settings.max_deliveries, node=self.request.hostname or "",
+                    failure_ttl=settings.failure_ttl, arguments=with_arguments))
+
+            verdict = start()
+            if verdict == "arguments":  # to be dead-lettered: it keeps its arguments to requeue
+                verdict = start(arguments_json(arguments))
         except RedisError as exc:
             rec.owners.pop(task_id, None)
             log.warning("task %s[%s]: Redis unavailable (%s); requeued", self.name, task_id, exc)

@@ -1,7 +1,8 @@
 -- Worker, before running a task. Marks it started and alive, or says why not to run it.
 -- Returns 'run', 'cancelled' (never run it), 'finished' (a duplicate delivery: skip) or 'dead'
 -- (delivered max_deliveries times already: it keeps killing its worker; dead-lettered, with its
--- arguments kept to requeue it, all in this one step).
+-- arguments kept to requeue it, all in this one step), or 'arguments' when it would be dead
+-- but `arguments` is '' (the worker sends a task's arguments only then, and calls again).
 --#include transition.lua
 local dead = KEYS[6]
 local name, now, ttl, max_deliveries, node, failure_ttl, arguments =
@@ -22,6 +23,7 @@ if not before then
 end
 local deliveries = tonumber(redis.call('HGET', record, 'deliveries') or '0')
 if deliveries >= max_deliveries then
+  if arguments == '' then return 'arguments' end
   local error = cjson.encode({type = 'WorkerLostError', retryable = false, message =
     'the task was delivered ' .. max_deliveries .. ' times and its worker died each time; dead-lettered'})
   redis.call('HSET', record, 'state', 'failed', 'finished_at', ms(now), 'error', error,
