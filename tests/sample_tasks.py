@@ -99,3 +99,12 @@ def counted(log: str, token: str, seconds: float = 0) -> str:
 def time_boxed(log: str, token: str, seconds: float) -> str:
     """:func:`counted` under a hard time limit of 2 s: Celery kills the process past it."""
     return _counted_run(log, token, seconds)
+
+
+@taskgate.task
+def owner_header() -> str:
+    """The ``taskgate_owner`` header of the message that ran this task, as the worker's Celery
+    request holds it ('' without one)."""
+    from celery import current_task
+
+    return str(getattr(current_task.request, "taskgate_owner", "") or "")

@@ -19,6 +19,10 @@ def test_template_matches_celerys_message(kwargs: dict[str, object], priority: i
     template = MessageTemplate(app, "taskgate.add")
     headers, properties, body = build_message(app, "some-id", "taskgate.add", kwargs)
     assert template.parts("some-id", kwargs, priority) == (headers, {**properties, "priority": priority}, body)
+    headers, properties, body = build_message(app, "some-id", "taskgate.add", kwargs, owner="ann")
+    assert template.parts("some-id", kwargs, priority, owner="ann") == (
+        headers, {**properties, "priority": priority}, body)
+    assert headers["taskgate_owner"] == "ann"
     other = template.parts("other-id", kwargs)  # nothing of one call leaks into the next
     assert other[0]["id"] == other[0]["root_id"] == other[1]["correlation_id"] == "other-id"
 

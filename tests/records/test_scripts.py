@@ -14,7 +14,7 @@ import orjson
 import pytest
 from redis import Redis
 
-from taskgate.constants import HEARTBEAT_TTL, LATENCY_BUCKETS, STATS_TTL
+from taskgate.constants import ANONYMOUS, HEARTBEAT_TTL, LATENCY_BUCKETS, STATS_TTL
 from taskgate.records import keys, scripts
 from taskgate.records.scripts import Scripts
 from taskgate.states import TaskState
@@ -61,10 +61,11 @@ def submit(run: Scripts, task_id: str, **changes: object) -> scripts.SubmitReply
     return run(scripts.submit(task_id, "add", **arguments))  # type: ignore[arg-type]
 
 
-def started(run: Scripts, task_id: str, max_deliveries: int = 3, arguments: bytes = b'{"x": 1}') -> str:
-    return run(scripts.start(task_id, OWNER, name="add", now=time.time(), ttl=60,
+def started(run: Scripts, task_id: str, max_deliveries: int = 3, arguments: bytes = b'{"x": 1}',
+            owner: str = OWNER) -> str:
+    return run(scripts.start(task_id, owner, name="add", now=time.time(), ttl=60,
                              max_deliveries=max_deliveries, node="node-1", failure_ttl=90,
-                             arguments=arguments))
+                             arguments=arguments)).verdict
 
 
 # --- the sources --------------------------------------------------------------------------------
@@ -111,6 +112,7 @@ def test_constants_mirrored_in_lua_match_python() -> None:
     assert buckets is not None and tuple(float(b) for b in buckets[1].split(",")) == LATENCY_BUCKETS
     assert f"local STATS_TTL = {STATS_TTL}\n" in source
     assert f"local HEARTBEAT_TTL = {HEARTBEAT_TTL}\n" in source
+    assert f"local ANONYMOUS = '{ANONYMOUS}'" in source
 
 
 def test_a_task_keys_share_one_hash_tag() -> None:
@@ -193,8 +195,19 @@ def test_start_runs_once_and_marks_alive(redis: Redis, run: Scripts) -> None:
 
 def test_start_of_a_foreign_message_makes_a_record(redis: Redis, run: Scripts) -> None:
     task_id = new_id()
-    assert started(run, task_id) == "run"
+    assert started(run, task_id, owner=ANONYMOUS) == "run"
     assert record(redis, task_id)["name"] == "add"
+
+
+def test_start_with_the_wrong_owner_names_the_right_one_and_changes_nothing(redis: Redis, run: Scripts) -> None:
+    task_id = new_id()
+    submit(run, task_id)
+    reply = run(scripts.start(task_id, ANONYMOUS, name="add", now=time.time(), ttl=60, max_deliveries=3,
+                              node="node-1", failure_ttl=90))
+    assert reply == scripts.StartReply("owner", OWNER)
+    assert record(redis, task_id)["state"] == "queued" and not redis.exists(keys.alive(task_id))
+    assert started(run, task_id, owner=reply.owner or "") == "run"
+    redis.delete(f"q-{task_id}")
 
 
 def test_start_after_too_many_deliveries_dead_letters(redis: Redis, run: Scripts) -> None:

@@ -32,14 +32,21 @@ def queue_for_priority(queue: str, priority: int) -> str:
     return f"{queue}{PRIORITY_SEP}{step}" if step else queue
 
 
+#: A header taskgate adds: the owner of the task (its API key's owner), so the worker starts it
+#: with the owner's in-flight set without reading the record first. The start script checks it
+#: against the record (a message from elsewhere may lack it, or be wrong). Celery passes unknown
+#: headers through to ``task.request``; other consumers ignore it.
+OWNER_HEADER = "taskgate_owner"
+
 #: The ``origin`` header of every message this process sends (Celery computes it per call).
 ORIGIN = f"taskgate@{socket.gethostname()}:{os.getpid()}"
 
 
 def build_message(app: Celery, task_id: str, name: str, kwargs: dict[str, Any], *,
                   countdown: float | None = None, eta: datetime | None = None,
-                  retries: int = 0) -> MessageParts:
-    """Celery's own protocol-2 parts for one task call (``app.amqp.as_task_v2``).
+                  retries: int = 0, owner: str | None = None) -> MessageParts:
+    """Celery's own protocol-2 parts for one task call (``app.amqp.as_task_v2``), plus
+    :data:`OWNER_HEADER` when ``owner`` is given.
 
     ``ignore_result``: taskgate's tasks keep their result in taskgate's record, so Celery's
     result backend stores nothing for them, failures included.
@@ -47,7 +54,8 @@ def build_message(app: Celery, task_id: str, name: str, kwargs: dict[str, Any], 
     message = app.amqp.as_task_v2(task_id, name, (), kwargs, countdown=countdown, eta=eta,
                                   retries=retries, ignore_result=True, origin=ORIGIN, argsrepr="()",
                                   kwargsrepr=reprlib.repr(kwargs))
-    return message.headers, message.properties, message.body
+    headers = message.headers if owner is None else {**message.headers, OWNER_HEADER: owner}
+    return headers, message.properties, message.body
 
 
 class MessageTemplate:
@@ -65,9 +73,12 @@ class MessageTemplate:
         self.id_properties = tuple(key for key, value in properties.items() if value == self._PROBE)
         self.embed = body[2]
 
-    def parts(self, task_id: str, kwargs: dict[str, Any], priority: int = 0) -> MessageParts:
+    def parts(self, task_id: str, kwargs: dict[str, Any], priority: int = 0,
+              owner: str | None = None) -> MessageParts:
         """The message for one call: what :func:`build_message` would return, plus ``priority``."""
         headers = {**self.headers, "kwargsrepr": reprlib.repr(kwargs)}
+        if owner is not None:
+            headers[OWNER_HEADER] = owner
         for key in self.id_headers:
             headers[key] = task_id
         properties = {**self.properties, "priority": priority}

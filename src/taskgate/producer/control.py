@@ -75,7 +75,8 @@ class Control:
             raise UnknownTask(record.name or "")
         arguments = record.args if isinstance(record.args, dict) else {}
         queue = spec.queue or self.backend.settings.default_queue
-        headers, properties, body = build_message(self.app, task_id, spec.celery_name, arguments)
+        headers, properties, body = build_message(self.app, task_id, spec.celery_name, arguments,
+                                                  owner=record.owner or ANONYMOUS)
         parts = (headers, {**properties, "priority": 0}, body)
         pushed = self.broker.inline_push(queue, parts)  # a fresh delivery tag, as before it died
         async with self.backend.deadline():

@@ -110,10 +110,11 @@ class Submitter:
         queue = spec.queue or self.settings.default_queue
         priority = options.priority or 0
         if due is None or parked:
-            parts = self._templates[spec.name].parts(task_id, kwargs, priority)
+            parts = self._templates[spec.name].parts(task_id, kwargs, priority, caller.owner)
         else:
             headers, properties, body = build_message(self.app, task_id, spec.celery_name, kwargs,
-                                                      eta=datetime.fromtimestamp(due, tz=UTC))
+                                                      eta=datetime.fromtimestamp(due, tz=UTC),
+                                                      owner=caller.owner)
             parts = (headers, {**properties, "priority": priority}, body)
         try:  # serialising is the check that the arguments travel as portable JSON
             pushed = self.broker.inline_push(queue, parts, delivery_tag=task_id)

@@ -123,19 +123,36 @@ def submit(task_id: str, name: str, *, now: float, owner: str, anonymous: bool, 
 
 # --- the worker's transitions -------------------------------------------------------------------
 
-StartVerdict = Literal["run", "cancelled", "finished", "dead", "arguments"]
+StartVerdict = Literal["run", "cancelled", "finished", "dead", "arguments", "owner"]
+
+
+@dataclass(frozen=True, slots=True)
+class StartReply:
+    """What the start script decided; ``owner``: for verdict ``owner``, the record's owner."""
+
+    verdict: StartVerdict
+    owner: str | None = None
+
+
+def _start_reply(reply: Any) -> StartReply:
+    said = _text(reply)
+    if said.startswith("owner:"):
+        return StartReply("owner", said.removeprefix("owner:"))
+    return StartReply(cast(StartVerdict, said))
 
 
 def start(task_id: str, owner: str, *, name: str, now: float, ttl: int, max_deliveries: int,
-          node: str, failure_ttl: int, arguments: bytes = b"") -> Call[StartVerdict]:
+          node: str, failure_ttl: int, arguments: bytes = b"") -> Call[StartReply]:
     """Before a run: ``run`` (now started, marked alive), ``cancelled`` (never run it; the
     record expires in ``ttl``), ``finished`` (a duplicate delivery) or ``dead`` (delivered
     ``max_deliveries`` times: failed and dead-lettered with ``arguments``, expiring in
     ``failure_ttl``); ``arguments`` when it would be dead but no ``arguments`` were given
-    (nothing changed: call again with them; they are sent only on this rare path)."""
+    (nothing changed: call again with them; they are sent only on this rare path); ``owner``
+    when the record's owner is not ``owner`` (nothing changed: call again with
+    :attr:`StartReply.owner`)."""
     return Call("start", [*_transition(task_id, owner), keys.DEAD],
-                [task_id, name, repr(now), ttl, max_deliveries, node, failure_ttl, arguments],
-                lambda reply: cast(StartVerdict, _text(reply)))
+                [task_id, name, repr(now), ttl, max_deliveries, node, failure_ttl, arguments, owner],
+                _start_reply)
 
 
 def update(task_id: str, owner: str, ttl: int, fields: Mapping[str, Arg]) -> Call[TaskState | None]:

@@ -26,7 +26,8 @@ from celery.worker.request import Request
 from redis.exceptions import RedisError
 
 from ..brokers import parks_delays
-from ..brokers.message import build_message, envelope, queue_for_priority
+from ..brokers.message import OWNER_HEADER, build_message, envelope, queue_for_priority
+from ..constants import ANONYMOUS
 from ..exceptions import TaskCancelled, error_envelope
 from ..records import scripts
 from ..states import TaskState
@@ -115,16 +116,7 @@ class TaskgateTask(Task):  # type: ignore[misc]
         spec = self.spec
         arguments = dict(zip(spec.args_model.model_fields, args, strict=False)) | kwargs
         try:
-            owner = rec.owners[task_id] = rec.owner(task_id)
-            def start(with_arguments: bytes = b"") -> scripts.StartVerdict:
-                return rec.run(scripts.start(
-                    task_id, owner, name=spec.name, now=time.time(), ttl=settings.result_ttl,
-                    max_deliveries=settings.max_deliveries, node=self.request.hostname or "",
-                    failure_ttl=settings.failure_ttl, arguments=with_arguments))
-
-            verdict = start()
-            if verdict == "arguments":  # to be dead-lettered: it keeps its arguments to requeue
-                verdict = start(arguments_json(arguments))
+            verdict = self._start(rec, task_id, arguments)
         except RedisError as exc:
             rec.owners.pop(task_id, None)
             log.warning("task %s[%s]: Redis unavailable (%s); requeued", self.name, task_id, exc)
@@ -145,6 +137,28 @@ class TaskgateTask(Task):  # type: ignore[misc]
         finally:  # alive until its end is recorded: a requeued copy then finds it ended
             beat.leave(task_id)
             rec.owners.pop(task_id, None)
+
+    def _start(self, rec: Records, task_id: str, arguments: dict[str, Any]) -> scripts.StartVerdict:
+        """Run the start script: with the owner the message names (the script checks it against
+        the record and names the right one otherwise), and with the arguments only when the
+        script is about to dead-letter the task. Remembers the owner for the task's later steps."""
+        settings, spec = rec.settings, self.spec
+        said = getattr(self.request, OWNER_HEADER, None)
+        owner = said if isinstance(said, str) else ANONYMOUS
+        sent = b""
+        for _ in range(3):  # at most: the wrong owner, then the arguments, then the decision
+            reply = rec.run(scripts.start(
+                task_id, owner, name=spec.name, now=time.time(), ttl=settings.result_ttl,
+                max_deliveries=settings.max_deliveries, node=self.request.hostname or "",
+                failure_ttl=settings.failure_ttl, arguments=sent))
+            if reply.verdict == "owner" and reply.owner is not None:
+                owner = reply.owner
+            elif reply.verdict == "arguments":
+                sent = arguments_json(arguments)
+            else:
+                rec.owners[task_id] = owner
+                return reply.verdict
+        raise RuntimeError(f"task {task_id}: the start script kept asking for more")
 
     def _run(self, task_id: str, arguments: dict[str, Any]) -> Any:
         """Run the started task and record how it ended."""
@@ -203,7 +217,8 @@ class TaskgateTask(Task):  # type: ignore[misc]
         info = self.request.delivery_info or {}
         queue, priority = info.get("routing_key") or rec_queue(), info.get("priority") or 0
         headers, properties, body = build_message(self.app, self.request.id, self.name, arguments,
-                                                  retries=(self.request.retries or 0) + 1)
+                                                  retries=(self.request.retries or 0) + 1,
+                                                  owner=records().owners.get(self.request.id))
         properties["priority"] = priority
         return envelope(queue, (headers, properties, body)), queue_for_priority(queue, priority)
 

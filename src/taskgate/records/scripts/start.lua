@@ -2,11 +2,17 @@
 -- Returns 'run', 'cancelled' (never run it), 'finished' (a duplicate delivery: skip) or 'dead'
 -- (delivered max_deliveries times already: it keeps killing its worker; dead-lettered, with its
 -- arguments kept to requeue it, all in this one step), or 'arguments' when it would be dead
--- but `arguments` is '' (the worker sends a task's arguments only then, and calls again).
+-- but `arguments` is '' (the worker sends a task's arguments only then, and calls again), or
+-- 'owner:<owner>' when KEYS[5] is not that owner's in-flight set (nothing changed: call again
+-- with the right one; the worker takes the owner from the message, which may lack it).
 --#include transition.lua
 local dead = KEYS[6]
 local name, now, ttl, max_deliveries, node, failure_ttl, arguments =
   ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
+local owner = ARGV[9]  -- the owner whose in-flight set KEYS[5] is
+
+local recorded = redis.call('HGET', record, 'owner') or ANONYMOUS
+if recorded ~= owner then return 'owner:' .. recorded end
 
 if before == 'succeeded' or before == 'failed' then return 'finished' end
 if before == 'cancelled' or redis.call('HGET', record, 'cancel') == '1' then

@@ -5,6 +5,7 @@ local task_id = ARGV[1]
 
 -- Mirrors of Python constants (tests/records/test_scripts.py checks that they agree).
 local ENDED = {succeeded = true, failed = true, cancelled = true}
+local ANONYMOUS = 'anonymous'  -- the owner of a record without an owner field
 local LATENCY_BUCKETS = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0}
 local STATS_TTL = 2592000
 local HEARTBEAT_TTL = 10
