@@ -222,8 +222,12 @@ class Stack:
         return f"{self.server.connection_url}/0"
 
     def start_valkey(self, port: int | None = None) -> None:
-        self.server = ValkeyServer(port=port, data_dir=self.tmp / "valkey", persist=True,
-                                   appendonly="yes", appendfsync="everysec")
+        """Start the stack's Valkey (with an AOF): on a free port, or on ``port`` (a restart)."""
+        options: dict[str, Any] = {"persist": True, "appendonly": "yes", "appendfsync": "everysec"}
+        if port is None:
+            self.server = start_valkey(self.tmp / "valkey", **options)
+            return
+        self.server = ValkeyServer(port=port, data_dir=self.tmp / "valkey", **options)
         self.server.start()
 
     def start_worker(self, **extra: str) -> subprocess.Popen[bytes]:

