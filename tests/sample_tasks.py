@@ -108,3 +108,76 @@ def owner_header() -> str:
     from celery import current_task
 
     return str(getattr(current_task.request, "taskgate_owner", "") or "")
+
+
+@taskgate.task
+async def async_where() -> str:
+    """``<pid>:<id of the running event loop>``: which loop of which process ran it."""
+    import asyncio
+
+    await asyncio.sleep(0)
+    return f"{os.getpid()}:{id(asyncio.get_running_loop())}"
+
+
+@taskgate.task
+async def async_steps(log: str, token: str, seconds: float, started_file: str = "") -> str:
+    """An ``async def`` task: log ``start``, await in small steps reporting progress, log
+    ``end`` (or ``cancelled`` when its coroutine is cancelled, then re-raise)."""
+    import asyncio
+
+    with open(log, "a") as out:
+        out.write(f"start {token} {os.getpid()}\n")
+    if started_file:
+        Path(started_file).write_text(str(os.getpid()))
+    began = time.monotonic()
+    try:
+        while (elapsed := time.monotonic() - began) < seconds:
+            taskgate.report_progress(elapsed, seconds)
+            await asyncio.sleep(0.02)
+    except asyncio.CancelledError:
+        with open(log, "a") as out:
+            out.write(f"cancelled {token} {os.getpid()}\n")
+        raise
+    with open(log, "a") as out:
+        out.write(f"end {token} {os.getpid()}\n")
+    return token
+
+
+@taskgate.task(retry=taskgate.RetryPolicy(transient=(Flaky,), max_retries=3, backoff=0.2, max_delay=0.5))
+async def async_flaky(counter: str, failures: int) -> int:
+    """:func:`flaky` as an ``async def`` task."""
+    import asyncio
+
+    await asyncio.sleep(0)
+    path = Path(counter)
+    seen = int(path.read_text()) if path.exists() else 0
+    path.write_text(str(seen + 1))
+    if seen < failures:
+        raise Flaky(f"transient failure {seen + 1} of {failures}")
+    return seen + 1
+
+
+@taskgate.task(soft_time_limit=1)
+async def async_soft_limited(log: str, token: str, seconds: float) -> str:
+    """Awaits ``seconds`` under a soft time limit of 1 s; logs start and end."""
+    import asyncio
+
+    with open(log, "a") as out:
+        out.write(f"start {token} {os.getpid()}\n")
+    await asyncio.sleep(seconds)
+    with open(log, "a") as out:
+        out.write(f"end {token} {os.getpid()}\n")
+    return token
+
+
+@taskgate.task(time_limit=2)
+async def async_time_boxed(log: str, token: str, seconds: float) -> str:
+    """Awaits ``seconds`` under a hard time limit of 2 s: Celery kills the process past it."""
+    import asyncio
+
+    with open(log, "a") as out:
+        out.write(f"start {token} {os.getpid()}\n")
+    await asyncio.sleep(seconds)
+    with open(log, "a") as out:
+        out.write(f"end {token} {os.getpid()}\n")
+    return token

@@ -1,4 +1,5 @@
-"""taskgate: a truthful, non-blocking HTTP front door for Celery task queues."""
+"""taskgate: a truthful, non-blocking HTTP front door for Celery task queues, and the library
+behind it (``Taskgate``, ``@task``, ``await task.submit(...)``, ``Job``)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,55 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "0.0.0"
 
-from .exceptions import TaskCancelled
-from .registry import RetryPolicy, task
+from .config import Settings
+from .declare import DeclaredTask, SubmitOptions, Submittable, task
+from .exceptions import (
+    BackendUnavailable,
+    ConfigurationError,
+    Conflict,
+    Forbidden,
+    InvalidArguments,
+    QuotaExceeded,
+    TaskCancelled,
+    TaskFailed,
+    TaskGateError,
+    TaskNotFound,
+    Unauthorized,
+    Unavailable,
+    UnknownTask,
+)
+from .gate import Taskgate
+from .producer.job import Job, JobEvent, SyncJob
+from .records import TaskRecord
+from .registry import RetryPolicy
+from .states import TaskState
 from .worker.running import cancel_requested, raise_if_cancelled, report_progress
 
 __all__ = [
+    "BackendUnavailable",
+    "ConfigurationError",
+    "Conflict",
+    "DeclaredTask",
+    "Forbidden",
+    "InvalidArguments",
+    "Job",
+    "JobEvent",
+    "QuotaExceeded",
     "RetryPolicy",
+    "Settings",
+    "SubmitOptions",
+    "Submittable",
+    "SyncJob",
     "TaskCancelled",
+    "TaskFailed",
+    "TaskGateError",
+    "TaskNotFound",
+    "TaskRecord",
+    "TaskState",
+    "Taskgate",
+    "Unauthorized",
+    "Unavailable",
+    "UnknownTask",
     "__version__",
     "cancel_requested",
     "raise_if_cancelled",

@@ -4,7 +4,8 @@
 
     TaskGateError
     ├── ConfigurationError      settings are missing or contradict each other
-    ├── BackendUnavailable      Redis or the broker did not answer within the deadline
+    ├── Unavailable             Redis or the broker did not answer within the deadline
+    │                           (also named BackendUnavailable)
     ├── TaskNotFound            no record of this task id (never submitted, or expired)
     ├── UnknownTask             the task name is not on the allow-list
     ├── InvalidArguments        arguments that validate but cannot travel as portable JSON
@@ -13,7 +14,9 @@
     ├── Unauthorized            no API key, or a bad or revoked one
     ├── Forbidden               a valid key without the admin right on an admin endpoint
     ├── QuotaExceeded           the owner's submit rate or in-flight limit is reached
-    └── TaskCancelled           raised inside a running task that was asked to stop
+    ├── TaskFailed              ``await job.result()``: the task failed (carries its error)
+    └── TaskCancelled           ``await job.result()``: the task was cancelled; also raised
+                                inside a running task that was asked to stop
 
 ``api/errors.py`` maps each one to an HTTP answer in one place.
 """
@@ -29,8 +32,11 @@ class ConfigurationError(TaskGateError):
     """Raised when settings are missing or inconsistent; the message says what to set."""
 
 
-class BackendUnavailable(TaskGateError):
-    """Raised when the broker or the result store failed or missed its deadline."""
+class Unavailable(TaskGateError):
+    """Raised when Redis or the broker failed or missed its deadline
+    (``TASKGATE_BACKEND_TIMEOUT``). A submit that raises it was not queued and will never run,
+    unless the message says the connection broke after sending (then ``job.status()`` tells,
+    once Redis answers). The API answers it with 503 and ``Retry-After``."""
 
     def __init__(self, component: str, detail: str, task_id: str | None = None) -> None:
         super().__init__(f"{component} unavailable: {detail}")
@@ -58,9 +64,14 @@ class UnknownTask(TaskGateError):
         self.name = name
 
 
+#: The name earlier versions used; the same class.
+BackendUnavailable = Unavailable
+
+
 class InvalidArguments(TaskGateError):
-    """Raised when arguments cannot be sent as portable JSON (an integer beyond 64 bits, a string
-    that is not valid Unicode)."""
+    """Raised when arguments do not validate against the task's signature (the message names
+    each field), or cannot be sent as portable JSON (an integer beyond 64 bits, a string that is
+    not valid Unicode). Nothing was sent."""
 
 
 class Conflict(TaskGateError):
@@ -88,8 +99,25 @@ class QuotaExceeded(TaskGateError):
         self.retry_after = max(1, retry_after)
 
 
+class TaskFailed(TaskGateError):
+    """Raised by ``await job.result()`` when the task ended ``failed`` (its own exception, a
+    time limit, or retries exhausted). ``error`` is the envelope the API shows:
+    ``{"type", "message", "retryable"}``."""
+
+    def __init__(self, task_id: str, error: dict[str, object] | None) -> None:
+        self.task_id = task_id
+        self.error: dict[str, object] = error if isinstance(error, dict) else {
+            "type": "unknown", "message": "the task failed; its error could not be read", "retryable": False}
+        super().__init__(f"task {task_id} failed: {self.error.get('type')}: {self.error.get('message')}")
+
+
 class TaskCancelled(TaskGateError):
-    """Raised inside a running task (by ``raise_if_cancelled``) once it was asked to stop."""
+    """Raised by ``await job.result()`` when the task ended ``cancelled``; and inside a running
+    task (by ``raise_if_cancelled``) once it was asked to stop."""
+
+    def __init__(self, message: str = "cancelled on request", task_id: str | None = None) -> None:
+        super().__init__(message)
+        self.task_id = task_id
 
 
 def error_envelope(exc: BaseException, *, retryable: bool) -> dict[str, object]:

@@ -1,4 +1,4 @@
-"""The allow-list of exposed tasks, declared with ``@taskgate.task``.
+"""The allow-list of exposed tasks, declared with ``@taskgate.task`` (see ``declare``).
 
 Each declared function becomes a Celery task (over ``shared_task``) and a :class:`TaskSpec`
 holding the Pydantic model generated from its signature (the HTTP request body) and the
@@ -17,14 +17,9 @@ import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, get_type_hints
+from typing import Any, get_type_hints
 
-from celery import shared_task
 from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
-
-from .worker.runtime import TaskgateTask
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 #: Names the /tasks routes use themselves.
@@ -59,6 +54,7 @@ class TaskSpec:
 
     name: str
     celery_name: str
+    #: The declared function (a coroutine function for an ``async def`` task).
     func: Callable[..., Any]
     args_model: type[BaseModel]
     result_type: Any
@@ -67,6 +63,16 @@ class TaskSpec:
     summary: str
     description: str
     result_adapter: TypeAdapter[Any] = field(repr=False)
+
+    @property
+    def is_async(self) -> bool:
+        """True for an ``async def`` task (run on the worker process's event loop)."""
+        return inspect.iscoroutinefunction(self.func)
+
+    def load_result(self, value: Any) -> Any:
+        """A stored (JSON) result as the declared return type: a model again for a task that
+        returns one."""
+        return self.result_adapter.validate_python(value)
 
     def dump_result(self, value: Any) -> Any:
         """The result as JSON-compatible data, checked against the declared return type; a
@@ -138,33 +144,21 @@ def build_spec(func: Callable[..., Any], name: str, celery_name: str, retry: Ret
                     description=description.strip(), result_adapter=TypeAdapter(hints["return"]))
 
 
-def task(func: F | None = None, *, name: str | None = None, queue: str | None = None,
-         retry: RetryPolicy | None = None, **celery_options: Any) -> Any:
-    """Declare an exposed task: ``@taskgate.task`` or ``@taskgate.task(name=..., retry=...)``.
+def valid_name(public: str) -> None:
+    """Raise ``ValueError`` unless ``public`` can name a task (and is not an endpoint's)."""
+    if not _NAME.match(public):
+        raise ValueError(f"task name {public!r}: use lowercase letters, digits and _")
+    if public in RESERVED_NAMES:
+        raise ValueError(f"task name {public!r} is taken by an endpoint (/tasks/{public})")
 
-    The function's signature becomes the HTTP request body and its return annotation the
-    result type. It is registered with Celery under ``taskgate.<name>`` and runs with
-    taskgate's lifecycle (states, progress, retries, cancellation).
-    """
 
-    def decorate(fn: F) -> Any:
-        public = name or fn.__name__
-        if not _NAME.match(public):
-            raise ValueError(f"task name {public!r}: use lowercase letters, digits and _")
-        if public in RESERVED_NAMES:
-            raise ValueError(f"task name {public!r} is taken by an endpoint (/tasks/{public})")
-        spec = build_spec(fn, public, f"taskgate.{public}", retry or RetryPolicy(), queue)
-        known = _REGISTRY.get(public)
-        if known is not None and known.func.__qualname__ != fn.__qualname__:
-            raise ValueError(f"task name {public!r} is already taken by {known.func.__qualname__}")
-        _REGISTRY[public] = spec
-        options = {"queue": queue} if queue else {}
-        celery_task = shared_task(name=spec.celery_name, base=TaskgateTask, ignore_result=True,
-                                  max_retries=None, typing=False, taskgate_spec=spec, **options,
-                                  **celery_options)(fn)
-        return celery_task
-
-    return decorate(func) if func is not None else decorate
+def register(spec: TaskSpec) -> None:
+    """Add ``spec`` to the allow-list (see ``declare.task``); a name declared again must be the
+    same function (a module imported twice), not another one."""
+    known = _REGISTRY.get(spec.name)
+    if known is not None and known.func.__qualname__ != spec.func.__qualname__:
+        raise ValueError(f"task name {spec.name!r} is already taken by {known.func.__qualname__}")
+    _REGISTRY[spec.name] = spec
 
 
 def load(modules: list[str] | tuple[str, ...] = ()) -> dict[str, TaskSpec]:

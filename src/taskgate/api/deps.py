@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
 from .. import auth
 from ..auth import Caller
 from ..config import Settings
-from ..exceptions import Forbidden, Unauthorized
+from ..exceptions import ConfigurationError, Forbidden, Unauthorized
 from ..producer import SYSTEM, Producer
+
+if TYPE_CHECKING:
+    from ..gate import Taskgate
+
+
+def gate_of(request: Request) -> Taskgate:
+    """The :class:`~taskgate.Taskgate` whose router serves this request: its lifespan put it in
+    ``app.state.taskgate``."""
+    gate: Taskgate | None = getattr(request.app.state, "taskgate", None)
+    if gate is None:
+        raise ConfigurationError("taskgate's router is included but its Taskgate is not open in this app: "
+                                 "pass `lifespan=tg.lifespan` to FastAPI(), or enter "
+                                 "`async with tg.lifespan(app):` in your own lifespan")
+    return gate
 
 
 def producer_of(request: Request) -> Producer:
-    """The producer built at startup (see ``app.lifespan``)."""
-    producer: Producer = request.app.state.producer
-    return producer
+    """The open Taskgate's producer (see :func:`gate_of`)."""
+    return gate_of(request).producer
 
 
 async def get_producer(request: Request) -> Producer:
@@ -26,16 +39,16 @@ async def get_producer(request: Request) -> Producer:
 
 
 async def get_app_settings(request: Request) -> Settings:
-    """The settings the app was created with."""
-    settings: Settings = request.app.state.settings
-    return settings
+    """The settings of the app's Taskgate."""
+    return gate_of(request).settings
 
 
 async def get_caller(request: Request) -> Caller:
     """Who is calling: the owner of the API key sent as ``Authorization: Bearer <key>``, or the
     anonymous admin while auth is off. A plain function of the request, so the submit routes
     call it directly, without a dependency to solve per request."""
-    if not request.app.state.auth:
+    gate = gate_of(request)
+    if not gate.auth:
         return SYSTEM
     scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
     if scheme.lower() != "bearer" or not token:
@@ -45,7 +58,7 @@ async def get_caller(request: Request) -> Caller:
     caller = None
     if parsed is not None:
         key_id, secret = parsed
-        backend = producer_of(request).backend
+        backend = gate.producer.backend
         async with backend.deadline():
             stored = await auth.lookup(backend.redis, key_id)
         caller = auth.verify(stored, secret)

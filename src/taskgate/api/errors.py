@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
 
 from ..constants import RETRY_AFTER_SECONDS
 from ..exceptions import (
     BackendUnavailable,
+    ConfigurationError,
     Conflict,
     Forbidden,
     InvalidArguments,
@@ -137,16 +140,52 @@ async def _quota(_: Request, exc: Exception) -> JSONResponse:
                           headers={"Retry-After": str(exc.retry_after)})
 
 
+async def _misconfigured(request: Request, exc: Exception) -> JSONResponse:
+    log.error("%s %s: %s", request.method, request.url.path, exc)
+    return error_response(500, "configuration_error", str(exc))
+
+
+Handler = Callable[[Request, Exception], Awaitable[JSONResponse]]
+
+#: Each error taskgate raises on purpose, and its answer.
+HANDLERS: dict[type[Exception], Handler] = {
+    RequestValidationError: _validation,
+    TaskNotFound: _not_found,
+    InvalidArguments: _invalid_arguments,
+    UnknownTask: _unknown_task,
+    Conflict: _conflict,
+    PayloadTooLarge: _too_large,
+    Unauthorized: _unauthorized,
+    Forbidden: _forbidden,
+    QuotaExceeded: _quota,
+    BackendUnavailable: _unavailable,
+    ConfigurationError: _misconfigured,
+    HTTPException: _http,
+}
+
+
 def install(app: FastAPI) -> None:
-    """Register every error mapping on ``app``."""
-    app.add_exception_handler(RequestValidationError, _validation)
-    app.add_exception_handler(TaskNotFound, _not_found)
-    app.add_exception_handler(InvalidArguments, _invalid_arguments)
-    app.add_exception_handler(UnknownTask, _unknown_task)
-    app.add_exception_handler(Conflict, _conflict)
-    app.add_exception_handler(PayloadTooLarge, _too_large)
-    app.add_exception_handler(Unauthorized, _unauthorized)
-    app.add_exception_handler(Forbidden, _forbidden)
-    app.add_exception_handler(QuotaExceeded, _quota)
-    app.add_exception_handler(BackendUnavailable, _unavailable)
-    app.add_exception_handler(HTTPException, _http)
+    """Register every error mapping on ``app`` (``Taskgate.install_error_handlers``)."""
+    for kind, handler in HANDLERS.items():
+        app.add_exception_handler(kind, handler)
+
+
+class TaskgateRoute(APIRoute):
+    """The route class of taskgate's routers: answers taskgate's errors itself, as
+    :data:`HANDLERS` says, so the router keeps its envelope (and its 503 + Retry-After) in any
+    app that includes it, whatever handlers that app has."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def handle_errors(request: Request) -> Response:
+            try:
+                return await handle(request)
+            except Exception as exc:
+                for kind in type(exc).__mro__:
+                    handler = HANDLERS.get(kind)
+                    if handler is not None:
+                        return await handler(request, exc)
+                raise
+
+        return handle_errors

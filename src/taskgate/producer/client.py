@@ -40,9 +40,10 @@ class Producer:
         self.control = Control(backend, self.reader, broker, app, self.catalogue)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Producer:
-        """Build the producer and its clients (no connection is opened until first use)."""
-        app = create_celery_app(settings)
+    def from_settings(cls, settings: Settings, app: Celery | None = None) -> Producer:
+        """Build the producer and its clients (no connection is opened until first use);
+        ``app``: a Celery app of the user's (see ``worker.celery_app.adopt``), else taskgate's."""
+        app = app or create_celery_app(settings)
         app.loader.import_default_modules()
         redis = connections.fail_fast(settings.require_redis_url(), settings.backend_timeout)
         backend = Backend(settings, redis, AsyncScripts(redis))

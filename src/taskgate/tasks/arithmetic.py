@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import Field
 
 from ..constants import INT64_MAX, INT64_MIN
-from ..registry import task
+from ..declare import task
 
 Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX, description="A signed 64-bit integer.")]
 

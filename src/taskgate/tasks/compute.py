@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from ..registry import task
+from ..declare import task
 from ..worker.running import raise_if_cancelled, report_progress
 
 #: Largest ``limit`` accepted over HTTP (tens of seconds of one core here).

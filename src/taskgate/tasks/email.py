@@ -11,7 +11,8 @@ from urllib.parse import unquote, urlsplit
 from pydantic import BaseModel, EmailStr, Field
 
 from ..config import get_settings
-from ..registry import RetryPolicy, task
+from ..declare import task
+from ..registry import RetryPolicy
 
 #: Seconds for the SMTP connection and each command.
 SMTP_TIMEOUT = 30.0

@@ -9,8 +9,8 @@ import io
 from pydantic import BaseModel, Field
 
 from ..config import get_settings
+from ..declare import task
 from ..files import CHUNK, FileId, file_path, read_meta
-from ..registry import task
 from ..worker.running import raise_if_cancelled, report_progress
 
 

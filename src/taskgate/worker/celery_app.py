@@ -58,6 +58,46 @@ def create_celery_app(settings: Settings) -> Celery:
     return app
 
 
+def adopt(app: Celery, settings: Settings) -> Settings:
+    """Make a user's own Celery app carry taskgate's tasks next to its own, and return the
+    settings taskgate then runs with.
+
+    Where TASKGATE_REDIS_URL / TASKGATE_BROKER_URL are unset, the app's broker is taskgate's
+    (its records go to that Redis, or to the app's Redis result backend when the broker is not
+    Redis). The app's workers get what taskgate's tasks need and nothing that changes its own
+    tasks: taskgate's built-in tasks and task modules are included, the consumer that records
+    refused messages, the Redis transport fix, a visibility timeout when none is set and one
+    task prefetched at a time (the app's own setting is kept if it set one). Acking late and
+    requeueing on a lost worker are set on taskgate's task class, not on the app.
+    """
+    conf = app.conf
+    update: dict[str, object] = {}
+    broker = str(conf.broker_url or "")
+    if settings.redis_url is None and settings.broker_url is None and broker:
+        backend = str(conf.result_backend or "")
+        if broker.startswith(("redis://", "rediss://", "unix://")):
+            update["redis_url"] = broker
+        else:
+            update["broker_url"] = broker
+            if backend.startswith(("redis://", "rediss://")):
+                update["redis_url"] = backend
+    settings = settings.model_copy(update=update) if update else settings
+    if settings.broker_is_redis and settings.effective_broker_url.startswith(("redis://", "rediss://")) \
+            and not conf.broker_transport:
+        conf.broker_transport = "taskgate.worker.transport:Transport"
+    if not conf.broker_url:
+        conf.broker_url = settings.effective_broker_url
+    options = dict(conf.broker_transport_options or {})
+    options.setdefault("visibility_timeout", settings.visibility_timeout)
+    conf.broker_transport_options = options
+    if "worker_prefetch_multiplier" not in conf.changes:
+        conf.worker_prefetch_multiplier = 1
+    conf.worker_consumer = "taskgate.worker.consumer:Consumer"
+    conf.include = [*dict.fromkeys([*(conf.include or ()), *BUILTIN_TASK_MODULES, *settings.task_modules])]
+    app.taskgate_settings = settings
+    return settings
+
+
 def settings_of(app: Celery) -> Settings:
     """The settings ``app`` was made with; for an app made elsewhere (a plain ``celery -A``
     worker running taskgate's tasks), the settings of this process's environment."""

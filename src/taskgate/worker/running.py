@@ -88,6 +88,11 @@ def records(settings: Settings | None = None) -> Records:
     return _records
 
 
+def worker_settings() -> Settings | None:
+    """The settings of this worker process's tasks, once one ran here (else None)."""
+    return _records.settings if _records is not None and _records.pid == os.getpid() else None
+
+
 @dataclass
 class Running:
     task_id: str

@@ -2,7 +2,8 @@
 
 ``TaskgateTask.__call__`` wraps every run of a declared task: it moves the record to
 ``started`` (or skips a task cancelled while queued, or already finished), validates the
-arguments against the generated model, runs the plain function, and records the result, a
+arguments against the generated model, runs the plain function (an ``async def`` one on the
+process's event loop, see ``aio``), and records the result, a
 retry (with ``next_attempt_at``) or a client-safe error. Tasks call :func:`report_progress`
 and :func:`cancel_requested` while they run. A task that ends ``cancelled`` is announced to
 Celery's event stream as revoked (:class:`CancelAwareRequest`), so Flower shows it ended.
@@ -31,7 +32,7 @@ from ..constants import ANONYMOUS
 from ..exceptions import TaskCancelled, error_envelope
 from ..records import scripts
 from ..states import TaskState
-from . import recovery
+from . import aio, recovery
 from .celery_app import settings_of
 from .running import Records, Running, current, pulse, records
 
@@ -102,6 +103,10 @@ class TaskgateTask(Task):  # type: ignore[misc]
     Request = CancelAwareRequest
     #: The declared task (set per task class by ``@taskgate.task``).
     taskgate_spec: TaskSpec
+    #: Loses nothing, in any Celery app: acknowledged once it ran, requeued if its process died
+    #: (taskgate's own app sets the same for every task; a user's app keeps its own defaults).
+    acks_late = True
+    reject_on_worker_lost = True
 
     @property
     def spec(self) -> TaskSpec:
@@ -164,10 +169,14 @@ class TaskgateTask(Task):  # type: ignore[misc]
         """Run the started task and record how it ended."""
         rec, spec = records(), self.spec
         settings = rec.settings
-        token = current.set(Running(task_id))
+        running = Running(task_id)
+        token = current.set(running)
         try:
             call = spec.args_model.model_validate(arguments)
-            result = spec.dump_result(spec.func(**dict(call)))
+            value = spec.func(**dict(call))
+            if spec.is_async:  # on this process's event loop, cancelled on request
+                value = aio.run(value, running)
+            result = spec.dump_result(value)
         except TaskCancelled:
             rec.set(task_id, settings.result_ttl, state=TaskState.CANCELLED, finished_at=time.time())
             raise CancelledIgnore() from None

@@ -7,9 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from ..deps import CallerDep, ProducerDep
+from ..errors import TaskgateRoute
 from ..schemas import DeadLetter, DeadLetterPage, TaskInfo, errors
 
-router = APIRouter(prefix="/dead-letters", tags=["dead letters"], responses=errors(401))
+router = APIRouter(prefix="/dead-letters", tags=["dead letters"], responses=errors(401),
+                   route_class=TaskgateRoute)
 
 TaskId = Annotated[str, Path(min_length=1, max_length=200, description="The dead task's id.")]
 

