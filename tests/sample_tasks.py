@@ -1,5 +1,9 @@
 """Tasks the test suite declares the way a user would (loaded via TASKGATE_TASK_MODULES)."""
 
+# The async tasks log to files with blocking calls on purpose: each line must be written
+# before the task goes on (the tests count executions by them), and one blocks its loop.
+# ruff: noqa: ASYNC230, ASYNC240, ASYNC251
+
 from __future__ import annotations
 
 import os
@@ -112,11 +116,15 @@ def owner_header() -> str:
 
 @taskgate.task
 async def async_where() -> str:
-    """``<pid>:<id of the running event loop>``: which loop of which process ran it."""
+    """``<pid>:<runs>``: the process that ran it, and how many tasks its running event loop has
+    run, this one included (counted on the loop object itself)."""
     import asyncio
 
     await asyncio.sleep(0)
-    return f"{os.getpid()}:{id(asyncio.get_running_loop())}"
+    loop = asyncio.get_running_loop()
+    runs = getattr(loop, "taskgate_test_runs", 0) + 1
+    loop.taskgate_test_runs = runs  # type: ignore[attr-defined]
+    return f"{os.getpid()}:{runs}"
 
 
 @taskgate.task
@@ -178,6 +186,18 @@ async def async_time_boxed(log: str, token: str, seconds: float) -> str:
     with open(log, "a") as out:
         out.write(f"start {token} {os.getpid()}\n")
     await asyncio.sleep(seconds)
+    with open(log, "a") as out:
+        out.write(f"end {token} {os.getpid()}\n")
+    return token
+
+
+@taskgate.task
+async def async_stubborn(log: str, token: str, seconds: float) -> str:
+    """Blocks its event loop (``time.sleep``): its coroutine cannot be cancelled, only
+    ``terminate`` stops it. Logs start and end."""
+    with open(log, "a") as out:
+        out.write(f"start {token} {os.getpid()}\n")
+    time.sleep(seconds)
     with open(log, "a") as out:
         out.write(f"end {token} {os.getpid()}\n")
     return token

