@@ -151,7 +151,8 @@ class _Decorator:
         public = self.name or fn.__name__
         valid_name(public)
         spec = build_spec(fn, public, f"taskgate.{public}", self.retry or RetryPolicy(), self.queue)
-        register(spec)
+        if not register(spec):  # a built-in whose name a user's task took
+            return DeclaredTask(spec, None)
         options = {"queue": self.queue} if self.queue else {}
         celery_task = shared_task(name=spec.celery_name, base=TaskgateTask, ignore_result=True,
                                   max_retries=None, typing=False, taskgate_spec=spec, **options,

@@ -152,23 +152,39 @@ def valid_name(public: str) -> None:
         raise ValueError(f"task name {public!r} is taken by an endpoint (/tasks/{public})")
 
 
-def register(spec: TaskSpec) -> None:
-    """Add ``spec`` to the allow-list (see ``declare.task``); a name declared again must be the
-    same function (a module imported twice), not another one."""
+#: Where taskgate's built-in tasks are declared.
+BUILTIN_PACKAGE = "taskgate.tasks"
+
+
+def register(spec: TaskSpec) -> bool:
+    """Add ``spec`` to the allow-list (see ``declare.task``); False when it is one of taskgate's
+    built-in tasks whose name a user's task took first (the user's stays: load user modules
+    first, as :func:`load` and the workers do). A name declared again must be the same function
+    (a module imported twice), not another one."""
     known = _REGISTRY.get(spec.name)
-    if known is not None and known.func.__qualname__ != spec.func.__qualname__:
-        raise ValueError(f"task name {spec.name!r} is already taken by {known.func.__qualname__}")
+    if known is not None and _origin(known) != _origin(spec):
+        if spec.func.__module__.startswith(BUILTIN_PACKAGE + "."):
+            return False
+        raise ValueError(f"task name {spec.name!r} is already taken by {_origin(known)}"
+                         + ("; import your task modules before taskgate.tasks (the built-in tasks)"
+                            if known.func.__module__.startswith(BUILTIN_PACKAGE + ".") else ""))
     _REGISTRY[spec.name] = spec
+    return True
+
+
+def _origin(spec: TaskSpec) -> str:
+    return f"{spec.func.__module__}.{spec.func.__qualname__}"
 
 
 def load(modules: list[str] | tuple[str, ...] = ()) -> dict[str, TaskSpec]:
-    """Import the built-in task modules and ``modules``; return the catalogue.
+    """Import ``modules``, then the built-in tasks (a user's task may take a built-in's name);
+    return the catalogue.
 
     The current directory is importable, as it is for ``celery -A``.
     """
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
-    for module in ("taskgate.tasks", *modules):
+    for module in (*modules, BUILTIN_PACKAGE):
         importlib.import_module(module)
     return exposed()
 

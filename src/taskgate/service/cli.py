@@ -101,16 +101,30 @@ def worker(
         "--task-events/--no-task-events",
         help="Send Celery task events from the start. Off by default: they are a publish per task "
         "state, costly on short tasks, and a running Flower switches them on by itself.")] = False,
+    tasks: Annotated[str | None, typer.Option(
+        help="Comma-separated modules that declare your tasks (default TASKGATE_TASK_MODULES), "
+        "imported from this directory. If one of them makes a taskgate.Taskgate(celery_app=...), the "
+        "worker runs that Celery app, your plain Celery tasks included.", show_default=False)] = None,
 ) -> None:
     """Run a Celery worker for taskgate's tasks. Run several, on several machines, to scale."""
     from celery.signals import after_setup_logger, after_setup_task_logger
 
-    from ..worker.celery_app import create_celery_app
+    from ..registry import load
+    from ..worker.celery_app import adopted, create_celery_app
 
     _log_format(log_format)
     after_setup_logger.connect(logs.use_json_in_celery, weak=False)
     after_setup_task_logger.connect(logs.use_json_in_celery, weak=False)
-    app = create_celery_app(_settings())
+    if tasks is not None:
+        os.environ["TASKGATE_TASK_MODULES"] = tasks
+    settings = _settings()
+    try:
+        load(settings.task_modules)  # a module may hand its own Celery app to taskgate
+    except ImportError as exc:
+        typer.echo(f"taskgate: cannot import the task modules {','.join(settings.task_modules)} ({exc}); run "
+                   "from the directory that holds them, or set PYTHONPATH", err=True)
+        raise typer.Exit(2) from exc
+    app = adopted() or create_celery_app(settings)
     app.start([*(["--quiet"] if logs.json_enabled() else []), "worker",
                f"--loglevel={log_level.upper()}", f"--concurrency={concurrency}",
                f"--hostname={name or f'taskgate-{os.getpid()}@%h'}",
@@ -159,10 +173,17 @@ def up(
     concurrency: Concurrency = 2,
     log_level: LogLevel = "info",
     log_format: LogFormat = None,
+    app: Annotated[str | None, typer.Option(
+        "--app", help="Serve your own FastAPI app, as MODULE:ATTRIBUTE (e.g. main:app, from this "
+        "directory), instead of taskgate's API; the worker imports MODULE for your tasks.",
+        show_default=False)] = None,
+    reload: Annotated[bool, typer.Option(
+        "--reload", help="With --app: restart your app and the worker when a .py file under this "
+        "directory changes (development only).")] = False,
 ) -> None:
     """Run everything in the foreground: embedded Valkey (unless TASKGATE_REDIS_URL is set),
-    a local SMTP sink (unless TASKGATE_SMTP_URL is set), a worker, the API and Flower.
-    Ctrl-C stops all; a second Ctrl-C forces."""
+    a local SMTP sink (unless TASKGATE_SMTP_URL is set), a worker, the API (or your app, with
+    --app) and Flower. Ctrl-C stops all; a second Ctrl-C forces."""
     from ..api.app import auth_enabled
     from .supervisor import Component, Supervisor
 
@@ -172,6 +193,7 @@ def up(
     except (ValueError, ConfigurationError) as exc:
         typer.echo(f"taskgate: {exc}", err=True)
         raise typer.Exit(2) from exc
+    module = _app_module(app, reload)
     _log_format(log_format)
     data_dir = Path(settings.data_dir).resolve()
     api_url, flower_url = f"http://{host}:{port}", f"http://127.0.0.1:{flower_port}"
@@ -210,16 +232,30 @@ def up(
             claim.update(smtp_url=url)
             typer.echo(f"taskgate: smtp    {url} (local sink, mail in {data_dir / 'mail'})")
         cmd = [sys.executable, "-m", "taskgate"]
+        worker_cmd = [*cmd, "worker", f"--concurrency={concurrency}", f"--log-level={log_level}"]
+        if module is not None:
+            worker_cmd.append(f"--tasks={','.join(dict.fromkeys([module, *settings.task_modules]))}")
+            # Your app's Taskgate cannot know its bind address: resolve TASKGATE_AUTH=auto here.
+            env["TASKGATE_AUTH"] = "on" if auth_enabled(settings, host) else "off"
         # If `up` dies unannounced, the worker is killed at once (its unacknowledged tasks are
         # requeued by the next worker) rather than left finishing tasks against a stopped Valkey.
-        supervisor.add(Component("worker", [*cmd, "worker", f"--concurrency={concurrency}",
-                                            f"--log-level={log_level}"], death_signal=signal.SIGKILL), env)
+        supervisor.add(Component("worker", _reloading(worker_cmd) if reload else worker_cmd,
+                                 death_signal=signal.SIGKILL), env)
         typer.echo(f"taskgate: worker  concurrency {concurrency}, broker "
-                   f"{env.get('TASKGATE_BROKER_URL') or env['TASKGATE_REDIS_URL']}")
-        api_component = supervisor.add(Component("api", [*cmd, "api", f"--host={host}", f"--port={port}",
-                                                         f"--log-level={log_level}"]), env)
+                   f"{env.get('TASKGATE_BROKER_URL') or env['TASKGATE_REDIS_URL']}"
+                   f"{', restarted when a .py file changes' if reload else ''}")
         auth = "auth on: send API keys" if auth_enabled(settings, host) else "auth off, loopback only"
-        typer.echo(f"taskgate: api     {api_url} (docs at /docs; {auth})")
+        if app is None:
+            api_component = supervisor.add(Component("api", [*cmd, "api", f"--host={host}", f"--port={port}",
+                                                             f"--log-level={log_level}"]), env)
+            typer.echo(f"taskgate: api     {api_url} (docs at /docs; {auth})")
+        else:
+            api_component = supervisor.add(Component("app", [
+                sys.executable, "-m", "uvicorn", app, f"--host={host}", f"--port={port}",
+                f"--log-level={log_level}", "--timeout-graceful-shutdown=10",
+                *(["--reload", f"--reload-dir={Path.cwd()}"] if reload else [])]), env)
+            typer.echo(f"taskgate: app     {api_url} (your {app}; taskgate's routes where you included "
+                       f"tg.router, {auth})")
         if with_flower:
             supervisor.add(Component("flower", [*cmd, "flower", "--host=127.0.0.1",
                                                 f"--port={flower_port}"]), env)
@@ -256,6 +292,34 @@ def doctor(
     problems = sum(not finding.ok for finding in findings)
     typer.echo(f"{problems} problem(s)")
     raise typer.Exit(1 if problems else 0)
+
+
+def _app_module(app: str | None, reload: bool) -> str | None:
+    """The module of ``--app MODULE:ATTRIBUTE`` (checked), or None without --app."""
+    if app is None:
+        if reload:
+            typer.echo("taskgate: --reload needs --app (it reloads your app and its tasks)", err=True)
+            raise typer.Exit(2)
+        return None
+    module, _, attribute = app.partition(":")
+    if not module or not attribute:
+        typer.echo(f"taskgate: --app {app!r}: give MODULE:ATTRIBUTE, e.g. --app main:app", err=True)
+        raise typer.Exit(2)
+    if not (Path.cwd() / (module.replace(".", "/") + ".py")).exists() and \
+            not (Path.cwd() / module.replace(".", "/") / "__init__.py").exists():
+        typer.echo(f"taskgate: --app {app!r}: no module {module!r} in {Path.cwd()}; run from the "
+                   "directory that holds it", err=True)
+        raise typer.Exit(2)
+    return module
+
+
+def _reloading(argv: list[str]) -> list[str]:
+    """``argv`` run under watchfiles: restarted (SIGINT, then the worker's warm shutdown) when a
+    .py file under this directory changes."""
+    import shlex
+
+    return [sys.executable, "-m", "watchfiles", "--filter=python", "--target-type=command",
+            "--sigint-timeout=30", shlex.join(argv), str(Path.cwd())]
 
 
 def _start_local(supervisor: Supervisor, env: dict[str, str], name: str, module: str,

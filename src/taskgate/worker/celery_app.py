@@ -52,7 +52,8 @@ def create_celery_app(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         # Reports refused (non-JSON) messages in the task's record.
         worker_consumer="taskgate.worker.consumer:Consumer",
-        include=[*BUILTIN_TASK_MODULES, *settings.task_modules],
+        # The user's modules first: a task of theirs may take a built-in's name.
+        include=[*settings.task_modules, *BUILTIN_TASK_MODULES],
     )
     app.taskgate_settings = settings  # read back by settings_of (not in app.conf: it is not config)
     return app
@@ -64,7 +65,8 @@ def adopt(app: Celery, settings: Settings) -> Settings:
 
     Where TASKGATE_REDIS_URL / TASKGATE_BROKER_URL are unset, the app's broker is taskgate's
     (its records go to that Redis, or to the app's Redis result backend when the broker is not
-    Redis). The app's workers get what taskgate's tasks need and nothing that changes its own
+    Redis); where they are set, they are the app's broker and result backend too. The app's
+    workers get what taskgate's tasks need and nothing that changes its own
     tasks: taskgate's built-in tasks and task modules are included, the consumer that records
     refused messages, the Redis transport fix, a visibility timeout when none is set and one
     task prefetched at a time (the app's own setting is kept if it set one). Acking late and
@@ -81,25 +83,39 @@ def adopt(app: Celery, settings: Settings) -> Settings:
             update["broker_url"] = broker
             if backend.startswith(("redis://", "rediss://")):
                 update["redis_url"] = backend
-    settings = settings.model_copy(update=update) if update else settings
+    if update:
+        settings = settings.model_copy(update=update)
+    else:  # TASKGATE_* name the servers (as `taskgate up` does for its embedded Valkey): the app's too
+        conf.broker_url = settings.effective_broker_url
+        conf.result_backend = settings.effective_result_backend
     if settings.broker_is_redis and settings.effective_broker_url.startswith(("redis://", "rediss://")) \
             and not conf.broker_transport:
         conf.broker_transport = "taskgate.worker.transport:Transport"
-    if not conf.broker_url:
-        conf.broker_url = settings.effective_broker_url
     options = dict(conf.broker_transport_options or {})
     options.setdefault("visibility_timeout", settings.visibility_timeout)
     conf.broker_transport_options = options
     if "worker_prefetch_multiplier" not in conf.changes:
         conf.worker_prefetch_multiplier = 1
     conf.worker_consumer = "taskgate.worker.consumer:Consumer"
-    conf.include = [*dict.fromkeys([*(conf.include or ()), *BUILTIN_TASK_MODULES, *settings.task_modules])]
+    conf.include = [*dict.fromkeys([*(conf.include or ()), *settings.task_modules, *BUILTIN_TASK_MODULES])]
     app.taskgate_settings = settings
+    global _adopted
+    _adopted = app
     return settings
 
 
+_adopted: Celery | None = None
+
+
+def adopted() -> Celery | None:
+    """The user's Celery app a :class:`~taskgate.Taskgate` of this process was given, if any
+    (``taskgate worker`` runs it)."""
+    return _adopted
+
+
 def settings_of(app: Celery) -> Settings:
-    """The settings ``app`` was made with; for an app made elsewhere (a plain ``celery -A``
-    worker running taskgate's tasks), the settings of this process's environment."""
+    """The settings ``app`` was made or adopted with; for an app taskgate never saw (a plain
+    ``celery -A yourapp worker`` running taskgate's tasks), it is adopted now, with this
+    process's TASKGATE_* environment (see :func:`adopt`)."""
     settings = getattr(app, "taskgate_settings", None)
-    return settings if isinstance(settings, Settings) else get_settings()
+    return settings if isinstance(settings, Settings) else adopt(app, get_settings())

@@ -1,0 +1,97 @@
+"""``tg.router`` and the library inside a user's own FastAPI app (``tests/userapp.py``), in
+process through ``httpx.ASGITransport``, against the session's Valkey and a real worker."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from celery import Celery
+
+from .. import helpers, inprocess, userapp
+
+KEY = {"X-Token": "let-me-in"}
+
+
+@pytest.fixture(scope="module")
+def user_worker(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[subprocess.Popen[bytes]]:
+    """A ``taskgate worker --tasks tests.userapp``: it runs the user's Celery app, which that
+    module hands to taskgate, plain tasks included."""
+    log = tmp_path_factory.mktemp("user-worker") / "worker.log"
+    env = helpers.env_for(redis_url)
+    proc = helpers.taskgate(["worker", "--concurrency=1", "--tasks=tests.userapp,tests.sample_tasks",
+                             "--name=userapp@%h", "--queues=default,userapp"], env, log)
+    helpers.wait_for(lambda: b" ready." in log.read_bytes() or proc.poll() is not None, 60, "worker ready")
+    assert proc.poll() is None, log.read_text()
+    yield proc
+    helpers.stop(proc)
+
+
+@pytest.fixture(scope="module")
+def user(redis_url: str, user_worker: object) -> Iterator[httpx.Client]:
+    app, _ = userapp.build(redis_url, data_dir=helpers.DATA_DIR)
+    with inprocess.serve(app) as http:
+        yield http
+
+
+def test_the_users_endpoint_submits_and_gets_the_typed_result(user: httpx.Client) -> None:
+    answer = user.get("/sum", params={"x": 20, "y": 22})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["result"] == 42
+    assert user.get("/started").json() == {"started": "yes"}  # the user's lifespan ran around taskgate's
+
+
+def test_the_router_under_a_prefix_guarded_by_the_users_dependency(user: httpx.Client) -> None:
+    refused = user.post("/jobs/tasks/add", json={"x": 1, "y": 2})
+    assert refused.status_code == 403 and "the user's own auth" in refused.text
+    accepted = user.post("/jobs/tasks/add", json={"x": 1, "y": 2}, headers=KEY)
+    assert accepted.status_code == 202, accepted.text
+    location = accepted.headers["Location"]
+    assert location == f"/jobs/tasks/{accepted.json()['task_id']}"
+    done = user.get(location, params={"wait": 10}, headers=KEY).json()
+    assert done["state"] == "succeeded" and done["result"] == 3
+    assert user.get("/jobs/add", params={"x": 2, "y": 2}, headers=KEY).status_code == 200
+    paths = user.get("/openapi.json").json()["paths"]
+    assert {"/jobs/tasks/add", "/jobs/tasks/{task_id}", "/jobs/add", "/jobs/result/{task_id}",
+            "/jobs/tasks/{task_id}/events", "/jobs/dead-letters", "/sum"} <= set(paths)
+    assert not any(path.startswith("/tasks") for path in paths)
+
+
+def test_the_router_keeps_its_error_envelope_in_the_users_app(user: httpx.Client) -> None:
+    missing = user.get("/jobs/tasks/no-such-id", headers=KEY)
+    assert missing.status_code == 404
+    assert missing.json()["error"]["type"] == "task_not_found"
+    bad = user.post("/jobs/tasks/add", json={"x": "one"}, headers=KEY)
+    assert bad.status_code == 422 and "body field 'x'" in bad.json()["error"]["message"]
+
+
+def test_a_plain_celery_task_of_the_users_app_runs_next_to_taskgates(user: httpx.Client) -> None:
+    assert user.get("/multiply", params={"x": 6, "y": 7}).json() == {"result": 42}
+    assert user.get("/sum", params={"x": 6, "y": 7}).json()["result"] == 13
+
+
+def test_unavailable_in_the_users_routes_then_recovery(tmp_path: Path, user_worker: object) -> None:
+    server = helpers.start_valkey(tmp_path / "valkey")
+    app, _ = userapp.build(f"{server.connection_url}/0", own=Celery("down-and-up"), backend_timeout=1.0,
+                           data_dir=helpers.DATA_DIR)
+    port = server.port
+    try:
+        with inprocess.serve(app) as http:
+            assert http.get("/sleep", params={"seconds": 0}).json()["state"] == "queued"
+            server.stop()
+            down = http.get("/sleep", params={"seconds": 0})
+            assert down.status_code == 503 and down.headers["Retry-After"]
+            assert down.json()["error"]["type"] == "backend_unavailable"
+            router_down = http.get("/jobs/tasks/whatever", headers=KEY)
+            assert router_down.status_code == 503 and router_down.headers["Retry-After"]
+            server = helpers.ValkeyServer(port=port, data_dir=tmp_path / "valkey-again")
+            server.start()
+            assert http.get("/sleep", params={"seconds": 0}).json()["state"] == "queued"
+            assert app.state.started == "yes"
+        assert app.state.started == "stopped"
+    finally:
+        if server.is_running():
+            server.stop()
