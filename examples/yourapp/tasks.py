@@ -16,7 +16,7 @@ def add(x: int, y: int) -> int:
 @taskgate.task
 async def countdown(seconds: int) -> str:
     """Count down, awaiting a second per step and reporting progress (an async def task)."""
-    for done in range(seconds):
-        taskgate.report_progress(done, seconds)
+    for done in range(1, seconds + 1):
         await asyncio.sleep(1)
+        taskgate.report_progress(done, seconds)
     return "liftoff"

@@ -281,3 +281,96 @@ def test_cli_in_another_terminal_finds_the_running_up(tmp_path: Path) -> None:
         assert proc.wait(60) == 0
     stale = cli("keys", "list", cwd=project)  # the record of a stopped instance means nothing
     assert stale.returncode == 2 and "no Redis configured" in stale.stderr, stale
+
+
+def _copy_example(name: str, into: Path) -> Path:
+    """A copy of ``examples/<name>`` (a user's directory: __pycache__ lands there, not in the repo)."""
+    import shutil
+
+    target = into / name
+    shutil.copytree(ROOT / "examples" / name, target, ignore=shutil.ignore_patterns("__pycache__"))
+    return target
+
+
+def _start_app(tmp_path: Path, example: str, *args: str) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """``taskgate up --app main:app`` in a copy of an example, ready once the app answers."""
+    where = _copy_example(example, tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKGATE_")}
+    env["TASKGATE_DATA_DIR"] = str(tmp_path / "data")
+    port, flower_port = free_port(), free_port()
+    log = tmp_path / "up.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "taskgate", "up", "--app", "main:app", f"--port={port}",
+             f"--flower-port={flower_port}", "--no-flower", "--concurrency=1", *args],
+            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=where)
+    wait_for(lambda: proc.poll() is not None or "taskgate: running" in log.read_text(), 60, "up --app running")
+    assert proc.poll() is None, log.read_text()
+    return proc, f"http://127.0.0.1:{port}", log
+
+
+def _stops_cleanly(proc: subprocess.Popen[bytes], log: Path) -> None:
+    below = descendants(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(60) == 0, log.read_text()
+    assert "taskgate: stopped" in log.read_text()
+    wait_for(lambda: not any(alive(pid) for pid in below), 30, "every component gone")
+
+
+def test_up_serves_your_app_end_to_end(tmp_path: Path) -> None:
+    """The README's "Use it in your own FastAPI app": your endpoint submits and returns the typed
+    result, taskgate's router answers under /jobs, an async def task reports progress."""
+    proc, base, log = _start_app(tmp_path, "yourapp")
+    try:
+        with httpx.Client(base_url=base, timeout=20) as client:
+            answer = client.get("/sum", params={"x": 1, "y": 2})
+            assert answer.status_code == 200, (answer.text, log.read_text())
+            assert answer.json()["result"] == 3
+            launched = client.post("/launch", params={"seconds": 2}).json()["job_id"]
+            with client.stream("GET", f"/jobs/tasks/{launched}/events") as events:
+                body = "".join(events.iter_text())
+            assert "event: progress" in body and '"state": "succeeded"' in body, body
+            assert client.get(f"/jobs/tasks/{launched}").json()["result"] == "liftoff"
+            assert "/jobs/tasks/countdown" in client.get("/openapi.json").json()["paths"]
+        assert "taskgate: app     " + base in log.read_text()
+        _stops_cleanly(proc, log)
+    finally:
+        kill_all(proc)
+
+
+def test_the_tutorial_migrated_to_taskgate_keeps_its_endpoints(tmp_path: Path) -> None:
+    """examples/tutorial: the seed's celery_app.py and main.py moved to taskgate, run with
+    `taskgate up --app main:app` (its hard-coded Redis URL gives way to the embedded Valkey)."""
+    proc, base, log = _start_app(tmp_path, "tutorial")
+    try:
+        with httpx.Client(base_url=base, timeout=20) as client:
+            task_id = client.get("/add", params={"x": 1, "y": 2}).json()["task_id"]
+
+            def completed() -> bool:
+                return client.get(f"/result/{task_id}").json() == {"status": "completed", "result": 3}
+
+            wait_for(completed, 30, "the tutorial's add to complete")
+            assert client.get("/result/nope").status_code == 404
+        _stops_cleanly(proc, log)
+    finally:
+        kill_all(proc)
+
+
+def test_up_app_reload_restarts_the_worker_when_tasks_change(tmp_path: Path) -> None:
+    proc, base, log = _start_app(tmp_path, "yourapp", "--reload")
+    try:
+        with httpx.Client(base_url=base, timeout=20) as client:
+            assert client.get("/sum", params={"x": 1, "y": 2}).json()["result"] == 3
+            tasks = tmp_path / "yourapp" / "tasks.py"
+            tasks.write_text(tasks.read_text().replace("return x + y", "return x + y + 100"))
+
+            def reloaded() -> bool:
+                try:
+                    return client.get("/sum", params={"x": 1, "y": 2}).json().get("result") == 103
+                except (httpx.TransportError, ValueError):
+                    return False
+
+            wait_for(reloaded, 60, "the app and the worker to run the changed task")
+        _stops_cleanly(proc, log)
+    finally:
+        kill_all(proc)
