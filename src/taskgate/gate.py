@@ -70,7 +70,7 @@ class Taskgate:
                  auth: bool | None = None, log_submits: bool = False, **overrides: Any) -> None:
         if settings is not None and overrides:
             raise TypeError("pass settings=... or single settings as keywords, not both")
-        self.settings = settings or (Settings(**overrides) if overrides else get_settings())
+        self.settings = settings or (Settings(**overrides) if overrides else _environment())
         if celery_app is not None:
             from .worker.celery_app import adopt
 
@@ -366,6 +366,18 @@ async def upgrade_records(settings: Settings) -> None:
 
 
 
+def _environment() -> Settings:
+    """TASKGATE_* settings; without a Redis URL, those of the ``taskgate up`` running on this
+    data dir (its embedded Valkey), as the CLI commands find it."""
+    settings = get_settings()
+    if settings.redis_url is None and settings.result_backend is None:
+        from .service import instance
+
+        if instance.join(settings) is not None:
+            settings = get_settings()
+    return settings
+
+
 def _default_gate() -> Taskgate:
     """The process-wide Taskgate (see :meth:`Taskgate.current`), opened on a daemon thread's
     event loop on first use (again in a forked child)."""
@@ -375,7 +387,7 @@ def _default_gate() -> Taskgate:
             return _default[1]
         from .worker.running import worker_settings
 
-        gate = Taskgate(worker_settings() or get_settings())
+        gate = Taskgate(worker_settings() or _environment())
         loop = asyncio.new_event_loop()
         threading.Thread(target=loop.run_forever, name="taskgate-client", daemon=True).start()
         asyncio.run_coroutine_threadsafe(gate.open(), loop).result()

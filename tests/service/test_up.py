@@ -332,6 +332,13 @@ def test_up_serves_your_app_end_to_end(tmp_path: Path) -> None:
             assert "event: progress" in body and '"state": "succeeded"' in body, body
             assert client.get(f"/jobs/tasks/{launched}").json()["result"] == "liftoff"
             assert "/jobs/tasks/countdown" in client.get("/openapi.json").json()["paths"]
+        # A blocking script beside it, given no Redis URL, finds the running up's Valkey.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TASKGATE_")}
+        env["TASKGATE_DATA_DIR"] = str(tmp_path / "data")
+        script = "from tasks import add\nprint(add.submit_sync(x=2, y=2).result(timeout=20))\n"
+        out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path / "yourapp", env=env,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and out.stdout.strip() == "4", out.stderr
         assert "taskgate: app     " + base in log.read_text()
         _stops_cleanly(proc, log)
     finally:

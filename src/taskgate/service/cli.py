@@ -31,7 +31,7 @@ cli = typer.Typer(
     add_completion=False,
 )
 
-Host = Annotated[str, typer.Option(help="Interface the API binds to.")]
+Host = Annotated[str, typer.Option(help="Interface the API (with `up --app`, your app) binds to.")]
 Port = Annotated[int, typer.Option(min=1, max=65535, help="TCP port of the API.")]
 Concurrency = Annotated[int, typer.Option(min=1, help="Worker processes in the Celery pool.")]
 LogLevel = Annotated[str, typer.Option(help="Log level: debug, info, warning or error.")]
@@ -179,7 +179,7 @@ def up(
         show_default=False)] = None,
     reload: Annotated[bool, typer.Option(
         "--reload", help="With --app: restart your app and the worker when a .py file under this "
-        "directory changes (development only).")] = False,
+        "directory changes (hidden directories such as .venv aside; development only).")] = False,
 ) -> None:
     """Run everything in the foreground: embedded Valkey (unless TASKGATE_REDIS_URL is set),
     a local SMTP sink (unless TASKGATE_SMTP_URL is set), a worker, the API (or your app, with
