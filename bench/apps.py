@@ -3,7 +3,9 @@
 * ``constant_app``: a bare async endpoint returning a constant (the HTTP ceiling);
 * ``lpush_app``: one ``await redis.asyncio`` LPUSH of a ~1 KB payload (the broker-write ceiling);
 * ``tutorial_app``: the tutorial's ``GET /add``, a blocking ``add.delay()`` inside ``async def``;
-* ``celery_app``: the tutorial's Celery app and ``add`` task (raw Celery, for end-to-end runs).
+* ``celery_app``: the tutorial's Celery app and ``add`` task (raw Celery, for end-to-end runs);
+* ``library_app``: a user's own app whose endpoint does ``await add.submit()`` (taskgate as a
+  library, ``Taskgate`` opened by its lifespan).
 
 The Redis URL comes from ``BENCH_REDIS_URL``.
 """
@@ -15,6 +17,9 @@ import os
 from celery import Celery
 from fastapi import FastAPI
 from redis.asyncio import Redis
+
+from taskgate import Taskgate
+from taskgate.tasks.arithmetic import add as taskgate_add
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 PAYLOAD = b"x" * 1024
@@ -55,3 +60,13 @@ tutorial_app = FastAPI()
 async def tutorial_add(x: int, y: int) -> dict[str, str]:
     task = add.delay(x, y)  # blocking, on the event loop: the tutorial's way
     return {"task_id": task.id}
+
+
+library_gate = Taskgate(redis_url=REDIS_URL, auth=False)
+library_app = FastAPI(lifespan=library_gate.lifespan)
+
+
+@library_app.get("/add")
+async def library_add(x: int, y: int) -> dict[str, str]:
+    job = await taskgate_add.submit(x=x, y=y)
+    return {"task_id": job.id}

@@ -201,6 +201,7 @@ def submit_throughput(stack: Stack, args: argparse.Namespace, report: Report, fi
     constant = stack.uvicorn("constant", "constant_app", "/const")
     lpush = stack.uvicorn("lpush", "lpush_app", "/lpush")
     tutorial = stack.uvicorn("tutorial", "tutorial_app", "/add?x=1&y=1")
+    library = stack.uvicorn("library", "library_app", "/add?x=0&y=0")
     taskgate_api = [sys.executable, "-m", "taskgate", "api", "--log-level=warning"]
     _, api = stack.http("taskgate-api", [*taskgate_api, "--no-access-log"], "/healthz")
     stack.api = api
@@ -222,6 +223,7 @@ def submit_throughput(stack: Stack, args: argparse.Namespace, report: Report, fi
                ("one `await` LPUSH of 1 KB (ceiling)", f"{lpush}/lpush", None),
                ("tutorial `GET /add` (blocking delay())", f"{tutorial}/add?x=1&y=2", None),
                ("taskgate `GET /add`", f"{api}/add?x=1&y=2", None),
+               ("your endpoint doing `await add.submit()`", f"{library}/add?x=1&y=2", None),
                ("taskgate `POST /tasks/add`", f"{api}/tasks/add", post),
                ("  + a unique `Idempotency-Key` per request", f"{api}/tasks/add", idempotent),
                ("  + quotas on (rate and in-flight limits)", f"{quotas}/tasks/add", post),
@@ -257,9 +259,77 @@ def submit_throughput(stack: Stack, args: argparse.Namespace, report: Report, fi
     report.add()
     report.table(["target", "req/s", "vs LPUSH", "p50 ms", "p99 ms", "p99 vs LPUSH", "Redis µs/req", "non-2xx"],
                  rows)
-    for key, (name, _, _) in (("get", targets[3]), ("post", targets[4])):
+    for key, (name, _, _) in (("get", targets[3]), ("post", targets[5])):
         figures[key] = median([r["rps"] for r in results[name]]) / ceiling
         figures[f"{key}_p99"] = median([r["p99"] for r in results[name]]) / ceiling_p99
+
+
+def submit_loops(stack: Stack, args: argparse.Namespace, report: Report) -> None:
+    """Submits per second from one process, no HTTP: taskgate's ``await add.submit()`` in a tight
+    loop, Celery's own ``add.delay()`` loop (the tutorial's app, result backend on), and a
+    pipelined raw LPUSH of the message taskgate sends (the broker-write ceiling)."""
+    import asyncio
+
+    from bench import apps
+    from taskgate import Settings, Taskgate
+    from taskgate.brokers.message import build_message, envelope
+    from taskgate.tasks.arithmetic import add
+    from taskgate.worker.celery_app import create_celery_app
+
+    count = args.loop
+    names = ["taskgate `await add.submit()`, one at a time", "taskgate `await add.submit()`, 32 at a time",
+             "Celery `add.delay()`", "raw LPUSH of the same message, pipelined by 1,000"]
+    results: dict[str, list[float]] = {name: [] for name in names}
+    client = redis.Redis.from_url(stack.url)
+
+    async def taskgate_loop(concurrent: int) -> float:
+        async with Taskgate(redis_url=stack.url, data_dir=stack.tmp / "library", auth=False):
+            await add.submit(x=0, y=0)  # connections and scripts loaded
+            began = time.perf_counter()
+            if concurrent == 1:
+                for i in range(count):
+                    await add.submit(x=i, y=i)
+            else:
+                async def one_lane(lane: int) -> None:
+                    for i in range(lane, count, concurrent):
+                        await add.submit(x=i, y=i)
+
+                await asyncio.gather(*(one_lane(lane) for lane in range(concurrent)))
+            return count / (time.perf_counter() - began)
+
+    settings = Settings(redis_url=stack.url)
+    app = create_celery_app(settings)
+    message = envelope("celery", build_message(app, "bench-id", "taskgate.add", {"x": 1, "y": 2}))
+    for _ in range(args.reps):
+        for concurrent, name in ((1, names[0]), (32, names[1])):
+            stack.reset_data(client)
+            results[name].append(asyncio.run(taskgate_loop(concurrent)))
+        stack.reset_data(client)
+        apps.add.delay(0, 0)
+        began = time.perf_counter()
+        for i in range(count):
+            apps.add.delay(i, i)
+        results[names[2]].append(count / (time.perf_counter() - began))
+        stack.reset_data(client)
+        began = time.perf_counter()
+        for start in range(0, count, 1000):
+            pipe = client.pipeline(transaction=False)
+            for _ in range(start, min(count, start + 1000)):
+                pipe.lpush("celery", message)
+            pipe.execute()
+        results[names[3]].append(count / (time.perf_counter() - began))
+    client.close()
+    ceiling = median(results[names[3]])
+    report.add(f"## 1b. Submits per second in one process, no HTTP ({count:,} tasks, {args.reps} repetitions)")
+    report.add()
+    report.add("A tight loop in one Python process, worker stopped: taskgate's library (`await "
+               "add.submit()`, records and all, one at a time and 32 concurrent coroutines sharing "
+               "round trips), Celery's own `add.delay()` of the tutorial's app (Redis broker and result "
+               "backend), and the ceiling: the same message taskgate pushes, LPUSHed raw in pipelines "
+               "of 1,000. Each cell: **median** (every repetition).")
+    report.add()
+    report.table(["loop", "submits/s", "vs raw LPUSH"],
+                 [[name, fmt(results[name]), f"{median(results[name]) / ceiling:.2f}x"] for name in names])
 
 
 def end_to_end(stack: Stack, args: argparse.Namespace, report: Report, api: str, figures: dict[str, float]) -> None:
@@ -547,6 +617,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=int, default=6, help="Seconds per wrk run.")
     parser.add_argument("--tasks", type=int, default=5000, help="Tasks in the end-to-end runs.")
     parser.add_argument("--roundtrips", type=int, default=200, help="Single-task round trips.")
+    parser.add_argument("--loop", type=int, default=5000, help="Submits per in-process loop (section 1b).")
     parser.add_argument("--submits", type=int, default=100_000, help="Submits for the API RSS figure.")
     parser.add_argument("--out", type=Path, default=None,
                         help="Where the report goes: bench/RESULTS.md for a full run; a --quick run "
@@ -556,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-profile", action="store_true", help="Skip section 6 (py-spy needs ptrace rights).")
     args = parser.parse_args(argv)
     if args.quick:
-        args.reps, args.duration, args.tasks, args.roundtrips, args.submits = 1, 1, 200, 5, 2000
+        args.reps, args.duration, args.tasks, args.roundtrips, args.submits, args.loop = 1, 1, 200, 5, 2000, 300
     report = Report()
     report.add("# taskgate benchmark results")
     report.add()
@@ -574,6 +645,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["BENCH_REDIS_URL"] = stack.url  # before bench.apps is imported here
         try:
             submit_throughput(stack, args, report, figures)
+            submit_loops(stack, args, report)
             api = stack.api
             api_proc = next(p for p in stack.procs if "api" in p.args)  # type: ignore[operator]
             end_to_end(stack, args, report, api, figures)
