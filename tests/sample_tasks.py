@@ -201,3 +201,20 @@ async def async_stubborn(log: str, token: str, seconds: float) -> str:
     with open(log, "a") as out:
         out.write(f"end {token} {os.getpid()}\n")
     return token
+
+
+@taskgate.task
+def fan_out(count: int) -> list[str]:
+    """A sync task that submits ``count`` ``add`` tasks (the blocking form) and returns their ids."""
+    from taskgate.tasks.arithmetic import add
+
+    return [add.submit_sync(x=i, y=i).id for i in range(count)]
+
+
+@taskgate.task
+async def async_fan_out(count: int) -> list[int]:
+    """An async task that submits ``count`` ``add`` tasks and awaits their results."""
+    from taskgate.tasks.arithmetic import add
+
+    jobs = [await add.submit(x=i, y=1) for i in range(count)]
+    return [await job.result(timeout=20) for job in jobs]

@@ -180,3 +180,15 @@ def test_unavailable_within_the_deadline_then_recovers(tmp_path: Path) -> None:
     finally:
         if server.is_running():
             server.stop()
+
+
+def test_a_task_submits_other_tasks(redis_url: str, worker: object) -> None:
+    """From a sync task (the blocking form) and from an async one (awaiting their results), with
+    no Taskgate opened in the worker: each uses the worker's settings."""
+    async def body(tg: taskgate.Taskgate) -> tuple[list[int], list[int]]:
+        ids = await (await sample_tasks.fan_out.submit(count=3)).result(timeout=30)
+        children = [await (await tg.job(task_id, add)).result(timeout=20) for task_id in ids]
+        return children, await (await sample_tasks.async_fan_out.submit(count=3)).result(timeout=30)
+
+    children, awaited = run(redis_url, body)
+    assert children == [0, 2, 4] and awaited == [1, 2, 3]
