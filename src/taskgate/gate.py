@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import queue
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -30,7 +29,7 @@ from .auth import Caller
 from .config import Settings, get_settings
 from .declare import Submittable
 from .exceptions import ConfigurationError, InvalidArguments, TaskGateError
-from .producer import SYSTEM, Options, Producer
+from .producer import SYSTEM, Options, Producer, bridge
 from .producer.job import Job, SyncJob
 from .records import keys
 from .records.upgrade import upgrade_at
@@ -238,107 +237,32 @@ class Taskgate:
         spec = task.spec if task is not None else self.catalogue.get(record.name or "")
         return Job(self, task_id, spec, caller)
 
-    # -- running on this Taskgate's loop, from anywhere -----------------------------------------
+    # -- running on this Taskgate's loop, from anywhere (see ``producer.bridge``) ---------------
+
+    def _opened_loop(self) -> tuple[Producer, asyncio.AbstractEventLoop]:
+        producer, loop = self.producer, self._loop
+        assert loop is not None
+        return producer, loop
 
     async def call(self, work: Callable[[Producer], Awaitable[T]]) -> T:
         """``await work(producer)`` on this Taskgate's event loop (from this loop or another)."""
-        producer, loop = self.producer, self._loop
-        assert loop is not None
-        if asyncio.get_running_loop() is loop:
-            return await work(producer)
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_awaited(work(producer)), loop))
+        producer, loop = self._opened_loop()
+        return await bridge.run(work(producer), loop)
 
     def call_sync(self, work: Callable[[Producer], Awaitable[T]]) -> T:
         """``work(producer)`` run on this Taskgate's event loop, waited for in this thread."""
-        producer, loop = self.producer, self._loop
-        assert loop is not None
-        if _running_loop() is loop:
-            raise RuntimeError("a blocking taskgate call on the event loop would block it: "
-                               "`await task.submit(...)` and the Job's methods instead")
-        return asyncio.run_coroutine_threadsafe(_awaited(work(producer)), loop).result()
+        producer, loop = self._opened_loop()
+        return bridge.run_sync(work(producer), loop, "`await task.submit(...)` and the Job's methods instead")
 
     def stream(self, events: Callable[[Producer], AsyncIterator[T]]) -> AsyncIterator[T]:
         """Iterate ``events(producer)`` (run on this Taskgate's loop) from the calling loop."""
-        producer, loop = self.producer, self._loop
-        if asyncio.get_running_loop() is loop:
-            return events(producer)
-        return _relay(events(producer), loop)
+        producer, loop = self._opened_loop()
+        return bridge.iterate(events(producer), loop)
 
     def stream_sync(self, events: Callable[[Producer], AsyncIterator[T]]) -> Iterator[T]:
         """Iterate ``events(producer)`` (run on this Taskgate's loop) from blocking code."""
-        producer, loop = self.producer, self._loop
-        assert loop is not None
-        if _running_loop() is loop:
-            raise RuntimeError("a blocking taskgate call on the event loop would block it: "
-                               "`async for event in job.events()` instead")
-        return _relay_sync(events(producer), loop)
-
-
-async def _awaited(awaitable: Awaitable[T]) -> T:
-    return await awaitable
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    with contextlib.suppress(RuntimeError):
-        return asyncio.get_running_loop()
-    return None
-
-
-_END = object()
-
-
-async def _relay(source: AsyncIterator[T], loop: asyncio.AbstractEventLoop | None) -> AsyncIterator[T]:
-    """``source`` (run on ``loop``) iterated on the running loop."""
-    assert loop is not None
-    here = asyncio.get_running_loop()
-    items: asyncio.Queue[Any] = asyncio.Queue()
-
-    async def pump() -> None:
-        try:
-            async for item in source:
-                here.call_soon_threadsafe(items.put_nowait, item)
-        except BaseException as exc:  # handed over to the consumer
-            here.call_soon_threadsafe(items.put_nowait, (_END, exc))
-            return
-        here.call_soon_threadsafe(items.put_nowait, (_END, None))
-
-    future = asyncio.run_coroutine_threadsafe(pump(), loop)
-    try:
-        while True:
-            item = await items.get()
-            if isinstance(item, tuple) and len(item) == 2 and item[0] is _END:
-                if item[1] is not None:
-                    raise item[1]
-                return
-            yield item
-    finally:
-        future.cancel()
-
-
-def _relay_sync(source: AsyncIterator[T], loop: asyncio.AbstractEventLoop) -> Iterator[T]:
-    """``source`` (run on ``loop``) iterated in this thread."""
-    items: queue.SimpleQueue[Any] = queue.SimpleQueue()
-
-    async def pump() -> None:
-        try:
-            async for item in source:
-                items.put(item)
-        except BaseException as exc:
-            items.put((_END, exc))
-            return
-        items.put((_END, None))
-
-    future = asyncio.run_coroutine_threadsafe(pump(), loop)
-    try:
-        while True:
-            item = items.get()
-            if isinstance(item, tuple) and len(item) == 2 and item[0] is _END:
-                if item[1] is not None:
-                    raise item[1]
-                return
-            yield item
-    finally:
-        future.cancel()
+        producer, loop = self._opened_loop()
+        return bridge.iterate_sync(events(producer), loop, "`async for event in job.events()` instead")
 
 
 async def publish_catalogue(producer: Producer) -> None:
