@@ -3,8 +3,9 @@ process through ``httpx.ASGITransport``, against the session's Valkey and a real
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -95,3 +96,35 @@ def test_unavailable_in_the_users_routes_then_recovery(tmp_path: Path, user_work
     finally:
         if server.is_running():
             server.stop()
+
+
+def test_the_router_caps_bodies_in_the_users_app(redis_url: str) -> None:
+    """No middleware of taskgate's in the user's app: the router's own cap answers 413, declared
+    (Content-Length) or streamed (chunked, no length), on hand-read and FastAPI-read bodies alike."""
+    app, _ = userapp.build(redis_url, max_body_bytes=1000, data_dir=helpers.DATA_DIR)
+    big = b'{"x": 1, "y": 2, "pad": "' + b"x" * 2000 + b'"}'
+    headers = {**KEY, "content-type": "application/json"}
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield big[:600]
+        yield big[600:]
+
+    async def main() -> list[tuple[str, httpx.Request, httpx.Response]]:
+        answers = []
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://user.test") as http:
+            for path in ("/jobs/tasks/add", "/jobs/tasks/add/batch"):
+                for content in (big, chunks()):
+                    answer = await http.post(path, content=content, headers=headers)
+                    answers.append((path, answer.request, answer))
+            small = await http.post("/jobs/tasks/add", json={"x": 1, "y": 2}, headers=KEY)
+            answers.append(("small", small.request, small))
+        return answers
+
+    *refused, (_, _, small) = asyncio.run(main())
+    assert small.status_code == 202
+    assert ["content-length" in request.headers for _, request, _ in refused] == [True, False] * 2
+    for path, _, answer in refused:
+        assert answer.status_code == 413, (path, answer.text)
+        assert answer.json()["error"]["type"] == "payload_too_large"
+        assert "TASKGATE_MAX_BODY_BYTES" in answer.json()["error"]["message"]

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
+from starlette.types import Message
 
 from ..constants import RETRY_AFTER_SECONDS
 from ..exceptions import (
@@ -101,7 +102,8 @@ async def _http(request: Request, exc: Exception) -> JSONResponse:
     headers = dict(exc.headers or {})
     if exc.status_code == 405:
         headers["Allow"] = allowed_methods(request, headers.get("Allow", ""))
-    kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    kind = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(exc.status_code,
+                                                                                      "http_error")
     return error_response(exc.status_code, kind, str(exc.detail), headers=headers)
 
 
@@ -173,14 +175,19 @@ def install(app: FastAPI) -> None:
 class TaskgateRoute(APIRoute):
     """The route class of taskgate's routers: answers taskgate's errors itself, as
     :data:`HANDLERS` says, so the router keeps its envelope (and its 503 + Retry-After) in any
-    app that includes it, whatever handlers that app has."""
+    app that includes it, whatever handlers that app has; and caps request bodies at
+    TASKGATE_MAX_BODY_BYTES there too (:func:`capped`), unless :attr:`caps_body` says the route
+    caps its own (uploads)."""
+
+    caps_body = False
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handle = super().get_route_handler()
+        cap = not self.caps_body and bool(self.methods and self.methods - {"GET", "HEAD", "DELETE"})
 
         async def handle_errors(request: Request) -> Response:
             try:
-                return await handle(request)
+                return await handle(capped(request) if cap else request)
             except Exception as exc:
                 for kind in type(exc).__mro__:
                     handler = HANDLERS.get(kind)
@@ -189,3 +196,39 @@ class TaskgateRoute(APIRoute):
                 raise
 
         return handle_errors
+
+
+class UploadRoute(TaskgateRoute):
+    """A route that caps its body itself (``POST /files``, TASKGATE_MAX_UPLOAD_BYTES)."""
+
+    caps_body = True
+
+
+def capped(request: Request) -> Request:
+    """``request`` refused with 413 past the Taskgate's TASKGATE_MAX_BODY_BYTES: at once when its
+    Content-Length says so; else (a chunked body) as the body is read."""
+    from .deps import gate_of
+
+    limit = gate_of(request).settings.max_body_bytes
+    length = next((value for name, value in request.scope["headers"] if name == b"content-length"), None)
+    if length is not None:
+        if length.isdigit() and int(length) > limit:
+            raise _too_large_body(limit)
+        return request  # the server delivers no more than it declared
+    receive, seen = request.receive, 0
+
+    async def counted() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise _too_large_body(limit)
+        return message
+
+    return Request(request.scope, counted, request._send)
+
+
+def _too_large_body(limit: int) -> HTTPException:
+    # An HTTPException, which FastAPI lets through when reading a body it validates itself.
+    return HTTPException(413, f"request body is larger than {limit} bytes (TASKGATE_MAX_BODY_BYTES)")

@@ -9,10 +9,10 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from ...exceptions import PayloadTooLarge
 from ...files import FILE_ID, delete, owned_meta, save_stream
 from ..deps import CallerDep, SettingsDep
-from ..errors import TaskgateRoute
+from ..errors import UploadRoute
 from ..schemas import StoredFile, errors
 
-router = APIRouter(prefix="/files", tags=["files"], responses=errors(401), route_class=TaskgateRoute)
+router = APIRouter(prefix="/files", tags=["files"], responses=errors(401), route_class=UploadRoute)
 
 FileId = Annotated[str, Path(pattern=FILE_ID.pattern, description="The id POST /files returned.")]
 
