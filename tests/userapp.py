@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 from celery import Celery
-from fastapi import Depends, FastAPI, Header, HTTPException
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
 
 import taskgate
 from taskgate.tasks.arithmetic import add
@@ -33,7 +33,9 @@ def build(redis_url: str | None = None, own: Celery | None = None,
     """The app and its Taskgate (``redis_url`` for tests; a user relies on TASKGATE_REDIS_URL).
     ``own``: another Celery app than the module's (one per Redis server)."""
     overrides = {"redis_url": redis_url, **settings} if redis_url else settings
-    tg = taskgate.Taskgate(celery_app=own or celery_app, auth=False, **overrides)
+    # The user's own auth names the owner of each request to the router (no API keys).
+    tg = taskgate.Taskgate(celery_app=own or celery_app, owner=lambda request: request.state.user,
+                           **overrides)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -42,9 +44,11 @@ def build(redis_url: str | None = None, own: Celery | None = None,
             yield
         app.state.started = "stopped"
 
-    def token(x_token: Annotated[str | None, Header()] = None) -> None:
+    def token(request: Request, x_token: Annotated[str | None, Header()] = None,
+              x_user: Annotated[str, Header()] = "anyone") -> None:
         if x_token != "let-me-in":
             raise HTTPException(403, "the user's own auth said no")
+        request.state.user = x_user
 
     app = FastAPI(lifespan=lifespan)
     app.include_router(tg.router, prefix="/jobs", dependencies=[Depends(token)])

@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import orjson
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request
 
 from .auth import Caller
 from .config import Settings, get_settings
@@ -45,6 +45,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
 
+#: ``Taskgate(owner=...)``: the owner of a request to the router, by the user's own auth.
+OwnerOf = Callable[[Request], "str | None | Awaitable[str | None]"]
+
 #: Open Taskgates of this process, the latest last (see :meth:`Taskgate.current`).
 _open: list[Taskgate] = []
 _default_lock = threading.Lock()
@@ -59,6 +62,9 @@ class Taskgate:
     whole ``settings=Settings(...)``. ``celery_app``: your own Celery app, whose broker and
     configuration taskgate then uses (see README, "Bring your own Celery app").
 
+    ``owner``: a function of the request naming the caller's owner, by your own auth (it
+    replaces API keys; see :attr:`owner`).
+
     ``auth``: whether :attr:`router` requires API keys. Default from TASKGATE_AUTH: ``on`` and
     ``auto`` require them (this object cannot know where your app is served; ``taskgate up
     --app`` resolves ``auto`` for its bind address), ``off`` does not. Set ``auth=False`` when
@@ -66,7 +72,8 @@ class Taskgate:
     """
 
     def __init__(self, settings: Settings | None = None, *, celery_app: Celery | None = None,
-                 auth: bool | None = None, log_submits: bool = False, **overrides: Any) -> None:
+                 auth: bool | None = None, owner: OwnerOf | None = None, log_submits: bool = False,
+                 **overrides: Any) -> None:
         if settings is not None and overrides:
             raise TypeError("pass settings=... or single settings as keywords, not both")
         self.settings = settings or (Settings(**overrides) if overrides else _environment())
@@ -76,8 +83,12 @@ class Taskgate:
             self.settings = adopt(celery_app, self.settings)
         self.settings.require_redis_url()  # fail at once, with the fix, rather than on first use
         self.celery_app = celery_app
+        #: Who calls :attr:`router`, by your own auth: ``owner(request)`` (sync or async) names the
+        #: owner, whose tasks alone the caller then sees and whose quotas apply; None or "" is a 401.
+        #: Given, it replaces API keys.
+        self.owner = owner
         #: Whether :attr:`router` asks for API keys.
-        self.auth = auth if auth is not None else self.settings.auth != "off"
+        self.auth = owner is None and (auth if auth is not None else self.settings.auth != "off")
         #: Log an ``accepted`` line (with the task id) per task submitted over :attr:`router`.
         self.log_submits = log_submits
         self._producer: Producer | None = None

@@ -61,6 +61,17 @@ def test_the_router_under_a_prefix_guarded_by_the_users_dependency(user: httpx.C
     assert not any(path.startswith("/tasks") for path in paths)
 
 
+def test_the_users_auth_names_the_owner(user: httpx.Client) -> None:
+    """``Taskgate(owner=...)``: the owner comes from the user's own auth, and each owner sees its
+    own tasks only, as with API keys."""
+    alice, bob = {**KEY, "X-User": "alice"}, {**KEY, "X-User": "bob"}
+    task_id = user.post("/jobs/tasks/add", json={"x": 5, "y": 5}, headers=alice).json()["task_id"]
+    assert user.get(f"/jobs/tasks/{task_id}", params={"wait": 10}, headers=alice).json()["owner"] == "alice"
+    assert user.get(f"/jobs/tasks/{task_id}", headers=bob).status_code == 404
+    listed = user.get("/jobs/tasks", params={"name": "add"}, headers=bob).json()["tasks"]
+    assert task_id not in [task["task_id"] for task in listed]
+
+
 def test_the_router_keeps_its_error_envelope_in_the_users_app(user: httpx.Client) -> None:
     missing = user.get("/jobs/tasks/no-such-id", headers=KEY)
     assert missing.status_code == 404

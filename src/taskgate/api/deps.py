@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
@@ -44,10 +45,18 @@ async def get_app_settings(request: Request) -> Settings:
 
 
 async def get_caller(request: Request) -> Caller:
-    """Who is calling: the owner of the API key sent as ``Authorization: Bearer <key>``, or the
+    """Who is calling: the owner ``Taskgate(owner=...)`` names for the request, by the app's own
+    auth; else the owner of the API key sent as ``Authorization: Bearer <key>``, or the
     anonymous admin while auth is off. A plain function of the request, so the submit routes
     call it directly, without a dependency to solve per request."""
     gate = gate_of(request)
+    if gate.owner is not None:  # the user's own auth names the owner
+        owner = gate.owner(request)
+        if inspect.isawaitable(owner):
+            owner = await owner
+        if not owner:
+            raise Unauthorized("this request has no owner: the app's own authentication did not name one")
+        return Caller(owner=str(owner))
     if not gate.auth:
         return SYSTEM
     scheme, _, token = (request.headers.get("authorization") or "").partition(" ")

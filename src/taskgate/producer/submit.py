@@ -175,8 +175,8 @@ class Submitter:
         what = f"task {task_id}" if task_id else "the tasks"
         if isinstance(exc, OutcomeUnknown):
             return BackendUnavailable("redis", f"{exc}: {what} may have been queued before the "
-                                      "connection broke; GET /tasks/{id} tells once Redis answers "
-                                      "(404: it was not)", task_id)
+                                      "connection broke; GET /tasks/{id} (or tg.job(id)) tells once "
+                                      "Redis answers (404, TaskNotFound: it was not)", task_id)
         cause = unavailable("redis", exc, self.backend.timeout).detail
         return BackendUnavailable("redis", _not_queued(task_id, cause), task_id)
 
