@@ -187,7 +187,7 @@ class Taskgate:
         if self._router is None:
             from .api.router import build_router
 
-            self._router = build_router(self.catalogue)
+            self._router = build_router(self)
         return self._router
 
     def install_error_handlers(self, app: FastAPI) -> None:

@@ -6,11 +6,15 @@ from __future__ import annotations
 import asyncio
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 from celery import Celery
+from fastapi import FastAPI
+
+import taskgate
 
 from .. import helpers, inprocess, userapp
 
@@ -139,3 +143,21 @@ def test_the_router_caps_bodies_in_the_users_app(redis_url: str) -> None:
         assert answer.status_code == 413, (path, answer.text)
         assert answer.json()["error"]["type"] == "payload_too_large"
         assert "TASKGATE_MAX_BODY_BYTES" in answer.json()["error"]["message"]
+
+
+def test_the_router_finds_its_taskgate_however_it_was_opened(redis_url: str, worker: object) -> None:
+    """Opened with ``async with tg:`` in the user's own lifespan (no ``tg.lifespan``, so nothing in
+    ``app.state``): the router's routes still reach their Taskgate."""
+    tg = taskgate.Taskgate(redis_url=redis_url, auth=False, data_dir=helpers.DATA_DIR)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with tg:
+            yield
+
+    app = FastAPI(lifespan=lifespan)
+    app.include_router(tg.router, prefix="/x")
+    with inprocess.serve(app) as http:
+        accepted = http.post("/x/tasks/add", json={"x": 2, "y": 5})
+        assert accepted.status_code == 202, accepted.text
+        assert http.get(accepted.headers["Location"], params={"wait": 10}).json()["result"] == 7

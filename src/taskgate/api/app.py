@@ -11,7 +11,6 @@ from ..config import Settings, get_settings, is_loopback
 from ..exceptions import ConfigurationError
 from ..gate import Taskgate
 from . import docs
-from .limits import BodyLimit
 
 log = logging.getLogger("taskgate.api")
 
@@ -30,8 +29,8 @@ def auth_enabled(settings: Settings, host: str) -> bool:
 def create_app(settings: Settings | None = None, host: str = "127.0.0.1",
                log_submits: bool = True) -> FastAPI:
     """The standalone API for serving on ``host``: a :class:`~taskgate.Taskgate` and its router
-    (the same the library gives a user's app), with the interactive docs served offline and a
-    cap on request bodies. Auth follows TASKGATE_AUTH (auto: on unless ``host`` is loopback).
+    (the same the library gives a user's app, its routes capping request bodies themselves), with
+    the interactive docs served offline. Auth follows TASKGATE_AUTH (auto: on unless ``host`` is loopback).
     ``log_submits``: log an ``accepted`` line (with the task id) per submitted task."""
     settings = settings or get_settings()
     gate = Taskgate(settings, auth=auth_enabled(settings, host), log_submits=log_submits)
@@ -43,7 +42,6 @@ def create_app(settings: Settings | None = None, host: str = "127.0.0.1",
         lifespan=gate.lifespan,
         docs_url=None, redoc_url=None,  # served by docs.install, with no CDN
     )
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     gate.install_error_handlers(app)
     docs.install(app)
     app.include_router(gate.router)

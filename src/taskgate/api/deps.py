@@ -18,9 +18,10 @@ if TYPE_CHECKING:
 
 
 def gate_of(request: Request) -> Taskgate:
-    """The :class:`~taskgate.Taskgate` whose router serves this request: its lifespan put it in
+    """The :class:`~taskgate.Taskgate` whose router serves this request (its route put it in the
+    request's scope); for a route of another router, the one ``Taskgate.lifespan`` put in
     ``app.state.taskgate``."""
-    gate: Taskgate | None = getattr(request.app.state, "taskgate", None)
+    gate: Taskgate | None = request.scope.get("taskgate") or getattr(request.app.state, "taskgate", None)
     if gate is None:
         raise ConfigurationError("taskgate's router is included but its Taskgate is not open in this app: "
                                  "pass `lifespan=tg.lifespan` to FastAPI(), or enter "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -28,6 +28,10 @@ from ..exceptions import (
     Unauthorized,
     UnknownTask,
 )
+from .deps import gate_of
+
+if TYPE_CHECKING:
+    from ..gate import Taskgate
 
 log = logging.getLogger("taskgate.api")
 
@@ -173,21 +177,30 @@ def install(app: FastAPI) -> None:
 
 
 class TaskgateRoute(APIRoute):
-    """The route class of taskgate's routers: answers taskgate's errors itself, as
+    """The route class of taskgate's routers (``api.router`` makes one per Taskgate, naming it
+    in :attr:`gate`). A route hands its request the Taskgate that built it (``scope["taskgate"]``,
+    read by ``deps.gate_of``), so it needs no app state; answers taskgate's errors itself, as
     :data:`HANDLERS` says, so the router keeps its envelope (and its 503 + Retry-After) in any
     app that includes it, whatever handlers that app has; and caps request bodies at
-    TASKGATE_MAX_BODY_BYTES there too (:func:`capped`), unless :attr:`caps_body` says the route
-    caps its own (uploads)."""
+    TASKGATE_MAX_BODY_BYTES (:func:`capped`), unless :attr:`caps_body` says the route caps its
+    own (uploads)."""
 
+    #: The Taskgate whose router this route is on.
+    gate: Taskgate | None = None
     caps_body = False
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handle = super().get_route_handler()
+        gate = self.gate
         cap = not self.caps_body and bool(self.methods and self.methods - {"GET", "HEAD", "DELETE"})
 
         async def handle_errors(request: Request) -> Response:
             try:
-                return await handle(capped(request) if cap else request)
+                if gate is not None:
+                    request.scope["taskgate"] = gate
+                if cap:
+                    request = capped(request, gate_of(request).settings.max_body_bytes)
+                return await handle(request)
             except Exception as exc:
                 for kind in type(exc).__mro__:
                     handler = HANDLERS.get(kind)
@@ -198,18 +211,9 @@ class TaskgateRoute(APIRoute):
         return handle_errors
 
 
-class UploadRoute(TaskgateRoute):
-    """A route that caps its body itself (``POST /files``, TASKGATE_MAX_UPLOAD_BYTES)."""
-
-    caps_body = True
-
-
-def capped(request: Request) -> Request:
-    """``request`` refused with 413 past the Taskgate's TASKGATE_MAX_BODY_BYTES: at once when its
-    Content-Length says so; else (a chunked body) as the body is read."""
-    from .deps import gate_of
-
-    limit = gate_of(request).settings.max_body_bytes
+def capped(request: Request, limit: int) -> Request:
+    """``request`` refused with 413 past ``limit`` bytes: at once when its Content-Length says
+    so; else (a chunked body) as the body is read."""
     length = next((value for name, value in request.scope["headers"] if name == b"content-length"), None)
     if length is not None:
         if length.isdigit() and int(length) > limit:

@@ -3,21 +3,26 @@ standalone ``taskgate api`` serves (see ``app``)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fastapi import APIRouter
 
-from ..registry import TaskSpec
 from .errors import TaskgateRoute
 from .routes import dead_letters, files, health, metrics, tasks, tutorial
 
+if TYPE_CHECKING:
+    from ..gate import Taskgate
 
-def build_router(catalogue: dict[str, TaskSpec]) -> APIRouter:
-    """Every endpoint, with a typed ``POST /tasks/{name}`` per task of ``catalogue``. Its routes
-    find their Taskgate in ``app.state.taskgate`` (set by ``Taskgate.lifespan``)."""
-    router = APIRouter(route_class=TaskgateRoute)
-    router.include_router(tutorial.router)
-    router.include_router(tasks.build_router(catalogue))
-    router.include_router(files.router)
-    router.include_router(dead_letters.router)
-    router.include_router(metrics.router)
-    router.include_router(health.router)
+
+def build_router(gate: Taskgate) -> APIRouter:
+    """Every endpoint, with a typed ``POST /tasks/{name}`` per task of ``gate``'s catalogue; each
+    route hands its requests to ``gate`` (see :class:`.TaskgateRoute`), however the app opened it."""
+    route_class = type("Route", (TaskgateRoute,), {"gate": gate})
+    router = APIRouter(route_class=route_class)
+    router.include_router(tutorial.build_router(route_class))
+    router.include_router(tasks.build_router(gate.catalogue, route_class))
+    router.include_router(files.build_router(route_class))
+    router.include_router(dead_letters.build_router(route_class))
+    router.include_router(metrics.build_router(route_class))
+    router.include_router(health.build_router(route_class))
     return router

@@ -10,13 +10,9 @@ from ..deps import CallerDep, ProducerDep
 from ..errors import TaskgateRoute
 from ..schemas import DeadLetter, DeadLetterPage, TaskInfo, errors
 
-router = APIRouter(prefix="/dead-letters", tags=["dead letters"], responses=errors(401),
-                   route_class=TaskgateRoute)
-
 TaskId = Annotated[str, Path(min_length=1, max_length=200, description="The dead task's id.")]
 
 
-@router.get("", summary="List dead-lettered tasks, newest first", responses=errors(422, 503))
 async def list_dead_letters(
     producer: ProducerDep,
     caller: CallerDep,
@@ -31,16 +27,25 @@ async def list_dead_letters(
                           next_cursor=repr(after) if after is not None else None)
 
 
-@router.post("/{task_id}/requeue", summary="Run a dead-lettered task again",
-             responses=errors(404, 422, 503))
 async def requeue_dead_letter(task_id: TaskId, producer: ProducerDep, caller: CallerDep) -> TaskInfo:
     """Queues it again with the same id and arguments and fresh attempt counts; follow it with
     GET /tasks/{task_id}."""
     return TaskInfo.from_record(await producer.control.requeue(task_id, caller))
 
 
-@router.delete("/{task_id}", status_code=204, summary="Drop a dead letter",
-               responses=errors(404, 422, 503))
 async def drop_dead_letter(task_id: TaskId, producer: ProducerDep, caller: CallerDep) -> None:
     """Removes it from the list; its record stays readable until it expires."""
     await producer.control.drop(task_id, caller)
+
+
+def build_router(route_class: type[TaskgateRoute]) -> APIRouter:
+    """These routes, on a router of ``route_class`` routes (see ``api.router``)."""
+    router = APIRouter(prefix="/dead-letters", tags=["dead letters"], responses=errors(401),
+                       route_class=route_class)
+    router.get("", summary="List dead-lettered tasks, newest first",
+               responses=errors(422, 503))(list_dead_letters)
+    router.post("/{task_id}/requeue", summary="Run a dead-lettered task again",
+                responses=errors(404, 422, 503))(requeue_dead_letter)
+    router.delete("/{task_id}", status_code=204, summary="Drop a dead letter",
+                  responses=errors(404, 422, 503))(drop_dead_letter)
+    return router

@@ -9,15 +9,12 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from ...exceptions import PayloadTooLarge
 from ...files import FILE_ID, delete, owned_meta, save_stream
 from ..deps import CallerDep, SettingsDep
-from ..errors import UploadRoute
+from ..errors import TaskgateRoute
 from ..schemas import StoredFile, errors
-
-router = APIRouter(prefix="/files", tags=["files"], responses=errors(401), route_class=UploadRoute)
 
 FileId = Annotated[str, Path(pattern=FILE_ID.pattern, description="The id POST /files returned.")]
 
 
-@router.post("", status_code=201, summary="Upload a file", responses=errors(413, 422))
 async def upload_file(
     request: Request,
     settings: SettingsDep,
@@ -39,8 +36,6 @@ async def upload_file(
     return StoredFile.model_validate(meta)
 
 
-@router.delete("/{file_id}", status_code=204, summary="Delete an uploaded file",
-               responses=errors(404, 422))
 async def delete_file(file_id: FileId, settings: SettingsDep, caller: CallerDep) -> None:
     """Remove the upload from disk; 404 for an unknown id or another owner's file."""
     if await owned_meta(settings.data_dir, file_id, caller) is None \
@@ -51,3 +46,14 @@ async def delete_file(file_id: FileId, settings: SettingsDep, caller: CallerDep)
 def no_file(file_id: str) -> str:
     """The 404 message for a file id that is unknown, or another owner's."""
     return f"no uploaded file {file_id}: upload it with POST /files"
+
+
+def build_router(route_class: type[TaskgateRoute]) -> APIRouter:
+    """These routes, on a router of ``route_class`` routes that cap no body (uploads have their
+    own cap, TASKGATE_MAX_UPLOAD_BYTES)."""
+    uploads = type("UploadRoute", (route_class,), {"caps_body": True})
+    router = APIRouter(prefix="/files", tags=["files"], responses=errors(401), route_class=uploads)
+    router.post("", status_code=201, summary="Upload a file", responses=errors(413, 422))(upload_file)
+    router.delete("/{file_id}", status_code=204, summary="Delete an uploaded file",
+                  responses=errors(404, 422))(delete_file)
+    return router

@@ -9,17 +9,12 @@ from ..deps import ProducerDep
 from ..errors import TaskgateRoute
 from ..schemas import Health, Readiness
 
-router = APIRouter(tags=["health"], route_class=TaskgateRoute)
 
-
-@router.get("/healthz", summary="The process is alive")
 async def healthz() -> Health:
     """Answers at once; never touches Redis or the broker."""
     return Health()
 
 
-@router.get("/readyz", summary="Broker and backend reachable",
-            responses={503: {"model": Readiness, "description": "A component is unreachable."}})
 async def readyz(producer: ProducerDep, response: Response) -> Readiness:
     """200 when the broker and the result backend answer within the deadline, else 503."""
     checks = await producer.check()
@@ -28,3 +23,12 @@ async def readyz(producer: ProducerDep, response: Response) -> Readiness:
     response.status_code = 503
     response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return Readiness(status="unavailable", checks=checks)
+
+
+def build_router(route_class: type[TaskgateRoute]) -> APIRouter:
+    """These routes, on a router of ``route_class`` routes (see ``api.router``)."""
+    router = APIRouter(tags=["health"], route_class=route_class)
+    router.get("/healthz", summary="The process is alive")(healthz)
+    router.get("/readyz", summary="Broker and backend reachable",
+               responses={503: {"model": Readiness, "description": "A component is unreachable."}})(readyz)
+    return router

@@ -16,7 +16,7 @@ from ...auth import Caller
 from ...files import file_arguments, owned_meta
 from ...producer import Options, Producer, Submission
 from ...registry import TaskSpec
-from ..deps import CallerDep, ProducerDep, gate_of, get_caller, producer_of
+from ..deps import CallerDep, ProducerDep, gate_of, get_caller
 from ..errors import validation_message
 from ..params import header, openapi_parameters, parse_body, parse_query, strict_json
 from ..schemas import (
@@ -150,7 +150,8 @@ def submit_endpoint(spec: TaskSpec) -> Any:
         options = (parse_query(SubmitOptions, request) if request.scope["query_string"]
                    else SubmitOptions())
         idempotency = header(request, "Idempotency-Key", max_length=MAX_IDEMPOTENCY_KEY)
-        producer = producer_of(request)
+        gate = gate_of(request)
+        producer = gate.producer
         if files:
             missing = await missing_file(producer, arguments, files, caller)
             if missing is not None:
@@ -158,7 +159,7 @@ def submit_endpoint(spec: TaskSpec) -> Any:
         submission = await producer.submitter.submit(
             spec, arguments, Options(countdown=options.countdown, eta=options.eta, priority=options.priority),
             idempotency, caller)
-        if gate_of(request).log_submits:
+        if gate.log_submits:
             log.info("accepted %s for %s", spec.name, caller.owner,
                      extra={"task_id": submission.task_id, "task_name": spec.name})
         # Beside this route's own path, so a router mounted under a prefix points under it too.

@@ -79,9 +79,9 @@ def info_models(catalogue: dict[str, TaskSpec]) -> dict[str, type[TaskInfo]]:
     return models
 
 
-def build_router(catalogue: dict[str, TaskSpec]) -> APIRouter:
-    """The /tasks routes for this catalogue."""
-    router = APIRouter(prefix="/tasks", tags=["tasks"], responses=errors(401), route_class=TaskgateRoute)
+def build_router(catalogue: dict[str, TaskSpec], route_class: type[TaskgateRoute]) -> APIRouter:
+    """The /tasks routes for this catalogue, on a router of ``route_class`` routes."""
+    router = APIRouter(prefix="/tasks", tags=["tasks"], responses=errors(401), route_class=route_class)
     models = info_models(catalogue)
     AnyTask: Any = Union[tuple(models.values()) + (TaskInfo,)] if models else TaskInfo  # noqa: UP007
 

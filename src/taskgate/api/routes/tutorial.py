@@ -10,14 +10,13 @@ from pydantic import BaseModel, Field
 
 from ...constants import INT64_MAX, INT64_MIN
 from ...states import TaskState
-from ..deps import CallerDep, ProducerDep, gate_of, get_caller, producer_of
+from ..deps import CallerDep, ProducerDep, gate_of, get_caller
 from ..errors import TaskgateRoute
 from ..params import openapi_parameters, parse_query
 from ..schemas import ErrorBody, JSONBytes, TaskCreated, TutorialResult, errors
 
 log = logging.getLogger("taskgate.api")
 
-router = APIRouter(tags=["tutorial"], responses=errors(401, 422, 429, 503), route_class=TaskgateRoute)
 
 
 class AddQuery(BaseModel):
@@ -40,23 +39,20 @@ _TUTORIAL_STATUS = {
 }
 
 
-@router.get("/add", summary="Queue the tutorial's add(x, y)", response_model=TaskCreated,
-            openapi_extra={"parameters": openapi_parameters(AddQuery)})
 async def submit_add(request: Request) -> JSONBytes:
     """Queue `add(x, y)` on a worker and return its task id at once."""
     caller = await get_caller(request)  # 401 before any 422
     query = parse_query(AddQuery, request)
-    producer = producer_of(request)
+    gate = gate_of(request)
+    producer = gate.producer
     spec = producer.spec("add")
     submission = await producer.submitter.submit(spec, spec.args_model(x=query.x, y=query.y), caller=caller)
-    if gate_of(request).log_submits:
+    if gate.log_submits:
         log.info("accepted add for %s", caller.owner,
                  extra={"task_id": submission.task_id, "task_name": "add"})
     return JSONBytes({"task_id": submission.task_id})
 
 
-@router.get("/result/{task_id}", summary="How a task went", response_model_exclude_unset=True,
-            responses=errors(404))
 async def get_result(task_id: TaskId, producer: ProducerDep, caller: CallerDep) -> TutorialResult:
     """`completed` with the result, `failed` with the error, `pending` until then; 404 if unknown."""
     record = await producer.reader.get(task_id, caller)
@@ -66,3 +62,13 @@ async def get_result(task_id: TaskId, producer: ProducerDep, caller: CallerDep) 
     if state is TaskState.FAILED:
         return TutorialResult(status="failed", error=ErrorBody.from_stored(record.error))
     return TutorialResult(status=_TUTORIAL_STATUS[state])  # type: ignore[arg-type]
+
+
+def build_router(route_class: type[TaskgateRoute]) -> APIRouter:
+    """These routes, on a router of ``route_class`` routes (see ``api.router``)."""
+    router = APIRouter(tags=["tutorial"], responses=errors(401, 422, 429, 503), route_class=route_class)
+    router.get("/add", summary="Queue the tutorial's add(x, y)", response_model=TaskCreated,
+               openapi_extra={"parameters": openapi_parameters(AddQuery)})(submit_add)
+    router.get("/result/{task_id}", summary="How a task went", response_model_exclude_unset=True,
+               responses=errors(404))(get_result)
+    return router
