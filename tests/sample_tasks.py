@@ -218,3 +218,33 @@ async def async_fan_out(count: int) -> list[int]:
 
     jobs = [await add.submit(x=i, y=1) for i in range(count)]
     return [await job.result(timeout=20) for job in jobs]
+
+
+@taskgate.task
+async def async_stray_cancel() -> None:
+    """Awaits a task that gets cancelled: ``CancelledError`` escapes the coroutine, not on request."""
+    import asyncio
+
+    inner = asyncio.create_task(asyncio.sleep(10))
+    await asyncio.sleep(0)
+    inner.cancel()
+    await inner
+
+
+@taskgate.task(soft_time_limit=1)
+async def async_busy_callbacks(log: str, token: str, seconds: float) -> str:
+    """Keeps its loop busy in plain callbacks (where asyncio logs and drops an exception a signal
+    handler raises) for ``seconds``, under a soft time limit of 1 s; logs start and end."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    with open(log, "a") as out:
+        out.write(f"start {token} {os.getpid()}\n")
+    began = time.monotonic()
+    while time.monotonic() - began < seconds:
+        for _ in range(50):
+            loop.call_soon(sum, range(20000))
+        await asyncio.sleep(0)
+    with open(log, "a") as out:
+        out.write(f"end {token} {os.getpid()}\n")
+    return token

@@ -150,3 +150,34 @@ def test_a_killed_pool_process_runs_the_task_again(redis_url: str, worker: objec
     assert result == "l" and record.deliveries >= 0
     kinds = [line.split()[0] for line in lines(log)]
     assert kinds == ["start", "start", "end"], kinds
+
+
+def test_a_stray_cancellation_fails_the_task_and_spares_the_process(redis_url: str, worker: object) -> None:
+    """A ``CancelledError`` no cancel request caused is a failure like any other: recorded once,
+    not a dead pool process whose task is delivered again and again."""
+    async def body(tg: taskgate.Taskgate) -> tuple[taskgate.TaskFailed, taskgate.TaskRecord, str]:
+        job = await sample_tasks.async_stray_cancel.submit()
+        with pytest.raises(taskgate.TaskFailed) as raised:
+            await job.result(timeout=20)
+        after = await (await sample_tasks.async_where.submit()).result(timeout=20)
+        return raised.value, await job.status(), after
+
+    failed, record, after = run(redis_url, body)
+    assert failed.error["type"] == "RuntimeError" and "not on request" in str(failed.error["message"])
+    assert record.attempts == 1 and record.deliveries <= 1 and after
+
+
+def test_the_soft_time_limit_reaches_a_loop_busy_in_callbacks(redis_url: str, worker: object,
+                                                             tmp_path: Path) -> None:
+    """Celery's soft-limit signal most likely lands in one of the loop's plain callbacks here; it
+    still cancels the coroutine and fails the task, long before the task's own end."""
+    log = tmp_path / "log"
+
+    async def body(tg: taskgate.Taskgate) -> taskgate.TaskFailed:
+        job = await sample_tasks.async_busy_callbacks.submit(log=str(log), token="b", seconds=8)
+        with pytest.raises(taskgate.TaskFailed) as raised:
+            await job.result(timeout=6)
+        return raised.value
+
+    assert run(redis_url, body).error["type"] == "SoftTimeLimitExceeded"
+    assert [line.split()[0] for line in lines(log)] == ["start"]
