@@ -193,3 +193,25 @@ def test_a_task_submits_other_tasks(redis_url: str, worker: object) -> None:
 
     children, awaited = run(redis_url, body)
     assert children == [0, 2, 4] and awaited == [1, 2, 3]
+
+
+def test_a_taskgate_whose_loop_stopped_refuses_rather_than_hangs(redis_url: str) -> None:
+    """Opened with ``run_until_complete`` and left: its loop runs no more, so a blocking call
+    (which would wait for ever) and an awaited one from another loop are refused at once."""
+    loop = asyncio.new_event_loop()
+    gate = taskgate.Taskgate(redis_url=redis_url, data_dir=helpers.DATA_DIR)
+    loop.run_until_complete(gate.open())
+    try:
+        began = time.monotonic()
+        with pytest.raises(RuntimeError, match="not running"):
+            gate.submit_sync(add, x=1, y=2)
+
+        async def elsewhere() -> None:
+            await gate.submit(add, x=1, y=2)
+
+        with pytest.raises(RuntimeError, match="not running"):
+            asyncio.run(elsewhere())
+        assert time.monotonic() - began < 1
+    finally:
+        loop.run_until_complete(gate.close())
+        loop.close()

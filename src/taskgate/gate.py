@@ -14,6 +14,7 @@ loop and waited for, so one Taskgate serves a whole process.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -97,6 +98,8 @@ class Taskgate:
         self._catalogue: dict[str, TaskSpec] | None = None
         self._lag: asyncio.Task[None] | None = None
         self._opened_pid = 0
+        #: While the process-wide Taskgate opens on its thread (see :meth:`current`).
+        self._opening: concurrent.futures.Future[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -257,11 +260,17 @@ class Taskgate:
 
     async def call(self, work: Callable[[Producer], Awaitable[T]]) -> T:
         """``await work(producer)`` on this Taskgate's event loop (from this loop or another)."""
+        if self._opening is not None:  # the process-wide one, opening on its own thread
+            await asyncio.wrap_future(self._opening)
+            self._opening = None
         producer, loop = self._opened_loop()
         return await bridge.run(work(producer), loop)
 
     def call_sync(self, work: Callable[[Producer], Awaitable[T]]) -> T:
         """``work(producer)`` run on this Taskgate's event loop, waited for in this thread."""
+        if self._opening is not None and bridge.running_loop() is None:
+            self._opening.result()
+            self._opening = None
         producer, loop = self._opened_loop()
         return bridge.run_sync(work(producer), loop, "`await task.submit(...)` and the Job's methods instead")
 
@@ -325,7 +334,9 @@ def _default_gate() -> Taskgate:
         gate = Taskgate(worker_settings() or _environment())
         loop = asyncio.new_event_loop()
         threading.Thread(target=loop.run_forever, name="taskgate-client", daemon=True).start()
-        asyncio.run_coroutine_threadsafe(gate.open(), loop).result()
+        # Opened there, waited for by the first call (awaited from a coroutine: no loop blocks).
+        gate._opening = asyncio.run_coroutine_threadsafe(gate.open(), loop)
+        gate._loop = loop
         _default = (os.getpid(), gate)
         log.debug("taskgate: opened a process-wide Taskgate for task.submit()")
         return gate

@@ -24,20 +24,36 @@ async def _awaited(awaitable: Awaitable[T]) -> T:
     return await awaitable
 
 
+def _refuse(awaitable: Awaitable[Any] | AsyncIterator[Any], message: str) -> RuntimeError:
+    if asyncio.iscoroutine(awaitable):
+        awaitable.close()  # never started: no "never awaited" warning
+    return RuntimeError(message)
+
+
+def _not_running(loop: asyncio.AbstractEventLoop) -> str | None:
+    if loop.is_running():
+        return None
+    return ("the Taskgate's event loop is not running (it was closed, or opened with "
+            "run_until_complete and left): waiting on it would never end")
+
+
 async def run(awaitable: Awaitable[T], loop: asyncio.AbstractEventLoop) -> T:
     """``await awaitable`` on ``loop``, from the running loop (the same one or another)."""
     if asyncio.get_running_loop() is loop:
         return await awaitable
+    if (problem := _not_running(loop)) is not None:
+        raise _refuse(awaitable, problem)
     return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_awaited(awaitable), loop))
 
 
 def run_sync(awaitable: Awaitable[T], loop: asyncio.AbstractEventLoop, what: str) -> T:
-    """``awaitable`` run on ``loop``, waited for in this thread; refused on ``loop`` itself, which
-    it would block (``what``: what to do instead)."""
-    if running_loop() is loop:
-        if asyncio.iscoroutine(awaitable):
-            awaitable.close()
-        raise RuntimeError(f"a blocking taskgate call on the event loop would block it: {what}")
+    """``awaitable`` run on ``loop``, waited for in this thread; refused in a thread running an
+    event loop, which it would block (``what``: what to do instead), and when ``loop`` is not
+    running (it would wait for ever)."""
+    if running_loop() is not None:
+        raise _refuse(awaitable, f"a blocking taskgate call in a running event loop would block it: {what}")
+    if (problem := _not_running(loop)) is not None:
+        raise _refuse(awaitable, problem)
     return asyncio.run_coroutine_threadsafe(_awaited(awaitable), loop).result()
 
 
@@ -88,9 +104,11 @@ async def _iterate_there(source: AsyncIterator[T], loop: asyncio.AbstractEventLo
 
 
 def iterate_sync(source: AsyncIterator[T], loop: asyncio.AbstractEventLoop, what: str) -> Iterator[T]:
-    """``source`` (run on ``loop``) iterated in this thread (refused on ``loop`` itself)."""
-    if running_loop() is loop:
-        raise RuntimeError(f"a blocking taskgate call on the event loop would block it: {what}")
+    """``source`` (run on ``loop``) iterated in this thread (refused as :func:`run_sync` is)."""
+    if running_loop() is not None:
+        raise RuntimeError(f"a blocking taskgate call in a running event loop would block it: {what}")
+    if (problem := _not_running(loop)) is not None:
+        raise RuntimeError(problem)
     items: queue.SimpleQueue[Any] = queue.SimpleQueue()
     future = asyncio.run_coroutine_threadsafe(_pump(source, items.put), loop)
     try:
