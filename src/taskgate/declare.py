@@ -110,6 +110,9 @@ class DeclaredTask(Submittable[P, R]):
         return self.spec.func(*args, **kwargs)
 
     def __getattr__(self, attribute: str) -> Any:
+        if self.celery_task is None:
+            raise AttributeError(f"{attribute!r}: taskgate's built-in task {self.spec.name!r} is replaced by "
+                                 "a task of yours with the same name; use yours")
         return getattr(self.celery_task, attribute)
 
     def __repr__(self) -> str:

@@ -29,13 +29,13 @@ from fastapi import APIRouter, FastAPI, Request
 from .auth import Caller
 from .config import Settings, get_settings
 from .declare import Submittable
-from .exceptions import ConfigurationError, InvalidArguments, TaskGateError
+from .exceptions import ConfigurationError, InvalidArguments, TaskGateError, UnknownTask
 from .producer import SYSTEM, Options, Producer, bridge
 from .producer.job import Job, SyncJob
 from .records import keys
 from .records.upgrade import upgrade_at
 from .records.workers import catalogue_entries
-from .registry import TaskSpec, load
+from .registry import TaskSpec, declared, load
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -224,6 +224,8 @@ class Taskgate:
         from .api.errors import validation_message
 
         spec = task.spec
+        if declared(spec.name) is not spec:  # a built-in whose name a task of yours took
+            raise UnknownTask(spec.name)
         fields = list(spec.args_model.model_fields)
         if len(args) > len(fields):
             raise InvalidArguments(f"{spec.name} takes {len(fields)} arguments, {len(args)} were given")

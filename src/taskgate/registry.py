@@ -189,6 +189,11 @@ def load(modules: list[str] | tuple[str, ...] = ()) -> dict[str, TaskSpec]:
     return exposed()
 
 
+def declared(name: str) -> TaskSpec | None:
+    """The task declared as ``name`` now, if any."""
+    return _REGISTRY.get(name)
+
+
 def exposed() -> dict[str, TaskSpec]:
     """Every declared task, by public name (import task modules first)."""
     return dict(_REGISTRY)

@@ -96,6 +96,14 @@ class Submitter:
         #: Each task's message, built once by Celery and filled in per submission.
         self._templates = {name: MessageTemplate(app, spec.celery_name) for name, spec in catalogue.items()}
 
+    def _template(self, spec: TaskSpec) -> MessageTemplate:
+        """The task's message template (made on first use for a task declared after startup,
+        which a library user may submit)."""
+        template = self._templates.get(spec.name)
+        if template is None:
+            template = self._templates[spec.name] = MessageTemplate(self.app, spec.celery_name)
+        return template
+
     def _prepare(self, task_id: str, spec: TaskSpec, arguments: BaseModel, options: Options,
                  idempotency: str | None, caller: Caller, cutoff: float) -> _Prepared:
         """Everything one submission sends; the script does nothing after ``cutoff`` (a time on
@@ -110,7 +118,7 @@ class Submitter:
         queue = spec.queue or self.settings.default_queue
         priority = options.priority or 0
         if due is None or parked:
-            parts = self._templates[spec.name].parts(task_id, kwargs, priority, caller.owner)
+            parts = self._template(spec).parts(task_id, kwargs, priority, caller.owner)
         else:
             headers, properties, body = build_message(self.app, task_id, spec.celery_name, kwargs,
                                                       eta=datetime.fromtimestamp(due, tz=UTC),

@@ -6,12 +6,13 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from ...constants import INT64_MAX, INT64_MIN
+from ...exceptions import InvalidArguments
 from ...states import TaskState
 from ..deps import CallerDep, ProducerDep, gate_of, get_caller
-from ..errors import TaskgateRoute
+from ..errors import TaskgateRoute, validation_message
 from ..params import openapi_parameters, parse_query
 from ..schemas import ErrorBody, JSONBytes, TaskCreated, TutorialResult, errors
 
@@ -45,8 +46,14 @@ async def submit_add(request: Request) -> JSONBytes:
     query = parse_query(AddQuery, request)
     gate = gate_of(request)
     producer = gate.producer
-    spec = producer.spec("add")
-    submission = await producer.submitter.submit(spec, spec.args_model(x=query.x, y=query.y), caller=caller)
+    spec = producer.spec("add")  # the built-in add, or a task of yours named add that replaces it
+    try:
+        arguments = spec.args_model.model_validate({"x": query.x, "y": query.y})
+    except ValidationError as exc:
+        raise InvalidArguments(f"GET /add submits the task named add, which here is "
+                               f"{spec.func.__module__}.{spec.func.__qualname__} and does not take the "
+                               f"integers x and y: {validation_message(exc.errors())}") from None
+    submission = await producer.submitter.submit(spec, arguments, caller=caller)
     if gate.log_submits:
         log.info("accepted add for %s", caller.owner,
                  extra={"task_id": submission.task_id, "task_name": "add"})
