@@ -7,6 +7,7 @@ settings, so producer and consumer always agree on serializers and queues.
 from __future__ import annotations
 
 from celery import Celery
+from celery.app.defaults import DEFAULTS
 
 from ..config import Settings, get_settings
 
@@ -59,19 +60,10 @@ def create_celery_app(settings: Settings) -> Celery:
     return app
 
 
-def adopt(app: Celery, settings: Settings) -> Settings:
-    """Make a user's own Celery app carry taskgate's tasks next to its own, and return the
-    settings taskgate then runs with.
-
-    Where TASKGATE_REDIS_URL / TASKGATE_BROKER_URL are unset, the app's broker is taskgate's
-    (its records go to that Redis, or to the app's Redis result backend when the broker is not
-    Redis); where they are set, they are the app's broker and result backend too. The app's
-    workers get what taskgate's tasks need and nothing that changes its own
-    tasks: taskgate's built-in tasks and task modules are included, the consumer that records
-    refused messages, the Redis transport fix, a visibility timeout when none is set and one
-    task prefetched at a time (the app's own setting is kept if it set one). Acking late and
-    requeueing on a lost worker are set on taskgate's task class, not on the app.
-    """
+def settings_for(app: Celery, settings: Settings) -> Settings:
+    """The settings taskgate runs with beside a user's Celery app: where TASKGATE_REDIS_URL and
+    TASKGATE_BROKER_URL are unset, the app's broker is taskgate's (its records go to that Redis,
+    or to the app's Redis result backend when the broker is not Redis). Changes nothing."""
     conf = app.conf
     update: dict[str, object] = {}
     broker = str(conf.broker_url or "")
@@ -83,18 +75,34 @@ def adopt(app: Celery, settings: Settings) -> Settings:
             update["broker_url"] = broker
             if backend.startswith(("redis://", "rediss://")):
                 update["redis_url"] = backend
-    if update:
-        settings = settings.model_copy(update=update)
-    else:  # TASKGATE_* name the servers (as `taskgate up` does for its embedded Valkey): the app's too
+    return settings.model_copy(update=update) if update else settings
+
+
+def adopt(app: Celery, settings: Settings) -> Settings:
+    """Make a user's own Celery app carry taskgate's tasks next to its own (before its worker
+    starts), and return the settings taskgate then runs with (:func:`settings_for`).
+
+    Where TASKGATE_REDIS_URL / TASKGATE_BROKER_URL are set, they become the app's broker and
+    result backend too. The app's workers get what taskgate's tasks need and nothing that
+    changes its own tasks: taskgate's built-in tasks and task modules are included, the consumer
+    that records refused messages, the Redis transport fix, a visibility timeout when none is
+    set, and one task prefetched at a time unless the app set another value than Celery's
+    default. Acking late and requeueing on a lost worker are set on taskgate's task class, not
+    on the app.
+    """
+    conf = app.conf
+    adopted_settings = settings_for(app, settings)
+    if adopted_settings is settings:  # TASKGATE_* name the servers (as `taskgate up` does)
         conf.broker_url = settings.effective_broker_url
         conf.result_backend = settings.effective_result_backend
+    settings = adopted_settings
     if settings.broker_is_redis and settings.effective_broker_url.startswith(("redis://", "rediss://")) \
             and not conf.broker_transport:
         conf.broker_transport = "taskgate.worker.transport:Transport"
     options = dict(conf.broker_transport_options or {})
     options.setdefault("visibility_timeout", settings.visibility_timeout)
     conf.broker_transport_options = options
-    if "worker_prefetch_multiplier" not in conf.changes:
+    if conf.worker_prefetch_multiplier == DEFAULTS["worker_prefetch_multiplier"]:
         conf.worker_prefetch_multiplier = 1
     conf.worker_consumer = "taskgate.worker.consumer:Consumer"
     conf.include = [*dict.fromkeys([*(conf.include or ()), *settings.task_modules, *BUILTIN_TASK_MODULES])]
@@ -115,7 +123,9 @@ def adopted() -> Celery | None:
 
 def settings_of(app: Celery) -> Settings:
     """The settings ``app`` was made or adopted with; for an app taskgate never saw (a plain
-    ``celery -A yourapp worker`` running taskgate's tasks), it is adopted now, with this
-    process's TASKGATE_* environment (see :func:`adopt`)."""
+    ``celery -A yourapp worker`` running taskgate's tasks), this process's TASKGATE_*
+    environment beside the app's broker (:func:`settings_for`; the running app is not changed)."""
     settings = getattr(app, "taskgate_settings", None)
-    return settings if isinstance(settings, Settings) else adopt(app, get_settings())
+    if not isinstance(settings, Settings):
+        settings = app.taskgate_settings = settings_for(app, get_settings())
+    return settings
