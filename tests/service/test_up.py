@@ -381,3 +381,20 @@ def test_up_app_reload_restarts_the_worker_when_tasks_change(tmp_path: Path) -> 
         _stops_cleanly(proc, log)
     finally:
         kill_all(proc)
+
+
+def test_a_killed_up_with_reload_leaves_nothing_running(tmp_path: Path) -> None:
+    """`up --app --reload` killed unannounced: watchfiles, the worker it runs (and its pool), the
+    app's reloader and server all stop; no worker is left on against a stopped Valkey."""
+    proc, base, log = _start_app(tmp_path, "yourapp", "--reload")
+    try:
+        with httpx.Client(base_url=base, timeout=20) as client:
+            assert client.get("/sum", params={"x": 1, "y": 2}).json()["result"] == 3
+        children = descendants(proc.pid)
+        assert any("taskgate worker" in cmdline(pid) or "-m taskgate worker" in cmdline(pid)
+                   for pid in children), [cmdline(pid) for pid in children]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        wait_for(lambda: not any(alive(pid) for pid in children), 30, "every component to stop")
+    finally:
+        kill_all(proc)

@@ -315,11 +315,13 @@ def _app_module(app: str | None, reload: bool) -> str | None:
 
 def _reloading(argv: list[str]) -> list[str]:
     """``argv`` run under watchfiles: restarted (SIGINT, then the worker's warm shutdown) when a
-    .py file under this directory changes."""
+    .py file under this directory changes; killed if watchfiles dies (``bound``), as the worker
+    is when ``up`` dies."""
     import shlex
 
+    bound = [sys.executable, "-m", "taskgate.service.bound", str(int(signal.SIGKILL)), *argv]
     return [sys.executable, "-m", "watchfiles", "--filter=python", "--target-type=command",
-            "--sigint-timeout=30", shlex.join(argv), str(Path.cwd())]
+            "--sigint-timeout=30", shlex.join(bound), str(Path.cwd())]
 
 
 def _start_local(supervisor: Supervisor, env: dict[str, str], name: str, module: str,
