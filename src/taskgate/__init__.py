@@ -3,7 +3,9 @@ behind it (``Taskgate``, ``@task``, ``await task.submit(...)``, ``Job``)."""
 
 from __future__ import annotations
 
+import importlib
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 try:
     __version__ = version("taskgate")
@@ -27,12 +29,27 @@ from .exceptions import (
     Unavailable,
     UnknownTask,
 )
-from .gate import Taskgate
-from .producer.job import Job, JobEvent, SyncJob
 from .records import TaskRecord
 from .registry import RetryPolicy
 from .states import TaskState
 from .worker.running import cancel_requested, raise_if_cancelled, report_progress
+
+if TYPE_CHECKING:
+    from .gate import Taskgate
+    from .producer.job import Job, JobEvent, SyncJob
+
+#: Imported on first use: a worker or a CLI command that never uses them does not pay for
+#: FastAPI and the async clients at startup.
+_LAZY = {"Taskgate": ".gate", "Job": ".producer.job", "JobEvent": ".producer.job", "SyncJob": ".producer.job"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'taskgate' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "BackendUnavailable",

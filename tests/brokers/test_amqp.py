@@ -105,13 +105,15 @@ def test_killed_worker_task_finishes_on_the_other(rabbit_node: rabbit.RabbitNode
     second = None
     try:
         with httpx.Client(base_url=base, timeout=10) as client:
-            task_id = submit(client, "logged_sleep", {"log": str(log), "token": "t", "seconds": 3})
+            # Long enough to outlast starting the second worker on a loaded machine (3 s did not).
+            task_id = submit(client, "logged_sleep", {"log": str(log), "token": "t", "seconds": 10})
             wait_for(lambda: log.exists() and len(log.read_text().splitlines()) == 1, 20, "the task to start")
             second = start_worker(redis_url, tmp_path / "w2.log", **env)
             for pid in [first.pid, *children(first.pid)]:
                 os.kill(pid, signal.SIGKILL)
             first.wait()
-            task = wait(client, task_id, 30)
+            assert wait(client, task_id, 0)["state"] == "started"  # killed while it ran
+            task = wait(client, task_id, 40)
             assert task["state"] == "succeeded" and task["attempts"] == 2, task
             assert len(log.read_text().splitlines()) == 2
     finally:
