@@ -232,7 +232,7 @@ class _Link:
             task.cancel()
         self.wake.set()
         with contextlib.suppress(Exception):
-            await self.pubsub.aclose()  # type: ignore[no-untyped-call]  # a read in progress fails
+            await self.pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]  # a read in progress fails
         await asyncio.wait(tasks)
 
     async def close(self) -> None:
