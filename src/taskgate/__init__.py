@@ -31,6 +31,7 @@ from .exceptions import (
 )
 from .records import TaskRecord
 from .registry import RetryPolicy
+from .schedule import Timing, cron, every
 from .states import TaskState
 from .worker.running import cancel_requested, raise_if_cancelled, report_progress
 
@@ -73,11 +74,14 @@ __all__ = [
     "TaskRecord",
     "TaskState",
     "Taskgate",
+    "Timing",
     "Unauthorized",
     "Unavailable",
     "UnknownTask",
     "__version__",
     "cancel_requested",
+    "cron",
+    "every",
     "raise_if_cancelled",
     "report_progress",
     "task",

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 from celery import shared_task
 
 from .registry import RESERVED_NAMES, RetryPolicy, TaskSpec, build_spec, register, valid_name
+from .schedule import Timing
 from .worker.runtime import TaskgateTask
 
 if TYPE_CHECKING:
@@ -125,17 +126,19 @@ def task(func: Callable[P, Awaitable[R]], /) -> DeclaredTask[P, R]: ...
 def task(func: Callable[P, R], /) -> DeclaredTask[P, R]: ...
 @overload
 def task(*, name: str | None = None, queue: str | None = None, retry: RetryPolicy | None = None,
-         **celery_options: Any) -> _Decorator: ...
+         schedule: Timing | None = None, **celery_options: Any) -> _Decorator: ...
 def task(func: Callable[..., Any] | None = None, /, *, name: str | None = None, queue: str | None = None,
-         retry: RetryPolicy | None = None, **celery_options: Any) -> Any:
+         retry: RetryPolicy | None = None, schedule: Timing | None = None, **celery_options: Any) -> Any:
     """Declare an exposed task: ``@taskgate.task`` or ``@taskgate.task(name=..., retry=...)``.
 
     The function's signature becomes the HTTP request body and its return annotation the
     result type. It is registered with Celery under ``taskgate.<name>`` and runs with
     taskgate's lifecycle (states, progress, retries, cancellation). An ``async def`` task runs
-    on its worker process's event loop.
+    on its worker process's event loop. ``schedule`` (``taskgate.cron(...)`` or
+    ``taskgate.every(...)``) runs it on a schedule, created or updated by each worker that
+    starts with it, and removed once a worker starts without the declaration.
     """
-    decorate = _Decorator(name, queue, retry, celery_options)
+    decorate = _Decorator(name, queue, retry, celery_options, schedule)
     return decorate(func) if func is not None else decorate
 
 
@@ -143,8 +146,9 @@ class _Decorator:
     """``@taskgate.task(...)`` with options: applied to the function next."""
 
     def __init__(self, name: str | None, queue: str | None, retry: RetryPolicy | None,
-                 celery_options: dict[str, Any]) -> None:
+                 celery_options: dict[str, Any], schedule: Timing | None = None) -> None:
         self.name, self.queue, self.retry, self.celery_options = name, queue, retry, celery_options
+        self.schedule = schedule
 
     @overload
     def __call__(self, fn: Callable[P, Awaitable[R]], /) -> DeclaredTask[P, R]: ...
@@ -153,7 +157,8 @@ class _Decorator:
     def __call__(self, fn: Callable[..., Any], /) -> DeclaredTask[Any, Any]:
         public = self.name or fn.__name__
         valid_name(public)
-        spec = build_spec(fn, public, f"taskgate.{public}", self.retry or RetryPolicy(), self.queue)
+        spec = build_spec(fn, public, f"taskgate.{public}", self.retry or RetryPolicy(), self.queue,
+                          self.schedule)
         if not register(spec):  # a built-in whose name a user's task took
             return DeclaredTask(spec, None)
         options = {"queue": self.queue} if self.queue else {}

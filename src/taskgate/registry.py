@@ -19,7 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
+
+from .exceptions import InvalidArguments
+from .schedule import Timing
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 #: Names the /tasks routes use themselves.
@@ -63,6 +66,9 @@ class TaskSpec:
     summary: str
     description: str
     result_adapter: TypeAdapter[Any] = field(repr=False)
+    #: A schedule declared with the task (``@taskgate.task(schedule=...)``), created or updated
+    #: by every worker that starts with it.
+    schedule: Timing | None = None
 
     @property
     def is_async(self) -> bool:
@@ -112,7 +118,7 @@ def _title(name: str) -> str:
 
 
 def build_spec(func: Callable[..., Any], name: str, celery_name: str, retry: RetryPolicy,
-               queue: str | None) -> TaskSpec:
+               queue: str | None, schedule: Timing | None = None) -> TaskSpec:
     """Read ``func``'s signature and type hints into a :class:`TaskSpec`."""
     hints = get_type_hints(func, include_extras=True)
     if "return" not in hints:
@@ -139,9 +145,16 @@ def build_spec(func: Callable[..., Any], name: str, celery_name: str, retry: Ret
         if any(getattr(meta, "allow_inf_nan", False) for meta in info.metadata):
             raise TypeError(f"task {name!r}: argument {arg!r} allows NaN or infinities, which JSON "
                             "cannot carry from the API to the worker (they would arrive as null)")
+    if schedule is not None:
+        try:  # a declared schedule's arguments are checked where they are written
+            args_model.model_validate(schedule.arguments)
+        except ValidationError as exc:
+            raise InvalidArguments(f"task {name!r}: the arguments of its schedule do not fit its signature: "
+                                   f"{exc.errors(include_url=False)}") from None
     return TaskSpec(name=name, celery_name=celery_name, func=func, args_model=args_model,
                     result_type=hints["return"], retry=retry, queue=queue, summary=summary.strip(),
-                    description=description.strip(), result_adapter=TypeAdapter(hints["return"]))
+                    description=description.strip(), result_adapter=TypeAdapter(hints["return"]),
+                    schedule=schedule)
 
 
 def valid_name(public: str) -> None:

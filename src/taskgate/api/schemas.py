@@ -121,6 +121,9 @@ class TaskInfo(BaseModel):
     finished_at: datetime | None = None
     next_attempt_at: datetime | None = Field(default=None, description="When it runs again, while "
                                              "`retrying`.")
+    schedule_id: str | None = Field(default=None, description="The schedule it is a run of, if any.")
+    tick: datetime | None = Field(default=None, description="The tick of its schedule it stands for "
+                                  "(null for a run started by hand: `POST /schedules/{id}/run`).")
 
     @classmethod
     def from_record(cls, record: TaskRecord) -> TaskInfo:

@@ -73,6 +73,25 @@ APIKEY_PREFIX = "taskgate:apikey:"
 #: :mod:`taskgate.records.upgrade`).
 LAYOUT = "taskgate:layout"
 
+#: ``taskgate:schedule:{<id>}`` -> hash: a schedule's definition and state (see
+#: :mod:`taskgate.records.schedules`).
+SCHEDULE_PREFIX = "taskgate:schedule:"
+
+#: ``taskgate:schedules:due`` -> sorted set of enabled schedule ids by their next tick (ms): the
+#: one indexed lookup every worker's keeper makes for due schedules.
+SCHEDULES_DUE = "taskgate:schedules:due"
+
+#: ``taskgate:schedules`` -> sorted set of every schedule id by creation time (ms), for listing.
+SCHEDULES = "taskgate:schedules"
+
+#: ``taskgate:schedules-of:<owner>`` -> one owner's schedules (like :data:`SCHEDULES`), for
+#: listing and the per-owner limit.
+OWNER_SCHEDULES_PREFIX = "taskgate:schedules-of:"
+
+#: ``taskgate:runs:{<schedule id>}`` -> sorted set of a schedule's runs (task ids) by
+#: submission time (s), trimmed like the history index.
+RUNS_PREFIX = "taskgate:runs:"
+
 #: kombu's Redis transport keeps delivered, unacknowledged messages in this hash (delivery
 #: tag -> ``[message, exchange, routing key]``) and their delivery times in this sorted set.
 KOMBU_UNACKED = "unacked"
@@ -127,3 +146,18 @@ def worker(hostname: str) -> str:
 def apikey(key_id: str) -> str:
     """Where an API key's hash and owner are stored."""
     return APIKEY_PREFIX + key_id
+
+
+def schedule(schedule_id: str) -> str:
+    """The key of a schedule's hash."""
+    return f"{SCHEDULE_PREFIX}{{{schedule_id}}}"
+
+
+def owner_schedules(owner: str) -> str:
+    """The schedules of one owner."""
+    return OWNER_SCHEDULES_PREFIX + owner
+
+
+def runs(schedule_id: str) -> str:
+    """The runs of one schedule."""
+    return f"{RUNS_PREFIX}{{{schedule_id}}}"

@@ -8,8 +8,10 @@ A record is a hash at :func:`.keys.record`; its fields, as stored:
 before version 0.1 hold float seconds, still read); ``attempts`` starts counted, ``deliveries``
 deliveries of the current attempt, ``seq`` changes published; ``worker`` the node that started
 it last; ``progress``, ``result``, ``error``, ``args`` JSON; ``dead_reason`` why it is a dead
-letter; ``cancel`` "1" once cancelling was asked. Internal fields the scripts keep:
-``message`` and ``queue`` (a parked message and its list), ``unregistered_since`` (ms).
+letter; ``cancel`` "1" once cancelling was asked; ``schedule_id`` the schedule whose run it is,
+``tick`` (ms) the tick of that schedule it stands for (absent for a run started by hand).
+Internal fields the scripts keep: ``message`` and ``queue`` (a parked message and its list),
+``unregistered_since`` (ms).
 
 The same fields, JSON-encoded, are what a change publishes on the task's events channel.
 """
@@ -57,6 +59,8 @@ class TaskRecord:
     args: JSON = None
     dead_reason: str | None = None
     cancel: bool = False
+    schedule_id: str | None = None
+    tick: datetime | None = None
     unreadable: frozenset[str] = field(default=frozenset())
 
     @property
@@ -69,10 +73,10 @@ class TaskRecord:
         return other is None or self.seq >= other.seq
 
 
-_TIMES = frozenset({"created_at", "started_at", "finished_at", "next_attempt_at"})
+_TIMES = frozenset({"created_at", "started_at", "finished_at", "next_attempt_at", "tick"})
 _COUNTS = frozenset({"attempts", "deliveries", "seq"})
 _JSON = frozenset({"progress", "result", "error", "args"})
-_TEXT = frozenset({"name", "owner", "worker", "dead_reason"})
+_TEXT = frozenset({"name", "owner", "worker", "dead_reason", "schedule_id"})
 _INTERNAL = frozenset({"message", "queue", "unregistered_since"})
 
 

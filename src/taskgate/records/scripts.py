@@ -31,7 +31,8 @@ T = TypeVar("T")
 Arg = str | bytes | int | float
 
 #: Every script under ``scripts/`` that can be run (the others are only included).
-NAMES = ("submit", "start", "update", "cancel", "park", "lost", "dead", "requeue", "unknown", "release")
+NAMES = ("submit", "start", "update", "cancel", "park", "lost", "dead", "requeue", "unknown", "release",
+         "fire", "schedule_put")
 
 _INCLUDE = re.compile(r"^--#include (\S+\.lua)$", re.MULTILINE)
 
@@ -102,6 +103,16 @@ def _submit_reply(reply: Any) -> SubmitReply:
     return SubmitReply("replayed", said)
 
 
+def _submit_keys(task_id: str, owner: str, *, anonymous: bool, queue: str | None, idempotency: str | None,
+                 inflight_limit: int) -> list[str]:
+    return [keys.record(task_id), keys.INDEX,
+            keys.idempotency(owner, idempotency) if idempotency else "",
+            queue or "", keys.DELAYED,
+            keys.owner_index(owner) if not anonymous else "",
+            keys.inflight(owner) if inflight_limit else "",
+            keys.rate(owner)]
+
+
 def submit(task_id: str, name: str, *, now: float, owner: str, anonymous: bool, ttl: int, horizon: float,
            message: bytes, queue: str | None, due: float | None, idempotency: str | None, digest: str,
            rate_limit: int, inflight_limit: int, deadline: float | None, idempotency_ttl: int,
@@ -109,16 +120,51 @@ def submit(task_id: str, name: str, *, now: float, owner: str, anonymous: bool, 
     """Record and queue a new task (``queue``: the Redis list to push ``message`` to, None when
     the broker is elsewhere; ``due``: park it in the delayed set until then; ``deadline``: do
     nothing after this time on Redis's clock)."""
-    return Call("submit", [
-        keys.record(task_id), keys.INDEX,
-        keys.idempotency(owner, idempotency) if idempotency else "",
-        queue or "", keys.DELAYED,
-        keys.owner_index(owner) if not anonymous else "",
-        keys.inflight(owner) if inflight_limit else "",
-        keys.rate(owner),
-    ], [name, repr(now), ttl, repr(horizon), digest if idempotency else "", task_id, message,
+    return Call("submit", _submit_keys(task_id, owner, anonymous=anonymous, queue=queue,
+                                       idempotency=idempotency, inflight_limit=inflight_limit),
+                [name, repr(now), ttl, repr(horizon), digest if idempotency else "", task_id, message,
         repr(due) if due is not None else "", owner if not anonymous else "", rate_limit, inflight_limit,
         stamp(deadline) if deadline is not None else "", idempotency_ttl], _submit_reply)
+
+
+# --- schedules ----------------------------------------------------------------------------------
+
+FireMode = Literal["fire", "miss", "now"]
+
+
+def fire(schedule_id: str, *, expected: int, next_due: int, tick: int | None, mode: FireMode,
+         last_task_id: str | None, problem: str = "", task_id: str, name: str, now: float, owner: str,
+         anonymous: bool, ttl: int, horizon: float, message: bytes, queue: str | None, rate_limit: int,
+         inflight_limit: int, deadline: float | None = None) -> Call[str]:
+    """Claim a schedule's tick (its due score still ``expected``, in ms) and queue its run
+    ``task_id`` (mode ``fire``), or only move it on to ``next_due`` (``miss``, with ``problem``
+    saying why if not a missed tick), or queue a run now outside the schedule (``now``). The
+    script's verdict: ``fired``, ``missed``, ``overlap``, ``taken``, ``stale``, or a refusal of
+    the run (``#rate:<ms>``, ``#inflight``)."""
+    return Call("fire", [
+        keys.schedule(schedule_id), keys.SCHEDULES_DUE, keys.runs(schedule_id),
+        keys.record(last_task_id) if last_task_id else "",
+        *_submit_keys(task_id, owner, anonymous=anonymous, queue=queue, idempotency=None,
+                      inflight_limit=inflight_limit),
+    ], [schedule_id, expected, next_due, "" if tick is None else tick, mode, last_task_id or "", problem,
+        name, repr(now), ttl, repr(horizon), "", task_id, message, "", owner if not anonymous else "",
+        rate_limit, inflight_limit, stamp(deadline) if deadline is not None else "", 0], _text)
+
+
+PutMode = Literal["create", "upsert", "update"]
+
+
+def schedule_put(schedule_id: str, owner: str, *, mode: PutMode, limit: int, now: float,
+                 next_due: int | None, enabled: bool | None, fields: Mapping[str, Arg]) -> Call[str]:
+    """Create or change a schedule (``fields`` in their stored forms), keeping its indexes and
+    due time in step: ``created``, ``updated``, ``#exists``, ``#missing`` or ``#limit``."""
+    pairs: list[Arg] = []
+    for field, value in fields.items():
+        pairs += [field, value]
+    return Call("schedule_put", [keys.schedule(schedule_id), keys.SCHEDULES_DUE, keys.SCHEDULES,
+                                 keys.owner_schedules(owner)],
+                [schedule_id, mode, limit, stamp(now), "" if next_due is None else next_due,
+                 "" if enabled is None else ("1" if enabled else "0"), *pairs], _text)
 
 
 # --- the worker's transitions -------------------------------------------------------------------

@@ -14,7 +14,8 @@ instead keeps that timeout long and lets every worker's main process run a keepe
   process is frozen (the pool process running it keeps ``taskgate:alive:{<id>}`` set, see
   ``runtime``);
 * **release**: every 0.5 s, due delayed tasks and retries move from ``taskgate:delayed`` to
-  their queue in one atomic script, so a long countdown runs exactly once.
+  their queue in one atomic script, so a long countdown runs exactly once;
+* **schedules**: every 0.5 s, due schedules fire, each tick once (see ``scheduler``).
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ from ..constants import HEARTBEAT_INTERVAL, HEARTBEAT_TTL, REAP_GRACE
 from ..records import keys, scripts
 from ..records.upgrade import upgrade_at
 from ..records.workers import Heartbeat, heartbeats
+from ..registry import exposed
 from .celery_app import settings_of
+from .scheduler import Firer, sync_declared
 
 log = logging.getLogger("taskgate.recovery")
 
@@ -79,6 +82,7 @@ class Keeper(threading.Thread):
         self.broker_is_redis = settings.broker_is_redis
         self.parks_delays = parks_delays(settings)
         self._connection: Any = None
+        self.firer = Firer(app, self.client, settings, self.tasks)
 
     def run(self) -> None:
         next_beat = next_reap = 0.0
@@ -90,6 +94,7 @@ class Keeper(threading.Thread):
                     next_beat = now + HEARTBEAT_INTERVAL
                 if self.parks_delays:
                     self.release()
+                self.firer.fire_due()
                 if self.broker_is_redis and now >= next_reap:
                     self.reap()
                     next_reap = now + REAP_INTERVAL
@@ -205,6 +210,10 @@ def _start_keeper(sender: Any = None, **_: Any) -> None:
     hostname = f"{sender.hostname}:{os.getpid()}"
     queues = [queue.name for queue in getattr(sender.task_consumer, "queues", [])]
     _keeper = Keeper(app, hostname, settings_of(app), queues)
+    try:
+        sync_declared(_keeper.client, _keeper.settings, exposed())
+    except RedisError as exc:  # the next worker start syncs them
+        log.warning("taskgate: declared schedules not synced: %s", exc)
     _keeper.start()
     log.info("taskgate keeper started for %s", hostname)
 
