@@ -248,3 +248,12 @@ async def async_busy_callbacks(log: str, token: str, seconds: float) -> str:
     with open(log, "a") as out:
         out.write(f"end {token} {os.getpid()}\n")
     return token
+
+
+@taskgate.task
+def stamped(log: str, seconds: float = 0) -> str:
+    """Append ``start <task id> <pid>`` to ``log``, sleep, then ``end <task id> <pid>``: each
+    execution of each run (a schedule's runs share their arguments) counted by the task."""
+    from celery import current_task
+
+    return _counted_run(log, str(current_task.request.id), seconds)

@@ -111,6 +111,8 @@ class Settings(BaseSettings):
         "(0: unlimited); the next one gets 429 with Retry-After.")
     max_in_flight: int = Field(
         default=0, ge=0, description="Unfinished tasks per owner (0: unlimited); beyond it, 429.")
+    max_schedules: int = Field(
+        default=1000, ge=0, description="Schedules per owner (0: unlimited); beyond it, 429.")
     max_streams: int = Field(
         default=5000, ge=1, description="Waits held at once by one API process: SSE streams, "
         "`?wait=` reads and waiting POST /tasks/results, all carried by one Redis pub/sub "

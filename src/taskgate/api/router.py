@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter
 
 from .errors import TaskgateRoute
-from .routes import dead_letters, files, health, metrics, tasks, tutorial
+from .routes import dead_letters, files, health, metrics, schedules, tasks, tutorial
 
 if TYPE_CHECKING:
     from ..gate import Taskgate
@@ -23,6 +23,7 @@ def build_router(gate: Taskgate) -> APIRouter:
     router.include_router(tasks.build_router(gate.catalogue, route_class))
     router.include_router(files.build_router(route_class))
     router.include_router(dead_letters.build_router(route_class))
+    router.include_router(schedules.build_router(route_class))
     router.include_router(metrics.build_router(route_class))
     router.include_router(health.build_router(route_class))
     return router

@@ -21,6 +21,7 @@ from . import queues
 from .backend import Backend
 from .control import Control
 from .reads import Reader
+from .schedules import Schedules
 from .submit import Submitter
 from .subscriptions import Limits, Subscriptions
 
@@ -38,6 +39,7 @@ class Producer:
         self.submitter = Submitter(backend, broker, app, self.catalogue)
         self.reader = Reader(backend, subscriptions)
         self.control = Control(backend, self.reader, broker, app, self.catalogue)
+        self.schedules = Schedules(self.submitter, self.reader, self.catalogue)
 
     @classmethod
     def from_settings(cls, settings: Settings, app: Celery | None = None) -> Producer:

@@ -119,13 +119,15 @@ class Reader:
             return record
 
     async def history(self, *, state: TaskState | None, name: str | None, limit: int, before: float | None,
-                      caller: Caller = SYSTEM) -> tuple[list[TaskRecord], float | None]:
-        """Tasks newest first (the caller's own unless admin), filtered; a page and the cursor
-        of the next one."""
+                      caller: Caller = SYSTEM, schedule_id: str | None = None,
+                      ) -> tuple[list[TaskRecord], float | None]:
+        """Tasks newest first (the caller's own unless admin), filtered (``schedule_id``: the
+        runs of that schedule); a page and the cursor of the next one."""
         found: list[TaskRecord] = []
         upper = "+inf" if before is None else f"({before!r}"
         last: float | None = None
-        index = keys.INDEX if caller.admin else keys.owner_index(caller.owner)
+        index = (keys.runs(schedule_id) if schedule_id is not None
+                 else keys.INDEX if caller.admin else keys.owner_index(caller.owner))
         async with self.backend.deadline():  # one deadline for the whole page
             for _ in range(HISTORY_BATCHES):
                 batch = cast(list[tuple[bytes, float]], await self.backend.redis.zrevrangebyscore(
@@ -138,7 +140,8 @@ class Reader:
                     if record is None:
                         continue  # expired or forgotten; the index is trimmed lazily
                     if ((state is not None and record.state != state)
-                            or (name is not None and record.name != name)):
+                            or (name is not None and record.name != name)
+                            or not caller.may_see(record.owner)):
                         continue
                     found.append(record)
                     if len(found) == limit:

@@ -94,6 +94,8 @@ def build_router(catalogue: dict[str, TaskSpec], route_class: type[TaskgateRoute
         caller: CallerDep,
         state: Annotated[TaskState | None, Query(description="Only tasks in this state.")] = None,
         name: Annotated[str | None, Query(description="Only tasks with this name.")] = None,
+        schedule_id: Annotated[str | None, Query(min_length=1, max_length=200,
+                                                 description="Only the runs of this schedule.")] = None,
         limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 20,
         cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.",
                                             pattern=r"^\d+(\.\d+)?$")] = None,
@@ -101,7 +103,7 @@ def build_router(catalogue: dict[str, TaskSpec], route_class: type[TaskgateRoute
         """History from Redis, newest first; records expire with their results."""
         records, after = await producer.reader.history(state=state, name=name, limit=limit,
                                                        before=float(cursor) if cursor else None,
-                                                       caller=caller)
+                                                       caller=caller, schedule_id=schedule_id)
         return TaskPage(tasks=[info(record) for record in records],
                         next_cursor=repr(after) if after is not None else None)
 
