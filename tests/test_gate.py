@@ -215,3 +215,22 @@ def test_a_taskgate_whose_loop_stopped_refuses_rather_than_hangs(redis_url: str)
     finally:
         loop.run_until_complete(gate.close())
         loop.close()
+
+
+def test_schedules_from_the_library(redis_url: str, worker: object) -> None:
+    async def body(tg: taskgate.Taskgate) -> None:
+        schedule = await tg.schedules.create("add", {"x": 20, "y": 22}, every=3600, name="from the library")
+        try:
+            assert schedule.every == 3600 and schedule.next_run_at is not None
+            task_id = await tg.schedules.run_now(schedule.schedule_id)
+            assert await (await tg.job(task_id)).result(timeout=10) == 42
+            view = await tg.schedules.view(schedule.schedule_id)
+            assert [run.task_id for run in view.runs] == [task_id] and view.runs[0].schedule_id == schedule.schedule_id
+            paused = await tg.schedules.pause(schedule.schedule_id)
+            assert paused.enabled is False
+        finally:
+            await tg.schedules.delete(schedule.schedule_id)
+        with pytest.raises(taskgate.TaskNotFound):
+            await tg.schedules.get(schedule.schedule_id)
+
+    run(redis_url, body)

@@ -32,6 +32,7 @@ from .declare import Submittable
 from .exceptions import ConfigurationError, InvalidArguments, TaskGateError, UnknownTask
 from .producer import SYSTEM, Options, Producer, bridge
 from .producer.job import Job, SyncJob
+from .producer.schedules import Schedules
 from .records import keys
 from .records.upgrade import upgrade_at
 from .records.workers import catalogue_entries
@@ -114,6 +115,12 @@ class Taskgate:
             raise ConfigurationError("this Taskgate is not open: pass `lifespan=tg.lifespan` to FastAPI(), "
                                      "or use `async with tg:`")
         return self._producer
+
+    @property
+    def schedules(self) -> Schedules:
+        """Schedules (``await tg.schedules.create("add", {"x": 1, "y": 2}, every=30)``, ``list``,
+        ``get``, ``update``, ``pause``, ``resume``, ``run_now``, ``delete``); only while open."""
+        return self.producer.schedules
 
     @property
     def catalogue(self) -> dict[str, TaskSpec]:

@@ -21,14 +21,14 @@ EXAMPLES = 15
 
 
 @pytest.fixture
-def fuzz_api(redis_url: str, smtp_server: tuple[object, str], tmp_path: Path) -> Iterator[str]:
+def fuzz_api(own_redis_url: str, smtp_server: tuple[object, str], tmp_path: Path) -> Iterator[str]:
     """Its own API and worker on their own queue, with the built-in tasks and the README's example
     only (not the suite's file-writing test tasks): fuzzed sleeps and big prime counts must not
     hold the session worker, and the worker is killed at the end, whatever it still runs."""
     env = {"TASKGATE_DEFAULT_QUEUE": f"fuzz-{tmp_path.name}", "TASKGATE_TASK_MODULES": "myapp.tasks",
            "TASKGATE_SMTP_URL": smtp_server[1]}
-    worker = start_worker(redis_url, tmp_path / "worker.log", **env)
-    api, base = start_api(redis_url, tmp_path / "api.log", **env)
+    worker = start_worker(own_redis_url, tmp_path / "worker.log", **env)
+    api, base = start_api(own_redis_url, tmp_path / "api.log", **env)
     yield base
     stop(api)
     for pid in [worker.pid, *children(worker.pid)]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -67,3 +68,30 @@ def test_an_empty_setting_is_unset() -> None:
     result = run("worker", TASKGATE_REDIS_URL="", TASKGATE_MAX_DELIVERIES="")
     assert result.returncode == 2
     assert "no Redis configured" in result.stderr
+
+
+def test_schedules_from_the_cli(own_redis_url: str) -> None:
+    env = {"TASKGATE_REDIS_URL": own_redis_url}
+    assert run("schedules", "list", **env).stdout.strip() == "no schedules"
+    made = run("schedules", "add", "add", "--every", "60", "--args", '{"x": 1, "y": 2}', **env)
+    assert made.returncode == 0, made.stderr
+    schedule_id = made.stdout.split()[0]
+    assert "add  every 60 s  next=" in made.stdout
+    nightly = run("schedules", "add", "add", "--cron", "0 3 * * *", "--timezone", "Europe/Berlin",
+                  "--args", '{"x": 1, "y": 2}', "--owner", "alice", "--paused", **env)
+    assert "cron '0 3 * * *' (Europe/Berlin)  next=-  paused" in nightly.stdout, nightly.stdout
+    listed = run("schedules", "list", "--json", **env).stdout.splitlines()
+    assert {json.loads(line)["owner"] for line in listed} == {"anonymous", "alice"}
+    assert "paused" in run("schedules", "pause", schedule_id, **env).stdout
+    assert "paused" not in run("schedules", "resume", schedule_id, **env).stdout
+    task_id = run("schedules", "run", schedule_id, **env).stdout.strip()
+    assert len(task_id) == 36
+    assert run("schedules", "delete", schedule_id, **env).stdout.strip() == f"deleted {schedule_id}"
+    for bad, says in [(["add", "--every", "60"], "arguments.x: Field required"),
+                      (["add", "--cron", "61 * * * *", "--args", '{"x": 1, "y": 2}'], "is not valid"),
+                      (["add", "--every", "60", "--args", "[1]"], "--args must be a JSON object"),
+                      (["nope", "--every", "60"], "no task named 'nope'")]:
+        refused = run("schedules", "add", *bad, **env)
+        assert refused.returncode != 0 and says in refused.stderr, (bad, refused.stderr)
+    gone = run("schedules", "pause", schedule_id, **env)
+    assert gone.returncode == 1 and f"no schedule with id {schedule_id!r}" in gone.stderr

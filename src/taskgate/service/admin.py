@@ -1,4 +1,5 @@
-"""The CLI's administration commands: ``taskgate keys`` (API keys) and ``taskgate dead-letters``."""
+"""The CLI's administration commands: ``taskgate keys`` (API keys), ``taskgate dead-letters`` and
+``taskgate schedules``."""
 
 from __future__ import annotations
 
@@ -116,3 +117,93 @@ def dead_drop(task_id: Annotated[str, typer.Argument(help="The dead task's id.")
     """Remove a task from the dead letters."""
     _with_producer(lambda producer: producer.control.drop(task_id))
     typer.echo(f"dropped {task_id}")
+
+
+schedules = typer.Typer(help="Schedules: cron and intervals, fired by the workers (no beat).",
+                        no_args_is_help=True)
+
+
+def _schedule_line(schedule: Any) -> str:
+    when = schedule.cron and f"cron {schedule.cron!r} ({schedule.timezone})" or f"every {schedule.every:g} s"
+    state = "" if schedule.enabled else "  paused"
+    shown = schedule.next_run_at if schedule.enabled else None
+    next_run = f"{shown:%Y-%m-%d %H:%M:%S}Z" if shown else "-"
+    problem = f"  problem: {schedule.problem}" if schedule.problem else ""
+    return f"{schedule.schedule_id}  {schedule.task}  {when}  next={next_run}{state}{problem}"
+
+
+@schedules.command("list")
+def schedules_list(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """List every schedule (all owners), oldest first."""
+    from ..api.routes.schedules import ScheduleInfo
+
+    found, _ = _with_producer(lambda producer: producer.schedules.list(limit=10_000))
+    if as_json:
+        for schedule in found:
+            typer.echo(ScheduleInfo.of(schedule).model_dump_json())
+        return
+    if not found:
+        typer.echo("no schedules")
+    for schedule in found:
+        typer.echo(_schedule_line(schedule))
+
+
+@schedules.command("add")
+def schedules_add(
+    task: Annotated[str, typer.Argument(help="The task to run (see `GET /tasks/catalogue`).")],
+    cron: Annotated[str | None, typer.Option(help="Five-field cron, e.g. '*/5 * * * *'.")] = None,
+    every: Annotated[float | None, typer.Option(help="Or: every so many seconds (1 s to a year).")] = None,
+    timezone: Annotated[str, typer.Option(help="The IANA time zone of the cron expression.")] = "UTC",
+    arguments: Annotated[str, typer.Option("--args", help="The task's arguments as a JSON object.")] = "{}",
+    name: Annotated[str | None, typer.Option(help="A name to show.")] = None,
+    overlap: Annotated[str, typer.Option(help="allow, or skip a tick while the last run runs.")] = "allow",
+    catchup: Annotated[str, typer.Option(help="After downtime: fire no missed tick (none) or one.")] = "none",
+    owner: Annotated[str | None, typer.Option(help="Whose schedule it is (an API key's owner).")] = None,
+    paused: Annotated[bool, typer.Option(help="Create it paused.")] = False,
+) -> None:
+    """Create a schedule; prints its id and next run."""
+    import orjson
+
+    from ..auth import Caller
+    from ..producer.submit import SYSTEM
+
+    try:
+        parsed = orjson.loads(arguments)
+    except orjson.JSONDecodeError as exc:
+        typer.echo(f"taskgate: --args is not JSON: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if not isinstance(parsed, dict):
+        typer.echo("taskgate: --args must be a JSON object", err=True)
+        raise typer.Exit(2)
+    caller = SYSTEM if owner is None else Caller(owner=owner)
+    made = _with_producer(lambda producer: producer.schedules.create(
+        task, parsed, cron=cron, every=every, timezone=timezone, name=name,
+        overlap=overlap, catchup=catchup, enabled=not paused, caller=caller))  # type: ignore[arg-type]
+    typer.echo(_schedule_line(made))
+
+
+@schedules.command("pause")
+def schedules_pause(schedule_id: Annotated[str, typer.Argument(help="The schedule's id.")]) -> None:
+    """Stop firing until resumed."""
+    typer.echo(_schedule_line(_with_producer(lambda producer: producer.schedules.pause(schedule_id))))
+
+
+@schedules.command("resume")
+def schedules_resume(schedule_id: Annotated[str, typer.Argument(help="The schedule's id.")]) -> None:
+    """Fire again, from the first tick after now."""
+    typer.echo(_schedule_line(_with_producer(lambda producer: producer.schedules.resume(schedule_id))))
+
+
+@schedules.command("run")
+def schedules_run(schedule_id: Annotated[str, typer.Argument(help="The schedule's id.")]) -> None:
+    """Queue one run now, outside the schedule; prints the run's task id."""
+    typer.echo(_with_producer(lambda producer: producer.schedules.run_now(schedule_id)))
+
+
+@schedules.command("delete")
+def schedules_delete(schedule_id: Annotated[str, typer.Argument(help="The schedule's id.")]) -> None:
+    """Delete a schedule (its runs stay, as tasks)."""
+    _with_producer(lambda producer: producer.schedules.delete(schedule_id))
+    typer.echo(f"deleted {schedule_id}")

@@ -340,6 +340,7 @@ def _start_local(supervisor: Supervisor, env: dict[str, str], name: str, module:
 
 cli.add_typer(admin.keys, name="keys")
 cli.add_typer(admin.dead, name="dead-letters")
+cli.add_typer(admin.schedules, name="schedules")
 
 
 def main() -> None:
