@@ -612,6 +612,8 @@ def machine() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench.schedules import schedules_section
+
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("--reps", type=int, default=5, help="Repetitions of each measurement.")
     parser.add_argument("--duration", type=int, default=6, help="Seconds per wrk run.")
@@ -652,6 +654,7 @@ def main(argv: list[str] | None = None) -> int:
             round_trips(stack, args, report, api, figures)
             degraded(stack, report, api, figures)
             costs(stack, args, report, api_proc, api, figures)
+            schedules_section(stack, args, report)
             if not args.quick and not args.no_profile:
                 from bench.profile import profile_section
 

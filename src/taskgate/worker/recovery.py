@@ -15,7 +15,8 @@ instead keeps that timeout long and lets every worker's main process run a keepe
   ``runtime``);
 * **release**: every 0.5 s, due delayed tasks and retries move from ``taskgate:delayed`` to
   their queue in one atomic script, so a long countdown runs exactly once;
-* **schedules**: every 0.5 s, due schedules fire, each tick once (see ``scheduler``).
+* **schedules**: due schedules fire, each tick once (see ``scheduler``); the keeper wakes at the
+  next tick when that comes before its next 0.5 s pass.
 """
 
 from __future__ import annotations
@@ -100,13 +101,15 @@ class Keeper(threading.Thread):
                     next_reap = now + REAP_INTERVAL
             except (RedisError, OSError) as exc:
                 self.last_error = time.monotonic()
+                self.firer.next_at = None  # after a failure, wait a whole pass
                 log.warning("taskgate keeper: %s", exc)
                 self._reset_connection()
             except Exception:  # a keeper that dies silently would lose the guarantees
                 self.last_error = time.monotonic()
+                self.firer.next_at = None
                 log.exception("taskgate keeper: unexpected error")
                 self._reset_connection()
-            self.stopping.wait(TICK)
+            self.stopping.wait(self.firer.wait_hint(TICK))
 
     def stop(self) -> None:
         """Stop the thread and withdraw this worker's heartbeat."""
