@@ -122,3 +122,30 @@ def test_killed_worker_task_finishes_on_the_other(rabbit_node: rabbit.RabbitNode
             stop(second)
         if first.poll() is None:
             stop(first)
+
+
+def test_schedules_fire_through_rabbitmq(rabbit_node: rabbit.RabbitNode, own_redis_url: str, tmp_path: Path) -> None:
+    """A keeper whose broker is RabbitMQ records the run (fire.lua), then publishes it; each
+    run executes once (counted by the task). On a Valkey of its own: every worker of one Redis
+    must share its broker, and the session's workers use Valkey's."""
+    env = {"TASKGATE_BROKER_URL": rabbit_node.url, "TASKGATE_DEFAULT_QUEUE": f"sched-{tmp_path.name}"}
+    worker = start_worker(own_redis_url, tmp_path / "worker.log", **env)
+    proc, base = start_api(own_redis_url, tmp_path / "api.log", **env)
+    log = tmp_path / "runs"
+    try:
+        with httpx.Client(base_url=base, timeout=10) as client:
+            made = client.post("/schedules", json={"task": "stamped", "arguments": {"log": str(log)}, "every": 1})
+            schedule_id = made.json()["schedule_id"]
+
+            def runs() -> list[dict[str, object]]:
+                tasks: list[dict[str, object]] = client.get("/tasks", params={"schedule_id": schedule_id}).json()["tasks"]
+                return tasks
+
+            wait_for(lambda: sum(run["state"] == "succeeded" for run in runs()) >= 3, 30, "3 runs through RabbitMQ")
+            client.post(f"/schedules/{schedule_id}/pause")
+            wait_for(lambda: all(run["state"] == "succeeded" for run in runs()), 30, "the runs to end")
+            starts = [line.split()[1] for line in log.read_text().splitlines() if line.startswith("start")]
+            assert sorted(starts) == sorted(str(run["task_id"]) for run in runs())
+    finally:
+        stop(proc)
+        stop(worker)
