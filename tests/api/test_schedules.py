@@ -5,6 +5,7 @@ and owners kept apart (alice cannot see or touch bob's: 404). Firing itself is t
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -90,9 +91,12 @@ def test_lifecycle(client: httpx.Client, made: list[str]) -> None:
     ({**HOURLY, "arguments": {"x": "one", "y": 2}}, "arguments.x"),
     ({**HOURLY, "overlap": "never"}, "overlap"),
     ({**HOURLY, "surprise": 1}, "surprise"),
+    ({**HOURLY, "name": "\ud800"}, "body field 'name'"),
+    ({**HOURLY, "task": "stamped", "arguments": {"log": "\ud800"}}, "portable JSON"),
 ])
 def test_bad_definitions_are_422_naming_the_field(client: httpx.Client, body: dict[str, object], says: str) -> None:
-    response = client.post("/schedules", json=body)
+    # json.dumps escapes a lone surrogate (\ud800), as any client may send it
+    response = client.post("/schedules", content=json.dumps(body), headers={"content-type": "application/json"})
     assert response.status_code == 422, response.text
     assert says in response.text
 

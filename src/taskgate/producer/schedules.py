@@ -40,6 +40,28 @@ def ms(seconds: float) -> int:
     return round(seconds * 1000)
 
 
+def _check_name(name: str | None) -> str | None:
+    """``name`` if it is 1 to MAX_NAME characters of valid Unicode, else InvalidArguments."""
+    if name is None:
+        return None
+    if not 0 < len(name) <= MAX_NAME:
+        raise InvalidArguments(f"name: give 1 to {MAX_NAME} characters")
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        raise InvalidArguments("name: not valid Unicode (a lone surrogate)") from None
+    return name
+
+
+def _json(arguments: dict[str, Any]) -> bytes:
+    """The arguments as stored and sent: portable JSON, else InvalidArguments."""
+    try:
+        return orjson.dumps(arguments)
+    except orjson.JSONEncodeError as exc:
+        raise InvalidArguments(f"arguments must travel as portable JSON: integers within 64 bits, strings "
+                               f"of valid Unicode ({exc})") from None
+
+
 @dataclass(frozen=True, slots=True)
 class ScheduleView:
     """A schedule with its recent runs (newest first)."""
@@ -81,14 +103,13 @@ class Schedules:
         ``timezone``) or ``every`` so many seconds; ``QuotaExceeded`` past the owner's limit."""
         timing = Timing(cron=cron, every=every, timezone=timezone, overlap=overlap, catchup=catchup)
         spec, kwargs = self._validated(task, arguments or {})
-        if name is not None and not 0 < len(name) <= MAX_NAME:
-            raise InvalidArguments(f"name: give 1 to {MAX_NAME} characters")
+        _check_name(name)
         schedule_id = str(uuid.uuid4())
         now = time.time()
         fields: dict[str, scripts.Arg] = {
             **definition(timing), "name": name or f"{task} {timing.describe()}", "task": task,
             "celery_name": spec.celery_name, "queue": spec.queue or self.settings.default_queue,
-            "arguments": orjson.dumps(kwargs), "owner": caller.owner, "anchor": ms(now)}
+            "arguments": _json(kwargs), "owner": caller.owner, "anchor": ms(now)}
         limit = self.settings.max_schedules
         async with self.backend.deadline():
             said = await self.backend.scripts(scripts.schedule_put(
@@ -156,11 +177,9 @@ class Schedules:
         fields: dict[str, scripts.Arg] = dict(definition(timing))
         if arguments is not None:
             _, kwargs = self._validated(schedule.task or "", arguments)
-            fields["arguments"] = orjson.dumps(kwargs)
+            fields["arguments"] = _json(kwargs)
         if name is not None:
-            if not 0 < len(name) <= MAX_NAME:
-                raise InvalidArguments(f"name: give 1 to {MAX_NAME} characters")
-            fields["name"] = name
+            fields["name"] = _check_name(name) or name
         now = time.time()
         fields["anchor"] = ms(now)
         await self._put(schedule, "update", now, ms(timing.next_after(now, now)), None, fields)
