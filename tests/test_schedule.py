@@ -4,6 +4,7 @@ and the definitions refused with a message naming what to fix."""
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -60,7 +61,7 @@ def test_cron_in_utc_and_the_next_tick_is_strictly_after() -> None:
 def test_every_steps_from_its_anchor() -> None:
     thirty = taskgate.every(seconds=30)
     anchor = 1_000_000.0
-    assert thirty.next_after(anchor - 100, anchor) == anchor
+    assert thirty.next_after(anchor - 100, anchor) == anchor + 30, "the first tick is one interval in"
     assert thirty.next_after(anchor, anchor) == anchor + 30
     assert thirty.next_after(anchor + 29.9, anchor) == anchor + 30
     assert thirty.next_after(anchor + 30, anchor) == anchor + 60
@@ -94,3 +95,18 @@ def test_bad_definitions_say_what_to_fix(make: object, says: str) -> None:
     with pytest.raises(InvalidArguments, match=None) as caught:
         make()  # type: ignore[operator]
     assert says in str(caught.value)
+
+
+@pytest.mark.parametrize("seconds", [1.1, 2.7, 4.2, 30.3, 86400.7, 1.0004])
+def test_a_fractional_every_always_moves_on_from_a_stored_tick(seconds: float) -> None:
+    """Ticks are stored as whole milliseconds: stepping from one read back must give the next
+    tick, never the same one again (which would fire it twice)."""
+    timing = taskgate.every(seconds)
+    rng = random.Random(seconds)
+    for _ in range(500):
+        anchor = rng.uniform(1e9, 2e9)
+        score = round(anchor * 1000)
+        for _ in range(5):
+            following = round(timing.next_after(score / 1000, anchor) * 1000)
+            assert following - score in (round(seconds * 1000) - 1, round(seconds * 1000), round(seconds * 1000) + 1)
+            score = following

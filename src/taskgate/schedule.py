@@ -13,6 +13,7 @@ real minutes through both changes. ``every`` schedules step in plain seconds fro
 from __future__ import annotations
 
 import functools
+import math
 import zoneinfo
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -65,6 +66,12 @@ def check_every(seconds: float) -> float:
     return float(seconds)
 
 
+def _ms_floor(seconds: float) -> int:
+    """The whole millisecond at or before ``seconds`` (a stored tick, divided by 1000 and read
+    back, lands on its own millisecond despite float error)."""
+    return math.floor(seconds * 1000 + 0.0005)
+
+
 @dataclass(frozen=True, slots=True)
 class Timing:
     """When a schedule fires: exactly one of ``cron`` (with ``timezone``) or ``every`` (seconds),
@@ -93,13 +100,13 @@ class Timing:
             raise InvalidArguments(f"catchup: {self.catchup!r} is not 'none' or 'one'")
 
     def next_after(self, after: float, anchor: float) -> float:
-        """The first tick strictly after ``after`` (epoch seconds); ``anchor``: where an
-        ``every`` schedule's ticks start (its creation time)."""
+        """The first tick strictly after ``after`` (epoch seconds); ``anchor``: when an ``every``
+        schedule was made (its ticks fall one interval after it, then every interval after
+        that). Ticks fall on whole milliseconds,
+        as schedules store them, so stepping from a stored tick always moves on."""
         if self.every is not None:
-            if after < anchor:
-                return anchor
-            steps = int((after - anchor) // self.every) + 1
-            return anchor + steps * self.every
+            step, start, at = round(self.every * 1000), round(anchor * 1000), _ms_floor(after)
+            return (start + max(1, (at - start) // step + 1) * step) / 1000  # the first: one step in
         assert self.cron is not None
         local = datetime.fromtimestamp(after, tz=zone(self.timezone))
         # cronsim steps from the start of the next minute: ``after`` itself is never returned
@@ -108,17 +115,16 @@ class Timing:
     def last_at_or_before(self, when: float, anchor: float, since: float) -> float | None:
         """The latest tick in ``(since, when]``, or None (for catch-up ``one``)."""
         if self.every is not None:
-            if when < anchor:
+            step, start, at = round(self.every * 1000), round(anchor * 1000), _ms_floor(when)
+            if at - start < step:
                 return None
-            tick = anchor + int((when - anchor) // self.every) * self.every
-            return tick if tick > since else None
-        tick, found = since, None
-        for _ in range(100_000):  # a minute-by-minute walk of a long outage ends
-            tick = self.next_after(tick, anchor)
-            if tick > when:
-                break
-            found = tick
-        return found
+            tick = (start + (at - start) // step * step) / 1000
+        else:
+            assert self.cron is not None
+            # cronsim's reverse steps go to the latest tick strictly before its start
+            local = datetime.fromtimestamp(when + 0.001, tz=zone(self.timezone))
+            tick = next(CronSim(self.cron, local, reverse=True)).timestamp()
+        return tick if tick > since else None
 
     def describe(self) -> str:
         """``cron '0 3 * * *' (Europe/Berlin)`` or ``every 30 s``."""

@@ -125,10 +125,11 @@ def test_owners_are_kept_apart_and_limited(redis_url: str, tmp_path: Path,
                                         json={"every": 60} if method == "PATCH" else None)
                 assert response.status_code == 404, (method, path, response.text)
             assert http.get("/schedules", headers=bearer(alice)).json()["schedules"] == []
-            assert http.get("/tasks", params={"schedule_id": bobs}, headers=bearer(alice)).json()["tasks"] == []
             run = http.post(f"/schedules/{bobs}/run", headers=bearer(bob)).json()["task_id"]
             assert http.get(f"/tasks/{run}", headers=bearer(bob)).json()["owner"] == "bob-s"
-            assert http.get("/tasks", params={"schedule_id": bobs}, headers=bearer(alice)).json()["tasks"] == []
+            assert [t["task_id"] for t in http.get("/tasks", params={"schedule_id": bobs},
+                                                   headers=bearer(bob)).json()["tasks"]] == [run]
+            assert http.get("/tasks", params={"schedule_id": bobs}, headers=bearer(alice)).status_code == 404
             assert bobs in [s["schedule_id"] for s in http.get("/schedules", headers=bearer(admin)).json()["schedules"]]
             made.append(http.post("/schedules", json=HOURLY, headers=bearer(bob)).json()["schedule_id"])
             over = http.post("/schedules", json=HOURLY, headers=bearer(bob))

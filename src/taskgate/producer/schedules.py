@@ -142,20 +142,18 @@ class Schedules:
         return ScheduleView(schedule, [record for record in records if record is not None])
 
     async def list(self, caller: Caller = SYSTEM, limit: int = 100,
-                   after: float | None = None) -> tuple[list[ScheduleRecord], float | None]:
-        """The caller's schedules (every one for an admin), oldest first; a page and the cursor
-        of the next."""
+                   offset: int = 0) -> tuple[list[ScheduleRecord], int | None]:
+        """The caller's schedules (every one for an admin), oldest first, from ``offset``; a page
+        and the offset of the next one (None after the last)."""
         index = keys.SCHEDULES if caller.admin else keys.owner_schedules(caller.owner)
-        lower = "-inf" if after is None else f"({after!r}"
         async with self.backend.deadline():
-            batch = cast(list[tuple[bytes, float]], await self.backend.redis.zrangebyscore(
-                index, lower, "+inf", start=0, num=limit, withscores=True))
+            members = cast(list[bytes], await self.backend.redis.zrange(index, offset, offset + limit - 1))
             pipe = self.backend.redis.pipeline(transaction=False)
-            for member, _ in batch:
+            for member in members:
                 pipe.hgetall(keys.schedule(member.decode()))
             raws = await pipe.execute()
-        found = [decode(member.decode(), raw) for (member, _), raw in zip(batch, raws, strict=True) if raw]
-        return found, (batch[-1][1] if len(batch) == limit else None)
+        found = [decode(member.decode(), raw) for member, raw in zip(members, raws, strict=True) if raw]
+        return found, (offset + limit if len(members) == limit else None)
 
     async def update(self, schedule_id: str, caller: Caller = SYSTEM, *, cron: str | None = None,
                      every: float | None = None, timezone: str | None = None,
@@ -181,8 +179,12 @@ class Schedules:
         if name is not None:
             fields["name"] = _check_name(name) or name
         now = time.time()
-        fields["anchor"] = ms(now)
-        await self._put(schedule, "update", now, ms(timing.next_after(now, now)), None, fields)
+        if cron is None and every is None and timezone is None:  # same timing: same ticks
+            anchor = schedule.anchor.timestamp() if schedule.anchor else now
+        else:
+            anchor = now
+            fields["anchor"] = ms(now)
+        await self._put(schedule, "update", now, ms(timing.next_after(now, anchor)), None, fields)
         return await self.get(schedule_id, caller)
 
     async def pause(self, schedule_id: str, caller: Caller = SYSTEM) -> ScheduleRecord:
@@ -239,9 +241,24 @@ class Schedules:
                 raise BackendUnavailable("redis", _not_queued(task_id, "it reached Redis after the deadline"),
                                          task_id)
             if pushed is None:
-                await self.submitter.broker.publish(queue, parts)
+                await self._publish(queue, parts, task_id, owner)
             return task_id
         raise Conflict(f"schedule {schedule_id} kept firing while a run was being queued; try again")
+
+    async def _publish(self, queue: str, parts: Any, task_id: str, owner: str) -> None:
+        """Send a run now through a broker other than the records' Redis; a run the broker did
+        not take ends ``failed`` (it will not run), and the caller gets ``Unavailable``."""
+        try:
+            async with self.backend.deadline("broker"):
+                await self.submitter.broker.publish(queue, parts)
+        except BackendUnavailable as exc:
+            error = {"type": "BrokerUnavailable", "message": f"the broker did not take the run: {exc.detail}",
+                     "retryable": True}
+            async with self.backend.deadline():
+                await self.backend.scripts(scripts.update(task_id, owner, self.settings.failure_ttl, {
+                    "state": "failed", "error": orjson.dumps(error), "finished_at": ms(time.time())}))
+            raise BackendUnavailable("broker", f"{exc.detail}: the run {task_id} was not queued and will "
+                                     "never run (it ended failed)", task_id) from exc
 
     async def delete(self, schedule_id: str, caller: Caller = SYSTEM) -> None:
         """Delete a schedule (its runs stay, as tasks). A schedule declared in code is removed

@@ -124,7 +124,8 @@ schedules = typer.Typer(help="Schedules: cron and intervals, fired by the worker
 
 
 def _schedule_line(schedule: Any) -> str:
-    when = schedule.cron and f"cron {schedule.cron!r} ({schedule.timezone})" or f"every {schedule.every:g} s"
+    when = (f"cron {schedule.cron!r} ({schedule.timezone})" if schedule.cron
+            else f"every {schedule.every:g} s" if schedule.every is not None else "timing unreadable")
     state = "" if schedule.enabled else "  paused"
     shown = schedule.next_run_at if schedule.enabled else None
     next_run = f"{shown:%Y-%m-%d %H:%M:%S}Z" if shown else "-"
@@ -139,7 +140,15 @@ def schedules_list(
     """List every schedule (all owners), oldest first."""
     from ..api.routes.schedules import ScheduleInfo
 
-    found, _ = _with_producer(lambda producer: producer.schedules.list(limit=10_000))
+    async def every_page(producer: Producer) -> list[Any]:
+        found: list[Any] = []
+        offset: int | None = 0
+        while offset is not None:
+            page, offset = await producer.schedules.list(limit=500, offset=offset)
+            found += page
+        return found
+
+    found = _with_producer(every_page)
     if as_json:
         for schedule in found:
             typer.echo(ScheduleInfo.of(schedule).model_dump_json())

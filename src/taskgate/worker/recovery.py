@@ -101,12 +101,12 @@ class Keeper(threading.Thread):
                     next_reap = now + REAP_INTERVAL
             except (RedisError, OSError) as exc:
                 self.last_error = time.monotonic()
-                self.firer.next_at = None  # after a failure, wait a whole pass
+                self.firer.next_at = self.firer.alive_since = None  # after a failure, wait a whole pass
                 log.warning("taskgate keeper: %s", exc)
                 self._reset_connection()
             except Exception:  # a keeper that dies silently would lose the guarantees
                 self.last_error = time.monotonic()
-                self.firer.next_at = None
+                self.firer.next_at = self.firer.alive_since = None
                 log.exception("taskgate keeper: unexpected error")
                 self._reset_connection()
             self.stopping.wait(self.firer.wait_hint(TICK))

@@ -6,7 +6,8 @@ lookup, never a scan) and, for each, runs ``fire.lua``, which claims the tick an
 run in one atomic step: the script does nothing unless the schedule's due score is still the
 one this keeper read, so with any number of workers a tick fires once.
 
-A tick handled more than :data:`LATE_GRACE` seconds after its time was missed (no worker ran):
+A tick handled more than :data:`LATE_GRACE` seconds after its time, that came due before this
+keeper's current run began, was missed (no worker fired it in time):
 ``catchup: none`` fires nothing for it and moves on to the first tick after now; ``catchup:
 one`` fires once, for the latest missed tick. A schedule whose task no live worker has fires
 nothing and says so in its ``problem`` field until a worker with the task is back.
@@ -27,6 +28,7 @@ from typing import Any, cast
 import orjson
 from celery import Celery
 from redis import Redis
+from redis.exceptions import ResponseError
 
 from ..brokers import parks_delays
 from ..brokers.message import MessageTemplate, envelope, queue_for_priority
@@ -83,6 +85,10 @@ class Firer:
         self._live_read = 0.0
         #: When the next schedule is due (epoch seconds), as the last check saw.
         self.next_at: float | None = None
+        #: Since when this keeper has checked without a failure: a tick due before that, and
+        #: over LATE_GRACE late, was missed (no keeper fired it in time); one due after is a
+        #: backlog this keeper is working through.
+        self.alive_since: float | None = None
 
     def due(self, now: float) -> list[tuple[str, int]]:
         """The schedules due by ``now``: (id, due score in ms); also notes when the next one is
@@ -110,14 +116,21 @@ class Firer:
         pipe = self.client.pipeline(transaction=False)
         for schedule_id, _ in due:
             pipe.hgetall(keys.schedule(schedule_id))
+        if self.alive_since is None:
+            self.alive_since = now
         fired = 0
         for (schedule_id, score), raw in zip(due, pipe.execute(), strict=True):
             try:
                 fired += self.fire_one(decode(schedule_id, raw), score, now)
-            except InvalidArguments as exc:  # a stored definition no longer valid (edited by hand)
+            except (InvalidArguments, ResponseError, ValueError, TypeError) as exc:
+                # a stored value no script or codec can use (edited by hand): this schedule stops
+                # firing and says why; the others go on
                 log.error("schedule %s cannot fire: %s", schedule_id, exc)
                 self.client.zrem(keys.SCHEDULES_DUE, schedule_id)
-                self.client.hset(keys.schedule(schedule_id), "problem", f"its definition is invalid: {exc}")
+                if self.client.exists(keys.schedule(schedule_id)):
+                    self.client.hset(keys.schedule(schedule_id), "problem", f"it cannot fire: {exc}")
+        if fired or len(due) == FIRE_BATCH:
+            self.next_at = now  # more may be due: the next pass at once
         return fired
 
     def fire_one(self, schedule: ScheduleRecord, score: int, now: float) -> int:
@@ -128,12 +141,14 @@ class Firer:
         timing = schedule.timing()
         anchor = schedule.anchor.timestamp() if schedule.anchor else score / 1000
         tick: float | None = score / 1000
-        if now - score / 1000 > LATE_GRACE:  # missed while no worker ran
+        began = self.alive_since if self.alive_since is not None else now
+        if now - score / 1000 > LATE_GRACE and score / 1000 < began:  # missed while no keeper ran
             tick = (timing.last_at_or_before(now, anchor, since=score / 1000 - 0.001)
                     if timing.catchup == "one" else None)
             next_due = ms(timing.next_after(now, anchor))
-        else:
+        else:  # on time, or late behind other due schedules while this keeper ran
             next_due = ms(timing.next_after(score / 1000, anchor))
+        next_due = max(next_due, score + 1)  # never the tick it fires
         problem = ""
         if tick is not None and not self.has_worker(schedule):
             problem = (f"no live worker has task {schedule.task!r} ({schedule.celery_name}): the schedule "

@@ -144,13 +144,13 @@ async def create_schedule(body: ScheduleCreate, producer: ProducerDep, caller: C
 async def list_schedules(
     producer: ProducerDep, caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=500, description="Page size.")] = 100,
-    cursor: Annotated[str | None, Query(pattern=r"^\d+(\.\d+)?$",
+    cursor: Annotated[str | None, Query(pattern=r"^\d{1,9}$",
                                         description="`next_cursor` of the previous page.")] = None,
 ) -> SchedulePage:
     """Yours (every one with an admin key), oldest first."""
-    found, after = await producer.schedules.list(caller, limit, float(cursor) if cursor else None)
+    found, after = await producer.schedules.list(caller, limit, int(cursor) if cursor else 0)
     return SchedulePage(schedules=[ScheduleInfo.of(schedule) for schedule in found],
-                        next_cursor=repr(after) if after is not None else None)
+                        next_cursor=str(after) if after is not None else None)
 
 
 async def get_schedule(schedule_id: ScheduleId, producer: ProducerDep, caller: CallerDep) -> ScheduleInfo:

@@ -100,7 +100,10 @@ def build_router(catalogue: dict[str, TaskSpec], route_class: type[TaskgateRoute
         cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.",
                                             pattern=r"^\d+(\.\d+)?$")] = None,
     ) -> TaskPage:
-        """History from Redis, newest first; records expire with their results."""
+        """History from Redis, newest first; records expire with their results. `schedule_id`
+        names a schedule of the caller's (404 otherwise)."""
+        if schedule_id is not None:
+            await producer.schedules.get(schedule_id, caller)
         records, after = await producer.reader.history(state=state, name=name, limit=limit,
                                                        before=float(cursor) if cursor else None,
                                                        caller=caller, schedule_id=schedule_id)

@@ -53,7 +53,7 @@ if mode ~= 'now' then
 end
 local said = enqueue()
 if said ~= '' then
-  redis.call('HSET', schedule, 'problem', 'a run was refused: ' .. said)
+  if mode ~= 'now' then redis.call('HSET', schedule, 'problem', 'a run was refused: ' .. said) end
   return said
 end
 redis.call('HSET', record, 'schedule_id', schedule_id)
