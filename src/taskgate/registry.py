@@ -26,7 +26,7 @@ from .schedule import Timing
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 #: Names the /tasks routes use themselves.
-RESERVED_NAMES = frozenset({"catalogue", "results"})
+RESERVED_NAMES = frozenset({"catalogue", "results", "cancel", "replay"})
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter
 
 from .errors import TaskgateRoute
-from .routes import dead_letters, files, health, metrics, schedules, tasks, tutorial
+from .routes import bulk, dead_letters, files, health, metrics, schedules, tasks, tutorial
 
 if TYPE_CHECKING:
     from ..gate import Taskgate
@@ -20,6 +20,7 @@ def build_router(gate: Taskgate) -> APIRouter:
     route_class = type("Route", (TaskgateRoute,), {"gate": gate})
     router = APIRouter(route_class=route_class)
     router.include_router(tutorial.build_router(route_class))
+    router.include_router(bulk.build_router(route_class))  # before POST /tasks/{name}
     router.include_router(tasks.build_router(gate.catalogue, route_class))
     router.include_router(files.build_router(route_class))
     router.include_router(dead_letters.build_router(route_class))

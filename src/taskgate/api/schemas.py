@@ -121,6 +121,9 @@ class TaskInfo(BaseModel):
     finished_at: datetime | None = None
     next_attempt_at: datetime | None = Field(default=None, description="When it runs again, while "
                                              "`retrying`.")
+    arguments: dict[str, Any] | None = Field(default=None, description="What it was called with.")
+    replay_of: str | None = Field(default=None, description="The task it replays "
+                                  "(`POST /tasks/{task_id}/replay`), if any.")
     schedule_id: str | None = Field(default=None, description="The schedule it is a run of, if any.")
     tick: datetime | None = Field(default=None, description="The tick of its schedule it stands for "
                                   "(null for a run started by hand: `POST /schedules/{id}/run`).")
@@ -133,6 +136,8 @@ class TaskInfo(BaseModel):
         data = {name: value for name in cls.model_fields
                 if (value := getattr(record, name, None)) is not None}
         data["state"] = record.state or TaskState.QUEUED  # unreadable: not known to have ended
+        if isinstance(record.args, dict) and "arguments" in cls.model_fields:
+            data["arguments"] = record.args
         data["name"] = record.name or ""
         try:
             return cls.model_validate(data)
@@ -193,6 +198,12 @@ class TaskAccepted(BaseModel):
     task_id: str
     name: str
     state: TaskState = TaskState.QUEUED
+
+
+class TaskReplayed(TaskAccepted):
+    """A replay was accepted: a new task, with the same arguments."""
+
+    replay_of: str
 
 
 class BatchOutcome(BaseModel):

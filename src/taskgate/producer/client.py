@@ -19,6 +19,7 @@ from ..registry import TaskSpec, exposed
 from ..worker.celery_app import create_celery_app
 from . import queues
 from .backend import Backend
+from .bulk import Bulk
 from .control import Control
 from .reads import Reader
 from .schedules import Schedules
@@ -38,8 +39,9 @@ class Producer:
         self.subscriptions = subscriptions
         self.submitter = Submitter(backend, broker, app, self.catalogue)
         self.reader = Reader(backend, subscriptions)
-        self.control = Control(backend, self.reader, broker, app, self.catalogue)
+        self.control = Control(backend, self.reader, broker, app, self.catalogue, self.submitter)
         self.schedules = Schedules(self.submitter, self.reader, self.catalogue)
+        self.bulk = Bulk(self.control, self.reader)
 
     @classmethod
     def from_settings(cls, settings: Settings, app: Celery | None = None) -> Producer:

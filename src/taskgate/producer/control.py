@@ -6,6 +6,7 @@ import asyncio
 import time
 
 from celery import Celery
+from pydantic import ValidationError
 
 from ..auth import Caller
 from ..brokers import Broker
@@ -16,16 +17,16 @@ from ..records import TaskRecord, keys, scripts
 from ..registry import TaskSpec
 from .backend import Backend
 from .reads import Reader
-from .submit import SYSTEM
+from .submit import SYSTEM, Options, Submission, Submitter
 
 
 class Control:
-    """Cancels, forgets and requeues; every call runs under the backend's deadline."""
+    """Cancels, replays, forgets and requeues; every call runs under the backend's deadline."""
 
     def __init__(self, backend: Backend, reader: Reader, broker: Broker, app: Celery,
-                 catalogue: dict[str, TaskSpec]) -> None:
+                 catalogue: dict[str, TaskSpec], submitter: Submitter) -> None:
         self.backend, self.reader, self.broker, self.app = backend, reader, broker, app
-        self.catalogue = catalogue
+        self.catalogue, self.submitter = catalogue, submitter
 
     async def cancel(self, task_id: str, terminate: bool = False, caller: Caller = SYSTEM) -> TaskRecord:
         """Cancel a queued task at once, or flag a running one; ``Conflict`` if it finished.
@@ -89,6 +90,25 @@ class Control:
             async with self.backend.deadline("broker"):
                 await self.broker.publish(queue, parts)
         return await self.reader.get(task_id)
+
+    async def replay(self, task_id: str, caller: Caller = SYSTEM) -> Submission:
+        """A new task with the same name and arguments as ``task_id`` (any state), for the same
+        owner; its record says ``replay_of``."""
+        record = await self.reader.get(task_id, caller)
+        spec = self.catalogue.get(record.name or "")
+        if spec is None:
+            raise Conflict(f"task {task_id} ran {record.name!r}, which is not declared any more; it "
+                           "cannot be replayed")
+        if not isinstance(record.args, dict):
+            raise Conflict(f"task {task_id} has no stored arguments (submitted by an earlier version); "
+                           "it cannot be replayed")
+        try:
+            arguments = spec.args_model.model_validate(record.args)
+        except ValidationError as exc:
+            raise Conflict(f"task {task_id}'s arguments no longer fit {spec.name}'s signature: "
+                           f"{exc.errors(include_url=False)}") from None
+        owner = Caller(owner=record.owner or ANONYMOUS)
+        return await self.submitter.submit(spec, arguments, Options(replay_of=task_id), caller=owner)
 
     async def drop(self, task_id: str, caller: Caller = SYSTEM) -> None:
         """Remove a task from the dead letters (its record stays until it expires)."""

@@ -230,7 +230,7 @@ class Schedules:
                     horizon=now - max(self.settings.result_ttl, self.settings.failure_ttl),
                     message=pushed[1] if pushed else b"", queue=pushed[0] if pushed else None,
                     rate_limit=self.settings.submit_rate, inflight_limit=self.settings.max_in_flight,
-                    deadline=cutoff))
+                    deadline=cutoff, arguments=_json(schedule.arguments)))
             if said == "stale":
                 continue
             if said == "taken":

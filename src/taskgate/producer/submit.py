@@ -51,6 +51,8 @@ class Options:
     countdown: float | None = None
     eta: datetime | None = None
     priority: int | None = None
+    #: The task this submission replays (kept in its record as ``replay_of``).
+    replay_of: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,9 +127,8 @@ class Submitter:
                                                       owner=caller.owner)
             parts = (headers, {**properties, "priority": priority}, body)
         try:  # serialising is the check that the arguments travel as portable JSON
+            arguments_json = orjson.dumps(kwargs)  # kept in the record (shown, and replayed)
             pushed = self.broker.inline_push(queue, parts, delivery_tag=task_id)
-            if pushed is None:
-                orjson.dumps(kwargs)
         except orjson.JSONEncodeError as exc:
             raise InvalidArguments(f"arguments must travel as portable JSON: integers within 64 bits, "
                                    f"strings of valid Unicode ({exc})") from None
@@ -139,7 +140,8 @@ class Submitter:
             due=due if parked else None, idempotency=idempotency,
             digest=digest(spec.name, kwargs, options) if idempotency else "",
             rate_limit=self.settings.submit_rate, inflight_limit=self.settings.max_in_flight,
-            deadline=cutoff, idempotency_ttl=IDEMPOTENCY_TTL)
+            deadline=cutoff, idempotency_ttl=IDEMPOTENCY_TTL, arguments=arguments_json,
+            replay_of=options.replay_of)
         return _Prepared(task_id, call, queue, parts, pushed is not None, owner,
                          keys.idempotency(owner, idempotency) if idempotency else "")
 

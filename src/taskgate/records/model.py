@@ -9,7 +9,8 @@ before version 0.1 hold float seconds, still read); ``attempts`` starts counted,
 deliveries of the current attempt, ``seq`` changes published; ``worker`` the node that started
 it last; ``progress``, ``result``, ``error``, ``args`` JSON; ``dead_reason`` why it is a dead
 letter; ``cancel`` "1" once cancelling was asked; ``schedule_id`` the schedule whose run it is,
-``tick`` (ms) the tick of that schedule it stands for (absent for a run started by hand).
+``tick`` (ms) the tick of that schedule it stands for (absent for a run started by hand);
+``replay_of`` the task it replays. ``args`` is written at submission (and at dead-lettering).
 Internal fields the scripts keep: ``message`` and ``queue`` (a parked message and its list),
 ``unregistered_since`` (ms).
 
@@ -61,6 +62,7 @@ class TaskRecord:
     cancel: bool = False
     schedule_id: str | None = None
     tick: datetime | None = None
+    replay_of: str | None = None
     unreadable: frozenset[str] = field(default=frozenset())
 
     @property
@@ -76,7 +78,7 @@ class TaskRecord:
 _TIMES = frozenset({"created_at", "started_at", "finished_at", "next_attempt_at", "tick"})
 _COUNTS = frozenset({"attempts", "deliveries", "seq"})
 _JSON = frozenset({"progress", "result", "error", "args"})
-_TEXT = frozenset({"name", "owner", "worker", "dead_reason", "schedule_id"})
+_TEXT = frozenset({"name", "owner", "worker", "dead_reason", "schedule_id", "replay_of"})
 _INTERNAL = frozenset({"message", "queue", "unregistered_since"})
 
 

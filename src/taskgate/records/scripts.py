@@ -116,15 +116,17 @@ def _submit_keys(task_id: str, owner: str, *, anonymous: bool, queue: str | None
 def submit(task_id: str, name: str, *, now: float, owner: str, anonymous: bool, ttl: int, horizon: float,
            message: bytes, queue: str | None, due: float | None, idempotency: str | None, digest: str,
            rate_limit: int, inflight_limit: int, deadline: float | None, idempotency_ttl: int,
-           ) -> Call[SubmitReply]:
+           arguments: bytes = b"", replay_of: str | None = None) -> Call[SubmitReply]:
     """Record and queue a new task (``queue``: the Redis list to push ``message`` to, None when
     the broker is elsewhere; ``due``: park it in the delayed set until then; ``deadline``: do
-    nothing after this time on Redis's clock)."""
+    nothing after this time on Redis's clock; ``arguments``: their JSON, kept in the record;
+    ``replay_of``: the task it replays)."""
     return Call("submit", _submit_keys(task_id, owner, anonymous=anonymous, queue=queue,
                                        idempotency=idempotency, inflight_limit=inflight_limit),
                 [name, repr(now), ttl, repr(horizon), digest if idempotency else "", task_id, message,
         repr(due) if due is not None else "", owner if not anonymous else "", rate_limit, inflight_limit,
-        stamp(deadline) if deadline is not None else "", idempotency_ttl], _submit_reply)
+        stamp(deadline) if deadline is not None else "", idempotency_ttl, arguments, replay_of or ""],
+                _submit_reply)
 
 
 # --- schedules ----------------------------------------------------------------------------------
@@ -135,7 +137,7 @@ FireMode = Literal["fire", "miss", "now"]
 def fire(schedule_id: str, *, expected: int, next_due: int, tick: int | None, mode: FireMode,
          last_task_id: str | None, problem: str = "", task_id: str, name: str, now: float, owner: str,
          anonymous: bool, ttl: int, horizon: float, message: bytes, queue: str | None, rate_limit: int,
-         inflight_limit: int, deadline: float | None = None) -> Call[str]:
+         inflight_limit: int, deadline: float | None = None, arguments: bytes = b"") -> Call[str]:
     """Claim a schedule's tick (its due score still ``expected``, in ms) and queue its run
     ``task_id`` (mode ``fire``), or only move it on to ``next_due`` (``miss``, with ``problem``
     saying why if not a missed tick), or queue a run now outside the schedule (``now``). The
@@ -148,7 +150,7 @@ def fire(schedule_id: str, *, expected: int, next_due: int, tick: int | None, mo
                       inflight_limit=inflight_limit),
     ], [schedule_id, expected, next_due, "" if tick is None else tick, mode, last_task_id or "", problem,
         name, repr(now), ttl, repr(horizon), "", task_id, message, "", owner if not anonymous else "",
-        rate_limit, inflight_limit, stamp(deadline) if deadline is not None else "", 0], _text)
+        rate_limit, inflight_limit, stamp(deadline) if deadline is not None else "", 0, arguments], _text)
 
 
 PutMode = Literal["create", "upsert", "update"]

@@ -166,7 +166,8 @@ class Firer:
             anonymous=owner == ANONYMOUS, ttl=self.settings.result_ttl,
             horizon=now - max(self.settings.result_ttl, self.settings.failure_ttl),
             message=pushed[1] if pushed else b"", queue=pushed[0] if pushed else None,
-            rate_limit=self.settings.submit_rate, inflight_limit=self.settings.max_in_flight))
+            rate_limit=self.settings.submit_rate, inflight_limit=self.settings.max_in_flight,
+            arguments=orjson.dumps(schedule.arguments) if mode == "fire" else b""))
         if verdict == "fired":
             if not self.inline:
                 self._publish(schedule, task_id, queue, owner)

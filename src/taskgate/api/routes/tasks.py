@@ -10,7 +10,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal, Union
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import create_model
 
@@ -30,6 +30,7 @@ from ..schemas import (
     TaskAccepted,
     TaskInfo,
     TaskPage,
+    TaskReplayed,
     errors,
     json_errors,
 )
@@ -173,6 +174,19 @@ def build_router(catalogue: dict[str, TaskSpec], route_class: type[TaskgateRoute
         """A queued or retrying task is cancelled at once and never starts; a running one is
         asked to stop (built-in tasks check often) and ends `cancelled`; 409 once finished."""
         return info(await producer.control.cancel(task_id, terminate=terminate, caller=caller))
+
+    @router.post("/{task_id}/replay", status_code=202, summary="Run a task again, as a new task",
+                 responses=errors(404, 409, 422, 429, 503))
+    async def replay_task(task_id: TaskId, producer: ProducerDep, caller: CallerDep,
+                          request: Request, response: Response) -> TaskReplayed:
+        """A new task with the same name and arguments (the task may be in any state), owned by
+        the same owner; its record says `replay_of`. 409 when the task's arguments were not kept
+        or no longer fit its signature."""
+        submission = await producer.control.replay(task_id, caller)
+        path = request.url.path
+        response.headers["Location"] = f"{path[:path.rindex('/' + task_id)]}/{submission.task_id}"
+        record = await producer.reader.get(submission.task_id, caller)
+        return TaskReplayed(task_id=submission.task_id, name=record.name or "", replay_of=task_id)
 
     @router.delete("/{task_id}", status_code=204, summary="Forget a finished task",
                    responses=errors(404, 409, 503))

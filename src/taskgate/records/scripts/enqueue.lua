@@ -2,7 +2,8 @@
 -- and fire.lua (a schedule's run): included inside ``local function enqueue() ... end`` where
 -- these locals are bound. Keys: record, index, idem, queue, delayed, owner_index, inflight,
 -- rate; arguments: name, now, ttl, horizon, digest, task_id, message, due, owner, rate_limit,
--- inflight_limit, deadline, idem_ttl. It returns what submit.lua returns.
+-- inflight_limit, deadline, idem_ttl, args (the arguments' JSON, kept in the record), replay_of
+-- (the task this one replays, or ''). It returns what submit.lua returns.
 -- idem: '' without an Idempotency-Key; queue: '' when the broker is elsewhere; owner_index:
 -- '' for the anonymous owner (the global index lists its tasks); inflight: '' without a limit;
 -- due: '' to queue now (a due time parks the message in the delayed set); owner: '' for the
@@ -38,6 +39,8 @@ end
 -- no TTL: the record lives until the task ends (however long it waits), then expires
 redis.call('HSET', record, 'name', name, 'state', 'queued', 'created_at', ms(now), 'attempts', 0)
 if owner ~= '' then redis.call('HSET', record, 'owner', owner) end
+if args ~= '' then redis.call('HSET', record, 'args', args) end
+if replay_of ~= '' then redis.call('HSET', record, 'replay_of', replay_of) end
 for _, key in ipairs({index, owner_index, inflight}) do
   if key ~= '' then
     redis.call('ZADD', key, now, task_id)

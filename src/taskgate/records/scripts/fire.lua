@@ -16,9 +16,9 @@ local schedule, due_set, runs, last_record, record, index, idem, queue, delayed,
 local schedule_id, expected, next_due, tick, mode, last_task_id, problem =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local name, now, ttl, horizon, digest, task_id, message, due, owner, rate_limit, inflight_limit,
-      deadline, idem_ttl =
+      deadline, idem_ttl, args, replay_of =
   ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14], ARGV[15], ARGV[16],
-  tonumber(ARGV[17]), tonumber(ARGV[18]), ARGV[19], ARGV[20]
+  tonumber(ARGV[17]), tonumber(ARGV[18]), ARGV[19], ARGV[20], ARGV[21], ''
 
 local function enqueue()
 --#include enqueue.lua

@@ -8,9 +8,9 @@
 local record, index, idem, queue, delayed, owner_index, inflight, rate =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local name, now, ttl, horizon, digest, task_id, message, due, owner, rate_limit, inflight_limit,
-      deadline, idem_ttl =
+      deadline, idem_ttl, args, replay_of =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], tonumber(ARGV[10]),
-  tonumber(ARGV[11]), ARGV[12], ARGV[13]
+  tonumber(ARGV[11]), ARGV[12], ARGV[13], ARGV[14], ARGV[15]
 -- (each explained in enqueue.lua)
 
 local function enqueue()
