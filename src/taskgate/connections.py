@@ -46,3 +46,11 @@ def events(url: str, timeout: float) -> AsyncRedis:
     return AsyncRedis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
                                retry=Retry(NoBackoff(), 0, supported_errors=()),
                                health_check_interval=0, client_name=EVENTS_CLIENT_NAME)
+
+
+def feed(url: str, timeout: float) -> AsyncRedis:
+    """The client of the live task feed's pattern subscription (``producer.feed``): no read
+    timeout (it waits for changes), a connect deadline."""
+    return AsyncRedis.from_url(url, socket_timeout=None, socket_connect_timeout=timeout,
+                               retry=Retry(NoBackoff(), 0, supported_errors=()),
+                               health_check_interval=0, client_name="taskgate-feed")

@@ -21,6 +21,7 @@ from . import queues
 from .backend import Backend
 from .bulk import Bulk
 from .control import Control
+from .feed import Feed
 from .reads import Reader
 from .schedules import Schedules
 from .submit import Submitter
@@ -42,6 +43,9 @@ class Producer:
         self.control = Control(backend, self.reader, broker, app, self.catalogue, self.submitter)
         self.schedules = Schedules(self.submitter, self.reader, self.catalogue)
         self.bulk = Bulk(self.control, self.reader)
+        #: Live task changes for ``GET /events`` (a subscription opened by the first feed).
+        self.feed = Feed(connections.feed(settings.require_redis_url(), settings.backend_timeout),
+                         settings.max_streams)
 
     @classmethod
     def from_settings(cls, settings: Settings, app: Celery | None = None) -> Producer:
@@ -61,6 +65,7 @@ class Producer:
     async def close(self) -> None:
         """Close every client this producer opened."""
         await self.broker.close()
+        await self.feed.close()
         await self.subscriptions.close()
         await self.backend.redis.aclose()
 

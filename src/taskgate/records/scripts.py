@@ -110,7 +110,7 @@ def _submit_keys(task_id: str, owner: str, *, anonymous: bool, queue: str | None
             queue or "", keys.DELAYED,
             keys.owner_index(owner) if not anonymous else "",
             keys.inflight(owner) if inflight_limit else "",
-            keys.rate(owner)]
+            keys.rate(owner), keys.events(task_id)]
 
 
 def submit(task_id: str, name: str, *, now: float, owner: str, anonymous: bool, ttl: int, horizon: float,

@@ -89,7 +89,7 @@ def build_router(catalogue: dict[str, TaskSpec], route_class: type[TaskgateRoute
     def info(record: TaskRecord) -> Any:
         return models.get(record.name or "", TaskInfo).from_record(record)
 
-    @router.get("", summary="List submitted tasks, newest first", responses=errors(422, 503))
+    @router.get("", summary="List submitted tasks, newest first", responses=errors(404, 422, 503))
     async def list_tasks(
         producer: ProducerDep,
         caller: CallerDep,

@@ -1,7 +1,7 @@
 -- The body of a function recording and queuing one new task, shared by submit.lua (the API)
 -- and fire.lua (a schedule's run): included inside ``local function enqueue() ... end`` where
 -- these locals are bound. Keys: record, index, idem, queue, delayed, owner_index, inflight,
--- rate; arguments: name, now, ttl, horizon, digest, task_id, message, due, owner, rate_limit,
+-- rate, events (the task's channel); arguments: name, now, ttl, horizon, digest, task_id, message, due, owner, rate_limit,
 -- inflight_limit, deadline, idem_ttl, args (the arguments' JSON, kept in the record), replay_of
 -- (the task this one replays, or ''). It returns what submit.lua returns.
 -- idem: '' without an Idempotency-Key; queue: '' when the broker is elsewhere; owner_index:
@@ -41,6 +41,10 @@ redis.call('HSET', record, 'name', name, 'state', 'queued', 'created_at', ms(now
 if owner ~= '' then redis.call('HSET', record, 'owner', owner) end
 if args ~= '' then redis.call('HSET', record, 'args', args) end
 if replay_of ~= '' then redis.call('HSET', record, 'replay_of', replay_of) end
+-- the new task, for live lists (GET /events); a task's waiters subscribe after this
+local born = {name = name, state = 'queued', created_at = ms(now), attempts = '0', seq = '0'}
+if owner ~= '' then born['owner'] = owner end
+redis.call('PUBLISH', events, cjson.encode(born))
 for _, key in ipairs({index, owner_index, inflight}) do
   if key ~= '' then
     redis.call('ZADD', key, now, task_id)

@@ -11,8 +11,9 @@
 -- (another run started since the caller read the last one: read again), or what the run's
 -- enqueue refused ('#rate:<ms>', '#inflight').
 --#include times.lua
-local schedule, due_set, runs, last_record, record, index, idem, queue, delayed, owner_index, inflight, rate =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12]
+local schedule, due_set, runs, last_record = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local record, index, idem, queue, delayed, owner_index, inflight, rate, events =
+  KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13]
 local schedule_id, expected, next_due, tick, mode, last_task_id, problem =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local name, now, ttl, horizon, digest, task_id, message, due, owner, rate_limit, inflight_limit,

@@ -5,8 +5,8 @@
 -- '#inflight' when a quota refuses it;
 -- '#late' when it runs after the deadline (the API has given up on it: it must not be queued).
 --#include times.lua
-local record, index, idem, queue, delayed, owner_index, inflight, rate =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local record, index, idem, queue, delayed, owner_index, inflight, rate, events =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local name, now, ttl, horizon, digest, task_id, message, due, owner, rate_limit, inflight_limit,
       deadline, idem_ttl, args, replay_of =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], tonumber(ARGV[10]),

@@ -1,0 +1,142 @@
+"""The live feed of task changes behind ``GET /events`` (the dashboard's task list): one
+pattern subscription to every task's events channel per API process, held only while a feed
+is open, fanned out to each open feed with its owner's visibility and its filter.
+
+A feed never floods its reader: changes are coalesced per task (the latest record wins) and
+handed over at most every :data:`FLUSH_INTERVAL` seconds, at most :data:`BATCH_LIMIT` tasks
+at a time (the most recently changed ones; a client that needs all of them reads the history).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from ..auth import Caller
+from ..exceptions import BackendUnavailable
+from ..records import TaskRecord, keys
+from ..records.model import decode_event
+from ..states import TaskState
+
+log = logging.getLogger("taskgate.feed")
+
+#: Seconds between two batches of one feed, at least.
+FLUSH_INTERVAL = 0.25
+#: Tasks in one batch, at most.
+BATCH_LIMIT = 500
+#: Seconds of silence after which a feed yields an empty batch (a keep-alive).
+KEEPALIVE = 15.0
+
+
+@dataclass(eq=False)
+class _Reader:
+    caller: Caller
+    state: TaskState | None
+    name: str | None
+    pending: dict[str, TaskRecord] = field(default_factory=dict)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    broken: bool = False
+
+    def offer(self, record: TaskRecord) -> None:
+        if not self.caller.may_see(record.owner):
+            return
+        if (self.state is not None and record.state != self.state) or (
+                self.name is not None and record.name != self.name):
+            return
+        self.pending.pop(record.task_id, None)  # re-inserted last: the most recent change
+        self.pending[record.task_id] = record
+        self.wake.set()
+
+
+class Feed:
+    """Every open feed of one API process, over one pattern subscription."""
+
+    def __init__(self, client: Redis, limit: int) -> None:
+        self.client, self.limit = client, limit
+        self.readers: set[_Reader] = set()
+        self._task: asyncio.Task[None] | None = None
+        #: Set while the pattern subscription is confirmed.
+        self.live = asyncio.Event()
+
+    async def _pump(self) -> None:
+        """Read every task's changes (from the first feed until :meth:`close`, or until Redis's
+        events are lost: then the open feeds end, and the next feed starts it again)."""
+        pubsub = self.client.pubsub()
+        try:
+            await pubsub.psubscribe(keys.EVENTS_PREFIX + "*")
+            while True:
+                message = await pubsub.get_message(timeout=1.0)
+                if message is not None and message.get("type") == "psubscribe":
+                    self.live.set()  # Redis confirmed: from now on no change is missed
+                if message is None or message.get("type") != "pmessage":
+                    continue
+                channel = message["channel"]
+                task_id = keys.task_of_channel(channel.decode() if isinstance(channel, bytes) else channel)
+                try:
+                    record = decode_event(task_id, message["data"])
+                except ValueError:
+                    continue
+                for reader in list(self.readers):
+                    reader.offer(record)
+        except (RedisError, OSError) as exc:
+            log.warning("task feed: lost Redis's events (%s); open feeds end", exc)
+            for reader in list(self.readers):
+                reader.broken = True
+                reader.wake.set()
+        finally:
+            self.live.clear()
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
+
+    async def stream(self, caller: Caller, state: TaskState | None = None,
+                     name: str | None = None) -> AsyncIterator[list[TaskRecord]]:
+        """Batches of changed tasks the caller may see, as they change: first an empty batch once
+        the subscription is live, then the changes, and an empty batch after :data:`KEEPALIVE`
+        quiet seconds. Ends (``BackendUnavailable``) if Redis's events are lost."""
+        if len(self.readers) >= self.limit:
+            raise BackendUnavailable("api", f"this API process holds {self.limit} live feeds, the most "
+                                     "it may (TASKGATE_MAX_STREAMS); retry later")
+        reader = _Reader(caller, state, name)
+        self.readers.add(reader)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._pump())
+        last = 0.0
+        try:
+            try:
+                async with asyncio.timeout(KEEPALIVE):
+                    await self.live.wait()
+            except TimeoutError:
+                raise BackendUnavailable("redis", "the API could not subscribe to Redis's events") from None
+            yield []  # live: every change from now on is in a later batch
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(KEEPALIVE):
+                        await reader.wake.wait()
+                if reader.broken:
+                    raise BackendUnavailable("redis", "the API lost Redis's events; reconnect")
+                pause = last + FLUSH_INTERVAL - time.monotonic()
+                if pause > 0:
+                    await asyncio.sleep(pause)  # throttle: changes meanwhile join this batch
+                reader.wake.clear()
+                batch = list(reader.pending.values())[-BATCH_LIMIT:]
+                reader.pending.clear()
+                last = time.monotonic()
+                yield batch
+        finally:
+            self.readers.discard(reader)
+
+    async def close(self) -> None:
+        """Stop reading and close the subscription's client."""
+        self.readers.clear()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        await self.client.aclose()
