@@ -107,7 +107,7 @@ class Schedules:
         schedule_id = str(uuid.uuid4())
         now = time.time()
         fields: dict[str, scripts.Arg] = {
-            **definition(timing), "name": name or f"{task} {timing.describe()}", "task": task,
+            **definition(timing), "name": name or "", "task": task,  # no name: shown from its timing
             "celery_name": spec.celery_name, "queue": spec.queue or self.settings.default_queue,
             "arguments": _json(kwargs), "owner": caller.owner, "anchor": ms(now)}
         limit = self.settings.max_schedules

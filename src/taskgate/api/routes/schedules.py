@@ -3,6 +3,7 @@ like tasks: another owner's schedule is a 404; an admin key sees every one."""
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -35,8 +36,8 @@ class ScheduleCreate(BaseModel):
                                 "year), from when the schedule is made.")
     timezone: str = Field(default="UTC", description="The IANA time zone `cron` is read in, e.g. "
                           "`Europe/Berlin`.")
-    name: str | None = Field(default=None, max_length=200, description="A name to show; defaults to "
-                             "the task and its timing.")
+    name: str | None = Field(default=None, max_length=200, description="A name to show; without one, "
+                             "the schedule is shown by its task and timing.")
     overlap: Literal["allow", "skip"] = Field(default="allow", description="`skip`: skip a tick while "
                                               "the previous run has not finished.")
     catchup: Literal["none", "one"] = Field(default="none", description="After no worker ran for a "
@@ -102,6 +103,9 @@ class ScheduleInfo(BaseModel):
         fields = {name: getattr(schedule, name) for name in cls.model_fields if hasattr(schedule, name)}
         if not schedule.enabled:
             fields["next_run_at"] = None
+        if not schedule.name:  # named by its task and timing, as they are now
+            with contextlib.suppress(InvalidArguments):
+                fields["name"] = f"{schedule.task} {schedule.timing().describe()}"
         recent = None if runs is None else [
             ScheduleRun(task_id=run.task_id, state=run.state or TaskState.QUEUED, tick=run.tick,
                         created_at=run.created_at) for run in runs]
