@@ -119,9 +119,10 @@ def test_add_is_one_round_trip_without_pubsub(client: httpx.Client, redis_url: s
     from_api = [i["command"].split()[0] for i in mine if i["client_type"] != "lua"]
     from_script = [i["command"].split()[0] for i in mine if i["client_type"] == "lua"]
     assert from_api in (["EVALSHA"], ["EVAL"]), mine
-    # retry guard, record (no TTL while it may run), the history, the queue (auth off: the
+    # retry guard, record with its arguments (no TTL while it may run), the new task announced
+    # on its channel (for live lists; nobody need listen), the history, the queue (auth off: the
     # anonymous owner needs no history of its own; no in-flight limit: no in-flight set); TIME,
     # for the deadline, names no task
-    assert from_script == ["EXISTS", "HSET", "ZADD", "LPUSH"], mine
+    assert from_script == ["EXISTS", "HSET", "PUBLISH", "ZADD", "LPUSH"], mine
     assert not any("SUBSCRIBE" in i["command"] for i in mine)
     assert wait_result(client, task_id) == {"status": "completed", "result": 42}

@@ -37,10 +37,14 @@ if idem ~= '' then
   redis.call('SET', idem, cjson.encode({task_id, digest}), 'EX', idem_ttl)
 end
 -- no TTL: the record lives until the task ends (however long it waits), then expires
-redis.call('HSET', record, 'name', name, 'state', 'queued', 'created_at', ms(now), 'attempts', 0)
-if owner ~= '' then redis.call('HSET', record, 'owner', owner) end
-if args ~= '' then redis.call('HSET', record, 'args', args) end
-if replay_of ~= '' then redis.call('HSET', record, 'replay_of', replay_of) end
+local fields = {'name', name, 'state', 'queued', 'created_at', ms(now), 'attempts', 0}
+for _, pair in ipairs({{'owner', owner}, {'args', args}, {'replay_of', replay_of}}) do
+  if pair[2] ~= '' then
+    fields[#fields + 1] = pair[1]
+    fields[#fields + 1] = pair[2]
+  end
+end
+redis.call('HSET', record, unpack(fields))
 -- the new task, for live lists (GET /events); a task's waiters subscribe after this
 local born = {name = name, state = 'queued', created_at = ms(now), attempts = '0', seq = '0'}
 if owner ~= '' then born['owner'] = owner end
