@@ -11,6 +11,7 @@ from ..config import Settings, get_settings, is_loopback
 from ..exceptions import ConfigurationError
 from ..gate import Taskgate
 from . import docs
+from .routes import ui
 
 log = logging.getLogger("taskgate.api")
 
@@ -45,4 +46,5 @@ def create_app(settings: Settings | None = None, host: str = "127.0.0.1",
     gate.install_error_handlers(app)
     docs.install(app)
     app.include_router(gate.router)
+    app.get("/", include_in_schema=False)(ui.to_dashboard)
     return app

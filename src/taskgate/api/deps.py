@@ -12,6 +12,7 @@ from ..auth import Caller
 from ..config import Settings
 from ..exceptions import ConfigurationError, Forbidden, Unauthorized
 from ..producer import SYSTEM, Producer
+from . import sessions
 
 if TYPE_CHECKING:
     from ..gate import Taskgate
@@ -60,6 +61,14 @@ async def get_caller(request: Request) -> Caller:
         return Caller(owner=str(owner))
     if not gate.auth:
         return SYSTEM
+    if "authorization" not in request.headers and sessions.COOKIE in request.cookies:
+        found = await sessions.current(gate.producer.backend, request)  # the dashboard's session
+        if found is None:
+            raise Unauthorized("the dashboard's session has ended: log in again")
+        if not found.allows(request):
+            raise Forbidden("a request from the dashboard that changes something must carry its "
+                            "X-CSRF-Token")
+        return found.caller
     scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("send your API key as `Authorization: Bearer <key>` (create one with "

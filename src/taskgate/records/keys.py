@@ -92,6 +92,10 @@ OWNER_SCHEDULES_PREFIX = "taskgate:schedules-of:"
 #: submission time (s), trimmed like the history index.
 RUNS_PREFIX = "taskgate:runs:"
 
+#: ``taskgate:session:<sha256 of the cookie's token>`` -> hash {owner, admin, csrf}: a
+#: dashboard session (``api.sessions``), expiring.
+SESSION_PREFIX = "taskgate:session:"
+
 #: kombu's Redis transport keeps delivered, unacknowledged messages in this hash (delivery
 #: tag -> ``[message, exchange, routing key]``) and their delivery times in this sorted set.
 KOMBU_UNACKED = "unacked"
@@ -161,3 +165,8 @@ def owner_schedules(owner: str) -> str:
 def runs(schedule_id: str) -> str:
     """The runs of one schedule."""
     return f"{RUNS_PREFIX}{{{schedule_id}}}"
+
+
+def session(digest: str) -> str:
+    """A dashboard session, by the SHA-256 of its cookie's token."""
+    return SESSION_PREFIX + digest

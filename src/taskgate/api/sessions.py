@@ -1,0 +1,88 @@
+"""The dashboard's sessions: a random token in an HttpOnly, SameSite=Strict cookie names a
+session kept in Redis (``taskgate:session:<sha256 of the token>``: its owner, whether admin,
+and its CSRF token), for :data:`TTL` seconds. Logging out deletes it on the server."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from typing import cast
+
+from fastapi import Request, Response
+
+from ..auth import Caller
+from ..producer.backend import Backend
+from ..records import keys
+
+#: The cookie's name.
+COOKIE = "taskgate_session"
+#: How long a session lasts, in seconds (it is not renewed by use).
+TTL = 8 * 3600
+#: Methods that change nothing: they need no CSRF token.
+SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A logged-in page: the cookie's token, its CSRF token, and who it acts as."""
+
+    token: str
+    csrf: str
+    caller: Caller
+
+    def allows(self, request: Request) -> bool:
+        """True for a safe method, or one carrying this session's CSRF token."""
+        if request.method in SAFE:
+            return True
+        return hmac.compare_digest(request.headers.get("x-csrf-token", ""), self.csrf)
+
+
+def _key(token: str) -> str:
+    return keys.session(hashlib.sha256(token.encode()).hexdigest())
+
+
+async def create(backend: Backend, caller: Caller) -> Session:
+    """A new session for ``caller``."""
+    made = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(24), caller)
+    async with backend.deadline():
+        pipe = backend.redis.pipeline(transaction=True)
+        pipe.hset(_key(made.token), mapping={"owner": caller.owner, "admin": "1" if caller.admin else "0",
+                                              "csrf": made.csrf})
+        pipe.expire(_key(made.token), TTL)
+        await pipe.execute()
+    return made
+
+
+async def current(backend: Backend, request: Request) -> Session | None:
+    """The session the request's cookie names, if it is live."""
+    token = request.cookies.get(COOKIE)
+    if not token or len(token) > 100:
+        return None
+    async with backend.deadline():
+        stored = cast(dict[bytes, bytes], await backend.redis.hgetall(_key(token)))
+    if not stored or b"owner" not in stored or b"csrf" not in stored:
+        return None
+    caller = Caller(owner=stored[b"owner"].decode(), admin=stored.get(b"admin") == b"1")
+    return Session(token, stored[b"csrf"].decode(), caller)
+
+
+async def end(backend: Backend, request: Request) -> None:
+    """Delete the request's session on the server."""
+    token = request.cookies.get(COOKIE)
+    if token and len(token) <= 100:
+        async with backend.deadline():
+            await backend.redis.delete(_key(token))
+
+
+def set_cookie(request: Request, response: Response, token: str) -> None:
+    """The session's cookie: HttpOnly, SameSite=Strict, Secure over https, for :data:`TTL`."""
+    response.set_cookie(COOKIE, token, max_age=TTL, path="/", httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https")
+
+
+def clear_cookie(request: Request, response: Response) -> None:
+    """Forget the session's cookie."""
+    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict",
+                           secure=request.url.scheme == "https")

@@ -1,0 +1,1 @@
+"""The dashboard's files (``static/``), served by ``api.routes.ui``."""

@@ -1,0 +1,234 @@
+// taskgate's dashboard: plain JavaScript, no build step. Every value from the API is put on the
+// page as text (textContent), never as HTML.
+const BASE = new URL(document.baseURI);            // …/ui/
+const API = new URL("../", BASE);                  // where taskgate's router is mounted
+const STATES = ["queued", "started", "retrying", "succeeded", "failed", "cancelled"];
+const main = document.getElementById("main");
+let session = { auth: false, admin: true, csrf: null, owner: null };
+let closeLive = () => {};
+
+function h(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function when(iso) {  // local time, UTC on hover
+  if (!iso) return "";
+  const at = new Date(iso);
+  return h("time", { datetime: iso, title: at.toISOString().replace(".000Z", "Z") + " (UTC)" }, at.toLocaleString());
+}
+
+class Failure extends Error {
+  constructor(status, body) { super(body?.error?.message || `HTTP ${status}`); this.status = status; this.body = body; }
+}
+
+async function api(path, { method = "GET", body, query } = {}) {
+  const url = new URL(path, API);
+  for (const [name, value] of Object.entries(query || {})) if (value) url.searchParams.set(name, value);
+  const headers = { Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (method !== "GET" && session.csrf) headers["X-CSRF-Token"] = session.csrf;
+  const answer = await fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+                                    credentials: "same-origin" });
+  const data = answer.status === 204 ? null : await answer.json().catch(() => null);
+  if (answer.status === 401 && path !== "ui/session") { showLogin(); throw new Failure(401, data); }
+  if (!answer.ok) throw new Failure(answer.status, data);
+  return data;
+}
+
+function link(path, text, attrs = {}) {
+  return h("a", { href: new URL(path, BASE).pathname, "data-link": true, ...attrs }, text);
+}
+
+function go(path, replace = false) {
+  const url = new URL(path, BASE);
+  history[replace ? "replaceState" : "pushState"]({}, "", url.pathname + url.search);
+  route();
+}
+
+document.addEventListener("click", (event) => {
+  const anchor = event.target.closest("a[data-link]");
+  if (!anchor || event.metaKey || event.ctrlKey || event.shiftKey || event.button !== 0) return;
+  event.preventDefault();
+  go(anchor.getAttribute("href"));
+});
+window.addEventListener("popstate", () => route());
+
+function setMain(title, ...children) {
+  closeLive();
+  closeLive = () => {};
+  document.title = `${title} · taskgate`;
+  main.replaceChildren(h("h1", {}, title), ...children);
+  main.focus({ preventScroll: true });
+}
+
+function stateCell(task) { return h("span", { class: `state state-${task.state}` }, task.state); }
+
+function progressOf(task) {
+  const percent = task.progress && typeof task.progress.percent === "number" ? task.progress.percent : null;
+  if (percent === null) return task.state === "succeeded" ? h("progress", { max: 100, value: 100 }) : "";
+  return h("progress", { max: 100, value: percent, "aria-label": `${Math.round(percent)} %` }, `${Math.round(percent)} %`);
+}
+
+// --- the task list -------------------------------------------------------------------------
+function taskRow(task) {
+  return h("tr", { "data-task": task.task_id },
+    h("td", {}, stateCell(task)),
+    h("td", {}, task.name),
+    h("td", { class: "id" }, link(`tasks/${encodeURIComponent(task.task_id)}`, task.task_id)),
+    session.admin ? h("td", { class: "optional" }, task.owner ?? "") : null,
+    h("td", {}, when(task.created_at)),
+    h("td", { class: "optional" }, progressOf(task)));
+}
+
+async function taskList() {
+  const params = new URLSearchParams(location.search);
+  const filters = { state: params.get("state") || "", name: params.get("name") || "", cursor: params.get("cursor") || "" };
+  const stateSelect = h("select", { name: "state" }, h("option", { value: "" }, "any"),
+    STATES.map((state) => h("option", { value: state, selected: state === filters.state }, state)));
+  const nameInput = h("input", { name: "name", value: filters.name, placeholder: "task name", size: 14 });
+  const idInput = h("input", { name: "id", placeholder: "task id", size: 24, "aria-label": "Find a task by id" });
+  const form = h("form", { class: "filters", role: "search", onsubmit: (event) => {
+      event.preventDefault();
+      if (idInput.value.trim()) return go(`tasks/${encodeURIComponent(idInput.value.trim())}`);
+      const next = new URLSearchParams();
+      if (stateSelect.value) next.set("state", stateSelect.value);
+      if (nameInput.value.trim()) next.set("name", nameInput.value.trim());
+      go(`./${next.toString() ? "?" + next : ""}`);
+    } },
+    h("label", {}, "State", stateSelect), h("label", {}, "Task", nameInput), h("label", {}, "Id", idInput),
+    h("button", { type: "submit" }, "Show"));
+  const body = h("tbody");
+  const table = h("div", { class: "table-wrap" }, h("table", { "aria-label": "Tasks, newest first" },
+    h("thead", {}, h("tr", {}, h("th", {}, "State"), h("th", {}, "Task"), h("th", {}, "Id"),
+      session.admin ? h("th", { class: "optional" }, "Owner") : null, h("th", {}, "Submitted"),
+      h("th", { class: "optional" }, "Progress"))), body));
+  const pager = h("div", { class: "pager" });
+  const live = h("p", { class: "muted", id: "live", "aria-live": "polite" }, "");
+  setMain("Tasks", form, live, table, pager);
+  const page = await api("tasks", { query: { state: filters.state, name: filters.name, cursor: filters.cursor, limit: 50 } });
+  const rows = new Map();
+  for (const task of page.tasks) { const row = taskRow(task); rows.set(task.task_id, row); body.append(row); }
+  if (!page.tasks.length) body.append(h("tr", { class: "empty" }, h("td", { colspan: 6, class: "muted" }, "No tasks.")));
+  if (filters.cursor) pager.append(link("./", "Newest"));
+  if (page.next_cursor) {
+    const older = new URLSearchParams(params); older.set("cursor", page.next_cursor);
+    pager.append(link(`./?${older}`, "Older"));
+  }
+  if (filters.cursor) return;  // an older page does not follow changes
+  const source = new EventSource(new URL(`events?${new URLSearchParams(Object.entries(
+    { state: filters.state, name: filters.name }).filter(([, v]) => v))}`, API), { withCredentials: true });
+  let queued = [];
+  let frame = 0;
+  source.addEventListener("tasks", (event) => {
+    queued.push(...JSON.parse(event.data));
+    live.textContent = "Live";
+    if (!frame) frame = requestAnimationFrame(() => {   // one DOM update per frame, however many changes
+      frame = 0;
+      const batch = queued; queued = [];
+      for (const task of batch) {
+        const fresh = taskRow(task);
+        const old = rows.get(task.task_id);
+        if (old) old.replaceWith(fresh); else { body.querySelector("tr.empty")?.remove(); body.prepend(fresh); }
+        rows.set(task.task_id, fresh);
+      }
+    });
+  });
+  source.addEventListener("error", () => { live.textContent = "Reconnecting…"; });
+  closeLive = () => source.close();
+}
+
+// --- one task ------------------------------------------------------------------------------
+function json(value) { return h("pre", {}, JSON.stringify(value, null, 2)); }
+
+function detailList(task) {
+  const rows = [
+    ["State", stateCell(task)], ["Task", task.name], ["Id", task.task_id], ["Owner", task.owner ?? "—"],
+    ["Progress", progressOf(task) || "—"], ["Attempts", String(task.attempts)], ["Worker", task.worker ?? "—"],
+    ["Submitted", when(task.created_at) || "—"], ["Started", when(task.started_at) || "—"],
+    ["Finished", when(task.finished_at) || "—"],
+    ["Arguments", task.arguments ? json(task.arguments) : "—"],
+    ["Result", task.state === "succeeded" ? json(task.result) : "—"],
+    ["Error", task.error ? h("div", { class: "error" }, `${task.error.type}: ${task.error.message}`) : "—"],
+  ];
+  if (task.next_attempt_at) rows.push(["Next attempt", when(task.next_attempt_at)]);
+  if (task.replay_of) rows.push(["Replays", link(`tasks/${encodeURIComponent(task.replay_of)}`, task.replay_of)]);
+  if (task.schedule_id) rows.push(["Schedule", h("span", { class: "id" }, task.schedule_id)]);
+  if (task.tick) rows.push(["Tick", when(task.tick)]);
+  return h("dl", { id: "task" }, rows.flatMap(([name, value]) => [h("dt", {}, name), h("dd", {}, value)]));
+}
+
+async function taskDetail(taskId) {
+  const message = h("p", { role: "status", class: "muted" });
+  const holder = h("div");
+  const act = (label, run, danger = false) => h("button", { type: "button", class: danger ? "danger" : null,
+    onclick: async () => { try { await run(); } catch (error) { message.textContent = error.message; } } }, label);
+  const actions = h("div", { class: "actions" },
+    act("Cancel", () => api(`tasks/${encodeURIComponent(taskId)}/cancel`, { method: "POST" }).then(show)),
+    act("Terminate", () => api(`tasks/${encodeURIComponent(taskId)}/cancel`, { method: "POST", query: { terminate: "true" } }).then(show), true),
+    act("Replay", async () => { const made = await api(`tasks/${encodeURIComponent(taskId)}/replay`, { method: "POST" }); go(`tasks/${encodeURIComponent(made.task_id)}`); }),
+    act("Delete", async () => { await api(`tasks/${encodeURIComponent(taskId)}`, { method: "DELETE" }); go("./"); }, true));
+  function show(task) { holder.replaceChildren(detailList(task)); message.textContent = ""; }
+  setMain(`Task ${taskId}`, h("p", {}, link("./", "← All tasks")), actions, message, holder);
+  try {
+    show(await api(`tasks/${encodeURIComponent(taskId)}`));
+  } catch (error) {
+    if (error.status === 404) { holder.replaceChildren(h("p", { class: "error" }, error.message)); actions.remove(); return; }
+    throw error;
+  }
+  const source = new EventSource(new URL(`tasks/${encodeURIComponent(taskId)}/events`, API), { withCredentials: true });
+  for (const kind of ["state", "progress"]) source.addEventListener(kind, (event) => show(JSON.parse(event.data)));
+  source.addEventListener("error", () => source.close());  // it ends with the task: nothing to follow
+  closeLive = () => source.close();
+}
+
+// --- logging in ----------------------------------------------------------------------------
+function showLogin(problem = "") {
+  const key = h("input", { type: "password", name: "key", autocomplete: "off", required: true, size: 40 });
+  const error = h("p", { class: "error", role: "alert" }, problem);
+  const form = h("form", { class: "filters", onsubmit: async (event) => {
+      event.preventDefault();
+      try {
+        session = await api("ui/session", { method: "POST", body: { key: key.value } });
+        key.value = "";
+        whoami(); route();
+      } catch (failure) { error.textContent = failure.status === 401 ? "That key is invalid or revoked." : failure.message; }
+    } }, h("label", {}, "API key", key), h("button", { type: "submit" }, "Log in"));
+  setMain("Log in", h("p", { class: "muted" }, "Your API key is exchanged for a session; the page does not keep it."), form, error);
+  key.focus();
+}
+
+function whoami() {
+  document.getElementById("who").textContent = session.auth && session.owner ? `${session.owner}${session.admin ? " (admin)" : ""}` : "";
+  document.getElementById("logout").hidden = !(session.auth && session.owner);
+}
+
+document.getElementById("logout").addEventListener("click", async () => {
+  await api("ui/session", { method: "DELETE" }).catch(() => null);
+  session = { auth: true, admin: false, csrf: null, owner: null };
+  whoami(); showLogin();
+});
+
+async function route() {
+  const path = location.pathname.slice(BASE.pathname.length);
+  try {
+    if (session.auth && !session.owner) return showLogin();
+    if (path.startsWith("tasks/")) return await taskDetail(decodeURIComponent(path.slice(6)));
+    return await taskList();
+  } catch (error) {
+    if (error.status !== 401) main.replaceChildren(h("h1", {}, "Something went wrong"), h("p", { class: "error" }, error.message));
+  }
+}
+
+session = await api("ui/session").catch(() => session);
+whoami();
+route();

@@ -1,0 +1,130 @@
+"""The dashboard in a real browser (Playwright driving Debian's chromium) against a real API and
+worker: tasks appear live, a task's page follows it, cancel and replay from the page, results
+shown as text (never as HTML), login with a key, other owners' tasks invisible, logout ending
+the session on the server. Screenshots go to the test run's artifacts folder (printed)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ..api.test_auth import bearer, new_key
+from ..api.test_docs import chromium
+
+XSS = "<script>alert(1)</script>"
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("dashboard-screenshots")
+    print(f"dashboard screenshots: {folder}")
+    return folder
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+def page_of(browser: Any, problems: list[str]) -> Any:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on("dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"), dialog.dismiss()))
+    page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+    return page
+
+
+def test_tasks_appear_live_and_their_page_shows_them_as_text(api_url: str, worker: subprocess.Popen[bytes],
+                                                            browser: Any, artifacts: Path, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    problems: list[str] = []
+    page = page_of(browser, problems)
+    answer = page.goto(api_url + "/")  # the standalone API's front page is the dashboard
+    assert page.url == api_url + "/ui/"
+    assert "script-src 'self'" in answer.headers["content-security-policy"]
+    expect(page.locator("#live")).to_have_text("Live")
+    with httpx.Client(base_url=api_url, timeout=10) as http:
+        task_id = http.post("/tasks/counted", json={"log": str(tmp_path / "runs"), "token": XSS}).json()["task_id"]
+    row = page.locator(f"tr[data-task='{task_id}']")
+    expect(row).to_be_visible()  # appeared without a reload
+    expect(row.locator(".state")).to_have_text("succeeded")
+    page.screenshot(path=artifacts / "tasks.png")
+    row.get_by_role("link").click()
+    expect(page).to_have_url(f"{api_url}/ui/tasks/{task_id}")
+    expect(page.locator("#task")).to_contain_text(f'"{XSS}"')  # the text itself: not run, not markup
+    assert page.locator("#task script").count() == 0
+    page.screenshot(path=artifacts / "task.png")
+    page.reload()  # a task's address can be shared
+    expect(page.locator("#task")).to_contain_text("succeeded")
+    assert problems == []
+
+
+def test_cancel_and_replay_from_the_page(api_url: str, worker: subprocess.Popen[bytes], browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    problems: list[str] = []
+    page = page_of(browser, problems)
+    with httpx.Client(base_url=api_url, timeout=10) as http:
+        task_id = http.post("/tasks/add", params={"countdown": 600}, json={"x": 40, "y": 2}).json()["task_id"]
+    page.goto(f"{api_url}/ui/tasks/{task_id}")
+    expect(page.locator("#task .state")).to_have_text("queued")
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator("#task .state")).to_have_text("cancelled")
+    page.get_by_role("button", name="Replay").click()
+    expect(page).not_to_have_url(f"{api_url}/ui/tasks/{task_id}")
+    expect(page.locator("#task .state")).to_have_text("succeeded")  # followed live on its page
+    expect(page.locator("#task")).to_contain_text("42")
+    page.get_by_role("link", name=task_id).click()  # "Replays": back to the original
+    expect(page).to_have_url(f"{api_url}/ui/tasks/{task_id}")
+    assert problems == []
+
+
+def test_login_shows_only_the_owners_tasks_and_logout_ends_the_session(
+        secured: str, redis_url: str, worker: subprocess.Popen[bytes], browser: Any, artifacts: Path) -> None:
+    from playwright.sync_api import expect
+
+    alice, bob = new_key(redis_url, "alice-ui"), new_key(redis_url, "bob-ui")
+    with httpx.Client(base_url=secured, timeout=10) as http:
+        bobs = http.post("/tasks/add", json={"x": 1, "y": 1}, headers=bearer(bob)).json()["task_id"]
+        alices = http.post("/tasks/add", json={"x": 2, "y": 2}, headers=bearer(alice)).json()["task_id"]
+    problems: list[str] = []
+    page = page_of(browser, problems)
+    page.goto(secured + "/ui/")
+    key = page.get_by_label("API key")
+    key.fill("tg_not_a_key")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("alert")).to_have_text("That key is invalid or revoked.")
+    key.fill(alice)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator("#who")).to_have_text("alice-ui")
+    expect(page.locator(f"tr[data-task='{alices}']")).to_be_visible()
+    assert page.locator(f"tr[data-task='{bobs}']").count() == 0
+    page.goto(f"{secured}/ui/tasks/{bobs}")  # another owner's task: unknown
+    expect(page.locator("main .error")).to_contain_text("no task with id")
+    page.screenshot(path=artifacts / "login-scoped.png")
+    (cookie,) = [c for c in page.context.cookies() if c["name"] == "taskgate_session"]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert page.evaluate("() => localStorage.length + sessionStorage.length") == 0, "the key is not kept"
+    forged = page.evaluate(f"""async () => (await fetch("/tasks/{alices}/replay", {{method: "POST"}})).status""")
+    assert forged == 403, "a change without the CSRF token is refused"
+    page.goto(secured + "/ui/")
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_label("API key")).to_be_visible()
+    stale = httpx.get(f"{secured}/tasks/{alices}", cookies={"taskgate_session": cookie["value"]}, timeout=10)
+    assert stale.status_code == 401, "logout ended the session on the server"
+    # the refusals above (401, 403, and 404 for bob's task) are logged by the browser, nothing else
+    assert [p for p in problems if not any(code in p for code in ("401", "403", "404"))] == []
