@@ -128,3 +128,58 @@ def test_login_shows_only_the_owners_tasks_and_logout_ends_the_session(
     assert stale.status_code == 401, "logout ended the session on the server"
     # the refusals above (401, 403, and 404 for bob's task) are logged by the browser, nothing else
     assert [p for p in problems if not any(code in p for code in ("401", "403", "404"))] == []
+
+
+def test_a_dead_letter_requeued_from_the_page_runs(api_url: str, worker: subprocess.Popen[bytes], browser: Any,
+                                                    artifacts: Path, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    from ..helpers import wait_for, wait_result
+
+    counter = tmp_path / "n"
+    with httpx.Client(base_url=api_url, timeout=10) as http:
+        # fails its 4 attempts (1 + 3 retries), then succeeds on the 5th: the requeued one
+        task_id = http.post("/tasks/flaky", json={"counter": str(counter), "failures": 4}).json()["task_id"]
+        wait_for(lambda: http.get(f"/tasks/{task_id}").json()["state"] == "failed", 60, "the task to die")
+        problems: list[str] = []
+        page = page_of(browser, problems)
+        page.goto(api_url + "/ui/")
+        page.get_by_role("link", name="Dead letters").click()
+        row = page.locator(f"tr[data-task='{task_id}']")
+        expect(row).to_contain_text("max_retries")
+        page.screenshot(path=artifacts / "dead-letters.png")
+        row.get_by_role("checkbox").check()
+        page.get_by_role("button", name="Requeue selected").click()
+        expect(page.locator("#message")).to_have_text("Requeue: 1 done")
+        expect(row).to_have_count(0)
+        assert wait_result(http, task_id) == {"status": "completed", "result": 5}
+    assert problems == []
+
+
+def test_schedules_paused_resumed_and_run_from_the_page(api_url: str, worker: subprocess.Popen[bytes],
+                                                        browser: Any, artifacts: Path) -> None:
+    from playwright.sync_api import expect
+
+    with httpx.Client(base_url=api_url, timeout=10) as http:
+        schedule_id = http.post("/schedules", json={"task": "add", "arguments": {"x": 3, "y": 4}, "every": 3600,
+                                                    "name": "hourly sum"}).json()["schedule_id"]
+        try:
+            problems: list[str] = []
+            page = page_of(browser, problems)
+            page.goto(api_url + "/ui/schedules")
+            row = page.locator(f"tr[data-schedule='{schedule_id}']")
+            expect(row).to_contain_text("hourly sum")
+            expect(row.locator(".state")).to_have_text("active")
+            row.get_by_role("button", name="Pause").click()
+            expect(row.locator(".state")).to_have_text("paused")
+            assert http.get(f"/schedules/{schedule_id}").json()["enabled"] is False
+            row.get_by_role("button", name="Resume").click()
+            expect(row.locator(".state")).to_have_text("active")
+            row.get_by_role("button", name="Run now").click()
+            page.screenshot(path=artifacts / "schedules.png")
+            page.locator("#message").get_by_role("link").click()
+            expect(page.locator("#task")).to_contain_text("succeeded")
+            expect(page.locator("#task")).to_contain_text(schedule_id)
+            assert problems == []
+        finally:
+            http.delete(f"/schedules/{schedule_id}")

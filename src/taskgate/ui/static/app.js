@@ -191,6 +191,73 @@ async function taskDetail(taskId) {
   closeLive = () => source.close();
 }
 
+// --- dead letters --------------------------------------------------------------------------
+async function deadLetters() {
+  const message = h("p", { role: "status", class: "muted", id: "message" });
+  const body = h("tbody");
+  const chosen = () => [...body.querySelectorAll("input[type=checkbox]:checked")].map((box) => box.value);
+  const report = (action, results) => {
+    const failed = results.filter((item) => !item.ok);
+    message.textContent = `${action}: ${results.length - failed.length} done` +
+      (failed.length ? `, ${failed.length} refused (${failed.map((item) => item.error.message).join("; ")})` : "");
+  };
+  const bulk = (action, verb) => h("button", { type: "button", onclick: async () => {
+      const ids = chosen();
+      if (!ids.length) { message.textContent = "Select dead letters first."; return; }
+      try { const answer = await api(`dead-letters/${action}`, { method: "POST", body: { task_ids: ids } });
+            report(verb, answer.results); await fill(); }
+      catch (error) { message.textContent = error.message; }
+    } }, `${verb} selected`);
+  async function fill() {
+    const page = await api("dead-letters", { query: { limit: 100 } });
+    body.replaceChildren(...page.dead_letters.map((letter) => h("tr", { "data-task": letter.task_id },
+      h("td", {}, h("input", { type: "checkbox", value: letter.task_id, "aria-label": `Select ${letter.task_id}` })),
+      h("td", { class: "id" }, link(`tasks/${encodeURIComponent(letter.task_id)}`, letter.task_id)),
+      h("td", {}, letter.name), h("td", {}, letter.reason), h("td", {}, String(letter.attempts)),
+      h("td", {}, when(letter.dead_at)),
+      h("td", { class: "error optional" }, letter.error ? `${letter.error.type}: ${letter.error.message}` : ""))));
+    if (!page.dead_letters.length) body.append(h("tr", {}, h("td", { colspan: 7, class: "muted" }, "No dead letters.")));
+  }
+  setMain("Dead letters", h("div", { class: "actions" }, bulk("requeue", "Requeue"), bulk("drop", "Drop")), message,
+    h("div", { class: "table-wrap" }, h("table", { "aria-label": "Dead letters, newest first" },
+      h("thead", {}, h("tr", {}, h("th", {}, ""), h("th", {}, "Id"), h("th", {}, "Task"), h("th", {}, "Why"),
+        h("th", {}, "Attempts"), h("th", {}, "Dead since"), h("th", { class: "optional" }, "Last error"))), body)));
+  await fill();
+}
+
+// --- schedules -----------------------------------------------------------------------------
+async function schedules() {
+  const message = h("p", { role: "status", class: "muted", id: "message" });
+  const body = h("tbody");
+  const act = (label, run) => h("button", { type: "button", onclick: async () => {
+      try { await run(); await fill(); } catch (error) { message.textContent = error.message; } } }, label);
+  async function fill() {
+    const page = await api("schedules", { query: { limit: 500 } });
+    body.replaceChildren(...page.schedules.map((one) => {
+      const id = encodeURIComponent(one.schedule_id);
+      return h("tr", { "data-schedule": one.schedule_id },
+        h("td", {}, one.name ?? ""), h("td", {}, one.task ?? ""),
+        h("td", {}, one.cron ? `cron ${one.cron} (${one.timezone})` : `every ${one.every} s`),
+        h("td", { class: "state" }, one.enabled ? "active" : "paused"),
+        h("td", {}, when(one.next_run_at) || "—"), h("td", { class: "optional" }, when(one.last_run_at) || "—"),
+        h("td", { class: "optional" }, one.last_task_id ? link(`tasks/${encodeURIComponent(one.last_task_id)}`, "last run") : ""),
+        h("td", { class: "error" }, one.problem ?? ""),
+        h("td", {}, one.enabled ? act("Pause", () => api(`schedules/${id}/pause`, { method: "POST" }))
+                                : act("Resume", () => api(`schedules/${id}/resume`, { method: "POST" })),
+          " ", act("Run now", async () => {
+            const run = await api(`schedules/${id}/run`, { method: "POST" });
+            message.replaceChildren("Queued ", link(`tasks/${encodeURIComponent(run.task_id)}`, run.task_id));
+          })));
+    }));
+    if (!page.schedules.length) body.append(h("tr", {}, h("td", { colspan: 9, class: "muted" }, "No schedules.")));
+  }
+  setMain("Schedules", message, h("div", { class: "table-wrap" }, h("table", { "aria-label": "Schedules" },
+    h("thead", {}, h("tr", {}, ["Name", "Task", "Timing", "State", "Next run"].map((name) => h("th", {}, name)),
+      h("th", { class: "optional" }, "Last run"), h("th", { class: "optional" }, ""), h("th", {}, "Problem"),
+      h("th", {}, "Actions"))), body)));
+  await fill();
+}
+
 // --- logging in ----------------------------------------------------------------------------
 function showLogin(problem = "") {
   const key = h("input", { type: "password", name: "key", autocomplete: "off", required: true, size: 40 });
@@ -223,6 +290,8 @@ async function route() {
   try {
     if (session.auth && !session.owner) return showLogin();
     if (path.startsWith("tasks/")) return await taskDetail(decodeURIComponent(path.slice(6)));
+    if (path === "dead-letters") return await deadLetters();
+    if (path === "schedules") return await schedules();
     return await taskList();
   } catch (error) {
     if (error.status !== 401) main.replaceChildren(h("h1", {}, "Something went wrong"), h("p", { class: "error" }, error.message));
