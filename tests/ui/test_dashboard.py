@@ -5,6 +5,7 @@ the session on the server. Screenshots go to the test run's artifacts folder (pr
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -183,3 +184,24 @@ def test_schedules_paused_resumed_and_run_from_the_page(api_url: str, worker: su
             assert problems == []
         finally:
             http.delete(f"/schedules/{schedule_id}")
+
+
+def test_the_task_list_pages_to_older_tasks(api_url: str, worker: subprocess.Popen[bytes], browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    with httpx.Client(base_url=api_url, timeout=30) as http:
+        made = http.post("/tasks/owner_header/batch", json={"items": [{}] * 55}).json()["tasks"]
+    assert len(made) == 55
+    problems: list[str] = []
+    page = page_of(browser, problems)
+    page.goto(api_url + "/ui/?name=owner_header")
+    rows = page.locator("tbody tr[data-task]")
+    expect(rows).to_have_count(50)
+    first = set(rows.evaluate_all("rows => rows.map(row => row.dataset.task)"))
+    page.get_by_role("link", name="Older").click()
+    expect(page).to_have_url(re.compile(r"cursor="))
+    expect(page.get_by_role("link", name="Newest")).to_be_visible()
+    expect(rows.first).to_be_visible()
+    older = set(rows.evaluate_all("rows => rows.map(row => row.dataset.task)"))
+    assert older and not first & older
+    assert problems == []

@@ -1,6 +1,7 @@
 """The dashboard's sessions: a random token in an HttpOnly, SameSite=Strict cookie names a
 session kept in Redis (``taskgate:session:<sha256 of the token>``: its owner, whether admin,
-and its CSRF token), for :data:`TTL` seconds. Logging out deletes it on the server."""
+its CSRF token and the API key it was opened with), for :data:`TTL` seconds. Logging out
+deletes it on the server; revoking the key ends it at its next request."""
 
 from __future__ import annotations
 
@@ -26,11 +27,13 @@ SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 
 @dataclass(frozen=True, slots=True)
 class Session:
-    """A logged-in page: the cookie's token, its CSRF token, and who it acts as."""
+    """A logged-in page: the cookie's token, its CSRF token, who it acts as, and the API key it
+    was opened with (revoking the key ends the session)."""
 
     token: str
     csrf: str
     caller: Caller
+    key_id: str
 
     def allows(self, request: Request) -> bool:
         """True for a safe method, or one carrying this session's CSRF token."""
@@ -43,13 +46,13 @@ def _key(token: str) -> str:
     return keys.session(hashlib.sha256(token.encode()).hexdigest())
 
 
-async def create(backend: Backend, caller: Caller) -> Session:
-    """A new session for ``caller``."""
-    made = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(24), caller)
+async def create(backend: Backend, caller: Caller, key_id: str) -> Session:
+    """A new session for ``caller``, who logged in with key ``key_id``."""
+    made = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(24), caller, key_id)
     async with backend.deadline():
         pipe = backend.redis.pipeline(transaction=True)
         pipe.hset(_key(made.token), mapping={"owner": caller.owner, "admin": "1" if caller.admin else "0",
-                                              "csrf": made.csrf})
+                                              "csrf": made.csrf, "key_id": key_id})
         pipe.expire(_key(made.token), TTL)
         await pipe.execute()
     return made
@@ -62,10 +65,14 @@ async def current(backend: Backend, request: Request) -> Session | None:
         return None
     async with backend.deadline():
         stored = cast(dict[bytes, bytes], await backend.redis.hgetall(_key(token)))
-    if not stored or b"owner" not in stored or b"csrf" not in stored:
-        return None
+        if not stored or not {b"owner", b"csrf", b"key_id"} <= stored.keys():
+            return None
+        key_id = stored[b"key_id"].decode()
+        if not await backend.redis.exists(keys.apikey(key_id)):  # the key was revoked: so is this
+            await backend.redis.delete(_key(token))
+            return None
     caller = Caller(owner=stored[b"owner"].decode(), admin=stored.get(b"admin") == b"1")
-    return Session(token, stored[b"csrf"].decode(), caller)
+    return Session(token, stored[b"csrf"].decode(), caller, key_id)
 
 
 async def end(backend: Backend, request: Request) -> None:

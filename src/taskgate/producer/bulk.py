@@ -26,6 +26,8 @@ from .submit import SYSTEM
 
 #: The most tasks one bulk request acts on.
 MAX_BULK = 1000
+#: History pages of 100 a filter reads, at most.
+SCAN_PAGES = 100
 #: Items acted on at once (each is a Redis round trip or two).
 CONCURRENCY = 32
 
@@ -75,11 +77,12 @@ class Bulk:
         self.control, self.reader = control, reader
 
     async def select(self, selection: Selection, caller: Caller = SYSTEM) -> list[str]:
-        """The ids of the caller's tasks ``selection`` matches, newest first, at most MAX_BULK."""
+        """The ids of the caller's tasks ``selection`` matches, newest first, at most MAX_BULK,
+        among the newest SCAN_PAGES hundred pages of the history."""
         found: list[str] = []
         before = selection.until.timestamp() if selection.until else None
         since = selection.since.timestamp() if selection.since else None
-        while len(found) < MAX_BULK:
+        for _ in range(SCAN_PAGES):  # a filter that matches little does not walk the whole history
             page, before = await self.reader.history(state=selection.state, name=selection.name, limit=100,
                                                      before=before, caller=caller)
             for record in page:
@@ -87,7 +90,7 @@ class Bulk:
                 if since is not None and created is not None and created < since:
                     return found
                 found.append(record.task_id)
-            if before is None or (since is not None and before < since):
+            if len(found) >= MAX_BULK or before is None or (since is not None and before < since):
                 break
         return found[:MAX_BULK]
 

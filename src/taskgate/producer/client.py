@@ -44,8 +44,9 @@ class Producer:
         self.schedules = Schedules(self.submitter, self.reader, self.catalogue)
         self.bulk = Bulk(self.control, self.reader)
         #: Live task changes for ``GET /events`` (a subscription opened by the first feed).
+        per_owner = settings.max_streams_per_owner or max(1, settings.max_streams // 4)
         self.feed = Feed(connections.feed(settings.require_redis_url(), settings.backend_timeout),
-                         settings.max_streams)
+                         settings.max_streams, per_owner)
 
     @classmethod
     def from_settings(cls, settings: Settings, app: Celery | None = None) -> Producer:

@@ -41,6 +41,9 @@ class BulkTasks(BaseModel):
     def _one_of(self) -> BulkTasks:
         if (self.task_ids is None) == (self.filter is None):
             raise ValueError("give either task_ids or filter")
+        if self.filter is not None and not self.filter.model_dump(exclude_none=True):
+            raise ValueError("filter: name at least one of state, name, since, until (an empty filter "
+                             "would act on every task)")
         for when in (self.filter.since, self.filter.until) if self.filter else ():
             if when is not None and when.tzinfo is None:
                 raise ValueError("filter times need a timezone, e.g. 2026-12-05T10:00:00Z")

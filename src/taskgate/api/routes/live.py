@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from ...exceptions import BackendUnavailable
+from ...exceptions import TaskGateError
 from ...states import TaskState
 from ..deps import CallerDep, ProducerDep
 from ..errors import TaskgateRoute
 from ..schemas import TaskInfo, json_errors
 
+log = logging.getLogger("taskgate.api")
 
-async def feed_slot(producer: ProducerDep) -> None:
-    """503 (before the stream begins) when the process holds as many feeds as it may."""
-    feed = producer.feed
-    if len(feed.readers) >= feed.limit:
-        raise BackendUnavailable("api", f"this API process holds {feed.limit} live feeds, the most it may "
-                                 "(TASKGATE_MAX_STREAMS); retry later")
+
+async def feed_slot(producer: ProducerDep, caller: CallerDep) -> None:
+    """429 or 503 before the stream begins (see ``Feed.check``)."""
+    producer.feed.check(caller)
 
 
 async def task_changes(
@@ -35,14 +35,17 @@ async def task_changes(
     Batches come at most 4 times a second, each task once with its latest state and at most 500
     tasks (the most recently changed); an empty batch every 15 s keeps the stream open. The
     stream ends if the API loses Redis's events: reconnect, as EventSource does by itself."""
-    async for batch in producer.feed.stream(caller, state, name):
-        yield ServerSentEvent(event="tasks", data=[TaskInfo.from_record(record).model_dump(mode="json")
-                                                   for record in batch])
+    try:
+        async for batch in producer.feed.stream(caller, state, name):
+            yield ServerSentEvent(event="tasks", data=[TaskInfo.from_record(record).model_dump(mode="json")
+                                                       for record in batch])
+    except TaskGateError as exc:  # the answer has begun: the stream just ends (clients reconnect)
+        log.warning("GET /events ended: %s", exc)
 
 
 def build_router(route_class: type[TaskgateRoute]) -> APIRouter:
     """This route, on a router of ``route_class`` routes (see ``api.router``)."""
     router = APIRouter(tags=["tasks"], route_class=route_class)
     router.get("/events", response_class=EventSourceResponse, summary="Your tasks as they change (SSE)",
-               responses=json_errors(401, 422, 503))(task_changes)
+               responses=json_errors(401, 422, 429, 503))(task_changes)
     return router

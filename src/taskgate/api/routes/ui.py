@@ -12,13 +12,14 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import PurePosixPath
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ... import auth
-from ...exceptions import TaskNotFound, Unauthorized
+from ...exceptions import Forbidden, TaskNotFound, Unauthorized
 from .. import sessions
 from ..deps import gate_of
 from ..errors import TaskgateRoute
@@ -50,8 +51,11 @@ class SessionInfo(BaseModel):
     csrf: str | None = None
 
 
-def _page(request: Request) -> HTMLResponse:
-    base = request.url.path[: request.url.path.index("/ui") + 3] + "/"
+def _page(request: Request, rest: str = "") -> HTMLResponse:
+    """index.html with its base: this request's path without the page's own part (``rest``),
+    so assets and API calls resolve under whatever prefix the router is mounted at."""
+    path = request.url.path
+    base = (path[: len(path) - len(rest)] if rest and path.endswith(rest) else path).rstrip("/") + "/"
     html = STATIC.joinpath("index.html").read_text(encoding="utf-8").replace("{{base}}", base)
     return HTMLResponse(html, headers={**HEADERS, "Cache-Control": "no-cache"})
 
@@ -61,9 +65,9 @@ async def page(request: Request) -> HTMLResponse:
     return _page(request)
 
 
-async def page_at(request: Request, _path: Annotated[str, Path(alias="path")]) -> HTMLResponse:
+async def page_at(request: Request, rest: Annotated[str, Path(alias="path")]) -> HTMLResponse:
     """The dashboard at a page's own address (a task's, to share)."""
-    return _page(request)
+    return _page(request, rest)
 
 
 async def asset(name: Annotated[str, Path(pattern=r"^[a-z0-9_-]+\.(js|css|svg|txt)$")]) -> Response:
@@ -86,9 +90,17 @@ async def whoami(request: Request) -> SessionInfo:
     return SessionInfo(auth=True, owner=found.caller.owner, admin=found.caller.admin, csrf=found.csrf)
 
 
+def _same_origin(request: Request) -> None:
+    """Refuse a login or logout sent by another site's page (its Origin names another host)."""
+    origin = request.headers.get("origin")
+    if origin is not None and urlsplit(origin).netloc != request.headers.get("host", ""):
+        raise Forbidden("the dashboard's session is opened and closed from its own pages only")
+
+
 async def log_in(body: Login, request: Request, response: Response) -> SessionInfo:
     """Exchange an API key for a session cookie (HttpOnly, SameSite=Strict, Secure over https,
-    8 hours). The key itself is not kept by the page."""
+    8 hours). The key itself is not kept by the page; revoking it ends the session."""
+    _same_origin(request)
     gate = gate_of(request)
     parsed = auth.parse(body.key.strip())
     caller = None
@@ -99,13 +111,16 @@ async def log_in(body: Login, request: Request, response: Response) -> SessionIn
         caller = auth.verify(stored, parsed[1])
     if caller is None:
         raise Unauthorized("invalid or revoked API key")
-    made = await sessions.create(gate.producer.backend, caller)
+    await sessions.end(gate.producer.backend, request)  # a session the browser had: over
+    assert parsed is not None
+    made = await sessions.create(gate.producer.backend, caller, parsed[0])
     sessions.set_cookie(request, response, made.token)
     return SessionInfo(auth=True, owner=caller.owner, admin=caller.admin, csrf=made.csrf)
 
 
 async def log_out(request: Request, response: Response) -> None:
     """End the session on the server and forget the cookie."""
+    _same_origin(request)
     await sessions.end(gate_of(request).producer.backend, request)
     sessions.clear_cookie(request, response)
 

@@ -46,7 +46,8 @@ async function api(path, { method = "GET", body, query } = {}) {
 }
 
 function link(path, text, attrs = {}) {
-  return h("a", { href: new URL(path, BASE).pathname, "data-link": true, ...attrs }, text);
+  const url = new URL(path, BASE);
+  return h("a", { href: url.pathname + url.search, "data-link": true, ...attrs }, text);
 }
 
 function go(path, replace = false) {
@@ -62,6 +63,8 @@ document.addEventListener("click", (event) => {
   go(anchor.getAttribute("href"));
 });
 window.addEventListener("popstate", () => route());
+
+let generation = 0;  // which page is shown: a page still loading when another opens gives up
 
 function setMain(title, ...children) {
   closeLive();
@@ -115,8 +118,42 @@ async function taskList() {
   const pager = h("div", { class: "pager" });
   const live = h("p", { class: "muted", id: "live", "aria-live": "polite" }, "");
   setMain("Tasks", form, live, table, pager);
-  const page = await api("tasks", { query: { state: filters.state, name: filters.name, cursor: filters.cursor, limit: 50 } });
+  const mine = generation;
   const rows = new Map();
+  let queued = [];
+  let frame = 0;
+  let drawn = false;
+  function follow() {  // the feed, open and live; changes wait in `queued` until the page is drawn
+    return new Promise((ready) => {
+      // no state filter on the feed: a task that leaves the state comes too, and its row goes
+      const source = new EventSource(new URL(`events?${new URLSearchParams(filters.name ? { name: filters.name } : {})}`, API),
+                                     { withCredentials: true });
+      closeLive = () => source.close();
+      if (mine !== generation) source.close();
+      source.addEventListener("tasks", (event) => {
+        queued.push(...JSON.parse(event.data));
+        live.textContent = "Live";
+        ready();
+        if (drawn && !frame) frame = requestAnimationFrame(draw);
+      });
+      source.addEventListener("error", () => { live.textContent = "Reconnecting…"; ready(); });
+    });
+  }
+  function draw() {  // one DOM update per frame, however many changes
+    frame = 0;
+    const batch = queued; queued = [];
+    for (const task of batch) {
+      const old = rows.get(task.task_id);
+      if (filters.state && task.state !== filters.state) { old?.remove(); rows.delete(task.task_id); continue; }
+      const fresh = taskRow(task);
+      if (old) old.replaceWith(fresh); else { body.querySelector("tr.empty")?.remove(); body.prepend(fresh); }
+      rows.set(task.task_id, fresh);
+    }
+  }
+
+  if (!filters.cursor) await follow();  // live first, then the page: no change falls in between
+  if (mine !== generation) return;
+  const page = await api("tasks", { query: { state: filters.state, name: filters.name, cursor: filters.cursor, limit: 50 } });
   for (const task of page.tasks) { const row = taskRow(task); rows.set(task.task_id, row); body.append(row); }
   if (!page.tasks.length) body.append(h("tr", { class: "empty" }, h("td", { colspan: 6, class: "muted" }, "No tasks.")));
   if (filters.cursor) pager.append(link("./", "Newest"));
@@ -124,27 +161,8 @@ async function taskList() {
     const older = new URLSearchParams(params); older.set("cursor", page.next_cursor);
     pager.append(link(`./?${older}`, "Older"));
   }
-  if (filters.cursor) return;  // an older page does not follow changes
-  const source = new EventSource(new URL(`events?${new URLSearchParams(Object.entries(
-    { state: filters.state, name: filters.name }).filter(([, v]) => v))}`, API), { withCredentials: true });
-  let queued = [];
-  let frame = 0;
-  source.addEventListener("tasks", (event) => {
-    queued.push(...JSON.parse(event.data));
-    live.textContent = "Live";
-    if (!frame) frame = requestAnimationFrame(() => {   // one DOM update per frame, however many changes
-      frame = 0;
-      const batch = queued; queued = [];
-      for (const task of batch) {
-        const fresh = taskRow(task);
-        const old = rows.get(task.task_id);
-        if (old) old.replaceWith(fresh); else { body.querySelector("tr.empty")?.remove(); body.prepend(fresh); }
-        rows.set(task.task_id, fresh);
-      }
-    });
-  });
-  source.addEventListener("error", () => { live.textContent = "Reconnecting…"; });
-  closeLive = () => source.close();
+  drawn = true;
+  if (queued.length) frame = requestAnimationFrame(draw);
 }
 
 // --- one task ------------------------------------------------------------------------------
@@ -280,12 +298,18 @@ function whoami() {
 }
 
 document.getElementById("logout").addEventListener("click", async () => {
-  await api("ui/session", { method: "DELETE" }).catch(() => null);
+  try {
+    await api("ui/session", { method: "DELETE" });
+  } catch (error) {  // the session may still be open on the server: say so, stay logged in
+    main.prepend(h("p", { class: "error", role: "alert" }, `Not logged out: ${error.message}`));
+    return;
+  }
   session = { auth: true, admin: false, csrf: null, owner: null };
   whoami(); showLogin();
 });
 
 async function route() {
+  generation += 1;
   const path = location.pathname.slice(BASE.pathname.length);
   try {
     if (session.auth && !session.owner) return showLogin();
