@@ -23,6 +23,7 @@ from ...exceptions import Forbidden, TaskNotFound, Unauthorized
 from .. import sessions
 from ..deps import gate_of
 from ..errors import TaskgateRoute
+from ..schemas import errors
 
 #: The page's policy: its own scripts, styles and API only; never framed.
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -133,9 +134,11 @@ async def to_dashboard(request: Request) -> RedirectResponse:
 def build_router(route_class: type[TaskgateRoute]) -> APIRouter:
     """The dashboard's routes, on a router of ``route_class`` routes (see ``api.router``)."""
     router = APIRouter(prefix="/ui", tags=["dashboard"], route_class=route_class)
-    router.get("/session", summary="The dashboard's session")(whoami)
-    router.post("/session", summary="Log the dashboard in with an API key")(log_in)
-    router.delete("/session", status_code=204, summary="Log the dashboard out")(log_out)
+    router.get("/session", summary="The dashboard's session", responses=errors(503))(whoami)
+    router.post("/session", summary="Log the dashboard in with an API key",
+                responses=errors(401, 403, 422, 503))(log_in)
+    router.delete("/session", status_code=204, summary="Log the dashboard out",
+                  responses=errors(403, 503))(log_out)
     router.get("/static/{name}", include_in_schema=False)(asset)
     router.get("", include_in_schema=False)(page)
     router.get("/", include_in_schema=False)(page)
