@@ -205,3 +205,20 @@ def test_the_task_list_pages_to_older_tasks(api_url: str, worker: subprocess.Pop
     older = set(rows.evaluate_all("rows => rows.map(row => row.dataset.task)"))
     assert older and not first & older
     assert problems == []
+
+
+def test_the_queues_page_shows_depth_and_live_workers(api_url: str, worker: subprocess.Popen[bytes],
+                                                      browser: Any, artifacts: Path) -> None:
+    from playwright.sync_api import expect
+
+    with httpx.Client(base_url=api_url, timeout=10) as http:
+        queues = {queue["name"]: queue for queue in http.get("/queues").json()}
+    problems: list[str] = []
+    page = page_of(browser, problems)
+    page.goto(api_url + "/ui/")
+    page.get_by_role("link", name="Queues").click()
+    (name, queue), *_ = [(name, queue) for name, queue in queues.items() if queue["workers"]]
+    row = page.locator(f"tr[data-queue='{name}']")
+    expect(row).to_contain_text(queue["workers"][0])  # the session's worker, live
+    page.screenshot(path=artifacts / "queues.png")
+    assert problems == []

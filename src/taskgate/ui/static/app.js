@@ -276,6 +276,23 @@ async function schedules() {
   await fill();
 }
 
+// --- queues --------------------------------------------------------------------------------
+async function queues() {
+  const body = h("tbody");
+  setMain("Queues and workers", h("div", { class: "table-wrap" }, h("table", { "aria-label": "Queues" },
+    h("thead", {}, h("tr", {}, ["Queue", "Waiting", "Live workers", "Lacking tasks"].map((name) => h("th", {}, name)))),
+    body)));
+  let found;
+  try { found = await api("queues"); } catch (error) {
+    if (error.status === 403) { body.append(h("tr", {}, h("td", { colspan: 4, class: "error" }, "This page needs an admin key."))); return; }
+    throw error;
+  }
+  body.append(...found.map((queue) => h("tr", { "data-queue": queue.name },
+    h("td", {}, queue.name), h("td", {}, queue.depth === null ? "—" : String(queue.depth)),
+    h("td", {}, queue.workers.length ? queue.workers.join(", ") : h("span", { class: "error" }, "none")),
+    h("td", { class: "error" }, Object.entries(queue.lacking).map(([worker, names]) => `${worker}: ${names.join(", ")}`).join("; ")))));
+}
+
 // --- logging in ----------------------------------------------------------------------------
 function showLogin(problem = "") {
   const key = h("input", { type: "password", name: "key", autocomplete: "off", required: true, size: 40 });
@@ -316,6 +333,7 @@ async function route() {
     if (path.startsWith("tasks/")) return await taskDetail(decodeURIComponent(path.slice(6)));
     if (path === "dead-letters") return await deadLetters();
     if (path === "schedules") return await schedules();
+    if (path === "queues") return await queues();
     return await taskList();
   } catch (error) {
     if (error.status !== 401) main.replaceChildren(h("h1", {}, "Something went wrong"), h("p", { class: "error" }, error.message));
