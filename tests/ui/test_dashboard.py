@@ -222,3 +222,26 @@ def test_the_queues_page_shows_depth_and_live_workers(api_url: str, worker: subp
     expect(row).to_contain_text(queue["workers"][0])  # the session's worker, live
     page.screenshot(path=artifacts / "queues.png")
     assert problems == []
+
+
+def test_the_submit_form_shows_the_error_next_to_its_field(api_url: str, worker: subprocess.Popen[bytes],
+                                                           browser: Any, artifacts: Path) -> None:
+    from playwright.sync_api import expect
+
+    problems: list[str] = []
+    page = page_of(browser, problems)
+    page.goto(api_url + "/ui/")
+    page.get_by_role("link", name="Submit").click()
+    page.get_by_role("navigation", name="Tasks").get_by_role("link", name="add", exact=True).click()
+    page.get_by_label("X *").fill("forty")
+    page.get_by_label("Y *").fill("2")
+    page.get_by_role("button", name="Submit").click()
+    expect(page.locator("#field-x-error")).to_contain_text("valid integer")
+    expect(page.locator("#field-y-error")).to_have_text("")
+    page.screenshot(path=artifacts / "submit.png")
+    page.get_by_label("X *").fill("40")
+    page.get_by_role("button", name="Submit").click()
+    expect(page).to_have_url(re.compile(r"/ui/tasks/[0-9a-f-]{36}$"))
+    expect(page.locator("#task .state")).to_have_text("succeeded")
+    expect(page.locator("#task")).to_contain_text("42")
+    assert [p for p in problems if "422" not in p] == []

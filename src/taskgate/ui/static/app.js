@@ -293,6 +293,64 @@ async function queues() {
     h("td", { class: "error" }, Object.entries(queue.lacking).map(([worker, names]) => `${worker}: ${names.join(", ")}`).join("; ")))));
 }
 
+// --- submitting a task ---------------------------------------------------------------------
+function fieldFor(name, schema, required) {
+  const type = schema.type ?? (schema.anyOf ? "any" : "string");
+  const id = `field-${name}`;
+  let input;
+  if (type === "boolean") input = h("input", { type: "checkbox", id, name, checked: schema.default === true });
+  else if (schema.enum) input = h("select", { id, name }, required ? null : h("option", { value: "" }, ""),
+    schema.enum.map((value) => h("option", { value, selected: value === schema.default }, value)));
+  else if (type === "integer" || type === "number" || type === "string") {
+    input = h("input", { id, name, inputmode: type === "string" ? null : "decimal", size: 30,
+                         value: schema.default ?? "", required: required || null });
+  } else input = h("textarea", { id, name, rows: 3, cols: 40, placeholder: "JSON" },
+                   schema.default === undefined ? "" : JSON.stringify(schema.default));
+  const error = h("span", { class: "error", id: `${id}-error`, "aria-live": "polite" });
+  input.setAttribute("aria-describedby", error.id);
+  const read = () => {
+    if (type === "boolean") return input.checked;
+    const text = input.value;
+    if (text === "") return undefined;
+    if (type === "integer" || type === "number") return text.trim() !== "" && !Number.isNaN(Number(text)) ? Number(text) : text;
+    if (type === "string" || schema.enum) return text;
+    try { return JSON.parse(text); } catch { return text; }  // the API says what is wrong with it
+  };
+  const label = h("label", { for: id }, `${schema.title ?? name}${required ? " *" : ""}`, input, error);
+  return { name, label, read, error };
+}
+
+async function submitPage(name) {
+  const catalogue = await api("tasks/catalogue");
+  const chooser = h("nav", { "aria-label": "Tasks" }, catalogue.flatMap((task) => [link(`submit/${encodeURIComponent(task.name)}`, task.name), " "]));
+  const task = catalogue.find((entry) => entry.name === name);
+  if (!task) return setMain("Submit a task", h("p", {}, "Choose a task:"), chooser);
+  const schema = task.arguments;
+  const required = new Set(schema.required ?? []);
+  const fields = Object.entries(schema.properties ?? {}).map(([field, spec]) => fieldFor(field, spec, required.has(field)));
+  const problem = h("p", { class: "error", role: "alert" });
+  const form = h("form", { class: "submit", onsubmit: async (event) => {
+      event.preventDefault();
+      problem.textContent = "";
+      for (const field of fields) field.error.textContent = "";
+      const body = {};
+      for (const field of fields) { const value = field.read(); if (value !== undefined) body[field.name] = value; }
+      try {
+        const made = await api(`tasks/${encodeURIComponent(name)}`, { method: "POST", body });
+        go(`tasks/${encodeURIComponent(made.task_id)}`);
+      } catch (error) {
+        const unplaced = [];
+        for (const part of (error.message || "").split("; ")) {  // "body field 'x': what is wrong"
+          const match = /^body field '([^'.]+)[^']*': (.*)$/.exec(part);
+          const field = match && fields.find((one) => one.name === match[1]);
+          if (field) field.error.textContent = match[2]; else unplaced.push(part);
+        }
+        problem.textContent = unplaced.join("; ");
+      }
+    } }, fields.map((field) => field.label), h("button", { type: "submit" }, "Submit"));
+  setMain(`Submit ${name}`, chooser, h("p", { class: "muted" }, task.summary), form, problem);
+}
+
 // --- logging in ----------------------------------------------------------------------------
 function showLogin(problem = "") {
   const key = h("input", { type: "password", name: "key", autocomplete: "off", required: true, size: 40 });
@@ -334,6 +392,7 @@ async function route() {
     if (path === "dead-letters") return await deadLetters();
     if (path === "schedules") return await schedules();
     if (path === "queues") return await queues();
+    if (path === "submit" || path.startsWith("submit/")) return await submitPage(decodeURIComponent(path.slice(7)));
     return await taskList();
   } catch (error) {
     if (error.status !== 401) main.replaceChildren(h("h1", {}, "Something went wrong"), h("p", { class: "error" }, error.message));
