@@ -612,6 +612,7 @@ def machine() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench.dashboard import dashboard_section
     from bench.schedules import schedules_section
 
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
@@ -655,6 +656,7 @@ def main(argv: list[str] | None = None) -> int:
             degraded(stack, report, api, figures)
             costs(stack, args, report, api_proc, api, figures)
             schedules_section(stack, args, report)
+            dashboard_section(stack, args, report)
             if not args.quick and not args.no_profile:
                 from bench.profile import profile_section
 
