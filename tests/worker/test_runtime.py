@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 
 from taskgate.auth import Caller
-from taskgate.producer import Producer
+from taskgate.producer import Options, Producer
 from taskgate.records import keys
 from taskgate.states import TaskState
 
@@ -20,7 +20,9 @@ def test_the_owner_travels_in_the_message_and_the_end_leaves_its_in_flight_set(
 
     async def action(producer: Producer) -> None:
         spec = producer.spec("owner_header")
-        submission = await producer.submitter.submit(spec, spec.args_model(), caller=caller)
+        # delayed a little, so it is surely still in flight when counted (an instant task on an
+        # idle worker can end before the count is read)
+        submission = await producer.submitter.submit(spec, spec.args_model(), Options(countdown=1), caller=caller)
         assert await producer.backend.redis.zcard(keys.inflight(caller.owner)) == 1
         record = await producer.reader.wait(submission.task_id, 30, caller)
         assert (record.state, record.result) == (TaskState.SUCCEEDED, caller.owner)
