@@ -129,6 +129,13 @@ def test_transient_errors_are_retried_with_backoff(client: httpx.Client, tmp_pat
     assert retrying["error"]["retryable"] is True  # type: ignore[index]
     task = wait(client, task_id)
     assert task["attempts"] == 3 and task["result"] == 3 and task["next_attempt_at"] is None
+    timeline = task["timeline"]
+    assert [entry["state"] for entry in timeline] == [
+        "queued", "started", "retrying", "started", "retrying", "started", "succeeded"]
+    assert [entry["attempt"] for entry in timeline] == [0, 1, 1, 2, 2, 3, 3]
+    assert timeline[1]["worker"] == task["worker"] and timeline[0]["at"] == task["created_at"]
+    times = [entry["at"] for entry in timeline]
+    assert times == sorted(times)
 
 
 def test_exhausted_retries_fail_as_retryable(client: httpx.Client, tmp_path: Path) -> None:

@@ -52,3 +52,15 @@ def test_encode_gives_stored_forms() -> None:
         "error": b'{"type":"X"}', "worker": "w", "attempts": 3}
     with pytest.raises(TypeError):
         encode(worker=object())
+
+
+def test_a_timeline_keeps_the_entries_that_fit() -> None:
+    stored = (b'[{"state": "queued", "at": 1700000000250, "attempt": 0}, {"state": "nope", "at": 1},'
+              b' {"state": "started", "at": 1e300}, "junk", {"state": "started", "at": 1700000001000,'
+              b' "attempt": 1, "worker": "w1"}]')
+    record = decode("t", {b"timeline": stored})
+    assert [(change.state, change.attempt, change.worker) for change in record.timeline] == [
+        (TaskState.QUEUED, 0, None), (TaskState.STARTED, 1, "w1")]
+    assert record.timeline[0].at == datetime(2023, 11, 14, 22, 13, 20, 250000, tzinfo=UTC)
+    assert decode("t", {b"timeline": b"{}"}).timeline == ()
+    assert decode("t", {b"timeline": b"not json"}).unreadable == {"timeline"}

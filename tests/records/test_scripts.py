@@ -193,6 +193,27 @@ def test_start_runs_once_and_marks_alive(redis: Redis, run: Scripts) -> None:
     redis.delete(f"q-{task_id}")
 
 
+def test_each_new_state_joins_the_timeline_which_keeps_the_first_and_latest(redis: Redis,
+                                                                           run: Scripts) -> None:
+    task_id = new_id()
+    submit(run, task_id, now=1_700_000_000.25)
+    assert started(run, task_id) == "run"
+    run(scripts.update(task_id, OWNER, 0, {"progress": b'{"percent": 5}'}))  # same state: no entry
+    run(scripts.update(task_id, OWNER, 30, {"state": "succeeded", "finished_at": 1}))
+    timeline = orjson.loads(record(redis, task_id)["timeline"])
+    assert [entry["state"] for entry in timeline] == ["queued", "started", "succeeded"]
+    assert timeline[0] == {"state": "queued", "at": 1_700_000_000_250, "attempt": 0}
+    assert timeline[1]["worker"] == "node-1" and timeline[1]["attempt"] == 1
+    assert abs(timeline[2]["at"] / 1000 - time.time()) < 60, "on Redis's clock"
+    for index in range(60):  # a task that keeps changing state keeps a bounded timeline
+        run(scripts.update(task_id, OWNER, 0, {"state": "queued" if index % 2 else "started"}))
+    timeline = orjson.loads(record(redis, task_id)["timeline"])
+    assert len(timeline) == 50 and timeline[0]["state"] == "queued" and timeline[-1]["state"] == "queued"
+    redis.hset(keys.record(task_id), "timeline", b"not json")
+    run(scripts.update(task_id, OWNER, 0, {"state": "started"}))
+    assert [entry["state"] for entry in orjson.loads(record(redis, task_id)["timeline"])] == ["started"]
+
+
 def test_start_of_a_foreign_message_makes_a_record(redis: Redis, run: Scripts) -> None:
     task_id = new_id()
     assert started(run, task_id, owner=ANONYMOUS) == "run"

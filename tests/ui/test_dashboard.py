@@ -67,6 +67,8 @@ def test_tasks_appear_live_and_their_page_shows_them_as_text(api_url: str, worke
     row.get_by_role("link").click()
     expect(page).to_have_url(f"{api_url}/ui/tasks/{task_id}")
     expect(page.locator("#task")).to_contain_text(f'"{XSS}"')  # the text itself: not run, not markup
+    expect(page.get_by_role("list", name="Timeline").get_by_role("listitem")).to_have_count(3)
+    expect(page.get_by_role("list", name="Timeline")).to_contain_text("started")
     assert page.locator("#task script").count() == 0
     page.screenshot(path=artifacts / "task.png")
     page.reload()  # a task's address can be shared

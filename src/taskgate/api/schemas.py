@@ -102,6 +102,16 @@ class Progress(BaseModel):
     message: str | None = None
 
 
+class TimelineEntry(BaseModel):
+    """A state the task entered, and when."""
+
+    state: TaskState
+    at: datetime = Field(description="When (the first entry is `created_at`; the others are on "
+                         "Redis's clock).")
+    attempt: int = Field(default=0, description="How many times a worker had started it by then.")
+    worker: str | None = Field(default=None, description="The worker that started it (on `started`).")
+
+
 class TaskInfo(BaseModel):
     """Everything known about one task. Subclassed per task with a typed `result`."""
 
@@ -127,6 +137,8 @@ class TaskInfo(BaseModel):
     schedule_id: str | None = Field(default=None, description="The schedule it is a run of, if any.")
     tick: datetime | None = Field(default=None, description="The tick of its schedule it stands for "
                                   "(null for a run started by hand: `POST /schedules/{id}/run`).")
+    timeline: list[TimelineEntry] | None = Field(default=None, description="The states it entered, "
+                                                 "oldest first (the first and the latest 49 of them).")
 
     @classmethod
     def from_record(cls, record: TaskRecord) -> TaskInfo:
@@ -139,6 +151,11 @@ class TaskInfo(BaseModel):
         if isinstance(record.args, dict) and "arguments" in cls.model_fields:
             data["arguments"] = record.args
         data["name"] = record.name or ""
+        if record.timeline and "timeline" in cls.model_fields:
+            data["timeline"] = [TimelineEntry(state=change.state, at=change.at, attempt=change.attempt,
+                                              worker=change.worker) for change in record.timeline]
+        else:
+            data.pop("timeline", None)
         try:
             return cls.model_validate(data)
         except ValidationError as exc:

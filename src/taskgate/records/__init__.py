@@ -4,6 +4,6 @@ and the Lua scripts that change it (:mod:`.scripts`, sources in ``scripts/*.lua`
 from __future__ import annotations
 
 from . import keys, scripts
-from .model import TaskRecord, decode, decode_event, encode, stamp
+from .model import Change, TaskRecord, decode, decode_event, encode, stamp
 
-__all__ = ["TaskRecord", "decode", "decode_event", "encode", "keys", "scripts", "stamp"]
+__all__ = ["Change", "TaskRecord", "decode", "decode_event", "encode", "keys", "scripts", "stamp"]

@@ -10,7 +10,10 @@ deliveries of the current attempt, ``seq`` changes published; ``worker`` the nod
 it last; ``progress``, ``result``, ``error``, ``args`` JSON; ``dead_reason`` why it is a dead
 letter; ``cancel`` "1" once cancelling was asked; ``schedule_id`` the schedule whose run it is,
 ``tick`` (ms) the tick of that schedule it stands for (absent for a run started by hand);
-``replay_of`` the task it replays. ``args`` is written at submission (and at dead-lettering).
+``replay_of`` the task it replays; ``timeline`` JSON, the states it entered in order (at most
+50: the first and the latest), each ``{"state", "at" (ms), "attempt", "worker" (when started)}``,
+the first at ``created_at``, the others on Redis's clock. ``args`` is written at submission (and
+at dead-lettering).
 Internal fields the scripts keep: ``message`` and ``queue`` (a parked message and its list),
 ``unregistered_since`` (ms).
 
@@ -34,6 +37,17 @@ log = logging.getLogger("taskgate.records")
 
 #: JSON as it comes out of ``orjson.loads``.
 JSON = Any
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One entry of a task's timeline: the state it entered, when, in which attempt, and on
+    which worker (for ``started``)."""
+
+    state: TaskState
+    at: datetime
+    attempt: int = 0
+    worker: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +77,7 @@ class TaskRecord:
     schedule_id: str | None = None
     tick: datetime | None = None
     replay_of: str | None = None
+    timeline: tuple[Change, ...] = ()
     unreadable: frozenset[str] = field(default=frozenset())
 
     @property
@@ -95,7 +110,24 @@ def to_time(stored: str) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
 
 
+def _timeline(text: str) -> tuple[Change, ...]:
+    """A stored timeline; an entry that does not fit is left out."""
+    changes = []
+    entries = orjson.loads(text)
+    for entry in entries if isinstance(entries, list) else ():
+        try:
+            worker = entry.get("worker")
+            changes.append(Change(TaskState(entry["state"]), to_time(str(int(entry["at"]))),
+                                  int(entry.get("attempt") or 0),
+                                  worker if isinstance(worker, str) else None))
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError, OSError):
+            continue
+    return tuple(changes)
+
+
 def _field(name: str, text: str) -> Any:
+    if name == "timeline":
+        return _timeline(text)
     if name in _TIMES:
         return to_time(text)
     if name in _COUNTS:
@@ -116,7 +148,7 @@ def decode(task_id: str, raw: Mapping[Any, Any]) -> TaskRecord:
     for key, value in raw.items():
         name = key.decode() if isinstance(key, bytes) else str(key)
         if name in _INTERNAL or not (name in _TIMES or name in _COUNTS or name in _JSON or name in _TEXT
-                                     or name in ("state", "cancel")):
+                                     or name in ("state", "cancel", "timeline")):
             continue
         text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
         try:

@@ -29,7 +29,7 @@ async def task_changes(
     name: Annotated[str | None, Query(max_length=200, description="Only tasks with this name.")] = None,
 ) -> AsyncIterator[ServerSentEvent]:
     """Server-Sent Events, one `tasks` event per batch: a JSON list of the tasks (as
-    `GET /tasks/{task_id}` shows them, without results' typing) that were submitted or changed
+    `GET /tasks/{task_id}` shows them, without results' typing or `timeline`) that were submitted or changed
     since the last batch, yours only (every owner's with an admin key), filtered like `GET /tasks`.
     The first batch is empty: it comes once the stream is live (no later change is missed).
     Batches come at most 4 times a second, each task once with its latest state and at most 500
@@ -37,8 +37,8 @@ async def task_changes(
     stream ends if the API loses Redis's events: reconnect, as EventSource does by itself."""
     try:
         async for batch in producer.feed.stream(caller, state, name):
-            yield ServerSentEvent(event="tasks", data=[TaskInfo.from_record(record).model_dump(mode="json")
-                                                       for record in batch])
+            yield ServerSentEvent(event="tasks", data=[TaskInfo.from_record(record).model_dump(
+                mode="json", exclude={"timeline"}) for record in batch])
     except TaskGateError as exc:  # the answer has begun: the stream just ends (clients reconnect)
         log.warning("GET /events ended: %s", exc)
 

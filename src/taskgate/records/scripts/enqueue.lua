@@ -37,7 +37,8 @@ if idem ~= '' then
   redis.call('SET', idem, cjson.encode({task_id, digest}), 'EX', idem_ttl)
 end
 -- no TTL: the record lives until the task ends (however long it waits), then expires
-local fields = {'name', name, 'state', 'queued', 'created_at', ms(now), 'attempts', 0}
+local fields = {'name', name, 'state', 'queued', 'created_at', ms(now), 'attempts', 0, 'timeline',
+                cjson.encode({{state = 'queued', at = tonumber(ms(now)), attempt = 0}})}
 for _, pair in ipairs({{'owner', owner}, {'args', args}, {'replay_of', replay_of}}) do
   if pair[2] ~= '' then
     fields[#fields + 1] = pair[1]

@@ -9,6 +9,7 @@ local ANONYMOUS = 'anonymous'  -- the owner of a record without an owner field
 local LATENCY_BUCKETS = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0}
 local STATS_TTL = 2592000
 local HEARTBEAT_TTL = 10
+local TIMELINE_MAX = 50  -- entries a record's timeline keeps: the first, and the latest others
 
 -- The state the script found.
 local before = redis.call('HGET', record, 'state')
@@ -22,7 +23,27 @@ local function observe(metric, name, value)
   redis.call('HINCRBYFLOAT', stats, metric .. '_sum:' .. name, value)
 end
 
--- Publish the record (as JSON) with a bumped sequence number. When this script ended the task:
+-- Redis's clock, in whole milliseconds (one clock for every timeline, whichever host wrote).
+local function clock_ms()
+  local now = redis.call('TIME')
+  return tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+end
+
+-- Add the state the task has just entered to its timeline (a JSON list of {state, at, attempt,
+-- worker}), in `fields` and in the record; one that does not parse starts again.
+local function add_to_timeline(fields, state)
+  local ok, timeline = pcall(cjson.decode, fields['timeline'] or '[]')
+  if not ok or type(timeline) ~= 'table' then timeline = {} end
+  local entry = {state = state, at = clock_ms(), attempt = tonumber(fields['attempts'] or '0')}
+  if state == 'started' then entry['worker'] = fields['worker'] end
+  timeline[#timeline + 1] = entry
+  while #timeline > TIMELINE_MAX do table.remove(timeline, 2) end
+  fields['timeline'] = cjson.encode(timeline)
+  redis.call('HSET', record, 'timeline', fields['timeline'])
+end
+
+-- Publish the record (as JSON) with a bumped sequence number, adding a new state to its
+-- timeline. When this script ended the task:
 -- count it in the stats, take it off its owner's in-flight set, remove its alive mark (no
 -- process runs it any more) and, if it succeeded, drop its delivery count.
 local function publish()
@@ -31,6 +52,7 @@ local function publish()
   local fields = {}
   for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
   local state = fields['state']
+  if state and state ~= before then add_to_timeline(fields, state) end
   if ENDED[state] and not ENDED[before] then
     redis.call('ZREM', inflight, task_id)
     redis.call('DEL', alive)

@@ -182,7 +182,15 @@ function detailList(task) {
   if (task.replay_of) rows.push(["Replays", link(`tasks/${encodeURIComponent(task.replay_of)}`, task.replay_of)]);
   if (task.schedule_id) rows.push(["Schedule", h("span", { class: "id" }, task.schedule_id)]);
   if (task.tick) rows.push(["Tick", when(task.tick)]);
+  if (task.timeline?.length) rows.push(["Timeline", timeline(task.timeline)]);
   return h("dl", { id: "task" }, rows.flatMap(([name, value]) => [h("dt", {}, name), h("dd", {}, value)]));
+}
+
+function timeline(entries) {  // the states it entered, oldest first
+  return h("ol", { class: "timeline", "aria-label": "Timeline" }, entries.map((entry) => h("li", {},
+    h("span", { class: `change state-${entry.state}` }, entry.state), " ", when(entry.at),
+    entry.attempt ? h("span", { class: "muted" }, ` attempt ${entry.attempt}`) : null,
+    entry.worker ? h("span", { class: "muted" }, ` on ${entry.worker}`) : null)));
 }
 
 async function taskDetail(taskId) {
