@@ -19,6 +19,10 @@ STATS_TTL = 30 * 86_400
 #: Histogram bucket bounds (seconds) for queue wait and run time (mirrored in ``transition.lua``).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
+#: Minutes of per-minute counts (tasks ended, queue wait) kept in the stats hash for
+#: ``GET /summary``'s last hour (mirrored in ``transition.lua``).
+MINUTES_KEPT = 61
+
 #: How long an Idempotency-Key is remembered.
 IDEMPOTENCY_TTL = 86_400
 

@@ -4,6 +4,7 @@ sources: keys bound to named locals, only declared keys touched, state names tha
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 import uuid
@@ -14,7 +15,7 @@ import orjson
 import pytest
 from redis import Redis
 
-from taskgate.constants import ANONYMOUS, HEARTBEAT_TTL, LATENCY_BUCKETS, STATS_TTL
+from taskgate.constants import ANONYMOUS, HEARTBEAT_TTL, LATENCY_BUCKETS, MINUTES_KEPT, STATS_TTL
 from taskgate.records import keys, scripts
 from taskgate.records.scripts import Scripts
 from taskgate.states import TaskState
@@ -111,6 +112,7 @@ def test_constants_mirrored_in_lua_match_python() -> None:
     buckets = re.search(r"local LATENCY_BUCKETS = \{(.*)\}", source)
     assert buckets is not None and tuple(float(b) for b in buckets[1].split(",")) == LATENCY_BUCKETS
     assert f"local STATS_TTL = {STATS_TTL}\n" in source
+    assert f"local MINUTES_KEPT = {MINUTES_KEPT}  --" in source
     assert f"local HEARTBEAT_TTL = {HEARTBEAT_TTL}\n" in source
     assert f"local ANONYMOUS = '{ANONYMOUS}'" in source
 
@@ -212,6 +214,28 @@ def test_each_new_state_joins_the_timeline_which_keeps_the_first_and_latest(redi
     redis.hset(keys.record(task_id), "timeline", b"not json")
     run(scripts.update(task_id, OWNER, 0, {"state": "started"}))
     assert [entry["state"] for entry in orjson.loads(record(redis, task_id)["timeline"])] == ["started"]
+
+
+def test_an_ended_task_is_counted_in_its_minute_and_minutes_past_the_hour_are_deleted(
+        redis: Redis, run: Scripts) -> None:
+    stats = f"script-test-stats-{uuid.uuid4()}"  # a private stats hash: other tests end tasks too
+    seconds, micros = redis.time()
+    minute = (seconds * 1000 + micros // 1000) // 60000
+    redis.hset(stats, mapping={"minute:trimmed": minute - 100, f"minute:{minute - 90}:succeeded": 5,
+                               f"minute:{minute - 90}:wait_n": 5, f"minute:{minute - 30}:failed": 2})
+    task_id = new_id()
+    submit(run, task_id, now=time.time() - 2)
+    assert started(run, task_id) == "run"
+    call = scripts.update(task_id, OWNER, 30, {"state": "succeeded", "finished_at": 1})
+    try:
+        run(dataclasses.replace(call, keys=[*call.keys[:3], stats, *call.keys[4:]]))
+        counted = {k.decode(): float(v) for k, v in redis.hgetall(stats).items() if b"minute:" in k}
+    finally:
+        redis.delete(stats)
+    now = next(m for m in (minute, minute + 1) if f"minute:{m}:succeeded" in counted)  # the clock moved?
+    assert counted.pop(f"minute:{now}:succeeded") == 1 and counted.pop(f"minute:{now}:wait_n") == 1
+    assert 1.5 < counted.pop(f"minute:{now}:wait_sum") < 60
+    assert counted == {"minute:trimmed": now - MINUTES_KEPT, f"minute:{minute - 30}:failed": 2}
 
 
 def test_start_of_a_foreign_message_makes_a_record(redis: Redis, run: Scripts) -> None:

@@ -215,13 +215,25 @@ def test_the_queues_page_shows_depth_and_live_workers(api_url: str, worker: subp
 
     with httpx.Client(base_url=api_url, timeout=10) as http:
         queues = {queue["name"]: queue for queue in http.get("/queues").json()}
+        workers = http.get("/workers").json()
+        later = http.post("/tasks/add", params={"countdown": 600}, json={"x": 1, "y": 1}).json()["task_id"]
     problems: list[str] = []
     page = page_of(browser, problems)
     page.goto(api_url + "/ui/")
+    strip = page.get_by_role("region", name="Summary")
+    expect(strip).to_contain_text("running")  # the summary strip above the task list
+    expect(strip.get_by_role("img")).to_have_attribute("aria-label", re.compile(r"^Tasks ended per minute"))
     page.get_by_role("link", name="Queues").click()
     (name, queue), *_ = [(name, queue) for name, queue in queues.items() if queue["workers"]]
     row = page.locator(f"tr[data-queue='{name}']")
     expect(row).to_contain_text(queue["workers"][0])  # the session's worker, live
+    worker_row = page.locator(f"tr[data-worker='{workers[0]['name']}']")
+    expect(worker_row.locator("td").nth(2)).to_have_text(str(workers[0]["concurrency"]))
+    expect(worker_row.locator("td").nth(5)).to_have_text(re.compile(r"^\d+ s ago$"))
+    expect(page.get_by_role("region", name="Summary").locator(".tile").first).not_to_have_text("—")
+    expect(page.get_by_role("region", name="Summary").get_by_role("img")).to_have_count(2)
+    with httpx.Client(base_url=api_url, timeout=10) as http:
+        assert http.post(f"/tasks/{later}/cancel").status_code == 200
     page.screenshot(path=artifacts / "queues.png")
     assert problems == []
 

@@ -17,7 +17,7 @@ from ..exceptions import BackendUnavailable, UnknownTask
 from ..records.scripts import AsyncScripts
 from ..registry import TaskSpec, exposed
 from ..worker.celery_app import create_celery_app
-from . import queues
+from . import overview, queues
 from .backend import Backend
 from .bulk import Bulk
 from .control import Control
@@ -80,6 +80,14 @@ class Producer:
     async def queues(self) -> list[dict[str, Any]]:
         """Every known queue with its depth and live workers (see :func:`.queues.queues`)."""
         return await queues.queues(self.backend, self.broker, self.catalogue)
+
+    async def summary(self) -> overview.Summary:
+        """What waits, runs and ended lately (see :func:`.overview.summary`)."""
+        return await overview.summary(self.backend, self.broker, self.catalogue)
+
+    async def workers(self) -> list[overview.WorkerView]:
+        """The live workers (see :func:`.overview.workers`)."""
+        return await overview.workers(self.backend)
 
     async def check(self) -> dict[str, str]:
         """Ping the broker and Redis; map each to "ok" or the problem seen."""

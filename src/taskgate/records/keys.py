@@ -52,10 +52,15 @@ IDEMPOTENCY_PREFIX = "taskgate:idem:"
 
 #: ``taskgate:stats`` -> hash of cluster-wide counters written when a task ends:
 #: ``done:<task>:<state>``, and per histogram ``<wait|run>:<task>:<i>`` (count in bucket i),
-#: ``<wait|run>_sum:<task>``. Kept ``STATS_TTL`` after the last write; ``GET /metrics`` reads it.
+#: ``<wait|run>_sum:<task>``; per minute (``<m>``: minutes since the epoch on Redis's clock),
+#: ``minute:<m>:<succeeded|failed|cancelled>`` tasks that ended then, ``minute:<m>:wait_sum`` and
+#: ``minute:<m>:wait_n`` their queue waits, for the last ``MINUTES_KEPT`` minutes, and
+#: ``minute:trimmed`` the latest minute deleted. Kept ``STATS_TTL`` after the last write;
+#: ``GET /metrics`` and ``GET /summary`` read it.
 STATS = "taskgate:stats"
 
-#: ``taskgate:worker:<hostname>:<pid>`` -> JSON ``{"tags", "queues", "tasks", "at"}``: a worker's
+#: ``taskgate:worker:<hostname>:<pid>`` -> JSON ``{"tags", "queues", "tasks", "at", "concurrency",
+#: "active"}``: a worker's
 #: heartbeat, rewritten every ``HEARTBEAT_INTERVAL`` s with a TTL of ``HEARTBEAT_TTL``.
 WORKER_PREFIX = "taskgate:worker:"
 

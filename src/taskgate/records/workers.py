@@ -20,16 +20,20 @@ if TYPE_CHECKING:
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
     """What a worker's main process says every ``HEARTBEAT_INTERVAL`` seconds: the delivery tags
-    of the messages it holds, the queues it consumes, the tasks it has, and when."""
+    of the messages it holds, the queues it consumes, the tasks it has, and when; how many tasks
+    it runs at once (``concurrency``) and was running then (``active``)."""
 
     tags: tuple[str, ...] = ()
     queues: tuple[str, ...] = ()
     tasks: tuple[str, ...] = ()
     at: float = 0.0
+    concurrency: int = 0
+    active: int = 0
 
     def encode(self) -> bytes:
-        """The stored form: JSON ``{"tags", "queues", "tasks", "at"}``."""
-        return orjson.dumps({"tags": self.tags, "queues": self.queues, "tasks": self.tasks, "at": self.at})
+        """The stored form: JSON ``{"tags", "queues", "tasks", "at", "concurrency", "active"}``."""
+        return orjson.dumps({"tags": self.tags, "queues": self.queues, "tasks": self.tasks, "at": self.at,
+                             "concurrency": self.concurrency, "active": self.active})
 
 
 class CatalogueEntry(TypedDict):
@@ -61,9 +65,13 @@ def parse_heartbeat(beat: bytes) -> Heartbeat:
         value = parsed.get(field)
         return tuple(str(item) for item in value) if isinstance(value, list) else ()
 
+    def count(field: str) -> int:
+        value = parsed.get(field)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
     at = parsed.get("at")
     return Heartbeat(names("tags"), names("queues"), names("tasks"),
-                     float(at) if isinstance(at, int | float) else 0.0)
+                     float(at) if isinstance(at, int | float) else 0.0, count("concurrency"), count("active"))
 
 
 def catalogue_entries(specs: Iterable[TaskSpec], default_queue: str) -> dict[str, CatalogueEntry]:

@@ -53,29 +53,32 @@ REAP_INTERVAL = 5.0
 RELEASE_BATCH = 100
 
 
-def held_tags() -> list[str]:
-    """Delivery tags of the messages this worker process holds (reserved or running)."""
+def held() -> tuple[list[str], int]:
+    """Delivery tags of the messages this worker process holds (reserved or running), and how
+    many of them run."""
     for _ in range(5):  # the sets change under us; copying them may need another try
         try:
-            requests = list(worker_state.reserved_requests) + list(worker_state.active_requests)
+            active = list(worker_state.active_requests)
+            requests = list(worker_state.reserved_requests) + active
             break
         except RuntimeError:
             continue
     else:
-        requests = []
+        requests, active = [], []
     tags = {getattr(request.message, "delivery_tag", None) for request in requests}
-    return sorted(str(tag) for tag in tags if tag)
+    return sorted(str(tag) for tag in tags if tag), len(active)
 
 
 class Keeper(threading.Thread):
     """The keeper thread of one worker main process."""
 
     def __init__(self, app: Celery, hostname: str, settings: Settings,
-                 queues: list[str] | None = None) -> None:
+                 queues: list[str] | None = None, concurrency: int = 0) -> None:
         super().__init__(name="taskgate-keeper", daemon=True)
         self.app, self.hostname, self.settings = app, hostname, settings
         self.queues = sorted(queues or [settings.default_queue])
         self.tasks = sorted(name for name in app.tasks if not name.startswith("celery."))
+        self.concurrency = concurrency
         self.client = connections.blocking(settings.require_redis_url(), connections.KEEPER_TIMEOUT)
         self.scripts = scripts.Scripts(self.client)
         self.stopping = threading.Event()
@@ -120,9 +123,11 @@ class Keeper(threading.Thread):
         self._reset_connection()
 
     def heartbeat(self) -> None:
-        """Say which messages this worker holds, which queues it consumes and which tasks it
-        has, for the next HEARTBEAT_TTL seconds."""
-        beat = Heartbeat(tuple(held_tags()), tuple(self.queues), tuple(self.tasks), time.time())
+        """Say which messages this worker holds and how many of them run, which queues it
+        consumes and which tasks it has, for the next HEARTBEAT_TTL seconds."""
+        tags, active = held()
+        beat = Heartbeat(tuple(tags), tuple(self.queues), tuple(self.tasks), time.time(),
+                         self.concurrency, active)
         self.client.set(keys.worker(self.hostname), beat.encode(), ex=HEARTBEAT_TTL)
 
     def release(self) -> int:
@@ -212,7 +217,9 @@ def _start_keeper(sender: Any = None, **_: Any) -> None:
     # Unique per process even if two workers share a node name.
     hostname = f"{sender.hostname}:{os.getpid()}"
     queues = [queue.name for queue in getattr(sender.task_consumer, "queues", [])]
-    _keeper = Keeper(app, hostname, settings_of(app), queues)
+    concurrency = getattr(getattr(sender, "controller", None), "concurrency", 0)
+    _keeper = Keeper(app, hostname, settings_of(app), queues,
+                     concurrency if isinstance(concurrency, int) else 0)
     try:
         sync_declared(_keeper.client, _keeper.settings, exposed())
     except RedisError as exc:  # the next worker start syncs them

@@ -10,6 +10,8 @@ local LATENCY_BUCKETS = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0
 local STATS_TTL = 2592000
 local HEARTBEAT_TTL = 10
 local TIMELINE_MAX = 50  -- entries a record's timeline keeps: the first, and the latest others
+local MINUTES_KEPT = 61  -- per-minute counts kept in the stats (the summary's last hour)
+local MINUTE_FIELDS = {'succeeded', 'failed', 'cancelled', 'wait_sum', 'wait_n'}
 
 -- The state the script found.
 local before = redis.call('HGET', record, 'state')
@@ -42,6 +44,30 @@ local function add_to_timeline(fields, state)
   redis.call('HSET', record, 'timeline', fields['timeline'])
 end
 
+-- Count a task that ended in `state` in this minute's stats (with its wait, if it started), and
+-- delete the minutes that fell out of the last MINUTES_KEPT: ``minute:trimmed`` is the latest
+-- deleted, and every minute counted since is newer, so at most MINUTES_KEPT + 1 are looked at.
+local function count_minute(state, wait)
+  local minute = math.floor(clock_ms() / 60000)
+  local prefix = 'minute:' .. minute .. ':'
+  redis.call('HINCRBY', stats, prefix .. state, 1)
+  if wait then
+    redis.call('HINCRBYFLOAT', stats, prefix .. 'wait_sum', wait)
+    redis.call('HINCRBY', stats, prefix .. 'wait_n', 1)
+  end
+  local oldest = minute - MINUTES_KEPT
+  local trimmed = tonumber(redis.call('HGET', stats, 'minute:trimmed') or '') or oldest
+  if trimmed < oldest then
+    for old = trimmed + 1, math.min(oldest, trimmed + MINUTES_KEPT + 1) do
+      local gone = {}
+      for i, name in ipairs(MINUTE_FIELDS) do gone[i] = 'minute:' .. old .. ':' .. name end
+      redis.call('HDEL', stats, unpack(gone))
+    end
+    trimmed = oldest
+  end
+  redis.call('HSET', stats, 'minute:trimmed', trimmed)
+end
+
 -- Publish the record (as JSON) with a bumped sequence number, adding a new state to its
 -- timeline. When this script ended the task:
 -- count it in the stats, take it off its owner's in-flight set, remove its alive mark (no
@@ -65,8 +91,10 @@ local function publish()
     redis.call('HINCRBY', stats, 'done:' .. name .. ':' .. state, 1)
     local created, started, finished = seconds(fields['created_at']), seconds(fields['started_at']),
       seconds(fields['finished_at'])
-    if started and created then observe('wait', name, math.max(0, started - created)) end
+    local wait = started and created and math.max(0, started - created)
+    if wait then observe('wait', name, wait) end
     if started and finished then observe('run', name, math.max(0, finished - started)) end
+    count_minute(state, wait)
     redis.call('EXPIRE', stats, STATS_TTL)
   end
   fields['message'] = nil

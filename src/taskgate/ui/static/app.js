@@ -65,6 +65,91 @@ document.addEventListener("click", (event) => {
 window.addEventListener("popstate", () => route());
 
 let generation = 0;  // which page is shown: a page still loading when another opens gives up
+const leaving = [];  // what to stop when the page changes (timers)
+
+function leave() {  // the page shown is about to change
+  generation += 1;
+  for (const stop of leaving.splice(0)) stop();
+}
+
+function every(seconds, run) {  // run now and every `seconds` while this page is shown
+  const mine = generation;
+  let timer = 0;
+  const tick = async () => {
+    try { await run(); } catch (error) { /* shown by the next successful refresh */ }
+    if (mine === generation) timer = setTimeout(tick, seconds * 1000);
+  };
+  leaving.push(() => clearTimeout(timer));
+  tick();
+}
+
+// --- charts (SVG drawn here: no library) ----------------------------------------------------
+const SVG = "http://www.w3.org/2000/svg";
+function svg(tag, attrs = {}, ...children) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, String(value));
+  for (const child of children) node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  return node;
+}
+
+function minuteLabel(iso) { return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }); }
+
+// One bar per minute; `parts`: [[field, css class], ...] stacked; `describe(minute)` its tooltip.
+function barChart(title, minutes, parts, describe) {
+  const width = 300, height = 64, gap = 2, bar = width / minutes.length - gap;
+  const totals = minutes.map((minute) => parts.reduce((sum, [field]) => sum + (minute[field] || 0), 0));
+  const highest = Math.max(0, ...totals), top = highest || 1;
+  const bars = minutes.map((minute, i) => {
+    let y = height;
+    const group = svg("g", {}, svg("title", {}, `${minuteLabel(minute.at)}: ${describe(minute)}`),
+      svg("rect", { x: i * (bar + gap), y: 0, width: bar, height, class: "slot" }));
+    for (const [field, css] of parts) {
+      const tall = ((minute[field] || 0) / top) * (height - 2);
+      if (!tall) continue;
+      y -= tall;
+      group.append(svg("rect", { x: i * (bar + gap), y, width: bar, height: tall, class: css }));
+    }
+    return group;
+  });
+  const last = minutes[minutes.length - 1];
+  return h("figure", { class: "chart" },
+    svg("svg", { viewBox: `0 0 ${width} ${height}`, width, height, role: "img",
+                 "aria-label": `${title}, per minute${last ? `; now: ${describe(last)}` : ""}` }, ...bars,
+        svg("rect", { x: 0, y: height - 1, width, height: 1, class: "axis" })),
+    h("figcaption", {}, `${title} (highest ${Number(highest.toFixed(3))})`));
+}
+
+function throughputChart(minutes) {
+  return barChart("Tasks ended per minute, last 15 min", minutes,
+    [["succeeded", "bar-ok"], ["failed", "bar-bad"], ["cancelled", "bar-muted"]],
+    (m) => `${m.succeeded} succeeded, ${m.failed} failed, ${m.cancelled} cancelled`);
+}
+
+function waitChart(minutes) {
+  return barChart("Mean queue wait (s) of the tasks that ended, per minute", minutes, [["wait_avg", "bar-accent"]],
+    (m) => (m.wait_avg === null ? "no task started" : `${m.wait_avg.toFixed(3)} s`));
+}
+
+function tile(label, value, css = "") {
+  return h("div", { class: `tile ${css}` }, h("span", { class: "value" }, value === null ? "—" : String(value)),
+           h("span", { class: "label" }, label));
+}
+
+// The summary strip: what waits and runs now, what ended in the last hour, throughput. Admins
+// only when auth is on (it is the whole cluster's).
+function summaryStrip() {
+  const strip = h("section", { class: "summary", "aria-label": "Summary", hidden: true });
+  every(5, async () => {
+    let found;
+    try { found = await api("summary"); } catch (error) { if (error.status === 403) return; throw error; }
+    strip.hidden = false;
+    strip.replaceChildren(tile("queued", found.queued), tile("delayed", found.delayed),
+      tile("running", `${found.running} / ${found.concurrency}`), tile("failed, last hour", found.last_hour.failed,
+        found.last_hour.failed ? "bad" : ""), tile("succeeded, last hour", found.last_hour.succeeded),
+      throughputChart(found.minutes));
+  });
+  return strip;
+}
 
 function setMain(title, ...children) {
   closeLive();
@@ -117,7 +202,7 @@ async function taskList() {
       h("th", { class: "optional" }, "Progress"))), body));
   const pager = h("div", { class: "pager" });
   const live = h("p", { class: "muted", id: "live", "aria-live": "polite" }, "");
-  setMain("Tasks", form, live, table, pager);
+  setMain("Tasks", session.admin ? summaryStrip() : null, form, live, table, pager);
   const mine = generation;
   const rows = new Map();
   let queued = [];
@@ -285,20 +370,43 @@ async function schedules() {
 }
 
 // --- queues --------------------------------------------------------------------------------
+function ago(iso) {
+  const seconds = Math.max(0, Math.round((Date.now() - new Date(iso).getTime()) / 1000));
+  return h("time", { datetime: iso, title: new Date(iso).toISOString() + " (UTC)" }, `${seconds} s ago`);
+}
+
 async function queues() {
   const body = h("tbody");
-  setMain("Queues and workers", h("div", { class: "table-wrap" }, h("table", { "aria-label": "Queues" },
-    h("thead", {}, h("tr", {}, ["Queue", "Waiting", "Live workers", "Lacking tasks"].map((name) => h("th", {}, name)))),
-    body)));
-  let found;
-  try { found = await api("queues"); } catch (error) {
-    if (error.status === 403) { body.append(h("tr", {}, h("td", { colspan: 4, class: "error" }, "This page needs an admin key."))); return; }
-    throw error;
-  }
-  body.append(...found.map((queue) => h("tr", { "data-queue": queue.name },
-    h("td", {}, queue.name), h("td", {}, queue.depth === null ? "—" : String(queue.depth)),
-    h("td", {}, queue.workers.length ? queue.workers.join(", ") : h("span", { class: "error" }, "none")),
-    h("td", { class: "error" }, Object.entries(queue.lacking).map(([worker, names]) => `${worker}: ${names.join(", ")}`).join("; ")))));
+  const workerBody = h("tbody");
+  const charts = h("section", { class: "summary", "aria-label": "Summary" });
+  setMain("Queues and workers", charts,
+    h("div", { class: "table-wrap" }, h("table", { "aria-label": "Queues" },
+      h("thead", {}, h("tr", {}, ["Queue", "Waiting", "Live workers", "Lacking tasks"].map((name) => h("th", {}, name)))),
+      body)),
+    h("h2", {}, "Workers"),
+    h("div", { class: "table-wrap" }, h("table", { "aria-label": "Workers" },
+      h("thead", {}, h("tr", {}, ["Worker", "Queues", "Concurrency", "Running", "Tasks", "Last heartbeat"]
+        .map((name) => h("th", {}, name)))), workerBody)));
+  const refuse = (error) => {
+    if (error.status !== 403) throw error;
+    charts.replaceChildren();
+    body.replaceChildren(h("tr", {}, h("td", { colspan: 4, class: "error" }, "This page needs an admin key.")));
+    return null;
+  };
+  every(5, async () => {
+    const [found, workers, summary] = await Promise.all([api("queues"), api("workers"), api("summary")]).catch(refuse) ?? [];
+    if (!found) return;
+    charts.replaceChildren(tile("delayed", summary.delayed), tile("running", `${summary.running} / ${summary.concurrency}`),
+      tile("dead letters", summary.dead_letters), throughputChart(summary.minutes), waitChart(summary.minutes));
+    body.replaceChildren(...found.map((queue) => h("tr", { "data-queue": queue.name },
+      h("td", {}, queue.name), h("td", {}, queue.depth === null ? "—" : String(queue.depth)),
+      h("td", {}, queue.workers.length ? queue.workers.join(", ") : h("span", { class: "error" }, "none")),
+      h("td", { class: "error" }, Object.entries(queue.lacking).map(([worker, names]) => `${worker}: ${names.join(", ")}`).join("; ")))));
+    workerBody.replaceChildren(...workers.map((worker) => h("tr", { "data-worker": worker.name },
+      h("td", {}, worker.name), h("td", {}, worker.queues.join(", ")), h("td", {}, String(worker.concurrency)),
+      h("td", {}, String(worker.active)), h("td", {}, String(worker.tasks)), h("td", {}, ago(worker.last_heartbeat)))));
+    if (!workers.length) workerBody.append(h("tr", {}, h("td", { colspan: 6, class: "error" }, "No live worker.")));
+  });
 }
 
 // --- submitting a task ---------------------------------------------------------------------
@@ -361,6 +469,7 @@ async function submitPage(name) {
 
 // --- logging in ----------------------------------------------------------------------------
 function showLogin(problem = "") {
+  leave();
   const key = h("input", { type: "password", name: "key", autocomplete: "off", required: true, size: 40 });
   const error = h("p", { class: "error", role: "alert" }, problem);
   const form = h("form", { class: "filters", onsubmit: async (event) => {
@@ -392,7 +501,7 @@ document.getElementById("logout").addEventListener("click", async () => {
 });
 
 async function route() {
-  generation += 1;
+  leave();
   const path = location.pathname.slice(BASE.pathname.length);
   try {
     if (session.auth && !session.owner) return showLogin();
