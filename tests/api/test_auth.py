@@ -57,8 +57,16 @@ def test_auth_matrix(secured: str, redis_url: str, worker: subprocess.Popen[byte
         assert task_id in [t["task_id"] for t in
                            http.get("/tasks", headers=bearer(admin), params={"limit": 100}).json()["tasks"]]
 
-        # Metrics are for admins.
-        assert http.get("/metrics", headers=bearer(bob)).status_code == 403
+        # The owner filter: an admin's choice; anyone may name themselves.
+        owner = wait(http, task_id)["owner"]
+        by_owner = http.get("/tasks", headers=bearer(admin), params={"owner": owner, "limit": 100}).json()
+        assert [t["task_id"] for t in by_owner["tasks"]] == [task_id]
+        assert http.get("/tasks", headers=bearer(alice), params={"owner": owner}).status_code == 200
+        refused = http.get("/tasks", headers=bearer(bob), params={"owner": owner})
+        assert refused.status_code == 403 and "admin" in refused.json()["error"]["message"]
+        # Metrics, workers and the summary are for admins.
+        for path in ("/metrics", "/workers", "/summary"):
+            assert http.get(path, headers=bearer(bob)).status_code == 403, path
         assert http.get("/metrics", headers=bearer(admin)).status_code == 200
         assert httpx.get(f"{secured}/metrics").status_code == 401
         # The catalogue needs a key (any owner's); only health and the docs are open.

@@ -250,6 +250,15 @@ def test_history_is_newest_first_with_filters_and_cursor(client: httpx.Client) -
     failed = client.get("/tasks", params={"state": "failed", "limit": 100}).json()["tasks"]
     assert all(t["state"] == "failed" for t in failed)
     assert client.get("/tasks", params={"state": "bogus"}).status_code == 422
+    created = [dt.datetime.fromisoformat(client.get(f"/tasks/{task_id}").json()["created_at"]) for task_id in ids]
+    between = client.get("/tasks", params={"name": "add", "since": created[1].isoformat(),
+                                           "until": created[3].isoformat()}).json()["tasks"]
+    assert [t["task_id"] for t in between] == [ids[2], ids[1]], "since included, until excluded"
+    anonymous = client.get("/tasks", params={"owner": "anonymous", "name": "add", "limit": 5}).json()["tasks"]
+    assert [t["task_id"] for t in anonymous] == ids[::-1]
+    assert client.get("/tasks", params={"owner": "someone-else"}).json()["tasks"] == []
+    naive = client.get("/tasks", params={"since": "2026-12-05T10:00:00"})
+    assert naive.status_code == 422 and "timezone" in naive.json()["error"]["message"]
 
 
 def test_idempotency_key(client: httpx.Client) -> None:

@@ -8,8 +8,11 @@ from __future__ import annotations
 import re
 import subprocess
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlparse
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -207,6 +210,73 @@ def test_the_task_list_pages_to_older_tasks(api_url: str, worker: subprocess.Pop
     older = set(rows.evaluate_all("rows => rows.map(row => row.dataset.task)"))
     assert older and not first & older
     assert problems == []
+
+
+def test_list_filters_and_bulk_actions_from_the_keyboard(api_url: str, worker: subprocess.Popen[bytes],
+                                                         browser: Any, artifacts: Path) -> None:
+    from playwright.sync_api import expect
+
+    name = "add"
+    with httpx.Client(base_url=api_url, timeout=10) as http:
+        waiting = [http.post("/tasks/add", params={"countdown": 600}, json={"x": n, "y": 0}).json()["task_id"]
+                   for n in range(3)]
+        schedule_id = http.post("/schedules", json={"task": "add", "arguments": {"x": 1, "y": 1},
+                                                    "every": 3600}).json()["schedule_id"]
+        runs = [http.post(f"/schedules/{schedule_id}/run").json()["task_id"] for _ in range(2)]
+        created = [http.get(f"/tasks/{task_id}").json()["created_at"] for task_id in waiting]
+    problems: list[str] = []
+    browser_context = browser.new_context(viewport={"width": 1280, "height": 800}, timezone_id="Asia/Tokyo")
+    page = browser_context.new_page()
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.goto(api_url + "/ui/")
+    # Filters, typed: state and task name, then the time range (in the viewer's zone, Tokyo).
+    page.get_by_label("State").select_option("queued")
+    page.get_by_label("Task", exact=True).fill(name)
+    page.get_by_label("Task", exact=True).press("Enter")
+    expect(page).to_have_url(re.compile(r"state=queued&name=add"))
+    for task_id in waiting:
+        expect(page.locator(f"tr[data-task='{task_id}']")).to_be_visible()
+    first = datetime.fromisoformat(created[0]).astimezone(ZoneInfo("Asia/Tokyo"))
+    page.get_by_label("Submitted from").fill(first.strftime("%Y-%m-%dT%H:%M"))
+    page.get_by_label("Submitted from").press("Enter")
+    expect(page).to_have_url(re.compile(r"since=\d{4}-\d\d-\d\dT\d\d%3A\d\d%3A00.000Z"))
+    since = datetime.fromisoformat(parse_qs(urlparse(page.url).query)["since"][0])
+    assert since == first.replace(second=0, microsecond=0), "the local time, sent as UTC"
+    for task_id in waiting:
+        expect(page.locator(f"tr[data-task='{task_id}']")).to_be_visible()
+    cell = page.locator(f"tr[data-task='{waiting[0]}'] time")
+    utc = datetime.fromisoformat(created[0])
+    title = utc.strftime("%Y-%m-%dT%H:%M:%S") + (f".{utc.microsecond // 1000:03d}" if utc.microsecond >= 1000 else "")
+    expect(cell).to_have_attribute("title", f"{title}Z (UTC)")  # UTC on hover, the viewer's time shown
+    expect(cell).to_contain_text(first.strftime("%-I:%M:%S"))
+    # Bulk: select two with the keyboard (Space on a focused checkbox), cancel them.
+    for task_id in waiting[:2]:
+        page.get_by_label(f"Select {task_id}").focus()
+        page.keyboard.press("Space")
+    page.get_by_role("button", name="Cancel selected").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#message")).to_have_text("Cancel: 2 done")
+    for task_id in waiting[:2]:  # they left the "queued" filter, live
+        expect(page.locator(f"tr[data-task='{task_id}']")).to_have_count(0)
+    expect(page.locator(f"tr[data-task='{waiting[2]}']")).to_be_visible()
+    # Replay all shown (the one still queued): a new task; the selection then clears.
+    page.get_by_label("Select all shown").check()
+    page.get_by_role("button", name="Replay selected").click()
+    expect(page.locator("#message")).to_have_text(re.compile(r"^Replay: \d+ done"))
+    page.screenshot(path=artifacts / "tasks-filtered.png")
+    # The schedule filter: its runs only.
+    page.goto(f"{api_url}/ui/?schedule_id={schedule_id}")
+    expect(page.locator("tbody tr[data-task]")).to_have_count(2)
+    assert set(page.locator("tbody tr[data-task]").evaluate_all("rows => rows.map(row => row.dataset.task)")) == set(runs)
+    with httpx.Client(base_url=api_url, timeout=10) as http:
+        http.delete(f"/schedules/{schedule_id}")
+        for task_id in waiting:
+            http.post(f"/tasks/{task_id}/cancel")
+        for replayed in http.get("/tasks", params={"state": "queued", "name": "add", "limit": 100}).json()["tasks"]:
+            if replayed.get("replay_of") in waiting:
+                http.post(f"/tasks/{replayed['task_id']}/cancel")
+    assert problems == []
+    browser_context.close()
 
 
 def test_the_queues_page_shows_depth_and_live_workers(api_url: str, worker: subprocess.Popen[bytes],

@@ -13,7 +13,8 @@ from contextlib import asynccontextmanager
 from typing import cast
 
 from ..auth import Caller
-from ..exceptions import TaskNotFound
+from ..constants import ANONYMOUS
+from ..exceptions import Forbidden, TaskNotFound
 from ..records import TaskRecord, decode, decode_event, keys
 from ..states import TaskState
 from .backend import Backend
@@ -23,6 +24,9 @@ from .subscriptions import Subscription, Subscriptions
 #: Index batches one history call scans at most (a rare filter returns a short page and a
 #: cursor to continue from rather than walking the whole index).
 HISTORY_BATCHES = 20
+
+#: Half a millisecond, in seconds (see :meth:`Reader.history`).
+HALF_MS = 0.0005
 
 
 class Reader:
@@ -119,19 +123,36 @@ class Reader:
             return record
 
     async def history(self, *, state: TaskState | None, name: str | None, limit: int, before: float | None,
-                      caller: Caller = SYSTEM, schedule_id: str | None = None,
+                      caller: Caller = SYSTEM, schedule_id: str | None = None, owner: str | None = None,
+                      since: float | None = None, until: float | None = None,
                       ) -> tuple[list[TaskRecord], float | None]:
         """Tasks newest first (the caller's own unless admin), filtered (``schedule_id``: the
-        runs of that schedule); a page and the cursor of the next one."""
+        runs of that schedule; ``owner``: that owner's, ``Forbidden`` for another's unless
+        admin; ``since``/``until``: submitted at or after, before, in epoch seconds); a
+        page and the cursor of the next one."""
+        if owner is not None and not caller.may_see(owner):
+            raise Forbidden("only an admin key may list another owner's tasks")
         found: list[TaskRecord] = []
-        upper = "+inf" if before is None else f"({before!r}"
+        # The index holds submission times as submitted; records show them in whole ms, and
+        # since/until compare with what records show: half a ms earlier on the index.
+        bounds = [bound for bound in (before, None if until is None else until - HALF_MS)
+                  if bound is not None]
+        upper = f"({min(bounds)!r}" if bounds else "+inf"  # both exclusive
+        lower = "-inf" if since is None else repr(since - HALF_MS)
         last: float | None = None
-        index = (keys.runs(schedule_id) if schedule_id is not None
-                 else keys.INDEX if caller.admin else keys.owner_index(caller.owner))
+        if schedule_id is not None:
+            index = keys.runs(schedule_id)
+        elif not caller.admin:
+            index = keys.owner_index(caller.owner)
+        elif owner is not None and owner != ANONYMOUS:
+            index = keys.owner_index(owner)
+        else:
+            index = keys.INDEX
+        wanted_owner = None if owner == ANONYMOUS else owner
         async with self.backend.deadline():  # one deadline for the whole page
             for _ in range(HISTORY_BATCHES):
                 batch = cast(list[tuple[bytes, float]], await self.backend.redis.zrevrangebyscore(
-                    index, upper, "-inf", start=0, num=limit, withscores=True))
+                    index, upper, lower, start=0, num=limit, withscores=True))
                 if not batch:
                     return found, None
                 records = await self._fetch([member.decode() for member, _ in batch])
@@ -141,6 +162,7 @@ class Reader:
                         continue  # expired or forgotten; the index is trimmed lazily
                     if ((state is not None and record.state != state)
                             or (name is not None and record.name != name)
+                            or (owner is not None and record.owner != wanted_owner)
                             or not caller.may_see(record.owner)):
                         continue
                     found.append(record)

@@ -8,9 +8,11 @@ generated argument model, and ``GET /tasks/{task_id}`` answers with a per-task m
 
 import logging
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import create_model
 
@@ -89,7 +91,7 @@ def build_router(catalogue: dict[str, TaskSpec], route_class: type[TaskgateRoute
     def info(record: TaskRecord) -> Any:
         return models.get(record.name or "", TaskInfo).from_record(record)
 
-    @router.get("", summary="List submitted tasks, newest first", responses=errors(404, 422, 503))
+    @router.get("", summary="List submitted tasks, newest first", responses=errors(403, 404, 422, 503))
     async def list_tasks(
         producer: ProducerDep,
         caller: CallerDep,
@@ -97,17 +99,33 @@ def build_router(catalogue: dict[str, TaskSpec], route_class: type[TaskgateRoute
         name: Annotated[str | None, Query(description="Only tasks with this name.")] = None,
         schedule_id: Annotated[str | None, Query(min_length=1, max_length=200,
                                                  description="Only the runs of this schedule.")] = None,
+        owner: Annotated[str | None, Query(min_length=1, max_length=200,
+                                           description="Only this owner's tasks (`anonymous`: those "
+                                           "submitted while auth was off). Another owner's: admins only "
+                                           "(403).")] = None,
+        since: Annotated[datetime | None, Query(description="Only tasks submitted at or after this time "
+                                                "(ISO 8601 with a timezone).")] = None,
+        until: Annotated[datetime | None, Query(description="Only tasks submitted before this time "
+                                                "(ISO 8601 with a timezone).")] = None,
         limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 20,
         cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.",
                                             pattern=r"^\d+(\.\d+)?$")] = None,
     ) -> TaskPage:
         """History from Redis, newest first; records expire with their results. `schedule_id`
-        names a schedule of the caller's (404 otherwise)."""
+        names a schedule of the caller's (404 otherwise). A page may hold fewer than `limit`
+        tasks while `next_cursor` says more may follow: a rare filter stops after reading 20
+        pages' worth of the history."""
+        for field, when in (("since", since), ("until", until)):
+            if when is not None and when.tzinfo is None:
+                raise RequestValidationError([{"type": "value_error", "loc": ("query", field),
+                                               "input": str(when),
+                                               "msg": "give a timezone, e.g. 2026-12-05T10:00:00Z"}])
         if schedule_id is not None:
             await producer.schedules.get(schedule_id, caller)
-        records, after = await producer.reader.history(state=state, name=name, limit=limit,
-                                                       before=float(cursor) if cursor else None,
-                                                       caller=caller, schedule_id=schedule_id)
+        records, after = await producer.reader.history(
+            state=state, name=name, limit=limit, before=float(cursor) if cursor else None, caller=caller,
+            schedule_id=schedule_id, owner=owner, since=since.timestamp() if since else None,
+            until=until.timestamp() if until else None)
         return TaskPage(tasks=[info(record) for record in records],
                         next_cursor=repr(after) if after is not None else None)
 

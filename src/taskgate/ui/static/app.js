@@ -168,8 +168,22 @@ function progressOf(task) {
 }
 
 // --- the task list -------------------------------------------------------------------------
-function taskRow(task) {
-  return h("tr", { "data-task": task.task_id },
+const MAX_ROWS = 200;  // a live list keeps this many rows; older ones are a page away
+const FILTERS = ["state", "name", "owner", "since", "until", "schedule_id", "cursor"];
+
+function localInput(iso) {  // an ISO time as a datetime-local input's value, in the viewer's zone
+  if (!iso) return "";
+  const at = new Date(iso);
+  if (Number.isNaN(at.getTime())) return "";
+  return new Date(at.getTime() - at.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+}
+
+function taskRow(task, selected) {
+  const box = h("input", { type: "checkbox", value: task.task_id, checked: selected.has(task.task_id),
+                           "aria-label": `Select ${task.task_id}`,
+                           onchange: () => (box.checked ? selected.add(task.task_id) : selected.delete(task.task_id)) });
+  return h("tr", { "data-task": task.task_id, "data-created": task.created_at ?? "" },
+    h("td", {}, box),
     h("td", {}, stateCell(task)),
     h("td", {}, task.name),
     h("td", { class: "id" }, link(`tasks/${encodeURIComponent(task.task_id)}`, task.task_id)),
@@ -180,34 +194,74 @@ function taskRow(task) {
 
 async function taskList() {
   const params = new URLSearchParams(location.search);
-  const filters = { state: params.get("state") || "", name: params.get("name") || "", cursor: params.get("cursor") || "" };
+  const filters = Object.fromEntries(FILTERS.map((name) => [name, params.get(name) || ""]));
   const stateSelect = h("select", { name: "state" }, h("option", { value: "" }, "any"),
     STATES.map((state) => h("option", { value: state, selected: state === filters.state }, state)));
-  const nameInput = h("input", { name: "name", value: filters.name, placeholder: "task name", size: 14 });
-  const idInput = h("input", { name: "id", placeholder: "task id", size: 24, "aria-label": "Find a task by id" });
+  const inputs = {
+    name: h("input", { name: "name", value: filters.name, placeholder: "task name", size: 12 }),
+    owner: session.admin && session.auth ? h("input", { name: "owner", value: filters.owner, placeholder: "owner", size: 10 }) : null,
+    since: h("input", { name: "since", type: "datetime-local", value: localInput(filters.since) }),
+    until: h("input", { name: "until", type: "datetime-local", value: localInput(filters.until) }),
+    schedule_id: h("input", { name: "schedule_id", value: filters.schedule_id, placeholder: "schedule id", size: 12 }),
+  };
+  const idInput = h("input", { name: "id", placeholder: "task id", size: 20, "aria-label": "Find a task by id" });
   const form = h("form", { class: "filters", role: "search", onsubmit: (event) => {
       event.preventDefault();
       if (idInput.value.trim()) return go(`tasks/${encodeURIComponent(idInput.value.trim())}`);
       const next = new URLSearchParams();
       if (stateSelect.value) next.set("state", stateSelect.value);
-      if (nameInput.value.trim()) next.set("name", nameInput.value.trim());
+      for (const [name, input] of Object.entries(inputs)) {
+        const value = input?.value.trim();
+        if (!value) continue;
+        next.set(name, input.type === "datetime-local" ? new Date(value).toISOString() : value);
+      }
       go(`./${next.toString() ? "?" + next : ""}`);
     } },
-    h("label", {}, "State", stateSelect), h("label", {}, "Task", nameInput), h("label", {}, "Id", idInput),
+    h("label", {}, "State", stateSelect), h("label", {}, "Task", inputs.name),
+    inputs.owner ? h("label", {}, "Owner", inputs.owner) : null,
+    h("label", {}, "Submitted from", inputs.since), h("label", {}, "to", inputs.until),
+    h("label", {}, "Schedule", inputs.schedule_id), h("label", {}, "Id", idInput),
     h("button", { type: "submit" }, "Show"));
+  const selected = new Set();
   const body = h("tbody");
+  const message = h("p", { role: "status", class: "muted", id: "message" });
+  const bulk = (action, verb, query = {}) => h("button", { type: "button", class: action === "cancel" ? "danger" : null,
+    onclick: async () => {
+      const ids = [...selected];
+      if (!ids.length) { message.textContent = "Select tasks first."; return; }
+      try {
+        const answer = await api(`tasks/${action}`, { method: "POST", body: { task_ids: ids }, query });
+        const refused = answer.results.filter((item) => !item.ok);
+        message.textContent = `${verb}: ${answer.results.length - refused.length} done` +
+          (refused.length ? `, ${refused.length} refused (${[...new Set(refused.map((item) => item.error.message))].join("; ")})` : "");
+        selected.clear();
+        for (const box of body.querySelectorAll("input[type=checkbox]")) box.checked = false;
+        everything.checked = false;
+      } catch (error) { message.textContent = error.message; }
+    } }, `${verb} selected`);
+  const everything = h("input", { type: "checkbox", "aria-label": "Select all shown", onchange: () => {
+    for (const box of body.querySelectorAll("input[type=checkbox]")) {
+      box.checked = everything.checked;
+      if (box.checked) selected.add(box.value); else selected.delete(box.value);
+    }
+  } });
   const table = h("div", { class: "table-wrap" }, h("table", { "aria-label": "Tasks, newest first" },
-    h("thead", {}, h("tr", {}, h("th", {}, "State"), h("th", {}, "Task"), h("th", {}, "Id"),
+    h("thead", {}, h("tr", {}, h("th", {}, everything), h("th", {}, "State"), h("th", {}, "Task"), h("th", {}, "Id"),
       session.admin ? h("th", { class: "optional" }, "Owner") : null, h("th", {}, "Submitted"),
       h("th", { class: "optional" }, "Progress"))), body));
   const pager = h("div", { class: "pager" });
   const live = h("p", { class: "muted", id: "live", "aria-live": "polite" }, "");
-  setMain("Tasks", session.admin ? summaryStrip() : null, form, live, table, pager);
+  const actions = h("div", { class: "actions" }, bulk("cancel", "Cancel"), bulk("replay", "Replay"));
+  setMain("Tasks", session.admin ? summaryStrip() : null, form, actions, message, live, table, pager);
   const mine = generation;
   const rows = new Map();
   let queued = [];
   let frame = 0;
   let drawn = false;
+  let older = null;  // the Older link, moved when the live list drops its oldest rows
+  const shown = (task) => (!filters.state || task.state === filters.state)
+    && (!filters.owner || (task.owner ?? "anonymous") === filters.owner)
+    && (!filters.schedule_id || task.schedule_id === filters.schedule_id);
   function follow() {  // the feed, open and live; changes wait in `queued` until the page is drawn
     return new Promise((ready) => {
       // no state filter on the feed: a task that leaves the state comes too, and its row goes
@@ -229,23 +283,40 @@ async function taskList() {
     const batch = queued; queued = [];
     for (const task of batch) {
       const old = rows.get(task.task_id);
-      if (filters.state && task.state !== filters.state) { old?.remove(); rows.delete(task.task_id); continue; }
-      const fresh = taskRow(task);
+      // (a schedule's run is published before it is marked as one: it shows once it starts)
+      if (!shown(task)) { old?.remove(); rows.delete(task.task_id); continue; }
+      const fresh = taskRow(task, selected);
       if (old) old.replaceWith(fresh); else { body.querySelector("tr.empty")?.remove(); body.prepend(fresh); }
       rows.set(task.task_id, fresh);
     }
+    while (rows.size > MAX_ROWS) {  // the oldest rows go; Older starts from the oldest kept
+      const last = body.lastElementChild;
+      rows.delete(last.dataset.task);
+      last.remove();
+      const created = Date.parse(body.lastElementChild?.dataset.created || "");
+      if (!Number.isNaN(created)) olderFrom((created / 1000).toFixed(3));
+    }
+  }
+  function olderFrom(cursor) {
+    const next = new URLSearchParams(params); next.set("cursor", cursor);
+    const fresh = link(`./?${next}`, "Older");
+    if (older) older.replaceWith(fresh); else pager.append(fresh);
+    older = fresh;
   }
 
-  if (!filters.cursor) await follow();  // live first, then the page: no change falls in between
+  const follows = !filters.cursor && !filters.until;  // a page that new tasks can join
+  if (follows) await follow();  // live first, then the page: no change falls in between
+  else live.textContent = filters.cursor ? "" : "Not live: the time range ends in the past.";
   if (mine !== generation) return;
-  const page = await api("tasks", { query: { state: filters.state, name: filters.name, cursor: filters.cursor, limit: 50 } });
-  for (const task of page.tasks) { const row = taskRow(task); rows.set(task.task_id, row); body.append(row); }
-  if (!page.tasks.length) body.append(h("tr", { class: "empty" }, h("td", { colspan: 6, class: "muted" }, "No tasks.")));
-  if (filters.cursor) pager.append(link("./", "Newest"));
-  if (page.next_cursor) {
-    const older = new URLSearchParams(params); older.set("cursor", page.next_cursor);
-    pager.append(link(`./?${older}`, "Older"));
+  const query = Object.fromEntries(FILTERS.map((name) => [name, filters[name]]));
+  const page = await api("tasks", { query: { ...query, limit: 50 } });
+  for (const task of page.tasks) { const row = taskRow(task, selected); rows.set(task.task_id, row); body.append(row); }
+  if (!page.tasks.length) body.append(h("tr", { class: "empty" }, h("td", { colspan: 7, class: "muted" }, "No tasks.")));
+  if (filters.cursor) {
+    const newest = new URLSearchParams(params); newest.delete("cursor");
+    pager.append(link(`./${newest.toString() ? "?" + newest : ""}`, "Newest"));
   }
+  if (page.next_cursor) olderFrom(page.next_cursor);
   drawn = true;
   if (queued.length) frame = requestAnimationFrame(draw);
 }
