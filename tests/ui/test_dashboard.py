@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -329,3 +330,115 @@ def test_the_submit_form_shows_the_error_next_to_its_field(api_url: str, worker:
     expect(page.locator("#task .state")).to_have_text("succeeded")
     expect(page.locator("#task")).to_contain_text("42")
     assert [p for p in problems if "422" not in p] == []
+
+
+# Counts, in the page, the DOM updates of the task list (one MutationObserver callback per update,
+# however many rows it changed) and the gaps between animation frames.
+MEASURE = """() => {
+  window.measured = { updates: [], frames: [], rows: 0 };
+  const body = document.querySelector("tbody");
+  new MutationObserver(() => {
+    window.measured.updates.push(performance.now());
+    window.measured.rows = Math.max(window.measured.rows, body.children.length);
+  }).observe(body, { childList: true, subtree: true });
+  let last = performance.now();
+  const frame = (now) => { window.measured.frames.push(now - last); last = now; requestAnimationFrame(frame); };
+  requestAnimationFrame(frame);
+}"""
+
+
+def test_the_live_list_batches_500_changes_a_second(api_url: str, worker: subprocess.Popen[bytes],
+                                                    browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    problems: list[str] = []
+    page = page_of(browser, problems)
+    page.goto(api_url + "/ui/")
+    expect(page.locator("#live")).to_have_text("Live")
+    page.evaluate(MEASURE)
+    made: list[str] = []
+    seconds, per_step, step = 4.0, 25, 0.05  # 25 new tasks every 50 ms: 500 changes a second
+    with httpx.Client(base_url=api_url, timeout=10) as http:
+        began = time.monotonic()
+        for i in range(int(seconds / step)):
+            answer = http.post("/tasks/owner_header/batch", params={"countdown": 3600},
+                               json={"items": [{}] * per_step})
+            made += [task["task_id"] for task in answer.json()["tasks"]]
+            pause = began + (i + 1) * step - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)  # pacing the load, not waiting for the page
+        took = time.monotonic() - began
+        newest = page.locator(f"tr[data-task='{made[-1]}']")
+        expect(newest).to_be_visible()  # the last one arrives, at the top
+        assert page.locator("tbody tr").first.get_attribute("data-task") in made[-per_step:], "newest on top"
+        measured = page.evaluate("() => window.measured")
+        for chunk in range(0, len(made), 1000):  # cancelled: they leave the delayed set
+            http.post("/tasks/cancel", json={"task_ids": made[chunk:chunk + 1000]})
+    rate = len(made) / took
+    window = (measured["updates"][-1] - measured["updates"][0]) / 1000 if len(measured["updates"]) > 1 else 0
+    frames = sorted(measured["frames"])
+    print(f"{len(made)} changes at {rate:.0f}/s: {len(measured['updates'])} DOM updates in {window:.1f} s; "
+          f"frames: median {frames[len(frames) // 2]:.1f} ms, longest {frames[-1]:.1f} ms; "
+          f"at most {measured['rows']} rows")
+    assert rate >= 250, f"the load was not generated ({rate:.0f} changes/s)"
+    # one update per feed batch (at most 4 a second), not one per change
+    assert len(measured["updates"]) <= 5 * (window + 1), measured["updates"]
+    assert measured["rows"] <= 200, "the live list stays bounded"
+    assert problems == []
+
+
+def test_every_page_fits_a_phone_and_is_reached_by_keyboard(api_url: str, worker: subprocess.Popen[bytes],
+                                                            browser: Any, artifacts: Path) -> None:
+    from playwright.sync_api import expect
+
+    with httpx.Client(base_url=api_url, timeout=10) as http:
+        task_id = http.post("/tasks/add", json={"x": 2, "y": 3}).json()["task_id"]
+    problems: list[str] = []
+    context = browser.new_context(viewport={"width": 375, "height": 740}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    for path, ready in [("", "#live"), (f"tasks/{task_id}", "#task"), ("dead-letters", "table"),
+                        ("schedules", "table"), ("queues", "table"), ("submit/add", "form.submit")]:
+        page.goto(f"{api_url}/ui/{path}")
+        expect(page.locator(ready).first).to_be_visible()
+        width = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+        assert width[0] <= width[1], f"/ui/{path} scrolls sideways on a phone: {width}"
+        expect(page.get_by_role("navigation", name="Pages").get_by_role("link", name="Submit")).to_be_in_viewport()
+    page.goto(f"{api_url}/ui/")
+    expect(page.locator("#live")).to_have_text("Live")
+    page.screenshot(path=artifacts / "phone.png")
+    context.close()
+
+    # The keyboard alone: a page opens with the focus on its content; back to the pages' links,
+    # then a task's form, its submit and its actions by Enter.
+    page = page_of(browser, problems)
+    page.goto(f"{api_url}/ui/")
+    expect(page.locator("#live")).to_have_text("Live")
+    expect(page.locator("#main")).to_be_focused()
+
+    def tab_to(locator: Any, key: str = "Tab") -> None:
+        for _ in range(40):
+            page.keyboard.press(key)
+            if locator.evaluate("node => node === document.activeElement"):
+                return
+        raise AssertionError(f"{key} never reached {locator}")
+
+    tab_to(page.get_by_role("link", name="Skip to content"), "Shift+Tab")
+    page.keyboard.press("Enter")
+    expect(page.locator("#main")).to_be_focused()
+    tab_to(page.get_by_role("navigation", name="Pages").get_by_role("link", name="Submit"), "Shift+Tab")
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(f"{api_url}/ui/submit")
+    tab_to(page.get_by_role("main").get_by_role("link", name="add", exact=True))
+    page.keyboard.press("Enter")
+    tab_to(page.get_by_label("x *"))
+    page.keyboard.type("20")
+    page.keyboard.press("Tab")
+    page.keyboard.type("22")
+    page.keyboard.press("Enter")  # submits the form
+    expect(page.locator("#task .state")).to_have_text("succeeded")
+    expect(page.locator("#task")).to_contain_text("42")
+    tab_to(page.get_by_role("button", name="Replay"))
+    page.keyboard.press("Enter")
+    expect(page.locator("#task")).to_contain_text("Replays")
+    assert problems == []

@@ -280,7 +280,8 @@ async function taskList() {
   }
   function draw() {  // one DOM update per frame, however many changes
     frame = 0;
-    const batch = queued; queued = [];
+    // oldest first, so that prepending leaves the newest on top
+    const batch = queued.sort((a, b) => (a.created_at ?? "").localeCompare(b.created_at ?? "")); queued = [];
     for (const task of batch) {
       const old = rows.get(task.task_id);
       // (a schedule's run is published before it is marked as one: it shows once it starts)
