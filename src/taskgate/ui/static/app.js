@@ -287,7 +287,9 @@ async function taskList() {
       // (a schedule's run is published before it is marked as one: it shows once it starts)
       if (!shown(task)) { old?.remove(); rows.delete(task.task_id); continue; }
       const fresh = taskRow(task, selected);
-      if (old) old.replaceWith(fresh); else { body.querySelector("tr.empty")?.remove(); body.prepend(fresh); }
+      if (old) old.replaceWith(fresh);
+      else if (place(fresh, task.created_at ?? "")) body.querySelector("tr.empty")?.remove();
+      else continue;
       rows.set(task.task_id, fresh);
     }
     while (rows.size > MAX_ROWS) {  // the oldest rows go; Older starts from the oldest kept
@@ -297,6 +299,16 @@ async function taskList() {
       const created = Date.parse(body.lastElementChild?.dataset.created || "");
       if (!Number.isNaN(created)) olderFrom((created / 1000).toFixed(3));
     }
+  }
+  function place(row, created) {  // in order of submission; false: older than every row shown
+    const first = body.querySelector("tr[data-task]");
+    if (!first || first.dataset.created <= created) { body.prepend(row); return true; }
+    for (const other of body.querySelectorAll("tr[data-task]")) {
+      if (other.dataset.created <= created) { other.before(row); return true; }
+    }
+    if (older) return false;  // it belongs to an older page
+    body.append(row);
+    return true;
   }
   function olderFrom(cursor) {
     const next = new URLSearchParams(params); next.set("cursor", cursor);
