@@ -628,6 +628,9 @@ def main(argv: list[str] | None = None) -> int:
                         "replaces the committed results.")
     parser.add_argument("--quick", action="store_true", help="A fast smoke run (tiny numbers, no profile).")
     parser.add_argument("--no-profile", action="store_true", help="Skip section 6 (py-spy needs ptrace rights).")
+    parser.add_argument("--only", choices=["schedules", "dashboard"], default=None,
+                        help="Run only that section (8 or 9); the report then goes to --out, or to the "
+                        "temporary directory.")
     args = parser.parse_args(argv)
     if args.quick:
         args.reps, args.duration, args.tasks, args.roundtrips, args.submits, args.loop = 1, 1, 200, 5, 2000, 300
@@ -647,24 +650,37 @@ def main(argv: list[str] | None = None) -> int:
         stack = Stack(Path(tmp))
         os.environ["BENCH_REDIS_URL"] = stack.url  # before bench.apps is imported here
         try:
-            submit_throughput(stack, args, report, figures)
-            submit_loops(stack, args, report)
-            api = stack.api
-            api_proc = next(p for p in stack.procs if "api" in p.args)  # type: ignore[operator]
-            end_to_end(stack, args, report, api, figures)
-            round_trips(stack, args, report, api, figures)
-            degraded(stack, report, api, figures)
-            costs(stack, args, report, api_proc, api, figures)
-            schedules_section(stack, args, report)
-            dashboard_section(stack, args, report)
-            if not args.quick and not args.no_profile:
-                from bench.profile import profile_section
+            if args.only:  # the API the other sections start first, alone
+                _, stack.api = stack.http("taskgate-api", [sys.executable, "-m", "taskgate", "api",
+                                                           "--log-level=warning", "--no-access-log"], "/healthz")
+                {"schedules": schedules_section, "dashboard": dashboard_section}[args.only](stack, args, report)
+                partial = True
+            else:
+                partial = False
+                submit_throughput(stack, args, report, figures)
+                submit_loops(stack, args, report)
+                api = stack.api
+                api_proc = next(p for p in stack.procs if "api" in p.args)  # type: ignore[operator]
+                end_to_end(stack, args, report, api, figures)
+                round_trips(stack, args, report, api, figures)
+                degraded(stack, report, api, figures)
+                costs(stack, args, report, api_proc, api, figures)
+                schedules_section(stack, args, report)
+                dashboard_section(stack, args, report)
+                if not args.quick and not args.no_profile:
+                    from bench.profile import profile_section
 
-                report.add("## 6. Where the API's CPU goes per submit (py-spy)")
-                report.add()
-                profile_section(stack, report, args.duration)
+                    report.add("## 6. Where the API's CPU goes per submit (py-spy)")
+                    report.add()
+                    profile_section(stack, report, args.duration)
         finally:
             stack.close()
+    if partial:
+        report.add(f"(Only section {'8' if args.only == 'schedules' else '9'}: `--only {args.only}`.)")
+        args.out = args.out or Path(tempfile.gettempdir()) / f"taskgate-bench-{args.only}.md"
+        args.out.write_text("\n".join(report.lines) + "\n")
+        print(f"wrote {args.out}")
+        return 0
     summary = Report()
     summary.add("## Targets (issue 8), this run")
     summary.add()

@@ -259,6 +259,8 @@ def test_history_is_newest_first_with_filters_and_cursor(client: httpx.Client) -
     assert client.get("/tasks", params={"owner": "someone-else"}).json()["tasks"] == []
     naive = client.get("/tasks", params={"since": "2026-12-05T10:00:00"})
     assert naive.status_code == 422 and "timezone" in naive.json()["error"]["message"]
+    number = client.get("/tasks", params={"until": "0.5"})
+    assert number.status_code == 422 and "ISO 8601" in number.json()["error"]["message"]
 
 
 def test_idempotency_key(client: httpx.Client) -> None:

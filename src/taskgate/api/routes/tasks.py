@@ -67,6 +67,22 @@ def wait_errors(sse: bool = False) -> dict[int | str, dict[str, Any]]:
     return {429: {**base[429], "description": WAIT_429}, 503: {**base[503], "description": WAIT_503}}
 
 
+def moment(field: str, text: str | None) -> float | None:
+    """A query parameter's ISO 8601 time with a timezone, as epoch seconds (422 otherwise: a bare
+    number or a time without a zone is refused, not guessed)."""
+    if text is None:
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+        problem = None if when.tzinfo is not None else "give a timezone, e.g. 2026-12-05T10:00:00Z"
+    except ValueError:
+        problem = "not an ISO 8601 time, e.g. 2026-12-05T10:00:00Z"
+    if problem is not None:
+        raise RequestValidationError([{"type": "value_error", "loc": ("query", field), "input": text,
+                                       "msg": problem}])
+    return when.timestamp()
+
+
 def info_models(catalogue: dict[str, TaskSpec]) -> dict[str, type[TaskInfo]]:
     """Per task, a TaskInfo subclass whose ``name`` and ``result`` are typed."""
     models: dict[str, type[TaskInfo]] = {}
@@ -103,10 +119,12 @@ def build_router(catalogue: dict[str, TaskSpec], route_class: type[TaskgateRoute
                                            description="Only this owner's tasks (`anonymous`: those "
                                            "submitted while auth was off). Another owner's: admins only "
                                            "(403).")] = None,
-        since: Annotated[datetime | None, Query(description="Only tasks submitted at or after this time "
-                                                "(ISO 8601 with a timezone).")] = None,
-        until: Annotated[datetime | None, Query(description="Only tasks submitted before this time "
-                                                "(ISO 8601 with a timezone).")] = None,
+        since: Annotated[str | None, Query(description="Only tasks submitted at or after this time "
+                                           "(ISO 8601 with a timezone).", max_length=64,
+                                           json_schema_extra={"format": "date-time"})] = None,
+        until: Annotated[str | None, Query(description="Only tasks submitted before this time "
+                                           "(ISO 8601 with a timezone).", max_length=64,
+                                           json_schema_extra={"format": "date-time"})] = None,
         limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 20,
         cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.",
                                             pattern=r"^\d+(\.\d+)?$")] = None,
@@ -115,17 +133,12 @@ def build_router(catalogue: dict[str, TaskSpec], route_class: type[TaskgateRoute
         names a schedule of the caller's (404 otherwise). A page may hold fewer than `limit`
         tasks while `next_cursor` says more may follow: a rare filter stops after reading 20
         pages' worth of the history."""
-        for field, when in (("since", since), ("until", until)):
-            if when is not None and when.tzinfo is None:
-                raise RequestValidationError([{"type": "value_error", "loc": ("query", field),
-                                               "input": str(when),
-                                               "msg": "give a timezone, e.g. 2026-12-05T10:00:00Z"}])
+        after, before = moment("since", since), moment("until", until)
         if schedule_id is not None:
             await producer.schedules.get(schedule_id, caller)
         records, after = await producer.reader.history(
             state=state, name=name, limit=limit, before=float(cursor) if cursor else None, caller=caller,
-            schedule_id=schedule_id, owner=owner, since=since.timestamp() if since else None,
-            until=until.timestamp() if until else None)
+            schedule_id=schedule_id, owner=owner, since=after, until=before)
         return TaskPage(tasks=[info(record) for record in records],
                         next_cursor=repr(after) if after is not None else None)
 

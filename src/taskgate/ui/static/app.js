@@ -182,7 +182,7 @@ function taskRow(task, selected) {
   const box = h("input", { type: "checkbox", value: task.task_id, checked: selected.has(task.task_id),
                            "aria-label": `Select ${task.task_id}`,
                            onchange: () => (box.checked ? selected.add(task.task_id) : selected.delete(task.task_id)) });
-  return h("tr", { "data-task": task.task_id, "data-created": task.created_at ?? "" },
+  return h("tr", { "data-task": task.task_id, "data-created": task.created_at ?? "", "data-seq": task.seq ?? 0 },
     h("td", {}, box),
     h("td", {}, stateCell(task)),
     h("td", {}, task.name),
@@ -284,6 +284,7 @@ async function taskList() {
     const batch = queued.sort((a, b) => (a.created_at ?? "").localeCompare(b.created_at ?? "")); queued = [];
     for (const task of batch) {
       const old = rows.get(task.task_id);
+      if (old && Number(old.dataset.seq) > (task.seq ?? 0)) continue;  // what is shown is later
       // (a schedule's run is published before it is marked as one: it shows once it starts)
       if (!shown(task)) { old?.remove(); rows.delete(task.task_id); continue; }
       const fresh = taskRow(task, selected);
@@ -318,11 +319,14 @@ async function taskList() {
   }
 
   const follows = !filters.cursor && !filters.until;  // a page that new tasks can join
-  if (follows) await follow();  // live first, then the page: no change falls in between
-  else live.textContent = filters.cursor ? "" : "Not live: the time range ends in the past.";
+  const query = { ...Object.fromEntries(FILTERS.map((name) => [name, filters[name]])), limit: 50 };
+  // The feed and the first page are asked for at once. A page read before the feed was live may
+  // miss a change made in between: once live, the first page is read again and merged (by seq,
+  // so no row goes back to an older view).
+  const live_ = follows ? follow() : null;
+  if (!follows) live.textContent = filters.cursor ? "" : "Not live: the time range ends in the past.";
+  const page = await api("tasks", { query });
   if (mine !== generation) return;
-  const query = Object.fromEntries(FILTERS.map((name) => [name, filters[name]]));
-  const page = await api("tasks", { query: { ...query, limit: 50 } });
   for (const task of page.tasks) { const row = taskRow(task, selected); rows.set(task.task_id, row); body.append(row); }
   if (!page.tasks.length) body.append(h("tr", { class: "empty" }, h("td", { colspan: 7, class: "muted" }, "No tasks.")));
   if (filters.cursor) {
@@ -332,6 +336,23 @@ async function taskList() {
   if (page.next_cursor) olderFrom(page.next_cursor);
   drawn = true;
   if (queued.length) frame = requestAnimationFrame(draw);
+  if (!live_) return;
+  await live_;
+  if (mine !== generation) return;
+  const again = await api("tasks", { query });
+  if (mine !== generation) return;
+  // a row of the first read that the second, over the same span, no longer holds has left the
+  // filter meanwhile (unless the feed has changed it since)
+  const held = new Set(again.tasks.map((task) => task.task_id));
+  const span = again.next_cursor ? again.tasks[again.tasks.length - 1]?.created_at ?? "" : "";
+  for (const task of page.tasks) {
+    const row = rows.get(task.task_id);
+    if (!held.has(task.task_id) && row && row.dataset.created >= span && Number(row.dataset.seq) === (task.seq ?? 0)) {
+      row.remove(); rows.delete(task.task_id);
+    }
+  }
+  queued.push(...again.tasks);
+  if (!frame) frame = requestAnimationFrame(draw);
 }
 
 // --- one task ------------------------------------------------------------------------------
