@@ -4,6 +4,9 @@ or logging in again ending the session, and logins from another site's page refu
 
 from __future__ import annotations
 
+import html
+import json
+import re
 import subprocess
 
 import httpx
@@ -50,3 +53,20 @@ def test_logging_in_again_ends_the_old_session_and_other_sites_cannot_log_in(
         assert http.delete("/ui/session", headers={"Origin": "http://evil.example"}).status_code == 403
         assert http.delete("/ui/session").status_code == 204
         assert http.get("/ui/session").json()["owner"] is None
+
+
+def test_the_page_comes_with_its_session_and_is_never_cached(secured: str, redis_url: str) -> None:
+    key = new_key(redis_url, "erin-ui")
+    with httpx.Client(base_url=secured, timeout=10) as http:
+        def given() -> dict[str, object]:
+            page = http.get("/ui/tasks/some-id")
+            assert page.headers["cache-control"] == "no-store"  # it may hold the CSRF token
+            found = re.search(r'<meta name="taskgate-session" content="([^"]*)">', page.text)
+            assert found is not None, page.text
+            return json.loads(html.unescape(found[1]))
+
+        assert given() == http.get("/ui/session").json() == {"auth": True, "owner": None, "admin": False,
+                                                              "csrf": None}
+        http.post("/ui/session", json={"key": key})
+        assert given() == http.get("/ui/session").json()
+        assert given()["owner"] == "erin-ui" and given()["csrf"]

@@ -9,6 +9,7 @@ every request that changes something. Every page answer carries a strict Content
 
 from __future__ import annotations
 
+from html import escape
 from importlib import resources
 from pathlib import PurePosixPath
 from typing import Annotated
@@ -19,7 +20,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ... import auth
-from ...exceptions import Forbidden, TaskNotFound, Unauthorized
+from ...exceptions import Forbidden, TaskGateError, TaskNotFound, Unauthorized
 from .. import sessions
 from ..deps import gate_of
 from ..errors import TaskgateRoute
@@ -52,23 +53,30 @@ class SessionInfo(BaseModel):
     csrf: str | None = None
 
 
-def _page(request: Request, rest: str = "") -> HTMLResponse:
+async def _page(request: Request, rest: str = "") -> HTMLResponse:
     """index.html with its base: this request's path without the page's own part (``rest``),
-    so assets and API calls resolve under whatever prefix the router is mounted at."""
+    so assets and API calls resolve under whatever prefix the router is mounted at; and the
+    session (as ``GET /ui/session`` answers), which saves the page a round trip before it can
+    draw (left empty when Redis does not answer: the page then asks, and says what failed)."""
     path = request.url.path
     base = (path[: len(path) - len(rest)] if rest and path.endswith(rest) else path).rstrip("/") + "/"
-    html = STATIC.joinpath("index.html").read_text(encoding="utf-8").replace("{{base}}", base)
-    return HTMLResponse(html, headers={**HEADERS, "Cache-Control": "no-cache"})
+    try:
+        known = (await whoami(request)).model_dump_json()
+    except TaskGateError:
+        known = ""
+    html = (STATIC.joinpath("index.html").read_text(encoding="utf-8").replace("{{base}}", base)
+            .replace("{{session}}", escape(known, quote=True)))
+    return HTMLResponse(html, headers={**HEADERS, "Cache-Control": "no-store"})
 
 
 async def page(request: Request) -> HTMLResponse:
     """The dashboard (every page: the app routes by the path)."""
-    return _page(request)
+    return await _page(request)
 
 
 async def page_at(request: Request, rest: Annotated[str, Path(alias="path")]) -> HTMLResponse:
     """The dashboard at a page's own address (a task's, to share)."""
-    return _page(request, rest)
+    return await _page(request, rest)
 
 
 async def asset(name: Annotated[str, Path(pattern=r"^[a-z0-9_-]+\.(js|css|svg|txt)$")]) -> Response:

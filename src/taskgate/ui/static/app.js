@@ -21,10 +21,12 @@ function h(tag, attrs = {}, ...children) {
   return node;
 }
 
+const LOCAL_TIME = new Intl.DateTimeFormat(undefined, { dateStyle: "short", timeStyle: "medium" });  // made once: costly
+
 function when(iso) {  // local time, UTC on hover
   if (!iso) return "";
   const at = new Date(iso);
-  return h("time", { datetime: iso, title: at.toISOString().replace(".000Z", "Z") + " (UTC)" }, at.toLocaleString());
+  return h("time", { datetime: iso, title: at.toISOString().replace(".000Z", "Z") + " (UTC)" }, LOCAL_TIME.format(at));
 }
 
 class Failure extends Error {
@@ -137,9 +139,9 @@ function tile(label, value, css = "") {
 
 // The summary strip: what waits and runs now, what ended in the last hour, throughput. Admins
 // only when auth is on (it is the whole cluster's).
-function summaryStrip() {
+function summaryStrip() {  // returned hidden; `begin()` starts filling it
   const strip = h("section", { class: "summary", "aria-label": "Summary", hidden: true });
-  every(5, async () => {
+  strip.begin = () => every(5, async () => {
     let found;
     try { found = await api("summary"); } catch (error) { if (error.status === 403) return; throw error; }
     strip.hidden = false;
@@ -252,7 +254,8 @@ async function taskList() {
   const pager = h("div", { class: "pager" });
   const live = h("p", { class: "muted", id: "live", "aria-live": "polite" }, "");
   const actions = h("div", { class: "actions" }, bulk("cancel", "Cancel"), bulk("replay", "Replay"));
-  setMain("Tasks", session.admin ? summaryStrip() : null, form, actions, message, live, table, pager);
+  const strip = session.admin ? summaryStrip() : null;
+  setMain("Tasks", strip, form, actions, message, live, table, pager);
   const mine = generation;
   const rows = new Map();
   let queued = [];
@@ -335,6 +338,7 @@ async function taskList() {
   }
   if (page.next_cursor) olderFrom(page.next_cursor);
   drawn = true;
+  strip?.begin();  // after the rows: the list comes first
   if (queued.length) frame = requestAnimationFrame(draw);
   if (!live_) return;
   await live_;
@@ -621,6 +625,8 @@ async function route() {
   }
 }
 
-session = await api("ui/session").catch(() => session);
+// the page comes with its session (GET /ui/session's answer); asked for when it does not
+const given = document.querySelector("meta[name=taskgate-session]")?.content;
+session = given ? JSON.parse(given) : await api("ui/session").catch(() => session);
 whoami();
 route();
