@@ -104,6 +104,25 @@ def test_a_body_not_sent_as_json_submits_nothing(client: httpx.Client, content_t
     assert ok.status_code == 202, ok.text
 
 
+def test_another_sites_page_cannot_make_changes(client: httpx.Client) -> None:
+    """With auth off nothing tells a browser's request from the user's own but its Origin: a
+    change asked from another site's page is refused before anything is read or done."""
+    task_id = submit(client, "add", {"x": 1, "y": 2}, countdown=600)
+    for origin in ("http://evil.example", "null"):
+        evil = {"Origin": origin}
+        for method, path, body in [("POST", "/tasks/add", b'{"x": 1, "y": 2}'),
+                                   ("POST", "/tasks/cancel", b'{"task_ids": ["%s"]}' % task_id.encode()),
+                                   ("POST", f"/tasks/{task_id}/cancel", b""), ("DELETE", f"/tasks/{task_id}", b"")]:
+            refused = client.request(method, path, content=body, headers=evil)  # no Content-Type: no-cors
+            assert refused.status_code == 403, (origin, path, refused.text)
+            assert "another site" in refused.json()["error"]["message"]
+        assert client.get(f"/tasks/{task_id}", headers=evil).status_code == 200, "reads are not changes"
+    assert client.get(f"/tasks/{task_id}").json()["state"] == "queued", "nothing was done"
+    host = client.base_url.netloc.decode()
+    for same in ({"Origin": f"http://{host}"}, {"Origin": "https://tasks.example", "X-Forwarded-Host": "tasks.example"}):
+        assert client.post(f"/tasks/{task_id}/cancel", headers=same).status_code in (200, 409), same
+
+
 def test_bound_from_signature_is_enforced(client: httpx.Client) -> None:
     response = client.post("/tasks/count_primes", json={"limit": 10**11})
     assert response.status_code == 422

@@ -6,6 +6,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -181,9 +182,9 @@ class TaskgateRoute(APIRoute):
     in :attr:`gate`). A route hands its request the Taskgate that built it (``scope["taskgate"]``,
     read by ``deps.gate_of``), so it needs no app state; answers taskgate's errors itself, as
     :data:`HANDLERS` says, so the router keeps its envelope (and its 503 + Retry-After) in any
-    app that includes it, whatever handlers that app has; and caps request bodies at
+    app that includes it, whatever handlers that app has; caps request bodies at
     TASKGATE_MAX_BODY_BYTES (:func:`capped`), unless :attr:`caps_body` says the route caps its
-    own (uploads)."""
+    own (uploads); and refuses a change asked by another site's page (:func:`refuse_cross_site`)."""
 
     #: The Taskgate whose router this route is on.
     gate: Taskgate | None = None
@@ -193,11 +194,14 @@ class TaskgateRoute(APIRoute):
         handle = super().get_route_handler()
         gate = self.gate
         cap = not self.caps_body and bool(self.methods and self.methods - {"GET", "HEAD", "DELETE"})
+        changes = bool(self.methods and self.methods - {"GET", "HEAD", "OPTIONS"})
 
         async def handle_errors(request: Request) -> Response:
             try:
                 if gate is not None:
                     request.scope["taskgate"] = gate
+                if changes and "authorization" not in request.headers:
+                    refuse_cross_site(request)
                 if cap:
                     request = capped(request, gate_of(request).settings.max_body_bytes)
                 return await handle(request)
@@ -209,6 +213,23 @@ class TaskgateRoute(APIRoute):
                 raise
 
         return handle_errors
+
+
+def refuse_cross_site(request: Request) -> None:
+    """``Forbidden`` when a browser sent this request from another site's page: its ``Origin``
+    names another host than the request's (``Host``, or ``X-Forwarded-Host`` from a proxy). A
+    browser always sends ``Origin`` on such a request, even one a page may send without asking
+    (a form, a no-cors fetch with a body it does not label as JSON), and with auth off nothing
+    else would tell it from the user's own. Scripts send no ``Origin``, and a request with an
+    ``Authorization`` header is not checked: a page cannot send one to another site unasked."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return
+    host = urlsplit(origin).netloc if origin != "null" else ""
+    if host and host in (request.headers.get("host"), request.headers.get("x-forwarded-host")):
+        return
+    raise Forbidden(f"a change asked by another site's page ({origin}) is refused: taskgate's own "
+                    "pages and scripts without an Origin header may make changes")
 
 
 def capped(request: Request, limit: int) -> Request:

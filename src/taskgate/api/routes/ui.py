@@ -13,14 +13,13 @@ from html import escape
 from importlib import resources
 from pathlib import PurePosixPath
 from typing import Annotated
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from ... import auth
-from ...exceptions import Forbidden, TaskGateError, TaskNotFound, Unauthorized
+from ...exceptions import TaskGateError, TaskNotFound, Unauthorized
 from .. import sessions
 from ..deps import gate_of
 from ..errors import TaskgateRoute
@@ -99,17 +98,10 @@ async def whoami(request: Request) -> SessionInfo:
     return SessionInfo(auth=True, owner=found.caller.owner, admin=found.caller.admin, csrf=found.csrf)
 
 
-def _same_origin(request: Request) -> None:
-    """Refuse a login or logout sent by another site's page (its Origin names another host)."""
-    origin = request.headers.get("origin")
-    if origin is not None and urlsplit(origin).netloc != request.headers.get("host", ""):
-        raise Forbidden("the dashboard's session is opened and closed from its own pages only")
-
-
 async def log_in(body: Login, request: Request, response: Response) -> SessionInfo:
     """Exchange an API key for a session cookie (HttpOnly, SameSite=Strict, Secure over https,
-    8 hours). The key itself is not kept by the page; revoking it ends the session."""
-    _same_origin(request)
+    8 hours). The key itself is not kept by the page; revoking it ends the session. Another
+    site's page cannot log in (its Origin: see ``errors.refuse_cross_site``)."""
     gate = gate_of(request)
     parsed = auth.parse(body.key.strip())
     caller = None
@@ -129,7 +121,6 @@ async def log_in(body: Login, request: Request, response: Response) -> SessionIn
 
 async def log_out(request: Request, response: Response) -> None:
     """End the session on the server and forget the cookie."""
-    _same_origin(request)
     await sessions.end(gate_of(request).producer.backend, request)
     sessions.clear_cookie(request, response)
 
