@@ -10,6 +10,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import EllipsisType
 from typing import cast
 
 from ..auth import Caller
@@ -155,7 +156,11 @@ class Reader:
                     index, upper, lower, start=0, num=limit, withscores=True))
                 if not batch:
                     return found, None
-                records = await self._fetch([member.decode() for member, _ in batch])
+                ids = [member.decode() for member, _ in batch]
+                if state is not None or name is not None or owner is not None:
+                    ids = await self._matching(ids, state, name, wanted_owner if owner is not None else ...)
+                fetched = dict(zip(ids, await self._fetch(ids), strict=True))
+                records = [fetched.get(member.decode()) for member, _ in batch]
                 for (_member, score), record in zip(batch, records, strict=True):
                     last, upper = score, f"({score!r}"
                     if record is None:
@@ -169,6 +174,22 @@ class Reader:
                     if len(found) == limit:
                         return found, score
         return found, last
+
+    async def _matching(self, task_ids: list[str], state: TaskState | None, name: str | None,
+                        owner: str | None | EllipsisType) -> list[str]:
+        """The ids whose record has that state, name and owner (``...``: any owner), read from
+        three fields each rather than whole records: a rare filter reads much history."""
+        pipe = self.backend.redis.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.hmget(keys.record(task_id), "state", "name", "owner")
+        heads = cast(list[list[bytes | None]], await pipe.execute())
+        want_state = None if state is None else state.value.encode()
+        want_name = None if name is None else name.encode()
+        want_owner = None if owner is None or owner is ... else owner.encode()
+        return [task_id for task_id, (has_state, has_name, has_owner) in zip(task_ids, heads, strict=True)
+                if (want_state is None or has_state == want_state)
+                and (want_name is None or has_name == want_name)
+                and (owner is ... or has_owner == want_owner)]
 
     async def dead_letters(self, limit: int, before: float | None,
                            caller: Caller = SYSTEM) -> tuple[list[tuple[TaskRecord, float]], float | None]:
