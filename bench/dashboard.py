@@ -52,8 +52,8 @@ def dashboard_section(stack: Stack, args: argparse.Namespace, report: Report) ->
     report.add(f"What the task list loads, timed from a Python client on the same machine, {samples} times "
                "each, worker stopped (the tasks stay queued); then the whole page in headless chromium "
                "(Playwright), a fresh page each time, timed by the page's own clock from navigation "
-               "until the first 50 rows are in the document: its files, the session check, the live "
-               "feed opened and live, the first page fetched and drawn.")
+               "until the first 50 rows are in the document: its files, the live feed opened and live, "
+               "the first page fetched and drawn.")
     report.add()
     report.table(["request", "median", "p99"],
                  [[name, f"**{median(values):.1f} ms**", f"{percentile(values, 0.99):.1f} ms"]

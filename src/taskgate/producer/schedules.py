@@ -23,7 +23,7 @@ from ..exceptions import (
     UnknownTask,
 )
 from ..records import TaskRecord, keys, scripts
-from ..records.schedules import ScheduleRecord, decode, definition
+from ..records.schedules import ScheduleRecord, decode, definition, drop
 from ..registry import TaskSpec
 from ..schedule import Catchup, Overlap, Timing
 from .reads import Reader
@@ -269,8 +269,5 @@ class Schedules:
                            "declaration (a worker starting without it deletes it), or pause it")
         async with self.backend.deadline():
             pipe = self.backend.redis.pipeline(transaction=True)
-            pipe.delete(keys.schedule(schedule_id), keys.runs(schedule_id))
-            pipe.zrem(keys.SCHEDULES_DUE, schedule_id)
-            pipe.zrem(keys.SCHEDULES, schedule_id)
-            pipe.zrem(keys.owner_schedules(schedule.owner or ANONYMOUS), schedule_id)
+            drop(pipe, schedule_id, schedule.owner or ANONYMOUS)
             await pipe.execute()

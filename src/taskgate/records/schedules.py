@@ -21,12 +21,17 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from ..schedule import Timing
+from . import keys
 from .model import to_time
+
+if TYPE_CHECKING:
+    from redis.asyncio.client import Pipeline as AsyncPipeline
+    from redis.client import Pipeline
 
 log = logging.getLogger("taskgate.records")
 
@@ -122,3 +127,12 @@ def definition(timing: Timing) -> dict[str, str | bytes]:
     else:
         fields |= {"every": repr(timing.every), "cron": "", "timezone": "UTC"}
     return fields
+
+
+def drop(pipe: Pipeline | AsyncPipeline, schedule_id: str, owner: str) -> None:
+    """Queue on ``pipe`` (a transaction, blocking or asyncio) what deletes a schedule and its
+    indexes; its runs stay, as tasks. ``owner``: whose index lists it."""
+    pipe.delete(keys.schedule(schedule_id), keys.runs(schedule_id))
+    pipe.zrem(keys.SCHEDULES_DUE, schedule_id)
+    pipe.zrem(keys.SCHEDULES, schedule_id)
+    pipe.zrem(keys.owner_schedules(owner), schedule_id)

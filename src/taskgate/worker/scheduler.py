@@ -36,7 +36,7 @@ from ..config import Settings
 from ..constants import ANONYMOUS
 from ..exceptions import InvalidArguments
 from ..records import keys, scripts
-from ..records.schedules import ScheduleRecord, decode, definition
+from ..records.schedules import ScheduleRecord, decode, definition, drop
 from ..records.workers import heartbeats
 from ..registry import TaskSpec
 from ..states import TaskState
@@ -264,8 +264,5 @@ def sync_declared(client: Redis, settings: Settings, catalogue: dict[str, TaskSp
 def remove(client: Redis, schedule_id: str, owner: str) -> None:
     """Delete a schedule and its indexes (its runs stay, as tasks)."""
     pipe = client.pipeline(transaction=True)
-    pipe.delete(keys.schedule(schedule_id), keys.runs(schedule_id))
-    pipe.zrem(keys.SCHEDULES_DUE, schedule_id)
-    pipe.zrem(keys.SCHEDULES, schedule_id)
-    pipe.zrem(keys.owner_schedules(owner), schedule_id)
+    drop(pipe, schedule_id, owner)
     pipe.execute()
