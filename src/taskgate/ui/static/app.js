@@ -21,12 +21,16 @@ function h(tag, attrs = {}, ...children) {
   return node;
 }
 
-const LOCAL_TIME = new Intl.DateTimeFormat(undefined, { dateStyle: "short", timeStyle: "medium" });  // made once: costly
+// made once each: costly
+const LOCAL_TIME = new Intl.DateTimeFormat(undefined, { dateStyle: "short", timeStyle: "medium" });
+const LOCAL_MS = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit",
+                                                      fractionalSecondDigits: 3 });
 
-function when(iso) {  // local time, UTC on hover
+function when(iso, precise = false) {  // local time (to the ms if `precise`), UTC on hover
   if (!iso) return "";
   const at = new Date(iso);
-  return h("time", { datetime: iso, title: at.toISOString().replace(".000Z", "Z") + " (UTC)" }, LOCAL_TIME.format(at));
+  return h("time", { datetime: iso, title: at.toISOString().replace(".000Z", "Z") + " (UTC)" },
+           (precise ? LOCAL_MS : LOCAL_TIME).format(at));
 }
 
 class Failure extends Error {
@@ -382,7 +386,7 @@ function detailList(task) {
 
 function timeline(entries) {  // the states it entered, oldest first
   return h("ol", { class: "timeline", "aria-label": "Timeline" }, entries.map((entry) => h("li", {},
-    h("span", { class: `change state-${entry.state}` }, entry.state), " ", when(entry.at),
+    h("span", { class: `change state-${entry.state}` }, entry.state), " ", when(entry.at, true),
     entry.attempt ? h("span", { class: "muted" }, ` attempt ${entry.attempt}`) : null,
     entry.worker ? h("span", { class: "muted" }, ` on ${entry.worker}`) : null)));
 }
