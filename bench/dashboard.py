@@ -6,6 +6,9 @@ chromium (when installed), from navigation to the first page of rows on screen."
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -75,8 +78,12 @@ def first_render(api: str, executable: str, samples: int) -> list[float]:
     from playwright.sync_api import sync_playwright
 
     out = []
+    # chromium's profile goes under TMPDIR, and a long TMPDIR makes its socket path too long
+    # for a Unix socket (it aborts): a short one for the browser
+    short = tempfile.mkdtemp(prefix="tg-", dir="/tmp" if Path("/tmp").is_dir() else None)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        browser = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"],
+                                             env={**os.environ, "TMPDIR": short})
         try:
             for _ in range(samples):
                 page = browser.new_page(viewport={"width": 1280, "height": 800})
@@ -87,4 +94,5 @@ def first_render(api: str, executable: str, samples: int) -> list[float]:
                 page.close()
         finally:
             browser.close()
+            shutil.rmtree(short, ignore_errors=True)
     return out

@@ -118,8 +118,14 @@ def test_another_sites_page_cannot_make_changes(client: httpx.Client) -> None:
             assert "another site" in refused.json()["error"]["message"]
         assert client.get(f"/tasks/{task_id}", headers=evil).status_code == 200, "reads are not changes"
     assert client.get(f"/tasks/{task_id}").json()["state"] == "queued", "nothing was done"
+    cross = {"Sec-Fetch-Site": "cross-site", "Origin": "http://evil.example"}
+    assert client.post(f"/tasks/{task_id}/cancel", headers=cross).status_code == 403
+    assert client.post(f"/tasks/{task_id}/cancel", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
     host = client.base_url.netloc.decode()
-    for same in ({"Origin": f"http://{host}"}, {"Origin": "https://tasks.example", "X-Forwarded-Host": "tasks.example"}):
+    for same in ({"Origin": f"http://{host.upper()}"}, {"Origin": f"http://{host}:80"} if ":" not in host else {},
+                 {"Origin": "https://tasks.example", "X-Forwarded-Host": "tasks.example, inner"},
+                 # a proxy that rewrote Host: the browser still says the page was its own
+                 {"Origin": "https://tasks.example", "Sec-Fetch-Site": "same-origin"}):
         assert client.post(f"/tasks/{task_id}/cancel", headers=same).status_code in (200, 409), same
 
 

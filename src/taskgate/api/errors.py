@@ -200,7 +200,8 @@ class TaskgateRoute(APIRoute):
             try:
                 if gate is not None:
                     request.scope["taskgate"] = gate
-                if changes and "authorization" not in request.headers:
+                # a key is sent by scripts, never by a page unasked (when auth reads it)
+                if changes and not (gate_of(request).auth and "authorization" in request.headers):
                     refuse_cross_site(request)
                 if cap:
                     request = capped(request, gate_of(request).settings.max_body_bytes)
@@ -216,20 +217,41 @@ class TaskgateRoute(APIRoute):
 
 
 def refuse_cross_site(request: Request) -> None:
-    """``Forbidden`` when a browser sent this request from another site's page: its ``Origin``
-    names another host than the request's (``Host``, or ``X-Forwarded-Host`` from a proxy). A
-    browser always sends ``Origin`` on such a request, even one a page may send without asking
-    (a form, a no-cors fetch with a body it does not label as JSON), and with auth off nothing
-    else would tell it from the user's own. Scripts send no ``Origin``, and a request with an
-    ``Authorization`` header is not checked: a page cannot send one to another site unasked."""
+    """``Forbidden`` when a browser sent this request from another site's page. A browser says
+    where a request comes from: ``Sec-Fetch-Site`` (``same-origin`` and ``none``, typed or
+    bookmarked, pass), else ``Origin``, which must name the request's host (``Host``, or the
+    first ``X-Forwarded-Host`` a proxy set; case and default ports aside). It sends them even on
+    requests a page may send unasked (a form, a no-cors fetch with a body not labelled as
+    JSON), and with auth off nothing else would tell such a request from the user's own.
+    Scripts send neither."""
+    site = request.headers.get("sec-fetch-site")
+    if site in ("same-origin", "none"):
+        return
     origin = request.headers.get("origin")
-    if origin is None:
-        return
-    host = urlsplit(origin).netloc if origin != "null" else ""
-    if host and host in (request.headers.get("host"), request.headers.get("x-forwarded-host")):
-        return
-    raise Forbidden(f"a change asked by another site's page ({origin}) is refused: taskgate's own "
-                    "pages and scripts without an Origin header may make changes")
+    if origin is None and site is None:
+        return  # not a browser (or one too old to say): no page of another site sent it
+    if origin is not None and origin != "null":
+        parts = urlsplit(origin.lower())
+        default = {"http": 80, "https": 443}.get(parts.scheme)
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        named = f"{parts.hostname}" + (f":{port}" if port is not None and port != default else "")
+        forwarded = request.headers.get("x-forwarded-host", "").split(",")[0]
+        hosts = {_bare(request.headers.get("host", "")), _bare(forwarded)} - {""}
+        if named in hosts:
+            return
+    raise Forbidden(f"a change asked by another site's page ({origin or site}) is refused: taskgate's "
+                    "own pages and scripts may make changes")
+
+
+def _bare(host: str) -> str:
+    """A Host header as compared with an Origin: lower case, without a default port."""
+    host = host.strip().lower()
+    for default in (":80", ":443"):
+        host = host.removesuffix(default)
+    return host
 
 
 def capped(request: Request, limit: int) -> Request:

@@ -184,11 +184,13 @@ function localInput(iso) {  // an ISO time as a datetime-local input's value, in
   return new Date(at.getTime() - at.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
 }
 
+function epochMs(iso) { const ms = Date.parse(iso ?? ""); return Number.isNaN(ms) ? 0 : ms; }
+
 function taskRow(task, selected) {
   const box = h("input", { type: "checkbox", value: task.task_id, checked: selected.has(task.task_id),
                            "aria-label": `Select ${task.task_id}`,
                            onchange: () => (box.checked ? selected.add(task.task_id) : selected.delete(task.task_id)) });
-  return h("tr", { "data-task": task.task_id, "data-created": task.created_at ?? "", "data-seq": task.seq ?? 0 },
+  return h("tr", { "data-task": task.task_id, "data-created": epochMs(task.created_at), "data-seq": task.seq ?? 0 },
     h("td", {}, box),
     h("td", {}, stateCell(task)),
     h("td", {}, task.name),
@@ -233,7 +235,7 @@ async function taskList() {
   const message = h("p", { role: "status", class: "muted", id: "message" });
   const bulk = (action, verb, query = {}) => h("button", { type: "button", class: action === "cancel" ? "danger" : null,
     onclick: async () => {
-      const ids = [...selected];
+      const ids = [...body.querySelectorAll("input[type=checkbox]:checked")].map((box) => box.value);  // what is shown
       if (!ids.length) { message.textContent = "Select tasks first."; return; }
       try {
         const answer = await api(`tasks/${action}`, { method: "POST", body: { task_ids: ids }, query });
@@ -268,7 +270,9 @@ async function taskList() {
   let older = null;  // the Older link, moved when the live list drops its oldest rows
   const shown = (task) => (!filters.state || task.state === filters.state)
     && (!filters.owner || (task.owner ?? "anonymous") === filters.owner)
-    && (!filters.schedule_id || task.schedule_id === filters.schedule_id);
+    && (!filters.schedule_id || task.schedule_id === filters.schedule_id)
+    && (!filters.since || epochMs(task.created_at) >= epochMs(filters.since))
+    && (!filters.until || epochMs(task.created_at) < epochMs(filters.until));
   function follow() {  // the feed, open and live; changes wait in `queued` until the page is drawn
     return new Promise((ready) => {
       // no state filter on the feed: a task that leaves the state comes too, and its row goes
@@ -288,31 +292,32 @@ async function taskList() {
   function draw() {  // one DOM update per frame, however many changes
     frame = 0;
     // oldest first, so that prepending leaves the newest on top
-    const batch = queued.sort((a, b) => (a.created_at ?? "").localeCompare(b.created_at ?? "")); queued = [];
+    const batch = queued.sort((a, b) => epochMs(a.created_at) - epochMs(b.created_at)); queued = [];
     for (const task of batch) {
       const old = rows.get(task.task_id);
       if (old && Number(old.dataset.seq) > (task.seq ?? 0)) continue;  // what is shown is later
       // (a schedule's run is published before it is marked as one: it shows once it starts)
-      if (!shown(task)) { old?.remove(); rows.delete(task.task_id); continue; }
+      if (!shown(task)) { old?.remove(); rows.delete(task.task_id); selected.delete(task.task_id); continue; }
       const fresh = taskRow(task, selected);
       if (old) old.replaceWith(fresh);
-      else if (place(fresh, task.created_at ?? "")) body.querySelector("tr.empty")?.remove();
+      else if (place(fresh, epochMs(task.created_at))) body.querySelector("tr.empty")?.remove();
       else continue;
       rows.set(task.task_id, fresh);
     }
     while (rows.size > MAX_ROWS) {  // the oldest rows go; Older starts from the oldest kept
       const last = body.lastElementChild;
       rows.delete(last.dataset.task);
+      selected.delete(last.dataset.task);
       last.remove();
-      const created = Date.parse(body.lastElementChild?.dataset.created || "");
-      if (!Number.isNaN(created)) olderFrom((created / 1000).toFixed(3));
+      const created = Number(body.lastElementChild?.dataset.created);
+      if (created) olderFrom((created / 1000).toFixed(3));
     }
   }
   function place(row, created) {  // in order of submission; false: older than every row shown
     const first = body.querySelector("tr[data-task]");
-    if (!first || first.dataset.created <= created) { body.prepend(row); return true; }
+    if (!first || Number(first.dataset.created) <= created) { body.prepend(row); return true; }
     for (const other of body.querySelectorAll("tr[data-task]")) {
-      if (other.dataset.created <= created) { other.before(row); return true; }
+      if (Number(other.dataset.created) <= created) { other.before(row); return true; }
     }
     if (older) return false;  // it belongs to an older page
     body.append(row);
@@ -331,7 +336,7 @@ async function taskList() {
   // miss a change made in between: once live, the first page is read again and merged (by seq,
   // so no row goes back to an older view).
   const live_ = follows ? follow() : null;
-  if (!follows) live.textContent = filters.cursor ? "" : "Not live: the time range ends in the past.";
+  if (!follows) live.textContent = filters.cursor ? "" : "Not live while the time range has an end.";
   const page = await api("tasks", { query });
   if (mine !== generation) return;
   for (const task of page.tasks) { const row = taskRow(task, selected); rows.set(task.task_id, row); body.append(row); }
@@ -347,16 +352,18 @@ async function taskList() {
   if (!live_) return;
   await live_;
   if (mine !== generation) return;
-  const again = await api("tasks", { query });
+  let again;
+  try { again = await api("tasks", { query }); } catch { return; }  // the feed goes on; a reload reads again
   if (mine !== generation) return;
   // a row of the first read that the second, over the same span, no longer holds has left the
   // filter meanwhile (unless the feed has changed it since)
   const held = new Set(again.tasks.map((task) => task.task_id));
-  const span = again.next_cursor ? again.tasks[again.tasks.length - 1]?.created_at ?? "" : "";
+  // (the span: down to the oldest task the second read holds; all of it when it is the whole list)
+  const span = again.next_cursor ? (again.tasks.length ? epochMs(again.tasks[again.tasks.length - 1].created_at) : Infinity) : 0;
   for (const task of page.tasks) {
     const row = rows.get(task.task_id);
-    if (!held.has(task.task_id) && row && row.dataset.created >= span && Number(row.dataset.seq) === (task.seq ?? 0)) {
-      row.remove(); rows.delete(task.task_id);
+    if (!held.has(task.task_id) && row && Number(row.dataset.created) >= span && Number(row.dataset.seq) === (task.seq ?? 0)) {
+      row.remove(); rows.delete(task.task_id); selected.delete(task.task_id);
     }
   }
   queued.push(...again.tasks);
@@ -500,8 +507,10 @@ async function queues() {
     h("div", { class: "table-wrap" }, h("table", { "aria-label": "Workers" },
       h("thead", {}, h("tr", {}, ["Worker", "Queues", "Concurrency", "Running", "Tasks", "Last heartbeat"]
         .map((name) => h("th", {}, name)))), workerBody)));
+  const problem = h("p", { class: "error", role: "status" });
+  main.insertBefore(problem, charts);
   const refuse = (error) => {
-    if (error.status !== 403) throw error;
+    if (error.status !== 403) { problem.textContent = `Not refreshed: ${error.message}`; return null; }
     charts.replaceChildren();
     body.replaceChildren(h("tr", {}, h("td", { colspan: 4, class: "error" }, "This page needs an admin key.")));
     return null;
@@ -509,6 +518,7 @@ async function queues() {
   every(5, async () => {
     const [found, workers, summary] = await Promise.all([api("queues"), api("workers"), api("summary")]).catch(refuse) ?? [];
     if (!found) return;
+    problem.textContent = "";
     charts.replaceChildren(tile("delayed", summary.delayed), tile("running", `${summary.running} / ${summary.concurrency}`),
       tile("dead letters", summary.dead_letters), throughputChart(summary.minutes), waitChart(summary.minutes));
     body.replaceChildren(...found.map((queue) => h("tr", { "data-queue": queue.name },
@@ -615,6 +625,7 @@ document.getElementById("logout").addEventListener("click", async () => {
 
 async function route() {
   leave();
+  const mine = generation;
   const path = location.pathname.slice(BASE.pathname.length);
   try {
     if (session.auth && !session.owner) return showLogin();
@@ -625,12 +636,18 @@ async function route() {
     if (path === "submit" || path.startsWith("submit/")) return await submitPage(decodeURIComponent(path.slice(7)));
     return await taskList();
   } catch (error) {
-    if (error.status !== 401) main.replaceChildren(h("h1", {}, "Something went wrong"), h("p", { class: "error" }, error.message));
+    if (error.status !== 401 && mine === generation) {
+      main.replaceChildren(h("h1", {}, "Something went wrong"), h("p", { class: "error" }, error.message));
+    }
   }
 }
 
 // the page comes with its session (GET /ui/session's answer); asked for when it does not
 const given = document.querySelector("meta[name=taskgate-session]")?.content;
-session = given ? JSON.parse(given) : await api("ui/session").catch(() => session);
+session = given ? JSON.parse(given) : null;
+// a page opened from another site's link comes without the (SameSite=Strict) cookie: ask again
+if (!session || (session.auth && !session.owner)) {
+  session = await api("ui/session").catch(() => session ?? { auth: false, admin: true, csrf: null, owner: null });
+}
 whoami();
 route();
