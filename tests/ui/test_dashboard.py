@@ -33,7 +33,11 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+
+    # What a page shows after a worker ran a task waits on that worker, which a busy CI machine
+    # may keep waiting for seconds: expectations wait up to 20 s (they pass as soon as they hold).
+    expect.set_options(timeout=20_000)
 
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
@@ -77,6 +81,37 @@ def test_tasks_appear_live_and_their_page_shows_them_as_text(api_url: str, worke
     page.screenshot(path=artifacts / "task.png")
     page.reload()  # a task's address can be shared
     expect(page.locator("#task")).to_contain_text("succeeded")
+    assert problems == []
+
+
+# Collects, in the page, every progress value the task's page shows (it redraws on each event).
+PROGRESS = """() => {
+  window.progressSeen = [];
+  new MutationObserver(() => {
+    const bar = document.querySelector("#task progress");
+    if (bar) window.progressSeen.push(Number(bar.getAttribute("value")));
+  }).observe(document.getElementById("main"), { childList: true, subtree: true });
+}"""
+
+
+def test_a_tasks_page_shows_its_progress_moving_then_its_result(api_url: str, worker: subprocess.Popen[bytes],
+                                                                browser: Any) -> None:
+    from playwright.sync_api import expect
+
+    problems: list[str] = []
+    page = page_of(browser, problems)
+    page.goto(f"{api_url}/ui/")
+    page.evaluate(PROGRESS)
+    with httpx.Client(base_url=api_url, timeout=10) as http:
+        task_id = http.post("/tasks/count_primes", json={"limit": 200_000_000}).json()["task_id"]
+    page.locator("#main").get_by_role("textbox", name="Find a task by id").fill(task_id)
+    page.keyboard.press("Enter")
+    expect(page.locator("#task .state")).to_have_text("succeeded", timeout=60_000)
+    expect(page.locator("#task")).to_contain_text("11078937")  # the primes below 200,000,000
+    seen = page.evaluate("() => window.progressSeen")
+    moving = sorted({value for value in seen if 0 < value < 100})
+    assert len(moving) >= 2, f"progress did not move on the page: {seen}"
+    assert seen[-1] == 100
     assert problems == []
 
 

@@ -125,6 +125,9 @@ class TaskInfo(BaseModel):
                                     "error while `retrying`).")
     progress: Progress | None = None
     attempts: int = Field(default=0, description="How many times a worker started it.")
+    deliveries: int = Field(default=0, description="How many times the current attempt was delivered to a "
+                            "worker: more than 1 when a worker died running it (it then ran again). Kept "
+                            "while the task may run and when it fails; 0 once it has succeeded.")
     worker: str | None = Field(default=None, description="The worker that started it last.")
     created_at: datetime | None = None
     started_at: datetime | None = None

@@ -383,6 +383,7 @@ function detailList(task) {
     ["Result", task.state === "succeeded" ? json(task.result) : "—"],
     ["Error", task.error ? h("div", { class: "error" }, `${task.error.type}: ${task.error.message}`) : "—"],
   ];
+  if (task.deliveries > 1) rows.push(["Deliveries", `${task.deliveries} (its worker died running it)`]);
   if (task.next_attempt_at) rows.push(["Next attempt", when(task.next_attempt_at)]);
   if (task.replay_of) rows.push(["Replays", link(`tasks/${encodeURIComponent(task.replay_of)}`, task.replay_of)]);
   if (task.schedule_id) rows.push(["Schedule", h("span", { class: "id" }, task.schedule_id)]);
@@ -471,7 +472,8 @@ async function schedules() {
         h("td", {}, one.cron ? `cron ${one.cron} (${one.timezone})` : `every ${one.every} s`),
         h("td", { class: "state" }, one.enabled ? "active" : "paused"),
         h("td", {}, when(one.next_run_at) || "—"), h("td", { class: "optional" }, when(one.last_run_at) || "—"),
-        h("td", { class: "optional" }, one.last_task_id ? link(`tasks/${encodeURIComponent(one.last_task_id)}`, "last run") : ""),
+        h("td", { class: "optional" }, one.last_task_id ? link(`tasks/${encodeURIComponent(one.last_task_id)}`, "last run") : "",
+          " ", link(`./?${new URLSearchParams({ schedule_id: one.schedule_id })}`, "runs")),
         h("td", { class: "error" }, one.problem ?? ""),
         h("td", {}, one.enabled ? act("Pause", () => api(`schedules/${id}/pause`, { method: "POST" }))
                                 : act("Resume", () => api(`schedules/${id}/resume`, { method: "POST" })),
