@@ -222,6 +222,9 @@ def test_schedules_paused_resumed_and_run_from_the_page(api_url: str, worker: su
             page.locator("#message").get_by_role("link").click()
             expect(page.locator("#task")).to_contain_text("succeeded")
             expect(page.locator("#task")).to_contain_text(schedule_id)
+            page.locator("#task").get_by_role("link", name="its runs").click()  # back to the list, filtered
+            expect(page).to_have_url(re.compile(f"schedule_id={schedule_id}"))
+            expect(page.locator("tbody tr[data-task]")).to_have_count(1)
             assert problems == []
         finally:
             http.delete(f"/schedules/{schedule_id}")

@@ -386,7 +386,10 @@ function detailList(task) {
   if (task.deliveries > 1) rows.push(["Deliveries", `${task.deliveries} (its worker died running it)`]);
   if (task.next_attempt_at) rows.push(["Next attempt", when(task.next_attempt_at)]);
   if (task.replay_of) rows.push(["Replays", link(`tasks/${encodeURIComponent(task.replay_of)}`, task.replay_of)]);
-  if (task.schedule_id) rows.push(["Schedule", h("span", { class: "id" }, task.schedule_id)]);
+  if (task.schedule_id) {
+    rows.push(["Schedule", h("span", {}, h("span", { class: "id" }, task.schedule_id), " (",
+      link(`./?${new URLSearchParams({ schedule_id: task.schedule_id })}`, "its runs"), ", ", link("schedules", "schedules"), ")")]);
+  }
   if (task.tick) rows.push(["Tick", when(task.tick)]);
   if (task.timeline?.length) rows.push(["Timeline", timeline(task.timeline)]);
   return h("dl", { id: "task" }, rows.flatMap(([name, value]) => [h("dt", {}, name), h("dd", {}, value)]));
