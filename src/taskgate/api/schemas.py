@@ -322,56 +322,6 @@ class StoredFile(BaseModel):
     size: int = Field(description="Bytes received.")
 
 
-class QueueInfo(BaseModel):
-    """A queue, how much waits in it, and who consumes it."""
-
-    name: str
-    depth: int | None = Field(description="Messages waiting (null if the broker does not know it yet).")
-    workers: list[str] = Field(description="Live workers consuming it (node name:pid).")
-    lacking: dict[str, list[str]] = Field(
-        default_factory=dict, description="Workers consuming it that lack some of the tasks this API "
-        "sends to it (their module is missing from the worker's TASKGATE_TASK_MODULES): worker -> task "
-        "names. Such tasks wait for a worker that has them, then fail as UnregisteredTask.")
-
-
-class WorkerInfo(BaseModel):
-    """A live worker, as its last heartbeat (every 2 s) says."""
-
-    name: str = Field(description="node name:pid")
-    queues: list[str] = Field(description="The queues it consumes.")
-    concurrency: int = Field(description="How many tasks it runs at once (0: not known).")
-    active: int = Field(description="How many it was running at its last heartbeat.")
-    tasks: int = Field(description="How many tasks it has.")
-    last_heartbeat: datetime
-
-
-class MinuteInfo(BaseModel):
-    """One minute: the tasks that ended in it, by state, and their mean queue wait."""
-
-    at: datetime = Field(description="The minute's start.")
-    succeeded: int
-    failed: int
-    cancelled: int
-    wait_avg: float | None = Field(description="Mean seconds from submission to start of the tasks "
-                                   "that ended in it and had started (null: none had).")
-
-
-class Summary(BaseModel):
-    """The whole system now, and over the last hour."""
-
-    queued: int | None = Field(description="Messages waiting in the queues (null while the broker "
-                               "cannot tell).")
-    delayed: int = Field(description="Tasks waiting for their countdown, eta or retry backoff.")
-    running: int = Field(description="Tasks the live workers were running at their last heartbeat.")
-    dead_letters: int
-    workers: int = Field(description="Live workers.")
-    concurrency: int = Field(description="Tasks the live workers can run at once, together.")
-    last_hour: dict[str, int] = Field(description="Tasks that ended in the last hour, by state "
-                                      "(succeeded, failed, cancelled).")
-    minutes: list[MinuteInfo] = Field(description="The last 15 minutes, oldest first (the current "
-                                      "one last, still counting).")
-
-
 class Health(BaseModel):
     """The process answers; says nothing about Redis."""
 
