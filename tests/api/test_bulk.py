@@ -83,3 +83,12 @@ def test_bulk_requeue_and_drop_dead_letters(client: httpx.Client, tmp_path: Path
     assert [item["ok"] for item in dropped] == [True, True]
     listed = {d["task_id"] for d in client.get("/dead-letters", params={"limit": 100}).json()["dead_letters"]}
     assert not set(dead[1:]) & listed
+
+
+def test_a_bulk_body_not_sent_as_json_says_so(client: httpx.Client) -> None:
+    for headers in ({}, {"Content-Type": "text/plain"}):
+        refused = client.post("/tasks/cancel", content=b'{"task_ids": ["x"]}', headers=headers)
+        assert refused.status_code == 422
+        assert "Content-Type: application/json" in refused.json()["error"]["message"], refused.text
+    missing = client.post("/tasks/cancel", json={})
+    assert missing.status_code == 422 and "task_ids or filter" in missing.json()["error"]["message"]

@@ -68,8 +68,14 @@ def _one(err: Mapping[str, Any]) -> str:
     return f"{_field(loc)}: {err.get('msg', 'invalid')}"
 
 
-async def _validation(_: Request, exc: Exception) -> JSONResponse:
+async def _validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    kind = (request.headers.get("content-type") or "").partition(";")[0].strip().lower()
+    if (any(tuple(error.get("loc", ())) == ("body",) for error in exc.errors())
+            and not (kind == "application/json" or kind.endswith("+json"))):
+        # FastAPI reads only a JSON content type as JSON: say so rather than "not a dictionary"
+        return error_response(422, "invalid_request", "body: send it as JSON, with Content-Type: "
+                              f"application/json (it came as {kind or 'no content type'})")
     return error_response(422, "invalid_request", validation_message(exc.errors()))
 
 

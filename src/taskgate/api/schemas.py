@@ -140,8 +140,9 @@ class TaskInfo(BaseModel):
     schedule_id: str | None = Field(default=None, description="The schedule it is a run of, if any.")
     tick: datetime | None = Field(default=None, description="The tick of its schedule it stands for "
                                   "(null for a run started by hand: `POST /schedules/{id}/run`).")
-    seq: int = Field(default=0, description="How many changes it has had: of two views of a task, "
-                     "the one with the higher `seq` is the later (its events' ids count the same).")
+    seq: int = Field(default=0, description="How many changes it has had since it was submitted (0 "
+                     "until a worker takes it): of two views of a task, the one with the higher `seq` is "
+                     "the later (its events' ids count the same).")
     timeline: list[TimelineEntry] | None = Field(default=None, description="The states it entered, "
                                                  "oldest first (the first and the latest 49 of them).")
 

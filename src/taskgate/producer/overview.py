@@ -112,7 +112,7 @@ async def summary(backend: Backend, broker: Broker, catalogue: dict[str, TaskSpe
         for state, count in ended.items():
             last_hour[state] += count
         per_minute.append(Minute(datetime.fromtimestamp(m * 60, tz=UTC), **ended,
-                                 wait_avg=wait_sum / wait_n if wait_n else None))
+                                 wait_avg=round(wait_sum / wait_n, 3) if wait_n else None))
     return Summary(
         queued=None if any(depth is None for depth in depths) else sum(depth or 0 for depth in depths),
         delayed=int(delayed), running=sum(beat.active for beat in beats.values()), dead_letters=int(dead),

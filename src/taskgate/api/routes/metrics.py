@@ -35,7 +35,7 @@ class WorkerInfo(BaseModel):
     queues: list[str] = Field(description="The queues it consumes.")
     concurrency: int = Field(description="How many tasks it runs at once (0: not known).")
     active: int = Field(description="How many it was running at its last heartbeat.")
-    tasks: int = Field(description="How many tasks it has.")
+    tasks: int = Field(description="How many tasks it can run (task types it has, not tasks it ran).")
     last_heartbeat: datetime
 
 
@@ -47,7 +47,7 @@ class MinuteInfo(BaseModel):
     failed: int
     cancelled: int
     wait_avg: float | None = Field(description="Mean seconds from submission to start of the tasks "
-                                   "that ended in it and had started (null: none had).")
+                                   "that ended in it and had started, to the millisecond (null: none had).")
 
 
 class Summary(BaseModel):

@@ -31,7 +31,7 @@ function barChart(title, minutes, parts, describe) {
   const last = minutes[minutes.length - 1];
   return h("figure", { class: "chart" },
     svg("svg", { viewBox: `0 0 ${width} ${height}`, width, height, role: "img",
-                 "aria-label": `${title}, per minute${last ? `; now: ${describe(last)}` : ""}` }, ...bars,
+                 "aria-label": `${title}${last ? `; now: ${describe(last)}` : ""}` }, ...bars,
         svg("rect", { x: 0, y: height - 1, width, height: 1, class: "axis" })),
     h("figcaption", {}, `${title} (highest ${Number(highest.toFixed(3))})`));
 }

@@ -61,7 +61,7 @@ export async function schedules() {
             message.replaceChildren("Queued ", link(`tasks/${encodeURIComponent(run.task_id)}`, run.task_id));
           })));
     }));
-    if (!page.schedules.length) body.append(h("tr", {}, h("td", { colspan: 9, class: "muted" }, "No schedules.")));
+    if (!page.schedules.length) body.append(h("tr", {}, h("td", { colspan: 9, class: "muted" }, "No schedules. Make one with POST /schedules, `taskgate schedules add`, or in code: @taskgate.task(schedule=taskgate.every(minutes=5)).")));
   }
   setMain("Schedules", message, h("div", { class: "table-wrap" }, h("table", { "aria-label": "Schedules" },
     h("thead", {}, h("tr", {}, ["Name", "Task", "Timing", "State", "Next run"].map((name) => h("th", {}, name)),
@@ -86,7 +86,7 @@ export async function queues() {
       body)),
     h("h2", {}, "Workers"),
     h("div", { class: "table-wrap" }, h("table", { "aria-label": "Workers" },
-      h("thead", {}, h("tr", {}, ["Worker", "Queues", "Concurrency", "Running", "Tasks", "Last heartbeat"]
+      h("thead", {}, h("tr", {}, ["Worker", "Queues", "Concurrency", "Running", "Task types", "Last heartbeat"]
         .map((name) => h("th", {}, name)))), workerBody)));
   const problem = h("p", { class: "error", role: "status" });
   main.insertBefore(problem, charts);
