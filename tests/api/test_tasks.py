@@ -159,6 +159,7 @@ def test_transient_errors_are_retried_with_backoff(client: httpx.Client, tmp_pat
         "queued", "started", "retrying", "started", "retrying", "started", "succeeded"]
     assert [entry["attempt"] for entry in timeline] == [0, 1, 1, 2, 2, 3, 3]
     assert timeline[1]["worker"] == task["worker"] and timeline[0]["at"] == task["created_at"]
+    assert (timeline[-2]["at"], timeline[-1]["at"]) == (task["started_at"], task["finished_at"])
     times = [entry["at"] for entry in timeline]
     assert times == sorted(times)
 

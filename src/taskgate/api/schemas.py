@@ -106,8 +106,8 @@ class TimelineEntry(BaseModel):
     """A state the task entered, and when."""
 
     state: TaskState
-    at: datetime = Field(description="When (the first entry is `created_at`; the others are on "
-                         "Redis's clock).")
+    at: datetime = Field(description="When: `created_at`, `started_at` or `finished_at` for those "
+                         "states; for the others (retrying, queued again) Redis's clock.")
     attempt: int = Field(default=0, description="How many times a worker had started it by then.")
     worker: str | None = Field(default=None, description="The worker that started it (on `started`).")
 

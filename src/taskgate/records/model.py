@@ -12,7 +12,8 @@ letter; ``cancel`` "1" once cancelling was asked; ``schedule_id`` the schedule w
 ``tick`` (ms) the tick of that schedule it stands for (absent for a run started by hand);
 ``replay_of`` the task it replays; ``timeline`` JSON, the states it entered in order (at most
 50: the first and the latest), each ``{"state", "at" (ms), "attempt", "worker" (when started)}``,
-the first at ``created_at``, the others on Redis's clock. ``args`` is written at submission (and
+each at the record's own time for it (``created_at``, ``started_at``, ``finished_at``), the
+others (retrying, queued again) on Redis's clock. ``args`` is written at submission (and
 at dead-lettering).
 Internal fields the scripts keep: ``message`` and ``queue`` (a parked message and its list),
 ``unregistered_since`` (ms).

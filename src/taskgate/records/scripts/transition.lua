@@ -32,11 +32,15 @@ local function clock_ms()
 end
 
 -- Add the state the task has just entered to its timeline (a JSON list of {state, at, attempt,
--- worker}), in `fields` and in the record; one that does not parse starts again.
+-- worker}), in `fields` and in the record; one that does not parse starts again. `at`: the
+-- record's own time for it (started_at, finished_at), so the two agree; else Redis's clock.
 local function add_to_timeline(fields, state)
   local ok, timeline = pcall(cjson.decode, fields['timeline'] or '[]')
   if not ok or type(timeline) ~= 'table' then timeline = {} end
-  local entry = {state = state, at = clock_ms(), attempt = tonumber(fields['attempts'] or '0')}
+  local own = (state == 'started' and fields['started_at']) or (ENDED[state] and fields['finished_at']) or nil
+  local at = own and seconds(own)
+  at = at and math.floor(at * 1000 + 0.5) or clock_ms()
+  local entry = {state = state, at = at, attempt = tonumber(fields['attempts'] or '0')}
   if state == 'started' then entry['worker'] = fields['worker'] end
   timeline[#timeline + 1] = entry
   while #timeline > TIMELINE_MAX do table.remove(timeline, 2) end
