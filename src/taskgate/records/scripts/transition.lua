@@ -25,7 +25,8 @@ local function observe(metric, name, value)
   redis.call('HINCRBYFLOAT', stats, metric .. '_sum:' .. name, value)
 end
 
--- Redis's clock, in whole milliseconds (one clock for every timeline, whichever host wrote).
+-- Redis's clock, in whole milliseconds: the minute a task ended in, and the time of a timeline
+-- entry with none of its own in the record.
 local function clock_ms()
   local now = redis.call('TIME')
   return tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
