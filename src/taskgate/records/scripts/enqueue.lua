@@ -37,8 +37,9 @@ if idem ~= '' then
   redis.call('SET', idem, cjson.encode({task_id, digest}), 'EX', idem_ttl)
 end
 -- no TTL: the record lives until the task ends (however long it waits), then expires
-local fields = {'name', name, 'state', 'queued', 'created_at', ms(now), 'attempts', 0, 'timeline',
-                cjson.encode({{state = 'queued', at = tonumber(ms(now)), attempt = 0}})}
+local created = ms(now)
+local fields = {'name', name, 'state', 'queued', 'created_at', created, 'attempts', 0, 'timeline',
+                '[{"state":"queued","at":' .. created .. ',"attempt":0}]'}  -- its first entry, as JSON
 for _, pair in ipairs({{'owner', owner}, {'args', args}, {'replay_of', replay_of}}) do
   if pair[2] ~= '' then
     fields[#fields + 1] = pair[1]
@@ -47,7 +48,7 @@ for _, pair in ipairs({{'owner', owner}, {'args', args}, {'replay_of', replay_of
 end
 redis.call('HSET', record, unpack(fields))
 -- the new task, for live lists (GET /events); a task's waiters subscribe after this
-local born = {name = name, state = 'queued', created_at = ms(now), attempts = '0', seq = '0'}
+local born = {name = name, state = 'queued', created_at = created, attempts = '0', seq = '0'}
 if owner ~= '' then born['owner'] = owner end
 redis.call('PUBLISH', events, cjson.encode(born))
 for _, key in ipairs({index, owner_index, inflight}) do

@@ -61,7 +61,8 @@ local function count_minute(state, wait)
     redis.call('HINCRBY', stats, prefix .. 'wait_n', 1)
   end
   local oldest = minute - MINUTES_KEPT
-  local trimmed = tonumber(redis.call('HGET', stats, 'minute:trimmed') or '') or oldest
+  local stored = tonumber(redis.call('HGET', stats, 'minute:trimmed') or '')
+  local trimmed = stored or oldest
   if trimmed < oldest then
     for old = trimmed + 1, math.min(oldest, trimmed + MINUTES_KEPT + 1) do
       local gone = {}
@@ -70,7 +71,7 @@ local function count_minute(state, wait)
     end
     trimmed = oldest
   end
-  redis.call('HSET', stats, 'minute:trimmed', trimmed)
+  if trimmed ~= stored then redis.call('HSET', stats, 'minute:trimmed', trimmed) end  -- once a minute
 end
 
 -- Publish the record (as JSON) with a bumped sequence number, adding a new state to its
