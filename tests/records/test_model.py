@@ -29,6 +29,7 @@ def test_a_full_record_decodes_to_types() -> None:
 @pytest.mark.parametrize(("field", "stored"), [
     ("finished_at", b"253402347599000"), ("started_at", b"soon"), ("created_at", b"inf"),
     ("progress", b"{not json"), ("attempts", b"many"), ("state", b"exploded"),
+    ("cancel_requested_at", b"when asked"),
 ])
 def test_an_unreadable_field_reads_as_absent(field: str, stored: bytes) -> None:
     record = decode("t", {b"name": b"add", field.encode(): stored})

@@ -9,6 +9,7 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from importlib import resources
 
 import orjson
@@ -16,7 +17,7 @@ import pytest
 from redis import Redis
 
 from taskgate.constants import ANONYMOUS, HEARTBEAT_TTL, LATENCY_BUCKETS, MINUTES_KEPT, STATS_TTL
-from taskgate.records import keys, scripts
+from taskgate.records import decode, decode_event, keys, scripts
 from taskgate.records.scripts import Scripts
 from taskgate.states import TaskState
 
@@ -345,6 +346,7 @@ def test_dead_then_requeue(redis: Redis, run: Scripts) -> None:
     task_id, queue = new_id(), f"q-requeue-{uuid.uuid4()}"
     submit(run, task_id)
     started(run, task_id)
+    run(scripts.cancel(task_id, OWNER, now=time.time(), ttl=30))  # asked, but it failed for good first
     run(scripts.dead(task_id, OWNER, ttl=30, now=time.time(), error=b'{"type": "X"}', arguments=b'{"x": 1}',
                      reason="max_retries"))
     stored = record(redis, task_id)
@@ -354,6 +356,7 @@ def test_dead_then_requeue(redis: Redis, run: Scripts) -> None:
     stored = record(redis, task_id)
     assert (stored["state"], stored["attempts"], "dead_reason" in stored, "worker" in stored) == (
         "queued", "0", False, False)
+    assert "cancel_requested_at" not in stored and "cancel" not in stored, "a fresh run, not cancelled"
     assert redis.ttl(keys.record(task_id)) == -1
     assert redis.lrange(queue, 0, -1) == [b"again"]
     assert redis.zscore(keys.inflight(OWNER), task_id) is not None
@@ -389,3 +392,35 @@ def test_cancel_by_state(redis: Redis, run: Scripts) -> None:
     assert started(run, running) == "cancelled", "a flagged task never starts again"
     assert run(scripts.cancel(new_id(), OWNER, now=time.time(), ttl=30)) == "missing"
     redis.delete(f"q-{running}")
+
+
+def test_cancel_keeps_when_it_was_first_asked_whatever_the_task_then_ends_in(redis: Redis, run: Scripts) -> None:
+    """A running task that never checks the flag runs to its end: its record still says that,
+    and when, cancel was asked (the first ask; a second keeps it), in the hash, in what the end
+    published, and in the typed record."""
+    running = new_id()
+    submit(run, running)
+    started(run, running)
+    assert run(scripts.cancel(running, OWNER, now=1795560962.25, ttl=30)) == "cancelling"
+    assert record(redis, running)["cancel_requested_at"] == "1795560962250"
+    assert run(scripts.cancel(running, OWNER, now=1795560999.0, ttl=30)) == "cancelling"
+    assert record(redis, running)["cancel_requested_at"] == "1795560962250", "a second ask keeps the first"
+    pubsub = redis.pubsub()
+    pubsub.subscribe(keys.events(running))
+    assert pubsub.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
+    # the worker's end of a task that never looked at the flag
+    assert run(scripts.update(running, OWNER, 30, {"state": "succeeded", "result": b"3"})) is TaskState.SUCCEEDED
+    published = decode_event(running, pubsub.get_message(timeout=5)["data"])  # type: ignore[index]
+    pubsub.close()
+    asked = datetime.fromtimestamp(1795560962.25, tz=UTC)
+    stored = decode(running, redis.hgetall(keys.record(running)))
+    for view in (published, stored):
+        assert (view.state, view.result, view.cancel_requested_at) == (TaskState.SUCCEEDED, 3, asked)
+        assert not view.unreadable
+    # a queued task is cancelled at once: asked and ended at the same time
+    waiting = new_id()
+    submit(run, waiting)
+    assert run(scripts.cancel(waiting, OWNER, now=1795560962.5, ttl=30)) == "cancelled"
+    fields = record(redis, waiting)
+    assert fields["cancel_requested_at"] == fields["finished_at"] == "1795560962500"
+    redis.delete(f"q-{running}", f"q-{waiting}")

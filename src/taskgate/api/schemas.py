@@ -134,6 +134,12 @@ class TaskInfo(BaseModel):
     finished_at: datetime | None = None
     next_attempt_at: datetime | None = Field(default=None, description="When it runs again, while "
                                              "`retrying`.")
+    cancel_requested_at: datetime | None = Field(
+        default=None, description="When cancel was first asked (`POST /tasks/{task_id}/cancel`), kept "
+        "whatever state it then ends in. A task that checks (`raise_if_cancelled`, `cancel_requested`; "
+        "an `async def` task at its next `await`) ends `cancelled`; a sync task that never checks runs "
+        "to its end and ends in its own state (`succeeded`, `failed`) with this set; `?terminate=true` "
+        "stops it (`cancelled`).")
     arguments: dict[str, Any] | None = Field(default=None, description="What it was called with.")
     replay_of: str | None = Field(default=None, description="The task it replays "
                                   "(`POST /tasks/{task_id}/replay`), if any.")

@@ -29,8 +29,10 @@ class Control:
         self.catalogue, self.submitter = catalogue, submitter
 
     async def cancel(self, task_id: str, terminate: bool = False, caller: Caller = SYSTEM) -> TaskRecord:
-        """Cancel a queued task at once, or flag a running one; ``Conflict`` if it finished.
-        ``terminate``: also stop the process running it (Celery's revoke with SIGTERM)."""
+        """Cancel a queued task at once, or flag a running one (the record keeps when:
+        ``cancel_requested_at``; a sync task that never checks the flag runs to its end);
+        ``Conflict`` if it finished. ``terminate``: also stop the process running it (Celery's
+        revoke with SIGTERM; the task ends ``cancelled``)."""
         record = await self.reader.get(task_id, caller)
         async with self.backend.deadline():
             outcome = await self.backend.scripts(scripts.cancel(

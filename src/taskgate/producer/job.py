@@ -91,8 +91,10 @@ class Job(Generic[T]):
 
     async def cancel(self, terminate: bool = False) -> TaskRecord:
         """Cancel it: a queued or retrying task never starts; a running one is asked to stop
-        (an ``async def`` task's coroutine is cancelled; a sync one sees ``cancel_requested()``),
-        or with ``terminate`` its process is killed. ``Conflict`` once it has ended."""
+        (an ``async def`` task's coroutine is cancelled; a sync one sees ``cancel_requested()``
+        and ends ``cancelled`` if it checks, else runs to its end and ends in its own state),
+        or with ``terminate`` its process is killed (``cancelled``). The record's
+        ``cancel_requested_at`` says when cancel was first asked. ``Conflict`` once it has ended."""
         return await self._gate.call(
             lambda producer: producer.control.cancel(self.id, terminate=terminate, caller=self._caller))
 

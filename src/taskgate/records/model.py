@@ -8,7 +8,9 @@ A record is a hash at :func:`.keys.record`; its fields, as stored:
 before version 0.1 hold float seconds, still read); ``attempts`` starts counted, ``deliveries``
 deliveries of the current attempt, ``seq`` changes published; ``worker`` the node that started
 it last; ``progress``, ``result``, ``error``, ``args`` JSON; ``dead_reason`` why it is a dead
-letter; ``cancel`` "1" once cancelling was asked; ``schedule_id`` the schedule whose run it is,
+letter; ``cancel`` "1" once cancelling was asked; ``cancel_requested_at`` (ms) when it was
+first asked, kept whatever state the task then ends in (a running sync task that never checks
+runs to its end: ``succeeded`` with this set); ``schedule_id`` the schedule whose run it is,
 ``tick`` (ms) the tick of that schedule it stands for (absent for a run started by hand);
 ``replay_of`` the task it replays; ``timeline`` JSON, the states it entered in order (at most
 50: the first and the latest), each ``{"state", "at" (ms), "attempt", "worker" (when started)}``,
@@ -75,6 +77,7 @@ class TaskRecord:
     args: JSON = None
     dead_reason: str | None = None
     cancel: bool = False
+    cancel_requested_at: datetime | None = None
     schedule_id: str | None = None
     tick: datetime | None = None
     replay_of: str | None = None
@@ -91,7 +94,8 @@ class TaskRecord:
         return other is None or self.seq >= other.seq
 
 
-_TIMES = frozenset({"created_at", "started_at", "finished_at", "next_attempt_at", "tick"})
+_TIMES = frozenset({"created_at", "started_at", "finished_at", "next_attempt_at", "tick",
+                    "cancel_requested_at"})
 _COUNTS = frozenset({"attempts", "deliveries", "seq"})
 _JSON = frozenset({"progress", "result", "error", "args"})
 _TEXT = frozenset({"name", "owner", "worker", "dead_reason", "schedule_id", "replay_of"})

@@ -202,8 +202,12 @@ def build_router(catalogue: dict[str, TaskSpec], route_class: type[TaskgateRoute
         terminate: Annotated[bool, Query(description="Also kill a running task's process "
                                          "instead of waiting for it to notice.")] = False,
     ) -> AnyTask:
-        """A queued or retrying task is cancelled at once and never starts; a running one is
-        asked to stop (built-in tasks check often) and ends `cancelled`; 409 once finished."""
+        """A queued or retrying task is cancelled at once and never starts. A running one is
+        asked to stop, and its `cancel_requested_at` says when: a task that checks
+        (`raise_if_cancelled`, `cancel_requested`; an `async def` task at its next `await`;
+        built-in tasks check often) ends `cancelled`; a sync task that never checks runs to its
+        end and ends in its own state, `cancel_requested_at` still set, unless `terminate` kills
+        it (`cancelled`). 409 once finished."""
         return info(await producer.control.cancel(task_id, terminate=terminate, caller=caller))
 
     @router.post("/{task_id}/replay", status_code=202, summary="Run a task again, as a new task",

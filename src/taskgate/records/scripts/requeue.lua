@@ -7,7 +7,7 @@ local message, now = ARGV[2], ARGV[3]
 
 if redis.call('ZREM', dead, task_id) == 0 then return 'missing' end
 redis.call('HDEL', record, 'error', 'finished_at', 'started_at', 'next_attempt_at', 'dead_reason',
-           'unregistered_since', 'result', 'progress', 'cancel', 'worker')
+           'unregistered_since', 'result', 'progress', 'cancel', 'cancel_requested_at', 'worker')
 redis.call('HSET', record, 'state', 'queued', 'attempts', 0, 'deliveries', 0)
 redis.call('PERSIST', record)
 redis.call('ZADD', inflight, now, task_id)
