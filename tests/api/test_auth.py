@@ -239,3 +239,19 @@ def test_flower_with_password_requires_it(redis_url: str, tmp_path: Path) -> Non
         assert httpx.get(f"{url}/api/workers", auth=("ops", "s3cret")).status_code == 200
     finally:
         stop(proc)
+
+
+def test_get_add_is_refused_to_another_sites_page_with_auth_off(client: httpx.Client) -> None:
+    """With auth off nothing tells an ``<img src=".../add?x=1&y=2">`` on another site from the
+    user's own request but where the browser says it comes from: another site, or another port
+    or subdomain of this one (``same-site``), is refused; typed, bookmarked, the same origin and
+    scripts (no such header) are not."""
+    for site in ("cross-site", "same-site"):
+        refused = client.get("/add", params={"x": 1, "y": 2}, headers={"Sec-Fetch-Site": site})
+        assert refused.status_code == 403, (site, refused.text)
+        assert refused.json()["error"]["type"] == "forbidden"
+    foreign = client.get("/add", params={"x": 1, "y": 2}, headers={"Origin": "http://evil.example"})
+    assert foreign.status_code == 403, foreign.text
+    for headers in ({"Sec-Fetch-Site": "none"}, {"Sec-Fetch-Site": "same-origin"}, {}):
+        task_id = client.get("/add", params={"x": 20, "y": 22}, headers=headers).json()["task_id"]
+        assert wait(client, task_id)["result"] == 42

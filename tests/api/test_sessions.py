@@ -45,13 +45,13 @@ def test_logging_in_again_ends_the_old_session_and_other_sites_cannot_log_in(
     with httpx.Client(base_url=secured, timeout=10) as http:
         http.post("/ui/session", json={"key": key})
         old = http.cookies["taskgate_session"]
-        http.post("/ui/session", json={"key": key})
+        csrf = http.post("/ui/session", json={"key": key}).json()["csrf"]
         assert http.cookies["taskgate_session"] != old
         assert httpx.get(secured + "/tasks", cookies={"taskgate_session": old}, timeout=10).status_code == 401
         other_site = http.post("/ui/session", json={"key": key}, headers={"Origin": "http://evil.example"})
         assert other_site.status_code == 403
         assert http.delete("/ui/session", headers={"Origin": "http://evil.example"}).status_code == 403
-        assert http.delete("/ui/session").status_code == 204
+        assert http.delete("/ui/session", headers={"X-CSRF-Token": csrf}).status_code == 204
         assert http.get("/ui/session").json()["owner"] is None
 
 
@@ -70,3 +70,40 @@ def test_the_page_comes_with_its_session_and_is_never_cached(secured: str, redis
         http.post("/ui/session", json={"key": key})
         assert given() == http.get("/ui/session").json()
         assert given()["owner"] == "erin-ui" and given()["csrf"]
+
+
+def test_get_add_needs_the_session_csrf_token_and_no_other_page_may_ask_for_it(
+        secured: str, redis_url: str, worker: subprocess.Popen[bytes]) -> None:
+    """``GET /add`` queues a task: with a session's cookie it needs the CSRF token like a POST,
+    and a page on another port of the same host (Sec-Fetch-Site ``same-site``: the cookie rides
+    along) is another origin, refused whatever it carries."""
+    key = new_key(redis_url, "gina-ui")
+    with httpx.Client(base_url=secured, timeout=10) as http:
+        csrf = http.post("/ui/session", json={"key": key}).json()["csrf"]
+        bare = http.get("/add", params={"x": 1, "y": 2}, headers={"Sec-Fetch-Site": "same-origin"})
+        assert bare.status_code == 403 and "X-CSRF-Token" in bare.json()["error"]["message"], bare.text
+        other_port = http.get("/add", params={"x": 1, "y": 2},
+                              headers={"Sec-Fetch-Site": "same-site", "X-CSRF-Token": csrf})
+        assert other_port.status_code == 403, other_port.text
+        assert "another site's page" in other_port.json()["error"]["message"]
+        cross = http.get("/add", params={"x": 1, "y": 2}, headers={"Sec-Fetch-Site": "cross-site"})
+        assert cross.status_code == 403, cross.text
+        assert http.get("/tasks", params={"limit": 10}).json()["tasks"] == [], "nothing was queued"
+        done = http.get("/add", params={"x": 1, "y": 2},
+                        headers={"Sec-Fetch-Site": "same-origin", "X-CSRF-Token": csrf})
+        assert done.status_code == 200, done.text
+        assert http.get(f"/tasks/{done.json()['task_id']}").json()["owner"] == "gina-ui"
+        assert http.get("/ui/session").json()["owner"] == "gina-ui", "reading needs no token"
+
+
+def test_logging_out_needs_the_csrf_token(secured: str, redis_url: str) -> None:
+    key = new_key(redis_url, "hal-ui")
+    with httpx.Client(base_url=secured, timeout=10) as http:
+        csrf = http.post("/ui/session", json={"key": key}).json()["csrf"]
+        refused = http.delete("/ui/session")
+        assert refused.status_code == 403 and "X-CSRF-Token" in refused.json()["error"]["message"]
+        assert http.delete("/ui/session", headers={"X-CSRF-Token": "wrong"}).status_code == 403
+        assert http.get("/ui/session").json()["owner"] == "hal-ui", "the session is still open"
+        assert http.delete("/ui/session", headers={"X-CSRF-Token": csrf}).status_code == 204
+        assert http.get("/ui/session").json()["owner"] is None
+        assert http.delete("/ui/session").status_code == 204, "no session left: nothing to guard"

@@ -29,6 +29,7 @@ from ..exceptions import (
     Unauthorized,
     UnknownTask,
 )
+from . import sessions
 from .deps import gate_of
 
 if TYPE_CHECKING:
@@ -190,22 +191,28 @@ class TaskgateRoute(APIRoute):
     :data:`HANDLERS` says, so the router keeps its envelope (and its 503 + Retry-After) in any
     app that includes it, whatever handlers that app has; caps request bodies at
     TASKGATE_MAX_BODY_BYTES (:func:`capped`), unless :attr:`caps_body` says the route caps its
-    own (uploads); and refuses a change asked by another site's page (:func:`refuse_cross_site`)."""
+    own (uploads); and refuses a change asked by another site's page (:func:`refuse_cross_site`):
+    a request of any method but GET, HEAD and OPTIONS, or of a route that :attr:`changes_state`
+    on a GET (``GET /add``), which also needs the dashboard session's CSRF token."""
 
     #: The Taskgate whose router this route is on.
     gate: Taskgate | None = None
     caps_body = False
+    #: A GET route that changes something (``GET /add`` queues a task): guarded like a POST.
+    changes_state = False
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handle = super().get_route_handler()
         gate = self.gate
         cap = not self.caps_body and bool(self.methods and self.methods - {"GET", "HEAD", "DELETE"})
-        changes = bool(self.methods and self.methods - {"GET", "HEAD", "OPTIONS"})
+        changes = self.changes_state or bool(self.methods and self.methods - sessions.SAFE)
 
         async def handle_errors(request: Request) -> Response:
             try:
                 if gate is not None:
                     request.scope["taskgate"] = gate
+                if changes:
+                    request.scope[sessions.CHANGES] = True  # a session's CSRF token is due
                 # a key is sent by scripts, never by a page unasked (when auth reads it)
                 if changes and not (gate_of(request).auth and "authorization" in request.headers):
                     refuse_cross_site(request)
@@ -225,10 +232,12 @@ class TaskgateRoute(APIRoute):
 def refuse_cross_site(request: Request) -> None:
     """``Forbidden`` when a browser sent this request from another site's page. A browser says
     where a request comes from: ``Sec-Fetch-Site`` (``same-origin`` and ``none``, typed or
-    bookmarked, pass), else ``Origin``, which must name the request's host (``Host``, or the
-    first ``X-Forwarded-Host`` a proxy set; case and default ports aside). It sends them even on
-    requests a page may send unasked (a form, a no-cors fetch with a body not labelled as
-    JSON), and with auth off nothing else would tell such a request from the user's own.
+    bookmarked, pass; ``same-site``, a page on another port or subdomain, is another origin and
+    is refused), else ``Origin``, which must name the request's host (``Host``, or the first
+    ``X-Forwarded-Host`` a proxy set; case and default ports aside). It sends them even on
+    requests a page may send unasked (a form, an ``<img>``, a no-cors fetch with a body not
+    labelled as JSON), and with auth off nothing else would tell such a request from the
+    user's own. A GET from another page names no Origin: its Sec-Fetch-Site refuses it.
     Scripts send neither."""
     site = request.headers.get("sec-fetch-site")
     if site in ("same-origin", "none"):

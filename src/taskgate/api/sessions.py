@@ -14,6 +14,7 @@ from typing import cast
 from fastapi import Request, Response
 
 from ..auth import Caller
+from ..exceptions import Forbidden
 from ..producer.backend import Backend
 from ..records import keys
 
@@ -21,8 +22,16 @@ from ..records import keys
 COOKIE = "taskgate_session"
 #: How long a session lasts, in seconds (it is not renewed by use).
 TTL = 8 * 3600
-#: Methods that change nothing: they need no CSRF token.
+#: Methods that change nothing: they need no CSRF token (unless the route changes something
+#: anyway, as ``GET /add`` does: see :data:`CHANGES`).
 SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
+#: Set in a request's scope by a route that changes something (``api.errors.TaskgateRoute``).
+CHANGES = "taskgate.changes"
+
+
+def changes(request: Request) -> bool:
+    """Whether ``request`` changes something: its method is not safe, or its route says so."""
+    return request.method not in SAFE or bool(request.scope.get(CHANGES))
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +45,9 @@ class Session:
     key_id: str
 
     def allows(self, request: Request) -> bool:
-        """True for a safe method, or one carrying this session's CSRF token."""
-        if request.method in SAFE:
+        """True for a request that changes nothing (:func:`changes`), or one carrying this
+        session's CSRF token."""
+        if not changes(request):
             return True
         return hmac.compare_digest(request.headers.get("x-csrf-token", ""), self.csrf)
 
@@ -75,9 +85,15 @@ async def current(backend: Backend, request: Request) -> Session | None:
     return Session(token, stored[b"csrf"].decode(), caller, key_id)
 
 
-async def end(backend: Backend, request: Request) -> None:
-    """Delete the request's session on the server."""
+async def end(backend: Backend, request: Request, *, asked: bool = False) -> None:
+    """Delete the request's session on the server. ``asked``: the page asked to log out, a
+    change like any other, so a live session's CSRF token is due (``Forbidden`` without it:
+    another page cannot log the user out)."""
     token = request.cookies.get(COOKIE)
+    if asked:
+        found = await current(backend, request)
+        if found is not None and not found.allows(request):
+            raise Forbidden("logging out of the dashboard must carry its session's X-CSRF-Token")
     if token and len(token) <= 100:
         async with backend.deadline():
             await backend.redis.delete(_key(token))

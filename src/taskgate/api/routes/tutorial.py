@@ -74,8 +74,15 @@ async def get_result(task_id: TaskId, producer: ProducerDep, caller: CallerDep) 
 def build_router(route_class: type[TaskgateRoute]) -> APIRouter:
     """These routes, on a router of ``route_class`` routes (see ``api.router``)."""
     router = APIRouter(tags=["tutorial"], responses=errors(401, 422, 429, 503), route_class=route_class)
-    router.get("/add", summary="Queue the tutorial's add(x, y)", response_model=TaskCreated,
-               openapi_extra={"parameters": openapi_parameters(AddQuery)})(submit_add)
+    # A GET that queues a task: guarded like a POST (no other site's page, a session's CSRF token)
+    changing = type("ChangingRoute", (route_class,), {"changes_state": True})
+    router.add_api_route("/add", submit_add, methods=["GET"], summary="Queue the tutorial's add(x, y)",
+                         response_model=TaskCreated, route_class_override=changing,
+                         description="Queue `add(x, y)` on a worker and return its task id at once. It "
+                         "changes something, so, like a POST, it is refused (403) when another site's "
+                         "page asks for it, and a dashboard session's request must carry its "
+                         "`X-CSRF-Token`.", responses=errors(403),
+                         openapi_extra={"parameters": openapi_parameters(AddQuery)})
     router.get("/result/{task_id}", summary="How a task went", response_model_exclude_unset=True,
                responses=errors(404))(get_result)
     return router

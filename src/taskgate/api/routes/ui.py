@@ -120,8 +120,8 @@ async def log_in(body: Login, request: Request, response: Response) -> SessionIn
 
 
 async def log_out(request: Request, response: Response) -> None:
-    """End the session on the server and forget the cookie."""
-    await sessions.end(gate_of(request).producer.backend, request)
+    """End the session on the server and forget the cookie (with the session's X-CSRF-Token)."""
+    await sessions.end(gate_of(request).producer.backend, request, asked=True)
     sessions.clear_cookie(request, response)
 
 
