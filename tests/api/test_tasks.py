@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ..helpers import sse_events, start_api, start_worker, stop, submit, wait, wait_for
+from ..helpers import lines, sse_events, start_api, start_worker, stop, submit, wait, wait_for
 
 
 def test_typed_submit_and_result(client: httpx.Client) -> None:
@@ -230,9 +230,13 @@ def test_cancel_running_task_cooperatively(client: httpx.Client, tmp_path: Path)
     wait_for(flag.exists, 20, "the task to start")
     response = client.post(f"/tasks/{task_id}/cancel")
     assert response.status_code == 200
-    assert response.json()["state"] == "started"  # asked; the task notices within a moment
+    asked = response.json()
+    assert asked["state"] == "started"  # asked; the task notices within a moment
+    assert asked["cancel_requested_at"] is not None
     task = wait(client, task_id, 10)
     assert task["state"] == "cancelled" and task["finished_at"] is not None
+    assert task["cancel_requested_at"] == asked["cancel_requested_at"]
+    assert at(task["started_at"]) <= at(task["cancel_requested_at"]) <= at(task["finished_at"])
     conflict = client.post(f"/tasks/{task_id}/cancel")
     assert conflict.status_code == 409
     assert conflict.json()["error"]["type"] == "conflict"
@@ -246,6 +250,37 @@ def test_cancel_with_terminate_kills_a_task_that_does_not_check(client: httpx.Cl
     assert client.post(f"/tasks/{task_id}/cancel", params={"terminate": "true"}).status_code == 200
     task = wait(client, task_id, 15)
     assert task["state"] == "cancelled"
+    assert at(task["started_at"]) <= at(task["cancel_requested_at"]) <= at(task["finished_at"])
+
+
+def test_cancel_lets_a_sync_task_that_never_checks_run_to_its_end_and_says_it_was_asked(
+        client: httpx.Client, tmp_path: Path) -> None:
+    """Cancel does not interrupt a sync task: one that never checks runs once, to its end, and
+    ends in its own state; its record keeps when cancel was asked (README's promise)."""
+    log = tmp_path / "runs.log"
+    task_id = submit(client, "counted", {"log": str(log), "token": "stubborn", "seconds": 4})
+    wait_for(lambda: bool(lines(log)), 20, "the task to start")
+    response = client.post(f"/tasks/{task_id}/cancel")
+    assert response.status_code == 200, response.text
+    asked = response.json()
+    assert asked["state"] == "started" and asked["cancel_requested_at"] is not None
+    task = wait(client, task_id, 20)
+    assert (task["state"], task["result"]) == ("succeeded", "stubborn"), task
+    assert task["cancel_requested_at"] == asked["cancel_requested_at"]
+    assert at(task["started_at"]) <= at(task["cancel_requested_at"]) <= at(task["finished_at"])
+    assert [line.split()[:2] for line in lines(log)] == [["start", "stubborn"], ["end", "stubborn"]], (
+        "ran exactly once, to its end")
+    assert client.post(f"/tasks/{task_id}/cancel").status_code == 409
+
+
+def test_a_task_never_asked_to_cancel_says_so(client: httpx.Client) -> None:
+    task_id = submit(client, "add", {"x": 1, "y": 2})
+    assert wait(client, task_id)["cancel_requested_at"] is None
+
+
+def at(iso: str) -> dt.datetime:
+    """A time from a TaskInfo field."""
+    return dt.datetime.fromisoformat(iso)
 
 
 def test_cancel_of_finished_task_is_409_and_delete_forgets(client: httpx.Client) -> None:
