@@ -36,6 +36,23 @@ def test_layout_1_keys_move_with_their_ttl(redis: Redis) -> None:
     assert upgrade(redis) == 0, "once per Redis"
 
 
+def test_layout_2_idempotency_keys_move_when_owner_and_key_can_be_told_apart(redis: Redis) -> None:
+    """Layout 2 joined owner and key with ``:``: a key with one ``:`` moves to layout 3's
+    hashed form (keeping its TTL); one where ``alice`` + ``x:k`` cannot be told from
+    ``alice:x`` + ``k`` is left to expire; records stay where they are."""
+    redis.set(keys.LAYOUT, "2")
+    redis.set("taskgate:idem:{ann:key-2}", b'["t-1", "d"]', ex=600)
+    redis.set("taskgate:idem:{alice:x:k}", b'["t-2", "d"]', ex=600)
+    redis.hset(keys.record("kept"), "state", "queued")
+    assert upgrade(redis) == 1
+    assert redis.get(keys.idempotency("ann", "key-2")) == b'["t-1", "d"]'
+    assert 590 < redis.ttl(keys.idempotency("ann", "key-2")) <= 600
+    assert redis.get("taskgate:idem:{alice:x:k}") == b'["t-2", "d"]', "ambiguous: left to expire"
+    assert not redis.exists(keys.idempotency("alice", "x:k"), keys.idempotency("alice:x", "k"))
+    assert redis.hget(keys.record("kept"), "state") == b"queued"
+    assert redis.get(keys.LAYOUT) == str(LAYOUT).encode()
+
+
 def test_upgrade_at_checks_the_layout_then_scans_once(own_redis_url: str, redis: Redis) -> None:
     from taskgate.records.upgrade import upgrade_at
 

@@ -4,9 +4,17 @@ The keys of one task (its record, its events channel, its alive mark) share the 
 ``{<task id>}``; the global structures (history index, delayed set, dead letters, stats) are
 single keys that scripts receive in ``KEYS``, never build themselves. That is what Redis
 Cluster asks of scripts, but not all of it: README, "Redis Cluster", says what is missing.
+
+A key naming an owner (``owner_index``, ``inflight``, ``rate``, ``owner_schedules``) is its
+family's prefix, which no other key begins with, then the owner, whole: two owners never
+share one, whatever characters they hold. A key naming an owner *and* a client's string (an
+Idempotency-Key) cannot just join them (``alice`` + ``x:k`` would meet ``alice:x`` + ``k``):
+:func:`idempotency` hashes the pair, length-prefixed, into its hash tag.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 #: The namespace of every key below.
 NAMESPACE = "taskgate:"
@@ -47,7 +55,8 @@ INFLIGHT_PREFIX = "taskgate:inflight:"
 #: its first submission in it (the key's TTL).
 RATE_PREFIX = "taskgate:rate:"
 
-#: ``taskgate:idem:{<owner>:<key>}`` -> JSON ``[task id, body digest]`` for an Idempotency-Key.
+#: ``taskgate:idem:{<sha256 of the owner and the key>}`` -> JSON ``[task id, body digest]`` for
+#: an Idempotency-Key (see :func:`idempotency`). Until layout 3 it was ``{<owner>:<key>}``.
 IDEMPOTENCY_PREFIX = "taskgate:idem:"
 
 #: ``taskgate:stats`` -> hash of cluster-wide counters written when a task ends:
@@ -143,8 +152,11 @@ def rate(owner: str) -> str:
 
 
 def idempotency(owner: str, key: str) -> str:
-    """Which task an owner's Idempotency-Key created."""
-    return f"{IDEMPOTENCY_PREFIX}{{{owner}:{key}}}"
+    """Which task an owner's Idempotency-Key created: the SHA-256 of ``<length of owner>:<owner>
+    <key>``, so no two (owner, key) pairs meet, whatever separators they hold, and the hash tag
+    is always a clean one (an owner or key holding ``{`` or ``}`` cannot change its slot)."""
+    pair = f"{len(owner)}:{owner}{key}".encode()
+    return f"{IDEMPOTENCY_PREFIX}{{{hashlib.sha256(pair).hexdigest()}}}"
 
 
 def worker(hostname: str) -> str:

@@ -2,11 +2,17 @@
 
 Layout 1 (taskgate before the record's keys took a hash tag) kept a task's record at
 ``taskgate:task:<id>`` and an Idempotency-Key at ``taskgate:idem:<owner>:<key>``. Layout 2
-(:mod:`.keys`) writes ``taskgate:task:{<id>}`` and ``taskgate:idem:{<owner>:<key>}``. The API
-and the worker call :func:`upgrade` as they start: it renames every layout-1 key (with its
-TTL) and then notes the layout in ``taskgate:layout``, so later starts skip the scan. Ids in
-the indexes, the delayed set, the dead letters and the in-flight sets are the same in both.
-Processes of an older version must be stopped first: they would go on writing layout 1.
+wrote ``taskgate:task:{<id>}`` and ``taskgate:idem:{<owner>:<key>}``, where two owners could
+meet (``alice`` + ``x:k``, ``alice:x`` + ``k``). Layout 3 (:mod:`.keys`) keeps the records of
+layout 2 and hashes the owner and key of an Idempotency-Key (:func:`.keys.idempotency`).
+
+The API and the worker call :func:`upgrade` as they start: it renames every layout-1 record,
+and every Idempotency-Key of layout 1 or 2 whose owner and key can be told apart (one ``:``
+between them, as with every API key's owner), each with its TTL; an ambiguous one is left to
+expire (within a day: a retry with it until then makes a new task). It then notes the layout
+in ``taskgate:layout``, so later starts skip the scan. Ids in the indexes, the delayed set,
+the dead letters and the in-flight sets are the same in all. Processes of an older version
+must be stopped first: they would go on writing the older forms.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from . import keys
 log = logging.getLogger("taskgate.records")
 
 #: The layout :mod:`.keys` writes.
-LAYOUT = 2
+LAYOUT = 3
 
 
 def _renames(client: Redis, prefix: str, new: str) -> int:
@@ -31,7 +37,7 @@ def _renames(client: Redis, prefix: str, new: str) -> int:
         old = raw.decode(errors="replace")
         rest = old.removeprefix(prefix)
         if rest.startswith("{") and rest.endswith("}"):
-            continue  # already layout 2
+            continue  # already braced (layout 2 or 3)
         try:
             moved += bool(client.renamenx(old, new.format(rest)))
         except ResponseError:
@@ -56,12 +62,34 @@ def upgrade_at(url: str, timeout: float) -> int:
         client.close()
 
 
+def _idempotency_keys(client: Redis) -> int:
+    """Rename Idempotency-Keys of layouts 1 and 2 (``<owner>:<key>``, braced or not) whose
+    owner and key one ``:`` tells apart; the others expire where they are."""
+    moved = 0
+    for raw in client.scan_iter(match=f"{keys.IDEMPOTENCY_PREFIX}*", count=1000):
+        old = raw.decode(errors="replace")
+        rest = old.removeprefix(keys.IDEMPOTENCY_PREFIX)
+        if rest.startswith("{") and rest.endswith("}"):
+            rest = rest[1:-1]
+        if rest.count(":") != 1:
+            continue  # layout 3 (a hash: no ':'), or an owner and key that cannot be told apart
+        owner, key = rest.split(":")
+        try:
+            moved += bool(client.renamenx(old, keys.idempotency(owner, key)))
+        except ResponseError:
+            continue  # renamed meanwhile by another process upgrading
+    return moved
+
+
 def upgrade(client: Redis) -> int:
-    """Rename layout-1 keys to layout 2, once per Redis; returns how many were renamed."""
-    if client.get(keys.LAYOUT) == str(LAYOUT).encode():
+    """Rename keys of layouts 1 and 2 to layout 3, once per Redis; returns how many were renamed."""
+    found = client.get(keys.LAYOUT)
+    if found == str(LAYOUT).encode():
         return 0
-    moved = _renames(client, keys.RECORD_PREFIX, keys.RECORD_PREFIX + "{{{}}}")
-    moved += _renames(client, keys.IDEMPOTENCY_PREFIX, keys.IDEMPOTENCY_PREFIX + "{{{}}}")
+    moved = 0
+    if found != b"2":  # layout 2's records are layout 3's
+        moved += _renames(client, keys.RECORD_PREFIX, keys.RECORD_PREFIX + "{{{}}}")
+    moved += _idempotency_keys(client)
     client.set(keys.LAYOUT, str(LAYOUT))
     if moved:
         log.warning("taskgate: moved %d record(s) and Idempotency-Key(s) to key layout %d", moved, LAYOUT)
