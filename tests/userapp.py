@@ -35,7 +35,7 @@ def build(redis_url: str | None = None, own: Celery | None = None,
     overrides = {"redis_url": redis_url, **settings} if redis_url else settings
     # The user's own auth names the owner of each request to the router (no API keys).
     tg = taskgate.Taskgate(celery_app=own or celery_app, owner=lambda request: request.state.user,
-                           **overrides)
+                           builtins=["add"], **overrides)  # the built-in add served too, alone
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

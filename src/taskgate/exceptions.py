@@ -15,6 +15,8 @@
     ├── Forbidden               a valid key without the admin right on an admin endpoint
     ├── QuotaExceeded           the owner's submit rate or in-flight limit is reached
     ├── TaskFailed              ``await job.result()``: the task failed (carries its error)
+    ├── ResultTimeout           ``await job.result(timeout=...)``: not ended in time (also a
+    │                           ``TimeoutError``)
     └── TaskCancelled           ``await job.result()``: the task was cancelled; also raised
                                 inside a running task that was asked to stop
 
@@ -118,6 +120,16 @@ class TaskCancelled(TaskGateError):
     def __init__(self, message: str = "cancelled on request", task_id: str | None = None) -> None:
         super().__init__(message)
         self.task_id = task_id
+
+
+class ResultTimeout(TaskGateError, TimeoutError):
+    """Raised by ``await job.result(timeout=...)`` when the task has not ended within
+    ``timeout`` seconds; it goes on: ask again later by ``task_id``. A ``TimeoutError`` too."""
+
+    def __init__(self, task_id: str, state: str, timeout: float) -> None:
+        super().__init__(f"task {task_id} is still {state} after {timeout:g} s")
+        self.task_id = task_id
+        self.state = state
 
 
 def error_envelope(exc: BaseException, *, retryable: bool) -> dict[str, object]:

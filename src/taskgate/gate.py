@@ -19,24 +19,20 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
-import orjson
 from fastapi import APIRouter, FastAPI, Request
 
 from .auth import Caller
-from .config import Settings, get_settings
+from .config import Settings
 from .declare import Submittable
-from .exceptions import ConfigurationError, InvalidArguments, TaskGateError, UnknownTask
-from .producer import SYSTEM, Options, Producer, bridge
+from .exceptions import ConfigurationError, InvalidArguments, UnknownTask
+from .producer import SYSTEM, Options, Producer, bridge, startup
 from .producer.job import Job, SyncJob
 from .producer.schedules import Schedules
-from .records import keys
-from .records.upgrade import upgrade_at
-from .records.workers import catalogue_entries
-from .registry import TaskSpec, declared, load
+from .registry import TaskSpec, declared, exposed, is_builtin, load, subscribe
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -59,10 +55,18 @@ _default: tuple[int, Taskgate] | None = None
 class Taskgate:
     """taskgate inside your application.
 
-    ``Taskgate()`` reads the TASKGATE_* environment (README's settings); keyword arguments
-    override single settings (``Taskgate(redis_url="redis://...", result_ttl=3600)``), or pass a
-    whole ``settings=Settings(...)``. ``celery_app``: your own Celery app, whose broker and
+    ``Taskgate()`` reads the TASKGATE_* environment (README's settings) when it opens, not when
+    it is made: making one does no I/O and raises nothing for a missing setting (opening does,
+    naming it), so a module holding one imports without settings. Keyword arguments override
+    single settings (``Taskgate(redis_url="redis://...", result_ttl=3600)``), or pass a whole
+    ``settings=Settings(...)``. ``celery_app``: your own Celery app, whose broker and
     configuration taskgate then uses (see README, "Bring your own Celery app").
+
+    ``builtins``: which of taskgate's built-in tasks (add, send_email, count_primes,
+    process_file...) :attr:`router` and :attr:`schedules` serve besides your own: none by
+    default, ``True`` for all, or their names (``builtins=["add"]``). ``POST /files`` is served
+    with ``process_file`` only. Your own tasks are all served, whichever module declares them and
+    whenever it is imported. ``tg.submit(task)`` in Python takes any declared task.
 
     ``owner``: a function of the request naming the caller's owner, by your own auth (it
     replaces API keys; see :attr:`owner`).
@@ -75,32 +79,64 @@ class Taskgate:
 
     def __init__(self, settings: Settings | None = None, *, celery_app: Celery | None = None,
                  auth: bool | None = None, owner: OwnerOf | None = None, log_submits: bool = False,
-                 **overrides: Any) -> None:
+                 builtins: bool | Iterable[str] = False, **overrides: Any) -> None:
         if settings is not None and overrides:
             raise TypeError("pass settings=... or single settings as keywords, not both")
-        self.settings = settings or (Settings(**overrides) if overrides else _environment())
-        if celery_app is not None:
-            from .worker.celery_app import adopt
-
-            self.settings = adopt(celery_app, self.settings)
-        self.settings.require_redis_url()  # fail at once, with the fix, rather than on first use
+        self._given, self._overrides = settings, overrides
+        #: The settings it opened with (resolved again at each open; see :attr:`settings`).
+        self._settings: Settings | None = None
         self.celery_app = celery_app
         #: Who calls :attr:`router`, by your own auth: ``owner(request)`` (sync or async) names the
         #: owner, whose tasks alone the caller then sees and whose quotas apply; None or "" is a 401.
         #: Given, it replaces API keys.
         self.owner = owner
-        #: Whether :attr:`router` asks for API keys.
-        self.auth = owner is None and (auth if auth is not None else self.settings.auth != "off")
+        self._auth = auth
+        #: The built-in tasks served besides the user's (see the class's docstring): True for all.
+        self.builtins: bool | frozenset[str] = (builtins if isinstance(builtins, bool)
+                                                 else frozenset([builtins] if isinstance(builtins, str)
+                                                                else builtins))
         #: Log an ``accepted`` line (with the task id) per task submitted over :attr:`router`.
         self.log_submits = log_submits
         self._producer: Producer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._router: APIRouter | None = None
-        self._catalogue: dict[str, TaskSpec] | None = None
+        self._loaded: tuple[str, ...] | None = None
         self._lag: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._unsubscribe: Callable[[], None] | None = None
         self._opened_pid = 0
         #: While the process-wide Taskgate opens on its thread (see :meth:`current`).
         self._opening: concurrent.futures.Future[None] | None = None
+        #: The thread whose loop runs a Taskgate opened by ``with tg:`` (see :meth:`__enter__`).
+        self._thread: threading.Thread | None = None
+
+    # -- settings and what is served ------------------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        """The settings: those it opened with while open; before, the TASKGATE_* environment as
+        it is now (read again at open, so settings a test sets after import apply)."""
+        return self._settings if self._settings is not None else self._resolve()
+
+    def _resolve(self) -> Settings:
+        settings = self._given or (Settings(**self._overrides) if self._overrides else _environment())
+        if self.celery_app is not None:
+            from .worker.celery_app import adopt
+
+            settings = adopt(self.celery_app, settings)
+        return settings
+
+    @property
+    def auth(self) -> bool:
+        """Whether :attr:`router` asks for API keys (see the class's docstring)."""
+        return self.owner is None and (self._auth if self._auth is not None else self.settings.auth != "off")
+
+    def serves(self, spec: TaskSpec) -> bool:
+        """Whether :attr:`router` and :attr:`schedules` serve ``spec``: every task of yours, and
+        the built-in ones :attr:`builtins` names."""
+        if not is_builtin(spec):
+            return True
+        return self.builtins if isinstance(self.builtins, bool) else spec.name in self.builtins
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -124,35 +160,72 @@ class Taskgate:
 
     @property
     def catalogue(self) -> dict[str, TaskSpec]:
-        """The declared tasks (the built-in ones, TASKGATE_TASK_MODULES, and any imported)."""
-        if self._catalogue is None:
-            self._catalogue = load(self.settings.task_modules)
-        return self._catalogue
+        """The tasks served (see :meth:`serves`) as declared now: the built-in ones,
+        TASKGATE_TASK_MODULES (imported on first use), and those of any module imported since."""
+        self._load(self.settings)
+        return {name: spec for name, spec in exposed().items() if self.serves(spec)}
+
+    def _load(self, settings: Settings) -> None:
+        if self._loaded != tuple(settings.task_modules):
+            load(settings.task_modules)
+            self._loaded = tuple(settings.task_modules)
 
     async def open(self) -> None:
-        """Open the clients on the running event loop (no connection is made until first
-        use); check the records' key layout and tell workers which module declares each task.
-        Redis being down does not stop it opening: calls raise ``Unavailable`` meanwhile."""
+        """Open the clients on the running event loop, with the TASKGATE_* environment as it is
+        now (``ConfigurationError`` naming a missing setting). It makes no connection and waits
+        for none: checking the records' key layout and telling workers which module declares
+        each task run in the background, so a stalled Redis delays no startup. Redis being down
+        does not stop it opening: calls raise ``Unavailable`` within the deadline meanwhile."""
         from .producer.metrics import watch_loop_lag
 
         if self._producer is not None:
             raise RuntimeError("this Taskgate is open already")
-        self.catalogue  # noqa: B018 - import the task modules before the producer snapshots them
-        await upgrade_records(self.settings)
-        self._producer = Producer.from_settings(self.settings, self.celery_app)
+        settings = self._resolve()
+        settings.require_redis_url()
+        self._load(settings)  # import the task modules before the producer reads the catalogue
+        self._settings = settings
+        self._producer = Producer.from_settings(settings, self.celery_app, self.serves)
         self._loop, self._opened_pid = asyncio.get_running_loop(), os.getpid()
         _open.append(self)
-        await publish_catalogue(self._producer)
+        self._unsubscribe = subscribe(self._declared)
+        self._in_background(startup.set_up(self._producer))
         self._lag = asyncio.create_task(watch_loop_lag())
+
+    def _in_background(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _declared(self, spec: TaskSpec) -> None:
+        """A task declared after this Taskgate opened (its module imported late): serve it, and
+        tell the workers where it is declared (see :func:`.registry.subscribe`)."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        if bridge.running_loop() is loop:
+            self._serve(spec)
+        else:
+            loop.call_soon_threadsafe(self._serve, spec)
+
+    def _serve(self, spec: TaskSpec) -> None:
+        producer = self._producer
+        if producer is not None and producer.declare(spec):
+            self._in_background(startup.publish_catalogue(producer))
 
     async def close(self) -> None:
         """Close every client (idempotent)."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         if self._lag is not None:
             self._lag.cancel()
             self._lag = None
+        for task in list(self._background):
+            task.cancel()
         with contextlib.suppress(ValueError):
             _open.remove(self)
         producer, self._producer, self._loop = self._producer, None, None
+        self._settings = None
         if producer is not None:
             await producer.close()
 
@@ -162,6 +235,28 @@ class Taskgate:
 
     async def __aexit__(self, *_: object) -> None:
         await self.close()
+
+    def __enter__(self) -> Taskgate:
+        """``with tg:`` in blocking code: open it on an event loop of its own, on a daemon thread
+        (as the process-wide one is), until the block ends. Its calls, ``task.submit_sync()`` and
+        the jobs' blocking methods, then go through it."""
+        if self._producer is not None or self._thread is not None:
+            raise RuntimeError("this Taskgate is open already")
+        loop = _loop_thread(self)
+        try:
+            asyncio.run_coroutine_threadsafe(self.open(), loop).result()
+        except BaseException:
+            _stop_loop(loop, self._thread)
+            self._thread = None
+            raise
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        loop, thread = self._loop, self._thread
+        self._thread = None
+        if loop is not None:
+            asyncio.run_coroutine_threadsafe(self.close(), loop).result()
+            _stop_loop(loop, thread)
 
     @asynccontextmanager
     async def lifespan(self, app: FastAPI | None = None) -> AsyncIterator[None]:
@@ -200,14 +295,18 @@ class Taskgate:
             self._router = build_router(self)
         return self._router
 
-    def install_error_handlers(self, app: FastAPI) -> None:
-        """Answer taskgate's errors raised in ``app``'s own routes as the router does:
-        ``Unavailable`` -> 503 with Retry-After, ``TaskNotFound`` -> 404, ``InvalidArguments``
-        -> 422, ``QuotaExceeded`` -> 429..., each in the ``{"error": {...}}`` envelope (and
-        request validation errors too)."""
+    def install_error_handlers(self, app: FastAPI, *, validation: bool = False) -> None:
+        """Answer taskgate's errors raised in ``app``'s own routes as the router does, each in
+        the ``{"error": {...}}`` envelope: ``Unavailable`` -> 503 with Retry-After,
+        ``TaskNotFound`` -> 404, ``InvalidArguments`` -> 422, ``QuotaExceeded`` -> 429...; and
+        what ``await job.result()`` raises: ``TaskFailed`` -> 502 ``task_failed`` with the task's
+        own error in ``task_error``, ``TaskCancelled`` -> 409 ``task_cancelled``, its
+        ``TimeoutError`` -> 504 ``task_timeout`` with the ``task_id`` to ask for later.
+        FastAPI's own 422 body for a request that fails validation is left as it is, unless
+        ``validation=True``."""
         from .api import errors
 
-        errors.install(app)
+        errors.install(app, validation=validation)
 
     # -- submitting -----------------------------------------------------------------------------
 
@@ -250,14 +349,19 @@ class Taskgate:
         options = Options(countdown=chosen.countdown, eta=chosen.eta, priority=chosen.priority)
         return spec, arguments, options, caller, chosen.idempotency_key
 
-    async def job(self, task_id: str, task: Submittable[Any, R] | None = None,
-                  owner: str | None = None) -> Job[R]:
+    @overload
+    async def job(self, task_id: str, task: None = None, owner: str | None = None) -> Job[Any]: ...
+    @overload
+    async def job(self, task_id: str, task: Submittable[Any, R], owner: str | None = None) -> Job[R]: ...
+    async def job(self, task_id: str, task: Submittable[Any, Any] | None = None,
+                  owner: str | None = None) -> Job[Any]:
         """A handle on an existing task (``TaskNotFound`` when there is none, or when ``owner``
-        is given and the task is another owner's). ``task``: the declared task, for a typed
-        result; by default the one the record names."""
+        is given and the task is another owner's). ``task``: the declared task, for a result
+        typed under mypy (``Job[int]``); without it a ``Job[Any]``, whose result is still the
+        declared type at run time (a model again), read from the task the record names."""
         caller = SYSTEM if owner is None else Caller(owner=owner)
         record = await self.call(lambda producer: producer.reader.get(task_id, caller))
-        spec = task.spec if task is not None else self.catalogue.get(record.name or "")
+        spec = task.spec if task is not None else declared(record.name or "")
         return Job(self, task_id, spec, caller)
 
     # -- running on this Taskgate's loop, from anywhere (see ``producer.bridge``) ---------------
@@ -294,41 +398,33 @@ class Taskgate:
         return bridge.iterate_sync(events(producer), loop, "`async for event in job.events()` instead")
 
 
-async def publish_catalogue(producer: Producer) -> None:
-    """Tell workers which module declares each task (they name it when they lack one).
-    Best effort: an API starting while Redis is down still starts, and serves 503s meanwhile."""
-    entries = catalogue_entries(producer.catalogue.values(), producer.settings.default_queue)
-    modules: dict[Any, Any] = {name: orjson.dumps(entry) for name, entry in entries.items()}
-    try:
-        async with producer.backend.deadline():
-            await producer.backend.redis.hset(keys.CATALOGUE, mapping=modules)
-    except TaskGateError as exc:
-        log.warning("could not publish the task catalogue (%s); workers lacking a task will not "
-                    "name its module", exc)
-
-
-async def upgrade_records(settings: Settings) -> None:
-    """Move records an earlier version wrote to this key layout (once per Redis; see
-    ``records.upgrade``). Best effort, like :func:`publish_catalogue`."""
-    from redis.exceptions import RedisError
-
-    try:
-        await asyncio.to_thread(upgrade_at, settings.require_redis_url(), settings.backend_timeout)
-    except RedisError as exc:
-        log.warning("could not check the records' key layout (%s)", exc)
-
-
-
 def _environment() -> Settings:
-    """TASKGATE_* settings; without a Redis URL, those of the ``taskgate up`` running on this
-    data dir (its embedded Valkey), as the CLI commands find it."""
-    settings = get_settings()
+    """TASKGATE_* settings as the environment says now (not ``get_settings()``'s cached ones);
+    without a Redis URL, those of the ``taskgate up`` running on this data dir (its embedded
+    Valkey), as the CLI commands find it."""
+    settings = Settings()
     if settings.redis_url is None and settings.result_backend is None:
         from .service import instance
 
         if instance.join(settings) is not None:
-            settings = get_settings()
+            settings = Settings()
     return settings
+
+
+def _loop_thread(gate: Taskgate) -> asyncio.AbstractEventLoop:
+    """A new event loop running on a daemon thread of its own, for ``gate`` (its ``_thread``)."""
+    loop = asyncio.new_event_loop()
+    gate._thread = threading.Thread(target=loop.run_forever, name="taskgate-client", daemon=True)
+    gate._thread.start()
+    return loop
+
+
+def _stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread | None) -> None:
+    loop.call_soon_threadsafe(loop.stop)
+    if thread is not None:
+        thread.join(10)
+    if not loop.is_running():
+        loop.close()
 
 
 def _default_gate() -> Taskgate:
@@ -340,9 +436,8 @@ def _default_gate() -> Taskgate:
             return _default[1]
         from .worker.running import worker_settings
 
-        gate = Taskgate(worker_settings() or _environment())
-        loop = asyncio.new_event_loop()
-        threading.Thread(target=loop.run_forever, name="taskgate-client", daemon=True).start()
+        gate = Taskgate(worker_settings())
+        loop = _loop_thread(gate)
         # Opened there, waited for by the first call (awaited from a coroutine: no loop blocks).
         gate._opening = asyncio.run_coroutine_threadsafe(gate.open(), loop)
         gate._loop = loop

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import math
 import os
 import random
 import re
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
@@ -176,13 +178,51 @@ def register(spec: TaskSpec) -> bool:
     (a module imported twice), not another one."""
     known = _REGISTRY.get(spec.name)
     if known is not None and _origin(known) != _origin(spec):
-        if spec.func.__module__.startswith(BUILTIN_PACKAGE + "."):
+        if is_builtin(spec):
             return False
         raise ValueError(f"task name {spec.name!r} is already taken by {_origin(known)}"
                          + ("; import your task modules before taskgate.tasks (the built-in tasks)"
-                            if known.func.__module__.startswith(BUILTIN_PACKAGE + ".") else ""))
+                            if is_builtin(known) else ""))
     _REGISTRY[spec.name] = spec
+    if known is None:
+        _announce(spec)
     return True
+
+
+#: Called with each task declared from now on (see :func:`subscribe`).
+_LISTENERS: list[Callable[[TaskSpec], None]] = []
+_LISTENERS_LOCK = threading.Lock()
+log = logging.getLogger("taskgate")
+
+
+def subscribe(listener: Callable[[TaskSpec], None]) -> Callable[[], None]:
+    """Call ``listener(spec)`` for each task declared from now on (in the thread that imports
+    its module), so an open Taskgate serves a task whose module was imported after it opened;
+    returns the function that stops the calls."""
+    with _LISTENERS_LOCK:
+        _LISTENERS.append(listener)
+
+    def unsubscribe() -> None:
+        with _LISTENERS_LOCK:
+            if listener in _LISTENERS:
+                _LISTENERS.remove(listener)
+
+    return unsubscribe
+
+
+def _announce(spec: TaskSpec) -> None:
+    with _LISTENERS_LOCK:
+        listeners = list(_LISTENERS)
+    for listener in listeners:
+        try:
+            listener(spec)
+        except Exception:  # a listener's fault must not fail the import that declared the task
+            log.exception("taskgate: could not serve the task %r declared late", spec.name)
+
+
+def is_builtin(spec: TaskSpec) -> bool:
+    """True for one of taskgate's built-in tasks (``taskgate.tasks``)."""
+    return spec.func.__module__.startswith(BUILTIN_PACKAGE + ".")
 
 
 def _origin(spec: TaskSpec) -> str:

@@ -148,7 +148,7 @@ def test_the_router_caps_bodies_in_the_users_app(redis_url: str) -> None:
 def test_the_router_finds_its_taskgate_however_it_was_opened(redis_url: str, worker: object) -> None:
     """Opened with ``async with tg:`` in the user's own lifespan (no ``tg.lifespan``, so nothing in
     ``app.state``): the router's routes still reach their Taskgate."""
-    tg = taskgate.Taskgate(redis_url=redis_url, auth=False, data_dir=helpers.DATA_DIR)
+    tg = taskgate.Taskgate(redis_url=redis_url, auth=False, data_dir=helpers.DATA_DIR, builtins=["add"])
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

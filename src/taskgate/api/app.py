@@ -34,7 +34,8 @@ def create_app(settings: Settings | None = None, host: str = "127.0.0.1",
     the interactive docs served offline. Auth follows TASKGATE_AUTH (auto: on unless ``host`` is loopback).
     ``log_submits``: log an ``accepted`` line (with the task id) per submitted task."""
     settings = settings or get_settings()
-    gate = Taskgate(settings, auth=auth_enabled(settings, host), log_submits=log_submits)
+    # The service serves every task, the built-in ones included (GET /add, POST /files...).
+    gate = Taskgate(settings, auth=auth_enabled(settings, host), log_submits=log_submits, builtins=True)
     app = FastAPI(
         title="taskgate",
         version=__version__,
@@ -43,7 +44,7 @@ def create_app(settings: Settings | None = None, host: str = "127.0.0.1",
         lifespan=gate.lifespan,
         docs_url=None, redoc_url=None,  # served by docs.install, with no CDN
     )
-    gate.install_error_handlers(app)
+    gate.install_error_handlers(app, validation=True)
     docs.install(app)
     app.include_router(gate.router)
     app.get("/", include_in_schema=False)(ui.to_dashboard)

@@ -25,6 +25,9 @@ from ..exceptions import (
     InvalidArguments,
     PayloadTooLarge,
     QuotaExceeded,
+    ResultTimeout,
+    TaskCancelled,
+    TaskFailed,
     TaskNotFound,
     Unauthorized,
     UnknownTask,
@@ -178,10 +181,41 @@ HANDLERS: dict[type[Exception], Handler] = {
 }
 
 
-def install(app: FastAPI) -> None:
-    """Register every error mapping on ``app`` (``Taskgate.install_error_handlers``)."""
-    for kind, handler in HANDLERS.items():
-        app.add_exception_handler(kind, handler)
+async def _task_failed(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, TaskFailed)
+    return JSONResponse({"error": {"type": "task_failed", "message": str(exc),
+                                   "retryable": exc.error.get("retryable") is True,
+                                   "task_id": exc.task_id, "task_error": exc.error}}, status_code=502)
+
+
+async def _task_cancelled(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, TaskCancelled)
+    return error_response(409, "task_cancelled", str(exc), task_id=exc.task_id)
+
+
+async def _result_timeout(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ResultTimeout)
+    return error_response(504, "task_timeout", f"{exc}; it goes on: ask for it again by its task_id "
+                          "(a new request would run the work again)", task_id=exc.task_id)
+
+
+#: What ``await job.result()`` raises in an app's own routes (never in taskgate's router):
+#: the task failed (502, its own error in ``task_error``), was cancelled (409), or has not ended
+#: in time (504, with the id to ask again).
+RESULT_HANDLERS: dict[type[Exception], Handler] = {
+    TaskFailed: _task_failed,
+    TaskCancelled: _task_cancelled,
+    ResultTimeout: _result_timeout,
+}
+
+
+def install(app: FastAPI, *, validation: bool = False) -> None:
+    """Register every error mapping on ``app`` (``Taskgate.install_error_handlers``), those of
+    :data:`RESULT_HANDLERS` too; FastAPI's own 422 for a request that fails validation only when
+    ``validation`` (taskgate's router answers its own in the envelope either way)."""
+    for kind, handler in (HANDLERS | RESULT_HANDLERS).items():
+        if kind is not RequestValidationError or validation:
+            app.add_exception_handler(kind, handler)
 
 
 class TaskgateRoute(APIRoute):

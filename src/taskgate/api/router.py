@@ -15,14 +15,19 @@ if TYPE_CHECKING:
 
 
 def build_router(gate: Taskgate) -> APIRouter:
-    """Every endpoint, with a typed ``POST /tasks/{name}`` per task of ``gate``'s catalogue; each
-    route hands its requests to ``gate`` (see :class:`.TaskgateRoute`), however the app opened it."""
+    """Every endpoint, with a typed ``POST /tasks/{name}`` per task ``gate`` serves now (one
+    declared later is served too, by ``POST /tasks/{name}``'s catch-all, and listed); ``GET /add``
+    when it serves a task named add, ``POST /files`` when it serves process_file. Each route hands
+    its requests to ``gate`` (see :class:`.TaskgateRoute`), however the app opened it."""
     route_class = type("Route", (TaskgateRoute,), {"gate": gate})
     router = APIRouter(route_class=route_class)
-    router.include_router(tutorial.build_router(route_class))
+    catalogue = gate.catalogue
+    if "add" in catalogue:
+        router.include_router(tutorial.build_router(route_class))
     router.include_router(bulk.build_router(route_class))  # before POST /tasks/{name}
-    router.include_router(tasks.build_router(gate.catalogue, route_class))
-    router.include_router(files.build_router(route_class))
+    router.include_router(tasks.build_router(catalogue, route_class))
+    if "process_file" in catalogue:
+        router.include_router(files.build_router(route_class))
     router.include_router(dead_letters.build_router(route_class))
     router.include_router(schedules.build_router(route_class))
     router.include_router(live.build_router(route_class))

@@ -33,10 +33,13 @@ class Producer:
     (:attr:`control`) over the records' Redis and the broker."""
 
     def __init__(self, settings: Settings, app: Celery, backend: Backend, broker: brokers.Broker,
-                 subscriptions: Subscriptions) -> None:
+                 subscriptions: Subscriptions, serves: Callable[[TaskSpec], bool] = lambda _: True) -> None:
         self.settings, self.app, self.backend, self.broker = settings, app, backend, broker
-        #: The declared tasks this producer may submit, by name.
-        self.catalogue: dict[str, TaskSpec] = exposed()
+        #: Whether a declared task is one this producer serves by name (over HTTP, schedules).
+        self.serves = serves
+        #: The declared tasks this producer serves by name: those declared now, and those
+        #: :meth:`declare` adds as their modules are imported later.
+        self.catalogue: dict[str, TaskSpec] = {name: spec for name, spec in exposed().items() if serves(spec)}
         self.subscriptions = subscriptions
         self.submitter = Submitter(backend, broker, app, self.catalogue)
         self.reader = Reader(backend, subscriptions)
@@ -49,9 +52,11 @@ class Producer:
                          settings.max_streams, per_owner)
 
     @classmethod
-    def from_settings(cls, settings: Settings, app: Celery | None = None) -> Producer:
+    def from_settings(cls, settings: Settings, app: Celery | None = None,
+                      serves: Callable[[TaskSpec], bool] = lambda _: True) -> Producer:
         """Build the producer and its clients (no connection is opened until first use);
-        ``app``: a Celery app of the user's (see ``worker.celery_app.adopt``), else taskgate's."""
+        ``app``: a Celery app of the user's (see ``worker.celery_app.adopt``), else taskgate's;
+        ``serves``: which declared tasks it serves by name (all by default)."""
         app = app or create_celery_app(settings)
         app.loader.import_default_modules()
         redis = connections.fail_fast(settings.require_redis_url(), settings.backend_timeout)
@@ -61,7 +66,15 @@ class Producer:
         subscriptions = Subscriptions(
             connections.events(settings.require_redis_url(), timeout), timeout,
             Limits(settings.max_streams, settings.max_streams_per_owner or max(1, settings.max_streams // 4)))
-        return cls(settings, app, backend, brokers.select(settings, app, redis), subscriptions)
+        return cls(settings, app, backend, brokers.select(settings, app, redis), subscriptions, serves)
+
+    def declare(self, spec: TaskSpec) -> bool:
+        """Serve ``spec``, declared after this producer was built, if :attr:`serves` says so
+        (call it on the producer's event loop); True when the catalogue changed."""
+        if not self.serves(spec) or self.catalogue.get(spec.name) is spec:
+            return False
+        self.catalogue[spec.name] = spec
+        return True
 
     async def close(self) -> None:
         """Close every client this producer opened."""

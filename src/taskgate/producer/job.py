@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from ..auth import Caller
-from ..exceptions import TaskCancelled, TaskFailed
+from ..exceptions import ResultTimeout, TaskCancelled, TaskFailed
 from ..records import TaskRecord
 from ..registry import TaskSpec
 from ..states import TaskState
@@ -77,7 +77,7 @@ class Job(Generic[T]):
         ``timeout`` seconds (None: wait as long as it takes)."""
         record = await self._gate.call(lambda producer: self._wait(producer, timeout))
         if not record.ended:
-            raise TimeoutError(f"task {self.id} is still {record.state} after {timeout:g} s")
+            raise ResultTimeout(self.id, str(record.state), timeout or 0.0)
         value: T = outcome(record, self._spec)
         return value
 

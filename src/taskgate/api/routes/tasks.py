@@ -143,13 +143,13 @@ def build_router(catalogue: dict[str, TaskSpec], route_class: type[TaskgateRoute
                         next_cursor=repr(after) if after is not None else None)
 
     @router.get("/catalogue", summary="The tasks you can submit")
-    async def get_catalogue(_caller: CallerDep) -> list[CatalogueEntry]:
-        """Every declared task with the JSON schemas of its arguments and result (any valid key
-        when auth is on: the catalogue says what can be run here)."""
+    async def get_catalogue(producer: ProducerDep, _caller: CallerDep) -> list[CatalogueEntry]:
+        """Every task served here with the JSON schemas of its arguments and result (any valid
+        key when auth is on: the catalogue says what can be run here)."""
         return [CatalogueEntry(name=spec.name, summary=spec.summary, queue=spec.queue,
                                arguments=spec.args_model.model_json_schema(),
                                result=spec.result_adapter.json_schema())
-                for spec in catalogue.values()]
+                for spec in producer.catalogue.values()]  # live: tasks declared since included
 
     @router.post("/results", summary="Results of many tasks, optionally waiting for them",
                  responses={**errors(422), **wait_errors()})
@@ -179,10 +179,13 @@ def build_router(catalogue: dict[str, TaskSpec], route_class: type[TaskgateRoute
         )
 
     @router.post("/{name}", include_in_schema=False)
-    async def submit_unknown(name: str) -> None:
+    async def submit_unknown(name: str, request: Request, producer: ProducerDep) -> Any:
         if name in RESERVED_NAMES:  # an endpoint's path (GET /tasks/catalogue), not a task name
             raise HTTPException(405, "Method Not Allowed")
-        raise UnknownTask(name)
+        late = producer.catalogue.get(name)  # declared after this router was built
+        if late is None:
+            raise UnknownTask(name)
+        return await submit_endpoint(late)(request)
 
     @router.get("/{task_id}", summary="A task's state, result, error and progress",
                 responses={**errors(404, 422), **wait_errors()})
