@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from celery import shared_task
 
+from . import validation
 from .registry import RESERVED_NAMES, RetryPolicy, TaskSpec, build_spec, register, valid_name
 from .schedule import Timing
 from .worker.runtime import TaskgateTask
@@ -32,13 +33,15 @@ R = TypeVar("R")
 class SubmitOptions:
     """How one submission is sent (all optional)."""
 
-    #: Run no sooner than this many seconds from now.
+    #: Run no sooner than this many seconds from now: 0 to 2592000 (30 days).
     countdown: float | None = None
-    #: Run no sooner than this time (timezone-aware).
+    #: Run no sooner than this time (timezone-aware; up to 30 days ahead, a past one runs at
+    #: once). Give ``countdown`` or ``eta``, not both.
     eta: datetime | None = None
-    #: 0-9, higher runs first (on a Redis broker: 0-3, 4-6, 7-9 are three lists).
+    #: 0 (first) to 9 (last), as the API's ``priority``; default 0.
     priority: int | None = None
-    #: The same key and arguments within 24 h give back the same task (per owner).
+    #: The same key (1 to 200 characters) and arguments within 24 h give back the same task
+    #: (per owner).
     idempotency_key: str | None = None
     #: The owner the task is submitted for: its quotas apply, and only it (and admins) can see
     #: the task over HTTP. None: taskgate's anonymous owner.
@@ -72,11 +75,20 @@ class Submittable(Generic[P, R]):
     def with_options(self, *, countdown: float | None = None, eta: datetime | None = None,
                      priority: int | None = None, idempotency_key: str | None = None,
                      owner: str | None = None) -> Submittable[P, R]:
-        """The same task with these submission options (see :class:`SubmitOptions`)."""
+        """The same task with these submission options (see :class:`SubmitOptions`), checked
+        here by the rules the API's query parameters follow (``InvalidArguments`` naming the
+        option): ``countdown`` 0 to 2592000 seconds (30 days), ``eta`` a timezone-aware time up
+        to 30 days ahead, not both; ``priority`` 0 to 9; ``idempotency_key`` 1 to 200
+        characters."""
         pairs = (("countdown", countdown), ("eta", eta), ("priority", priority),
                  ("idempotency_key", idempotency_key), ("owner", owner))
         given: dict[str, Any] = {name: value for name, value in pairs if value is not None}
-        return _Configured(self.spec, replace(self.options, **given))
+        chosen = replace(self.options, **given)
+        timing = {name: value for name in ("countdown", "eta", "priority")
+                  if (value := getattr(chosen, name)) is not None}
+        validation.options(timing)
+        validation.idempotency_key(chosen.idempotency_key)
+        return _Configured(self.spec, chosen)
 
 
 class _Configured(Submittable[P, R]):

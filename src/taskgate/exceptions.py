@@ -8,7 +8,7 @@
     │                           (also named BackendUnavailable)
     ├── TaskNotFound            no record of this task id (never submitted, or expired)
     ├── UnknownTask             the task name is not on the allow-list
-    ├── InvalidArguments        arguments that validate but cannot travel as portable JSON
+    ├── InvalidArguments        arguments or submit options that do not validate (``errors``)
     ├── Conflict                the request contradicts the task's state or an idempotency key
     ├── PayloadTooLarge         an upload or argument is over its size limit
     ├── Unauthorized            no API key, or a bad or revoked one
@@ -24,6 +24,9 @@
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 
 class TaskGateError(Exception):
@@ -70,10 +73,32 @@ class UnknownTask(TaskGateError):
 BackendUnavailable = Unavailable
 
 
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One thing wrong with a request: where (``loc``: ``("argument", "x")``, ``("option",
+    "countdown")``; over HTTP ``("body", "x")``, ``("query", "eta")``), what (``msg``), and
+    pydantic's kind of error (``type``)."""
+
+    loc: tuple[str | int, ...]
+    msg: str
+    type: str = "value_error"
+
+    @property
+    def field(self) -> str:
+        """The field's dotted path without its place (``"x"``, ``"items.3.x"``); "" for the whole."""
+        return ".".join(str(part) for part in self.loc[1:])
+
+
 class InvalidArguments(TaskGateError):
-    """Raised when arguments do not validate against the task's signature (the message names
-    each field), or cannot be sent as portable JSON (an integer beyond 64 bits, a string that is
-    not valid Unicode). Nothing was sent."""
+    """Raised when a task's arguments or a submission's options do not validate (one validator,
+    ``taskgate.validation``, for Python and HTTP), or arguments cannot be sent as portable JSON
+    (an integer beyond 64 bits, a string that is not valid Unicode). Nothing was sent.
+    ``errors``: each :class:`FieldError` (empty when the message is all there is); over HTTP a
+    422 whose ``error.errors`` lists them."""
+
+    def __init__(self, message: str, errors: Sequence[FieldError] = ()) -> None:
+        super().__init__(message)
+        self.errors: list[FieldError] = list(errors)
 
 
 class Conflict(TaskGateError):

@@ -25,10 +25,11 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from fastapi import APIRouter, FastAPI, Request
 
+from . import validation
 from .auth import Caller
 from .config import Settings
 from .declare import Submittable
-from .exceptions import ConfigurationError, InvalidArguments, UnknownTask
+from .exceptions import ConfigurationError, UnknownTask
 from .producer import SYSTEM, Options, Producer, bridge, startup
 from .producer.job import Job, SyncJob
 from .producer.schedules import Schedules
@@ -325,25 +326,12 @@ class Taskgate:
 
     def _prepare(self, task: Submittable[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
                  ) -> tuple[TaskSpec, Any, Options, Caller, str | None]:
-        from pydantic import ValidationError
-
-        from .api.errors import validation_message
-
+        """The task's spec, its arguments checked by the one validator (``InvalidArguments``
+        naming each field, as the API's 422 does), and the options ``with_options`` checked."""
         spec = task.spec
         if declared(spec.name) is not spec:  # a built-in whose name a task of yours took
             raise UnknownTask(spec.name)
-        fields = list(spec.args_model.model_fields)
-        if len(args) > len(fields):
-            raise InvalidArguments(f"{spec.name} takes {len(fields)} arguments, {len(args)} were given")
-        given = dict(zip(fields, args, strict=False))
-        for name in kwargs:
-            if name in given:
-                raise InvalidArguments(f"{spec.name}: argument {name!r} given twice")
-        try:
-            arguments = spec.args_model.model_validate(given | kwargs)
-        except ValidationError as exc:
-            found = [{**error, "loc": ("argument", *error["loc"])} for error in exc.errors(include_url=False)]
-            raise InvalidArguments(f"{spec.name}: {validation_message(found)}") from None
+        arguments = validation.call(spec.args_model, args, kwargs)
         chosen = task.options
         caller = SYSTEM if chosen.owner is None else Caller(owner=chosen.owner)
         options = Options(countdown=chosen.countdown, eta=chosen.eta, priority=chosen.priority)

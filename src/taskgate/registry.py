@@ -21,8 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
 
+from . import validation
 from .exceptions import InvalidArguments
 from .schedule import Timing
 
@@ -148,11 +149,11 @@ def build_spec(func: Callable[..., Any], name: str, celery_name: str, retry: Ret
             raise TypeError(f"task {name!r}: argument {arg!r} allows NaN or infinities, which JSON "
                             "cannot carry from the API to the worker (they would arrive as null)")
     if schedule is not None:
-        try:  # a declared schedule's arguments are checked where they are written
-            args_model.model_validate(schedule.arguments)
-        except ValidationError as exc:
+        try:  # a declared schedule's arguments are checked where they are written, as any
+            validation.arguments(args_model, schedule.arguments)
+        except InvalidArguments as exc:
             raise InvalidArguments(f"task {name!r}: the arguments of its schedule do not fit its signature: "
-                                   f"{exc.errors(include_url=False)}") from None
+                                   f"{exc}", exc.errors) from None
     return TaskSpec(name=name, celery_name=celery_name, func=func, args_model=args_model,
                     result_type=hints["return"], retry=retry, queue=queue, summary=summary.strip(),
                     description=description.strip(), result_adapter=TypeAdapter(hints["return"]),

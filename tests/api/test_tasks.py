@@ -81,7 +81,7 @@ def test_only_declared_tasks_are_callable(client: httpx.Client, name: str) -> No
         ({"x": 1, "y": 2}, {"priority": 10}, "query parameter 'priority'"),
         ({"x": 1, "y": 2}, {"countdown": -1}, "query parameter 'countdown'"),
         ({"x": 1, "y": 2}, {"countdown": 1, "eta": "2030-01-01T00:00:00Z"}, "countdown or eta"),
-        ({"x": 1, "y": 2}, {"eta": "2030-01-01T00:00:00"}, "eta needs a timezone"),
+        ({"x": 1, "y": 2}, {"eta": "2030-01-01T00:00:00"}, "eta': needs a timezone"),
     ],
 )
 def test_bad_submissions_are_422(client: httpx.Client, body: dict[str, Any], params: dict[str, Any],

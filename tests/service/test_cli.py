@@ -87,7 +87,7 @@ def test_schedules_from_the_cli(own_redis_url: str) -> None:
     task_id = run("schedules", "run", schedule_id, **env).stdout.strip()
     assert len(task_id) == 36
     assert run("schedules", "delete", schedule_id, **env).stdout.strip() == f"deleted {schedule_id}"
-    for bad, says in [(["add", "--every", "60"], "arguments.x: Field required"),
+    for bad, says in [(["add", "--every", "60"], "argument 'x': Field required"),
                       (["add", "--cron", "61 * * * *", "--args", '{"x": 1, "y": 2}'], "is not valid"),
                       (["add", "--every", "60", "--args", "[1]"], "--args must be a JSON object"),
                       (["nope", "--every", "60"], "no task named 'nope'")]:

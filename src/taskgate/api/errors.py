@@ -16,11 +16,13 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.types import Message
 
+from .. import validation
 from ..constants import RETRY_AFTER_SECONDS
 from ..exceptions import (
     BackendUnavailable,
     ConfigurationError,
     Conflict,
+    FieldError,
     Forbidden,
     InvalidArguments,
     PayloadTooLarge,
@@ -42,34 +44,23 @@ log = logging.getLogger("taskgate.api")
 
 
 def error_response(status: int, type_: str, message: str, *, retryable: bool = False,
-                   headers: Mapping[str, str] | None = None, task_id: str | None = None) -> JSONResponse:
-    """A JSON error in the stable envelope."""
+                   headers: Mapping[str, str] | None = None, task_id: str | None = None,
+                   errors: Sequence[FieldError] = ()) -> JSONResponse:
+    """A JSON error in the stable envelope; a 422's ``errors`` name each field (``loc``, ``msg``,
+    ``type``), so a client needs no parsing of the message."""
     error: dict[str, Any] = {"type": type_, "message": message, "retryable": retryable}
     if task_id is not None:
         error["task_id"] = task_id
+    if errors:
+        error["errors"] = [{"loc": list(one.loc), "msg": one.msg, "type": one.type} for one in errors]
     body = {"error": error}
     return JSONResponse(body, status_code=status, headers=dict(headers or {}))
 
 
-def _field(loc: tuple[object, ...] | list[object]) -> str:
-    where = {"query": "query parameter", "path": "path parameter", "body": "body field",
-             "header": "header"}.get(str(loc[0]), str(loc[0])) if loc else "request"
-    name = ".".join(str(part) for part in loc[1:])
-    return f"{where} {name!r}" if name else where
-
-
 def validation_message(errors: Sequence[Mapping[str, Any]]) -> str:
-    """Validation errors as one message: each field with what is wrong with it."""
-    return "; ".join(_one(err) for err in errors)
-
-
-def _one(err: Mapping[str, Any]) -> str:
-    loc = err.get("loc", ())
-    if err.get("type") == "json_invalid" and loc and loc[0] == "body":
-        # FastAPI puts the offset into `loc`, as if it were a field; pydantic's message has it
-        where = f" at character {loc[1]}" if len(loc) > 1 else ""
-        return f"body: invalid JSON{where}: {(err.get('ctx') or {}).get('error', err.get('msg'))}"
-    return f"{_field(loc)}: {err.get('msg', 'invalid')}"
+    """Validation errors (pydantic's or FastAPI's dicts) as one message: each field with what is
+    wrong with it (``validation.describe``)."""
+    return validation.describe(validation.field_errors(errors))
 
 
 async def _validation(request: Request, exc: Exception) -> JSONResponse:
@@ -80,11 +71,13 @@ async def _validation(request: Request, exc: Exception) -> JSONResponse:
         # FastAPI reads only a JSON content type as JSON: say so rather than "not a dictionary"
         return error_response(422, "invalid_request", "body: send it as JSON, with Content-Type: "
                               f"application/json (it came as {kind or 'no content type'})")
-    return error_response(422, "invalid_request", validation_message(exc.errors()))
+    found = validation.field_errors(exc.errors())
+    return error_response(422, "invalid_request", validation.describe(found), errors=found)
 
 
 async def _invalid_arguments(_: Request, exc: Exception) -> JSONResponse:
-    return error_response(422, "invalid_request", str(exc))
+    assert isinstance(exc, InvalidArguments)
+    return error_response(422, "invalid_request", str(exc), errors=exc.errors)
 
 
 async def _not_found(_: Request, exc: Exception) -> JSONResponse:

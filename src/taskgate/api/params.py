@@ -4,18 +4,21 @@ from their models.
 FastAPI solves each declared parameter with generic machinery that costs the submit routes
 more than their Redis round trip (about 40 µs per request for three optional query parameters
 and a header, and as much again to read, decode and validate a small JSON body, measured here).
-These routes validate each with one Pydantic call instead, and document them in OpenAPI as
-FastAPI would (:func:`openapi_parameters`, :func:`openapi_body`). Validation errors read like
-FastAPI's own.
+These routes validate each with one Pydantic call instead, the task's arguments and the submit
+options by the one validator (``taskgate.validation``), and document them in OpenAPI as FastAPI
+would (:func:`openapi_parameters`, :func:`openapi_body`). Validation errors read like FastAPI's
+own.
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
+
+from .. import validation
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -64,13 +67,9 @@ async def parse_body(model: type[M], request: Request) -> M:
 
 def strict_json(model: type[M], body: bytes, where: tuple[str | int, ...] = ("body",)) -> M:
     """``model`` validated from JSON ``body`` in strict mode (JSON's own types: a boolean is not
-    a number, a string is not a number; strings still make dates, UUIDs and enums); a 422 naming
-    each bad field, under ``where``, otherwise."""
-    try:
-        return model.model_validate_json(body, strict=True)
-    except ValidationError as exc:
-        raise RequestValidationError([{**error, "loc": (*where, *error["loc"])}
-                                      for error in exc.errors(include_url=False)]) from None
+    a number, a string is not a number; strings still make dates, UUIDs and enums), by the one
+    validator (``taskgate.validation``); a 422 naming each bad field, under ``where``, otherwise."""
+    return cast(M, validation.arguments_json(model, body, where))
 
 
 def openapi_body(model: type[BaseModel], description: str) -> dict[str, Any]:
@@ -78,12 +77,3 @@ def openapi_body(model: type[BaseModel], description: str) -> dict[str, Any]:
     components (taskgate's batch routes put every argument model there)."""
     return {"required": True, "description": description, "content": {
         "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}
-
-
-def header(request: Request, name: str, *, max_length: int) -> str | None:
-    """A header's value, or None; a 422 if it is empty or longer than ``max_length``."""
-    value = request.headers.get(name)
-    if value is not None and not 1 <= len(value) <= max_length:
-        raise RequestValidationError([{"loc": ("header", name), "type": "string_length",
-                                       "msg": f"must be 1 to {max_length} characters"}])
-    return value

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -14,8 +14,6 @@ from pydantic import (
     Field,
     JsonValue,
     ValidationError,
-    field_validator,
-    model_validator,
 )
 
 from ..records import TaskRecord
@@ -23,8 +21,6 @@ from ..states import TaskState
 
 log = logging.getLogger("taskgate.api")
 
-#: The furthest a task may be delayed, by `countdown` or `eta`: 30 days.
-MAX_DELAY = 30 * 86_400
 #: The earliest `eta` taken (a past one runs at once).
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -66,9 +62,22 @@ class ErrorBody(BaseModel):
             return None
 
 
-class ErrorDetail(ErrorBody):
-    """An error answer's body: an :class:`ErrorBody`, and on a submit's 503 the task it tried."""
+class FieldProblem(BaseModel):
+    """One bad field of a 422 (``InvalidArguments.errors`` in Python)."""
 
+    loc: list[str | int] = Field(description='Where: `["body", "x"]`, `["body", "items", 3, "x"]`, '
+                                 '`["query", "countdown"]`, `["header", "Idempotency-Key"]`.')
+    msg: str = Field(description="What is wrong with it.")
+    type: str = Field(description="The kind of error (pydantic's, or taskgate's own: `countdown_range`, "
+                      "`eta_naive`, `eta_range`, `countdown_and_eta`, `priority_range`).")
+
+
+class ErrorDetail(ErrorBody):
+    """An error answer's body: an :class:`ErrorBody`, on a 422 each bad field, and on a submit's
+    503 the task it tried."""
+
+    errors: list[FieldProblem] | None = Field(default=None, description="On a 422: each bad field, "
+                                              "as the message names them.")
     task_id: str | None = Field(default=None, description="On a 503 from a submit: the id of the task "
                                 "it tried to queue (the message says whether it will never run).")
 
@@ -181,44 +190,6 @@ class TaskInfo(BaseModel):
 
 #: Fields a record cannot be shown without.
 _REQUIRED = frozenset({"task_id", "name", "state"})
-
-
-class SubmitOptions(BaseModel):
-    """The query parameters of `POST /tasks/{name}`: when and in which order the task runs."""
-
-    model_config = ConfigDict(allow_inf_nan=False)
-
-    countdown: float | None = Field(default=None, ge=0, le=MAX_DELAY,
-                                    description="Run no sooner than this many seconds from now: 0 to "
-                                    "2592000 (30 days). Give `countdown` or `eta`, not both.")
-    eta: datetime | None = Field(default=None, description="Run no sooner than this time: ISO 8601 "
-                                 "with a timezone, from 1970-01-01T00:00:00Z to 30 days from now. A "
-                                 "past time runs at once, as Celery does. Give `countdown` or `eta`, "
-                                 "not both.")
-    priority: int | None = Field(default=None, ge=0, le=9, description="0 (first) to 9 (last); "
-                                 "default 0.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _one_delay(cls, given: Any) -> Any:
-        if isinstance(given, dict) and given.get("countdown") is not None and given.get("eta") is not None:
-            raise ValueError("give countdown or eta, not both")
-        return given
-
-    @field_validator("eta")
-    @classmethod
-    def _aware_and_near(cls, eta: datetime | None) -> datetime | None:
-        if eta is None:
-            return None
-        if eta.tzinfo is None or eta.utcoffset() is None:
-            raise ValueError("eta needs a timezone, e.g. 2030-01-01T12:00:00Z")
-        # Aware comparisons never build an out-of-range datetime (year 0, year 10000).
-        latest = datetime.now(UTC) + timedelta(seconds=MAX_DELAY)
-        if not EPOCH <= eta <= latest:
-            raise ValueError(f"eta must be between 1970-01-01T00:00:00Z and 30 days from now "
-                             f"({latest:%Y-%m-%dT%H:%M:%SZ}); a past eta runs at once, and for a later "
-                             "run, submit it later")
-        return eta
 
 
 class TaskAccepted(BaseModel):

@@ -6,13 +6,13 @@ import asyncio
 import time
 
 from celery import Celery
-from pydantic import ValidationError
 
+from .. import validation
 from ..auth import Caller
 from ..brokers import Broker
 from ..brokers.message import build_message
 from ..constants import ANONYMOUS
-from ..exceptions import Conflict, TaskNotFound, UnknownTask
+from ..exceptions import Conflict, InvalidArguments, TaskNotFound, UnknownTask
 from ..records import TaskRecord, keys, scripts
 from ..registry import TaskSpec
 from .backend import Backend
@@ -104,11 +104,11 @@ class Control:
         if not isinstance(record.args, dict):
             raise Conflict(f"task {task_id} has no stored arguments (submitted by an earlier version); "
                            "it cannot be replayed")
-        try:
-            arguments = spec.args_model.model_validate(record.args)
-        except ValidationError as exc:
+        try:  # the one validator, as when they were submitted
+            arguments = validation.arguments(spec.args_model, record.args)
+        except InvalidArguments as exc:
             raise Conflict(f"task {task_id}'s arguments no longer fit {spec.name}'s signature: "
-                           f"{exc.errors(include_url=False)}") from None
+                           f"{exc}") from None
         owner = Caller(owner=record.owner or ANONYMOUS)
         return await self.submitter.submit(spec, arguments, Options(replay_of=task_id), caller=owner)
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import orjson
-from pydantic import ValidationError
 
+from .. import validation
 from ..auth import Caller
 from ..constants import ANONYMOUS
 from ..exceptions import (
@@ -85,15 +85,10 @@ class Schedules:
         return spec
 
     def _validated(self, task: str, arguments: dict[str, Any]) -> tuple[TaskSpec, dict[str, Any]]:
-        """The task's spec and its arguments as JSON, validated by its model."""
+        """The task's spec and its arguments as JSON, checked by the one validator (as a
+        submit's: ``InvalidArguments`` naming each ``argument``)."""
         spec = self._spec(task)
-        try:
-            model = spec.args_model.model_validate(arguments)
-        except ValidationError as exc:
-            problems = "; ".join(f"arguments.{'.'.join(str(p) for p in error['loc'])}: {error['msg']}"
-                                 for error in exc.errors(include_url=False))
-            raise InvalidArguments(problems) from None
-        return spec, model.model_dump(mode="json")
+        return spec, validation.arguments(spec.args_model, arguments).model_dump(mode="json")
 
     async def create(self, task: str, arguments: dict[str, Any] | None = None, *, cron: str | None = None,
                      every: float | None = None, timezone: str = "UTC", name: str | None = None,

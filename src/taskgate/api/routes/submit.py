@@ -9,23 +9,22 @@ import logging
 from typing import Annotated, Any, Union
 
 from fastapi import HTTPException, Request
-from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
+from ... import validation
 from ...auth import Caller
+from ...exceptions import FieldError, InvalidArguments
 from ...files import file_arguments, owned_meta
 from ...producer import Options, Producer, Submission
 from ...registry import TaskSpec
 from ..deps import CallerDep, ProducerDep, gate_of, get_caller
-from ..errors import validation_message
-from ..params import header, openapi_parameters, parse_body, parse_query, strict_json
+from ..params import openapi_parameters, parse_body, strict_json
 from ..schemas import (
     ERRORS,
     BatchAccepted,
     BatchOutcome,
     ErrorBody,
     JSONBytes,
-    SubmitOptions,
 )
 from .files import no_file
 
@@ -89,34 +88,33 @@ def batch_endpoint(spec: TaskSpec) -> Any:
         # items are judged again by JSON's own types, as single submits are (no true for 1).
         batch = strict_json(batch_model, await request.body())
         items: list[Any] = batch.items  # type: ignore[attr-defined]
-        refused: dict[int, list[dict[str, Any]]] = {}
+        refused: dict[int, list[FieldError]] = {}
         for index, given in enumerate(items):
             if not isinstance(given, spec.args_model):
+                at = ("body", "items", index)
                 try:  # once more on its own, for its errors (json keeps NaN as NaN)
                     if not isinstance(given, dict):
                         spec.args_model.model_validate(given, strict=True)  # "a valid dictionary"
-                    items[index] = strict_json(spec.args_model, json.dumps(given).encode(),
-                                               ("body", "items", index))
+                    items[index] = validation.arguments_json(spec.args_model, json.dumps(given), at)
                 except ValidationError as exc:
-                    refused[index] = [{**error, "loc": ("body", "items", index, *error["loc"])}
-                                      for error in exc.errors(include_url=False)]
-                except RequestValidationError as exc:
-                    refused[index] = list(exc.errors())
+                    refused[index] = validation.field_errors(exc.errors(include_url=False), at)
+                except InvalidArguments as exc:
+                    refused[index] = exc.errors
         unowned: dict[int, str] = {}
         for index in range(len(items)) if files else ():
             if index not in refused:
                 missing = await missing_file(producer, items[index], files, caller)
                 if missing is not None:
                     unowned[index] = missing[1]
-                    refused[index] = [{"loc": ("body", "items", index, missing[0]),
-                                       "msg": no_file(missing[1]), "type": "file_not_found"}]
+                    refused[index] = [FieldError(("body", "items", index, missing[0]), no_file(missing[1]),
+                                                 "file_not_found")]
         valid = [index for index in range(len(items)) if index not in refused]
         if not valid:  # nothing to queue: the usual 422, naming every item's bad fields
-            raise RequestValidationError([error for found in refused.values() for error in found])
+            raise validation.refusal([error for found in refused.values() for error in found])
         submitted = await producer.submitter.submit_many(spec, [items[index] for index in valid],
                                                          caller=caller)
         outcomes = {index: BatchOutcome(error=ErrorBody(type="invalid_request", retryable=False,
-                                                        message=validation_message(found)))
+                                                        message=validation.describe(found)))
                     for index, found in refused.items()}
         for index, file_id in unowned.items():
             outcomes[index] = BatchOutcome(error=ErrorBody(type="file_not_found", retryable=False,
@@ -147,9 +145,12 @@ def submit_endpoint(spec: TaskSpec) -> Any:
     async def endpoint(request: Request) -> JSONBytes:
         caller = await get_caller(request)  # 401 before any 422
         arguments = await parse_body(spec.args_model, request)
-        options = (parse_query(SubmitOptions, request) if request.scope["query_string"]
-                   else SubmitOptions())
-        idempotency = header(request, "Idempotency-Key", max_length=MAX_IDEMPOTENCY_KEY)
+        query = request.query_params  # read as text (lax), judged by the same rules as Python's
+        options = (validation.options({name: query[name] for name in OPTION_NAMES if name in query},
+                                      ("query",), strict=False)
+                   if request.scope["query_string"] else validation.NO_OPTIONS)
+        idempotency = validation.idempotency_key(request.headers.get("Idempotency-Key"),
+                                                 ("header", "Idempotency-Key"))
         gate = gate_of(request)
         producer = gate.producer
         if files:
@@ -186,10 +187,12 @@ async def missing_file(producer: Producer, arguments: BaseModel, fields: tuple[s
 
 
 #: Longest Idempotency-Key accepted.
-MAX_IDEMPOTENCY_KEY = 200
+MAX_IDEMPOTENCY_KEY = validation.MAX_IDEMPOTENCY_KEY
+#: The submit options a query string may give.
+OPTION_NAMES = tuple(validation.SubmitParameters.model_fields)
 
 #: OpenAPI for what the submit routes read by hand.
-SUBMIT_PARAMETERS = [*openapi_parameters(SubmitOptions), {
+SUBMIT_PARAMETERS = [*openapi_parameters(validation.SubmitParameters), {
     "name": "Idempotency-Key", "in": "header", "required": False,
     "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY},
     "description": "Same key and body within 24 h return the same task (with `Idempotent-Replayed: "
