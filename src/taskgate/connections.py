@@ -2,7 +2,11 @@
 
 * :func:`fail_fast` (asyncio, the producer's): bounded sockets and one immediate retry only
   for a broken connection (a pooled connection from before a Redis restart), never for a
-  timeout; every script taskgate sends is safe to run twice.
+  timeout; every script taskgate sends is safe to run twice. Its commands of one event-loop
+  turn share one round trip (:mod:`taskgate.multiplexing`), and its pool holds at most
+  ``TASKGATE_REDIS_MAX_CONNECTIONS`` connections: a call finding them all busy waits for one
+  (within the same deadline as the call) rather than failing at once as redis-py's own pool
+  does past its limit (100 from redis-py 8), so a full pool is a queue, never a 503.
 * :func:`events` (asyncio, the producer's one pub/sub connection): bounded connects and writes,
   no retry at all, so a broken connection is reported instead of silently reconnected with
   the messages in between lost.
@@ -12,10 +16,13 @@
 from __future__ import annotations
 
 from redis import Redis
+from redis.asyncio import BlockingConnectionPool
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+
+from .multiplexing import Multiplexed
 
 #: A worker's record writes (each also retried for 30 s, see ``worker.runtime``).
 WORKER_TIMEOUT = 10.0
@@ -25,6 +32,11 @@ KEEPER_TIMEOUT = 5.0
 CLI_TIMEOUT = 5.0
 #: The key-layout upgrade at start: one ``SCAN`` over the whole keyspace.
 UPGRADE_TIMEOUT = 30.0
+#: ``TASKGATE_REDIS_MAX_CONNECTIONS``'s default: connections of one process's :func:`fail_fast`
+#: pool. Commands share them (one round trip per event-loop turn, ``multiplexing``; submits
+#: through ``producer.autopipeline``), so a handful carry thousands of requests at once; the
+#: rest are for a slow Redis, each round trip still in flight holding one.
+MAX_CONNECTIONS = 50
 #: What ``CLIENT LIST`` calls the producer's pub/sub connection.
 EVENTS_CLIENT_NAME = "taskgate-events"
 
@@ -34,11 +46,14 @@ def blocking(url: str, timeout: float) -> Redis:
     return Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
 
 
-def fail_fast(url: str, timeout: float) -> AsyncRedis:
-    """An asyncio client whose every call fails fast (see the module's docstring)."""
-    return AsyncRedis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                               retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-                               health_check_interval=0)
+def fail_fast(url: str, timeout: float, max_connections: int = MAX_CONNECTIONS) -> AsyncRedis:
+    """An asyncio client whose every call fails fast (see the module's docstring); a call that
+    finds all ``max_connections`` busy waits up to ``timeout`` seconds for one."""
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=timeout, socket_timeout=timeout,
+        socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        health_check_interval=0)
+    return Multiplexed.from_pool(pool)
 
 
 def events(url: str, timeout: float) -> AsyncRedis:

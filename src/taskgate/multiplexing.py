@@ -1,0 +1,124 @@
+"""A Redis client whose commands share connections: those made during one event-loop turn go
+to Redis together, as one write and one read on one pooled connection.
+
+An API process serving thousands of requests at once would otherwise take a connection per
+command in flight: past the pool's size the calls failed at once (redis-py 8's pool stops at
+100 and raises "Too many connections", which read as Redis being down), and a burst that opens
+hundreds of new connections spends its deadline on connecting. Multiplexed, a burst of 2,000
+reads is a few writes on a few connections, and the pool (a ``BlockingConnectionPool``: a call
+finding every connection busy waits for one, within its deadline) is sized for stalls, not for
+the number of requests.
+
+The reply parsing and the response callbacks are redis-py's own (``Redis.parse_response``).
+Commands that hold or change their connection (blocking pops, ``MULTI``, ``SELECT``, ...) keep
+a pooled connection of their own, as does a ``pipeline()``. A batch whose connection broke is
+sent once more on a fresh one (a pooled connection can be stale after a Redis restart), as the
+client's own retry did per command: every command taskgate sends is safe to run twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import Any
+
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import Connection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+#: Commands that block, or hold or change their connection's state: never share a connection.
+OWN_CONNECTION = frozenset({
+    "BLPOP", "BRPOP", "BRPOPLPUSH", "BLMOVE", "BLMPOP", "BZPOPMIN", "BZPOPMAX", "BZMPOP",
+    "XREAD", "XREADGROUP", "WAIT", "WAITAOF", "MONITOR", "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE",
+    "SELECT", "AUTH", "HELLO", "RESET", "QUIT", "CLIENT", "MULTI", "EXEC", "DISCARD", "WATCH",
+    "UNWATCH",
+})
+
+#: redis-py before 5.3 requires a command name of ``get_connection()`` (it picks nothing by it);
+#: from 5.3 it is optional and passing one is deprecated.
+_COMMAND = inspect.signature(ConnectionPool.get_connection).parameters.get("command_name")
+_NAMES_COMMAND = _COMMAND is not None and _COMMAND.default is inspect.Parameter.empty
+
+_Call = tuple[tuple[Any, ...], dict[str, Any], "asyncio.Future[Any]"]
+
+
+async def connection_of(pool: ConnectionPool) -> Connection:
+    """A connection from ``pool``, as each redis-py version asks for it."""
+    if _NAMES_COMMAND:
+        return await pool.get_connection("EVALSHA")  # type: ignore[no-any-return, no-untyped-call, unused-ignore]
+    return await pool.get_connection()  # type: ignore[no-any-return, no-untyped-call, unused-ignore]
+
+
+class Multiplexed(Redis):
+    """``redis.asyncio.Redis`` whose commands of one event-loop turn share one round trip."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._batch: list[_Call] = []
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        name = args[0].upper() if isinstance(args[0], str) else args[0]
+        if self.single_connection_client or name in OWN_CONNECTION:
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if not self._batch:
+            loop.call_soon(self._flush)
+        self._batch.append((args, options, future))
+        return await future
+
+    def _flush(self) -> None:
+        batch, self._batch = self._batch, []
+        task = asyncio.ensure_future(self._send(batch))
+        self._sending.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[_Call]) -> None:
+        for attempt in (1, 2):
+            waited = [call for call in batch if not call[2].done()]  # skip callers that gave up
+            if not waited:
+                return
+            try:
+                await self._exchange(waited)
+                return
+            except RedisConnectionError as exc:  # the calls not yet answered are sent once more
+                if attempt == 2:
+                    _fail(waited, exc)
+            except BaseException as exc:
+                _fail(waited, exc)
+                if not isinstance(exc, Exception):
+                    raise
+                return
+
+    async def _exchange(self, batch: list[_Call]) -> None:
+        pool = self.connection_pool
+        connection = await connection_of(pool)
+        try:
+            await connection.send_packed_command(connection.pack_commands([args for args, _, _ in batch]))
+            for args, options, future in batch:
+                try:
+                    reply = await self.parse_response(connection, args[0], **options)
+                except ResponseError as error:  # the reply was read whole: the stream is intact
+                    if not future.done():
+                        future.set_exception(error)
+                    continue
+                if not future.done():
+                    future.set_result(reply)
+        except BaseException:
+            await connection.disconnect()  # replies may be left unread: never reuse it
+            raise
+        finally:
+            await pool.release(connection)
+
+
+def _fail(batch: list[_Call], exc: BaseException) -> None:
+    """Fail every call of ``batch`` still waited on with ``exc``."""
+    for _, _, future in batch:
+        if future.done():
+            continue
+        if isinstance(exc, asyncio.CancelledError):
+            future.cancel()
+        else:
+            future.set_exception(exc)
