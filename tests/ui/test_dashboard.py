@@ -135,6 +135,33 @@ def test_cancel_and_replay_from_the_page(api_url: str, worker: subprocess.Popen[
     assert problems == []
 
 
+def test_a_tasks_page_says_cancel_was_asked_of_a_task_that_ran_on(api_url: str, worker: subprocess.Popen[bytes],
+                                                                  browser: Any, artifacts: Path,
+                                                                  tmp_path: Path) -> None:
+    """Cancel on the page of a running sync task that never checks: the page says when cancel
+    was asked and that the task stops when it checks; once the task has run to its end
+    (``succeeded``, once: it logs its own start and end), that it did not check."""
+    from playwright.sync_api import expect
+
+    problems: list[str] = []
+    page = page_of(browser, problems)
+    log = tmp_path / "runs.log"
+    with httpx.Client(base_url=api_url, timeout=10) as http:
+        task_id = http.post("/tasks/counted", json={"log": str(log), "token": "on", "seconds": 4}).json()["task_id"]
+    page.goto(f"{api_url}/ui/tasks/{task_id}")
+    expect(page.locator("#task .state")).to_have_text("started")
+    expect(page.locator("#cancel-asked")).to_have_count(0)
+    page.get_by_role("button", name="Cancel").click()
+    asked = page.locator("#cancel-asked")
+    expect(asked).to_contain_text("it stops when it next checks")
+    expect(page.locator("#task .state")).to_have_text("succeeded")  # followed live: it ran on
+    expect(asked).to_contain_text("it did not check for cancel and ran to its end")
+    expect(asked.locator("time")).to_have_attribute("datetime", re.compile(r"^\d{4}-\d\d-\d\dT"))
+    page.screenshot(path=artifacts / "task-cancel-asked.png")
+    assert [line.split()[0] for line in log.read_text().splitlines()] == ["start", "end"]
+    assert problems == []
+
+
 def test_login_shows_only_the_owners_tasks_and_logout_ends_the_session(
         secured: str, redis_url: str, worker: subprocess.Popen[bytes], browser: Any, artifacts: Path) -> None:
     from playwright.sync_api import expect

@@ -210,6 +210,7 @@ function detailList(task) {
   ];
   if (task.deliveries > 1) rows.push(["Deliveries", `${task.deliveries} (its worker died running it)`]);
   if (task.next_attempt_at) rows.push(["Next attempt", when(task.next_attempt_at)]);
+  if (task.cancel_requested_at) rows.push(["Cancel asked", cancelAsked(task)]);
   if (task.replay_of) rows.push(["Replays", link(`tasks/${encodeURIComponent(task.replay_of)}`, task.replay_of)]);
   if (task.schedule_id) {
     rows.push(["Schedule", h("span", {}, h("span", { class: "id" }, task.schedule_id), " (",
@@ -218,6 +219,12 @@ function detailList(task) {
   if (task.tick) rows.push(["Tick", when(task.tick)]);
   if (task.timeline?.length) rows.push(["Timeline", timeline(task.timeline)]);
   return h("dl", { id: "task" }, rows.flatMap(([name, value]) => [h("dt", {}, name), h("dd", {}, value)]));
+}
+
+function cancelAsked(task) {  // when cancel was asked, and what came of it
+  const outcome = task.state === "cancelled" ? null : ["succeeded", "failed"].includes(task.state)
+    ? " — it did not check for cancel and ran to its end" : " — it stops when it next checks; Terminate stops it now";
+  return h("span", { id: "cancel-asked" }, when(task.cancel_requested_at, true), outcome && h("span", { class: "muted" }, outcome));
 }
 
 function timeline(entries) {  // the states it entered, oldest first
