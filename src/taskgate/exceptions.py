@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 
 class TaskGateError(Exception):
@@ -39,15 +40,22 @@ class ConfigurationError(TaskGateError):
 
 class Unavailable(TaskGateError):
     """Raised when Redis or the broker failed or missed its deadline
-    (``TASKGATE_BACKEND_TIMEOUT``). A submit that raises it was not queued and will never run,
-    unless the message says the connection broke after sending (then ``job.status()`` tells,
-    once Redis answers). The API answers it with 503 and ``Retry-After``."""
+    (``TASKGATE_BACKEND_TIMEOUT``). The API answers it with 503 and ``Retry-After``.
 
-    def __init__(self, component: str, detail: str, task_id: str | None = None) -> None:
+    A submit's says what became of its task in :attr:`outcome`: ``"not_queued"`` when that is
+    known (its script never reached Redis, or reached it past the deadline and refused): it
+    will never run; ``"unknown"`` when the script was sent and its answer did not come in time
+    (or the connection broke): it may have been queued and may run. ``job.status()`` (``GET
+    /tasks/{id}``) tells once Redis answers (``TaskNotFound``, 404: it was not and never will
+    be), or submit again with the same Idempotency-Key. ``None`` for any other call."""
+
+    def __init__(self, component: str, detail: str, task_id: str | None = None,
+                 outcome: Literal["not_queued", "unknown"] | None = None) -> None:
         super().__init__(f"{component} unavailable: {detail}")
         self.component = component
         self.detail = detail
         self.task_id = task_id  # a submit's: the task it tried to queue
+        self.outcome = outcome
 
 
 class TaskNotFound(TaskGateError):

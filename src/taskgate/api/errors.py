@@ -99,8 +99,13 @@ async def _too_large(_: Request, exc: Exception) -> JSONResponse:
 async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, BackendUnavailable)
     log.warning("%s %s: %s", request.method, request.url.path, exc)
-    return error_response(503, "backend_unavailable", f"{exc}; retry later", retryable=True,
-                          headers={"Retry-After": str(RETRY_AFTER_SECONDS)}, task_id=exc.task_id)
+    error: dict[str, Any] = {"type": "backend_unavailable", "message": f"{exc}; retry later",
+                             "retryable": True}
+    if exc.task_id is not None:
+        error["task_id"] = exc.task_id
+    if exc.outcome is not None:  # a submit's: what became of its task (see Unavailable)
+        error["outcome"] = exc.outcome
+    return JSONResponse({"error": error}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:

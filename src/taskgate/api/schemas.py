@@ -80,6 +80,12 @@ class ErrorDetail(ErrorBody):
                                               "as the message names them.")
     task_id: str | None = Field(default=None, description="On a 503 from a submit: the id of the task "
                                 "it tried to queue (the message says whether it will never run).")
+    outcome: Literal["not_queued", "unknown"] | None = Field(
+        default=None, description="On a 503 from a submit: `not_queued` when it is known that the task "
+        "was not queued and will never run (its submit never reached Redis, or came past the "
+        "deadline); `unknown` when the submit reached Redis and its answer did not come in time: "
+        "the task may run. `GET /tasks/{task_id}` tells once Redis answers (404: it was not "
+        "queued), or submit again with the same Idempotency-Key.")
 
 
 class ErrorResponse(BaseModel):
@@ -213,7 +219,8 @@ class BatchOutcome(BaseModel):
     error: ErrorBody | None = Field(default=None, description="Why the item was refused; null if "
                                     "queued. `invalid_request`: the message names each bad field as "
                                     "`items.<index>.<field>`, as a 422 does; `quota_exceeded`: "
-                                    "retryable.")
+                                    "retryable; `backend_unavailable`: it reached Redis past the "
+                                    "deadline and was not queued (retryable).")
 
 
 class BatchAccepted(BaseModel):

@@ -8,9 +8,10 @@ round trip per batch), so the commands are packed here and the connection, its t
 the reply parser are redis-py's own.
 
 Each round trip runs under one deadline (``timeout``), the same for every call in it; a round
-trip that misses it fails all its calls with ``TimeoutError``. A connection that broke after
-the calls were sent leaves them unsure (Redis may have run them): if the resend does not
-answer either, the calls fail with :class:`OutcomeUnknown`.
+trip that misses it before writing the calls fails them with ``TimeoutError`` (Redis never saw
+them). Once the calls are written their outcome is unsure (Redis may have run them, its answer
+held by a stalled server or a network): a deadline missed after writing, or a connection that
+broke after it and a resend that does not answer either, fails them with :class:`OutcomeUnknown`.
 
 Safe only for scripts that may run twice: a batch whose connection broke is sent once more on
 a fresh connection (a pooled connection can be stale after a Redis restart), and calls that
@@ -31,8 +32,8 @@ from redis.exceptions import NoScriptError, ResponseError
 
 
 class OutcomeUnknown(RedisConnectionError):
-    """The connection broke after the calls were written, and no resend answered: Redis may or
-    may not have run them."""
+    """The calls were written and no answer came: their deadline passed, or the connection broke
+    and no resend answered. Redis may or may not have run them."""
 
 
 #: What a script argument may be.
@@ -112,11 +113,12 @@ class ScriptPipeline:
         broke."""
         started = time.perf_counter()
         unsure = False  # a connection broke after the commands were written: Redis may have run them
+        written: list[bool] = []  # filled once the commands start going out: Redis may run them
         try:
             async with asyncio.timeout(self.timeout):  # one timer for the batch, none per reply
                 for attempt in (1, 2):
                     try:
-                        return await self._exchange(commands)
+                        return await self._exchange(commands, written)
                     except RedisConnectionError as exc:
                         unsure = unsure or isinstance(exc, _Unanswered)
                         if attempt == 2:
@@ -125,16 +127,19 @@ class ScriptPipeline:
             if unsure:
                 raise OutcomeUnknown("the connection broke after the calls were sent and no resend was "
                                      f"answered ({exc or type(exc).__name__})") from exc
+            if written and isinstance(exc, TimeoutError):
+                raise OutcomeUnknown(f"no answer within {self.timeout:g}s to calls already sent") from exc
             raise
         finally:
             if self.observe is not None:
                 self.observe(time.perf_counter() - started)
         raise AssertionError("unreachable")
 
-    async def _exchange(self, commands: list[bytes]) -> list[object]:
+    async def _exchange(self, commands: list[bytes], written: list[bool]) -> list[object]:
         pool = self.client.connection_pool
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
+            written.append(True)
             await connection.send_packed_command(b"".join(commands), check_health=False)
             replies: list[object] = []
             for _ in commands:

@@ -64,9 +64,14 @@ class Outcome:
         return self.error is None
 
 
+def error_type(exc: TaskGateError) -> tuple[str, bool]:
+    """The envelope's type of ``exc`` in an item's place (as the API answers it alone), and
+    whether retrying may help."""
+    return next((found for cls, found in ERROR_TYPES.items() if isinstance(exc, cls)), ("error", False))
+
+
 def _failed(task_id: str, exc: TaskGateError) -> Outcome:
-    kind, retryable = next((found for cls, found in ERROR_TYPES.items() if isinstance(exc, cls)),
-                           ("error", False))
+    kind, retryable = error_type(exc)
     return Outcome(task_id, error=(kind, str(exc), retryable))
 
 

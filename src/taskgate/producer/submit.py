@@ -83,6 +83,26 @@ def _not_queued(task_id: str | None, cause: str) -> str:
     return f"{cause}: {what} not queued and will never run (submitting again makes a new task)"
 
 
+def _refused(task_id: str | None, cause: str) -> BackendUnavailable:
+    """The 503 of a submit known not to have queued its task (``task_id``; None for a batch):
+    its script never reached Redis, or refused as it came past its deadline."""
+    return BackendUnavailable("redis", _not_queued(task_id, cause), task_id, outcome="not_queued")
+
+
+def _unknown(task_id: str | None, cause: str) -> BackendUnavailable:
+    """The 503 of a submit whose script was sent and not answered in time: it ran only if Redis
+    ran it before its deadline (after that the script refuses), which nothing here can tell."""
+    if task_id is None:
+        return BackendUnavailable("redis", f"{cause}: the outcome of these tasks is unknown: they may "
+                                  "have been queued and may run; GET /tasks (tg.history) lists those "
+                                  "that were, once Redis answers", outcome="unknown")
+    return BackendUnavailable(
+        "redis", f"{cause}: the outcome of task {task_id} is unknown: it may have been queued and may "
+        f"run. GET /tasks/{task_id} (tg.job(id).status()) tells once Redis answers (404, "
+        "TaskNotFound: it was not queued and never will be); or submit again with the same "
+        "Idempotency-Key, which answers with this task if it was queued", task_id, outcome="unknown")
+
+
 class Submitter:
     """Queues tasks; every Redis and broker call runs under the backend's deadline."""
 
@@ -160,8 +180,7 @@ class Submitter:
                                     "the most allowed (TASKGATE_MAX_IN_FLIGHT); wait for some to end",
                                     retry_after=1)
             case "late":
-                raise BackendUnavailable("redis", _not_queued(task_id, "it reached Redis after the "
-                                                              "deadline"), task_id)
+                raise _refused(task_id, "it reached Redis after the deadline")
             case "conflict":
                 raise Conflict(f"Idempotency-Key {idempotency!r} was already used with a different body "
                                f"(task {reply.task_id}); use a new key for a new request")
@@ -177,18 +196,14 @@ class Submitter:
             return await self.clock.to_redis(time.time() + self.backend.timeout - SUBMIT_MARGIN)
         except (RedisError, OSError, TimeoutError) as exc:
             cause = unavailable("redis", exc, self.backend.timeout).detail
-            raise BackendUnavailable("redis", _not_queued(task_id, cause), task_id) from exc
+            raise _refused(task_id, cause) from exc
 
     def _unsent(self, task_id: str | None, exc: BaseException) -> BackendUnavailable:
-        """The 503 of a submit whose script got no answer: it will never run (the script refuses
-        after its deadline), unless the connection broke after sending it (then say so)."""
-        what = f"task {task_id}" if task_id else "the tasks"
+        """The 503 of a submit whose script got no answer: not queued when it never reached
+        Redis; else (``OutcomeUnknown``: sent, its answer late or lost) unknown."""
         if isinstance(exc, OutcomeUnknown):
-            return BackendUnavailable("redis", f"{exc}: {what} may have been queued before the "
-                                      "connection broke; GET /tasks/{id} (or tg.job(id)) tells once "
-                                      "Redis answers (404, TaskNotFound: it was not)", task_id)
-        cause = unavailable("redis", exc, self.backend.timeout).detail
-        return BackendUnavailable("redis", _not_queued(task_id, cause), task_id)
+            return _unknown(task_id, str(exc))
+        return _refused(task_id, unavailable("redis", exc, self.backend.timeout).detail)
 
     async def _send(self, prepared: _Prepared) -> scripts.SubmitReply:
         reply = await self._pipeline(prepared.call.keys, prepared.call.args)

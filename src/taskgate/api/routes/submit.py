@@ -16,6 +16,7 @@ from ...auth import Caller
 from ...exceptions import FieldError, InvalidArguments
 from ...files import file_arguments, owned_meta
 from ...producer import Options, Producer, Submission
+from ...producer.bulk import error_type
 from ...registry import TaskSpec
 from ..deps import CallerDep, ProducerDep, gate_of, get_caller
 from ..params import openapi_parameters, parse_body, strict_json
@@ -41,7 +42,8 @@ BATCH_DESCRIPTION = (
     "error in its place and does not refuse the others. 202 when at least one item is valid, with "
     "one outcome per item, in order: its `task_id`, or its `error` (`invalid_request`, naming each "
     "bad field as `items.<index>.<field>` like any 422; `file_not_found`, an argument naming an upload that "
-    "does not exist or is another owner's; `quota_exceeded`, retryable). 422 when the "
+    "does not exist or is another owner's; `quota_exceeded`, retryable; `backend_unavailable`, "
+    "retryable: the item reached Redis past the deadline and was not queued). 422 when the "
     "request is malformed (not `{\"items\": [...]}`, empty, over 1,000 items) or no item is valid: "
     "nothing was queued, so the answer is an error, not a 202 that a client checking only the "
     "status would take for accepted work; its message names every bad field.")
@@ -120,10 +122,12 @@ def batch_endpoint(spec: TaskSpec) -> Any:
             outcomes[index] = BatchOutcome(error=ErrorBody(type="file_not_found", retryable=False,
                                                            message=no_file(file_id)))
         for index, result in zip(valid, submitted, strict=True):
-            outcomes[index] = (
-                BatchOutcome(task_id=result.task_id) if isinstance(result, Submission)
-                else BatchOutcome(error=ErrorBody(type="quota_exceeded", message=str(result),
-                                                  retryable=True)))
+            if isinstance(result, Submission):
+                outcomes[index] = BatchOutcome(task_id=result.task_id)
+                continue
+            kind, retryable = error_type(result)  # a quota, or Redis past the deadline
+            outcomes[index] = BatchOutcome(error=ErrorBody(type=kind, message=str(result),
+                                                           retryable=retryable))
         return BatchAccepted(tasks=[outcomes[index] for index in range(len(items))])
 
     endpoint.__signature__ = inspect.Signature([  # type: ignore[attr-defined]
