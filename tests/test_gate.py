@@ -4,6 +4,7 @@ and real worker (``taskgate worker``)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import threading
@@ -234,3 +235,84 @@ def test_schedules_from_the_library(redis_url: str, worker: object) -> None:
             await tg.schedules.get(schedule.schedule_id)
 
     run(redis_url, body, builtins=["add"])  # schedules name served tasks: the built-in add, asked for
+
+
+STALLED_SCRIPT = """
+import time
+import taskgate
+from taskgate.tasks.arithmetic import add
+
+began = time.monotonic()
+try:
+    add.submit_sync(x=1, y=2)   # the process's first call: opens the process-wide Taskgate
+except taskgate.Unavailable as exc:
+    print(f"{time.monotonic() - began:.3f}", exc)
+"""
+
+
+def test_a_stalled_redis_costs_one_deadline_first_call_and_startup_included(tmp_path: Path) -> None:
+    """Redis frozen (SIGSTOP): a script's first ``submit_sync`` and an app's first submit answer
+    within TASKGATE_BACKEND_TIMEOUT (not one deadline per setup step), and startup waits for none."""
+    import signal
+
+    from fastapi import FastAPI
+
+    server = helpers.start_valkey(tmp_path / "valkey")
+    url = f"{server.connection_url}/0"
+    assert server._process is not None
+    os.kill(server._process.pid, signal.SIGSTOP)
+    try:
+        script = tmp_path / "script.py"
+        script.write_text(STALLED_SCRIPT)
+        out = subprocess.run([sys.executable, str(script)], env=helpers.env_for(url, TASKGATE_BACKEND_TIMEOUT="1"),
+                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and out.stdout, out.stderr
+        took, message = out.stdout.split(" ", 1)
+        assert 0.9 <= float(took) < 1.4, out.stdout  # one deadline of 1 s (3 s before: three in a row)
+        assert "redis unavailable" in message
+
+        tg = taskgate.Taskgate(redis_url=url, backend_timeout=1.0, data_dir=helpers.DATA_DIR)
+        app = FastAPI()
+
+        async def main() -> tuple[float, float]:
+            began = time.monotonic()
+            async with tg.lifespan(app):
+                started = time.monotonic() - began
+                began = time.monotonic()
+                with pytest.raises(taskgate.Unavailable):
+                    await add.submit(x=1, y=2)
+                return started, time.monotonic() - began
+
+        started, first = asyncio.run(main())
+        assert started < 0.3, started  # 2 s before: the layout check and the catalogue publish
+        assert first < 1.4, first
+    finally:
+        os.kill(server._process.pid, signal.SIGCONT)
+        server.stop()
+
+
+def test_a_taskgate_is_made_without_settings_and_reads_them_at_open(
+        redis_url: str, worker: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Taskgate()`` needs no setting to be made (an app module imports, its OpenAPI exports),
+    names the missing one at open, and reads the environment as it is then; blocking code opens
+    one it made with ``with tg:``."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TASKGATE_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(helpers.ROOT / "examples" / "yourapp"), str(helpers.ROOT)])
+    code = ("import asyncio, json, main\n"
+            "print(len(main.app.openapi()['paths']))\n"
+            "try:\n    asyncio.run(main.tg.open())\nexcept Exception as exc:\n    print(type(exc).__name__, exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    paths, refused = out.stdout.splitlines()
+    assert int(paths) > 5
+    assert refused.startswith("ConfigurationError") and "TASKGATE_REDIS_URL" in refused
+
+    for key in [key for key in os.environ if key.startswith("TASKGATE_")]:
+        monkeypatch.delenv(key)
+    gate = taskgate.Taskgate(data_dir=helpers.DATA_DIR)  # made before the settings exist
+    monkeypatch.setenv("TASKGATE_REDIS_URL", redis_url)  # as a test kit sets them, later
+    with gate:
+        assert taskgate.Taskgate.current() is gate and gate.settings.redis_url == redis_url
+        assert gate.submit_sync(add, x=2, y=40).result(timeout=10) == 42
+    assert not gate.is_open

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import assert_type
+from typing import Any, assert_type
 
 from myapp.tasks import Invoice, make_invoice
 from tasks import add, countdown  # examples/yourapp
@@ -19,6 +19,10 @@ async def inferred(tg: taskgate.Taskgate) -> None:
     assert_type(await add.with_options(countdown=5, owner="ann").submit(1, 2), taskgate.Job[int])
     assert_type(add.submit_sync(x=1, y=2).result(), int)
     assert_type(await job.status(), taskgate.TaskRecord)
+    assert_type(await tg.job(job.id), taskgate.Job[Any])  # no task=: its result is not typed
+    assert_type(await tg.job(job.id, add), taskgate.Job[int])
+    with taskgate.Taskgate() as blocking:  # opened from blocking code, on a thread of its own
+        assert_type(blocking, taskgate.Taskgate)
 
 
 async def refused() -> None:
