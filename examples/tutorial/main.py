@@ -16,7 +16,9 @@ async def perform_addition(x: int, y: int):
 @app.get("/result/{task_id}")
 async def get_result(task_id: str):
     result = await (await tg.job(task_id)).status()
-    if result.ended:
+    if result.state == "succeeded":
         return {"status": "completed", "result": result.result}
+    elif result.ended:  # failed (with its error) or cancelled
+        return {"status": result.state, "error": result.error}
     else:
         return {"status": "pending"}

@@ -7,10 +7,10 @@ from fastapi import FastAPI
 import taskgate
 from tasks import add, countdown
 
-tg = taskgate.Taskgate()  # TASKGATE_* settings from the environment
+tg = taskgate.Taskgate()  # TASKGATE_* settings from the environment, read when it opens
 app = FastAPI(lifespan=tg.lifespan)  # opens and closes taskgate's Redis and broker clients
-app.include_router(tg.router, prefix="/jobs")  # optional: taskgate's whole HTTP API under /jobs
-tg.install_error_handlers(app)  # Redis down in your routes: 503 + Retry-After, as in taskgate's
+app.include_router(tg.router, prefix="/jobs")  # optional: taskgate's HTTP API for your tasks under /jobs
+tg.install_error_handlers(app)  # taskgate's errors in your routes: 503 Redis down, 502 task failed, 504...
 
 
 @app.get("/sum")
