@@ -159,11 +159,13 @@ export async function submitPage(name) {
         const made = await api(`tasks/${encodeURIComponent(name)}`, { method: "POST", body });
         go(`tasks/${encodeURIComponent(made.task_id)}`);
       } catch (error) {
+        const found = error.body?.error?.errors;  // each bad field: {loc: ["body", "x"], msg}
+        if (!Array.isArray(found)) { problem.textContent = error.message; return; }
         const unplaced = [];
-        for (const part of (error.message || "").split("; ")) {  // "body field 'x': what is wrong"
-          const match = /^body field '([^'.]+)[^']*': (.*)$/.exec(part);
-          const field = match && fields.find((one) => one.name === match[1]);
-          if (field) field.error.textContent = match[2]; else unplaced.push(part);
+        for (const one of found) {
+          const field = one.loc[0] === "body" && fields.find((each) => each.name === one.loc[1]);
+          if (field) field.error.textContent = one.msg;
+          else unplaced.push(`${one.loc.slice(1).join(".") || one.loc[0]}: ${one.msg}`);
         }
         problem.textContent = unplaced.join("; ");
       }
