@@ -255,3 +255,22 @@ def test_get_add_is_refused_to_another_sites_page_with_auth_off(client: httpx.Cl
     for headers in ({"Sec-Fetch-Site": "none"}, {"Sec-Fetch-Site": "same-origin"}, {}):
         task_id = client.get("/add", params={"x": 20, "y": 22}, headers=headers).json()["task_id"]
         assert wait(client, task_id)["result"] == 42
+
+
+def test_every_status_the_guards_answer_is_in_the_openapi(client: httpx.Client) -> None:
+    """A body over TASKGATE_MAX_BODY_BYTES is a 413 on every route that reads one (the batch
+    and bulk routes too), and another site's page a 403 on every route that changes something:
+    each such route says so in its OpenAPI."""
+    big = {"items": [{"x": 1, "y": 2}] * 120_000}  # about 1.9 MB of JSON
+    for path in ("/tasks/add/batch", "/tasks/cancel"):
+        refused = client.post(path, json=big)
+        assert refused.status_code == 413, (path, refused.text)
+        assert refused.json()["error"]["type"] == "payload_too_large"
+    paths = client.get("/openapi.json").json()["paths"]
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            documented = set(operation["responses"])
+            if method in ("post", "put", "patch"):
+                assert "413" in documented, f"{method.upper()} {path}"
+            if method not in ("get", "head") or path == "/add":
+                assert "403" in documented, f"{method.upper()} {path}"

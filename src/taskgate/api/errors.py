@@ -36,6 +36,7 @@ from ..exceptions import (
 )
 from . import sessions
 from .deps import gate_of
+from .schemas import ErrorResponse
 
 if TYPE_CHECKING:
     from ..gate import Taskgate
@@ -232,6 +233,20 @@ class TaskgateRoute(APIRoute):
     caps_body = False
     #: A GET route that changes something (``GET /add`` queues a task): guarded like a POST.
     changes_state = False
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        # What the guards below answer is in the route's OpenAPI too (the route's own wins).
+        methods = {method.upper() for method in kwargs.get("methods") or ("GET",)}
+        guards: dict[int | str, dict[str, Any]] = {}
+        if self.changes_state or methods - sessions.SAFE:
+            guards[403] = {"model": ErrorResponse, "description": "A change asked by another site's page "
+                           "(its Sec-Fetch-Site or Origin), or a dashboard session's request without "
+                           "its X-CSRF-Token."}
+        if not self.caps_body and methods - {"GET", "HEAD", "DELETE"}:
+            guards[413] = {"model": ErrorResponse,
+                           "description": "The request body is larger than TASKGATE_MAX_BODY_BYTES."}
+        kwargs["responses"] = {**guards, **(kwargs.get("responses") or {})}
+        super().__init__(path, endpoint, **kwargs)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handle = super().get_route_handler()
