@@ -255,7 +255,8 @@ def release(now: float, due: Sequence[tuple[str, str | None]]) -> Call[int]:
 
 def cancel(task_id: str, owner: str, *, now: float, ttl: int) -> Call[str]:
     """``cancelled`` (it was queued or retrying), ``cancelling`` (running: flagged),
-    ``missing``, or ``already:<state>``."""
+    ``missing``, or ``already:<state>``. Either of the first two records ``cancel_requested_at``
+    (``now``; a later ask keeps the first), which stays whatever state the task ends in."""
     return Call("cancel", [*_transition(task_id, owner), keys.DELAYED], [task_id, repr(now), ttl], _text)
 
 
