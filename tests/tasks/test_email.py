@@ -52,3 +52,20 @@ def test_bad_address_is_422(client: httpx.Client) -> None:
 def test_unreachable_server_is_temporary() -> None:
     with pytest.raises(SMTPTemporaryError, match="unreachable"):
         deliver(f"smtp://127.0.0.1:{free_port()}", "a@example.com", ["b@example.com"], "s", "b")
+
+
+@pytest.mark.parametrize("field,value", [
+    ("subject", "Hello\r\nBcc: victim@example.com"), ("subject", "Hello\nX-Injected: 1"),
+    ("subject", "Hello\rthere"), ("subject", "Hello\u2028there"),
+    ("to", ["ann@example.com\r\nBcc: victim@example.com"]), ("to", ["ann@example.com\n"]),
+])
+def test_a_line_break_in_a_header_field_is_422_at_submit(client: httpx.Client, field: str,
+                                                         value: object) -> None:
+    """Header injection is refused when the task is submitted, naming the field, not found
+    later by the worker (or, worse, sent)."""
+    body = {"to": ["ann@example.com"], "subject": "Hello", "body": "Line one.\r\nLine two is fine."}
+    response = client.post("/tasks/send_email", json={**body, field: value})
+    assert response.status_code == 422, response.text
+    message = response.json()["error"]["message"]
+    assert f"body field '{field}" in message, message
+    assert client.post("/tasks/send_email/batch", json={"items": [{**body, field: value}]}).status_code == 422

@@ -8,7 +8,7 @@ from email.utils import make_msgid
 from typing import Annotated
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, EmailStr, Field
+from pydantic import AfterValidator, BaseModel, EmailStr, Field
 
 from ..config import get_settings
 from ..declare import task
@@ -31,6 +31,18 @@ class EmailReceipt(BaseModel):
 
     message_id: str
     recipients: list[str]
+
+
+def one_line(value: str) -> str:
+    """``value``, refused when it holds a line break (CR, LF or any other) or a NUL: in a
+    header field it would end the header and start another the sender did not write."""
+    if "".join(value.splitlines()) != value or "\x00" in value:
+        raise ValueError("a header field cannot hold a line break (CR or LF) or a NUL")
+    return value
+
+
+#: Text that goes into a message's header (the subject): one line.
+HeaderText = Annotated[str, AfterValidator(one_line)]
 
 
 def _classify(code: int, detail: object) -> Exception:
@@ -75,7 +87,7 @@ def deliver(smtp_url: str, sender: str, to: list[str], subject: str, body: str) 
 @task(retry=RetryPolicy(transient=(SMTPTemporaryError,), max_retries=5, backoff=1.0, max_delay=60.0))
 def send_email(
     to: Annotated[list[EmailStr], Field(min_length=1, max_length=50, description="Recipients.")],
-    subject: Annotated[str, Field(max_length=998)],
+    subject: Annotated[HeaderText, Field(max_length=998, description="One line: no CR or LF.")],
     body: Annotated[str, Field(max_length=1_000_000, description="Plain-text body.")],
 ) -> EmailReceipt:
     """Send a plain-text email through SMTP.
