@@ -49,6 +49,14 @@ class Settings(BaseSettings):
         le=60,
         description="Deadline in seconds for every broker and result-backend call made by the API.",
     )
+    redis_max_connections: int = Field(
+        default=50,
+        ge=1,
+        description="Redis connections one API process (or one open Taskgate) holds at most for "
+        "its calls. Calls made at once share them (one round trip per event-loop turn), so a few "
+        "carry thousands of requests; a call finding all busy waits for one within "
+        "TASKGATE_BACKEND_TIMEOUT. Waits and live feeds use one pub/sub connection each besides.",
+    )
     result_ttl: int = Field(
         default=86_400,
         gt=0,

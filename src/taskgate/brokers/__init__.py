@@ -66,7 +66,7 @@ def select(settings: Settings, app: Celery, records: Redis) -> Broker:
     if parks_delays(settings):
         return RedisBroker(records, inline=True)
     if settings.broker_is_redis:
-        return RedisBroker(fail_fast(url, settings.backend_timeout))
+        return RedisBroker(fail_fast(url, settings.backend_timeout, settings.redis_max_connections))
     if url.startswith(("amqp://", "amqps://", "pyamqp://")):
         return AmqpBroker(url.replace("pyamqp://", "amqp://", 1))
     return KombuBroker(app, settings.backend_timeout)

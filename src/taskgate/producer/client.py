@@ -59,7 +59,8 @@ class Producer:
         ``serves``: which declared tasks it serves by name (all by default)."""
         app = app or create_celery_app(settings)
         app.loader.import_default_modules()
-        redis = connections.fail_fast(settings.require_redis_url(), settings.backend_timeout)
+        redis = connections.fail_fast(settings.require_redis_url(), settings.backend_timeout,
+                                      settings.redis_max_connections)
         backend = Backend(settings, redis, AsyncScripts(redis))
         # Waits on tasks' events share one connection of their own (see ``subscriptions``).
         timeout = settings.backend_timeout
