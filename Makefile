@@ -11,7 +11,13 @@ BENCH_ARGS ?=
 # Options for `taskgate up`, e.g. make run RUN_ARGS="--port 8001 --flower-port 5556"
 RUN_ARGS ?=
 
-.PHONY: run test lint typecheck pytest bench profile clean
+# `make test-lowest`: the library, producer, API and concurrency tests again in LOWEST_VENV, made
+# with the lowest versions pyproject.toml allows of every direct dependency (uv's
+# --resolution lowest-direct), so the lower bounds are tested, not just declared.
+LOWEST_VENV ?= .venv-lowest
+LOWEST_TESTS ?= tests/producer tests/api tests/test_gate.py tests/test_concurrency.py
+
+.PHONY: run test lint typecheck pytest test-lowest bench profile clean
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "taskgate needs Python 3.11 or newer (set PYTHON=...)")'
@@ -46,7 +52,19 @@ pytest: $(VENV)/.installed-dev
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not alone" $(PYTEST_ARGS) || [ $$? -eq 5 ]
 	$(PY) -m pytest -m alone $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
-test: lint typecheck pytest
+test: lint typecheck pytest test-lowest
+
+$(LOWEST_VENV)/.installed: pyproject.toml $(VENV)/.installed-dev
+	@echo "Building $(LOWEST_VENV) with the lowest versions pyproject.toml allows..."
+	$(VENV)/bin/uv venv --quiet --allow-existing --python $(PY) $(LOWEST_VENV)
+	$(VENV)/bin/uv pip compile --quiet --resolution lowest-direct --extra dev --python $(PY) pyproject.toml \
+		-o $(LOWEST_VENV)/requirements.txt
+	VIRTUAL_ENV=$(LOWEST_VENV) $(VENV)/bin/uv pip install --quiet -r $(LOWEST_VENV)/requirements.txt
+	VIRTUAL_ENV=$(LOWEST_VENV) $(VENV)/bin/uv pip install --quiet --no-deps -e .
+	@touch $@
+
+test-lowest: $(LOWEST_VENV)/.installed
+	$(LOWEST_VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not alone" $(LOWEST_TESTS) $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 # The benchmark: needs wrk (Debian's package; installed here when missing and run as root).
 bench: $(VENV)/.installed-dev
@@ -61,4 +79,4 @@ profile: $(VENV)/.installed-dev
 	$(PY) -m bench.profile $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LOWEST_VENV) .pytest_cache .mypy_cache .ruff_cache
