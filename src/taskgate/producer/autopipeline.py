@@ -30,6 +30,8 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
+from ..multiplexing import connection_of
+
 
 class OutcomeUnknown(RedisConnectionError):
     """The calls were written and no answer came: their deadline passed, or the connection broke
@@ -137,7 +139,7 @@ class ScriptPipeline:
 
     async def _exchange(self, commands: list[bytes], written: list[bool]) -> list[object]:
         pool = self.client.connection_pool
-        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        connection = await connection_of(pool)
         try:
             written.append(True)
             await connection.send_packed_command(b"".join(commands), check_health=False)
