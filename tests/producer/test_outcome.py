@@ -31,6 +31,7 @@ class Proxy:
         self.upstream = upstream
         self.holding = False
         self.held = 0  # bytes of replies kept back
+        self.delay = 0.0  # seconds each request waits before it is passed on
         self._released = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -40,6 +41,8 @@ class Proxy:
                 if replies and self.holding:
                     self.held += len(data)
                     await self._released.wait()
+                if not replies and self.delay:
+                    await asyncio.sleep(self.delay)  # the proxy's job: a slow network, not a wait in the test
                 writer.write(data)
                 await writer.drain()
         writer.close()
@@ -163,3 +166,34 @@ def test_the_pipeline_tells_a_call_never_sent_from_one_sent_and_unanswered(redis
     finally:
         direct.delete(counter)
         direct.close()
+
+
+def test_a_batch_whose_script_reached_redis_past_its_deadline_is_backend_unavailable(
+        redis_url: str, worker: object) -> None:
+    """Requests delayed on their way so the submit script reaches Redis after its deadline (0.25
+    s before the API's) and its reply still comes back in time: the script refuses (``late``); a
+    single submit is a 503 ``not_queued``, a batch's items are ``backend_unavailable`` (not
+    ``quota_exceeded``), and nothing was queued."""
+    parts = urlsplit(redis_url)
+    proxy = Proxy((parts.hostname or "127.0.0.1", parts.port or 6379))
+    deadline = 2.0
+
+    async def main() -> None:
+        async with proxy.running() as port, api(f"redis://127.0.0.1:{port}{parts.path}",
+                                                 backend_timeout=deadline) as client:
+            warm = await client.get("/add", params={"x": 1, "y": 1})  # scripts loaded, clock read
+            assert warm.status_code == 200, warm.text
+            proxy.delay = deadline - 0.125  # past the script's deadline, inside the API's
+            batch = await client.post("/tasks/add/batch", json={"items": [{"x": 1, "y": 2}, {"x": 3, "y": 4}]})
+            single = await client.get("/add", params={"x": 5, "y": 6})
+            proxy.delay = 0
+            assert batch.status_code == 202, batch.text
+            for item in batch.json()["tasks"]:
+                assert item["task_id"] is None and item["error"]["type"] == "backend_unavailable", item
+                assert item["error"]["retryable"] is True and "will never run" in item["error"]["message"]
+            assert single.status_code == 503, single.text
+            error = single.json()["error"]
+            assert error["outcome"] == "not_queued" and "after the deadline" in error["message"], error
+            assert (await client.get(f"/tasks/{error['task_id']}")).status_code == 404
+
+    asyncio.run(main())
