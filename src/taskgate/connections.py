@@ -36,7 +36,7 @@ UPGRADE_TIMEOUT = 30.0
 #: pool. Commands share them (one round trip per event-loop turn, ``multiplexing``; submits
 #: through ``producer.autopipeline``), so a handful carry thousands of requests at once; the
 #: rest are for a slow Redis, each round trip still in flight holding one.
-MAX_CONNECTIONS = 50
+MAX_CONNECTIONS = 50  # keep equal to Settings.redis_max_connections
 #: What ``CLIENT LIST`` calls the producer's pub/sub connection.
 EVENTS_CLIENT_NAME = "taskgate-events"
 
