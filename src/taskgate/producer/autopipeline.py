@@ -31,15 +31,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
 from ..multiplexing import connection_of
+from ..records.scripts import Arg, AtSend, resolve
+from .timeout import within
 
 
 class OutcomeUnknown(RedisConnectionError):
     """The calls were written and no answer came: their deadline passed, or the connection broke
     and no resend answered. Redis may or may not have run them."""
-
-
-#: What a script argument may be.
-Arg = str | bytes | int | float
 
 
 def pack(*args: Arg) -> bytes:
@@ -56,6 +54,10 @@ def pack(*args: Arg) -> bytes:
     return b"".join(out)
 
 
+#: A call waiting for its round trip: keys, arguments, and its caller's future.
+_Call = tuple[Sequence[str], Sequence[Arg | AtSend], "asyncio.Future[object]"]
+
+
 class ScriptPipeline:
     """``await pipeline(keys, args)`` runs the script like ``EVALSHA`` and returns its reply (or
     raises its error); calls made in the same event-loop turn share one round trip."""
@@ -67,16 +69,17 @@ class ScriptPipeline:
         self.timeout = timeout
         self.observe = observe  # told each round trip's duration
         self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
-        self._batch: list[tuple[bytes, asyncio.Future[object]]] = []
+        self._batch: list[_Call] = []
         self._sending: set[asyncio.Task[None]] = set()
 
-    def __call__(self, keys: Sequence[str], args: Sequence[Arg]) -> asyncio.Future[object]:
-        """Queue one call for the next flush (at the end of this event-loop turn)."""
+    def __call__(self, keys: Sequence[str], args: Sequence[Arg | AtSend]) -> asyncio.Future[object]:
+        """Queue one call for the next flush (at the end of this event-loop turn); an
+        :class:`~taskgate.records.scripts.AtSend` argument is read as its round trip starts."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[object] = loop.create_future()
         if not self._batch:
             loop.call_soon(self._flush)
-        self._batch.append((pack("EVALSHA", self.sha, len(keys), *keys, *args), future))
+        self._batch.append((keys, args, future))
         return future
 
     def _flush(self) -> None:
@@ -85,7 +88,12 @@ class ScriptPipeline:
         self._sending.add(task)  # keep a reference until it is done
         task.add_done_callback(self._sending.discard)
 
-    async def _send(self, batch: list[tuple[bytes, asyncio.Future[object]]]) -> None:
+    async def _send(self, calls: list[_Call]) -> None:
+        # Packed here, as the round trip starts (its deadline starts now too), not when called.
+        batch = [(pack("EVALSHA", self.sha, len(keys), *keys, *resolve(args)), future)
+                 for keys, args, future in calls if not future.done()]
+        if not batch:  # every caller gave up already
+            return
         missing = await self._answer(batch, load_first=False)
         if missing:  # the script was flushed (or Redis restarted): load it, resend only those calls
             await self._answer(missing, load_first=True)
@@ -117,7 +125,7 @@ class ScriptPipeline:
         unsure = False  # a connection broke after the commands were written: Redis may have run them
         written: list[bool] = []  # filled once the commands start going out: Redis may run them
         try:
-            async with asyncio.timeout(self.timeout):  # one timer for the batch, none per reply
+            async with within(self.timeout):  # one timer for the batch, none per reply
                 for attempt in (1, 2):
                     try:
                         return await self._exchange(commands, written)

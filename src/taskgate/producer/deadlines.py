@@ -19,6 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..exceptions import BackendUnavailable
 from .metrics import REDIS_SECONDS
+from .timeout import within
 
 #: Seconds a submit script must run before the API's own deadline to count: the reply's way
 #: back and the event loop's turn to read it fit in this (well under a millisecond on a
@@ -43,15 +44,23 @@ class RedisClock:
 
     async def to_redis(self, local: float) -> float:
         """``local`` (a ``time.time()``) on Redis's clock, minus the measurement's error."""
+        await self.ready()
+        return self.at(local)
+
+    async def ready(self) -> None:
+        """Measure Redis's clock unless it was measured lately (:data:`CLOCK_REFRESH`)."""
         if time.monotonic() - self._measured > CLOCK_REFRESH:
             async with self._lock:
                 if time.monotonic() - self._measured > CLOCK_REFRESH:
                     await self._measure()
+
+    def at(self, local: float) -> float:
+        """``local`` on Redis's clock as last measured (see :meth:`ready`), minus the error."""
         return local + self.offset - self.error
 
     async def _measure(self, tries: int = 3) -> None:
         best = math.inf
-        async with asyncio.timeout(self.timeout):
+        async with within(self.timeout):
             for _ in range(tries):
                 before = time.time()
                 seconds, micros = await self.client.time()
@@ -64,8 +73,9 @@ class RedisClock:
 
 
 class Deadline:
-    """``async with``: the block runs within ``seconds`` and its duration is observed; a timeout,
-    a Redis or broker error, or an OS error becomes ``BackendUnavailable(component)``. A class
+    """``async with``: the block runs within ``seconds`` (:func:`~.timeout.within`: a busy event
+    loop still reads an answer that came in time) and its duration is observed; a timeout, a
+    Redis or broker error, or an OS error becomes ``BackendUnavailable(component)``. A class
     rather than a generator-based context manager: it wraps every Redis call of the API."""
 
     __slots__ = ("seconds", "component", "_timeout", "_started")
@@ -75,7 +85,7 @@ class Deadline:
 
     async def __aenter__(self) -> None:
         self._started = time.perf_counter()
-        self._timeout = asyncio.timeout(self.seconds)
+        self._timeout = within(self.seconds)
         await self._timeout.__aenter__()
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,

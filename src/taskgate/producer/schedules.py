@@ -27,7 +27,7 @@ from ..records.schedules import ScheduleRecord, decode, definition, drop
 from ..registry import TaskSpec
 from ..schedule import Catchup, Overlap, Timing
 from .reads import Reader
-from .submit import SYSTEM, Submitter, _not_queued
+from .submit import SYSTEM, Submitter, _not_queued, _unknown
 
 #: Recent runs shown with a schedule.
 RECENT_RUNS = 10
@@ -205,6 +205,10 @@ class Schedules:
         if said == "#missing":
             raise TaskNotFound(schedule.schedule_id, "schedule")
 
+    async def _fire_now(self, call: scripts.Call[str]) -> str:
+        async with self.backend.deadline():
+            return await self.backend.scripts(call)
+
     async def run_now(self, schedule_id: str, caller: Caller = SYSTEM) -> str:
         """Queue one run now, outside the schedule (its ticks are unchanged); the run's task id."""
         for _ in range(3):  # 'stale': a tick fired meanwhile; read the schedule again
@@ -217,8 +221,8 @@ class Schedules:
             pushed = self.submitter.broker.inline_push(queue, parts, delivery_tag=task_id)
             now = time.time()
             cutoff = await self.submitter._cutoff(task_id)  # the run is refused after the deadline
-            async with self.backend.deadline():
-                said = await self.backend.scripts(scripts.fire(
+            try:
+                said = await self._fire_now(scripts.fire(
                     schedule_id, expected=0, next_due=0, tick=None, mode="now",
                     last_task_id=schedule.last_task_id, task_id=task_id, name=spec.name, now=now,
                     owner=owner, anonymous=owner == ANONYMOUS, ttl=self.settings.result_ttl,
@@ -226,6 +230,8 @@ class Schedules:
                     message=pushed[1] if pushed else b"", queue=pushed[0] if pushed else None,
                     rate_limit=self.settings.submit_rate, inflight_limit=self.settings.max_in_flight,
                     deadline=cutoff, arguments=_json(schedule.arguments)))
+            except BackendUnavailable as exc:  # sent, maybe run: only a read of the task can tell
+                raise _unknown(task_id, exc.detail) from exc
             if said == "stale":
                 continue
             if said == "taken":
@@ -234,7 +240,7 @@ class Schedules:
                 raise QuotaExceeded(f"{owner}'s quota refused the run ({said[1:]})", retry_after=1)
             if said == "#late":
                 raise BackendUnavailable("redis", _not_queued(task_id, "it reached Redis after the deadline"),
-                                         task_id)
+                                         task_id, outcome="not_queued")
             if pushed is None:
                 await self._publish(queue, parts, task_id, owner)
             return task_id

@@ -26,6 +26,7 @@ from ..brokers.message import MessageParts, MessageTemplate, build_message
 from ..constants import ANONYMOUS, IDEMPOTENCY_TTL
 from ..exceptions import BackendUnavailable, Conflict, InvalidArguments, QuotaExceeded, TaskGateError
 from ..records import keys, scripts
+from ..records.model import stamp
 from ..registry import TaskSpec
 from .autopipeline import OutcomeUnknown, ScriptPipeline
 from .backend import Backend
@@ -113,6 +114,7 @@ class Submitter:
                                         observe=REDIS_SECONDS.observe)
         #: Submit scripts refuse to run after the API gave up on them (on Redis's clock).
         self.clock = RedisClock(backend.redis, backend.timeout)
+        self._deadline = scripts.AtSend(self._deadline_from_now)
         #: How far back the history index reaches, in seconds.
         self._history = max(self.settings.result_ttl, self.settings.failure_ttl)
         #: Each task's message, built once by Celery and filled in per submission.
@@ -127,7 +129,7 @@ class Submitter:
         return template
 
     def _prepare(self, task_id: str, spec: TaskSpec, arguments: BaseModel, options: Options,
-                 idempotency: str | None, caller: Caller, cutoff: float) -> _Prepared:
+                 idempotency: str | None, caller: Caller, cutoff: scripts.AtSend) -> _Prepared:
         """Everything one submission sends; the script does nothing after ``cutoff`` (a time on
         Redis's clock)."""
         kwargs = arguments.model_dump(mode="json")
@@ -188,15 +190,21 @@ class Submitter:
                 return Submission(str(reply.task_id), replayed=True)
         return None
 
-    async def _cutoff(self, task_id: str | None) -> float:
-        """When, on Redis's clock, a submit script sent now must have run to count: before this
-        API's deadline, with :data:`~taskgate.producer.deadlines.SUBMIT_MARGIN` for the reply.
-        Reading the clock fails before anything was sent: the task (``task_id``) never runs."""
+    async def _cutoff(self, task_id: str | None) -> scripts.AtSend:
+        """When, on Redis's clock, a submit script must have run to count: before the deadline
+        of the pipeline's round trip that sends it, less
+        :data:`~taskgate.producer.deadlines.SUBMIT_MARGIN` for the reply; read as the round trip
+        starts (see :class:`~taskgate.records.scripts.AtSend`). Reading Redis's clock fails
+        before anything was sent: the task (``task_id``) never runs."""
         try:
-            return await self.clock.to_redis(time.time() + self.backend.timeout - SUBMIT_MARGIN)
+            await self.clock.ready()
         except (RedisError, OSError, TimeoutError) as exc:
             cause = unavailable("redis", exc, self.backend.timeout).detail
             raise _refused(task_id, cause) from exc
+        return self._deadline
+
+    def _deadline_from_now(self) -> int:
+        return stamp(self.clock.at(time.time() + self.backend.timeout - SUBMIT_MARGIN))
 
     def _unsent(self, task_id: str | None, exc: BaseException) -> BackendUnavailable:
         """The 503 of a submit whose script got no answer: not queued when it never reached

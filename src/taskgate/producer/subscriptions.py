@@ -28,6 +28,7 @@ from ..connections import EVENTS_CLIENT_NAME
 from ..constants import ANONYMOUS
 from ..exceptions import BackendUnavailable, QuotaExceeded
 from .deadlines import unavailable
+from .timeout import within
 
 #: Seconds of silence on the connection before a ping, and after an unanswered ping before it
 #: counts as broken.
@@ -138,7 +139,7 @@ class _Link:
         pending = {self.confirmed[channel] for channel in subscription.channels}
         pending = {future for future in pending if not future.done()}
         try:
-            async with asyncio.timeout(self.timeout):
+            async with within(self.timeout):
                 if pending:  # asyncio.wait, not gather: a cancelled waiter must leave shared futures be
                     await asyncio.wait(pending)
         except TimeoutError:

@@ -45,12 +45,31 @@ def source(name: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class AtSend:
+    """A script argument read only as its call is sent (``value()``): the submit script's
+    deadline counts from the moment the call leaves for Redis, not from when it was made (on a
+    busy event loop the two are apart; see ``producer.autopipeline``)."""
+
+    value: Callable[[], Arg]
+
+
+def resolve(args: Sequence[Arg | AtSend]) -> list[Arg]:
+    """``args`` as sent now (each :class:`AtSend` read)."""
+    return [arg.value() if isinstance(arg, AtSend) else arg for arg in args]
+
+
+def _deadline(deadline: float | AtSend | None) -> Arg | AtSend:
+    """A script's deadline argument: in ms on Redis's clock, or read as sent; '' for none."""
+    return deadline if isinstance(deadline, AtSend) else "" if deadline is None else stamp(deadline)
+
+
+@dataclass(frozen=True, slots=True)
 class Call(Generic[T]):
     """One run of a script: its keys and arguments, and how to read its reply."""
 
     script: str
     keys: list[str]
-    args: list[Arg]
+    args: list[Arg | AtSend]
     parse: Callable[[Any], T]
 
 
@@ -115,17 +134,18 @@ def _submit_keys(task_id: str, owner: str, *, anonymous: bool, queue: str | None
 
 def submit(task_id: str, name: str, *, now: float, owner: str, anonymous: bool, ttl: int, horizon: float,
            message: bytes, queue: str | None, due: float | None, idempotency: str | None, digest: str,
-           rate_limit: int, inflight_limit: int, deadline: float | None, idempotency_ttl: int,
+           rate_limit: int, inflight_limit: int, deadline: float | AtSend | None, idempotency_ttl: int,
            arguments: bytes = b"", replay_of: str | None = None) -> Call[SubmitReply]:
     """Record and queue a new task (``queue``: the Redis list to push ``message`` to, None when
     the broker is elsewhere; ``due``: park it in the delayed set until then; ``deadline``: do
-    nothing after this time on Redis's clock; ``arguments``: their JSON, kept in the record;
-    ``replay_of``: the task it replays)."""
+    nothing after this time on Redis's clock (read as the call is sent, given an
+    :class:`AtSend`); ``arguments``: their JSON, kept in the record; ``replay_of``: the task it
+    replays)."""
     return Call("submit", _submit_keys(task_id, owner, anonymous=anonymous, queue=queue,
                                        idempotency=idempotency, inflight_limit=inflight_limit),
                 [name, repr(now), ttl, repr(horizon), digest if idempotency else "", task_id, message,
         repr(due) if due is not None else "", owner if not anonymous else "", rate_limit, inflight_limit,
-        stamp(deadline) if deadline is not None else "", idempotency_ttl, arguments, replay_of or ""],
+        _deadline(deadline), idempotency_ttl, arguments, replay_of or ""],
                 _submit_reply)
 
 
@@ -137,7 +157,7 @@ FireMode = Literal["fire", "miss", "now"]
 def fire(schedule_id: str, *, expected: int, next_due: int, tick: int | None, mode: FireMode,
          last_task_id: str | None, problem: str = "", task_id: str, name: str, now: float, owner: str,
          anonymous: bool, ttl: int, horizon: float, message: bytes, queue: str | None, rate_limit: int,
-         inflight_limit: int, deadline: float | None = None, arguments: bytes = b"") -> Call[str]:
+         inflight_limit: int, deadline: float | AtSend | None = None, arguments: bytes = b"") -> Call[str]:
     """Claim a schedule's tick (its due score still ``expected``, in ms) and queue its run
     ``task_id`` (mode ``fire``), or only move it on to ``next_due`` (``miss``, with ``problem``
     saying why if not a missed tick), or queue a run now outside the schedule (``now``). The
@@ -150,7 +170,7 @@ def fire(schedule_id: str, *, expected: int, next_due: int, tick: int | None, mo
                       inflight_limit=inflight_limit),
     ], [schedule_id, expected, next_due, "" if tick is None else tick, mode, last_task_id or "", problem,
         name, repr(now), ttl, repr(horizon), "", task_id, message, "", owner if not anonymous else "",
-        rate_limit, inflight_limit, stamp(deadline) if deadline is not None else "", 0, arguments], _text)
+        rate_limit, inflight_limit, _deadline(deadline), 0, arguments], _text)
 
 
 PutMode = Literal["create", "upsert", "update"]
@@ -277,7 +297,7 @@ class Scripts:
         self._scripts: dict[str, Script] = {name: client.register_script(source(name)) for name in NAMES}
 
     def __call__(self, call: Call[T]) -> T:
-        return call.parse(self._scripts[call.script](keys=call.keys, args=call.args))
+        return call.parse(self._scripts[call.script](keys=call.keys, args=resolve(call.args)))
 
 
 class AsyncScripts:
@@ -289,4 +309,4 @@ class AsyncScripts:
                                                  for name in NAMES}
 
     async def __call__(self, call: Call[T]) -> T:
-        return call.parse(await self._scripts[call.script](keys=call.keys, args=call.args))
+        return call.parse(await self._scripts[call.script](keys=call.keys, args=resolve(call.args)))
