@@ -69,6 +69,13 @@ class Multiplexed(Redis):
         self._batch.append((args, options, future))
         return await future
 
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        """Close the client, once the round trips in flight have ended (their callers gave up
+        or were answered): none is left pending on a closed pool."""
+        if self._sending:
+            await asyncio.gather(*self._sending, return_exceptions=True)
+        await super().aclose(close_connection_pool)
+
     def _flush(self) -> None:
         batch, self._batch = self._batch, []
         task = asyncio.ensure_future(self._send(batch))
