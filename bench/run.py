@@ -612,6 +612,7 @@ def machine() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench.concurrency import concurrency_section
     from bench.dashboard import dashboard_section
     from bench.schedules import schedules_section
     from bench.testkit import testkit_section
@@ -629,8 +630,8 @@ def main(argv: list[str] | None = None) -> int:
                         "replaces the committed results.")
     parser.add_argument("--quick", action="store_true", help="A fast smoke run (tiny numbers, no profile).")
     parser.add_argument("--no-profile", action="store_true", help="Skip section 6 (py-spy needs ptrace rights).")
-    parser.add_argument("--only", choices=["schedules", "dashboard", "testkit"], default=None,
-                        help="Run only that section (8, 9 or 10); the report then goes to --out, or to the "
+    parser.add_argument("--only", choices=["schedules", "dashboard", "testkit", "concurrency"], default=None,
+                        help="Run only that section (8, 9, 10 or 11); the report then goes to --out, or to the "
                         "temporary directory.")
     args = parser.parse_args(argv)
     if args.quick:
@@ -655,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
                 _, stack.api = stack.http("taskgate-api", [sys.executable, "-m", "taskgate", "api",
                                                            "--log-level=warning", "--no-access-log"], "/healthz")
                 {"schedules": schedules_section, "dashboard": dashboard_section,
-                 "testkit": testkit_section}[args.only](stack, args, report)
+                 "testkit": testkit_section, "concurrency": concurrency_section}[args.only](stack, args, report)
                 partial = True
             else:
                 partial = False
@@ -670,6 +671,7 @@ def main(argv: list[str] | None = None) -> int:
                 schedules_section(stack, args, report)
                 dashboard_section(stack, args, report)
                 testkit_section(stack, args, report)
+                concurrency_section(stack, args, report)
                 if not args.quick and not args.no_profile:
                     from bench.profile import profile_section
 
@@ -679,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             stack.close()
     if partial:
-        section = {"schedules": 8, "dashboard": 9, "testkit": 10}[args.only]
+        section = {"schedules": 8, "dashboard": 9, "testkit": 10, "concurrency": 11}[args.only]
         report.add(f"(Only section {section}: `--only {args.only}`.)")
         args.out = args.out or Path(tempfile.gettempdir()) / f"taskgate-bench-{args.only}.md"
         args.out.write_text("\n".join(report.lines) + "\n")

@@ -26,6 +26,7 @@ def test_bench_quick_run_writes_every_section(tmp_path: Path) -> None:
     assert (ROOT / "bench" / "RESULTS.md").read_bytes() == committed, "a smoke run replaced the results"
     text = out.read_text()
     for section in ("## 1. Submit throughput", "## 2. End to end", "## 3. Single-task round trip",
-                    "## 4. Degraded", "## 5. Cost", "## 10. The test kit", "- Machine: "):
+                    "## 4. Degraded", "## 5. Cost", "## 10. The test kit",
+                    "## 11. Concurrency", "- Machine: "):
         assert section in text
     assert "taskgate `GET /add`" in text and "raw Celery" in text
