@@ -4,8 +4,9 @@
 ``{"kind": "http", "host", "port", "requests": [...], "until": str | null}``: a burst. Each
 request on its own connection, all connections opened first, then every request written
 before any answer is read; each answer is read to its end (or, with ``until``, up to that
-string: a stream's first event). Answers, in request order: ``[status, error type, ms from
-its write to its complete answer, task id]`` (status 0: the connection failed, the exception's
+string and on to the end of its event, ``\n\n``: a stream's first event, not a keep-alive
+comment). Answers, in request order: ``[status, error type, ms from its write to its complete
+answer, task id]`` (status 0: the connection failed or closed before that end, the exception's
 name as the error type).
 
 ``{"kind": "results", "count": N}``: ``N`` ``add`` tasks submitted in one ``asyncio.gather``
@@ -61,6 +62,7 @@ async def http_burst(host: str, port: int, requests: list[str], until: str | Non
             body = b""
             if end is not None and status == 200:
                 await reader.readuntil(end)
+                await reader.readuntil(b"\n\n")
             else:
                 length = re.search(rb"(?i)content-length: *(\d+)", head)
                 body = await reader.readexactly(int(length.group(1))) if length else b""

@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -133,6 +135,14 @@ def errors_cell(errors: Counter[str]) -> str:
     return "**" + ", ".join(f"{count} × {what}" for what, count in errors.most_common()) + "**"
 
 
+def logged(path: Path) -> list[list[str]]:
+    """What the API logged (it logs warnings and errors only), alike lines counted once: ids and
+    numbers replaced by ``#``."""
+    lines = Counter(re.sub(r"[0-9a-f]{8}-[0-9a-f-]{27}|\d+(\.\d+)?", "#", line.strip())[:300]
+                    for line in path.read_text(errors="replace").splitlines() if line.strip())
+    return [[f"{count:,}", f"`{line}`"] for line, count in lines.most_common(8)]
+
+
 def concurrency_section(stack: Stack, args: argparse.Namespace, report: Report) -> None:
     from bench.run import fmt, median
     from taskgate import auth
@@ -160,7 +170,7 @@ def concurrency_section(stack: Stack, args: argparse.Namespace, report: Report) 
         submits = api.run(rows[2], [api.request(i, "POST", "/tasks/add", b'{"x": 1, "y": 2}')
                                     for i in range(burst_size)])
         api.drain(submits)
-        api.run(rows[3], [api.request(i, "GET", "/events") for i in range(feeds)], until="\n\n")
+        api.run(rows[3], [api.request(i, "GET", "/events") for i in range(feeds)], until="event: tasks")
         out = client({"kind": "results", "count": gathered}, stack.env)
         submit_s.append(out["submit"])
         results_s.append(out["results"])
@@ -178,8 +188,9 @@ def concurrency_section(stack: Stack, args: argparse.Namespace, report: Report) 
                f"the requests are spread over {OWNERS} API keys, round robin), a real worker (concurrency 2). "
                "The client (bench/burst.py, uvloop) runs in its own process: it opens one connection per "
                "request, writes every request, then reads the answers. Latency: from a request's write to "
-               "its complete answer (for `/events`, to its first event). Non-2xx: every answer outside "
-               "2xx in all repetitions, by status and error type (status 0: the connection failed). "
+               "its complete answer (for `/events`, to the end of its first `tasks` event, which comes once the stream is live; a keep-alive comment does not count). Errors: every answer outside "
+               "2xx in all repetitions, by status and error type, and as status 0 every connection that "
+               "failed or closed before that end (the exception's name). "
                "After the submit burst the section waits until the worker has run those tasks. Each "
                "cell: **median** (every repetition).")
     report.add()
@@ -189,7 +200,7 @@ def concurrency_section(stack: Stack, args: argparse.Namespace, report: Report) 
                "column, /proc/<pid>/stat read around the burst, connection setup included). Wall time "
                "runs from the first write to the last answer; the waits' is their `wait`, not work.")
     report.add()
-    report.table(["burst", "requests", "non-2xx", "p50 ms", "p99 ms", "wall s", "API CPU s", "client CPU s"],
+    report.table(["burst", "requests", "errors", "p50 ms", "p99 ms", "wall s", "API CPU s", "client CPU s"],
                  [[row.name, f"{row.requests:,}", errors_cell(row.errors), fmt(row.p50), fmt(row.p99),
                    fmt(row.wall, 2), fmt(row.api_cpu, 2), fmt(row.client_cpu, 2)] for row in rows])
     report.add(f"{gathered:,} `add` tasks from one process: `async with Taskgate(builtins=[\"add\"]) as tg`, "
@@ -204,5 +215,13 @@ def concurrency_section(stack: Stack, args: argparse.Namespace, report: Report) 
          f"{median([gathered / (s + r) for s, r in zip(submit_s, results_s, strict=True)]):.0f}"],
         ["library process CPU over both gathers, s", fmt(library_cpu, 2)],
     ])
+    log = logged(stack.tmp / "taskgate-api-burst.log")
+    if log:
+        report.add("What the API logged meanwhile (its warnings and errors; ids and numbers as `#`):")
+        report.add()
+        report.table(["lines", "line"], log)
+    else:
+        report.add("The API logged no warning or error meanwhile.")
+        report.add()
     report.add("`python -m bench.run --only concurrency` runs this section alone.")
     report.add()

@@ -618,7 +618,9 @@ def main(argv: list[str] | None = None) -> int:
     from bench.testkit import testkit_section
 
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
-    parser.add_argument("--reps", type=int, default=5, help="Repetitions of each measurement.")
+    parser.add_argument("--reps", type=int, default=None,
+                        help="Repetitions of each measurement (default 5; 3 for --only concurrency, whose "
+                        "repetitions take about half a minute each).")
     parser.add_argument("--duration", type=int, default=6, help="Seconds per wrk run.")
     parser.add_argument("--tasks", type=int, default=5000, help="Tasks in the end-to-end runs.")
     parser.add_argument("--roundtrips", type=int, default=200, help="Single-task round trips.")
@@ -634,6 +636,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="Run only that section (8, 9, 10 or 11); the report then goes to --out, or to the "
                         "temporary directory.")
     args = parser.parse_args(argv)
+    if args.reps is None:
+        args.reps = 3 if args.only == "concurrency" else 5
     if args.quick:
         args.reps, args.duration, args.tasks, args.roundtrips, args.submits, args.loop = 1, 1, 200, 5, 2000, 300
     report = Report()
