@@ -11,8 +11,8 @@ name as the error type).
 
 ``{"kind": "results", "count": N}``: ``N`` ``add`` tasks submitted in one ``asyncio.gather``
 by the library (``Taskgate(builtins=["add"])``, settings from ``TASKGATE_*``), then their
-``job.result()`` gathered: seconds of each gather, and the errors by exception type (a wrong
-sum counts as one too).
+``job.result()`` gathered: seconds of each gather, and the errors by exception type and message
+(a wrong sum counts as one too).
 
 Either answer carries ``cpu``, the CPU seconds this process spent (user + system) from its
 first connection or submit to its last answer: the figure that shows whether the client, not the
@@ -31,6 +31,11 @@ from collections import Counter
 from typing import Any
 
 import uvloop
+
+
+def described(exc: BaseException) -> str:
+    """The exception's type and message, ids and numbers as ``#`` (so alike errors count once)."""
+    return f"{type(exc).__name__}: " + re.sub(r"[0-9a-f]{8}-[0-9a-f-]{27}|\d+(\.\d+)?", "#", str(exc))[:200]
 
 
 def cpu_seconds() -> float:
@@ -94,13 +99,13 @@ async def gathered_results(count: int) -> dict[str, Any]:
         jobs = await asyncio.gather(*(tg.submit(add, n, 1) for n in range(count)), return_exceptions=True)
         submitted = time.perf_counter()
         waiting = {n: job for n, job in enumerate(jobs) if not isinstance(job, BaseException)}
-        errors.update(type(job).__name__ for job in jobs if isinstance(job, BaseException))
+        errors.update(described(job) for job in jobs if isinstance(job, BaseException))
         async with asyncio.timeout(300):
             results = await asyncio.gather(*(job.result() for job in waiting.values()), return_exceptions=True)
         done = time.perf_counter()
     for n, result in zip(waiting, results, strict=True):
         if isinstance(result, BaseException):
-            errors[type(result).__name__] += 1
+            errors[described(result)] += 1
         elif result != n + 1:
             errors["wrong result"] += 1
     return {"submit": submitted - began, "results": done - submitted, "errors": dict(errors),
