@@ -14,6 +14,7 @@ from .helpers import ROOT
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (.ci/run installs it)")
+@pytest.mark.timeout(300)  # every section, each starting its own servers: about 100 s, more on a loaded machine
 def test_bench_quick_run_writes_every_section(tmp_path: Path) -> None:
     committed = (ROOT / "bench" / "RESULTS.md").read_bytes()
     # As `make bench BENCH_ARGS=--quick` runs it: no --out, so it writes to the temporary directory.
