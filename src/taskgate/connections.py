@@ -46,26 +46,38 @@ def blocking(url: str, timeout: float) -> Redis:
     return Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
 
 
+def backstop(timeout: float) -> float:
+    """The asyncio clients' own socket timeouts, for calls whose deadline is ``timeout``. Each
+    call of theirs runs under its deadline (``producer.timeout.within``), which gives back the
+    time a busy event loop ran late, up to a few times itself; the socket's wall-clock timeouts
+    are a backstop behind it, as long as that deadline can get, so a burst that keeps the loop
+    busy does not fail a connect or a read that its deadline would have waited for."""
+    from .producer.timeout import MAX_LAG_FACTOR
+
+    return timeout * (1 + MAX_LAG_FACTOR)
+
+
 def fail_fast(url: str, timeout: float, max_connections: int = MAX_CONNECTIONS) -> AsyncRedis:
     """An asyncio client whose every call fails fast (see the module's docstring); a call that
-    finds all ``max_connections`` busy waits up to ``timeout`` seconds for one."""
+    finds all ``max_connections`` busy waits for one (within its deadline)."""
     pool = BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=timeout, socket_timeout=timeout,
-        socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-        health_check_interval=0)
+        url, max_connections=max_connections, timeout=backstop(timeout), socket_timeout=backstop(timeout),
+        socket_connect_timeout=backstop(timeout),
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)), health_check_interval=0)
     return Multiplexed.from_pool(pool)
 
 
 def events(url: str, timeout: float) -> AsyncRedis:
     """The client of the producer's shared pub/sub connection (see the module's docstring)."""
-    return AsyncRedis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+    return AsyncRedis.from_url(url, socket_timeout=timeout, socket_connect_timeout=backstop(timeout),
                                retry=Retry(NoBackoff(), 0, supported_errors=()),
                                health_check_interval=0, client_name=EVENTS_CLIENT_NAME)
 
 
 def feed(url: str, timeout: float) -> AsyncRedis:
     """The client of the live task feed's pattern subscription (``producer.feed``): no read
-    timeout (it waits for changes), a connect deadline."""
-    return AsyncRedis.from_url(url, socket_timeout=None, socket_connect_timeout=timeout,
+    timeout (it waits for changes), a connect deadline (:func:`backstop`: a burst of feeds
+    opened at once keeps the loop busy while it connects)."""
+    return AsyncRedis.from_url(url, socket_timeout=None, socket_connect_timeout=backstop(timeout),
                                retry=Retry(NoBackoff(), 0, supported_errors=()),
                                health_check_interval=0, client_name="taskgate-feed")

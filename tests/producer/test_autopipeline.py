@@ -4,12 +4,18 @@ and kills connections)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
+from pathlib import Path
 
 import redis
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from taskgate.producer.autopipeline import ScriptPipeline, pack
+from taskgate.producer.autopipeline import MAX_CALLS, OutcomeUnknown, ScriptPipeline, pack
+from taskgate.records.scripts import AtSend
 
 SCRIPT = """
 if ARGV[1] == 'fail' then return redis.error_reply('asked to fail') end
@@ -67,3 +73,62 @@ def test_survives_a_killed_connection_and_a_script_flush(own_redis_url: str) -> 
     asyncio.run(main())
     with redis.Redis.from_url(own_redis_url) as sync:
         assert sync.lrange("list", 0, -1) == [b"1", b"2"]
+
+
+def test_a_large_turn_goes_as_round_trips_of_at_most_max_calls(own_redis_url: str) -> None:
+    """Each round trip reads its scripts' deadline (an AtSend argument) as it leaves: 1,200 calls
+    of one turn are three round trips, the later ones reading a later deadline."""
+    read: list[float] = []
+
+    def deadline() -> str:
+        read.append(time.monotonic())
+        return str(len(read))
+
+    trips: list[float] = []
+
+    async def main() -> list[object]:
+        client = Redis.from_url(own_redis_url)
+        pipeline = ScriptPipeline(client, SCRIPT, timeout=5, observe=trips.append)
+        await pipeline(["warm"], ["0"])  # the script loaded: one round trip per chunk below
+        read.clear()
+        trips.clear()
+        at_send = AtSend(deadline)
+        replies = await asyncio.gather(*(pipeline(["list"], [at_send]) for _ in range(2 * MAX_CALLS + 200)))
+        await client.aclose()
+        return replies
+
+    replies = asyncio.run(main())
+    assert len(trips) == 3
+    assert len(read) == 2 * MAX_CALLS + 200  # each call's argument read once, as its round trip left
+    # the second round trip's deadlines were read after the first round trip had come back
+    assert read[MAX_CALLS] - read[MAX_CALLS - 1] >= trips[0] * 0.5
+    assert replies == [str(n).encode() for n in range(1, len(read) + 1)]  # in order, chunk after chunk
+
+
+def test_a_stalled_redis_fails_the_rest_of_a_large_turn_unsent(own_redis_url: str, tmp_path: Path) -> None:
+    """The first round trip of a large turn gets no answer (Redis frozen): its calls' outcome is
+    unknown, the calls after it are failed at once, not sent, so the turn costs one deadline."""
+    with redis.Redis.from_url(own_redis_url) as sync:
+        pid = int(sync.info("server")["process_id"])
+
+    async def main() -> tuple[list[object], float]:
+        client = Redis.from_url(own_redis_url)
+        pipeline = ScriptPipeline(client, SCRIPT, timeout=0.5)
+        await pipeline(["warm"], ["0"])
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            replies = await asyncio.gather(*(pipeline(["list"], [str(i)]) for i in range(MAX_CALLS + 10)),
+                                           return_exceptions=True)
+            took = time.monotonic() - started
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        await client.aclose()
+        return replies, took
+
+    replies, took = asyncio.run(main())
+    assert all(isinstance(reply, OutcomeUnknown) for reply in replies[:MAX_CALLS]), replies[0]
+    unsent = replies[MAX_CALLS:]
+    assert all(isinstance(reply, RedisConnectionError) and not isinstance(reply, OutcomeUnknown)
+               and "not sent" in str(reply) for reply in unsent), unsent[0]
+    assert took < 1.5, took

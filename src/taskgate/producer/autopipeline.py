@@ -54,6 +54,12 @@ def pack(*args: Arg) -> bytes:
     return b"".join(out)
 
 
+#: Calls one round trip carries at most; more made in one event-loop turn go as several round
+#: trips, one after the other, each reading its scripts' deadline as it leaves: Redis runs a
+#: round trip's scripts one after the other, and the last of thousands would run past a
+#: deadline read when the first left.
+MAX_CALLS = 500
+
 #: A call waiting for its round trip: keys, arguments, and its caller's future.
 _Call = tuple[Sequence[str], Sequence[Arg | AtSend], "asyncio.Future[object]"]
 
@@ -89,46 +95,53 @@ class ScriptPipeline:
         task.add_done_callback(self._sending.discard)
 
     async def _send(self, calls: list[_Call]) -> None:
-        # Packed here, as the round trip starts (its deadline starts now too), not when called.
-        batch = [(pack("EVALSHA", self.sha, len(keys), *keys, *resolve(args)), future)
-                 for keys, args, future in calls if not future.done()]
-        if not batch:  # every caller gave up already
-            return
-        missing = await self._answer(batch, load_first=False)
-        if missing:  # the script was flushed (or Redis restarted): load it, resend only those calls
-            await self._answer(missing, load_first=True)
+        calls = [call for call in calls if not call[2].done()]  # skip callers that gave up
+        for start in range(0, len(calls), MAX_CALLS):
+            failed = await self._answer(calls[start:start + MAX_CALLS])
+            if failed is not None:  # no answer: the rest is not sent (a stalled Redis costs one deadline)
+                _fail(calls[start + MAX_CALLS:], RedisConnectionError(
+                    f"not sent: the round trip before them got no answer ({failed})"))
+                return
 
-    async def _answer(self, calls: list[tuple[bytes, asyncio.Future[object]]],
-                      load_first: bool) -> list[tuple[bytes, asyncio.Future[object]]]:
+    async def _answer(self, calls: list[_Call]) -> Exception | None:
+        """Send ``calls`` and answer their callers; the error of a round trip that failed."""
+        missing, failed = await self._attempt(calls, load_first=False)
+        if missing and failed is None:  # the script was flushed (or Redis restarted): load it, resend those
+            _, failed = await self._attempt(missing, load_first=True)
+        return failed
+
+    async def _attempt(self, calls: list[_Call], load_first: bool) -> tuple[list[_Call], Exception | None]:
         """Send ``calls`` (after ``SCRIPT LOAD`` when ``load_first``) and answer their callers;
-        return, unanswered, the calls that found no script, unless it was just loaded."""
+        return, unanswered, the calls that found no script (unless it was just loaded), or the
+        error that failed them all."""
         try:
             if load_first:
                 await self.client.script_load(self.source)
-            replies = await self._round_trip([command for command, _ in calls])
+            replies = await self._round_trip(calls)
         except BaseException as exc:
             _fail(calls, exc)
             if not isinstance(exc, Exception):
                 raise
-            return []
+            return [], exc
         retry = [] if load_first else [i for i, reply in enumerate(replies)
                                        if isinstance(reply, NoScriptError)]
         skip = set(retry)
-        _settle([(calls[i][1], reply) for i, reply in enumerate(replies) if i not in skip])
-        return [calls[i] for i in retry]
+        _settle([(calls[i][2], reply) for i, reply in enumerate(replies) if i not in skip])
+        return [calls[i] for i in retry], None
 
-    async def _round_trip(self, commands: list[bytes]) -> list[object]:
-        """Send ``commands`` in one write and read their replies (an error reply is returned as
+    async def _round_trip(self, calls: list[_Call]) -> list[object]:
+        """Send ``calls`` in one write and read their replies (an error reply is returned as
         its exception) within ``timeout``; retried once on a fresh connection if the connection
         broke."""
         started = time.perf_counter()
         unsure = False  # a connection broke after the commands were written: Redis may have run them
         written: list[bool] = []  # filled once the commands start going out: Redis may run them
+        packed: list[bytes] = []  # the commands, packed once a connection is ready (see _exchange)
         try:
             async with within(self.timeout):  # one timer for the batch, none per reply
                 for attempt in (1, 2):
                     try:
-                        return await self._exchange(commands, written)
+                        return await self._exchange(calls, written, packed)
                     except RedisConnectionError as exc:
                         unsure = unsure or isinstance(exc, _Unanswered)
                         if attempt == 2:
@@ -145,14 +158,19 @@ class ScriptPipeline:
                 self.observe(time.perf_counter() - started)
         raise AssertionError("unreachable")
 
-    async def _exchange(self, commands: list[bytes], written: list[bool]) -> list[object]:
+    async def _exchange(self, calls: list[_Call], written: list[bool], packed: list[bytes]) -> list[object]:
         pool = self.client.connection_pool
         connection = await connection_of(pool)
         try:
+            # Connected first (at once when it is): a new connection's connect is not the scripts' time.
+            await connection.connect()  # type: ignore[no-untyped-call, unused-ignore]
+            if not packed:  # packed now, so an AtSend argument (a script's deadline) is read as it leaves
+                packed.append(b"".join(pack("EVALSHA", self.sha, len(keys), *keys, *resolve(args))
+                                       for keys, args, _ in calls))
             written.append(True)
-            await connection.send_packed_command(b"".join(commands), check_health=False)
+            await connection.send_packed_command(packed[0], check_health=False)
             replies: list[object] = []
-            for _ in commands:
+            for _ in calls:
                 try:
                     replies.append(await connection.read_response(timeout=math.inf))
                 except ResponseError as error:  # the reply was read whole: the stream is intact
@@ -182,9 +200,9 @@ def _settle(outcomes: list[tuple[asyncio.Future[object], object]]) -> None:
             future.set_result(reply)
 
 
-def _fail(batch: list[tuple[bytes, asyncio.Future[object]]], exc: BaseException) -> None:
+def _fail(batch: list[_Call], exc: BaseException) -> None:
     """Fail every call of ``batch`` still waited on with ``exc``."""
-    for _, future in batch:
+    for *_, future in batch:
         if future.done():
             continue
         if isinstance(exc, asyncio.CancelledError):
