@@ -87,6 +87,10 @@ class Taskgate:
         #: The settings it opened with (resolved again at each open; see :attr:`settings`).
         self._settings: Settings | None = None
         self.celery_app = celery_app
+        if celery_app is not None:  # a worker importing this module runs that app, adopted then
+            from .worker.celery_app import claim
+
+            claim(self._resolve)
         #: Who calls :attr:`router`, by your own auth: ``owner(request)`` (sync or async) names the
         #: owner, whose tasks alone the caller then sees and whose quotas apply; None or "" is a 401.
         #: Given, it replaces API keys.

@@ -3,6 +3,7 @@ runs on it is tested in tests/api/test_router.py and the tutorial's `up --app` t
 
 from __future__ import annotations
 
+import pytest
 from celery import Celery
 
 from taskgate.config import Settings
@@ -53,3 +54,21 @@ def test_a_plain_app_taskgate_never_saw_is_read_not_changed() -> None:
     settings = settings_of(app)
     assert app.conf.broker_url == "amqp://guest@10.0.0.6//"
     assert settings_of(app) is settings
+
+
+def test_a_worker_importing_a_taskgate_made_with_an_app_runs_that_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Taskgate(celery_app=app)`` at a module's top reads nothing when made (no settings yet);
+    a ``taskgate worker`` importing that module finds the app (``adopted()``), adopted with the
+    settings as they are when the worker starts."""
+    from taskgate import Taskgate
+    from taskgate.worker import celery_app
+
+    monkeypatch.setattr(celery_app, "_claimed", None)  # restored after: other tests' apps stay theirs
+    monkeypatch.setattr(celery_app, "_adopted", None)
+    for name in ("TASKGATE_REDIS_URL", "TASKGATE_BROKER_URL", "TASKGATE_RESULT_BACKEND"):
+        monkeypatch.delenv(name, raising=False)
+    app = Celery("user")  # no broker of its own: nothing to adopt it with yet
+    Taskgate(celery_app=app)
+    monkeypatch.setenv("TASKGATE_REDIS_URL", REDIS)  # as `taskgate up` sets it for its worker
+    assert celery_app.adopted() is app
+    assert app.conf.broker_url == REDIS and settings_of(app).redis_url == REDIS

@@ -6,6 +6,8 @@ settings, so producer and consumer always agree on serializers and queues.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from celery import Celery
 from celery.app.defaults import DEFAULTS
 
@@ -113,11 +115,24 @@ def adopt(app: Celery, settings: Settings) -> Settings:
 
 
 _adopted: Celery | None = None
+#: How the latest Taskgate made with a user's Celery app resolves its settings (adopting it).
+_claimed: Callable[[], Settings] | None = None
+
+
+def claim(resolve: Callable[[], Settings]) -> None:
+    """Called by a :class:`~taskgate.Taskgate` made with a user's Celery app: ``resolve()``
+    adopts that app with its settings. Nothing is read now (a Taskgate reads its settings when
+    it opens); a worker importing the module that made it adopts the app as it starts
+    (:func:`adopted`)."""
+    global _claimed
+    _claimed = resolve
 
 
 def adopted() -> Celery | None:
-    """The user's Celery app a :class:`~taskgate.Taskgate` of this process was given, if any
-    (``taskgate worker`` runs it)."""
+    """The user's Celery app a :class:`~taskgate.Taskgate` of this process was given, if any,
+    adopted with that Taskgate's settings as they are now (``taskgate worker`` runs it)."""
+    if _claimed is not None:
+        _claimed()
     return _adopted
 
 
