@@ -63,3 +63,21 @@ def test_what_a_busy_loop_gives_back_is_bounded() -> None:
         asyncio.run(main())
     elapsed = time.monotonic() - started
     assert 1.0 <= elapsed < 1.01 + 0.1 * MAX_LAG_FACTOR + 0.1, elapsed
+
+
+def test_a_loop_that_used_a_deadline_is_not_kept_alive() -> None:
+    """Each loop's lag clock is kept by the loop, weakly: a closed loop is freed (it was kept
+    for the process's life, one per ``asyncio.run``)."""
+    import gc
+
+    from taskgate.producer import timeout
+
+    async def main() -> None:
+        async with within(0.1):
+            pass
+
+    before = len(timeout._clocks)
+    for _ in range(5):
+        asyncio.run(main())
+    gc.collect()
+    assert len(timeout._clocks) <= before

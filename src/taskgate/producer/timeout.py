@@ -38,10 +38,17 @@ class LagClock:
     NOISE = 0.002
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        # Weakly: the clock is its loop's value in ``_clocks``, which would keep the loop alive.
+        self._loop = weakref.ref(loop)
         self.total = 0.0
         self.users = 0
         self._next: float | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop()
+        assert loop is not None, "used only from its own loop, which is alive then"
+        return loop
 
     def start(self) -> float:
         """Count lateness until :meth:`stop`; the total so far."""
