@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import logging
 import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from fastapi import APIRouter, FastAPI, Request
 
-from . import validation
+from . import gates, validation
 from .auth import Caller
 from .config import Settings
 from .declare import Submittable
@@ -38,20 +37,12 @@ from .registry import TaskSpec, declared, exposed, is_builtin, load, subscribe
 if TYPE_CHECKING:
     from celery import Celery
 
-log = logging.getLogger("taskgate")
-
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
 
 #: ``Taskgate(owner=...)``: the owner of a request to the router, by the user's own auth.
 OwnerOf = Callable[[Request], "str | None | Awaitable[str | None]"]
-
-#: Open Taskgates of this process, the latest last (see :meth:`Taskgate.current`).
-_open: list[Taskgate] = []
-_default_lock = threading.Lock()
-_default: tuple[int, Taskgate] | None = None
-
 
 class Taskgate:
     """taskgate inside your application.
@@ -191,7 +182,7 @@ class Taskgate:
         self._settings = settings
         self._producer = Producer.from_settings(settings, self.celery_app, self.serves)
         self._loop, self._opened_pid = asyncio.get_running_loop(), os.getpid()
-        _open.append(self)
+        gates.opened.append(self)
         self._unsubscribe = subscribe(self._declared)
         self._in_background(startup.set_up(self._producer))
         self._lag = asyncio.create_task(watch_loop_lag())
@@ -228,7 +219,7 @@ class Taskgate:
         for task in list(self._background):
             task.cancel()
         with contextlib.suppress(ValueError):
-            _open.remove(self)
+            gates.opened.remove(self)
         producer, self._producer, self._loop = self._producer, None, None
         self._settings = None
         if producer is not None:
@@ -247,21 +238,30 @@ class Taskgate:
         the jobs' blocking methods, then go through it."""
         if self._producer is not None or self._thread is not None:
             raise RuntimeError("this Taskgate is open already")
-        loop = _loop_thread(self)
+        self._open_on_thread(wait=True)
+        return self
+
+    def _open_on_thread(self, *, wait: bool) -> None:
+        """Open on a new event loop run by a daemon thread of its own: waited for here when
+        ``wait``, else by the first call (see :meth:`call`)."""
+        loop, self._thread = gates.loop_thread()
+        opening = asyncio.run_coroutine_threadsafe(self.open(), loop)
+        if not wait:
+            self._opening, self._loop = opening, loop
+            return
         try:
-            asyncio.run_coroutine_threadsafe(self.open(), loop).result()
+            opening.result()
         except BaseException:
-            _stop_loop(loop, self._thread)
+            gates.stop_loop(loop, self._thread)
             self._thread = None
             raise
-        return self
 
     def __exit__(self, *_: object) -> None:
         loop, thread = self._loop, self._thread
         self._thread = None
         if loop is not None:
             asyncio.run_coroutine_threadsafe(self.close(), loop).result()
-            _stop_loop(loop, thread)
+            gates.stop_loop(loop, thread)
 
     @asynccontextmanager
     async def lifespan(self, app: FastAPI | None = None) -> AsyncIterator[None]:
@@ -282,10 +282,10 @@ class Taskgate:
         open; without one, a process-wide one made from the TASKGATE_* environment (the worker's
         settings inside a worker) and opened on a thread of its own, on first use."""
         pid = os.getpid()
-        for gate in reversed(_open):
+        for gate in reversed(gates.opened):
             if gate._loop is not None and not gate._loop.is_closed() and gate._opened_pid == pid:
                 return gate
-        return _default_gate()
+        return gates.default()
 
     # -- the HTTP API ---------------------------------------------------------------------------
 
@@ -402,37 +402,3 @@ def _environment() -> Settings:
             settings = Settings()
     return settings
 
-
-def _loop_thread(gate: Taskgate) -> asyncio.AbstractEventLoop:
-    """A new event loop running on a daemon thread of its own, for ``gate`` (its ``_thread``)."""
-    loop = asyncio.new_event_loop()
-    gate._thread = threading.Thread(target=loop.run_forever, name="taskgate-client", daemon=True)
-    gate._thread.start()
-    return loop
-
-
-def _stop_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread | None) -> None:
-    loop.call_soon_threadsafe(loop.stop)
-    if thread is not None:
-        thread.join(10)
-    if not loop.is_running():
-        loop.close()
-
-
-def _default_gate() -> Taskgate:
-    """The process-wide Taskgate (see :meth:`Taskgate.current`), opened on a daemon thread's
-    event loop on first use (again in a forked child)."""
-    global _default
-    with _default_lock:
-        if _default is not None and _default[0] == os.getpid():
-            return _default[1]
-        from .worker.running import worker_settings
-
-        gate = Taskgate(worker_settings())
-        loop = _loop_thread(gate)
-        # Opened there, waited for by the first call (awaited from a coroutine: no loop blocks).
-        gate._opening = asyncio.run_coroutine_threadsafe(gate.open(), loop)
-        gate._loop = loop
-        _default = (os.getpid(), gate)
-        log.debug("taskgate: opened a process-wide Taskgate for task.submit()")
-        return gate
