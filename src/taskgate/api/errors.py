@@ -46,14 +46,16 @@ log = logging.getLogger("taskgate.api")
 
 def error_response(status: int, type_: str, message: str, *, retryable: bool = False,
                    headers: Mapping[str, str] | None = None, task_id: str | None = None,
-                   errors: Sequence[FieldError] = ()) -> JSONResponse:
+                   errors: Sequence[FieldError] = (), extra: Mapping[str, Any] | None = None) -> JSONResponse:
     """A JSON error in the stable envelope; a 422's ``errors`` name each field (``loc``, ``msg``,
-    ``type``), so a client needs no parsing of the message."""
+    ``type``), so a client needs no parsing of the message; ``extra``: more fields of the error
+    (a submit's ``outcome``, a failed task's ``task_error``)."""
     error: dict[str, Any] = {"type": type_, "message": message, "retryable": retryable}
     if task_id is not None:
         error["task_id"] = task_id
     if errors:
         error["errors"] = [{"loc": list(one.loc), "msg": one.msg, "type": one.type} for one in errors]
+    error.update(extra or {})
     body = {"error": error}
     return JSONResponse(body, status_code=status, headers=dict(headers or {}))
 
@@ -100,13 +102,10 @@ async def _too_large(_: Request, exc: Exception) -> JSONResponse:
 async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, BackendUnavailable)
     log.warning("%s %s: %s", request.method, request.url.path, exc)
-    error: dict[str, Any] = {"type": "backend_unavailable", "message": f"{exc}; retry later",
-                             "retryable": True}
-    if exc.task_id is not None:
-        error["task_id"] = exc.task_id
-    if exc.outcome is not None:  # a submit's: what became of its task (see Unavailable)
-        error["outcome"] = exc.outcome
-    return JSONResponse({"error": error}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+    # a submit's says what became of its task in ``outcome`` (see Unavailable)
+    return error_response(503, "backend_unavailable", f"{exc}; retry later", retryable=True,
+                          headers={"Retry-After": str(RETRY_AFTER_SECONDS)}, task_id=exc.task_id,
+                          extra={"outcome": exc.outcome} if exc.outcome is not None else None)
 
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:
@@ -182,9 +181,8 @@ HANDLERS: dict[type[Exception], Handler] = {
 
 async def _task_failed(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TaskFailed)
-    return JSONResponse({"error": {"type": "task_failed", "message": str(exc),
-                                   "retryable": exc.error.get("retryable") is True,
-                                   "task_id": exc.task_id, "task_error": exc.error}}, status_code=502)
+    return error_response(502, "task_failed", str(exc), retryable=exc.error.get("retryable") is True,
+                          task_id=exc.task_id, extra={"task_error": exc.error})
 
 
 async def _task_cancelled(_: Request, exc: Exception) -> JSONResponse:
