@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Generic, TypeVar
 
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.connection import Connection
@@ -50,37 +51,56 @@ async def connection_of(pool: ConnectionPool) -> Connection:
     return await pool.get_connection()  # type: ignore[no-any-return, no-untyped-call, unused-ignore]
 
 
-class Multiplexed(Redis):
-    """``redis.asyncio.Redis`` whose commands of one event-loop turn share one round trip."""
+#: A call waiting in a :class:`TurnBatch`.
+C = TypeVar("C", bound=tuple[Any, ...])
+
+
+class TurnBatch(Generic[C]):
+    """Calls made during one event-loop turn, sent together at its end: :meth:`_enqueue` a call
+    (a tuple whose last item is its caller's future), and :meth:`_send` gets the turn's calls,
+    in a task of its own kept until it is done (:meth:`_drain` waits for those in flight)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._batch: list[_Call] = []
+        self._batch: list[C] = []
         self._sending: set[asyncio.Task[None]] = set()
 
-    async def execute_command(self, *args: Any, **options: Any) -> Any:
-        name = args[0].upper() if isinstance(args[0], str) else args[0]
-        if self.single_connection_client or name in OWN_CONNECTION:
-            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
+    def _enqueue(self, call: C) -> None:
         if not self._batch:
-            loop.call_soon(self._flush)
-        self._batch.append((args, options, future))
-        return await future
-
-    async def aclose(self, close_connection_pool: bool | None = None) -> None:
-        """Close the client, once the round trips in flight have ended (their callers gave up
-        or were answered): none is left pending on a closed pool."""
-        if self._sending:
-            await asyncio.gather(*self._sending, return_exceptions=True)
-        await super().aclose(close_connection_pool)
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._batch.append(call)
 
     def _flush(self) -> None:
         batch, self._batch = self._batch, []
         task = asyncio.ensure_future(self._send(batch))
         self._sending.add(task)  # keep a reference until it is done
         task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[C]) -> None:
+        raise AssertionError("a TurnBatch sends its calls in _send")
+
+    async def _drain(self) -> None:
+        """Wait for the round trips in flight (their callers were answered or gave up)."""
+        if self._sending:
+            await asyncio.gather(*self._sending, return_exceptions=True)
+
+
+class Multiplexed(TurnBatch["_Call"], Redis):  # type: ignore[misc]  # redis-py's own bases disagree
+    """``redis.asyncio.Redis`` whose commands of one event-loop turn share one round trip."""
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        name = args[0].upper() if isinstance(args[0], str) else args[0]
+        if self.single_connection_client or name in OWN_CONNECTION:
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._enqueue((args, options, future))
+        return await future
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        """Close the client, once the round trips in flight have ended (their callers gave up
+        or were answered): none is left pending on a closed pool."""
+        await self._drain()
+        await super().aclose(close_connection_pool)
 
     async def _send(self, batch: list[_Call]) -> None:
         for attempt in (1, 2):
@@ -92,9 +112,9 @@ class Multiplexed(Redis):
                 return
             except RedisConnectionError as exc:  # the calls not yet answered are sent once more
                 if attempt == 2:
-                    _fail(waited, exc)
+                    fail(waited, exc)
             except BaseException as exc:
-                _fail(waited, exc)
+                fail(waited, exc)
                 if not isinstance(exc, Exception):
                     raise
                 return
@@ -120,9 +140,10 @@ class Multiplexed(Redis):
             await pool.release(connection)
 
 
-def _fail(batch: list[_Call], exc: BaseException) -> None:
-    """Fail every call of ``batch`` still waited on with ``exc``."""
-    for _, _, future in batch:
+def fail(batch: Sequence[tuple[Any, ...]], exc: BaseException) -> None:
+    """Fail every call of ``batch`` (each a tuple ending with its caller's future) still waited
+    on with ``exc``."""
+    for *_, future in batch:
         if future.done():
             continue
         if isinstance(exc, asyncio.CancelledError):

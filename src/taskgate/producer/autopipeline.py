@@ -30,7 +30,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
-from ..multiplexing import connection_of
+from ..multiplexing import TurnBatch, connection_of, fail
 from ..records.scripts import Arg, AtSend, resolve
 from .timeout import within
 
@@ -64,42 +64,32 @@ MAX_CALLS = 500
 _Call = tuple[Sequence[str], Sequence[Arg | AtSend], "asyncio.Future[object]"]
 
 
-class ScriptPipeline:
+class ScriptPipeline(TurnBatch[_Call]):
     """``await pipeline(keys, args)`` runs the script like ``EVALSHA`` and returns its reply (or
     raises its error); calls made in the same event-loop turn share one round trip."""
 
     def __init__(self, client: Redis, source: str, timeout: float,
                  observe: Callable[[float], object] | None = None) -> None:
+        super().__init__()
         self.client = client
         self.source = source
         self.timeout = timeout
         self.observe = observe  # told each round trip's duration
         self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
-        self._batch: list[_Call] = []
-        self._sending: set[asyncio.Task[None]] = set()
 
     def __call__(self, keys: Sequence[str], args: Sequence[Arg | AtSend]) -> asyncio.Future[object]:
         """Queue one call for the next flush (at the end of this event-loop turn); an
         :class:`~taskgate.records.scripts.AtSend` argument is read as its round trip starts."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[object] = loop.create_future()
-        if not self._batch:
-            loop.call_soon(self._flush)
-        self._batch.append((keys, args, future))
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        self._enqueue((keys, args, future))
         return future
-
-    def _flush(self) -> None:
-        batch, self._batch = self._batch, []
-        task = asyncio.ensure_future(self._send(batch))
-        self._sending.add(task)  # keep a reference until it is done
-        task.add_done_callback(self._sending.discard)
 
     async def _send(self, calls: list[_Call]) -> None:
         calls = [call for call in calls if not call[2].done()]  # skip callers that gave up
         for start in range(0, len(calls), MAX_CALLS):
             failed = await self._answer(calls[start:start + MAX_CALLS])
             if failed is not None:  # no answer: the rest is not sent (a stalled Redis costs one deadline)
-                _fail(calls[start + MAX_CALLS:], RedisConnectionError(
+                fail(calls[start + MAX_CALLS:], RedisConnectionError(
                     f"not sent: the round trip before them got no answer ({failed})"))
                 return
 
@@ -119,7 +109,7 @@ class ScriptPipeline:
                 await self.client.script_load(self.source)
             replies = await self._round_trip(calls)
         except BaseException as exc:
-            _fail(calls, exc)
+            fail(calls, exc)
             if not isinstance(exc, Exception):
                 raise
             return [], exc
@@ -198,14 +188,3 @@ def _settle(outcomes: list[tuple[asyncio.Future[object], object]]) -> None:
             future.set_exception(reply)
         else:
             future.set_result(reply)
-
-
-def _fail(batch: list[_Call], exc: BaseException) -> None:
-    """Fail every call of ``batch`` still waited on with ``exc``."""
-    for *_, future in batch:
-        if future.done():
-            continue
-        if isinstance(exc, asyncio.CancelledError):
-            future.cancel()
-        else:
-            future.set_exception(exc)
