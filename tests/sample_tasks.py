@@ -257,3 +257,9 @@ def stamped(log: str, seconds: float = 0) -> str:
     from celery import current_task
 
     return _counted_run(log, str(current_task.request.id), seconds)
+
+
+@taskgate.task
+def power(base: int, exponent: int) -> int:
+    """``base ** exponent`` (the exponent at most 128): a result can be past 64 bits."""
+    return int(base ** min(exponent, 128))

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
+import orjson
 from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
 
 from . import validation
@@ -85,12 +86,18 @@ class TaskSpec:
 
     def dump_result(self, value: Any) -> Any:
         """The result as JSON-compatible data, checked against the declared return type; a
-        non-finite float (which JSON would carry as null) raises :class:`ResultNotSerializable`."""
+        non-finite float (which JSON would carry as null) or an integer beyond 64 bits raises
+        :class:`ResultNotSerializable`."""
         dumped = self.result_adapter.dump_python(self.result_adapter.validate_python(value), mode="json")
         bad = _non_finite(dumped)
         if bad is not None:
             raise ResultNotSerializable(f"the task returned {bad!r} in its result, which JSON cannot carry "
                                         "(it would read as null); return a finite number, a string or null")
+        try:  # what the record cannot store (an integer beyond 64 bits) fails the task, not its record
+            orjson.dumps(dumped)
+        except orjson.JSONEncodeError as exc:
+            raise ResultNotSerializable(f"the task's result cannot be stored as JSON ({exc}): integers must "
+                                        "fit in 64 bits (return a larger one as a string)") from None
         return dumped
 
 

@@ -166,3 +166,12 @@ def test_a_non_finite_result_fails_instead_of_reading_as_null() -> None:
     assert spec.dump_result({"values": [1.0, 2.0]}) == {"values": [1.0, 2.0]}
     with pytest.raises(ResultNotSerializable, match="returned inf"):
         spec.dump_result(scaled(1.0))
+
+
+def test_a_result_beyond_64_bits_fails_the_task_instead_of_leaving_it_started(client: httpx.Client) -> None:
+    """2**64, which the record cannot store: the task ends failed, saying why (it stayed
+    `started` forever, the worker failing to write its end)."""
+    task_id = client.post("/tasks/power", json={"base": 2, "exponent": 64}).json()["task_id"]
+    body = client.get(f"/tasks/{task_id}", params={"wait": 20}).json()
+    assert body["state"] == "failed", body
+    assert body["error"]["type"] == "ResultNotSerializable" and "64 bits" in body["error"]["message"], body
