@@ -115,7 +115,7 @@ class Taskgate:
         return self._settings if self._settings is not None else self._resolve()
 
     def _resolve(self) -> Settings:
-        settings = self._given or (Settings(**self._overrides) if self._overrides else _environment())
+        settings = self._given or (Settings(**self._overrides) if self._overrides else gates.environment())
         if self.celery_app is not None:
             from .worker.celery_app import adopt
 
@@ -388,17 +388,3 @@ class Taskgate:
         """Iterate ``events(producer)`` (run on this Taskgate's loop) from blocking code."""
         producer, loop = self._opened_loop()
         return bridge.iterate_sync(events(producer), loop, "`async for event in job.events()` instead")
-
-
-def _environment() -> Settings:
-    """TASKGATE_* settings as the environment says now (not ``get_settings()``'s cached ones);
-    without a Redis URL, those of the ``taskgate up`` running on this data dir (its embedded
-    Valkey), as the CLI commands find it."""
-    settings = Settings()
-    if settings.redis_url is None and settings.result_backend is None:
-        from .service import instance
-
-        if instance.join(settings) is not None:
-            settings = Settings()
-    return settings
-

@@ -1,8 +1,8 @@
 """The Taskgates of one process: those open, the latest of which ``task.submit()`` uses (see
 :meth:`~taskgate.Taskgate.current`); without one, the process-wide Taskgate, made from the
-TASKGATE_* environment (the worker's settings inside a worker) and opened on first use; and the
+TASKGATE_* environment (the worker's settings inside a worker) and opened on first use; the
 event loops on threads of their own that run a Taskgate for blocking code (``with tg:``, and
-that process-wide one)."""
+that process-wide one); and the environment a Taskgate without settings reads."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import logging
 import os
 import threading
 from typing import TYPE_CHECKING
+
+from .config import Settings
 
 if TYPE_CHECKING:
     from .gate import Taskgate
@@ -56,3 +58,16 @@ def default() -> Taskgate:
         _default = (os.getpid(), gate)
         log.debug("taskgate: opened a process-wide Taskgate for task.submit()")
         return gate
+
+
+def environment() -> Settings:
+    """TASKGATE_* settings as the environment says now (not ``get_settings()``'s cached ones);
+    without a Redis URL, those of the ``taskgate up`` running on this data dir (its embedded
+    Valkey), as the CLI commands find it."""
+    settings = Settings()
+    if settings.redis_url is None and settings.result_backend is None:
+        from .service import instance
+
+        if instance.join(settings) is not None:
+            settings = Settings()
+    return settings
