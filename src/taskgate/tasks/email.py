@@ -8,7 +8,7 @@ from email.utils import make_msgid
 from typing import Annotated
 from urllib.parse import unquote, urlsplit
 
-from pydantic import AfterValidator, BaseModel, EmailStr, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, EmailStr, Field
 
 from ..config import get_settings
 from ..declare import task
@@ -43,6 +43,16 @@ def one_line(value: str) -> str:
 
 #: Text that goes into a message's header (the subject): one line.
 HeaderText = Annotated[str, AfterValidator(one_line)]
+
+
+def one_line_input(value: object) -> object:
+    """``one_line`` on raw input before its type is checked (a non-string is left to the type)."""
+    return one_line(value) if isinstance(value, str) else value
+
+
+#: A recipient: one line, checked before EmailStr, which strips a trailing line break before
+#: pydantic 2.14 (and so took "ann@example.com\n").
+Recipient = Annotated[EmailStr, BeforeValidator(one_line_input)]
 
 
 def _classify(code: int, detail: object) -> Exception:
@@ -86,7 +96,7 @@ def deliver(smtp_url: str, sender: str, to: list[str], subject: str, body: str) 
 
 @task(retry=RetryPolicy(transient=(SMTPTemporaryError,), max_retries=5, backoff=1.0, max_delay=60.0))
 def send_email(
-    to: Annotated[list[EmailStr], Field(min_length=1, max_length=50, description="Recipients.")],
+    to: Annotated[list[Recipient], Field(min_length=1, max_length=50, description="Recipients.")],
     subject: Annotated[HeaderText, Field(max_length=998, description="One line: no CR or LF.")],
     body: Annotated[str, Field(max_length=1_000_000, description="Plain-text body.")],
 ) -> EmailReceipt:
