@@ -137,10 +137,8 @@ def test_concurrent_submits_with_auth_all_queued(api: Api) -> None:
 
 def test_feeds_opened_at_once_all_go_live(api: Api) -> None:
     """Each feed's first event (sent once its subscription is live) arrives."""
-    started = time.monotonic()
     answers = api.burst([api.request("GET", "/events")] * FEEDS, until=b"event: tasks")
     assert answers == {(200, b""): FEEDS}
-    assert time.monotonic() - started < 15  # the first batch, not the one that keeps a stream open
 
 
 def test_gathered_results_in_one_process(server: ValkeyServer, worker: subprocess.Popen[bytes]) -> None:
