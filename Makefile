@@ -32,7 +32,7 @@ $(PY):
 
 # Runtime install; redone when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml | $(PY)
-	@echo "Installing taskgate and its runtime dependencies into $(VENV) (first run only: some 15 s from a warm pip cache, longer while packages download)..."
+	@echo "Installing taskgate and its runtime dependencies into $(VENV) (first run only: some 15-30 s from a warm pip cache, longer while packages download)..."
 	$(PY) -m pip install --quiet --progress-bar off -e .
 	@echo "Installed."
 	@touch $@
