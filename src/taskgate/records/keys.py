@@ -43,6 +43,12 @@ OWNER_INDEX_PREFIX = "taskgate:index:"
 #: long delay never meets the broker's visibility timeout. Workers move due ones to the queue.
 DELAYED = "taskgate:delayed"
 
+#: ``taskgate:expiring`` -> sorted set of the ids of tasks submitted with an expiry, by that
+#: expiry (s since the epoch, as :data:`DELAYED`'s scores; the record's ``expires_at`` holds it
+#: in ms). Every worker's keeper ends the ones past it that have not started (``expired``) and
+#: drops ids whose task started or ended meanwhile.
+EXPIRING = "taskgate:expiring"
+
 #: ``taskgate:dead`` -> sorted set of dead-lettered task ids by time. Entries older than
 #: ``failure_ttl`` are trimmed; the set expires too.
 DEAD = "taskgate:dead"
