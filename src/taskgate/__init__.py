@@ -30,6 +30,7 @@ from .exceptions import (
     Unavailable,
     UnknownTask,
 )
+from .limits import Concurrency
 from .records import TaskRecord
 from .registry import RetryPolicy
 from .schedule import Timing, cron, every
@@ -55,6 +56,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "BackendUnavailable",
+    "Concurrency",
     "ConfigurationError",
     "Conflict",
     "DeclaredTask",

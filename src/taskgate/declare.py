@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from celery import shared_task
 
 from . import validation
+from .limits import Concurrency
 from .registry import RESERVED_NAMES, RetryPolicy, TaskSpec, build_spec, register, valid_name
 from .schedule import Timing
 from .worker.runtime import TaskgateTask
@@ -40,6 +41,10 @@ class SubmitOptions:
     eta: datetime | None = None
     #: 0 (first) to 9 (last), as the API's ``priority``; default 0.
     priority: int | None = None
+    #: Seconds after submission (above 0, at most 2592000: 30 days) by which the task must have
+    #: started: if it has not, it never runs and ends ``expired``. None: the task's declared
+    #: ``expires``, if any.
+    expires: float | None = None
     #: The same key (1 to 200 characters) and arguments within 24 h give back the same task
     #: (per owner).
     idempotency_key: str | None = None
@@ -74,17 +79,20 @@ class Submittable(Generic[P, R]):
 
     def with_options(self, *, countdown: float | None = None, eta: datetime | None = None,
                      priority: int | None = None, idempotency_key: str | None = None,
-                     owner: str | None = None) -> Submittable[P, R]:
+                     owner: str | None = None, expires: float | timedelta | None = None) -> Submittable[P, R]:
         """The same task with these submission options (see :class:`SubmitOptions`), checked
         here by the rules the API's query parameters follow (``InvalidArguments`` naming the
         option): ``countdown`` 0 to 2592000 seconds (30 days), ``eta`` a timezone-aware time up
         to 30 days ahead, not both; ``priority`` 0 to 9; ``idempotency_key`` 1 to 200
-        characters."""
+        characters; ``expires`` seconds (or a ``timedelta``) above 0 and at most 30 days, counted
+        from each submission."""
+        if isinstance(expires, timedelta):
+            expires = expires.total_seconds()
         pairs = (("countdown", countdown), ("eta", eta), ("priority", priority),
-                 ("idempotency_key", idempotency_key), ("owner", owner))
+                 ("idempotency_key", idempotency_key), ("owner", owner), ("expires", expires))
         given: dict[str, Any] = {name: value for name, value in pairs if value is not None}
         chosen = replace(self.options, **given)
-        timing = {name: value for name in ("countdown", "eta", "priority")
+        timing = {name: value for name in ("countdown", "eta", "priority", "expires")
                   if (value := getattr(chosen, name)) is not None}
         validation.options(timing)
         validation.idempotency_key(chosen.idempotency_key)
@@ -138,9 +146,13 @@ def task(func: Callable[P, Awaitable[R]], /) -> DeclaredTask[P, R]: ...
 def task(func: Callable[P, R], /) -> DeclaredTask[P, R]: ...
 @overload
 def task(*, name: str | None = None, queue: str | None = None, retry: RetryPolicy | None = None,
-         schedule: Timing | None = None, **celery_options: Any) -> _Decorator: ...
+         schedule: Timing | None = None, rate_limit: str | None = None, rate_key: str | None = None,
+         burst: int | None = None, concurrency: Concurrency | None = None,
+         expires: float | timedelta | None = None, **celery_options: Any) -> _Decorator: ...
 def task(func: Callable[..., Any] | None = None, /, *, name: str | None = None, queue: str | None = None,
-         retry: RetryPolicy | None = None, schedule: Timing | None = None, **celery_options: Any) -> Any:
+         retry: RetryPolicy | None = None, schedule: Timing | None = None, rate_limit: str | None = None,
+         rate_key: str | None = None, burst: int | None = None, concurrency: Concurrency | None = None,
+         expires: float | timedelta | None = None, **celery_options: Any) -> Any:
     """Declare an exposed task: ``@taskgate.task`` or ``@taskgate.task(name=..., retry=...)``.
 
     The function's signature becomes the HTTP request body and its return annotation the
@@ -149,8 +161,25 @@ def task(func: Callable[..., Any] | None = None, /, *, name: str | None = None, 
     on its worker process's event loop. ``schedule`` (``taskgate.cron(...)`` or
     ``taskgate.every(...)``) runs it on a schedule, created or updated by each worker that
     starts with it, and removed once a worker starts without the declaration.
+
+    Admission, across the cluster (a run not admitted yet waits ``queued`` in taskgate's
+    Redis, not in a worker):
+
+    - ``rate_limit``: ``"<count>/<s|m|h>"`` (``"100/m"``): runs start at most this often,
+      evenly spaced; ``burst`` (default 1: strictly spaced) runs may start at once after a
+      quiet spell; ``rate_key``: one such budget for the whole task (``"task"``, the default),
+      per owner (``"owner"``) or per value of an argument (its name).
+    - ``concurrency``: ``taskgate.Concurrency(limit=2, key="owner")``: at most ``limit`` runs
+      with the same key at once; keys take turns.
+    - ``expires``: seconds (or a ``timedelta``, above 0 and at most 30 days) after its
+      submission a run that has not started never runs and ends ``expired``.
+
+    Each is checked here: ``TypeError``/``ValueError`` naming the task and the problem (an
+    argument named as a key must be one of the function's).
     """
-    decorate = _Decorator(name, queue, retry, celery_options, schedule)
+    decorate = _Decorator(name, queue, retry, celery_options, schedule,
+                          {"rate_limit": rate_limit, "rate_key": rate_key, "burst": burst,
+                           "concurrency": concurrency, "expires": expires})
     return decorate(func) if func is not None else decorate
 
 
@@ -158,9 +187,13 @@ class _Decorator:
     """``@taskgate.task(...)`` with options: applied to the function next."""
 
     def __init__(self, name: str | None, queue: str | None, retry: RetryPolicy | None,
-                 celery_options: dict[str, Any], schedule: Timing | None = None) -> None:
+                 celery_options: dict[str, Any], schedule: Timing | None = None,
+                 limits: dict[str, Any] | None = None) -> None:
         self.name, self.queue, self.retry, self.celery_options = name, queue, retry, celery_options
         self.schedule = schedule
+        #: The admission options (``rate_limit``, ``rate_key``, ``burst``, ``concurrency``,
+        #: ``expires``), checked by ``build_spec``.
+        self.limits = limits or {}
 
     @overload
     def __call__(self, fn: Callable[P, Awaitable[R]], /) -> DeclaredTask[P, R]: ...
@@ -170,7 +203,7 @@ class _Decorator:
         public = self.name or fn.__name__
         valid_name(public)
         spec = build_spec(fn, public, f"taskgate.{public}", self.retry or RetryPolicy(), self.queue,
-                          self.schedule)
+                          self.schedule, **self.limits)
         if not register(spec):  # a built-in whose name a user's task took
             return DeclaredTask(spec, None)
         options = {"queue": self.queue} if self.queue else {}

@@ -19,13 +19,15 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, get_type_hints
 
 import orjson
 from pydantic import BaseModel, ConfigDict, TypeAdapter, create_model
 
-from . import validation
+from . import limits, validation
 from .exceptions import InvalidArguments
+from .limits import Concurrency, RateLimit
 from .schedule import Timing
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -51,8 +53,9 @@ class RetryPolicy:
         return random.uniform(0, min(self.max_delay, self.backoff * 2**retry))
 
     def is_transient(self, exc: BaseException) -> bool:
-        """True when ``exc`` is worth another attempt."""
-        return isinstance(exc, self.transient)
+        """True when ``exc`` is worth another attempt (never a result too large, even when
+        ``transient`` names ``ValueError``: running again returns the same result)."""
+        return isinstance(exc, self.transient) and not isinstance(exc, ResultTooLarge)
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,14 @@ class TaskSpec:
     #: A schedule declared with the task (``@taskgate.task(schedule=...)``), created or updated
     #: by every worker that starts with it.
     schedule: Timing | None = None
+    #: The declared cluster-wide rate limit (``@taskgate.task(rate_limit=..., rate_key=...,
+    #: burst=...)``), if any.
+    rate: RateLimit | None = None
+    #: The declared concurrency limit (``@taskgate.task(concurrency=...)``), if any.
+    concurrency: Concurrency | None = None
+    #: Seconds after its submission a run of the task expires unless it started by then
+    #: (``@taskgate.task(expires=...)``); None: it never expires.
+    expires: float | None = None
 
     @property
     def is_async(self) -> bool:
@@ -84,25 +95,35 @@ class TaskSpec:
         returns one."""
         return self.result_adapter.validate_python(value)
 
-    def dump_result(self, value: Any) -> Any:
+    def dump_result(self, value: Any, max_bytes: int | None = None) -> Any:
         """The result as JSON-compatible data, checked against the declared return type; a
         non-finite float (which JSON would carry as null) or an integer beyond 64 bits raises
-        :class:`ResultNotSerializable`."""
+        :class:`ResultNotSerializable`, and a result whose JSON is longer than ``max_bytes``
+        (``TASKGATE_MAX_RESULT_BYTES`` in the worker) :class:`ResultTooLarge`."""
         dumped = self.result_adapter.dump_python(self.result_adapter.validate_python(value), mode="json")
         bad = _non_finite(dumped)
         if bad is not None:
             raise ResultNotSerializable(f"the task returned {bad!r} in its result, which JSON cannot carry "
                                         "(it would read as null); return a finite number, a string or null")
         try:  # what the record cannot store (an integer beyond 64 bits) fails the task, not its record
-            orjson.dumps(dumped)
+            size = len(orjson.dumps(dumped))
         except orjson.JSONEncodeError as exc:
             raise ResultNotSerializable(f"the task's result cannot be stored as JSON ({exc}): integers must "
                                         "fit in 64 bits (return a larger one as a string)") from None
+        if max_bytes is not None and size > max_bytes:
+            raise ResultTooLarge(f"the task returned a result of {size:,} bytes, more than "
+                                 f"TASKGATE_MAX_RESULT_BYTES ({max_bytes:,}): store big outputs in a file "
+                                 "(taskgate's files API, or your own storage) and return its id")
         return dumped
 
 
 class ResultNotSerializable(ValueError):
     """Raised in the worker when a task's result holds NaN or an infinity."""
+
+
+class ResultTooLarge(ValueError):
+    """Raised in the worker when a task's result, as JSON, is longer than
+    ``TASKGATE_MAX_RESULT_BYTES``; the task fails, never retried (it would return the same)."""
 
 
 def _non_finite(value: Any) -> float | None:
@@ -128,8 +149,11 @@ def _title(name: str) -> str:
 
 
 def build_spec(func: Callable[..., Any], name: str, celery_name: str, retry: RetryPolicy,
-               queue: str | None, schedule: Timing | None = None) -> TaskSpec:
-    """Read ``func``'s signature and type hints into a :class:`TaskSpec`."""
+               queue: str | None, schedule: Timing | None = None, *, rate_limit: str | None = None,
+               rate_key: str | None = None, burst: int | None = None, concurrency: Concurrency | None = None,
+               expires: float | timedelta | None = None) -> TaskSpec:
+    """Read ``func``'s signature and type hints into a :class:`TaskSpec`, with its declared
+    limits checked (see :mod:`taskgate.limits`): ``TypeError``/``ValueError`` naming the task."""
     hints = get_type_hints(func, include_extras=True)
     if "return" not in hints:
         raise TypeError(f"task {name!r}: annotate the return type of {func.__qualname__}")
@@ -161,10 +185,14 @@ def build_spec(func: Callable[..., Any], name: str, celery_name: str, retry: Ret
         except InvalidArguments as exc:
             raise InvalidArguments(f"task {name!r}: the arguments of its schedule do not fit its signature: "
                                    f"{exc}", exc.errors) from None
+    arguments = list(args_model.model_fields)
     return TaskSpec(name=name, celery_name=celery_name, func=func, args_model=args_model,
                     result_type=hints["return"], retry=retry, queue=queue, summary=summary.strip(),
                     description=description.strip(), result_adapter=TypeAdapter(hints["return"]),
-                    schedule=schedule)
+                    schedule=schedule, rate=limits.rate_of(name, arguments, rate_limit, rate_key, burst),
+                    concurrency=limits.concurrency_of(name, arguments, concurrency),
+                    expires=None if expires is None else limits.expiry_seconds(expires,
+                                                                               f"task {name!r}: expires"))
 
 
 def valid_name(public: str) -> None:
