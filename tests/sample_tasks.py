@@ -263,3 +263,12 @@ def stamped(log: str, seconds: float = 0) -> str:
 def power(base: int, exponent: int) -> int:
     """``base ** exponent`` (the exponent at most 128): a result can be past 64 bits."""
     return int(base ** min(exponent, 128))
+
+
+@taskgate.task(retry=taskgate.RetryPolicy(transient=(ValueError,), max_retries=2, backoff=0.1, max_delay=0.2))
+def big_result(log: str, size: int) -> str:
+    """Append a line to ``log`` at each start and return ``size`` characters: a result over
+    TASKGATE_MAX_RESULT_BYTES (whose ResultTooLarge is a ValueError, yet never retried)."""
+    with open(log, "a") as out:
+        out.write(f"{os.getpid()}\n")
+    return "x" * size

@@ -132,6 +132,10 @@ class Settings(BaseSettings):
         "off every caller is one owner, held only by TASKGATE_MAX_STREAMS.")
     max_body_bytes: int = Field(
         default=1024 * 1024, gt=0, description="Largest JSON request body, in bytes (413 beyond it).")
+    max_result_bytes: int = Field(
+        default=1024 * 1024, ge=1, description="Largest result a task may return, in bytes of its JSON; a "
+        "larger one fails the task (not retried) with error type ResultTooLarge, saying to store big "
+        "outputs in a file and return its id. Read by the workers.")
     flower_basic_auth: str | None = Field(
         default=None, description="user:password that Flower requires; needed to bind Flower to a "
         "non-loopback address.")

@@ -176,7 +176,7 @@ class TaskgateTask(Task):  # type: ignore[misc]
             value = spec.func(**dict(call))
             if spec.is_async:  # on this process's event loop, cancelled on request
                 value = aio.run(value, running)
-            result = spec.dump_result(value)
+            result = spec.dump_result(value, settings.max_result_bytes)
         except TaskCancelled:
             rec.set(task_id, settings.result_ttl, state=TaskState.CANCELLED, finished_at=time.time())
             raise CancelledIgnore() from None
