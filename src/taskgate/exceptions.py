@@ -17,8 +17,10 @@
     ├── TaskFailed              ``await job.result()``: the task failed (carries its error)
     ├── ResultTimeout           ``await job.result(timeout=...)``: not ended in time (also a
     │                           ``TimeoutError``)
-    └── TaskCancelled           ``await job.result()``: the task was cancelled; also raised
-                                inside a running task that was asked to stop
+    ├── TaskCancelled           ``await job.result()``: the task was cancelled; also raised
+    │                           inside a running task that was asked to stop
+    └── TaskExpired             ``await job.result()``: the task was not started before its
+                                expiry and never ran
 
 ``api/errors.py`` maps each one to an HTTP answer in one place.
 """
@@ -153,6 +155,19 @@ class TaskCancelled(TaskGateError):
     def __init__(self, message: str = "cancelled on request", task_id: str | None = None) -> None:
         super().__init__(message)
         self.task_id = task_id
+
+
+class TaskExpired(TaskGateError):
+    """Raised by ``await job.result()`` when the task ended ``expired``: it was not started
+    before its expiry (``expires``) and never ran. ``error`` is the record's envelope, saying
+    when it expired."""
+
+    def __init__(self, task_id: str, error: dict[str, object] | None = None) -> None:
+        self.task_id = task_id
+        self.error: dict[str, object] = error if isinstance(error, dict) else {
+            "type": "Expired", "message": "not started before its expiry: it will never run",
+            "retryable": False}
+        super().__init__(f"task {task_id} expired: {self.error.get('message')}")
 
 
 class ResultTimeout(TaskGateError, TimeoutError):

@@ -18,6 +18,7 @@ import concurrent.futures
 import contextlib
 import os
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
@@ -305,8 +306,9 @@ class Taskgate:
         the ``{"error": {...}}`` envelope: ``Unavailable`` -> 503 with Retry-After,
         ``TaskNotFound`` -> 404, ``InvalidArguments`` -> 422, ``QuotaExceeded`` -> 429...; and
         what ``await job.result()`` raises: ``TaskFailed`` -> 502 ``task_failed`` with the task's
-        own error in ``task_error``, ``TaskCancelled`` -> 409 ``task_cancelled``, its
-        ``TimeoutError`` -> 504 ``task_timeout`` with the ``task_id`` to ask for later.
+        own error in ``task_error``, ``TaskCancelled`` -> 409 ``task_cancelled``, ``TaskExpired``
+        -> 409 ``task_expired`` (why in ``task_error``), its ``TimeoutError`` -> 504
+        ``task_timeout`` with the ``task_id`` to ask for later.
         FastAPI's own 422 body for a request that fails validation is left as it is, unless
         ``validation=True``."""
         from .api import errors
@@ -338,7 +340,8 @@ class Taskgate:
         arguments = validation.call(spec.args_model, args, kwargs)
         chosen = task.options
         caller = SYSTEM if chosen.owner is None else Caller(owner=chosen.owner)
-        options = Options(countdown=chosen.countdown, eta=chosen.eta, priority=chosen.priority)
+        options = Options(countdown=chosen.countdown, eta=chosen.eta, priority=chosen.priority,
+                          expires_at=None if chosen.expires is None else time.time() + chosen.expires)
         return spec, arguments, options, caller, chosen.idempotency_key
 
     @overload

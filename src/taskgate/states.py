@@ -20,6 +20,8 @@ class TaskState(StrEnum):
     FAILED = "failed"
     #: It was cancelled before or while running.
     CANCELLED = "cancelled"
+    #: It was not started before its expiry (``expires``) and never will be.
+    EXPIRED = "expired"
 
     @property
     def is_terminal(self) -> bool:
@@ -27,4 +29,4 @@ class TaskState(StrEnum):
         return self in _TERMINAL
 
 
-_TERMINAL = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
+_TERMINAL = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED, TaskState.EXPIRED})

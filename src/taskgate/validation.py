@@ -11,7 +11,8 @@ is refused as ``POST /tasks/add`` with ``{"x": "1"}`` is.
 
 Options: ``countdown`` 0 to :data:`MAX_DELAY` seconds (30 days); ``eta`` a time with a
 timezone, from 1970 to 30 days ahead (a past one runs at once); one of the two, not both;
-``priority`` an integer 0 to 9; an idempotency key of 1 to :data:`MAX_IDEMPOTENCY_KEY`
+``priority`` an integer 0 to 9; ``expires`` above 0 to :data:`MAX_DELAY` seconds from
+submission (a run not started by then never runs); an idempotency key of 1 to :data:`MAX_IDEMPOTENCY_KEY`
 characters.
 
 A refusal is :class:`~taskgate.InvalidArguments` whose ``errors`` are :class:`FieldError`\\ s;
@@ -184,6 +185,13 @@ class SubmitParameters(BaseModel):
                                  "not both.")
     priority: int | None = Field(default=None, json_schema_extra={"minimum": 0, "maximum": 9},
                                  description="0 (first) to 9 (last); default 0.")
+    expires: float | None = Field(default=None,
+                                  json_schema_extra={"exclusiveMinimum": 0, "maximum": MAX_DELAY},
+                                  description="Seconds from now (above 0, at most "
+                                  f"{MAX_DELAY}: 30 days) by which the task must have started: if it has "
+                                  "not, it never runs and ends `expired` (checked when it would be queued "
+                                  "and again when a worker would start it; a delayed, retrying or waiting "
+                                  "run expires too).")
 
     @field_validator("countdown")
     @classmethod
@@ -209,6 +217,14 @@ class SubmitParameters(BaseModel):
                                       "for a later run, submit it later")
         return eta
 
+    @field_validator("expires")
+    @classmethod
+    def _expiry(cls, expires: float | None) -> float | None:
+        if expires is not None and not 0 < expires <= MAX_DELAY:
+            raise PydanticCustomError("expires_range", f"must be above 0 and at most {MAX_DELAY} seconds "
+                                      "(30 days) from now")
+        return expires
+
     @field_validator("priority")
     @classmethod
     def _priority(cls, priority: int | None) -> int | None:
@@ -222,7 +238,7 @@ NO_OPTIONS = SubmitParameters()
 
 def options(given: Mapping[str, Any], at: tuple[str | int, ...] = OPTION, *, strict: bool = True
             ) -> SubmitParameters:
-    """``countdown``, ``eta`` and ``priority`` checked; else :class:`InvalidArguments` naming
+    """``countdown``, ``eta``, ``priority`` and ``expires`` checked; else :class:`InvalidArguments` naming
     each under ``at``. ``strict``: Python's types (a number, a datetime); else read from text
     (a query string)."""
     if not given:

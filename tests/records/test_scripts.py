@@ -17,6 +17,7 @@ import pytest
 from redis import Redis
 
 from taskgate.constants import ANONYMOUS, HEARTBEAT_TTL, LATENCY_BUCKETS, MINUTES_KEPT, STATS_TTL
+from taskgate.producer.overview import MINUTE_FIELDS
 from taskgate.records import decode, decode_event, keys, scripts
 from taskgate.records.scripts import Scripts
 from taskgate.states import TaskState
@@ -116,6 +117,8 @@ def test_constants_mirrored_in_lua_match_python() -> None:
     assert f"local MINUTES_KEPT = {MINUTES_KEPT}  --" in source
     assert f"local HEARTBEAT_TTL = {HEARTBEAT_TTL}\n" in source
     assert f"local ANONYMOUS = '{ANONYMOUS}'" in source
+    fields = ", ".join(f"'{name}'" for name in MINUTE_FIELDS)  # what GET /summary reads per minute
+    assert f"local MINUTE_FIELDS = {{{fields}}}\n" in source
 
 
 def test_a_task_keys_share_one_hash_tag() -> None:

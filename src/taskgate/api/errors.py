@@ -29,6 +29,7 @@ from ..exceptions import (
     QuotaExceeded,
     ResultTimeout,
     TaskCancelled,
+    TaskExpired,
     TaskFailed,
     TaskNotFound,
     Unauthorized,
@@ -190,6 +191,11 @@ async def _task_cancelled(_: Request, exc: Exception) -> JSONResponse:
     return error_response(409, "task_cancelled", str(exc), task_id=exc.task_id)
 
 
+async def _task_expired(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, TaskExpired)
+    return error_response(409, "task_expired", str(exc), task_id=exc.task_id, extra={"task_error": exc.error})
+
+
 async def _result_timeout(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ResultTimeout)
     return error_response(504, "task_timeout", f"{exc}; it goes on: ask for it again by its task_id "
@@ -197,11 +203,13 @@ async def _result_timeout(_: Request, exc: Exception) -> JSONResponse:
 
 
 #: What ``await job.result()`` raises in an app's own routes (never in taskgate's router):
-#: the task failed (502, its own error in ``task_error``), was cancelled (409), or has not ended
-#: in time (504, with the id to ask again).
+#: the task failed (502, its own error in ``task_error``), was cancelled (409), expired before it
+#: started (409 ``task_expired``, the record's error in ``task_error``), or has not ended in time
+#: (504, with the id to ask again).
 RESULT_HANDLERS: dict[type[Exception], Handler] = {
     TaskFailed: _task_failed,
     TaskCancelled: _task_cancelled,
+    TaskExpired: _task_expired,
     ResultTimeout: _result_timeout,
 }
 

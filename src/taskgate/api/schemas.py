@@ -69,7 +69,7 @@ class FieldProblem(BaseModel):
                                  '`["query", "countdown"]`, `["header", "Idempotency-Key"]`.')
     msg: str = Field(description="What is wrong with it.")
     type: str = Field(description="The kind of error (pydantic's, or taskgate's own: `countdown_range`, "
-                      "`eta_naive`, `eta_range`, `countdown_and_eta`, `priority_range`).")
+                      "`eta_naive`, `eta_range`, `countdown_and_eta`, `priority_range`, `expires_range`).")
 
 
 class ErrorDetail(ErrorBody):
@@ -101,11 +101,12 @@ class TaskCreated(BaseModel):
 
 
 class TutorialResult(BaseModel):
-    """The tutorial's result shape; `pending` covers queued, started and retrying."""
+    """The tutorial's result shape; `pending` covers queued, started and retrying; `expired`: it
+    was not started before its expiry (`?expires=`) and never will be."""
 
-    status: Literal["pending", "completed", "failed", "cancelled"]
+    status: Literal["pending", "completed", "failed", "cancelled", "expired"]
     result: JsonValue = Field(default=None, description="The task's return value, once completed.")
-    error: ErrorBody | None = Field(default=None, description="Why the task failed, if it did.")
+    error: ErrorBody | None = Field(default=None, description="Why the task failed or expired, if it did.")
 
 
 class Progress(BaseModel):
@@ -136,8 +137,8 @@ class TaskInfo(BaseModel):
                               "null for tasks submitted while auth is off.")
     state: TaskState
     result: Any = Field(default=None, description="The return value, once `succeeded`.")
-    error: ErrorBody | None = Field(default=None, description="Why it failed (or the last transient "
-                                    "error while `retrying`).")
+    error: ErrorBody | None = Field(default=None, description="Why it failed or expired (or the last "
+                                    "transient error while `retrying`).")
     progress: Progress | None = None
     attempts: int = Field(default=0, description="How many times a worker started it.")
     deliveries: int = Field(default=0, description="How many times the current attempt was delivered to a "
@@ -156,6 +157,8 @@ class TaskInfo(BaseModel):
         "to its end and ends in its own state (`succeeded`, `failed`) with this set; `?terminate=true` "
         "stops it (`cancelled`).")
     arguments: dict[str, Any] | None = Field(default=None, description="What it was called with.")
+    expires_at: datetime | None = Field(default=None, description="Its expiry (`?expires=`): not "
+                                        "started by then, it ends `expired` and never runs (null: none).")
     replay_of: str | None = Field(default=None, description="The task it replays "
                                   "(`POST /tasks/{task_id}/replay`), if any.")
     schedule_id: str | None = Field(default=None, description="The schedule it is a run of, if any.")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from ..auth import Caller
-from ..exceptions import ResultTimeout, TaskCancelled, TaskFailed
+from ..exceptions import ResultTimeout, TaskCancelled, TaskExpired, TaskFailed
 from ..records import TaskRecord
 from ..registry import TaskSpec
 from ..states import TaskState
@@ -41,11 +41,13 @@ class JobEvent:
 
 
 def outcome(record: TaskRecord, spec: TaskSpec | None) -> Any:
-    """The typed result of an ended task, or its failure or cancellation raised."""
+    """The typed result of an ended task, or its failure, cancellation or expiry raised."""
     if record.state is TaskState.FAILED:
         raise TaskFailed(record.task_id, record.error)
     if record.state is TaskState.CANCELLED:
         raise TaskCancelled(f"task {record.task_id} was cancelled", record.task_id)
+    if record.state is TaskState.EXPIRED:
+        raise TaskExpired(record.task_id, record.error)
     return spec.load_result(record.result) if spec is not None else record.result
 
 
@@ -73,7 +75,8 @@ class Job(Generic[T]):
     async def result(self, timeout: float | None = None) -> T:  # noqa: ASYNC109
         """Wait until the task ends and return its result, typed (a pydantic model again for a
         task that returns one). ``TaskFailed`` (with the error envelope) if it failed,
-        ``TaskCancelled`` if it was cancelled, ``TimeoutError`` if it has not ended within
+        ``TaskCancelled`` if it was cancelled, ``TaskExpired`` if it was not started before its
+        expiry, ``TimeoutError`` if it has not ended within
         ``timeout`` seconds (None: wait as long as it takes)."""
         record = await self._gate.call(lambda producer: self._wait(producer, timeout))
         if not record.ended:

@@ -22,8 +22,10 @@ HOUR = 60
 #: Minutes the summary's chart covers.
 CHART_MINUTES = 15
 
-#: What one minute counts (``minute:<m>:<field>`` in the stats hash).
-_ENDED = ("succeeded", "failed", "cancelled")
+#: What one minute counts (``minute:<m>:<field>`` in the stats hash): tasks ended per state,
+#: then their waits (transition.lua's MINUTE_FIELDS, in its order).
+_ENDED = ("succeeded", "failed", "cancelled", "expired")
+MINUTE_FIELDS = (*_ENDED, "wait_sum", "wait_n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +49,7 @@ class Minute:
     succeeded: int = 0
     failed: int = 0
     cancelled: int = 0
+    expired: int = 0
     wait_avg: float | None = None
 
 
@@ -91,7 +94,7 @@ async def summary(backend: Backend, broker: Broker, catalogue: dict[str, TaskSpe
         seconds, micros = await redis.time()  # the clock the minutes are on
         minute = (seconds * 1000 + micros // 1000) // 60_000
         hour = range(minute - HOUR + 1, minute + 1)  # the current minute and the 59 before it
-        fields = [f"minute:{m}:{name}" for m in hour for name in (*_ENDED, "wait_sum", "wait_n")]
+        fields = [f"minute:{m}:{name}" for m in hour for name in MINUTE_FIELDS]
         pipe = redis.pipeline(transaction=False)
         pipe.hmget(keys.STATS, fields)
         pipe.zcard(keys.DELAYED)
@@ -106,9 +109,11 @@ async def summary(backend: Backend, broker: Broker, catalogue: dict[str, TaskSpe
     values = [_number(raw) for raw in cast(list[bytes | None], counts)]
     per_minute: list[Minute] = []
     last_hour = dict.fromkeys(_ENDED, 0)
+    width, ended_n = len(MINUTE_FIELDS), len(_ENDED)
     for i, m in enumerate(hour):
-        ended = dict(zip(_ENDED, (int(v) for v in values[i * 5:i * 5 + 3]), strict=True))
-        wait_sum, wait_n = values[i * 5 + 3], values[i * 5 + 4]
+        row = values[i * width:(i + 1) * width]
+        ended = dict(zip(_ENDED, (int(v) for v in row[:ended_n]), strict=True))
+        wait_sum, wait_n = row[ended_n], row[ended_n + 1]
         for state, count in ended.items():
             last_hour[state] += count
         per_minute.append(Minute(datetime.fromtimestamp(m * 60, tz=UTC), **ended,

@@ -54,6 +54,8 @@ class Options:
     priority: int | None = None
     #: The task this submission replays (kept in its record as ``replay_of``).
     replay_of: str | None = None
+    #: Its expiry, in seconds since the epoch: not started by then, it never runs (``expired``).
+    expires_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,8 @@ letter; ``cancel`` "1" once cancelling was asked; ``cancel_requested_at`` (ms) w
 first asked, kept whatever state the task then ends in (a running sync task that never checks
 runs to its end: ``succeeded`` with this set); ``schedule_id`` the schedule whose run it is,
 ``tick`` (ms) the tick of that schedule it stands for (absent for a run started by hand);
-``replay_of`` the task it replays; ``timeline`` JSON, the states it entered in order (at most
+``replay_of`` the task it replays; ``expires_at`` (ms) its expiry: not started by then, it
+ends ``expired`` and never runs; ``timeline`` JSON, the states it entered in order (at most
 50: the first and the latest), each ``{"state", "at" (ms), "attempt", "worker" (when started)}``,
 each at the record's own time for it (``created_at``, ``started_at``, ``finished_at``), the
 others (retrying, queued again) on Redis's clock. ``args`` is written at submission (and
@@ -81,6 +82,7 @@ class TaskRecord:
     schedule_id: str | None = None
     tick: datetime | None = None
     replay_of: str | None = None
+    expires_at: datetime | None = None
     timeline: tuple[Change, ...] = ()
     unreadable: frozenset[str] = field(default=frozenset())
 
@@ -95,7 +97,7 @@ class TaskRecord:
 
 
 _TIMES = frozenset({"created_at", "started_at", "finished_at", "next_attempt_at", "tick",
-                    "cancel_requested_at"})
+                    "cancel_requested_at", "expires_at"})
 _COUNTS = frozenset({"attempts", "deliveries", "seq"})
 _JSON = frozenset({"progress", "result", "error", "args"})
 _TEXT = frozenset({"name", "owner", "worker", "dead_reason", "schedule_id", "replay_of"})

@@ -32,7 +32,7 @@ Arg = str | bytes | int | float
 
 #: Every script under ``scripts/`` that can be run (the others are only included).
 NAMES = ("submit", "start", "update", "cancel", "park", "lost", "dead", "requeue", "unknown", "release",
-         "fire", "schedule_put")
+         "fire", "schedule_put", "expire")
 
 _INCLUDE = re.compile(r"^--#include (\S+\.lua)$", re.MULTILINE)
 
@@ -191,7 +191,7 @@ def schedule_put(schedule_id: str, owner: str, *, mode: PutMode, limit: int, now
 
 # --- the worker's transitions -------------------------------------------------------------------
 
-StartVerdict = Literal["run", "cancelled", "finished", "dead", "arguments", "owner"]
+StartVerdict = Literal["run", "cancelled", "expired", "finished", "dead", "arguments", "owner"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +212,9 @@ def _start_reply(reply: Any) -> StartReply:
 def start(task_id: str, owner: str, *, name: str, now: float, ttl: int, max_deliveries: int,
           node: str, failure_ttl: int, arguments: bytes = b"") -> Call[StartReply]:
     """Before a run: ``run`` (now started, marked alive), ``cancelled`` (never run it; the
-    record expires in ``ttl``), ``finished`` (a duplicate delivery) or ``dead`` (delivered
+    record expires in ``ttl``), ``expired`` (never run it: it was not started before its expiry,
+    its ``expires_at``, by ``now``; ended ``expired`` if it was not yet, the record expiring in
+    ``ttl``), ``finished`` (a duplicate delivery) or ``dead`` (delivered
     ``max_deliveries`` times: failed and dead-lettered with ``arguments``, expiring in
     ``failure_ttl``); ``arguments`` when it would be dead but no ``arguments`` were given
     (nothing changed: call again with them; they are sent only on this rare path); ``owner``
@@ -263,12 +265,43 @@ def unknown(task_id: str, now: float) -> Call[tuple[TaskState | None, float] | N
 
 
 def release(now: float, due: Sequence[tuple[str, str | None]]) -> Call[int]:
-    """Move these due delayed tasks (id, the queue list their record named) to their queues.
-    The number moved."""
+    """Move these due delayed tasks (id, the queue list their record named) to their queues;
+    one past its expiry is not queued but left to :func:`expire` (in :data:`.keys.EXPIRING`,
+    due). The number moved."""
     task_keys: list[str] = []
     for task_id, queue in due:
         task_keys += [keys.record(task_id), queue or ""]
-    return Call("release", [keys.DELAYED, *task_keys], [repr(now), *(task_id for task_id, _ in due)], int)
+    return Call("release", [keys.DELAYED, keys.EXPIRING, *task_keys],
+                [repr(now), *(task_id for task_id, _ in due)], int)
+
+
+ExpireVerdict = Literal["expired", "skipped", "missing", "later", "owner"]
+
+
+@dataclass(frozen=True, slots=True)
+class ExpireReply:
+    """What the expire script decided; ``owner``: for verdict ``owner``, the record's owner."""
+
+    verdict: ExpireVerdict
+    owner: str | None = None
+
+
+def _expire_reply(reply: Any) -> ExpireReply:
+    said = _text(reply)
+    if said.startswith("owner:"):
+        return ExpireReply("owner", said.removeprefix("owner:"))
+    return ExpireReply(cast(ExpireVerdict, said))
+
+
+def expire(task_id: str, owner: str, *, now: float, ttl: int) -> Call[ExpireReply]:
+    """The expiry sweep, for a task in :data:`.keys.EXPIRING` due by ``now``: ``expired`` (it
+    had not started and its ``expires_at`` passed: ended ``expired``, off the delayed set, the
+    record expiring in ``ttl``), ``skipped`` (it started or ended: it only leaves the set),
+    ``missing`` (no record: it leaves the set), ``later`` (not yet: back in the set at its
+    expiry), ``owner`` when the record's owner is not ``owner`` (nothing changed: call again
+    with :attr:`ExpireReply.owner`)."""
+    return Call("expire", [*_transition(task_id, owner), keys.DELAYED, keys.EXPIRING],
+                [task_id, repr(now), ttl, owner], _expire_reply)
 
 
 # --- the API's control --------------------------------------------------------------------------
@@ -298,6 +331,14 @@ class Scripts:
 
     def __call__(self, call: Call[T]) -> T:
         return call.parse(self._scripts[call.script](keys=call.keys, args=resolve(call.args)))
+
+
+    def many(self, calls: Sequence[Call[T]]) -> list[T]:
+        """Run ``calls`` in one round trip (a pipeline, not a transaction), their replies in order."""
+        pipe = self.client.pipeline(transaction=False)
+        for call in calls:
+            self._scripts[call.script](keys=call.keys, args=resolve(call.args), client=pipe)
+        return [call.parse(reply) for call, reply in zip(calls, pipe.execute(), strict=True)]
 
 
 class AsyncScripts:

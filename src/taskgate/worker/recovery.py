@@ -15,6 +15,9 @@ instead keeps that timeout long and lets every worker's main process run a keepe
   ``runtime``);
 * **release**: every 0.5 s, due delayed tasks and retries move from ``taskgate:delayed`` to
   their queue in one atomic script, so a long countdown runs exactly once;
+* **expire**: every 0.5 s too, runs whose expiry (``expires``) passed before they started
+  (queued, delayed, retrying, waiting for admission) end ``expired``, from
+  ``taskgate:expiring`` (a message of one already in a queue is then skipped at START);
 * **schedules**: due schedules fire, each tick once (see ``scheduler``); the keeper wakes at the
   next tick when that comes before its next 0.5 s pass.
 """
@@ -37,7 +40,7 @@ from redis.exceptions import RedisError
 from .. import connections
 from ..brokers import parks_delays
 from ..config import Settings
-from ..constants import HEARTBEAT_INTERVAL, HEARTBEAT_TTL, REAP_GRACE
+from ..constants import ANONYMOUS, HEARTBEAT_INTERVAL, HEARTBEAT_TTL, REAP_GRACE
 from ..records import keys, scripts
 from ..records.upgrade import upgrade_at
 from ..records.workers import Heartbeat, heartbeats
@@ -51,6 +54,8 @@ TICK = 0.5
 REAP_INTERVAL = 5.0
 #: Delayed tasks moved to their queues per keeper tick, at most.
 RELEASE_BATCH = 100
+#: Runs past their expiry ended per keeper tick, at most.
+EXPIRE_BATCH = 500
 
 
 def held() -> tuple[list[str], int]:
@@ -98,6 +103,7 @@ class Keeper(threading.Thread):
                     next_beat = now + HEARTBEAT_INTERVAL
                 if self.parks_delays:
                     self.release()
+                self.expire()  # after release: the runs it found past their expiry end in this pass
                 self.firer.fire_due()
                 if self.broker_is_redis and now >= next_reap:
                     self.reap()
@@ -145,6 +151,26 @@ class Keeper(threading.Thread):
         if moved:
             log.info("taskgate keeper: released %d due task(s)", moved)
         return moved
+
+    def expire(self) -> int:
+        """End the runs whose expiry has passed and that have not started (``expired``); drop
+        from the expiring set the ids of those that started or ended meanwhile."""
+        now = time.time()
+        due = [raw.decode() for raw in cast(list[bytes], self.client.zrangebyscore(
+            keys.EXPIRING, "-inf", repr(now), start=0, num=EXPIRE_BATCH))]
+        if not due:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for task_id in due:
+            pipe.hget(keys.record(task_id), "owner")
+        owners = [owner.decode() if owner else ANONYMOUS for owner in pipe.execute()]
+        # an 'owner' reply (the record's owner changed since that read) is tried again next pass
+        replies = self.scripts.many([scripts.expire(task_id, owner, now=now, ttl=self.settings.result_ttl)
+                                     for task_id, owner in zip(due, owners, strict=True)])
+        ended = sum(reply.verdict == "expired" for reply in replies)
+        if ended:
+            log.info("taskgate keeper: %d task(s) expired before they started", ended)
+        return ended
 
     def reap(self) -> int:
         """Requeue messages held by no live worker (their worker died)."""

@@ -1,12 +1,13 @@
 """Inside the worker: the Task base class that keeps a task's record truthful.
 
 ``TaskgateTask.__call__`` wraps every run of a declared task: it moves the record to
-``started`` (or skips a task cancelled while queued, or already finished), validates the
-arguments against the generated model, runs the plain function (an ``async def`` one on the
-process's event loop, see ``aio``), and records the result, a
-retry (with ``next_attempt_at``) or a client-safe error. Tasks call :func:`report_progress`
-and :func:`cancel_requested` while they run. A task that ends ``cancelled`` is announced to
-Celery's event stream as revoked (:class:`CancelAwareRequest`), so Flower shows it ended.
+``started`` (or skips a task cancelled while queued, expired before it started, or already
+finished), validates the arguments against the generated model, runs the plain function (an
+``async def`` one on the process's event loop, see ``aio``), and records the result, a retry
+(with ``next_attempt_at``) or a client-safe error. Tasks call :func:`report_progress` and
+:func:`cancel_requested` while they run. A task that ends ``cancelled`` (or is found
+``expired``) is announced to Celery's event stream as revoked (:class:`CancelAwareRequest`),
+so Flower shows it ended.
 """
 
 from __future__ import annotations
@@ -48,12 +49,18 @@ class CancelledIgnore(Ignore):  # type: ignore[misc]
     found cancelled at start. Celery skips it like any :class:`~celery.exceptions.Ignore`."""
 
 
+class ExpiredIgnore(CancelledIgnore):
+    """Raised in the worker by a task found ``expired`` at start (not started before its
+    expiry): never run, skipped like a cancelled one, announced as revoked with ``expired``."""
+
+
 class CancelAwareRequest(Request):  # type: ignore[misc]
     """The worker's main-process request of a taskgate task.
 
     ``Ignore`` makes Celery send no terminal task event, so a monitor would show a cancelled
     task started forever. On :class:`CancelledIgnore` this sends Celery's own ``task-revoked``
-    event (the fields ``Request._announce_revoked`` sends), once: not when
+    event (the fields ``Request._announce_revoked`` sends; ``expired`` true for
+    :class:`ExpiredIgnore`), once: not when
     ``revoke(terminate=True)`` already announced it. ``send_event`` sends only while the worker
     sends task events (``--task-events``, or switched on by Flower).
 
@@ -70,9 +77,10 @@ class CancelAwareRequest(Request):  # type: ignore[misc]
 
     def on_failure(self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False) -> Any:
         # exc_info is billiard's ExceptionInfo, back from the pool: .type is the raised class.
-        if getattr(exc_info, "type", None) is CancelledIgnore and not self._already_revoked:
+        kind = getattr(exc_info, "type", None)
+        if kind in (CancelledIgnore, ExpiredIgnore) and not self._already_revoked:
             self._already_revoked = True
-            self.send_event("task-revoked", terminated=False, signum=None, expired=False)
+            self.send_event("task-revoked", terminated=False, signum=None, expired=kind is ExpiredIgnore)
         lost = self._lost(getattr(exc_info, "exception", None))
         outcome = super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
         if lost is not None:
@@ -134,7 +142,8 @@ class TaskgateTask(Task):  # type: ignore[misc]
             raise Ignore()
         if verdict != "run":
             log.info("task %s[%s] not run: %s", self.name, task_id, verdict)
-            raise CancelledIgnore() if verdict == "cancelled" else Ignore()
+            raise (CancelledIgnore() if verdict == "cancelled" else ExpiredIgnore() if verdict == "expired"
+                   else Ignore())
         beat = pulse(self.request.hostname or "")
         beat.enter(task_id)
         try:

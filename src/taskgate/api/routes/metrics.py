@@ -46,6 +46,7 @@ class MinuteInfo(BaseModel):
     succeeded: int
     failed: int
     cancelled: int
+    expired: int = Field(description="Tasks not started before their expiry, ended `expired`.")
     wait_avg: float | None = Field(description="Mean seconds from submission to start of the tasks "
                                    "that ended in it and had started, to the millisecond (null: none had).")
 
@@ -61,7 +62,7 @@ class Summary(BaseModel):
     workers: int = Field(description="Live workers.")
     concurrency: int = Field(description="Tasks the live workers can run at once, together.")
     last_hour: dict[str, int] = Field(description="Tasks that ended in the last hour, by state "
-                                      "(succeeded, failed, cancelled).")
+                                      "(succeeded, failed, cancelled, expired).")
     minutes: list[MinuteInfo] = Field(description="The last 15 minutes, oldest first (the current "
                                       "one last, still counting).")
 

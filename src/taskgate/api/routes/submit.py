@@ -6,6 +6,7 @@ body by hand, with one Pydantic call each, for speed; their OpenAPI is declared 
 import inspect
 import json
 import logging
+import time
 from typing import Annotated, Any, Union
 
 from fastapi import HTTPException, Request
@@ -161,8 +162,10 @@ def submit_endpoint(spec: TaskSpec) -> Any:
             missing = await missing_file(producer, arguments, files, caller)
             if missing is not None:
                 raise HTTPException(404, no_file(missing[1]))
+        expires_at = None if options.expires is None else time.time() + options.expires
         submission = await producer.submitter.submit(
-            spec, arguments, Options(countdown=options.countdown, eta=options.eta, priority=options.priority),
+            spec, arguments, Options(countdown=options.countdown, eta=options.eta, priority=options.priority,
+                                     expires_at=expires_at),
             idempotency, caller)
         if gate.log_submits:
             log.info("accepted %s for %s", spec.name, caller.owner,

@@ -37,6 +37,7 @@ _TUTORIAL_STATUS = {
     TaskState.SUCCEEDED: "completed",
     TaskState.FAILED: "failed",
     TaskState.CANCELLED: "cancelled",
+    TaskState.EXPIRED: "expired",
 }
 
 
@@ -61,13 +62,15 @@ async def submit_add(request: Request) -> JSONBytes:
 
 
 async def get_result(task_id: TaskId, producer: ProducerDep, caller: CallerDep) -> TutorialResult:
-    """`completed` with the result, `failed` with the error, `pending` until then; 404 if unknown."""
+    """`completed` with the result, `failed` with the error, `pending` until then (`cancelled`,
+    or `expired` with why when it was not started before its expiry); 404 if unknown."""
     record = await producer.reader.get(task_id, caller)
     state = record.state or TaskState.QUEUED  # an unreadable state: not known to have ended
     if state is TaskState.SUCCEEDED:
         return TutorialResult(status="completed", result=record.result)
-    if state is TaskState.FAILED:
-        return TutorialResult(status="failed", error=ErrorBody.from_stored(record.error))
+    if state in (TaskState.FAILED, TaskState.EXPIRED):
+        return TutorialResult(status=_TUTORIAL_STATUS[state],  # type: ignore[arg-type]
+                              error=ErrorBody.from_stored(record.error))
     return TutorialResult(status=_TUTORIAL_STATUS[state])  # type: ignore[arg-type]
 
 

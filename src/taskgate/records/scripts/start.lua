@@ -1,11 +1,14 @@
 -- Worker, before running a task. Marks it started and alive, or says why not to run it.
--- Returns 'run', 'cancelled' (never run it), 'finished' (a duplicate delivery: skip) or 'dead'
+-- Returns 'run', 'cancelled' (never run it), 'expired' (never run it: it was not started before
+-- its expiry, now or earlier; ended `expired` here if not yet), 'finished' (a duplicate delivery:
+-- skip) or 'dead'
 -- (delivered max_deliveries times already: it keeps killing its worker; dead-lettered, with its
 -- arguments kept to requeue it, all in this one step), or 'arguments' when it would be dead
 -- but `arguments` is '' (the worker sends a task's arguments only then, and calls again), or
 -- 'owner:<owner>' when KEYS[5] is not that owner's in-flight set (nothing changed: call again
 -- with the right one; the worker takes the owner from the message, which may lack it).
 --#include transition.lua
+--#include expiry.lua
 local dead = KEYS[6]
 local name, now, ttl, max_deliveries, node, failure_ttl, arguments =
   ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8]
@@ -22,6 +25,14 @@ if before == 'cancelled' or redis.call('HGET', record, 'cancel') == '1' then
     publish()
   end
   return 'cancelled'
+end
+if before == 'expired' then return 'expired' end
+if before == 'queued' or before == 'retrying' then  -- a message that waited past its expiry
+  local expires_at = redis.call('HGET', record, 'expires_at')
+  if past_expiry(expires_at, now) then
+    end_expired(expires_at, now, ttl)
+    return 'expired'
+  end
 end
 if not before then
   -- sent by another producer (plain Celery): start a record for it

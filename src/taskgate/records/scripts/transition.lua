@@ -4,14 +4,14 @@ local task_id = ARGV[1]
 --#include times.lua
 
 -- Mirrors of Python constants (tests/records/test_scripts.py checks that they agree).
-local ENDED = {succeeded = true, failed = true, cancelled = true}
+local ENDED = {succeeded = true, failed = true, cancelled = true, expired = true}
 local ANONYMOUS = 'anonymous'  -- the owner of a record without an owner field
 local LATENCY_BUCKETS = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0}
 local STATS_TTL = 2592000
 local HEARTBEAT_TTL = 10
 local TIMELINE_MAX = 50  -- entries a record's timeline keeps: the first, and the latest others
 local MINUTES_KEPT = 61  -- per-minute counts kept in the stats (the summary's last hour)
-local MINUTE_FIELDS = {'succeeded', 'failed', 'cancelled', 'wait_sum', 'wait_n'}
+local MINUTE_FIELDS = {'succeeded', 'failed', 'cancelled', 'expired', 'wait_sum', 'wait_n'}
 
 -- The state the script found.
 local before = redis.call('HGET', record, 'state')

@@ -38,8 +38,8 @@ function barChart(title, minutes, parts, describe) {
 
 export function throughputChart(minutes) {
   return barChart("Tasks ended per minute, last 15 min", minutes,
-    [["succeeded", "bar-ok"], ["failed", "bar-bad"], ["cancelled", "bar-muted"]],
-    (m) => `${m.succeeded} succeeded, ${m.failed} failed, ${m.cancelled} cancelled`);
+    [["succeeded", "bar-ok"], ["failed", "bar-bad"], ["cancelled", "bar-muted"], ["expired", "bar-expired"]],
+    (m) => `${m.succeeded} succeeded, ${m.failed} failed, ${m.cancelled} cancelled, ${m.expired} expired`);
 }
 
 export function waitChart(minutes) {

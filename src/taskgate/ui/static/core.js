@@ -2,7 +2,7 @@
 // HTML), calling the API, navigating, and what the page shown holds (timers, live streams).
 export const BASE = new URL(document.baseURI);            // …/ui/
 export const API = new URL("../", BASE);                  // where taskgate's router is mounted
-export const STATES = ["queued", "started", "retrying", "succeeded", "failed", "cancelled"];
+export const STATES = ["queued", "started", "retrying", "succeeded", "failed", "cancelled", "expired"];
 export const main = document.getElementById("main");
 // who the page acts as (GET /ui/session's answer), changed in place
 export const me = { auth: false, admin: true, csrf: null, owner: null };

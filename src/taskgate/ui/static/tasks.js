@@ -210,6 +210,7 @@ function detailList(task) {
   ];
   if (task.deliveries > 1) rows.push(["Deliveries", `${task.deliveries} (its worker died running it)`]);
   if (task.next_attempt_at) rows.push(["Next attempt", when(task.next_attempt_at)]);
+  if (task.expires_at) rows.push(["Expires", when(task.expires_at)]);
   if (task.cancel_requested_at) rows.push(["Cancel asked", cancelAsked(task)]);
   if (task.replay_of) rows.push(["Replays", link(`tasks/${encodeURIComponent(task.replay_of)}`, task.replay_of)]);
   if (task.schedule_id) {
