@@ -61,7 +61,7 @@ def test_openapi_has_typed_input_and_output_per_task(client: httpx.Client) -> No
     # The submit routes document their body by reference (they read it by hand): it must resolve.
     assert {ref.rsplit("/", 1)[1] for ref in refs(spec)} <= set(schemas)
     submit = spec["paths"]["/tasks/add"]["post"]
-    assert [p["name"] for p in submit["parameters"]] == ["countdown", "eta", "priority", "Idempotency-Key"]
+    assert [p["name"] for p in submit["parameters"]] == ["countdown", "eta", "priority", "expires", "Idempotency-Key"]
 
 
 @pytest.mark.parametrize("name", ["nope", "celery.backend_cleanup", "celery.chord_unlock"])

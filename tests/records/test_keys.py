@@ -62,19 +62,19 @@ def test_owners_whose_names_hold_separators_each_get_their_own_task(redis: Redis
     try:
         for owner, key in pairs:
             task_id = f"keys-test-{uuid.uuid4()}"
-            reply = run(scripts.submit(
-                task_id, "add", now=time.time(), owner=owner, anonymous=False, ttl=60,
+            reply = run(scripts.submit(scripts.Enqueue(
+                task_id, "add", now=time.time(), owner=owner, ttl=60,
                 horizon=time.time() - 60, message=task_id.encode(), queue=queue, due=None,
                 idempotency=key, digest="d", rate_limit=0, inflight_limit=0, deadline=None,
-                idempotency_ttl=60))
+                idempotency_ttl=60)))
             assert reply == scripts.SubmitReply("queued"), (owner, key, reply)
             made[owner, key] = task_id
         assert redis.llen(queue) == len(pairs), "every one of them was queued"
         owner, key = pairs[1]
-        again = run(scripts.submit(
-            f"keys-test-{uuid.uuid4()}", "add", now=time.time(), owner=owner, anonymous=False, ttl=60,
+        again = run(scripts.submit(scripts.Enqueue(
+            f"keys-test-{uuid.uuid4()}", "add", now=time.time(), owner=owner, ttl=60,
             horizon=time.time() - 60, message=b"again", queue=queue, due=None, idempotency=key,
-            digest="d", rate_limit=0, inflight_limit=0, deadline=None, idempotency_ttl=60))
+            digest="d", rate_limit=0, inflight_limit=0, deadline=None, idempotency_ttl=60)))
         assert again == scripts.SubmitReply("replayed", made[owner, key])
     finally:
         redis.delete(queue, *(keys.record(task_id) for task_id in made.values()),

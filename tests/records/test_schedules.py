@@ -39,10 +39,11 @@ def put(run: Scripts, schedule_id: str, *, mode: scripts.PutMode = "create", lim
 
 def fire(run: Scripts, schedule_id: str, *, expected: int = 1_000, next_due: int = 2_000,
          mode: scripts.FireMode = "fire", last: str | None = None, task_id: str | None = None) -> str:
-    return run(scripts.fire(schedule_id, expected=expected, next_due=next_due, tick=expected if mode == "fire" else None,
-                            mode=mode, last_task_id=last, task_id=task_id or str(uuid.uuid4()), name="add",
-                            now=time.time(), owner=OWNER, anonymous=False, ttl=60, horizon=time.time() - 60,
-                            message=b"the message", queue="celery", rate_limit=0, inflight_limit=0))
+    new_run = scripts.Enqueue(task_id or str(uuid.uuid4()), "add", now=time.time(), owner=OWNER, ttl=60,
+                              horizon=time.time() - 60, message=b"the message", queue="celery")
+    return run(scripts.fire(schedule_id, expected=expected, next_due=next_due,
+                            tick=expected if mode == "fire" else None, mode=mode, last_task_id=last,
+                            run=new_run))
 
 
 def test_put_creates_indexes_and_refuses_duplicates_missing_and_over_the_limit(redis: Redis, run: Scripts) -> None:

@@ -10,6 +10,16 @@ from celery import Celery
 from .message import MessageParts
 
 
+def publish_blocking(app: Celery, queue: str, parts: MessageParts, timeout: float) -> None:
+    """Put one task message on ``queue`` through Celery's own sender (any transport), blocking
+    for at most about ``timeout`` seconds: the one blocking publish (a worker's keeper sends
+    schedule ticks and admitted runs with it when the broker is not the records' Redis)."""
+    headers, properties, body = parts
+    with app.producer_pool.acquire(block=True, timeout=timeout) as producer:
+        app.amqp.send_task_message(producer, headers["task"], (headers, properties, body, None), queue=queue,
+                                   retry=False, timeout=timeout, priority=properties.get("priority", 0))
+
+
 class KombuBroker:
     """Publishes through Celery's own sender (any kombu transport) in a bounded thread pool."""
 
@@ -17,15 +27,6 @@ class KombuBroker:
         self.app = app
         self.timeout = timeout
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="taskgate-publish")
-
-    def _publish(self, queue: str, parts: MessageParts) -> None:
-        headers, properties, body = parts
-        message = (headers, properties, body, None)
-        with self.app.producer_pool.acquire(block=True, timeout=self.timeout) as producer:
-            self.app.amqp.send_task_message(
-                producer, headers["task"], message, queue=queue, retry=False,
-                timeout=self.timeout, priority=properties.get("priority", 0),
-            )
 
     def _ping(self) -> None:
         with self.app.connection_for_write() as conn:
@@ -41,7 +42,7 @@ class KombuBroker:
 
     async def publish(self, queue: str, parts: MessageParts) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._pool, self._publish, queue, parts)
+        await loop.run_in_executor(self._pool, publish_blocking, self.app, queue, parts, self.timeout)
 
     async def ping(self) -> None:
         loop = asyncio.get_running_loop()

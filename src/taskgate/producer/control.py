@@ -10,7 +10,6 @@ from celery import Celery
 from .. import validation
 from ..auth import Caller
 from ..brokers import Broker
-from ..brokers.message import build_message
 from ..constants import ANONYMOUS
 from ..exceptions import Conflict, InvalidArguments, TaskNotFound, UnknownTask
 from ..records import TaskRecord, keys, scripts
@@ -77,20 +76,19 @@ class Control:
         if spec is None:
             raise UnknownTask(record.name or "")
         arguments = record.args if isinstance(record.args, dict) else {}
-        queue = spec.queue or self.backend.settings.default_queue
-        headers, properties, body = build_message(self.app, task_id, spec.celery_name, arguments,
-                                                  owner=record.owner or ANONYMOUS)
-        parts = (headers, {**properties, "priority": 0}, body)
-        pushed = self.broker.inline_push(queue, parts)  # a fresh delivery tag, as before it died
+        # a fresh delivery tag, as before it died
+        message = self.submitter.dispatcher.message(
+            spec.celery_name, task_id, arguments, queue=spec.queue or self.backend.settings.default_queue,
+            owner=record.owner or ANONYMOUS)
         async with self.backend.deadline():
             outcome = await self.backend.scripts(scripts.requeue(
-                task_id, record.owner or ANONYMOUS, queue=pushed[0] if pushed else None,
-                message=pushed[1] if pushed else b"", now=time.time()))
+                task_id, record.owner or ANONYMOUS, queue=message.list_key, message=message.payload,
+                now=time.time()))
         if outcome == "missing":
             raise TaskNotFound(task_id, what="dead letter")
-        if pushed is None:
+        if outcome == "queued" and not self.submitter.dispatcher.inline:  # a waiting one: the outbox's
             async with self.backend.deadline("broker"):
-                await self.broker.publish(queue, parts)
+                await self.broker.publish(message.queue, message.parts)
         return await self.reader.get(task_id)
 
     async def replay(self, task_id: str, caller: Caller = SYSTEM) -> Submission:

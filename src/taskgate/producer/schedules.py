@@ -216,20 +216,22 @@ class Schedules:
             spec = self._spec(schedule.task or "")
             task_id = str(uuid.uuid4())
             owner = schedule.owner or ANONYMOUS
-            queue = schedule.queue or self.settings.default_queue
-            parts = self.submitter._template(spec).parts(task_id, schedule.arguments, 0, owner)
-            pushed = self.submitter.broker.inline_push(queue, parts, delivery_tag=task_id)
+            dispatcher = self.submitter.dispatcher
+            message = dispatcher.message(spec.celery_name, task_id, schedule.arguments,
+                                         queue=schedule.queue or self.settings.default_queue, owner=owner,
+                                         delivery_tag=task_id)
             now = time.time()
             cutoff = await self.submitter._cutoff(task_id)  # the run is refused after the deadline
+            run = dispatcher.enqueue(message, spec.name, spec, schedule.arguments, scripts.Enqueue(
+                task_id, spec.name, now=now, owner=owner, ttl=self.settings.result_ttl,
+                horizon=now - max(self.settings.result_ttl, self.settings.failure_ttl), message=b"",
+                queue=None, rate_limit=self.settings.submit_rate, inflight_limit=self.settings.max_in_flight,
+                deadline=cutoff, arguments=_json(schedule.arguments),
+                expires_at=now + spec.expires if spec.expires is not None else None))
             try:
                 said = await self._fire_now(scripts.fire(
                     schedule_id, expected=0, next_due=0, tick=None, mode="now",
-                    last_task_id=schedule.last_task_id, task_id=task_id, name=spec.name, now=now,
-                    owner=owner, anonymous=owner == ANONYMOUS, ttl=self.settings.result_ttl,
-                    horizon=now - max(self.settings.result_ttl, self.settings.failure_ttl),
-                    message=pushed[1] if pushed else b"", queue=pushed[0] if pushed else None,
-                    rate_limit=self.settings.submit_rate, inflight_limit=self.settings.max_in_flight,
-                    deadline=cutoff, arguments=_json(schedule.arguments)))
+                    last_task_id=schedule.last_task_id, run=run))
             except BackendUnavailable as exc:  # sent, maybe run: only a read of the task can tell
                 raise _unknown(task_id, exc.detail) from exc
             if said == "stale":
@@ -241,8 +243,8 @@ class Schedules:
             if said == "#late":
                 raise BackendUnavailable("redis", _not_queued(task_id, "it reached Redis after the deadline"),
                                          task_id, outcome="not_queued")
-            if pushed is None:
-                await self._publish(queue, parts, task_id, owner)
+            if said == "fired-out":
+                await self._publish(message.queue, message.parts, task_id, owner)
             return task_id
         raise Conflict(f"schedule {schedule_id} kept firing while a run was being queued; try again")
 

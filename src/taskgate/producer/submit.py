@@ -12,7 +12,7 @@ import math
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -22,7 +22,6 @@ from redis.exceptions import RedisError
 
 from ..auth import Caller
 from ..brokers import Broker
-from ..brokers.message import MessageParts, MessageTemplate, build_message
 from ..constants import ANONYMOUS, IDEMPOTENCY_TTL
 from ..exceptions import BackendUnavailable, Conflict, InvalidArguments, QuotaExceeded, TaskGateError
 from ..records import keys, scripts
@@ -31,6 +30,7 @@ from ..registry import TaskSpec
 from .autopipeline import OutcomeUnknown, ScriptPipeline
 from .backend import Backend
 from .deadlines import SUBMIT_MARGIN, RedisClock, unavailable
+from .dispatch import Dispatcher, Message
 from .metrics import REDIS_SECONDS, SUBMITS
 
 #: The caller of internal and CLI operations: sees every task.
@@ -62,14 +62,15 @@ class Options:
 class _Prepared:
     """One submission, ready to send."""
 
-    task_id: str
+    message: Message
     call: scripts.Call[scripts.SubmitReply]
-    queue: str
-    parts: MessageParts
-    inline: bool
     owner: str
     #: The Idempotency-Key's Redis key ('' without one).
     idem: str
+
+    @property
+    def task_id(self) -> str:
+        return self.message.task_id
 
 
 def digest(name: str, arguments: dict[str, Any], options: Options) -> str:
@@ -119,16 +120,10 @@ class Submitter:
         self._deadline = scripts.AtSend(self._deadline_from_now)
         #: How far back the history index reaches, in seconds.
         self._history = max(self.settings.result_ttl, self.settings.failure_ttl)
-        #: Each task's message, built once by Celery and filled in per submission.
-        self._templates = {name: MessageTemplate(app, spec.celery_name) for name, spec in catalogue.items()}
-
-    def _template(self, spec: TaskSpec) -> MessageTemplate:
-        """The task's message template (made on first use for a task declared after startup,
-        which a library user may submit)."""
-        template = self._templates.get(spec.name)
-        if template is None:
-            template = self._templates[spec.name] = MessageTemplate(self.app, spec.celery_name)
-        return template
+        #: The one way into the queue: builds each run's message and script input.
+        self.dispatcher = Dispatcher(app, inline=broker.inline)
+        for spec in catalogue.values():  # each task's message template, built once by Celery
+            self.dispatcher.template(spec.celery_name)
 
     def _prepare(self, task_id: str, spec: TaskSpec, arguments: BaseModel, options: Options,
                  idempotency: str | None, caller: Caller, cutoff: scripts.AtSend) -> _Prepared:
@@ -138,35 +133,29 @@ class Submitter:
         now = time.time()
         due = (now + options.countdown if options.countdown is not None
                else options.eta.timestamp() if options.eta is not None else None)
-        inline = self.broker.inline
         # Delays wait in taskgate's delayed set (a broker list on this Redis) or in Celery's eta.
+        inline = self.dispatcher.inline
         parked = inline and due is not None and due > now
-        queue = spec.queue or self.settings.default_queue
-        priority = options.priority or 0
-        if due is None or parked:
-            parts = self._template(spec).parts(task_id, kwargs, priority, caller.owner)
-        else:
-            headers, properties, body = build_message(self.app, task_id, spec.celery_name, kwargs,
-                                                      eta=datetime.fromtimestamp(due, tz=UTC),
-                                                      owner=caller.owner)
-            parts = (headers, {**properties, "priority": priority}, body)
+        owner = caller.owner
         try:  # serialising is the check that the arguments travel as portable JSON
             arguments_json = orjson.dumps(kwargs)  # kept in the record (shown, and replayed)
-            pushed = self.broker.inline_push(queue, parts, delivery_tag=task_id)
+            message = self.dispatcher.message(
+                spec.celery_name, task_id, kwargs, queue=spec.queue or self.settings.default_queue,
+                owner=owner, priority=options.priority or 0,
+                eta=due if due is not None and not parked else None, delivery_tag=task_id)
         except orjson.JSONEncodeError as exc:
             raise InvalidArguments(f"arguments must travel as portable JSON: integers within 64 bits, "
                                    f"strings of valid Unicode ({exc})") from None
-        owner = caller.owner
-        call = scripts.submit(
-            task_id, spec.name, now=now, owner=owner, anonymous=owner == ANONYMOUS,
-            ttl=self.settings.result_ttl, horizon=now - self._history,
-            message=pushed[1] if pushed else b"", queue=pushed[0] if pushed else None,
-            due=due if parked else None, idempotency=idempotency,
-            digest=digest(spec.name, kwargs, options) if idempotency else "",
+        expires_at = (options.expires_at if options.expires_at is not None
+                      else now + spec.expires if spec.expires is not None else None)
+        run = self.dispatcher.enqueue(message, spec.name, spec, kwargs, scripts.Enqueue(
+            task_id, spec.name, now=now, owner=owner, ttl=self.settings.result_ttl,
+            horizon=now - self._history, message=b"", queue=None, due=due if parked else None,
+            idempotency=idempotency, digest=digest(spec.name, kwargs, options) if idempotency else "",
             rate_limit=self.settings.submit_rate, inflight_limit=self.settings.max_in_flight,
             deadline=cutoff, idempotency_ttl=IDEMPOTENCY_TTL, arguments=arguments_json,
-            replay_of=options.replay_of)
-        return _Prepared(task_id, call, queue, parts, pushed is not None, owner,
+            replay_of=options.replay_of, expires_at=expires_at))
+        return _Prepared(message, scripts.submit(run), owner,
                          keys.idempotency(owner, idempotency) if idempotency else "")
 
     def _verdict(self, prepared: _Prepared, reply: scripts.SubmitReply,
@@ -223,7 +212,7 @@ class Submitter:
         """Publish to a broker other than the records' Redis; undo the record if that fails."""
         try:
             async with self.backend.deadline("broker"):
-                await self.broker.publish(prepared.queue, prepared.parts)
+                await self.broker.publish(prepared.message.queue, prepared.message.parts)
         except BackendUnavailable:
             # Not queued: forget it, so its id reads as unknown rather than eternally queued.
             task_id = prepared.task_id
@@ -251,7 +240,7 @@ class Submitter:
         if replay is not None:
             return replay
         SUBMITS.labels(spec.name).inc()
-        if not prepared.inline:
+        if reply.kind == "queued" and not self.dispatcher.inline:  # a waiting run: the outbox's
             await self._publish_elsewhere(prepared)
         return Submission(prepared.task_id)
 
@@ -275,7 +264,7 @@ class Submitter:
             except TaskGateError as exc:
                 outcomes.append(exc)
                 continue
-            if not one.inline:
+            if reply.kind == "queued" and not self.dispatcher.inline:
                 await self._publish_elsewhere(one)
             outcomes.append(Submission(one.task_id))
         SUBMITS.labels(spec.name).inc(sum(isinstance(o, Submission) for o in outcomes))

@@ -116,6 +116,35 @@ RUNS_PREFIX = "taskgate:runs:"
 #: dashboard session (``api.sessions``), expiring.
 SESSION_PREFIX = "taskgate:session:"
 
+#: Admission (``records/scripts/admission.lua``): a run of a task with limits that may not start
+#: yet waits in taskgate's Redis, not in the broker. Its keys are built in Lua, from the task's
+#: name and the run's *lane* (the JSON pair ``[rate key, concurrency key]``), as
+#: ``taskgate:adm:<length of name>:<name>:<family>:<part>`` (:func:`admission`), families:
+#: ``wait`` (part: a lane) -> list of the lane's waiting task ids, first first; ``ring`` (part: a
+#: concurrency key) -> list of the lanes with waiting runs sharing that key's slots, taken in
+#: turn; ``slots`` (part: a concurrency key) -> sorted set of the runs holding a slot (score:
+#: when taken, ms); ``gcra`` (part: a rate key) -> the rate limit's theoretical arrival time
+#: (ms, GCRA); ``lanes`` (no part) -> set of the lanes with waiting runs; ``held`` (no part) -> set
+#: of the concurrency keys whose slots are held. The Lua mirrors this prefix (a test checks it).
+ADMISSION_PREFIX = "taskgate:adm:"
+
+#: ``taskgate:limits:declared`` -> hash of task name -> the limits its declaration gives, as
+#: JSON ``{"rate": [count, period ms, burst], "concurrency": limit}``: written by every API and
+#: worker at start and by every submit of a limited task, read by the scripts that admit runs.
+LIMITS_DECLARED = "taskgate:limits:declared"
+
+#: ``taskgate:limits:override`` -> hash of task name -> JSON of the limits set at runtime
+#: (``PUT /limits/{task}``), each part replacing the declared one (``false``: no such limit).
+LIMITS_OVERRIDE = "taskgate:limits:override"
+
+#: ``taskgate:admit-due`` -> sorted set of JSON ``[task name, lane]`` -> when (ms) the lane's
+#: rate limit lets its first waiting run go: workers' keepers admit the due ones.
+ADMIT_DUE = "taskgate:admit-due"
+
+#: ``taskgate:outbox`` -> list of the ids of admitted runs for a broker other than the records'
+#: Redis (their message in the record): workers' keepers publish them.
+OUTBOX = "taskgate:outbox"
+
 #: kombu's Redis transport keeps delivered, unacknowledged messages in this hash (delivery
 #: tag -> ``[message, exchange, routing key]``) and their delivery times in this sorted set.
 KOMBU_UNACKED = "unacked"
@@ -193,3 +222,9 @@ def runs(schedule_id: str) -> str:
 def session(digest: str) -> str:
     """A dashboard session, by the SHA-256 of its cookie's token."""
     return SESSION_PREFIX + digest
+
+
+def admission(name: str, family: str, part: str = "") -> str:
+    """A key of task ``name``'s admission state (see :data:`ADMISSION_PREFIX`); the Lua builds
+    the same names."""
+    return f"{ADMISSION_PREFIX}{len(name)}:{name}:{family}:{part}"

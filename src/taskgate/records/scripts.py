@@ -22,6 +22,7 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.commands.core import AsyncScript, Script
 
+from ..constants import ANONYMOUS
 from ..states import TaskState
 from . import keys
 from .model import stamp
@@ -32,7 +33,7 @@ Arg = str | bytes | int | float
 
 #: Every script under ``scripts/`` that can be run (the others are only included).
 NAMES = ("submit", "start", "update", "cancel", "park", "lost", "dead", "requeue", "unknown", "release",
-         "fire", "schedule_put", "expire")
+         "fire", "schedule_put", "expire", "admit")
 
 _INCLUDE = re.compile(r"^--#include (\S+\.lua)$", re.MULTILINE)
 
@@ -95,7 +96,7 @@ def _transition(task_id: str, owner: str) -> list[str]:
 
 # --- submitting ---------------------------------------------------------------------------------
 
-SubmitKind = Literal["queued", "replayed", "conflict", "rate", "inflight", "late"]
+SubmitKind = Literal["queued", "waiting", "replayed", "conflict", "rate", "inflight", "late"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +114,8 @@ def _submit_reply(reply: Any) -> SubmitReply:
     said = _text(reply)
     if said == "":
         return SubmitReply("queued")
+    if said.startswith("#wait:"):
+        return SubmitReply("waiting")
     if said in ("#inflight", "#late"):
         return SubmitReply(cast(SubmitKind, said[1:]))
     if said.startswith("#rate:"):
@@ -122,31 +125,74 @@ def _submit_reply(reply: Any) -> SubmitReply:
     return SubmitReply("replayed", said)
 
 
-def _submit_keys(task_id: str, owner: str, *, anonymous: bool, queue: str | None, idempotency: str | None,
-                 inflight_limit: int) -> list[str]:
-    return [keys.record(task_id), keys.INDEX,
-            keys.idempotency(owner, idempotency) if idempotency else "",
-            queue or "", keys.DELAYED,
-            keys.owner_index(owner) if not anonymous else "",
-            keys.inflight(owner) if inflight_limit else "",
-            keys.rate(owner), keys.events(task_id)]
+#: An :attr:`Enqueue.declared` saying "the limits stored by the processes that declare the task"
+#: (this one does not have it).
+STORED_LIMITS = "?"
 
 
-def submit(task_id: str, name: str, *, now: float, owner: str, anonymous: bool, ttl: int, horizon: float,
-           message: bytes, queue: str | None, due: float | None, idempotency: str | None, digest: str,
-           rate_limit: int, inflight_limit: int, deadline: float | AtSend | None, idempotency_ttl: int,
-           arguments: bytes = b"", replay_of: str | None = None) -> Call[SubmitReply]:
-    """Record and queue a new task (``queue``: the Redis list to push ``message`` to, None when
-    the broker is elsewhere; ``due``: park it in the delayed set until then; ``deadline``: do
-    nothing after this time on Redis's clock (read as the call is sent, given an
-    :class:`AtSend`); ``arguments``: their JSON, kept in the record; ``replay_of``: the task it
-    replays)."""
-    return Call("submit", _submit_keys(task_id, owner, anonymous=anonymous, queue=queue,
-                                       idempotency=idempotency, inflight_limit=inflight_limit),
-                [name, repr(now), ttl, repr(horizon), digest if idempotency else "", task_id, message,
-        repr(due) if due is not None else "", owner if not anonymous else "", rate_limit, inflight_limit,
-        _deadline(deadline), idempotency_ttl, arguments, replay_of or ""],
-                _submit_reply)
+@dataclass(frozen=True, slots=True)
+class Enqueue:
+    """One new run as ``enqueue.lua`` takes it (submit, batch, replay, a schedule's run): the one
+    place its keys and arguments are put in order."""
+
+    task_id: str
+    name: str
+    #: When it was submitted (epoch seconds).
+    now: float
+    #: Its owner (:data:`~taskgate.constants.ANONYMOUS` for none).
+    owner: str
+    #: How long an ended record is kept, and how far back the history index reaches (seconds).
+    ttl: int
+    horizon: float
+    #: The Celery message and the Redis list the script pushes it to; None when the broker is
+    #: elsewhere (``message``: the parts' JSON then, kept while it waits for its limits).
+    message: bytes
+    queue: str | None
+    #: Park it in the delayed set until then (epoch seconds); None to send it now.
+    due: float | None = None
+    idempotency: str | None = None
+    digest: str = ""
+    #: The owner's quotas (0: none).
+    rate_limit: int = 0
+    inflight_limit: int = 0
+    #: Do nothing after this time on Redis's clock (read as the call is sent, given an AtSend).
+    deadline: float | AtSend | None = None
+    idempotency_ttl: int = 0
+    #: The arguments' JSON, kept in the record.
+    arguments: bytes = b""
+    replay_of: str | None = None
+    #: Never start it after this time (epoch seconds).
+    expires_at: float | None = None
+    #: Its lane and its task's declared limits (``taskgate.limits``: '' for a task without;
+    #: :data:`STORED_LIMITS` when the sender does not know them).
+    lane: str = ""
+    declared: str = ""
+
+    @property
+    def anonymous(self) -> bool:
+        return self.owner == ANONYMOUS
+
+    def keys(self) -> list[str]:
+        return [keys.record(self.task_id), keys.INDEX,
+                keys.idempotency(self.owner, self.idempotency) if self.idempotency else "",
+                self.queue or "", keys.DELAYED,
+                keys.owner_index(self.owner) if not self.anonymous else "",
+                keys.inflight(self.owner) if self.inflight_limit else "",
+                keys.rate(self.owner), keys.events(self.task_id), keys.EXPIRING]
+
+    def args(self) -> list[Arg | AtSend]:
+        return [self.name, repr(self.now), self.ttl, repr(self.horizon),
+                self.digest if self.idempotency else "", self.task_id, self.message,
+                repr(self.due) if self.due is not None else "", "" if self.anonymous else self.owner,
+                self.rate_limit, self.inflight_limit, _deadline(self.deadline), self.idempotency_ttl,
+                self.arguments, self.replay_of or "",
+                stamp(self.expires_at) if self.expires_at is not None else "", self.lane, self.declared]
+
+
+def submit(run: Enqueue) -> Call[SubmitReply]:
+    """Record ``run`` and send it on its way (see ``admission.lua``), or refuse it (a quota, an
+    Idempotency-Key, its deadline)."""
+    return Call("submit", run.keys(), run.args(), _submit_reply)
 
 
 # --- schedules ----------------------------------------------------------------------------------
@@ -155,22 +201,18 @@ FireMode = Literal["fire", "miss", "now"]
 
 
 def fire(schedule_id: str, *, expected: int, next_due: int, tick: int | None, mode: FireMode,
-         last_task_id: str | None, problem: str = "", task_id: str, name: str, now: float, owner: str,
-         anonymous: bool, ttl: int, horizon: float, message: bytes, queue: str | None, rate_limit: int,
-         inflight_limit: int, deadline: float | AtSend | None = None, arguments: bytes = b"") -> Call[str]:
-    """Claim a schedule's tick (its due score still ``expected``, in ms) and queue its run
-    ``task_id`` (mode ``fire``), or only move it on to ``next_due`` (``miss``, with ``problem``
-    saying why if not a missed tick), or queue a run now outside the schedule (``now``). The
-    script's verdict: ``fired``, ``missed``, ``overlap``, ``taken``, ``stale``, or a refusal of
-    the run (``#rate:<ms>``, ``#inflight``)."""
+         last_task_id: str | None, run: Enqueue, problem: str = "") -> Call[str]:
+    """Claim a schedule's tick (its due score still ``expected``, in ms) and queue its ``run``
+    (mode ``fire``), or only move it on to ``next_due`` (``miss``, with ``problem`` saying why if
+    not a missed tick; ``run`` is then not sent), or queue a run now outside the schedule
+    (``now``). The script's verdict: ``fired``, ``fired-out`` (the caller publishes the run: the
+    broker is elsewhere), ``missed``, ``overlap``, ``taken``, ``stale``, or a refusal of the run
+    (``#rate:<ms>``, ``#inflight``)."""
     return Call("fire", [
         keys.schedule(schedule_id), keys.SCHEDULES_DUE, keys.runs(schedule_id),
-        keys.record(last_task_id) if last_task_id else "",
-        *_submit_keys(task_id, owner, anonymous=anonymous, queue=queue, idempotency=None,
-                      inflight_limit=inflight_limit),
+        keys.record(last_task_id) if last_task_id else "", *run.keys(),
     ], [schedule_id, expected, next_due, "" if tick is None else tick, mode, last_task_id or "", problem,
-        name, repr(now), ttl, repr(horizon), "", task_id, message, "", owner if not anonymous else "",
-        rate_limit, inflight_limit, _deadline(deadline), 0, arguments], _text)
+        *run.args()], _text)
 
 
 PutMode = Literal["create", "upsert", "update"]
@@ -264,6 +306,12 @@ def unknown(task_id: str, now: float) -> Call[tuple[TaskState | None, float] | N
     return Call("unknown", [keys.record(task_id)], [stamp(now)], parse)
 
 
+def admit(now_ms: int, due: Sequence[str]) -> Call[int]:
+    """Admit the runs of these ``ADMIT_DUE`` members (read as due at ``now_ms``) that their
+    limits let go now; the count admitted."""
+    return Call("admit", [keys.ADMIT_DUE], [now_ms, *due], int)
+
+
 def release(now: float, due: Sequence[tuple[str, str | None]]) -> Call[int]:
     """Move these due delayed tasks (id, the queue list their record named) to their queues;
     one past its expiry is not queued but left to :func:`expire` (in :data:`.keys.EXPIRING`,
@@ -315,7 +363,8 @@ def cancel(task_id: str, owner: str, *, now: float, ttl: int) -> Call[str]:
 
 def requeue(task_id: str, owner: str, *, queue: str | None, message: bytes, now: float) -> Call[str]:
     """Queue a dead letter again (``queue``: the Redis list to push ``message`` to; None when
-    the broker is elsewhere). ``queued``, or ``missing`` when it is not a dead letter."""
+    the broker is elsewhere). ``queued``, ``waiting`` (for its task's limits), or ``missing``
+    when it is not a dead letter."""
     return Call("requeue", [*_transition(task_id, owner), keys.DEAD, queue or ""],
                 [task_id, message, repr(now)], _text)
 
@@ -331,7 +380,6 @@ class Scripts:
 
     def __call__(self, call: Call[T]) -> T:
         return call.parse(self._scripts[call.script](keys=call.keys, args=resolve(call.args)))
-
 
     def many(self, calls: Sequence[Call[T]]) -> list[T]:
         """Run ``calls`` in one round trip (a pipeline, not a transaction), their replies in order."""

@@ -23,18 +23,20 @@ import hashlib
 import logging
 import time
 import uuid
-from typing import Any, cast
+from typing import cast
 
 import orjson
 from celery import Celery
 from redis import Redis
 from redis.exceptions import ResponseError
 
+from .. import registry
 from ..brokers import parks_delays
-from ..brokers.message import MessageTemplate, envelope, queue_for_priority
+from ..brokers.kombu import publish_blocking
 from ..config import Settings
 from ..constants import ANONYMOUS
 from ..exceptions import InvalidArguments
+from ..producer.dispatch import Dispatcher, Message
 from ..records import keys, scripts
 from ..records.schedules import ScheduleRecord, decode, definition, drop
 from ..records.workers import heartbeats
@@ -78,9 +80,9 @@ class Firer:
     def __init__(self, app: Celery, client: Redis, settings: Settings, own_tasks: list[str]) -> None:
         self.app, self.client, self.settings = app, client, settings
         self.scripts = scripts.Scripts(client)
-        self.inline = parks_delays(settings)
+        #: The one way into the queue (its messages; the fire script sends them).
+        self.dispatcher = Dispatcher(app, inline=parks_delays(settings))
         self.own_tasks = set(own_tasks)
-        self._templates: dict[str, MessageTemplate] = {}
         self._live_tasks: set[str] = set()
         self._live_read = 0.0
         #: When the next schedule is due (epoch seconds), as the last check saw.
@@ -157,20 +159,23 @@ class Firer:
         mode: scripts.FireMode = "fire" if tick is not None else "miss"
         owner = schedule.owner or ANONYMOUS
         task_id = str(uuid.uuid4())
-        queue = schedule.queue or self.settings.default_queue
-        pushed = self._message(schedule, task_id, queue, owner) if mode == "fire" else None
+        spec = registry.declared(schedule.task)
+        message = self.dispatcher.message(schedule.celery_name or f"taskgate.{schedule.task}", task_id,
+                                          schedule.arguments, owner=owner, delivery_tag=task_id,
+                                          queue=schedule.queue or self.settings.default_queue)
+        run = self.dispatcher.enqueue(message, schedule.task, spec, schedule.arguments, scripts.Enqueue(
+            task_id, schedule.task, now=now, owner=owner, ttl=self.settings.result_ttl,
+            horizon=now - max(self.settings.result_ttl, self.settings.failure_ttl), message=b"", queue=None,
+            rate_limit=self.settings.submit_rate, inflight_limit=self.settings.max_in_flight,
+            arguments=orjson.dumps(schedule.arguments) if mode == "fire" else b"",
+            expires_at=now + spec.expires if spec is not None and spec.expires is not None else None))
         verdict = self.scripts(scripts.fire(
             schedule.schedule_id, expected=score, next_due=next_due,
             tick=ms(tick) if tick is not None else None, mode=mode, last_task_id=schedule.last_task_id,
-            problem=problem, task_id=task_id, name=schedule.task, now=now, owner=owner,
-            anonymous=owner == ANONYMOUS, ttl=self.settings.result_ttl,
-            horizon=now - max(self.settings.result_ttl, self.settings.failure_ttl),
-            message=pushed[1] if pushed else b"", queue=pushed[0] if pushed else None,
-            rate_limit=self.settings.submit_rate, inflight_limit=self.settings.max_in_flight,
-            arguments=orjson.dumps(schedule.arguments) if mode == "fire" else b""))
-        if verdict == "fired":
-            if not self.inline:
-                self._publish(schedule, task_id, queue, owner)
+            problem=problem, run=run))
+        if verdict in ("fired", "fired-out"):
+            if verdict == "fired-out":
+                self._publish(schedule, message)
             log.info("schedule %s fired task %s for its tick %s", schedule.schedule_id, task_id,
                      time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(tick or now)))
             return 1
@@ -189,34 +194,18 @@ class Firer:
             self._live_read = time.monotonic()
         return schedule.celery_name in self._live_tasks
 
-    def _parts(self, schedule: ScheduleRecord, task_id: str, owner: str) -> Any:
-        name = schedule.celery_name or f"taskgate.{schedule.task}"
-        template = self._templates.get(name)
-        if template is None:
-            template = self._templates[name] = MessageTemplate(self.app, name)
-        return template.parts(task_id, schedule.arguments, 0, owner)
-
-    def _message(self, schedule: ScheduleRecord, task_id: str, queue: str,
-                 owner: str) -> tuple[str, bytes] | None:
-        """The list and envelope the fire script pushes (None when the broker is elsewhere)."""
-        if not self.inline:
-            return None
-        return queue_for_priority(queue, 0), envelope(queue, self._parts(schedule, task_id, owner), task_id)
-
-    def _publish(self, schedule: ScheduleRecord, task_id: str, queue: str, owner: str) -> None:
+    def _publish(self, schedule: ScheduleRecord, message: Message) -> None:
         """Send a fired run through a broker other than the records' Redis; a run that cannot be
         sent ends ``failed`` (it will not run)."""
-        headers, properties, body = self._parts(schedule, task_id, owner)
-        timeout = self.settings.backend_timeout
         try:
-            with self.app.producer_pool.acquire(block=True, timeout=timeout) as producer:
-                self.app.amqp.send_task_message(producer, headers["task"], (headers, properties, body, None),
-                                                queue=queue, retry=False, timeout=timeout)
+            publish_blocking(self.app, message.queue, message.parts, self.settings.backend_timeout)
         except Exception as exc:
-            log.error("schedule %s: its run %s could not be sent (%s)", schedule.schedule_id, task_id, exc)
+            log.error("schedule %s: its run %s could not be sent (%s)", schedule.schedule_id, message.task_id,
+                      exc)
             error = {"type": "BrokerUnavailable", "message": f"the broker did not take the run: {exc}",
                      "retryable": True}
-            self.scripts(scripts.update(task_id, owner, self.settings.failure_ttl, {
+            owner = schedule.owner or ANONYMOUS
+            self.scripts(scripts.update(message.task_id, owner, self.settings.failure_ttl, {
                 "state": TaskState.FAILED.value, "error": orjson.dumps(error),
                 "finished_at": ms(time.time())}))
 

@@ -1,29 +1,25 @@
 -- Worker keeper (a schedule's tick) or API (run now): claim the tick and queue its run, all at
 -- once, so with any number of workers each tick fires exactly once.
 -- KEYS: the schedule, the due set, the schedule's runs index, the record of its last run ('' if
--- none), then the run's keys as in submit.lua (see enqueue.lua).
+-- none), then the run's keys as enqueue.lua reads them.
 -- ARGV: schedule id; the due score the caller read (ms); the next due score (ms); the tick the
 -- run stands for (ms; '' for a run now); mode: 'fire', 'miss' (advance without a run: missed
 -- while no worker ran, or its task is gone; then 'problem' says why, or '') or 'now'; the last
--- run's task id the caller read ('' if none); problem; then the run's arguments as in submit.lua.
--- Returns 'fired', 'missed', 'overlap' (skipped: the last run has not finished), 'taken' (the
--- due score changed: another worker fired it, or it was paused, changed or deleted), 'stale'
--- (another run started since the caller read the last one: read again), or what the run's
--- enqueue refused ('#rate:<ms>', '#inflight').
+-- run's task id the caller read ('' if none); problem; then the run's arguments as enqueue.lua
+-- reads them.
+-- Returns 'fired' (queued, or waiting for its task's limits), 'fired-out' (queued, to be
+-- published by the caller: the broker is elsewhere), 'missed', 'overlap' (skipped: the last run
+-- has not finished), 'taken' (the due score changed: another worker fired it, or it was paused,
+-- changed or deleted), 'stale' (another run started since the caller read the last one: read
+-- again), or what the run's enqueue refused ('#rate:<ms>', '#inflight').
 --#include times.lua
+--#include admission.lua
+--#include enqueue.lua
 local schedule, due_set, runs, last_record = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local record, index, idem, queue, delayed, owner_index, inflight, rate, events =
-  KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13]
+local run_queue = KEYS[8]  -- the run's queue (enqueue.lua's fourth key)
 local schedule_id, expected, next_due, tick, mode, last_task_id, problem =
   ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-local name, now, ttl, horizon, digest, task_id, message, due, owner, rate_limit, inflight_limit,
-      deadline, idem_ttl, args, replay_of =
-  ARGV[8], ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14], ARGV[15], ARGV[16],
-  tonumber(ARGV[17]), tonumber(ARGV[18]), ARGV[19], ARGV[20], ARGV[21], ''
-
-local function enqueue()
---#include enqueue.lua
-end
+local now = ARGV[9]  -- the run's `now` (enqueue.lua's second argument)
 
 if redis.call('EXISTS', schedule) == 0 then return 'taken' end
 if mode ~= 'now' then
@@ -52,11 +48,13 @@ if mode ~= 'now' then
     end
   end
 end
-local said = enqueue()
-if said ~= '' then
+local said, run = enqueue(4, 7)
+local waits = string.find(said, '#wait:', 1, true) == 1
+if said ~= '' and not waits then
   if mode ~= 'now' then redis.call('HSET', schedule, 'problem', 'a run was refused: ' .. said) end
   return said
 end
+local record, task_id, ttl, horizon = run.record, run.task_id, run.ttl, run.horizon
 redis.call('HSET', record, 'schedule_id', schedule_id)
 redis.call('HSET', schedule, 'last_task_id', task_id, 'last_run_at', ms(now))
 redis.call('HDEL', schedule, 'problem')
@@ -67,4 +65,5 @@ end
 redis.call('ZADD', runs, now, task_id)
 redis.call('ZREMRANGEBYSCORE', runs, '-inf', horizon)
 redis.call('EXPIRE', runs, ttl)
+if not waits and run_queue == '' then return 'fired-out' end
 return 'fired'

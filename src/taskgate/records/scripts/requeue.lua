@@ -1,6 +1,8 @@
 -- API: take a task off the dead letters and queue it again under the same id, with fresh
 -- counts. `queue` is the Redis list to push `message` to ('' when the broker is elsewhere:
--- the API publishes it). Returns 'queued', or 'missing' when it is not a dead letter.
+-- the API publishes it unless it waits). It goes through admission.lua's `dispatch` like any
+-- run. Returns 'queued', 'waiting' (for its task's limits), or 'missing' when it is not a dead
+-- letter.
 --#include transition.lua
 local dead, queue = KEYS[6], KEYS[7]
 local message, now = ARGV[2], ARGV[3]
@@ -11,6 +13,7 @@ redis.call('HDEL', record, 'error', 'finished_at', 'started_at', 'next_attempt_a
 redis.call('HSET', record, 'state', 'queued', 'attempts', 0, 'deliveries', 0)
 redis.call('PERSIST', record)
 redis.call('ZADD', inflight, now, task_id)
-if queue ~= '' then redis.call('LPUSH', queue, message) end
+local why = dispatch(redis.call('HGET', record, 'name') or '?', task_id, record, queue, message, '', nil)
 publish()
+if why then return 'waiting' end
 return 'queued'

@@ -2,6 +2,7 @@
 local record, channel, alive, stats, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local task_id = ARGV[1]
 --#include times.lua
+--#include admission.lua
 
 -- Mirrors of Python constants (tests/records/test_scripts.py checks that they agree).
 local ENDED = {succeeded = true, failed = true, cancelled = true, expired = true}
@@ -85,6 +86,12 @@ local function publish()
   for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
   local state = fields['state']
   if state and state ~= before then add_to_timeline(fields, state) end
+  -- a run holding a slot of its task's concurrency limit leaves it once it ended or waits for
+  -- a retry, and the next run of its key is admitted now (admission.lua)
+  if fields['slot'] and state ~= before and (ENDED[state] or state == 'retrying') then
+    free_slot(fields['name'] or '?', task_id, record, fields['slot'])
+    fields['slot'] = nil
+  end
   if ENDED[state] and not ENDED[before] then
     redis.call('ZREM', inflight, task_id)
     redis.call('DEL', alive)

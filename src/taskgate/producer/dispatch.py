@@ -1,0 +1,92 @@
+"""The one way into the queue.
+
+Every path that sends a run (submit, batch, replay, a dead letter's requeue, a schedule's run
+now and its tick, a retry's release) builds its Celery message here (:meth:`Dispatcher.message`)
+and hands it, with its lane and its task's declared limits (:meth:`Dispatcher.enqueue`), to
+one step in Lua: ``admission.lua``'s ``dispatch``, inside the submit, fire, requeue and release
+scripts. It pushes the message to its queue at once, or keeps the run waiting in taskgate's
+Redis until its limits let it go (``records/scripts/admission.lua``).
+
+When the broker is not the records' Redis the scripts cannot push: the caller publishes a run
+the script let go (:func:`publish`, :func:`publish_blocking`, both in ``brokers``), and a run
+that waited is published by a worker's keeper from the outbox (:func:`publish_waiting`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from celery import Celery
+
+from .. import limits
+from ..brokers.message import MessageParts, MessageTemplate, build_message, envelope, queue_for_priority
+from ..records import scripts
+from ..registry import TaskSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One run's Celery message: its parts, its Celery queue, and what a script pushes."""
+
+    task_id: str
+    queue: str
+    parts: MessageParts
+    #: The Redis list a script pushes to; None when the broker is elsewhere.
+    list_key: str | None
+    #: What a script pushes (the kombu envelope), or, when the broker is elsewhere, the parts'
+    #: JSON, kept in the record while the run waits for its limits (the outbox publishes it).
+    payload: bytes
+
+
+class Dispatcher:
+    """Builds every run's message (one template per task) and its script input."""
+
+    def __init__(self, app: Celery, *, inline: bool) -> None:
+        self.app = app
+        #: True when the broker is the records' Redis: scripts push the messages themselves.
+        self.inline = inline
+        self._templates: dict[str, MessageTemplate] = {}
+
+    def template(self, celery_name: str) -> MessageTemplate:
+        """Task ``celery_name``'s message, built once by Celery (on first use for a task declared
+        after startup) and filled in per run."""
+        template = self._templates.get(celery_name)
+        if template is None:
+            template = self._templates[celery_name] = MessageTemplate(self.app, celery_name)
+        return template
+
+    def message(self, celery_name: str, task_id: str, kwargs: dict[str, Any], *, queue: str, owner: str,
+                priority: int = 0, eta: float | None = None, delivery_tag: str | None = None) -> Message:
+        """The message of one run of task ``celery_name`` on ``queue``; ``eta`` (epoch
+        seconds): Celery's own delay, for a broker that is not inline (an inline one parks
+        delayed runs in taskgate's delayed set instead)."""
+        if eta is None:
+            parts = self.template(celery_name).parts(task_id, kwargs, priority, owner)
+        else:
+            headers, properties, body = build_message(self.app, task_id, celery_name, kwargs,
+                                                      eta=datetime.fromtimestamp(eta, tz=UTC), owner=owner)
+            parts = (headers, {**properties, "priority": priority}, body)
+        if self.inline:
+            return Message(task_id, queue, parts, queue_for_priority(queue, priority),
+                           envelope(queue, parts, delivery_tag))
+        return Message(task_id, queue, parts, None, orjson.dumps([queue, parts]))
+
+    def enqueue(self, message: Message, name: str, spec: TaskSpec | None, kwargs: dict[str, Any],
+                run: scripts.Enqueue) -> scripts.Enqueue:
+        """``run`` (its own fields filled in) carrying ``message``, the run's lane and the
+        declared limits of its task (``spec``; None when this process does not have the task:
+        the scripts then use the limits stored by those that do)."""
+        limited = spec is not None and (spec.rate is not None or spec.concurrency is not None)
+        return replace(run, task_id=message.task_id, name=name, message=message.payload,
+                       queue=message.list_key,
+                       lane=limits.lane_of(spec, run.owner, kwargs) if spec is not None and limited else "",
+                       declared=limits.declared_json(spec) if spec is not None else scripts.STORED_LIMITS)
+
+
+def outbox_parts(payload: bytes) -> tuple[str, MessageParts]:
+    """The queue and message parts a waiting run's record keeps for the outbox."""
+    queue, (headers, properties, body) = orjson.loads(payload)
+    return queue, (headers, properties, tuple(body))

@@ -1,0 +1,240 @@
+-- Admission: the one way a run reaches its queue. A run of a task with no limits is pushed at
+-- once (one HGET more than a bare push); a run of a limited task goes when its limits let it,
+-- or waits here, in taskgate's Redis (its record `queued`, `waiting_for` 'rate' or 'slot', its
+-- message in the record), and is pushed by the script that frees its way: an ending run's
+-- script frees a slot and admits the next in the same step; a worker's keeper admits runs
+-- whose rate limit let them go (ADMIT_DUE). Every release happens inside one script, once.
+-- Limits: `rate` {count, period ms, burst} (GCRA, one bucket per rate key) and `concurrency`
+-- (slots per concurrency key): the declared ones (LIMITS_DECLARED), each part replaced by a
+-- runtime override (LIMITS_OVERRIDE; false: none). A run's lane is the JSON pair
+-- [rate key, concurrency key]; the lanes sharing a concurrency key take turns at its slots.
+-- These scripts build the admission keys themselves (their names depend on stored lanes):
+-- mirrors of records/keys.py, checked by tests/records/test_scripts.py.
+local ADMISSION_PREFIX = 'taskgate:adm:'
+local LIMITS_DECLARED = 'taskgate:limits:declared'
+local LIMITS_OVERRIDE = 'taskgate:limits:override'
+local ADMIT_DUE = 'taskgate:admit-due'
+local OUTBOX = 'taskgate:outbox'
+local RECORD_PREFIX = 'taskgate:task:'
+local EVENTS_PREFIX = 'taskgate:events:'
+local ADMIT_MAX = 100  -- runs one script admits at most (a keeper's next pass goes on)
+
+local function adm_key(name, family, part)
+  return ADMISSION_PREFIX .. #name .. ':' .. name .. ':' .. family .. ':' .. (part or '')
+end
+
+-- Redis's clock in milliseconds (one clock for every host's limits).
+local function adm_now()
+  local now = redis.call('TIME')
+  return tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+end
+
+-- The limits of task `name` now: `declared` is the caller's JSON ('' for none; nil: read the
+-- stored one), each part of an override replacing it. nil when it has none.
+local function limits_of(name, declared)
+  if declared == nil then declared = redis.call('HGET', LIMITS_DECLARED, name) or '' end
+  local override = redis.call('HGET', LIMITS_OVERRIDE, name)
+  if declared == '' and not override then return nil end
+  local conf = {}
+  if declared ~= '' then conf = cjson.decode(declared) end
+  if override then
+    for part, value in pairs(cjson.decode(override)) do
+      if value == false or value == cjson.null then conf[part] = nil else conf[part] = value end
+    end
+  end
+  if not conf['rate'] and not conf['concurrency'] then return nil end
+  return conf
+end
+
+-- When (ms) the rate limit lets the lane's next run go: now or earlier when it may go now.
+local function rate_at(conf, name, rk, now)
+  local rate = conf['rate']
+  if not rate then return now end
+  local interval = rate[2] / rate[1]
+  local tat = tonumber(redis.call('GET', adm_key(name, 'gcra', rk)) or '0')
+  if tat < now then tat = now end
+  return tat - (rate[3] - 1) * interval
+end
+
+local function rate_take(conf, name, rk, now)
+  local rate = conf['rate']
+  if not rate then return end
+  local key = adm_key(name, 'gcra', rk)
+  local tat = tonumber(redis.call('GET', key) or '0')
+  if tat < now then tat = now end
+  tat = tat + rate[2] / rate[1]
+  redis.call('SET', key, string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1000)
+end
+
+local function slots_free(conf, name, ck)
+  local limit = conf['concurrency']
+  return not limit or redis.call('ZCARD', adm_key(name, 'slots', ck)) < limit
+end
+
+-- Publish another task's record after a change (as transition.lua's publish does its own).
+local function announce(record, task_id)
+  redis.call('HINCRBY', record, 'seq', 1)
+  local flat = redis.call('HGETALL', record)
+  local fields = {}
+  for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
+  fields['message'] = nil
+  redis.call('PUBLISH', EVENTS_PREFIX .. '{' .. task_id .. '}', cjson.encode(fields))
+end
+
+-- Hand a run to its queue: push its message (queue: the broker list), or, when the broker is
+-- elsewhere (queue ''), keep the message in the record and leave its id for a keeper to publish.
+local function push(record, task_id, queue, message)
+  if queue ~= '' then
+    redis.call('LPUSH', queue, message)
+  else
+    redis.call('HSET', record, 'message', message)
+    redis.call('RPUSH', OUTBOX, task_id)
+  end
+end
+
+-- Admit one run: take its slot and its rate token, then push it.
+local function admit_run(conf, name, rk, ck, record, task_id, queue, message, now)
+  if conf and conf['concurrency'] then
+    redis.call('ZADD', adm_key(name, 'slots', ck), now, task_id)
+    redis.call('SADD', adm_key(name, 'held'), ck)
+    redis.call('HSET', record, 'slot', ck)
+  end
+  if conf then rate_take(conf, name, rk, now) end
+  push(record, task_id, queue, message)
+end
+
+-- Release the first runs waiting in `lane` while its limits let them go, at most `budget`.
+-- Returns how many went and why it stopped: 'empty', 'slot', 'rate' (then when, ms) or 'budget'.
+local function drain_lane(name, conf, lane, now, budget)
+  local pair = cjson.decode(lane)
+  local rk, ck = pair[1], pair[2]
+  local wait = adm_key(name, 'wait', lane)
+  local released, looked = 0, 0
+  while released < budget and looked < budget * 4 do
+    looked = looked + 1
+    local task_id = redis.call('LINDEX', wait, 0)
+    if not task_id then return released, 'empty' end
+    local record = RECORD_PREFIX .. '{' .. task_id .. '}'
+    local f = redis.call('HMGET', record, 'state', 'waiting_for', 'message', 'queue', 'expires_at')
+    if (f[1] ~= 'queued' and f[1] ~= 'retrying') or not f[2] or not f[3] then
+      redis.call('LPOP', wait)  -- cancelled or gone meanwhile: it waits no more
+    elseif f[5] and tonumber(f[5]) <= now then
+      redis.call('LPOP', wait)  -- past its expiry: never pushed (the keepers end it `expired`)
+    else
+      local why, at = nil, nil
+      if conf and not slots_free(conf, name, ck) then
+        why = 'slot'
+      elseif conf then
+        at = rate_at(conf, name, rk, now)
+        if at > now then why = 'rate' end
+      end
+      if why then
+        if f[2] ~= why then
+          redis.call('HSET', record, 'waiting_for', why)
+          announce(record, task_id)
+        end
+        return released, why, at
+      end
+      redis.call('LPOP', wait)
+      redis.call('HDEL', record, 'waiting_for', 'message', 'queue')
+      admit_run(conf, name, rk, ck, record, task_id, f[4], f[3], now)
+      announce(record, task_id)
+      released = released + 1
+    end
+  end
+  return released, 'budget'
+end
+
+local function due_member(name, lane)
+  return cjson.encode({name, lane})
+end
+
+-- Admit what the slots of concurrency key `ck` of task `name` and the lanes' rate limits let
+-- go, one run per lane in turn (round robin), at most ADMIT_MAX. A lane its rate holds back is
+-- noted in ADMIT_DUE for when it may go; one left over is noted as due now. Returns how many
+-- went.
+local function admit_key(name, ck, now, conf)
+  local ring = adm_key(name, 'ring', ck)
+  local budget = ADMIT_MAX
+  local idle = 0  -- lanes in a row that released nothing
+  while true do
+    local lanes = redis.call('LLEN', ring)
+    if lanes == 0 or idle >= lanes then break end
+    local lane = redis.call('LPOP', ring)
+    if budget <= 0 then
+      redis.call('LPUSH', ring, lane)
+      redis.call('ZADD', ADMIT_DUE, now, due_member(name, lane))
+      break
+    end
+    local released, why, at = drain_lane(name, conf, lane, now, 1)
+    budget = budget - released
+    if why == 'empty' then
+      redis.call('SREM', adm_key(name, 'lanes'), lane)
+    else
+      redis.call('RPUSH', ring, lane)  -- its turn is over
+      if released > 0 then idle = 0 else idle = idle + 1 end
+      if why == 'rate' then redis.call('ZADD', ADMIT_DUE, at, due_member(name, lane)) end
+      if why == 'slot' then break end  -- the lanes of one ring share its slots
+    end
+  end
+  return ADMIT_MAX - budget
+end
+
+-- A run leaves its slot (it ended, or waits for a retry): admit the next of its key.
+local function free_slot(name, task_id, record, ck)
+  redis.call('ZREM', adm_key(name, 'slots', ck), task_id)
+  redis.call('HDEL', record, 'slot')
+  if redis.call('EXISTS', adm_key(name, 'slots', ck)) == 0 then
+    redis.call('SREM', adm_key(name, 'held'), ck)
+  end
+  admit_key(name, ck, adm_now(), limits_of(name, nil))
+end
+
+-- Send run `task_id` (task `name`, its record `record`) on its way: to `queue` (the broker
+-- list, '' when the broker is elsewhere) with `message`, now or once its limits let it.
+-- `lane`: the run's lane ('': the one its record keeps, else the task's); `declared`: the
+-- limits its declaration gives, as JSON ('' none; nil or '?': the stored ones). Returns nil when it
+-- went to its queue now (for queue '': the caller publishes it), else why it waits.
+local function dispatch(name, task_id, record, queue, message, lane, declared)
+  if declared == '?' then declared = nil end  -- the sender does not have the task
+  if declared and declared ~= '' then redis.call('HSET', LIMITS_DECLARED, name, declared) end
+  local conf = limits_of(name, declared)
+  if not conf then
+    if queue ~= '' then redis.call('LPUSH', queue, message) end
+    return nil
+  end
+  if not lane or lane == '' then lane = redis.call('HGET', record, 'lane') or '["",""]' end
+  local pair = cjson.decode(lane)
+  local rk, ck = pair[1], pair[2]
+  local now = adm_now()
+  local wait = adm_key(name, 'wait', lane)
+  local why, at = nil, nil
+  if redis.call('EXISTS', wait) == 0 then  -- none of its lane waits: it may go first
+    if not slots_free(conf, name, ck) then
+      why = 'slot'
+    else
+      at = rate_at(conf, name, rk, now)
+      if at > now then why = 'rate' end
+    end
+    if not why then
+      if conf['concurrency'] then
+        redis.call('ZADD', adm_key(name, 'slots', ck), now, task_id)
+        redis.call('SADD', adm_key(name, 'held'), ck)
+        redis.call('HSET', record, 'slot', ck)
+      end
+      rate_take(conf, name, rk, now)
+      if queue ~= '' then redis.call('LPUSH', queue, message) end
+      return nil
+    end
+  else  -- behind its lane's first, for the same reason
+    why = redis.call('HGET', RECORD_PREFIX .. '{' .. redis.call('LINDEX', wait, 0) .. '}', 'waiting_for')
+      or 'slot'
+  end
+  redis.call('HSET', record, 'waiting_for', why, 'message', message, 'queue', queue, 'lane', lane)
+  if redis.call('RPUSH', wait, task_id) == 1 then
+    redis.call('RPUSH', adm_key(name, 'ring', ck), lane)
+    redis.call('SADD', adm_key(name, 'lanes'), lane)
+    if why == 'rate' then redis.call('ZADD', ADMIT_DUE, at, due_member(name, lane)) end
+  end
+  return why
+end

@@ -1,0 +1,141 @@
+"""admission.lua through the scripts that use it, against the session Valkey: runs of a limited
+task wait in Redis and are pushed, once, when their limits let them go."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import orjson
+import pytest
+from redis import Redis
+
+from taskgate.records import keys, scripts
+from taskgate.records.scripts import Scripts
+
+from ..helpers import wait_for
+
+
+@pytest.fixture
+def redis(redis_url: str) -> Iterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def run(redis: Redis) -> Scripts:
+    return Scripts(redis)
+
+
+@pytest.fixture
+def task(redis: Redis) -> Iterator[str]:
+    """A task name of this test's own (its admission keys are its own too)."""
+    name = f"adm{uuid.uuid4().hex[:10]}"
+    yield name
+    redis.hdel(keys.LIMITS_DECLARED, name)
+    redis.hdel(keys.LIMITS_OVERRIDE, name)
+
+
+def submit(run: Scripts, task: str, queue: str, *, declared: str, lane: str = '["",""]',
+           owner: str = "alice") -> tuple[str, scripts.SubmitReply]:
+    task_id = f"adm-{uuid.uuid4()}"
+    reply = run(scripts.submit(scripts.Enqueue(
+        task_id, task, now=time.time(), owner=owner, ttl=60, horizon=time.time() - 60,
+        message=task_id.encode(), queue=queue, lane=lane, declared=declared)))
+    return task_id, reply
+
+
+def field(redis: Redis, task_id: str, name: str) -> str | None:
+    value = redis.hget(keys.record(task_id), name)
+    return value.decode() if isinstance(value, bytes) else None
+
+
+def end(run: Scripts, task_id: str, owner: str = "alice") -> None:
+    run(scripts.update(task_id, owner, 60, {"state": "succeeded", "finished_at": str(int(time.time() * 1000))}))
+
+
+def pushed(redis: Redis, queue: str) -> list[str]:
+    """The ids pushed to ``queue``, first first (the messages here are the ids)."""
+    return [item.decode() for item in reversed(redis.lrange(queue, 0, -1))]
+
+
+def test_a_task_without_limits_is_pushed_at_once(redis: Redis, run: Scripts, task: str) -> None:
+    queue = f"q-{task}"
+    task_id, reply = submit(run, task, queue, declared="", lane="")
+    assert reply.kind == "queued"
+    assert pushed(redis, queue) == [task_id]
+    assert field(redis, task_id, "waiting_for") is None
+
+
+def test_concurrency_slots_admit_the_next_run_in_the_script_that_ends_one(
+        redis: Redis, run: Scripts, task: str) -> None:
+    queue = f"q-{task}"
+    ids = [submit(run, task, queue, declared='{"concurrency":2}') for _ in range(5)]
+    assert [reply.kind for _, reply in ids] == ["queued", "queued", "waiting", "waiting", "waiting"]
+    ids_only = [task_id for task_id, _ in ids]
+    assert pushed(redis, queue) == ids_only[:2]
+    assert [field(redis, task_id, "waiting_for") for task_id in ids_only[2:]] == ["slot"] * 3
+    assert redis.zcard(keys.admission(task, "slots", "")) == 2
+    end(run, ids_only[0])
+    assert pushed(redis, queue) == ids_only[:3], "the freed slot admitted the first waiting run at once"
+    assert field(redis, ids_only[2], "waiting_for") is None
+    assert field(redis, ids_only[2], "message") is None, "its message left the record for the queue"
+    assert redis.zcard(keys.admission(task, "slots", "")) == 2
+    # a waiting run cancelled meanwhile is skipped, never pushed
+    run(scripts.cancel(ids_only[3], "alice", now=time.time(), ttl=60))
+    end(run, ids_only[1])
+    assert pushed(redis, queue) == [*ids_only[:3], ids_only[4]]
+    for task_id in ids_only[2:]:
+        end(run, task_id)
+    assert redis.zcard(keys.admission(task, "slots", "")) == 0
+    assert not redis.exists(keys.admission(task, "wait", '["",""]'))
+
+
+def test_lanes_of_one_key_wait_apart_and_other_keys_are_not_held_up(
+        redis: Redis, run: Scripts, task: str) -> None:
+    queue = f"q-{task}"
+    declared = '{"concurrency":1}'
+    a = [submit(run, task, queue, declared=declared, lane='["","a"]', owner="a")[0] for _ in range(3)]
+    b, reply = submit(run, task, queue, declared=declared, lane='["","b"]', owner="b")
+    assert reply.kind == "queued", "owner b's own slot is free: a's backlog does not delay it"
+    assert pushed(redis, queue) == [a[0], b]
+    end(run, a[0], owner="a")
+    assert pushed(redis, queue) == [a[0], b, a[1]]
+
+
+def test_a_rate_limit_spaces_runs_and_the_keeper_admits_them_when_due(
+        redis: Redis, run: Scripts, task: str) -> None:
+    queue = f"q-{task}"
+    declared = orjson.dumps({"rate": [10, 1000, 2]}).decode()  # 10/s, bursts of 2
+    ids = [submit(run, task, queue, declared=declared)[0] for _ in range(5)]
+    assert pushed(redis, queue) == ids[:2], "the burst goes at once"
+    assert field(redis, ids[2], "waiting_for") == "rate"
+    member = orjson.dumps([task, '["",""]']).decode()
+    due = redis.zscore(keys.ADMIT_DUE, member)
+    assert due is not None
+    began = time.monotonic()
+
+    def admitted_all() -> bool:
+        members = [m.decode() for m in redis.zrangebyscore(keys.ADMIT_DUE, "-inf", time.time() * 1000)]
+        if member in members:
+            run(scripts.admit(int(time.time() * 1000), [member]))
+        return len(pushed(redis, queue)) == 5
+
+    wait_for(admitted_all, 5, "the keeper admitting the runs as their rate lets them")
+    took = time.monotonic() - began
+    assert 0.2 <= took < 2, f"3 runs at 10/s after a burst take about 0.3 s, not {took:.2f} s"
+    assert pushed(redis, queue) == ids
+    redis.zrem(keys.ADMIT_DUE, member)
+
+
+def test_a_runtime_override_replaces_the_declared_limit_and_false_removes_it(
+        redis: Redis, run: Scripts, task: str) -> None:
+    queue = f"q-{task}"
+    redis.hset(keys.LIMITS_OVERRIDE, task, '{"concurrency":1}')
+    ids = [submit(run, task, queue, declared='{"concurrency":3}')[0] for _ in range(3)]
+    assert pushed(redis, queue) == ids[:1]
+    redis.hset(keys.LIMITS_OVERRIDE, task, '{"concurrency":false}')
+    end(run, ids[0])
+    assert pushed(redis, queue) == ids, "with no limit left, every waiting run goes"
