@@ -13,6 +13,7 @@ import orjson
 
 from ..config import Settings
 from ..exceptions import TaskGateError
+from ..limits import declared_json
 from ..records import keys
 from ..records.upgrade import upgrade_at
 from ..records.workers import catalogue_entries
@@ -22,13 +23,22 @@ log = logging.getLogger("taskgate")
 
 
 async def publish_catalogue(producer: Producer) -> None:
-    """Tell workers which module declares each task (they name it when they lack one).
+    """Tell workers which module declares each task (they name it when they lack one), and
+    the scripts which limits it declares (``records/scripts/admission.lua``).
     Best effort: an API starting while Redis is down still starts, and serves 503s meanwhile."""
     entries = catalogue_entries(producer.catalogue.values(), producer.settings.default_queue)
     modules: dict[Any, Any] = {name: orjson.dumps(entry) for name, entry in entries.items()}
     try:
         async with producer.backend.deadline():
-            await producer.backend.redis.hset(keys.CATALOGUE, mapping=modules)
+            pipe = producer.backend.redis.pipeline(transaction=False)
+            pipe.hset(keys.CATALOGUE, mapping=modules)
+            for spec in producer.catalogue.values():  # the limits they declare, for admission
+                declared = declared_json(spec)
+                if declared:
+                    pipe.hset(keys.LIMITS_DECLARED, spec.name, declared)
+                else:
+                    pipe.hdel(keys.LIMITS_DECLARED, spec.name)
+            await pipe.execute()
     except TaskGateError as exc:
         log.warning("could not publish the task catalogue (%s); workers lacking a task will not "
                     "name its module", exc)

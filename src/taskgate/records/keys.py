@@ -15,6 +15,7 @@ Idempotency-Key) cannot just join them (``alice`` + ``x:k`` would meet ``alice:x
 from __future__ import annotations
 
 import hashlib
+import json
 
 #: The namespace of every key below.
 NAMESPACE = "taskgate:"
@@ -145,6 +146,9 @@ ADMIT_DUE = "taskgate:admit-due"
 #: Redis (their message in the record): workers' keepers publish them.
 OUTBOX = "taskgate:outbox"
 
+#: ``taskgate:outbox-lock`` -> lock (SET NX EX) so one keeper at a time publishes the outbox.
+OUTBOX_LOCK = "taskgate:outbox-lock"
+
 #: kombu's Redis transport keeps delivered, unacknowledged messages in this hash (delivery
 #: tag -> ``[message, exchange, routing key]``) and their delivery times in this sorted set.
 KOMBU_UNACKED = "unacked"
@@ -228,3 +232,12 @@ def admission(name: str, family: str, part: str = "") -> str:
     """A key of task ``name``'s admission state (see :data:`ADMISSION_PREFIX`); the Lua builds
     the same names."""
     return f"{ADMISSION_PREFIX}{len(name)}:{name}:{family}:{part}"
+
+
+def due_member(name: str, lane: str) -> str:
+    """The member of :data:`ADMIT_DUE` for a lane of task ``name``, byte for byte as
+    ``admission.lua``'s ``due_member`` (Lua's ``cjson.encode({name, lane})``) builds it: compact
+    JSON with ``/`` escaped as ``\\/`` and DEL as ``\\u007f``, which ``json`` and orjson leave as
+    they are (the other escapes agree)."""
+    text = json.dumps([name, lane], ensure_ascii=False, separators=(",", ":"))
+    return text.replace("/", "\\/").replace("\x7f", "\\u007f")

@@ -33,7 +33,7 @@ Arg = str | bytes | int | float
 
 #: Every script under ``scripts/`` that can be run (the others are only included).
 NAMES = ("submit", "start", "update", "cancel", "park", "lost", "dead", "requeue", "unknown", "release",
-         "fire", "schedule_put", "expire", "admit")
+         "fire", "schedule_put", "expire", "admit", "reclaim")
 
 _INCLUDE = re.compile(r"^--#include (\S+\.lua)$", re.MULTILINE)
 
@@ -306,10 +306,16 @@ def unknown(task_id: str, now: float) -> Call[tuple[TaskState | None, float] | N
     return Call("unknown", [keys.record(task_id)], [stamp(now)], parse)
 
 
-def admit(now_ms: int, due: Sequence[str]) -> Call[int]:
-    """Admit the runs of these ``ADMIT_DUE`` members (read as due at ``now_ms``) that their
-    limits let go now; the count admitted."""
-    return Call("admit", [keys.ADMIT_DUE], [now_ms, *due], int)
+def admit(batch: int) -> Call[int]:
+    """Admit the runs of at most ``batch`` lanes due in ``ADMIT_DUE`` (by Redis's clock) that
+    their limits let go now; the count admitted."""
+    return Call("admit", [keys.ADMIT_DUE], [batch], int)
+
+
+def reclaim(name: str) -> Call[int]:
+    """Give back task ``name``'s concurrency slots held by runs that hold them no more, and
+    admit the next runs; the count reclaimed."""
+    return Call("reclaim", [], [name], int)
 
 
 def release(now: float, due: Sequence[tuple[str, str | None]]) -> Call[int]:

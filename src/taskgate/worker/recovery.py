@@ -18,6 +18,9 @@ instead keeps that timeout long and lets every worker's main process run a keepe
 * **expire**: every 0.5 s too, runs whose expiry (``expires``) passed before they started
   (queued, delayed, retrying, waiting for admission) end ``expired``, from
   ``taskgate:expiring`` (a message of one already in a queue is then skipped at START);
+* **admission**: runs whose rate limit lets them go are admitted, runs admitted for a broker
+  other than the records' Redis are published, and every 5 s leaked slots are reclaimed (see
+  ``admission``);
 * **schedules**: due schedules fire, each tick once (see ``scheduler``); the keeper wakes at the
   next tick when that comes before its next 0.5 s pass.
 """
@@ -45,6 +48,7 @@ from ..records import keys, scripts
 from ..records.upgrade import upgrade_at
 from ..records.workers import Heartbeat, heartbeats
 from ..registry import exposed
+from .admission import Admitter, publish_declared
 from .celery_app import settings_of
 from .scheduler import Firer, sync_declared
 
@@ -92,6 +96,7 @@ class Keeper(threading.Thread):
         self.parks_delays = parks_delays(settings)
         self._connection: Any = None
         self.firer = Firer(app, self.client, settings, self.tasks)
+        self.admitter = Admitter(app, self.client, inline=self.parks_delays, timeout=settings.backend_timeout)
 
     def run(self) -> None:
         next_beat = next_reap = 0.0
@@ -104,9 +109,13 @@ class Keeper(threading.Thread):
                 if self.parks_delays:
                     self.release()
                 self.expire()  # after release: the runs it found past their expiry end in this pass
+                self.admitter.admit_due()
+                self.admitter.publish_outbox()
                 self.firer.fire_due()
-                if self.broker_is_redis and now >= next_reap:
-                    self.reap()
+                if now >= next_reap:
+                    if self.broker_is_redis:
+                        self.reap()
+                    self.admitter.reclaim()
                     next_reap = now + REAP_INTERVAL
             except (RedisError, OSError) as exc:
                 self.last_error = time.monotonic()
@@ -248,8 +257,9 @@ def _start_keeper(sender: Any = None, **_: Any) -> None:
                      concurrency if isinstance(concurrency, int) else 0)
     try:
         sync_declared(_keeper.client, _keeper.settings, exposed())
+        publish_declared(_keeper.client, exposed().values())
     except RedisError as exc:  # the next worker start syncs them
-        log.warning("taskgate: declared schedules not synced: %s", exc)
+        log.warning("taskgate: declared schedules and limits not synced: %s", exc)
     _keeper.start()
     log.info("taskgate keeper started for %s", hostname)
 

@@ -238,3 +238,26 @@ local function dispatch(name, task_id, record, queue, message, lane, declared)
   end
   return why
 end
+
+-- Give back the concurrency slots of task `name` held by runs that hold them no more (a
+-- record gone, ended or not naming the slot), then admit the next runs of each key freed.
+-- Returns how many were given back.
+local function reclaim(name)
+  local holding = {queued = true, started = true}  -- a retrying run waits without its slot
+  local reclaimed = 0
+  for _, ck in ipairs(redis.call('SMEMBERS', adm_key(name, 'held'))) do
+    local slots = adm_key(name, 'slots', ck)
+    local freed = false
+    for _, task_id in ipairs(redis.call('ZRANGE', slots, 0, -1)) do
+      local f = redis.call('HMGET', RECORD_PREFIX .. '{' .. task_id .. '}', 'state', 'slot')
+      if not holding[f[1] or ''] or f[2] ~= ck then
+        redis.call('ZREM', slots, task_id)
+        reclaimed = reclaimed + 1
+        freed = true
+      end
+    end
+    if redis.call('EXISTS', slots) == 0 then redis.call('SREM', adm_key(name, 'held'), ck) end
+    if freed then admit_key(name, ck, adm_now(), limits_of(name, nil)) end
+  end
+  return reclaimed
+end

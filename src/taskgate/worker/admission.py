@@ -1,0 +1,97 @@
+"""A worker keeper's part in admission (``records/scripts/admission.lua``).
+
+The scripts that end runs admit the next ones themselves; what is left for keepers, every
+pass of every worker's keeper (each step atomic in Redis, so any number of keepers share it):
+
+* **admit**: runs whose lane's rate limit now lets them go (``taskgate:admit-due``);
+* **outbox**: when the broker is not the records' Redis, publish the admitted runs the scripts
+  could not push (``taskgate:outbox``), one keeper at a time;
+* **reclaim**: now and then, slots held by runs that hold them no more (a record changed
+  outside the scripts) are given back, so no slot leaks.
+
+And at start, :func:`publish_declared`: the limits this worker's tasks declare, for the scripts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import cast
+
+from celery import Celery
+from redis import Redis
+
+from .. import limits
+from ..brokers.kombu import publish_blocking
+from ..records import keys, scripts
+from ..registry import TaskSpec
+
+log = logging.getLogger("taskgate.admission")
+
+#: Due lanes one pass admits from, at most (each admits up to admission.lua's ADMIT_MAX runs).
+ADMIT_BATCH = 50
+#: Admitted runs one pass publishes from the outbox, at most.
+OUTBOX_BATCH = 100
+
+
+def publish_declared(client: Redis, catalogue: Iterable[TaskSpec]) -> None:
+    """Store the limits each task of ``catalogue`` declares (and forget those of tasks that now
+    declare none), for the scripts that admit runs outside a submit."""
+    pipe = client.pipeline(transaction=False)
+    for spec in catalogue:
+        declared = limits.declared_json(spec)
+        if declared:
+            pipe.hset(keys.LIMITS_DECLARED, spec.name, declared)
+        else:
+            pipe.hdel(keys.LIMITS_DECLARED, spec.name)
+    pipe.execute()
+
+
+class Admitter:
+    """Admission's share of one keeper (blocking client, keeper thread)."""
+
+    def __init__(self, app: Celery, client: Redis, *, inline: bool, timeout: float) -> None:
+        self.app, self.client, self.inline, self.timeout = app, client, inline, timeout
+        self.scripts = scripts.Scripts(client)
+
+    def admit_due(self) -> int:
+        """Admit the runs whose rate limit lets them go now; how many."""
+        admitted = self.scripts(scripts.admit(ADMIT_BATCH))
+        if admitted:
+            log.debug("taskgate keeper: admitted %d run(s)", admitted)
+        return admitted
+
+    def publish_outbox(self) -> int:
+        """Publish admitted runs to a broker other than the records' Redis (one keeper at a
+        time); how many. A run is taken off the outbox once the broker took it: a keeper that
+        dies between the two leaves it to be published again (at least once)."""
+        if self.inline or not self.client.llen(keys.OUTBOX):
+            return 0
+        if not self.client.set(keys.OUTBOX_LOCK, "1", nx=True, ex=max(5, int(self.timeout * OUTBOX_BATCH))):
+            return 0
+        sent = 0
+        try:
+            for raw in cast(list[bytes], self.client.lrange(keys.OUTBOX, 0, OUTBOX_BATCH - 1)):
+                task_id = raw.decode()
+                payload = cast(bytes | None, self.client.hget(keys.record(task_id), "message"))
+                if payload:
+                    from ..producer.dispatch import outbox_parts
+
+                    queue, parts = outbox_parts(payload)
+                    publish_blocking(self.app, queue, parts, self.timeout)
+                    self.client.hdel(keys.record(task_id), "message")
+                    sent += 1
+                self.client.lrem(keys.OUTBOX, 1, task_id)
+        finally:
+            self.client.delete(keys.OUTBOX_LOCK)
+        return sent
+
+    def reclaim(self) -> int:
+        """Give back slots held by runs that hold them no more; how many."""
+        names = {raw.decode() for raw in cast(list[bytes], self.client.hkeys(keys.LIMITS_DECLARED))}
+        names |= {raw.decode() for raw in cast(list[bytes], self.client.hkeys(keys.LIMITS_OVERRIDE))}
+        reclaimed = sum(self.scripts(scripts.reclaim(name)) for name in sorted(names))
+        if reclaimed:
+            log.warning("taskgate keeper: %d concurrency slot(s) held by runs no longer holding them "
+                        "were given back", reclaimed)
+        return reclaimed
