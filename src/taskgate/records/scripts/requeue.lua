@@ -8,8 +8,10 @@ local dead, queue = KEYS[6], KEYS[7]
 local message, now = ARGV[2], ARGV[3]
 
 if redis.call('ZREM', dead, task_id) == 0 then return 'missing' end
+-- a fresh run an admin asked for: a past expiry of the first would end it at once
 redis.call('HDEL', record, 'error', 'finished_at', 'started_at', 'next_attempt_at', 'dead_reason',
-           'unregistered_since', 'result', 'progress', 'cancel', 'cancel_requested_at', 'worker')
+           'unregistered_since', 'result', 'progress', 'cancel', 'cancel_requested_at', 'worker',
+           'expires_at')
 redis.call('HSET', record, 'state', 'queued', 'attempts', 0, 'deliveries', 0)
 redis.call('PERSIST', record)
 redis.call('ZADD', inflight, now, task_id)
