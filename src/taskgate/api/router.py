@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter
 
 from .errors import TaskgateRoute
-from .routes import bulk, dead_letters, files, health, live, metrics, schedules, tasks, tutorial, ui
+from .routes import bulk, dead_letters, files, health, limits, live, metrics, schedules, tasks, tutorial, ui
 
 if TYPE_CHECKING:
     from ..gate import Taskgate
@@ -33,5 +33,6 @@ def build_router(gate: Taskgate) -> APIRouter:
     router.include_router(live.build_router(route_class))
     router.include_router(ui.build_router(route_class))
     router.include_router(metrics.build_router(route_class))
+    router.include_router(limits.build_router(route_class))
     router.include_router(health.build_router(route_class))
     return router

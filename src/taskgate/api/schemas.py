@@ -136,6 +136,10 @@ class TaskInfo(BaseModel):
     owner: str | None = Field(default=None, description="Who submitted it (the API key's owner); "
                               "null for tasks submitted while auth is off.")
     state: TaskState
+    waiting_for: Literal["rate", "slot", "turn"] | None = Field(
+        default=None, description="Why a queued run has not gone to its queue yet: its task's rate "
+        "limit (`rate`), a free concurrency slot (`slot`), or its turn among owners (`turn`); null "
+        "once it has gone (or never had to wait). See `GET /limits`.")
     result: Any = Field(default=None, description="The return value, once `succeeded`.")
     error: ErrorBody | None = Field(default=None, description="Why it failed or expired (or the last "
                                     "transient error while `retrying`).")
@@ -321,6 +325,56 @@ class Readiness(BaseModel):
 
     status: Literal["ready", "unavailable"]
     checks: dict[str, str] = Field(description='Each component: "ok" or the problem seen.')
+
+
+class LimitSet(BaseModel):
+    """A task's limits: its rate and burst, and its concurrency limit (null: no such limit)."""
+
+    rate_limit: str | None = Field(description='Runs that may start per period, e.g. `"100/m"` (null: no '
+                                   "rate limit).")
+    burst: int | None = Field(description="Runs that may start at once after a quiet spell (null with no "
+                              "rate limit).")
+    concurrency: int | None = Field(description="Most runs with the same concurrency key at once, across "
+                                    "the cluster (null: no concurrency limit).")
+
+
+class LimitOverride(BaseModel):
+    """The parts of a task's limits set at runtime (`PUT /limits/{task}`): a field present replaces
+    the declared one (null: no such limit); a field left out keeps the declared value."""
+
+    rate_limit: str | None = Field(default=None, description='e.g. `"10/s"`; null: no rate limit.')
+    burst: int | None = Field(default=None, description="Given with the rate limit it belongs to.")
+    concurrency: int | None = Field(default=None, description="null: no concurrency limit.")
+
+
+class LimitKey(BaseModel):
+    """One key of a task's limits in use: a lane (a rate key and a concurrency key value, with runs
+    waiting) or a concurrency key holding slots."""
+
+    rate_key: str | None = Field(description='The rate key\'s value (`""`: one budget for the whole task); '
+                                 "null for a concurrency key with no run waiting.")
+    concurrency_key: str | None = Field(description='The concurrency key\'s value (`""`: one limit for '
+                                        "the whole task).")
+    running: int = Field(description="Runs holding a slot of this concurrency key now.")
+    waiting: int = Field(description="Runs of this lane waiting in taskgate's Redis to be admitted.")
+    next_admission_at: datetime | None = Field(description="When the rate limit next lets a waiting run "
+                                               "of this lane go (null: not held back by its rate).")
+
+
+class TaskLimitsInfo(BaseModel):
+    """One task's admission limits: declared, overridden at runtime, in effect, and their keys in use."""
+
+    task: str = Field(description="The task's name.")
+    declared: LimitSet = Field(description="What its declaration gives (`@taskgate.task(rate_limit=..., "
+                               "burst=..., concurrency=...)`).")
+    override: LimitOverride | None = Field(description="What `PUT /limits/{task}` set, only the parts it "
+                                           "set (null: no override).")
+    effective: LimitSet = Field(description="The limits that apply now: the declared ones, each part "
+                                "replaced by the override's.")
+    source: Literal["declared", "override"] = Field(description="`override` while an override is set.")
+    keys: list[LimitKey] = Field(description="Its keys in use, those with most runs waiting first (at most "
+                                 "100).")
+    more_keys: int = Field(default=0, description="Keys in use left out of `keys`.")
 
 
 def _error(description: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from .backend import Backend
 from .bulk import Bulk
 from .control import Control
 from .feed import Feed
+from .limits import AdmissionLimits
 from .reads import Reader
 from .schedules import Schedules
 from .submit import Submitter
@@ -30,7 +31,7 @@ from .subscriptions import Limits, Subscriptions
 
 class Producer:
     """Submitting (:attr:`submitter`), reading and waiting (:attr:`reader`), control
-    (:attr:`control`) over the records' Redis and the broker."""
+    (:attr:`control`), admission limits (:attr:`limits`) over the records' Redis and the broker."""
 
     def __init__(self, settings: Settings, app: Celery, backend: Backend, broker: brokers.Broker,
                  subscriptions: Subscriptions, serves: Callable[[TaskSpec], bool] = lambda _: True) -> None:
@@ -46,6 +47,8 @@ class Producer:
         self.control = Control(backend, self.reader, broker, app, self.catalogue, self.submitter)
         self.schedules = Schedules(self.submitter, self.reader, self.catalogue)
         self.bulk = Bulk(self.control, self.reader)
+        #: Admission limits: read every limited task's, override or restore one's.
+        self.limits = AdmissionLimits(backend, self.catalogue)
         #: Live task changes for ``GET /events`` (a subscription opened by the first feed).
         per_owner = settings.max_streams_per_owner or max(1, settings.max_streams // 4)
         self.feed = Feed(connections.feed(settings.require_redis_url(), settings.backend_timeout),

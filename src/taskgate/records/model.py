@@ -13,13 +13,15 @@ first asked, kept whatever state the task then ends in (a running sync task that
 runs to its end: ``succeeded`` with this set); ``schedule_id`` the schedule whose run it is,
 ``tick`` (ms) the tick of that schedule it stands for (absent for a run started by hand);
 ``replay_of`` the task it replays; ``expires_at`` (ms) its expiry: not started by then, it
-ends ``expired`` and never runs; ``timeline`` JSON, the states it entered in order (at most
+ends ``expired`` and never runs; ``waiting_for`` why a ``queued`` run has not gone to its queue
+yet (``rate``: its task's rate limit, ``slot``: a free concurrency slot, ``turn``: its turn among
+owners; absent once it has gone); ``timeline`` JSON, the states it entered in order (at most
 50: the first and the latest), each ``{"state", "at" (ms), "attempt", "worker" (when started)}``,
 each at the record's own time for it (``created_at``, ``started_at``, ``finished_at``), the
 others (retrying, queued again) on Redis's clock. ``args`` is written at submission (and
 at dead-lettering).
-Internal fields the scripts keep: ``message`` and ``queue`` (a parked message and its list),
-``unregistered_since`` (ms).
+Internal fields the scripts keep: ``message`` and ``queue`` (a parked or waiting message and its
+list), ``unregistered_since`` (ms), ``lane`` and ``slot`` (see ``admission.lua``).
 
 The same fields, JSON-encoded, are what a change publishes on the task's events channel.
 """
@@ -31,7 +33,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 import orjson
 
@@ -41,6 +43,10 @@ log = logging.getLogger("taskgate.records")
 
 #: JSON as it comes out of ``orjson.loads``.
 JSON = Any
+#: Why a queued run waits in taskgate's Redis (see ``admission.lua``): its task's rate limit, a
+#: free concurrency slot, or its turn among owners.
+WaitingFor = Literal["rate", "slot", "turn"]
+_WAITING: frozenset[str] = frozenset(get_args(WaitingFor))
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +89,7 @@ class TaskRecord:
     tick: datetime | None = None
     replay_of: str | None = None
     expires_at: datetime | None = None
+    waiting_for: WaitingFor | None = None
     timeline: tuple[Change, ...] = ()
     unreadable: frozenset[str] = field(default=frozenset())
 
@@ -145,6 +152,8 @@ def _field(name: str, text: str) -> Any:
         return TaskState(text)
     if name == "cancel":
         return text == "1"
+    if name == "waiting_for" and text not in _WAITING:
+        raise ValueError(f"not a reason to wait: {text!r}")
     return text
 
 
@@ -155,7 +164,7 @@ def decode(task_id: str, raw: Mapping[Any, Any]) -> TaskRecord:
     for key, value in raw.items():
         name = key.decode() if isinstance(key, bytes) else str(key)
         if name in _INTERNAL or not (name in _TIMES or name in _COUNTS or name in _JSON or name in _TEXT
-                                     or name in ("state", "cancel", "timeline")):
+                                     or name in ("state", "cancel", "timeline", "waiting_for")):
             continue
         text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
         try:
