@@ -374,6 +374,36 @@ def test_the_queues_page_shows_depth_and_live_workers(api_url: str, worker: subp
     assert problems == []
 
 
+def test_a_run_waiting_for_its_limit_says_so_and_the_queues_page_shows_the_limits(
+        api_url: str, worker: subprocess.Popen[bytes], browser: Any, artifacts: Path) -> None:
+    from playwright.sync_api import expect
+
+    problems: list[str] = []
+    ids: list[str] = []
+    with httpx.Client(base_url=api_url, timeout=10) as http:
+        assert http.put("/limits/sleepy", json={"concurrency": 1}).status_code == 200
+        try:
+            ids += [http.post("/tasks/sleepy", json={"seconds": 60}).json()["task_id"],
+                    http.post("/tasks/sleepy", json={"seconds": 0}).json()["task_id"]]
+            page = page_of(browser, problems)
+            page.goto(f"{api_url}/ui/tasks/{ids[1]}")
+            note = page.locator(".waiting")
+            expect(note).to_have_text("waiting: slot")
+            expect(note).to_have_attribute("title", re.compile("a free concurrency slot"))
+            page.goto(f"{api_url}/ui/?name=sleepy")
+            expect(page.locator(f"tr[data-task='{ids[1]}']")).to_contain_text("waiting: slot")
+            expect(page.locator(f"tr[data-task='{ids[0]}'] .waiting")).to_have_count(0)
+            page.get_by_role("link", name="Queues").click()
+            row = page.get_by_role("table", name="Limits").locator("tr[data-limits='sleepy'] td")
+            expect(row).to_have_text(["sleepy", "—", "1", "override", "1", "1", "1", "—"])
+            page.screenshot(path=artifacts / "limits.png")
+        finally:
+            for task_id in ids:
+                http.post(f"/tasks/{task_id}/cancel")
+            http.delete("/limits/sleepy")
+    assert problems == []
+
+
 def test_the_submit_form_shows_the_error_next_to_its_field(api_url: str, worker: subprocess.Popen[bytes],
                                                            browser: Any, artifacts: Path) -> None:
     from playwright.sync_api import expect

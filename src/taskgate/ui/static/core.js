@@ -93,7 +93,15 @@ export function setMain(title, ...children) {
   main.focus({ preventScroll: true });
 }
 
-export function stateCell(task) { return h("span", { class: `state state-${task.state}` }, task.state); }
+// why a queued run has not gone to its queue yet (GET /tasks/{id}'s waiting_for)
+const WAITING = { rate: "its task's rate limit", slot: "a free concurrency slot", turn: "its turn among owners" };
+
+export function stateCell(task) {
+  const state = h("span", { class: `state state-${task.state}` }, task.state);
+  if (task.state !== "queued" || !task.waiting_for) return state;
+  return h("span", {}, state, " ", h("span", { class: "waiting", "data-waiting": task.waiting_for,
+    title: `Waiting in taskgate for ${WAITING[task.waiting_for] ?? task.waiting_for}` }, `waiting: ${task.waiting_for}`));
+}
 
 export function progressOf(task) {
   const percent = task.progress && typeof task.progress.percent === "number" ? task.progress.percent : null;

@@ -76,9 +76,19 @@ function ago(iso) {
   return h("time", { datetime: iso, title: new Date(iso).toISOString() + " (UTC)" }, `${seconds} s ago`);
 }
 
+function limitCells(limits) {  // one task of GET /limits: what applies, and its keys in use together
+  const rate = limits.effective.rate_limit ? `${limits.effective.rate_limit}${limits.effective.burst > 1 ? ` (burst ${limits.effective.burst})` : ""}` : "—";
+  const sum = (name) => limits.keys.reduce((total, key) => total + key[name], 0);
+  const next = limits.keys.map((key) => key.next_admission_at).filter(Boolean).sort()[0];
+  return [h("td", {}, limits.task), h("td", {}, rate), h("td", {}, limits.effective.concurrency ?? "—"),
+    h("td", {}, limits.source), h("td", {}, String(sum("running"))), h("td", {}, String(sum("waiting"))),
+    h("td", { class: "optional" }, String(limits.keys.length + limits.more_keys)), h("td", {}, next ? when(next, true) : "—")];
+}
+
 export async function queues() {
   const body = h("tbody");
   const workerBody = h("tbody");
+  const limitBody = h("tbody");
   const charts = h("section", { class: "summary", "aria-label": "Summary" });
   setMain("Queues and workers", charts,
     h("div", { class: "table-wrap" }, h("table", { "aria-label": "Queues" },
@@ -87,7 +97,11 @@ export async function queues() {
     h("h2", {}, "Workers"),
     h("div", { class: "table-wrap" }, h("table", { "aria-label": "Workers" },
       h("thead", {}, h("tr", {}, ["Worker", "Queues", "Concurrency", "Running", "Task types", "Last heartbeat"]
-        .map((name) => h("th", {}, name)))), workerBody)));
+        .map((name) => h("th", {}, name)))), workerBody)),
+    h("h2", {}, "Limits"),
+    h("div", { class: "table-wrap" }, h("table", { "aria-label": "Limits" },
+      h("thead", {}, h("tr", {}, ["Task", "Rate limit", "Concurrency", "Source", "Running", "Waiting"].map((name) => h("th", {}, name)),
+        h("th", { class: "optional" }, "Keys"), h("th", {}, "Next admission"))), limitBody)));
   const problem = h("p", { class: "error", role: "status" });
   main.insertBefore(problem, charts);
   const refuse = (error) => {
@@ -97,7 +111,8 @@ export async function queues() {
     return null;
   };
   every(5, async () => {
-    const [found, workers, summary] = await Promise.all([api("queues"), api("workers"), api("summary")]).catch(refuse) ?? [];
+    const [found, workers, summary, limits] = await Promise.all([api("queues"), api("workers"), api("summary"), api("limits")])
+      .catch(refuse) ?? [];
     if (!found) return;
     problem.textContent = "";
     charts.replaceChildren(tile("delayed", summary.delayed), tile("running", `${summary.running} / ${summary.concurrency}`),
@@ -110,6 +125,8 @@ export async function queues() {
       h("td", {}, worker.name), h("td", {}, worker.queues.join(", ")), h("td", {}, String(worker.concurrency)),
       h("td", {}, String(worker.active)), h("td", {}, String(worker.tasks)), h("td", {}, ago(worker.last_heartbeat)))));
     if (!workers.length) workerBody.append(h("tr", {}, h("td", { colspan: 6, class: "error" }, "No live worker.")));
+    limitBody.replaceChildren(...limits.map((one) => h("tr", { "data-limits": one.task }, limitCells(one))));
+    if (!limits.length) limitBody.append(h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No task has limits. Declare them with @taskgate.task(rate_limit=..., concurrency=taskgate.Concurrency(...)), or set them with PUT /limits/{task}.")));
   });
 }
 
