@@ -280,3 +280,54 @@ def retried_forever(log: str) -> None:
     with open(log, "a") as out:
         out.write(f"{time.time()!r}\n")
     raise Flaky("failing again")
+
+
+def _admitted_run(log: str, token: str, seconds: float, hold: str) -> str:
+    """Log ``start <token> <pid> <time>``, wait while the file ``hold`` exists (at most 60 s),
+    sleep ``seconds``, log ``end <token> <pid> <time>``: the admission tests count executions
+    and their overlaps by these lines."""
+    with open(log, "a") as out:
+        out.write(f"start {token} {os.getpid()} {time.time()!r}\n")
+    began = time.monotonic()
+    while hold and Path(hold).exists() and time.monotonic() - began < 60:
+        time.sleep(0.01)
+    time.sleep(seconds)
+    with open(log, "a") as out:
+        out.write(f"end {token} {os.getpid()} {time.time()!r}\n")
+    return token
+
+
+@taskgate.task(concurrency=taskgate.Concurrency(limit=2))
+def paired(log: str, token: str, seconds: float = 0, hold: str = "") -> str:
+    """At most 2 runs at once across the cluster: :func:`_admitted_run`."""
+    return _admitted_run(log, token, seconds, hold)
+
+
+@taskgate.task(concurrency=taskgate.Concurrency(limit=1))
+def single_slot(log: str, token: str, seconds: float = 0, hold: str = "") -> str:
+    """One run at a time across the cluster: :func:`_admitted_run`."""
+    return _admitted_run(log, token, seconds, hold)
+
+
+@taskgate.task(concurrency=taskgate.Concurrency(limit=2, key="owner"))
+def per_owner(log: str, token: str, seconds: float = 0) -> str:
+    """At most 2 runs of one owner at once: :func:`_admitted_run`."""
+    return _admitted_run(log, token, seconds, "")
+
+
+@taskgate.task(rate_limit="20/s", burst=2)
+def metered(log: str, token: str) -> str:
+    """Starts at most 20 per second across the cluster (bursts of 2): :func:`_admitted_run`."""
+    return _admitted_run(log, token, 0, "")
+
+
+@taskgate.task(retry=taskgate.RetryPolicy(transient=(Flaky,), max_retries=1, backoff=0.1, max_delay=0.2))
+def gated(log: str, token: str, hold: str = "", failures: int = 0) -> str:
+    """No declared limit (tests give it one at runtime): :func:`_admitted_run`, then fail
+    transiently while this token has started at most ``failures`` times (1 retry)."""
+    _admitted_run(log, token, 0, hold)
+    with open(log) as seen:
+        starts = sum(1 for line in seen if line.startswith(f"start {token} "))
+    if starts <= failures:
+        raise Flaky(f"transient failure {starts} of {failures}")
+    return token
