@@ -77,10 +77,11 @@ class Stack:
         return self.http(name, [sys.executable, "-m", "uvicorn", f"bench.apps:{app}", "--no-access-log",
                                 "--log-level=warning"], probe)[1]
 
-    def worker(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        """Start a worker (logging warnings only, as in production) and return once it has run a
-        probe task: taskgate's through ``BENCH_API``, raw Celery's through ``delay().get()``."""
-        proc = self.spawn(name, argv)
+    def worker(self, name: str, argv: list[str], **env: str) -> subprocess.Popen[bytes]:
+        """Start a worker (logging warnings only, as in production; ``env`` added to its
+        environment) and return once it has run a probe task: taskgate's through ``BENCH_API``,
+        raw Celery's through ``delay().get()``."""
+        proc = self.spawn(name, argv, **env)
         if "taskgate" in argv:
             with httpx.Client(base_url=self.api, timeout=70) as http:
                 submitted = http.post("/tasks/add", json={"x": 0, "y": 0})
@@ -612,6 +613,7 @@ def machine() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench.admission import admission_section
     from bench.concurrency import concurrency_section
     from bench.dashboard import dashboard_section
     from bench.schedules import schedules_section
@@ -619,8 +621,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("--reps", type=int, default=None,
-                        help="Repetitions of each measurement (default 5; 3 for --only concurrency, whose "
-                        "repetitions take about half a minute each).")
+                        help="Repetitions of each measurement (default 5; 3 for --only concurrency and "
+                        "--only admission, whose repetitions take about half a minute each or more).")
     parser.add_argument("--duration", type=int, default=6, help="Seconds per wrk run.")
     parser.add_argument("--tasks", type=int, default=5000, help="Tasks in the end-to-end runs.")
     parser.add_argument("--roundtrips", type=int, default=200, help="Single-task round trips.")
@@ -632,12 +634,12 @@ def main(argv: list[str] | None = None) -> int:
                         "replaces the committed results.")
     parser.add_argument("--quick", action="store_true", help="A fast smoke run (tiny numbers, no profile).")
     parser.add_argument("--no-profile", action="store_true", help="Skip section 6 (py-spy needs ptrace rights).")
-    parser.add_argument("--only", choices=["schedules", "dashboard", "testkit", "concurrency"], default=None,
-                        help="Run only that section (8, 9, 10 or 11); the report then goes to --out, or to the "
-                        "temporary directory.")
+    parser.add_argument("--only", choices=["schedules", "dashboard", "testkit", "concurrency", "admission"],
+                        default=None, help="Run only that section (8, 9, 10, 11 or 12); the report then goes "
+                        "to --out, or to the temporary directory.")
     args = parser.parse_args(argv)
     if args.reps is None:
-        args.reps = 3 if args.only == "concurrency" else 5
+        args.reps = 3 if args.only in ("concurrency", "admission") else 5
     if args.quick:
         args.reps, args.duration, args.tasks, args.roundtrips, args.submits, args.loop = 1, 1, 200, 5, 2000, 300
     report = Report()
@@ -660,7 +662,8 @@ def main(argv: list[str] | None = None) -> int:
                 _, stack.api = stack.http("taskgate-api", [sys.executable, "-m", "taskgate", "api",
                                                            "--log-level=warning", "--no-access-log"], "/healthz")
                 {"schedules": schedules_section, "dashboard": dashboard_section,
-                 "testkit": testkit_section, "concurrency": concurrency_section}[args.only](stack, args, report)
+                 "testkit": testkit_section, "concurrency": concurrency_section,
+                 "admission": admission_section}[args.only](stack, args, report)
                 partial = True
             else:
                 partial = False
@@ -676,6 +679,7 @@ def main(argv: list[str] | None = None) -> int:
                 dashboard_section(stack, args, report)
                 testkit_section(stack, args, report)
                 concurrency_section(stack, args, report)
+                admission_section(stack, args, report)
                 if not args.quick and not args.no_profile:
                     from bench.profile import profile_section
 
@@ -685,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             stack.close()
     if partial:
-        section = {"schedules": 8, "dashboard": 9, "testkit": 10, "concurrency": 11}[args.only]
+        section = {"schedules": 8, "dashboard": 9, "testkit": 10, "concurrency": 11, "admission": 12}[args.only]
         report.add(f"(Only section {section}: `--only {args.only}`.)")
         args.out = args.out or Path(tempfile.gettempdir()) / f"taskgate-bench-{args.only}.md"
         args.out.write_text("\n".join(report.lines) + "\n")
