@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 # `make test` runs the suite on this many processes (most of its time is spent waiting on the
 # servers, workers and APIs it starts), then the tests marked `alone` (they measure time) by
-# themselves. PYTEST_WORKERS=0 runs everything in one process.
+# themselves. PYTEST_WORKERS=0 runs everything in one process. A file's tests share a process but
+# for the slowest files' (tests/conftest.py, SLOWEST), which start first, so none is left last.
 PYTEST_WORKERS ?= 4
 BENCH_ARGS ?=
 # Options for `taskgate up`, e.g. make run RUN_ARGS="--port 8001 --flower-port 5556"
@@ -55,7 +56,8 @@ typecheck: $(VENV)/.installed-dev
 
 # Exit status 5 is pytest's "no test selected" (a PYTEST_ARGS filter can leave a phase empty).
 pytest: $(VENV)/.installed-dev
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not alone" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder -m "not alone" $(PYTEST_ARGS) \
+		|| [ $$? -eq 5 ]
 	$(PY) -m pytest -m alone $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 test: lint typecheck pytest test-lowest

@@ -51,6 +51,50 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             reporter.write_line(f"FAILED: the test run changed the repository tree: {left}", red=True)
 
 
+#: The slowest files of `make test`'s parallel run, slowest first, started first: xdist's own
+#: order (most tests first) left them, a few long tests each, to run alone at the end. Those
+#: marked True have independent tests (each starts its own servers or uses only the session's),
+#: so their tests go to whichever process is free; the others keep their tests on one process
+#: (module fixtures: a RabbitMQ node, a browser, shared APIs).
+SLOWEST = {
+    "tests/test_bench.py": True,
+    "tests/api/test_schema.py": True,
+    "tests/test_scale.py": True,
+    "tests/worker/test_scheduler.py": True,
+    "tests/test_testkit.py": True,
+    "tests/test_cleanup.py": True,
+    "tests/test_concurrency.py": False,
+    "tests/worker/test_unregistered.py": False,
+    "tests/brokers/test_amqp.py": False,
+    "tests/ui/test_dashboard.py": False,
+    "tests/api/test_fuzz.py": True,
+    "tests/service/test_up.py": True,
+    "tests/service/test_cli.py": True,
+    "tests/worker/test_recovery.py": True,
+    "tests/worker/test_lifetimes.py": True,
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """For ``--dist loadgroup`` (`make test`): the tests of a file stay on one process, but for
+    the SLOWEST files marked True; SLOWEST files come first (so ``--no-loadscope-reorder`` keeps
+    them first), then the others, most tests first."""
+    order = list(SLOWEST)
+    counts: dict[str, int] = {}
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        counts[path] = counts.get(path, 0) + 1
+        if not SLOWEST.get(path, False):
+            item.add_marker(pytest.mark.xdist_group(path))
+
+    def rank(item: pytest.Item) -> tuple[int, int, str]:
+        path = item.nodeid.split("::")[0]
+        return (order.index(path), 0, "") if path in SLOWEST else (len(order), -counts[path], path)
+
+    items.sort(key=rank)
+
+
 def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
