@@ -38,6 +38,8 @@ def test_a_concurrency_limit_holds_across_two_workers(stack: Stack) -> None:
                                 for i in ids]
     assert {client.get(f"/tasks/{task_id}").json()["state"] for task_id in waiting} == {"queued"}
     assert not happens(lambda: sum(starts(log).values()) > 2, within=1), "a third run started"
+    unrelated = wait(client, submit(client, "add", {"x": 1, "y": 2}), 20)
+    assert unrelated["state"] == "succeeded", "the waiting runs hold up no other task"
     hold.unlink()
     tasks = [wait(client, task_id, 30) for task_id in ids]
     assert [task["state"] for task in tasks] == ["succeeded"] * 12, tasks
@@ -85,6 +87,36 @@ def test_a_slot_held_by_a_killed_worker_comes_back_and_the_limit_holds(stack: St
         "the others ran while the victim waited for recovery")
     assert most_at_once(before_rerun) == 1, "the killed run's slot was handed out before it was recovered"
     assert redis.zcard(keys.admission("paired", "slots")) == 0, "every slot given back"
+
+
+def test_a_frozen_workers_run_keeps_its_slot_and_runs_once(stack: Stack) -> None:
+    """SIGSTOP of worker A's main process (its pool process goes on running `paired`'s "frozen")
+    for longer than the keepers take to find a dead worker (heartbeat TTL 10 s + grace 15 s):
+    the run is not run again, and its slot is not handed out, so B runs the others one at a time."""
+    first = stack.start_worker()
+    client = stack.start_api()
+    log, hold = stack.tmp / "runs", stack.tmp / "hold"
+    hold.touch()
+    frozen = submit(client, "paired", {"log": str(log), "token": "frozen", "hold": str(hold)})
+    # An unlimited run fills A's other process, so A's consumer takes no message while frozen
+    # (a blocked BRPOP would hand a frozen worker the next run, in its socket: not admission's doing).
+    filler = submit(client, "gated", {"log": str(log), "token": "filler", "hold": str(hold)})
+    wait_for(lambda: starts(log)["frozen"] == starts(log)["filler"] == 1, 20, "the runs to start")
+    stack.start_worker()
+    kill(first.pid, signal.SIGSTOP)
+    try:
+        others = [submit(client, "paired", {"log": str(log), "token": f"o{i}", "seconds": 0.2}) for i in range(4)]
+        wait_for(lambda: sum(1 for event in events(log) if event.kind == "end") == 4, 20, "the others to run")
+        ran_again = happens(lambda: starts(log)["frozen"] > 1, within=27)
+    finally:
+        kill(first.pid, signal.SIGCONT)
+    assert not ran_again, f"run again while its worker was frozen: {starts(log)}"
+    assert most_at_once(events(log), lambda token: token.startswith("o")) == 1, "the frozen run's slot was handed out"
+    hold.unlink()
+    tasks = [wait(client, task_id, 30) for task_id in [frozen, filler, *others]]
+    assert [task["state"] for task in tasks] == ["succeeded"] * 6, tasks
+    assert tasks[0]["attempts"] == 1
+    assert starts(log) == {"frozen": 1, "filler": 1, **{f"o{i}": 1 for i in range(4)}}
 
 
 def test_a_rate_limit_holds_across_two_apis_and_two_workers(stack: Stack) -> None:
