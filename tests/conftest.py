@@ -72,6 +72,8 @@ SLOWEST = {
     "tests/service/test_cli.py": True,
     "tests/worker/test_recovery.py": True,
     "tests/worker/test_lifetimes.py": True,
+    "tests/worker/test_admission.py": True,
+    "tests/worker/test_admission_paths.py": True,
 }
 
 
