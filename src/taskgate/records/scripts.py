@@ -306,10 +306,16 @@ def unknown(task_id: str, now: float) -> Call[tuple[TaskState | None, float] | N
     return Call("unknown", [keys.record(task_id)], [stamp(now)], parse)
 
 
-def admit(batch: int) -> Call[int]:
+def _admitted(reply: Any) -> tuple[int, float | None]:
+    count, wait_ms = int(reply[0]), int(reply[1])
+    return count, None if wait_ms < 0 else wait_ms / 1000
+
+
+def admit(batch: int) -> Call[tuple[int, float | None]]:
     """Admit the runs of at most ``batch`` lanes due in ``ADMIT_DUE`` (by Redis's clock) that
-    their limits let go now; the count admitted."""
-    return Call("admit", [keys.ADMIT_DUE], [batch], int)
+    their limits let go now: (the count admitted, seconds until the next lane is due, None if
+    none is)."""
+    return Call("admit", [keys.ADMIT_DUE], [batch], _admitted)
 
 
 def reclaim(name: str) -> Call[int]:

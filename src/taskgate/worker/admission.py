@@ -15,6 +15,7 @@ And at start, :func:`publish_declared`: the limits this worker's tasks declare, 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from typing import cast
 
@@ -53,13 +54,25 @@ class Admitter:
     def __init__(self, app: Celery, client: Redis, *, inline: bool, timeout: float) -> None:
         self.app, self.client, self.inline, self.timeout = app, client, inline, timeout
         self.scripts = scripts.Scripts(client)
+        #: When (monotonic) the next rate-held lane is due, as the last pass saw.
+        self.next_at: float | None = None
 
     def admit_due(self) -> int:
-        """Admit the runs whose rate limit lets them go now; how many."""
-        admitted = self.scripts(scripts.admit(ADMIT_BATCH))
+        """Admit the runs whose rate limit lets them go now; how many. Notes when the next is
+        due (:meth:`wait_hint`)."""
+        admitted, wait = self.scripts(scripts.admit(ADMIT_BATCH))
+        self.next_at = None if wait is None else time.monotonic() + wait
         if admitted:
             log.debug("taskgate keeper: admitted %d run(s)", admitted)
         return admitted
+
+    def wait_hint(self, longest: float) -> float:
+        """How long the keeper may sleep before a rate lets the next waiting run go, at most
+        ``longest``: a 50/s limit is kept by waking every 20 ms, not by the 0.5 s pass (GCRA
+        gives no catch-up for a late admission beyond the burst)."""
+        if self.next_at is None:
+            return longest
+        return max(0.0, min(longest, self.next_at - time.monotonic()))
 
     def publish_outbox(self) -> int:
         """Publish admitted runs to a broker other than the records' Redis (one keeper at a

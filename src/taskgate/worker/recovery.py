@@ -99,35 +99,51 @@ class Keeper(threading.Thread):
         self.admitter = Admitter(app, self.client, inline=self.parks_delays, timeout=settings.backend_timeout)
 
     def run(self) -> None:
-        next_beat = next_reap = 0.0
+        next_beat = next_reap = next_pass = 0.0
         while not self.stopping.is_set():
             now = time.monotonic()
             try:
-                if now >= next_beat:
-                    self.heartbeat()
-                    next_beat = now + HEARTBEAT_INTERVAL
-                if self.parks_delays:
-                    self.release()
-                self.expire()  # after release: the runs it found past their expiry end in this pass
-                self.admitter.admit_due()
-                self.admitter.publish_outbox()
-                self.firer.fire_due()
-                if now >= next_reap:
-                    if self.broker_is_redis:
-                        self.reap()
-                    self.admitter.reclaim()
-                    next_reap = now + REAP_INTERVAL
+                if now < next_pass:  # woken early, when a rate lets a waiting run go: only that
+                    self.admitter.admit_due()
+                else:
+                    self.one_pass(now, now >= next_beat, now >= next_reap)
+                    next_pass = now + self.firer.wait_hint(TICK)
+                    if now >= next_beat:
+                        next_beat = now + HEARTBEAT_INTERVAL
+                    if now >= next_reap:
+                        next_reap = now + REAP_INTERVAL
             except (RedisError, OSError) as exc:
                 self.last_error = time.monotonic()
                 self.firer.next_at = self.firer.alive_since = None  # after a failure, wait a whole pass
+                self.admitter.next_at = None
+                next_pass = time.monotonic() + TICK  # after a failure, wait a whole pass
                 log.warning("taskgate keeper: %s", exc)
                 self._reset_connection()
             except Exception:  # a keeper that dies silently would lose the guarantees
                 self.last_error = time.monotonic()
                 self.firer.next_at = self.firer.alive_since = None
+                self.admitter.next_at = None
+                next_pass = time.monotonic() + TICK
                 log.exception("taskgate keeper: unexpected error")
                 self._reset_connection()
-            self.stopping.wait(self.firer.wait_hint(TICK))
+            self.stopping.wait(self.admitter.wait_hint(max(0.0, next_pass - time.monotonic())))
+
+    def one_pass(self, now: float, beat: bool, reap: bool) -> None:
+        """One whole pass: heartbeat (when ``beat``), release, expire, admit, publish the
+        outbox, fire schedules, and (when ``reap``) requeue a dead worker's messages and reclaim
+        leaked slots."""
+        if beat:
+            self.heartbeat()
+        if self.parks_delays:
+            self.release()
+        self.expire()  # after release: the runs it found past their expiry end in this pass
+        self.admitter.admit_due()
+        self.admitter.publish_outbox()
+        self.firer.fire_due()
+        if reap:
+            if self.broker_is_redis:
+                self.reap()
+            self.admitter.reclaim()
 
     def stop(self) -> None:
         """Stop the thread and withdraw this worker's heartbeat."""

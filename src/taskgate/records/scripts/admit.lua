@@ -3,7 +3,8 @@
 -- take at most. Each due member (JSON [task name, lane]) is taken off the set, due by Redis's
 -- clock (so one keeper admits it, whatever the hosts' clocks say), and its concurrency key's
 -- lanes are admitted in turn (admission.lua's `admit_key`, which notes a lane held back
--- again). Returns the count admitted.
+-- again). Returns {the count admitted, ms until the next lane is due (-1: none)}, so keepers
+-- wake when a rate lets the next run go rather than at their next pass.
 --#include admission.lua
 local due_set = KEYS[1]
 local batch = tonumber(ARGV[1])
@@ -15,4 +16,6 @@ for _, member in ipairs(redis.call('ZRANGEBYSCORE', due_set, '-inf', now, 'LIMIT
   local name, lane = pair[1], pair[2]
   admitted = admitted + admit_key(name, cjson.decode(lane)[2], now, limits_of(name, nil))
 end
-return admitted
+local next_due = redis.call('ZRANGE', due_set, 0, 0, 'WITHSCORES')
+if #next_due == 0 then return {admitted, -1} end
+return {admitted, math.max(0, math.ceil(tonumber(next_due[2]) - adm_now()))}
