@@ -29,13 +29,19 @@ def test_a_full_record_decodes_to_types() -> None:
 @pytest.mark.parametrize(("field", "stored"), [
     ("finished_at", b"253402347599000"), ("started_at", b"soon"), ("created_at", b"inf"),
     ("progress", b"{not json"), ("attempts", b"many"), ("state", b"exploded"),
-    ("cancel_requested_at", b"when asked"),
+    ("cancel_requested_at", b"when asked"), ("waiting_for", b"godot"),
 ])
 def test_an_unreadable_field_reads_as_absent(field: str, stored: bytes) -> None:
     record = decode("t", {b"name": b"add", field.encode(): stored})
     assert record.unreadable == {field}
     assert getattr(record, field) in (None, 0)
     assert record.name == "add"
+
+
+def test_why_a_run_waits_reads_as_one_of_its_reasons() -> None:
+    for reason in ("rate", "slot", "turn"):
+        assert decode("t", {b"state": b"queued", b"waiting_for": reason.encode()}).waiting_for == reason
+    assert decode("t", {b"state": b"queued"}).waiting_for is None
 
 
 def test_events_decode_like_hashes_and_order_by_sequence() -> None:
