@@ -331,3 +331,9 @@ def gated(log: str, token: str, hold: str = "", failures: int = 0) -> str:
     if starts <= failures:
         raise Flaky(f"transient failure {starts} of {failures}")
     return token
+
+
+@taskgate.task
+def shared_fairly(log: str, token: str, seconds: float = 0) -> str:
+    """No limit (for fair queueing by owner): :func:`_admitted_run`."""
+    return _admitted_run(log, token, seconds, "")

@@ -136,6 +136,16 @@ class Settings(BaseSettings):
         default=1024 * 1024, ge=1, description="Largest result a task may return, in bytes of its JSON; a "
         "larger one fails the task (not retried) with error type ResultTooLarge, saying to store big "
         "outputs in a file and return its id. Read by the workers.")
+    fair_by: Literal["off", "owner"] = Field(
+        default="off", description="`owner`: every queue interleaves owners' runs in turn (each owner has "
+        "at most TASKGATE_FAIR_WINDOW runs in a queue not yet started; the others wait in Redis, "
+        "waiting_for `turn`), for multi-tenant services without per-task limits. Needs the broker to "
+        "be the records' Redis. Read by workers as they start (set it the same on all of them).")
+    fair_window: int = Field(
+        default=16, ge=1, le=10_000, description="With TASKGATE_FAIR_BY=owner (read by workers): how many "
+        "runs of one owner "
+        "a queue holds at most, not yet started. At least the workers' total concurrency keeps them "
+        "busy with one owner alone; smaller interleaves owners more tightly.")
     flower_basic_auth: str | None = Field(
         default=None, description="user:password that Flower requires; needed to bind Flower to a "
         "non-loopback address.")

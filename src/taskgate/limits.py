@@ -23,6 +23,7 @@ import orjson
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
+    from .config import Settings
     from .registry import TaskSpec
 
 #: Seconds in each period a rate may be given per.
@@ -218,3 +219,30 @@ def _json_default(value: object) -> object:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     raise TypeError(f"{type(value).__name__} cannot key a limit")
+
+
+def publish(pipe: Any, catalogue: Collection[TaskSpec]) -> None:
+    """Queue on ``pipe`` (a Redis pipeline, blocking or asyncio) what every API and worker
+    tells the admission scripts at start: the limits each task of ``catalogue`` declares (and
+    that those declaring none have none)."""
+    from .records import keys
+
+    for spec in catalogue:
+        declared = declared_json(spec)
+        if declared:
+            pipe.hset(keys.LIMITS_DECLARED, spec.name, declared)
+        else:
+            pipe.hdel(keys.LIMITS_DECLARED, spec.name)
+
+
+def publish_fair(pipe: Any, settings: Settings) -> None:
+    """Queue on ``pipe`` what a starting worker tells the admission scripts of fair queueing by
+    owner: its window (``TASKGATE_FAIR_BY=owner``), or that it is off. Workers own the setting
+    (an app that only submits leaves it as they set it)."""
+    from .brokers import parks_delays
+    from .records import keys
+
+    if settings.fair_by == "owner" and parks_delays(settings):
+        pipe.set(keys.FAIR, settings.fair_window)
+    else:
+        pipe.delete(keys.FAIR)

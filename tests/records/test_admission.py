@@ -149,3 +149,57 @@ def test_a_slot_whose_run_holds_it_no_more_is_reclaimed_and_the_next_run_admitte
     assert run(scripts.reclaim(task)) == 1
     assert pushed(redis, queue) == [first, second]
     assert run(scripts.reclaim(task)) == 0, "the run holding the slot now keeps it"
+
+
+# --- fair queueing by owner (TASKGATE_FAIR_BY=owner) -------------------------------------------
+
+def start(run: Scripts, task_id: str, owner: str) -> str:
+    return run(scripts.start(task_id, owner, name="t", now=time.time(), ttl=60, max_deliveries=3,
+                             node="n", failure_ttl=60)).verdict
+
+
+def test_fair_turns_bound_each_owners_runs_in_a_queue_and_start_admits_the_next(own_redis_url: str) -> None:
+    redis = Redis.from_url(own_redis_url)
+    run = Scripts(redis)
+    redis.set(keys.FAIR, 2)
+    queue = "q-fair"
+    a = [submit(run, "plain", queue, declared="", lane="", owner="a") for _ in range(5)]
+    assert [reply.kind for _, reply in a] == ["queued", "queued", "waiting", "waiting", "waiting"]
+    a_ids = [task_id for task_id, _ in a]
+    assert field(redis, a_ids[2], "waiting_for") == "turn"
+    b_id, reply = submit(run, "plain", queue, declared="", lane="", owner="b")
+    assert reply.kind == "queued", "owner b's turns are its own: a's backlog does not hold it"
+    assert pushed(redis, queue) == [*a_ids[:2], b_id]
+    assert start(run, a_ids[0], "a") == "run"
+    assert pushed(redis, queue) == [*a_ids[:2], b_id, a_ids[2]], "a's start let a's next run take its turn"
+    assert field(redis, a_ids[2], "waiting_for") is None
+    # a run that ends before it starts (cancelled) gives its turn back too
+    run(scripts.cancel(a_ids[1], "a", now=time.time(), ttl=60))
+    assert pushed(redis, queue)[-1] == a_ids[3]
+    # a turn held by a run gone outside the scripts is reclaimed
+    redis.delete(keys.record(a_ids[2]))
+    assert run(scripts.reclaim(keys.fair_group(queue), "turn")) == 1
+    assert pushed(redis, queue)[-1] == a_ids[4]
+    redis.close()
+
+
+def test_a_limited_run_takes_its_task_slot_then_its_fair_turn(own_redis_url: str) -> None:
+    redis = Redis.from_url(own_redis_url)
+    run = Scripts(redis)
+    redis.set(keys.FAIR, 1)
+    queue = "q-fair-limited"
+    first, reply = submit(run, "lim", queue, declared='{"concurrency":2}', owner="a")
+    assert reply.kind == "queued"
+    second, reply = submit(run, "lim", queue, declared='{"concurrency":2}', owner="a")
+    assert reply.kind == "waiting" and field(redis, second, "waiting_for") == "turn", \
+        "its task's limit let it go (2 slots), its owner's turn did not (window 1)"
+    assert field(redis, second, "slot") == "", "it holds its task slot while it waits its turn"
+    third, _ = submit(run, "lim", queue, declared='{"concurrency":2}', owner="a")
+    assert field(redis, third, "waiting_for") == "slot"
+    assert start(run, first, "a") == "run"
+    assert pushed(redis, queue) == [first, second]
+    end(run, first, owner="a")
+    assert field(redis, third, "waiting_for") == "turn", "the freed slot admitted it to its fair turn"
+    assert start(run, second, "a") == "run"
+    assert pushed(redis, queue) == [first, second, third]
+    redis.close()

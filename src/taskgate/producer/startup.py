@@ -11,9 +11,9 @@ from typing import Any
 
 import orjson
 
+from .. import limits
 from ..config import Settings
 from ..exceptions import TaskGateError
-from ..limits import declared_json
 from ..records import keys
 from ..records.upgrade import upgrade_at
 from ..records.workers import catalogue_entries
@@ -32,12 +32,7 @@ async def publish_catalogue(producer: Producer) -> None:
         async with producer.backend.deadline():
             pipe = producer.backend.redis.pipeline(transaction=False)
             pipe.hset(keys.CATALOGUE, mapping=modules)
-            for spec in producer.catalogue.values():  # the limits they declare, for admission
-                declared = declared_json(spec)
-                if declared:
-                    pipe.hset(keys.LIMITS_DECLARED, spec.name, declared)
-                else:
-                    pipe.hdel(keys.LIMITS_DECLARED, spec.name)
+            limits.publish(pipe, list(producer.catalogue.values()))
             await pipe.execute()
     except TaskGateError as exc:
         log.warning("could not publish the task catalogue (%s); workers lacking a task will not "

@@ -142,6 +142,15 @@ LIMITS_OVERRIDE = "taskgate:limits:override"
 #: rate limit lets its first waiting run go: workers' keepers admit the due ones.
 ADMIT_DUE = "taskgate:admit-due"
 
+#: ``taskgate:fair`` -> the window of fair queueing by owner (``TASKGATE_FAIR_BY=owner``,
+#: ``TASKGATE_FAIR_WINDOW``), absent when it is off: written by every API and worker at start.
+#: Its admission groups are named by :func:`fair_group`.
+FAIR = "taskgate:fair"
+
+#: The name of a queue list's fair group (admission keys as a task's, see
+#: :data:`ADMISSION_PREFIX`); no task name begins with ``@``.
+FAIR_GROUP_PREFIX = "@fair:"
+
 #: ``taskgate:outbox`` -> list of the ids of admitted runs for a broker other than the records'
 #: Redis (their message in the record): workers' keepers publish them.
 OUTBOX = "taskgate:outbox"
@@ -241,3 +250,8 @@ def due_member(name: str, lane: str) -> str:
     they are (the other escapes agree)."""
     text = json.dumps([name, lane], ensure_ascii=False, separators=(",", ":"))
     return text.replace("/", "\\/").replace("\x7f", "\\u007f")
+
+
+def fair_group(queue_list: str) -> str:
+    """The admission group of fair turns of a queue list (the Redis list a run is pushed to)."""
+    return FAIR_GROUP_PREFIX + queue_list

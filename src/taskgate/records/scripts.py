@@ -318,10 +318,14 @@ def admit(batch: int) -> Call[tuple[int, float | None]]:
     return Call("admit", [keys.ADMIT_DUE], [batch], _admitted)
 
 
-def reclaim(name: str) -> Call[int]:
-    """Give back task ``name``'s concurrency slots held by runs that hold them no more, and
+Hold = Literal["slot", "turn"]
+
+
+def reclaim(group: str, hold: Hold = "slot") -> Call[int]:
+    """Give back the places of admission group ``group`` (a task's concurrency ``slot``s, or a
+    queue's fair ``turn``s: :func:`.keys.fair_group`) held by runs that hold them no more, and
     admit the next runs; the count reclaimed."""
-    return Call("reclaim", [], [name], int)
+    return Call("reclaim", [], [group, hold], int)
 
 
 def release(now: float, due: Sequence[tuple[str, str | None]]) -> Call[int]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import cast
 
 from celery import Celery
@@ -24,6 +24,8 @@ from redis import Redis
 
 from .. import limits
 from ..brokers.kombu import publish_blocking
+from ..brokers.message import PRIORITY_STEPS, queue_for_priority
+from ..config import Settings
 from ..records import keys, scripts
 from ..registry import TaskSpec
 
@@ -35,16 +37,12 @@ ADMIT_BATCH = 50
 OUTBOX_BATCH = 100
 
 
-def publish_declared(client: Redis, catalogue: Iterable[TaskSpec]) -> None:
-    """Store the limits each task of ``catalogue`` declares (and forget those of tasks that now
-    declare none), for the scripts that admit runs outside a submit."""
+def publish_declared(client: Redis, catalogue: Collection[TaskSpec], settings: Settings) -> None:
+    """Tell the admission scripts the limits ``catalogue`` declares and whether fair queueing
+    is on (:func:`taskgate.limits.publish`)."""
     pipe = client.pipeline(transaction=False)
-    for spec in catalogue:
-        declared = limits.declared_json(spec)
-        if declared:
-            pipe.hset(keys.LIMITS_DECLARED, spec.name, declared)
-        else:
-            pipe.hdel(keys.LIMITS_DECLARED, spec.name)
+    limits.publish(pipe, catalogue)
+    limits.publish_fair(pipe, settings)
     pipe.execute()
 
 
@@ -99,11 +97,14 @@ class Admitter:
             self.client.delete(keys.OUTBOX_LOCK)
         return sent
 
-    def reclaim(self) -> int:
-        """Give back slots held by runs that hold them no more; how many."""
+    def reclaim(self, queues: Iterable[str]) -> int:
+        """Give back slots held by runs that hold them no more, and the fair turns of the lists
+        of ``queues``; how many."""
         names = {raw.decode() for raw in cast(list[bytes], self.client.hkeys(keys.LIMITS_DECLARED))}
         names |= {raw.decode() for raw in cast(list[bytes], self.client.hkeys(keys.LIMITS_OVERRIDE))}
         reclaimed = sum(self.scripts(scripts.reclaim(name)) for name in sorted(names))
+        lists = [queue_for_priority(queue, step) for queue in queues for step in PRIORITY_STEPS]
+        reclaimed += sum(self.scripts(scripts.reclaim(keys.fair_group(key), "turn")) for key in lists)
         if reclaimed:
             log.warning("taskgate keeper: %d concurrency slot(s) held by runs no longer holding them "
                         "were given back", reclaimed)

@@ -143,7 +143,7 @@ class Keeper(threading.Thread):
         if reap:
             if self.broker_is_redis:
                 self.reap()
-            self.admitter.reclaim()
+            self.admitter.reclaim(self.queues)
 
     def stop(self) -> None:
         """Stop the thread and withdraw this worker's heartbeat."""
@@ -273,7 +273,7 @@ def _start_keeper(sender: Any = None, **_: Any) -> None:
                      concurrency if isinstance(concurrency, int) else 0)
     try:
         sync_declared(_keeper.client, _keeper.settings, exposed())
-        publish_declared(_keeper.client, exposed().values())
+        publish_declared(_keeper.client, list(exposed().values()), _keeper.settings)
     except RedisError as exc:  # the next worker start syncs them
         log.warning("taskgate: declared schedules and limits not synced: %s", exc)
     _keeper.start()

@@ -17,7 +17,16 @@ local ADMIT_DUE = 'taskgate:admit-due'
 local OUTBOX = 'taskgate:outbox'
 local RECORD_PREFIX = 'taskgate:task:'
 local EVENTS_PREFIX = 'taskgate:events:'
+local FAIR = 'taskgate:fair'
 local ADMIT_MAX = 100  -- runs one script admits at most (a keeper's next pass goes on)
+-- Fair queueing by owner (TASKGATE_FAIR_BY=owner; FAIR holds the window, absent when off): a run
+-- leaving admission (or a run of a task without limits) goes to its queue only while its owner
+-- has fewer than `window` runs there not yet started; the others wait their turn (waiting_for
+-- 'turn') in the group of that queue list, one lane per owner, and START admits the owner's
+-- next. Each owner's runs in the queue are bounded, so owners' runs alternate in it.
+-- A fair group's name: this, then the queue list (no task name starts with '@').
+local FAIR_GROUP = '@fair:'
+local FAIR_ANONYMOUS = 'anonymous'  -- the owner of a record without an owner field
 
 local function adm_key(name, family, part)
   return ADMISSION_PREFIX .. #name .. ':' .. name .. ':' .. family .. ':' .. (part or '')
@@ -83,7 +92,9 @@ end
 
 -- Hand a run to its queue: push its message (queue: the broker list), or, when the broker is
 -- elsewhere (queue ''), keep the message in the record and leave its id for a keeper to publish.
+local caller_publishes = false  -- set by dispatch: its run, if it goes now, is published by the caller
 local function push(record, task_id, queue, message)
+  if queue == '' and caller_publishes then return end
   if queue ~= '' then
     redis.call('LPUSH', queue, message)
   else
@@ -92,20 +103,50 @@ local function push(record, task_id, queue, message)
   end
 end
 
--- Admit one run: take its slot and its rate token, then push it.
-local function admit_run(conf, name, rk, ck, record, task_id, queue, message, now)
+-- The limits of admission group `name`: a task's, or a fair group's window.
+local function conf_of(name)
+  if string.find(name, FAIR_GROUP, 1, true) == 1 then
+    local window = redis.call('GET', FAIR)
+    if not window then return nil end
+    return {concurrency = tonumber(window)}
+  end
+  return limits_of(name, nil)
+end
+
+local enter  -- defined below: a run entering a group (a task's limits, or a queue's fair turns)
+
+-- Hand a run its limits let go to its queue: through its owner's fair turns when fair queueing
+-- is on (and the broker is this Redis), else at once. nil when it went, else 'turn'.
+local function send(record, task_id, queue, message, hold)
+  if hold ~= 'turn' and queue ~= '' then
+    local window = redis.call('GET', FAIR)
+    if window then
+      local owner = redis.call('HGET', record, 'owner') or FAIR_ANONYMOUS
+      return enter(FAIR_GROUP .. queue, {concurrency = tonumber(window)}, cjson.encode({'', owner}), 'turn',
+                   task_id, record, queue, message)
+    end
+  end
+  push(record, task_id, queue, message)
+  return nil
+end
+
+-- Admit one run: take its place (`hold`: 'slot' of a task's concurrency key, or 'turn' of a
+-- fair group, kept in the record so the script ending it frees it) and its rate token, then
+-- send it on. nil when it went to its queue, else why it waits in the next group.
+local function admit_run(conf, name, rk, ck, record, task_id, queue, message, now, hold)
   if conf and conf['concurrency'] then
     redis.call('ZADD', adm_key(name, 'slots', ck), now, task_id)
     redis.call('SADD', adm_key(name, 'held'), ck)
-    redis.call('HSET', record, 'slot', ck)
+    redis.call('HSET', record, hold, hold == 'slot' and ck or name)
   end
   if conf then rate_take(conf, name, rk, now) end
-  push(record, task_id, queue, message)
+  return send(record, task_id, queue, message, hold)
 end
 
 -- Release the first runs waiting in `lane` while its limits let them go, at most `budget`.
--- Returns how many went and why it stopped: 'empty', 'slot', 'rate' (then when, ms) or 'budget'.
-local function drain_lane(name, conf, lane, now, budget)
+-- Returns how many went and why it stopped: 'empty', `hold` (no free place), 'rate' (then
+-- when, ms) or 'budget'.
+local function drain_lane(name, conf, lane, now, budget, hold)
   local pair = cjson.decode(lane)
   local rk, ck = pair[1], pair[2]
   local wait = adm_key(name, 'wait', lane)
@@ -123,7 +164,7 @@ local function drain_lane(name, conf, lane, now, budget)
     else
       local why, at = nil, nil
       if conf and not slots_free(conf, name, ck) then
-        why = 'slot'
+        why = hold
       elseif conf then
         at = rate_at(conf, name, rk, now)
         if at > now then why = 'rate' end
@@ -137,7 +178,7 @@ local function drain_lane(name, conf, lane, now, budget)
       end
       redis.call('LPOP', wait)
       redis.call('HDEL', record, 'waiting_for', 'message', 'queue')
-      admit_run(conf, name, rk, ck, record, task_id, f[4], f[3], now)
+      admit_run(conf, name, rk, ck, record, task_id, f[4], f[3], now, hold)
       announce(record, task_id)
       released = released + 1
     end
@@ -149,11 +190,11 @@ local function due_member(name, lane)
   return cjson.encode({name, lane})
 end
 
--- Admit what the slots of concurrency key `ck` of task `name` and the lanes' rate limits let
+-- Admit what the places (`hold`) of key `ck` of group `name` and the lanes' rate limits let
 -- go, one run per lane in turn (round robin), at most ADMIT_MAX. A lane its rate holds back is
 -- noted in ADMIT_DUE for when it may go; one left over is noted as due now. Returns how many
 -- went.
-local function admit_key(name, ck, now, conf)
+local function admit_key(name, ck, now, conf, hold)
   local ring = adm_key(name, 'ring', ck)
   local budget = ADMIT_MAX
   local idle = 0  -- lanes in a row that released nothing
@@ -166,7 +207,7 @@ local function admit_key(name, ck, now, conf)
       redis.call('ZADD', ADMIT_DUE, now, due_member(name, lane))
       break
     end
-    local released, why, at = drain_lane(name, conf, lane, now, 1)
+    local released, why, at = drain_lane(name, conf, lane, now, 1, hold)
     budget = budget - released
     if why == 'empty' then
       redis.call('SREM', adm_key(name, 'lanes'), lane)
@@ -174,36 +215,41 @@ local function admit_key(name, ck, now, conf)
       redis.call('RPUSH', ring, lane)  -- its turn is over
       if released > 0 then idle = 0 else idle = idle + 1 end
       if why == 'rate' then redis.call('ZADD', ADMIT_DUE, at, due_member(name, lane)) end
-      if why == 'slot' then break end  -- the lanes of one ring share its slots
+      if why == hold then break end  -- the lanes of one ring share its places
     end
   end
   return ADMIT_MAX - budget
 end
 
--- A run leaves its slot (it ended, or waits for a retry): admit the next of its key.
-local function free_slot(name, task_id, record, ck)
+-- A run leaves its place (`hold` 'slot': it ended or waits for a retry; 'turn': it started or
+-- ended) of key `ck` in group `name`: admit the next of that key.
+local function free_hold(name, task_id, record, ck, hold)
   redis.call('ZREM', adm_key(name, 'slots', ck), task_id)
-  redis.call('HDEL', record, 'slot')
+  redis.call('HDEL', record, hold)
   if redis.call('EXISTS', adm_key(name, 'slots', ck)) == 0 then
     redis.call('SREM', adm_key(name, 'held'), ck)
   end
-  admit_key(name, ck, adm_now(), limits_of(name, nil))
+  admit_key(name, ck, adm_now(), conf_of(name), hold)
 end
 
--- Send run `task_id` (task `name`, its record `record`) on its way: to `queue` (the broker
--- list, '' when the broker is elsewhere) with `message`, now or once its limits let it.
--- `lane`: the run's lane ('': the one its record keeps, else the task's); `declared`: the
--- limits its declaration gives, as JSON ('' none; nil or '?': the stored ones). Returns nil when it
--- went to its queue now (for queue '': the caller publishes it), else why it waits.
-local function dispatch(name, task_id, record, queue, message, lane, declared)
-  if declared == '?' then declared = nil end  -- the sender does not have the task
-  if declared and declared ~= '' then redis.call('HSET', LIMITS_DECLARED, name, declared) end
-  local conf = limits_of(name, declared)
-  if not conf then
-    if queue ~= '' then redis.call('LPUSH', queue, message) end
-    return nil
+-- Release the places a run's record holds once its new state gives them up (publish() in
+-- transition.lua calls it with the record's fields, the state before and after).
+local function leave_places(task_id, record, fields, before, state, ended)
+  if fields['slot'] and state ~= before and (ended or state == 'retrying') then
+    free_hold(fields['name'] or '?', task_id, record, fields['slot'], 'slot')
+    fields['slot'] = nil
   end
-  if not lane or lane == '' then lane = redis.call('HGET', record, 'lane') or '["",""]' end
+  if fields['turn'] and state ~= before and state ~= 'queued' then
+    free_hold(fields['turn'], task_id, record, fields['owner'] or FAIR_ANONYMOUS, 'turn')
+    fields['turn'] = nil
+  end
+end
+
+-- Run `task_id` (its record `record`, for `queue` with `message`) enters group `name` (limits
+-- `conf`) in `lane`, its places being `hold`: it goes on now if none of its lane waits and its
+-- limits let it, else it waits at the end of its lane. nil when it went to its queue, else why
+-- it waits ('rate', 'slot' or 'turn').
+enter = function(name, conf, lane, hold, task_id, record, queue, message)
   local pair = cjson.decode(lane)
   local rk, ck = pair[1], pair[2]
   local now = adm_now()
@@ -211,26 +257,17 @@ local function dispatch(name, task_id, record, queue, message, lane, declared)
   local why, at = nil, nil
   if redis.call('EXISTS', wait) == 0 then  -- none of its lane waits: it may go first
     if not slots_free(conf, name, ck) then
-      why = 'slot'
+      why = hold
     else
       at = rate_at(conf, name, rk, now)
       if at > now then why = 'rate' end
     end
-    if not why then
-      if conf['concurrency'] then
-        redis.call('ZADD', adm_key(name, 'slots', ck), now, task_id)
-        redis.call('SADD', adm_key(name, 'held'), ck)
-        redis.call('HSET', record, 'slot', ck)
-      end
-      rate_take(conf, name, rk, now)
-      if queue ~= '' then redis.call('LPUSH', queue, message) end
-      return nil
-    end
+    if not why then return admit_run(conf, name, rk, ck, record, task_id, queue, message, now, hold) end
   else  -- behind its lane's first, for the same reason
     why = redis.call('HGET', RECORD_PREFIX .. '{' .. redis.call('LINDEX', wait, 0) .. '}', 'waiting_for')
-      or 'slot'
+      or hold
   end
-  redis.call('HSET', record, 'waiting_for', why, 'message', message, 'queue', queue, 'lane', lane)
+  redis.call('HSET', record, 'waiting_for', why, 'message', message, 'queue', queue)
   if redis.call('RPUSH', wait, task_id) == 1 then
     redis.call('RPUSH', adm_key(name, 'ring', ck), lane)
     redis.call('SADD', adm_key(name, 'lanes'), lane)
@@ -239,25 +276,48 @@ local function dispatch(name, task_id, record, queue, message, lane, declared)
   return why
 end
 
--- Give back the concurrency slots of task `name` held by runs that hold them no more (a
--- record gone, ended or not naming the slot), then admit the next runs of each key freed.
--- Returns how many were given back.
-local function reclaim(name)
-  local holding = {queued = true, started = true}  -- a retrying run waits without its slot
+-- Send run `task_id` (task `name`, its record `record`) on its way: to `queue` (the broker
+-- list, '' when the broker is elsewhere) with `message`, now or once its limits (and its fair
+-- turn) let it. `lane`: the run's lane ('': the one its record keeps, else the task's);
+-- `declared`: the limits its declaration gives, as JSON ('' none; nil or '?': the stored ones).
+-- Returns nil when it went to its queue now (for queue '': the caller publishes it), else why it
+-- waits.
+local function dispatch(name, task_id, record, queue, message, lane, declared)
+  if declared == '?' then declared = nil end  -- the sender does not have the task
+  if declared and declared ~= '' then redis.call('HSET', LIMITS_DECLARED, name, declared) end
+  local conf = limits_of(name, declared)
+  if not conf then
+    if queue == '' then return nil end
+    return send(record, task_id, queue, message, 'slot')
+  end
+  if not lane or lane == '' then lane = redis.call('HGET', record, 'lane') or '["",""]' end
+  caller_publishes = true
+  local why = enter(name, conf, lane, 'slot', task_id, record, queue, message)
+  caller_publishes = false
+  return why
+end
+
+-- Give back the places of group `name` (`hold`: 'slot' of a task, 'turn' of a fair group)
+-- held by runs that hold them no more (a record gone, ended, started for a turn, or not naming
+-- the place), then admit the next runs of each key freed. Returns how many were given back.
+local function reclaim(name, hold)
+  local holding = {queued = true, started = hold == 'slot'}  -- a retrying run waits without one
   local reclaimed = 0
   for _, ck in ipairs(redis.call('SMEMBERS', adm_key(name, 'held'))) do
     local slots = adm_key(name, 'slots', ck)
     local freed = false
     for _, task_id in ipairs(redis.call('ZRANGE', slots, 0, -1)) do
-      local f = redis.call('HMGET', RECORD_PREFIX .. '{' .. task_id .. '}', 'state', 'slot')
-      if not holding[f[1] or ''] or f[2] ~= ck then
+      local f = redis.call('HMGET', RECORD_PREFIX .. '{' .. task_id .. '}', 'state', hold, 'owner')
+      local owns = hold == 'slot' and f[2] == ck or (hold == 'turn' and f[2] == name
+                                                      and (f[3] or FAIR_ANONYMOUS) == ck)
+      if not holding[f[1] or ''] or not owns then
         redis.call('ZREM', slots, task_id)
         reclaimed = reclaimed + 1
         freed = true
       end
     end
     if redis.call('EXISTS', slots) == 0 then redis.call('SREM', adm_key(name, 'held'), ck) end
-    if freed then admit_key(name, ck, adm_now(), limits_of(name, nil)) end
+    if freed then admit_key(name, ck, adm_now(), conf_of(name), hold) end
   end
   return reclaimed
 end

@@ -14,7 +14,7 @@ for _, member in ipairs(redis.call('ZRANGEBYSCORE', due_set, '-inf', now, 'LIMIT
   redis.call('ZREM', due_set, member)
   local pair = cjson.decode(member)
   local name, lane = pair[1], pair[2]
-  admitted = admitted + admit_key(name, cjson.decode(lane)[2], now, limits_of(name, nil))
+  admitted = admitted + admit_key(name, cjson.decode(lane)[2], now, limits_of(name, nil), 'slot')
 end
 local next_due = redis.call('ZRANGE', due_set, 0, 0, 'WITHSCORES')
 if #next_due == 0 then return {admitted, -1} end

@@ -87,11 +87,8 @@ local function publish()
   local state = fields['state']
   if state and state ~= before then add_to_timeline(fields, state) end
   -- a run holding a slot of its task's concurrency limit leaves it once it ended or waits for
-  -- a retry, and the next run of its key is admitted now (admission.lua)
-  if fields['slot'] and state ~= before and (ENDED[state] or state == 'retrying') then
-    free_slot(fields['name'] or '?', task_id, record, fields['slot'])
-    fields['slot'] = nil
-  end
+  -- a retry, a fair turn once it started; the next run is admitted now (admission.lua)
+  leave_places(task_id, record, fields, before, state, ENDED[state])
   if ENDED[state] and not ENDED[before] then
     redis.call('ZREM', inflight, task_id)
     redis.call('DEL', alive)

@@ -1,0 +1,43 @@
+"""Fair queueing by owner (TASKGATE_FAIR_BY=owner) with real workers: no owner's backlog holds
+up another's runs, and tasks without limits still run once each."""
+
+from __future__ import annotations
+
+import time
+
+from taskgate import Taskgate
+
+from .. import sample_tasks
+from ..helpers import Stack, wait_for, with_gate
+from .admitted import events, most_at_once, starts
+
+
+def test_owners_runs_alternate_in_the_queue_when_workers_are_the_bottleneck(stack: Stack) -> None:
+    """Owner a submits 200 runs of 20 ms of a task without limits, then owner b 5: with fair
+    queueing (window 2), b's runs all start within 2 s of their submission, while most of a's
+    backlog is still to run; without it (FIFO), b's would start after a's 200 (over 1 s of work
+    for 4 worker processes)."""
+    stack.env.update(TASKGATE_FAIR_BY="owner", TASKGATE_FAIR_WINDOW="2")
+    for _ in range(2):
+        stack.start_worker()
+    log = stack.tmp / "runs"
+
+    async def submit_both(_: Taskgate) -> float:
+        as_a = sample_tasks.shared_fairly.with_options(owner="a")
+        as_b = sample_tasks.shared_fairly.with_options(owner="b")
+        for i in range(200):
+            await as_a.submit(log=str(log), token=f"a{i}", seconds=0.02)
+        for i in range(5):
+            await as_b.submit(log=str(log), token=f"b{i}", seconds=0.02)
+        return time.time()
+
+    b_submitted = with_gate(stack.url, submit_both)
+    wait_for(lambda: sum(1 for event in events(log) if event.kind == "end") >= 205, 60, "the 205 runs to end")
+    seen = events(log)
+    assert starts(log) == {**{f"a{i}": 1 for i in range(200)}, **{f"b{i}": 1 for i in range(5)}}
+    a_starts = [event.at for event in seen if event.kind == "start" and event.token.startswith("a")]
+    b_starts = [event.at for event in seen if event.kind == "start" and event.token.startswith("b")]
+    assert max(b_starts) - b_submitted < 2, f"b's last run started {max(b_starts) - b_submitted:.2f} s late"
+    a_left = sum(1 for at in a_starts if at > max(b_starts))
+    assert a_left >= 100, f"only {a_left} of a's runs were left when b's last started: b waited its turn late"
+    assert most_at_once(seen) <= 4, "4 worker processes"
