@@ -192,19 +192,23 @@ end
 
 -- Admit what the places (`hold`) of key `ck` of group `name` and the lanes' rate limits let
 -- go, one run per lane in turn (round robin), at most ADMIT_MAX. A lane its rate holds back is
--- noted in ADMIT_DUE for when it may go; one left over is noted as due now. Returns how many
--- went.
+-- noted in ADMIT_DUE for when it may go; when the budget or the visits run out, the next lane
+-- is noted as due now (a keeper goes on). Returns how many went.
 local function admit_key(name, ck, now, conf, hold)
   local ring = adm_key(name, 'ring', ck)
   local budget = ADMIT_MAX
   local idle = 0  -- lanes in a row that released nothing
+  local visits = 0  -- bounded, so a ring of thousands of held-back lanes never holds Redis long
   while true do
     local lanes = redis.call('LLEN', ring)
     if lanes == 0 or idle >= lanes then break end
     local lane = redis.call('LPOP', ring)
-    if budget <= 0 then
+    visits = visits + 1
+    if budget <= 0 or visits > 2 * ADMIT_MAX then
       redis.call('LPUSH', ring, lane)
-      redis.call('ZADD', ADMIT_DUE, now, due_member(name, lane))
+      -- more may go at once after a full budget; after visits that released nothing, a little
+      -- later (the lanes held back by their rate are due on their own): never a hot loop
+      redis.call('ZADD', ADMIT_DUE, budget < ADMIT_MAX and now or now + 100, due_member(name, lane))
       break
     end
     local released, why, at = drain_lane(name, conf, lane, now, 1, hold)

@@ -14,7 +14,8 @@ for _, member in ipairs(redis.call('ZRANGEBYSCORE', due_set, '-inf', now, 'LIMIT
   redis.call('ZREM', due_set, member)
   local pair = cjson.decode(member)
   local name, lane = pair[1], pair[2]
-  admitted = admitted + admit_key(name, cjson.decode(lane)[2], now, limits_of(name, nil), 'slot')
+  local hold = string.find(name, FAIR_GROUP, 1, true) == 1 and 'turn' or 'slot'
+  admitted = admitted + admit_key(name, cjson.decode(lane)[2], now, conf_of(name), hold)
 end
 local next_due = redis.call('ZRANGE', due_set, 0, 0, 'WITHSCORES')
 if #next_due == 0 then return {admitted, -1} end

@@ -26,12 +26,9 @@ local function observe(metric, name, value)
   redis.call('HINCRBYFLOAT', stats, metric .. '_sum:' .. name, value)
 end
 
--- Redis's clock, in whole milliseconds: the minute a task ended in, and the time of a timeline
--- entry with none of its own in the record.
-local function clock_ms()
-  local now = redis.call('TIME')
-  return tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-end
+-- Redis's clock, in whole milliseconds (admission.lua's): the minute a task ended in, and the
+-- time of a timeline entry with none of its own in the record.
+local clock_ms = adm_now
 
 -- Add the state the task has just entered to its timeline (a JSON list of {state, at, attempt,
 -- worker}), in `fields` and in the record; one that does not parse starts again. `at`: the
