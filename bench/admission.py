@@ -145,17 +145,21 @@ def slot_gaps(stack: Stack, client: redis.Redis, http: httpx.Client, runs: int) 
 
 
 def rate_run(stack: Stack, client: redis.Redis, http: httpx.Client, pids: list[int],
-             seconds: int) -> tuple[list[int], float, float]:
+             seconds: int) -> tuple[list[int], float, float, float]:
     """``add`` at 50/s for ``seconds`` on the workers ``pids``: starts per 5 s window from the
     first start, and the workers' CPU (% of one core) during the window, then idle (the
-    waiting runs removed) for as long (5 s at most)."""
+    waiting runs removed) for as long (5 s at most); and the seconds from the first start to the
+    last submit's answer."""
     stack.reset_data(client)
     override(client, "add", {"rate": [50, 1000, 1]})
     ids = submit_batch(http, "add", [{"x": i, "y": 1} for i in range(50 * (seconds + 10))])
+    submitted = time.time()
     cpu, began = tree_cpu(pids), time.monotonic()
     time.sleep(seconds + 0.5)  # the measured window (its starts come from the records)
     busy = 100 * (tree_cpu(pids) - cpu) / (time.monotonic() - began)
     starts = sorted(row[0] for row in times(client, ids, "started_at") if row[0])
+    if not starts:
+        raise RuntimeError(f"no run of add started within {seconds} s under the rate limit")
     windows = [0] * (seconds // 5)
     for started in starts:
         window = (started - starts[0]) // 5000
@@ -165,11 +169,11 @@ def rate_run(stack: Stack, client: redis.Redis, http: httpx.Client, pids: list[i
     cpu, began = tree_cpu(pids), time.monotonic()
     time.sleep(min(5, seconds))  # a measured idle spell: the workers' CPU with nothing to do
     idle = 100 * (tree_cpu(pids) - cpu) / (time.monotonic() - began)
-    return windows, idle, busy
+    return windows, idle, busy, submitted - starts[0] / 1000
 
 
 def admission_section(stack: Stack, args: argparse.Namespace, report: Report) -> None:
-    from bench.run import POST_LUA, wrk
+    from bench.run import POST_LUA, redis_cpu, wrk
 
     quick = args.quick
     # quick (the smoke test): small sizes, and the rate run on the 2 workers already started
@@ -187,6 +191,8 @@ def admission_section(stack: Stack, args: argparse.Namespace, report: Report) ->
     fig = Figures(backlog=backlog, reps=args.reps, rate_seconds=rate_seconds, rate_workers=2 if quick else 4,
                   runs=runs, tasks=args.tasks, contrast_cap=contrast_cap, load=[os.getloadavg()[0]])
     fig.fair = [fairness(stack, client, backlog, True, 60.0) for _ in range(args.reps)]
+    fig.commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=Path(__file__).parent,
+                                capture_output=True, text=True).stdout.strip() or "unknown"
     fig.unfair = fairness(stack, client, backlog, False, contrast_cap)
     variants: dict[str, dict[str, object] | None] = {
         "none": None, "concurrency": {"concurrency": 10_000}, "rate": {"rate": [1_000_000, 1000, 1_000_000]}}
@@ -201,7 +207,7 @@ def admission_section(stack: Stack, args: argparse.Namespace, report: Report) ->
             fig.overlaps += overlaps
         if not quick:
             workers += start(2, 2)
-        fig.windows, fig.idle_cpu, fig.busy_cpu = rate_run(
+        fig.windows, fig.idle_cpu, fig.busy_cpu, fig.submitting = rate_run(
             stack, client, http, [proc.pid for proc in workers], rate_seconds)
     fig.e2e = e2e
     for proc in workers:
@@ -214,13 +220,18 @@ def admission_section(stack: Stack, args: argparse.Namespace, report: Report) ->
                ("get_limited", f"{api}/add?x=1&y=2", None, True), ("post", f"{api}/tasks/add", post, False),
                ("post_limited", f"{api}/tasks/add", post, True)]
     fig.rps = {name: [] for name, _, _, _ in targets}
+    fig.redis_us = {name: [] for name, _, _, _ in targets}
     for rep in range(args.reps):  # each pair in one order, then the other
         for name, url, lua, limited in targets if rep % 2 == 0 else targets[:1] + targets[:0:-1]:
             stack.reset_data(client)
             if limited:  # bench_nap limited by its declaration and an override
                 client.hset(keys.LIMITS_DECLARED, NAP, '{"concurrency":2}')
                 override(client, NAP, {"concurrency": 1, "rate": [10, 1000, 1]})
-            fig.rps[name].append(wrk(url, args.duration, lua)["rps"])
+            cpu = redis_cpu(client)
+            result = wrk(url, args.duration, lua)
+            fig.rps[name].append(result["rps"])
+            requests = max(1.0, result["rps"] * args.duration)
+            fig.redis_us[name].append((redis_cpu(client) - cpu) / requests * 1e6)
     client.close()
     fig.load.append(os.getloadavg()[0])
     write_report(report, fig)
