@@ -88,10 +88,15 @@ def finish(http: httpx.Client, ids: list[str], seconds: float = 300) -> None:
     """Wait until every run of ``ids`` has succeeded (RuntimeError after ``seconds``)."""
     deadline = time.monotonic() + seconds
     for offset in range(0, len(ids), 1000):
-        while not all(task and task["state"] == "succeeded" for task in http.post(
-                "/tasks/results", json={"task_ids": ids[offset:offset + 1000], "wait": 30}).json()["tasks"]):
+        while True:
+            answer = http.post("/tasks/results", json={"task_ids": ids[offset:offset + 1000], "wait": 30})
+            if answer.status_code < 500 and answer.status_code != 429:  # a loaded machine's 503: ask again
+                answer.raise_for_status()
+                if all(task and task["state"] == "succeeded" for task in answer.json()["tasks"]):
+                    break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{len(ids)} tasks did not all succeed within {seconds:.0f} s")
+                raise RuntimeError(f"{len(ids)} tasks did not all succeed within {seconds:.0f} s: "
+                                   f"{answer.text[:500]}")
 
 
 async def owners_submit(url: str, tmp: Path, backlog: int) -> tuple[float, list[str]]:
