@@ -27,10 +27,12 @@ def run_round(client: httpx.Client, conn: redis.Redis, baseline: int) -> None:
     wait_for(lambda: conn.llen("celery") == 0 and conn.hlen("unacked") == 0, 60, "the queue to drain")
     wait_for(lambda: client.get(f"/tasks/{ids[-1]}").json()["state"] in ("succeeded", "cancelled"), 20,
              "the last task to end")
-    # While records exist, each key taskgate wrote carries a TTL, but for kombu's bindings
-    # and the API's task catalogue (one field per declared task, rewritten at each start).
+    # While records exist, each key taskgate wrote carries a TTL, but for kombu's bindings,
+    # the API's task catalogue and the limits tasks declare (one field per declared task,
+    # rewritten at each start).
+    kept = {keys.CATALOGUE.encode(), keys.LAYOUT.encode(), keys.LIMITS_DECLARED.encode()}
     for key in conn.scan_iter(count=1000):
-        if not key.startswith(b"_kombu.binding") and key not in (keys.CATALOGUE.encode(), keys.LAYOUT.encode()):
+        if not key.startswith(b"_kombu.binding") and key not in kept:
             assert conn.ttl(key) != -1, key  # -1: no TTL; -2: already gone
     assert conn.dbsize() > baseline
     assert not list(conn.scan_iter("celery-task-meta-*")), "results live in taskgate's records"

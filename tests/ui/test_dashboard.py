@@ -442,6 +442,7 @@ MEASURE = """() => {
 }"""
 
 
+@pytest.mark.alone  # its load must reach 500 changes a second: beside the parallel run it did not
 def test_the_live_list_batches_500_changes_a_second(api_url: str, worker: subprocess.Popen[bytes],
                                                     browser: Any) -> None:
     from playwright.sync_api import expect
