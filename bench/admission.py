@@ -1,6 +1,7 @@
 """Section 12 of ``make bench``: admission (issue 24), measured against what exists.
 
-Fairness with ``Concurrency(limit=2, key="owner")`` (bench/admission_tasks.py) and without it;
+Fairness with ``Concurrency(limit=2, key="owner")`` (bench/admission_tasks.py), with fair
+queueing by owner (``TASKGATE_FAIR_BY=owner``) and no per-task limit, and with neither;
 the accuracy of a cluster-wide ``50/s`` across 4 worker processes and their CPU meanwhile; the
 cost of a limit that never binds, the time from a freed slot to the next run's start, and the
 submit path of an unlimited task with another task limited. Limits not declared by a task are
@@ -34,6 +35,7 @@ MODULE = {"TASKGATE_TASK_MODULES": "bench.admission_tasks"}
 NAP = "bench_nap"  # its Concurrency(limit=2, key="owner") is declared; None overrides it away
 NAP_SECONDS = 0.05
 B_TASKS = 10
+FAIR_WINDOW = 4
 
 
 def tree_cpu(roots: list[int]) -> float:
@@ -113,10 +115,15 @@ async def owners_submit(url: str, tmp: Path, backlog: int) -> tuple[float, list[
     return began, [job.id for job in jobs]
 
 
-def fairness(stack: Stack, client: redis.Redis, backlog: int, limited: bool, cap: float) -> float:
-    """Seconds from B's submission to the start of B's last run (inf past ``cap`` seconds)."""
+def fairness(stack: Stack, client: redis.Redis, backlog: int, limited: bool, cap: float,
+             fair_window: int = 0) -> float:
+    """Seconds from B's submission to the start of B's last run (inf past ``cap`` seconds);
+    ``fair_window``: with fair queueing by owner (what workers started with
+    ``TASKGATE_FAIR_BY=owner`` write to ``taskgate:fair``), that window."""
     stack.reset_data(client)
     override(client, NAP, None if limited else {"concurrency": False})
+    if fair_window:
+        client.set(keys.FAIR, fair_window)
     began, ids = asyncio.run(owners_submit(stack.url, stack.tmp, backlog))
     deadline = time.monotonic() + cap
     while time.monotonic() < deadline:
@@ -199,6 +206,8 @@ def admission_section(stack: Stack, args: argparse.Namespace, report: Report) ->
     fig.commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=Path(__file__).parent,
                                 capture_output=True, text=True).stdout.strip() or "unknown"
     fig.unfair = fairness(stack, client, backlog, False, contrast_cap)
+    # no per-task limit, fair queueing by owner with a window of the workers' 4 processes
+    fig.fair_by = [fairness(stack, client, backlog, False, 60.0, FAIR_WINDOW) for _ in range(args.reps)]
     variants: dict[str, dict[str, object] | None] = {
         "none": None, "concurrency": {"concurrency": 10_000}, "rate": {"rate": [1_000_000, 1000, 1_000_000]}}
     e2e: dict[str, list[float]] = {name: [] for name in variants}
