@@ -217,8 +217,14 @@ class Taskgate:
         if self._lag is not None:
             self._lag.cancel()
             self._lag = None
-        for task in list(self._background):
+        background = list(self._background)
+        for task in background:
             task.cancel()
+        # let the cancellations finish here: a loop closed just after would otherwise destroy
+        # a startup step still pending (its socket unclosed)
+        running = asyncio.get_running_loop()
+        await asyncio.gather(*(task for task in background if task.get_loop() is running),
+                             return_exceptions=True)
         with contextlib.suppress(ValueError):
             gates.opened.remove(self)
         producer, self._producer, self._loop = self._producer, None, None
