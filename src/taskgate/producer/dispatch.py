@@ -1,15 +1,17 @@
 """The one way into the queue.
 
-Every path that sends a run (submit, batch, replay, a dead letter's requeue, a schedule's run
-now and its tick, a retry's release) builds its Celery message here (:meth:`Dispatcher.message`)
-and hands it, with its lane and its task's declared limits (:meth:`Dispatcher.enqueue`), to
-one step in Lua: ``admission.lua``'s ``dispatch``, inside the submit, fire, requeue and release
-scripts. It pushes the message to its queue at once, or keeps the run waiting in taskgate's
-Redis until its limits let it go (``records/scripts/admission.lua``).
+Every path that sends a new run (submit, batch, replay, a dead letter's requeue, a schedule's
+run now and its tick) builds its Celery message here (:meth:`Dispatcher.message`) and hands it,
+with its lane and its task's declared limits (:meth:`Dispatcher.enqueue`), to one step in Lua
+(a retry's message, carrying its retry count, is built by the worker's runtime and meets the
+same step when its delay is released): ``admission.lua``'s ``dispatch``, inside the submit,
+fire, requeue and release scripts. It pushes the message to its queue at once, or keeps the
+run waiting in taskgate's Redis until its limits let it go (``records/scripts/admission.lua``).
 
 When the broker is not the records' Redis the scripts cannot push: the caller publishes a run
-the script let go (:func:`publish`, :func:`publish_blocking`, both in ``brokers``), and a run
-that waited is published by a worker's keeper from the outbox (:func:`publish_waiting`).
+the script let go (``Broker.publish``, or ``brokers.kombu.publish_blocking`` from a keeper), and
+a run that waited is published by a worker's keeper from the outbox
+(``worker.admission.Admitter.publish_outbox``, reading :func:`outbox_parts`).
 """
 
 from __future__ import annotations
