@@ -115,14 +115,24 @@ def test_a_broken_expectation_fails(pytester: pytest.Pytester, monkeypatch: pyte
 
 
 HISTORY = '''
+import time
+
 import redis
+from taskgate.records.workers import heartbeats
 from tasks import add, countdown
+
+def running(client):
+    return sum(beat.active for beat in heartbeats(client).values())
 
 def test_leaves_history(taskgate_worker):
     job = add.submit_sync(x=1, y=2)
     assert job.result(timeout=10) == 3
-    countdown.submit_sync(seconds=30)                  # still queued or running at the test's end
+    countdown.submit_sync(seconds=30)                  # running at the test's end
     client = redis.Redis.from_url(taskgate_worker.redis_url)
+    deadline = time.monotonic() + 20
+    while not running(client):
+        assert time.monotonic() < deadline, "the countdown did not start"
+        time.sleep(0.05)
     assert client.exists("taskgate:index") and client.keys("taskgate:task:*")
 
 def test_starts_empty(taskgate_worker):
@@ -130,6 +140,7 @@ def test_starts_empty(taskgate_worker):
     left = [key for key in client.keys("*") if not key.startswith((b"_kombu.binding.", b"taskgate:worker:",
             b"taskgate:catalogue", b"taskgate:layout", b"unacked_mutex"))]
     assert left == []
+    assert running(client) == 0                         # the last test's countdown is not still running
     assert add.submit_sync(x=2, y=2).result(timeout=10) == 4   # the broker's bindings held
 '''
 

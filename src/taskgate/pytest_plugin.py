@@ -7,8 +7,10 @@ TASKGATE_TASK_MODULES), and points taskgate's settings at them (TASKGATE_REDIS_U
 in ``os.environ``), so your app under FastAPI's ``TestClient``, ``await task.submit()`` and
 ``task.submit_sync()`` all use them. Before each test that uses it, every record, result, queued
 message, schedule and key of that private server is removed (the worker's broker bindings and
-heartbeat stay), so each test starts with an empty history. At the session's end the worker and
-the server are stopped by pid. See README, "Testing your app".
+heartbeat stay), so each test starts with an empty history; if the test before left a task in the
+worker's hands (queued, prefetched or running), the worker is killed and started again first, so
+nothing of that test runs or writes into the next one. At the session's end the worker and the
+server are stopped by pid. See README, "Testing your app".
 
 A session that never requests the fixture starts nothing, changes no setting and adds no
 autouse fixture: only the ini option is registered.
@@ -74,6 +76,39 @@ class TaskgateServers:
         for start in range(0, len(doomed), 1000):
             client.unlink(*doomed[start:start + 1000])
 
+    def busy(self) -> bool:
+        """Whether a task may be in the worker's hands: a record not ended, a message kombu has
+        delivered and not acknowledged, or a run marked alive."""
+        from .records import keys
+        from .states import TaskState
+
+        ended = {state.value.encode() for state in TaskState if state.is_terminal}
+
+        client = self._redis()
+        alive = client.scan_iter(match=f"{keys.ALIVE_PREFIX}*", count=1000)
+        if client.hlen(keys.KOMBU_UNACKED) or any(alive):
+            return True
+        with client.pipeline(transaction=False) as pipe:
+            for name in client.scan_iter(match=f"{keys.RECORD_PREFIX}*", count=1000):
+                pipe.hget(name, "state")
+            states = pipe.execute()
+        return any(state not in ended for state in states)
+
+    def restart_worker(self, config: pytest.Config) -> None:
+        """Kill the worker (its whole process group: no warm shutdown waiting for a running task),
+        forget its heartbeat, empty the server and start a new worker."""
+        from .records import keys
+
+        worker = self._processes.pop()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+        client = self._redis()
+        for name in client.scan_iter(match=f"{keys.WORKER_PREFIX}*", count=1000):
+            client.unlink(name)
+        self.clear()
+        _start_worker(config, self)
+
     def _redis(self) -> Redis:
         if self._client is None:
             from redis import Redis
@@ -133,9 +168,11 @@ def taskgate_session(request: pytest.FixtureRequest, tmp_path_factory: pytest.Te
 
 
 @pytest.fixture
-def taskgate_worker(taskgate_session: TaskgateServers) -> TaskgateServers:
+def taskgate_worker(request: pytest.FixtureRequest, taskgate_session: TaskgateServers) -> TaskgateServers:
     """A real taskgate worker and a private Valkey, started once per session, taskgate's settings
     pointed at them, and an empty history for this test (see the module's docstring)."""
+    if taskgate_session.busy():
+        taskgate_session.restart_worker(request.config)
     taskgate_session.clear()
     return taskgate_session
 
