@@ -31,7 +31,8 @@ async def publish_catalogue(producer: Producer) -> None:
     try:
         async with producer.backend.deadline():
             pipe = producer.backend.redis.pipeline(transaction=False)
-            pipe.hset(keys.CATALOGUE, mapping=modules)
+            if modules:  # an app serving none of its own tasks (built-in ones only) has none
+                pipe.hset(keys.CATALOGUE, mapping=modules)
             limits.publish(pipe, list(producer.catalogue.values()))
             await pipe.execute()
     except TaskGateError as exc:
