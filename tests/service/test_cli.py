@@ -29,8 +29,8 @@ def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     ("command", "options"),
     [
         ([], ["up", "api", "worker", "flower"]),
-        (["up"], ["--host", "--port", "--flower-port", "--no-flower", "--concurrency"]),
-        (["api"], ["--host", "--port"]),
+        (["up"], ["--host", "--port", "--flower-port", "--no-flower", "--concurrency", "--api-workers"]),
+        (["api"], ["--host", "--port", "--workers"]),
         (["worker"], ["--concurrency"]),
         (["flower"], ["--host", "--port"]),
     ],

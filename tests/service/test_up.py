@@ -171,6 +171,32 @@ def test_up_exits_non_zero_when_a_component_dies(up: tuple[subprocess.Popen[byte
     assert left == [], f"processes left behind: {left}"
 
 
+def test_up_runs_the_api_in_several_processes_and_replaces_a_dead_one(tmp_path: Path) -> None:
+    proc, base, log = start_up(tmp_path, "--api-workers=2", "--no-flower", data_dir=tmp_path / "data")
+    try:
+        api = next(pid for pid in descendants(proc.pid) if "taskgate api" in cmdline(pid))
+
+        def servers() -> set[int]:  # uvicorn's spawned children (multiprocessing's tracker aside)
+            return {pid for pid in descendants(api) if "spawn_main" in cmdline(pid)}
+
+        first = servers()
+        assert len(first) == 2, [cmdline(pid) for pid in descendants(api)]
+        assert "; 2 processes)" in log.read_text()
+        os.kill(min(first), signal.SIGKILL)
+        wait_for(lambda: len(servers()) == 2 and len(servers() - first) == 1, 30, "a new API process")
+        assert proc.poll() is None, log.read_text()
+        with httpx.Client(base_url=base, timeout=10) as client:
+            task_id = client.get("/add", params={"x": 1, "y": 2}).json()["task_id"]
+            assert wait_result(client, task_id, timeout=30) == {"status": "completed", "result": 3}
+        children = descendants(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0, log.read_text()
+        left = [cmdline(pid) for pid in children if alive(pid)]
+        assert left == [], f"processes left behind: {left}"
+    finally:
+        kill_all(proc)
+
+
 SAMPLE_TASKS = {"TASKGATE_TASK_MODULES": "tests.sample_tasks", "PYTHONPATH": str(ROOT)}
 
 

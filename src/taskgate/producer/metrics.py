@@ -1,10 +1,18 @@
-"""Prometheus metrics: this API process's own, plus cluster-wide ones read from Redis.
+"""Prometheus metrics: this API's own, plus cluster-wide ones read from Redis.
 
-Process metrics (this replica): submissions by task, Redis call latency, event-loop lag, and
+API metrics (this replica): submissions by task, Redis call latency, event-loop lag, and
 prometheus-client's process collector (RSS, CPU, open fds). Cluster metrics (every replica
 reports the same values, read at scrape time): completions by task and state, queue-wait and
 run-time histograms (counted by the workers' transition scripts in ``taskgate:stats``), queue
 depths, delayed tasks, dead letters and live workers.
+
+An API in several processes (``taskgate api --workers N``, or your app under uvicorn or
+gunicorn workers with PROMETHEUS_MULTIPROC_DIR set) runs the client in its multiprocess mode:
+each process writes its values to files in that directory and whichever process answers a
+scrape sums them all (counters and histograms summed, dead processes' counts kept; the lag the
+worst of the live processes'). That is what one scrape through a shared port can answer;
+per-process labels would need every process scraped on its own. The client offers no process
+collector in that mode, so RSS and CPU are left out then.
 """
 
 from __future__ import annotations
@@ -14,8 +22,9 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, cast
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from ..brokers.message import PRIORITY_STEPS, queue_for_priority
@@ -29,11 +38,22 @@ if TYPE_CHECKING:
     from ..registry import TaskSpec
     from .backend import Backend
 
-SUBMITS = Counter("taskgate_submits", "Tasks accepted by this API process.", ["task"])
-REDIS_SECONDS = Histogram("taskgate_redis_call_seconds", "Duration of this process's Redis and broker "
+SUBMITS = Counter("taskgate_submits", "Tasks accepted by this API (all its processes).", ["task"])
+REDIS_SECONDS = Histogram("taskgate_redis_call_seconds", "Duration of this API's Redis and broker "
                           "operations.", buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                                   0.25, 0.5, 1.0))
-LOOP_LAG = Gauge("taskgate_event_loop_lag_seconds", "How late this process's event loop woke up last.")
+LOOP_LAG = Gauge("taskgate_event_loop_lag_seconds", "How late this API's event loop woke up last (the "
+                 "latest of its live processes' loops).", multiprocess_mode="livemax")
+
+
+def own_registry() -> CollectorRegistry:
+    """This API's metrics: the process's registry, or in multiprocess mode (the client chose it
+    at import from PROMETHEUS_MULTIPROC_DIR) every process's files, summed."""
+    if values.ValueClass is values.MutexValue:
+        return REGISTRY
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
 
 
 async def watch_loop_lag(interval: float = 0.5) -> None:
@@ -110,4 +130,4 @@ async def scrape(backend: Backend, catalogue: dict[str, TaskSpec]) -> bytes:
               for i, queue in enumerate(queues)} if backend.settings.broker_is_redis else {}
     cluster = CollectorRegistry()
     cluster.register(_Cluster(stats, depths, int(delayed), int(dead), workers))
-    return generate_latest(REGISTRY) + generate_latest(cluster)
+    return generate_latest(own_registry()) + generate_latest(cluster)

@@ -13,12 +13,17 @@ import sys
 from .supervisor import PR_SET_PDEATHSIG
 
 
+def bind_to_parent(signum: int, parent: int) -> None:
+    """Get ``signum`` when this process's parent dies; at once if it is no longer ``parent``
+    (it died before the signal was set, and the kernel would never send it)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signum)
+
+
 def main(argv: list[str]) -> None:
     signum, command = int(argv[0]), argv[1:]
-    parent = os.getppid()
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum)
-    if os.getppid() != parent:  # the parent died before the signal was set
-        os.kill(os.getpid(), signum)
+    bind_to_parent(signum, os.getppid())
     os.execvp(command[0], command)
 
 

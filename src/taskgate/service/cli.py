@@ -34,6 +34,10 @@ cli = typer.Typer(
 Host = Annotated[str, typer.Option(help="Interface the API (with `up --app`, your app) binds to.")]
 Port = Annotated[int, typer.Option(min=1, max=65535, help="TCP port of the API.")]
 Concurrency = Annotated[int, typer.Option(min=1, help="Worker processes in the Celery pool.")]
+ApiWorkers = Annotated[int, typer.Option(
+    min=1, help="API processes sharing the port (uvicorn's supervisor: one listening socket, a child "
+    "that dies is restarted). /metrics then sums their counters (Prometheus multiprocess mode, in "
+    "PROMETHEUS_MULTIPROC_DIR or a temporary directory). About one per core.")]
 LogLevel = Annotated[str, typer.Option(help="Log level: debug, info, warning or error.")]
 LogFormat = Annotated[str | None, typer.Option(
     help="Log lines as `text` or `json` (one object per line, with task_id where known); default "
@@ -68,22 +72,21 @@ def api(
                                              help="Log every request: uvicorn's access line and, for "
                                              "each submit, taskgate's `accepted` line with the task "
                                              "id.")] = True,
+    workers: ApiWorkers = 1,
 ) -> None:
-    """Run the HTTP API (uvicorn). Run several behind a load balancer to scale."""
-    import uvicorn
-
-    from ..api import create_app
+    """Run the HTTP API (uvicorn): one process, or --workers N sharing the port. Beyond one
+    machine, run one per machine behind a load balancer."""
+    from .serve import serve
 
     _log_format(log_format)
     logs.setup(log_level)
     try:
-        app = create_app(_settings(), host=host, log_submits=access_log)
+        code = serve(_settings(), host=host, port=port, log_level=log_level, access_log=access_log,
+                     workers=workers)
     except ConfigurationError as exc:
         typer.echo(f"taskgate: {exc}", err=True)
         raise typer.Exit(2) from exc
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=10,
-                log_config=logs.uvicorn_config(log_level) or uvicorn.config.LOGGING_CONFIG,
-                access_log=access_log)
+    raise typer.Exit(code)
 
 
 @cli.command()
@@ -171,6 +174,9 @@ def up(
     with_flower: Annotated[bool, typer.Option("--flower/--no-flower",
                                               help="Also run Flower.")] = True,
     concurrency: Concurrency = 2,
+    api_workers: Annotated[int, typer.Option(
+        min=1, help="API processes sharing --port (`taskgate api --workers N`; with --app, uvicorn's "
+        "--workers). A dead one is restarted.")] = 1,
     log_level: LogLevel = "info",
     log_format: LogFormat = None,
     app: Annotated[str | None, typer.Option(
@@ -185,6 +191,7 @@ def up(
     a local SMTP sink (unless TASKGATE_SMTP_URL is set), a worker, the API (or your app, with
     --app) and Flower. Ctrl-C stops all; a second Ctrl-C forces."""
     from ..api.app import auth_enabled
+    from .serve import MULTIPROC_ENV, fresh_metrics_directory
     from .supervisor import Component, Supervisor
 
     try:
@@ -194,6 +201,9 @@ def up(
         typer.echo(f"taskgate: {exc}", err=True)
         raise typer.Exit(2) from exc
     module = _app_module(app, reload)
+    if reload and api_workers > 1:
+        typer.echo("taskgate: --reload runs one process of your app; leave out --api-workers", err=True)
+        raise typer.Exit(2)
     _log_format(log_format)
     data_dir = Path(settings.data_dir).resolve()
     api_url, flower_url = f"http://{host}:{port}", f"http://127.0.0.1:{flower_port}"
@@ -245,17 +255,22 @@ def up(
                    f"{env.get('TASKGATE_BROKER_URL') or env['TASKGATE_REDIS_URL']}"
                    f"{', restarted when a .py file changes' if reload else ''}")
         auth = "auth on: send API keys" if auth_enabled(settings, host) else "auth off, loopback only"
+        processes = f"; {api_workers} processes" if api_workers > 1 else ""
         if app is None:
             api_component = supervisor.add(Component("api", [*cmd, "api", f"--host={host}", f"--port={port}",
-                                                             f"--log-level={log_level}"]), env)
-            typer.echo(f"taskgate: api     {api_url} (docs at /docs; {auth})")
+                                                             f"--log-level={log_level}",
+                                                             f"--workers={api_workers}"]), env)
+            typer.echo(f"taskgate: api     {api_url} (docs at /docs; {auth}{processes})")
         else:
+            if api_workers > 1:  # uvicorn's --workers: taskgate's /metrics in your app sums them
+                env[MULTIPROC_ENV] = str(fresh_metrics_directory(data_dir / "metrics"))
             api_component = supervisor.add(Component("app", [
                 sys.executable, "-m", "uvicorn", app, f"--host={host}", f"--port={port}",
                 f"--log-level={log_level}", "--timeout-graceful-shutdown=10",
+                *([f"--workers={api_workers}"] if api_workers > 1 else []),
                 *(["--reload", f"--reload-dir={Path.cwd()}"] if reload else [])]), env)
             typer.echo(f"taskgate: app     {api_url} (your {app}; taskgate's routes where you included "
-                       f"tg.router, {auth})")
+                       f"tg.router, {auth}{processes})")
         if with_flower:
             supervisor.add(Component("flower", [*cmd, "flower", "--host=127.0.0.1",
                                                 f"--port={flower_port}"]), env)
