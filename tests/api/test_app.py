@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 
@@ -71,3 +72,43 @@ def test_redis_unreachable_is_a_503_with_retry_after(worker: object) -> None:
         assert (await client.get("/healthz")).status_code == 200
         assert (await client.get("/readyz")).status_code == 503
     run("redis://127.0.0.1:1/0", action, backend_timeout=0.5)
+
+
+def test_the_submit_routes_are_answered_directly_with_the_same_guards(redis_url: str, worker: object) -> None:
+    """The service answers GET /add and POST /tasks/{name} without FastAPI's middleware and
+    routing (``ServiceApp``), behind the routes' own guards: the same answers, errors included."""
+    settings = Settings(redis_url=redis_url, task_modules=["tests.sample_tasks"],  # type: ignore[arg-type]
+                        data_dir=helpers.DATA_DIR)
+    app = create_app(settings)
+    assert app.direct is not None and {("GET", "/add"), ("POST", "/tasks/add")} <= set(app.direct)
+    through_fastapi: list[str] = []
+    added_id: list[str] = []
+
+    @app.middleware("http")
+    async def note(request: Any, call_next: Any) -> Any:
+        through_fastapi.append(f"{request.method} {request.url.path}")
+        return await call_next(request)
+
+    async def main() -> None:
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://taskgate.test") as client:
+            added = await client.get("/add", params={"x": 2, "y": 3})
+            posted = await client.post("/tasks/add", json={"x": 1, "y": 1}, headers={"Idempotency-Key": "k1"})
+            again = await client.post("/tasks/add", json={"x": 1, "y": 1}, headers={"Idempotency-Key": "k1"})
+            bad = await client.get("/add", params={"x": "two", "y": 3})
+            cross = await client.get("/add", params={"x": 1, "y": 1}, headers={"Sec-Fetch-Site": "cross-site"})
+            big = await client.post("/tasks/add", content=b'{"x": 1, "y": 1' + b" " * 2_000_000 + b"}",
+                                    headers={"Content-Type": "application/json"})
+            added_id.append(added.json()["task_id"])
+            status = await client.get(f"/tasks/{added_id[0]}", params={"wait": 20})
+            assert added.status_code == 200 and status.json()["result"] == 5
+            assert posted.status_code == 202 and posted.headers["location"] == f"/tasks/{posted.json()['task_id']}"
+            assert again.json()["task_id"] == posted.json()["task_id"]
+            assert again.headers["idempotent-replayed"] == "true"
+            assert bad.status_code == 422 and bad.json()["error"]["type"] == "invalid_request"
+            assert "x" in bad.json()["error"]["message"]
+            assert cross.status_code == 403 and cross.json()["error"]["type"] == "forbidden"
+            assert big.status_code == 413 and big.json()["error"]["type"] == "payload_too_large"
+            assert (await client.head("/add", params={"x": 1, "y": 1})).status_code == 405  # FastAPI's answer
+    asyncio.run(main())
+    assert through_fastapi == [f"GET /tasks/{added_id[0]}", "HEAD /add"]

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
+import os
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from starlette.types import Receive, Scope, Send
 
 from .. import __version__
 from ..config import Settings, get_settings, is_loopback
 from ..exceptions import ConfigurationError
 from ..gate import Taskgate
 from . import docs
+from .errors import TaskgateRoute
 from .routes import ui
 
 log = logging.getLogger("taskgate.api")
@@ -27,6 +32,53 @@ def auth_enabled(settings: Settings, host: str) -> bool:
     return enabled
 
 
+class ServiceApp(FastAPI):
+    """The service's FastAPI app, answering its submit routes directly: a request for the
+    exact method and path of a route whose endpoint reads its own parameters
+    (``errors.direct``: ``GET /add``, ``POST /tasks/{name}`` of each task served at start) goes
+    straight to that endpoint behind the route's own guards and error mapping, without
+    FastAPI's middleware stack, routing and request handling, which cost more CPU than the
+    submit itself. The routes stay on the app, as declared (OpenAPI, and every other request).
+    Only here: a user's app may add dependencies or middleware that a route must pass."""
+
+    #: (method, path) -> guarded endpoint; None while FastAPI must see every request.
+    direct: dict[tuple[str, str], Any] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.direct:
+            handle = self.direct.get((scope["method"], scope["path"]))
+            if handle is not None:
+                scope["app"] = self
+                response = await handle(Request(scope, receive, send))
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+def _otel_configured() -> bool:
+    """Whether OpenTelemetry is set up in this process (a tracer or meter provider installed,
+    as ``opentelemetry-instrument`` does, or FastAPI told to configure it from the environment)."""
+    if os.environ.get("FASTAPI_OTEL_AUTO_CONFIGURE", "").lower() == "true":
+        return True
+    try:
+        from opentelemetry import metrics, trace
+    except ImportError:
+        return False
+    deferred = {"ProxyTracerProvider", "NoOpTracerProvider", "_ProxyMeterProvider", "NoOpMeterProvider"}
+    return any(type(provider).__name__ not in deferred
+               for provider in (trace.get_tracer_provider(), metrics.get_meter_provider()))
+
+
+def _telemetry() -> dict[str, Any]:
+    """FastAPI's own OpenTelemetry (its ``telemetry=``, in FastAPI versions that have it): on when
+    OpenTelemetry is set up at start; else off, so no request pays for asking whether it is
+    (FastAPI asks the providers, which read the environment, on every request)."""
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    on = _otel_configured()
+    return {"telemetry": {"tracing": on, "metrics": on, "logs": on}}
+
+
 def create_app(settings: Settings | None = None, host: str = "127.0.0.1",
                log_submits: bool = True) -> FastAPI:
     """The standalone API for serving on ``host``: a :class:`~taskgate.Taskgate` and its router
@@ -36,16 +88,21 @@ def create_app(settings: Settings | None = None, host: str = "127.0.0.1",
     settings = settings or get_settings()
     # The service serves every task, the built-in ones included (GET /add, POST /files...).
     gate = Taskgate(settings, auth=auth_enabled(settings, host), log_submits=log_submits, builtins=True)
-    app = FastAPI(
+    telemetry = _telemetry()
+    app = ServiceApp(
         title="taskgate",
         version=__version__,
         description="Submit slow work to Celery workers and ask how it went. "
         "Errors always come as `{\"error\": {\"type\", \"message\", \"retryable\"}}`.",
         lifespan=gate.lifespan,
         docs_url=None, redoc_url=None,  # served by docs.install, with no CDN
+        **telemetry,
     )
     gate.install_error_handlers(app, validation=True)
     docs.install(app)
     app.include_router(gate.router)
     app.get("/", include_in_schema=False)(ui.to_dashboard)
+    route_class = gate.router.route_class
+    if not (telemetry and telemetry["telemetry"]["tracing"]) and issubclass(route_class, TaskgateRoute):
+        app.direct = route_class.direct  # FastAPI's own spans, when on, see every request
     return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Request
@@ -223,6 +223,20 @@ def install(app: FastAPI, *, validation: bool = False) -> None:
             app.add_exception_handler(kind, handler)
 
 
+#: The attribute :func:`direct` sets on an endpoint.
+DIRECT = "__taskgate_direct__"
+
+E = TypeVar("E", bound=Callable[..., Any])
+
+
+def direct(endpoint: E) -> E:
+    """Mark a route's endpoint as taking only the request and returning a ``Response`` itself
+    (it reads its parameters by hand, for speed): the service app may call it, behind the same
+    guards, without FastAPI's routing and request handling (``api.app.ServiceApp``)."""
+    setattr(endpoint, DIRECT, True)
+    return endpoint
+
+
 class TaskgateRoute(APIRoute):
     """The route class of taskgate's routers (``api.router`` makes one per Taskgate, naming it
     in :attr:`gate`). A route hands its request the Taskgate that built it (``scope["taskgate"]``,
@@ -239,6 +253,10 @@ class TaskgateRoute(APIRoute):
     caps_body = False
     #: A GET route that changes something (``GET /add`` queues a task): guarded like a POST.
     changes_state = False
+    #: Where the routes of :func:`direct` endpoints register their guarded endpoint, by (method,
+    #: path) (``api.router`` gives each Taskgate's route class one; the service app serves them
+    #: from it, see ``api.app.ServiceApp``).
+    direct: ClassVar[dict[tuple[str, str], Callable[[Request], Coroutine[Any, Any, Response]]] | None] = None
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         # What the guards below answer is in the route's OpenAPI too (the route's own wins).
@@ -253,9 +271,16 @@ class TaskgateRoute(APIRoute):
                            "description": "The request body is larger than TASKGATE_MAX_BODY_BYTES."}
         kwargs["responses"] = {**guards, **(kwargs.get("responses") or {})}
         super().__init__(path, endpoint, **kwargs)
+        if self.direct is not None and getattr(endpoint, DIRECT, False):
+            for method in self.methods or ():
+                self.direct[(method, self.path)] = self.guarded(endpoint)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handle = super().get_route_handler()
+        return self.guarded(super().get_route_handler())
+
+    def guarded(self, handle: Callable[[Request], Coroutine[Any, Any, Response]]
+                ) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """``handle`` with this route's guards and error mapping (see the class's docstring)."""
         gate = self.gate
         cap = not self.caps_body and bool(self.methods and self.methods - {"GET", "HEAD", "DELETE"})
         changes = self.changes_state or bool(self.methods and self.methods - sessions.SAFE)

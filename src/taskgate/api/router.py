@@ -19,7 +19,7 @@ def build_router(gate: Taskgate) -> APIRouter:
     declared later is served too, by ``POST /tasks/{name}``'s catch-all, and listed); ``GET /add``
     when it serves a task named add, ``POST /files`` when it serves process_file. Each route hands
     its requests to ``gate`` (see :class:`.TaskgateRoute`), however the app opened it."""
-    route_class = type("Route", (TaskgateRoute,), {"gate": gate})
+    route_class = type("Route", (TaskgateRoute,), {"gate": gate, "direct": {}})
     router = APIRouter(route_class=route_class)
     catalogue = gate.catalogue
     if "add" in catalogue:

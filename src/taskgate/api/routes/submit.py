@@ -20,6 +20,7 @@ from ...producer import Options, Producer, Submission
 from ...producer.bulk import error_type
 from ...registry import TaskSpec
 from ..deps import CallerDep, ProducerDep, gate_of, get_caller
+from ..errors import direct
 from ..params import openapi_parameters, parse_body, strict_json
 from ..schemas import (
     ERRORS,
@@ -147,6 +148,7 @@ def submit_endpoint(spec: TaskSpec) -> Any:
 
     files = file_arguments(spec.args_model)
 
+    @direct
     async def endpoint(request: Request) -> JSONBytes:
         caller = await get_caller(request)  # 401 before any 422
         arguments = await parse_body(spec.args_model, request)

@@ -12,7 +12,7 @@ from ...constants import INT64_MAX, INT64_MIN
 from ...exceptions import InvalidArguments
 from ...states import TaskState
 from ..deps import CallerDep, ProducerDep, gate_of, get_caller
-from ..errors import TaskgateRoute, validation_message
+from ..errors import TaskgateRoute, direct, validation_message
 from ..params import openapi_parameters, parse_query
 from ..schemas import ErrorBody, JSONBytes, TaskCreated, TutorialResult, errors
 
@@ -41,6 +41,7 @@ _TUTORIAL_STATUS = {
 }
 
 
+@direct
 async def submit_add(request: Request) -> JSONBytes:
     """Queue `add(x, y)` on a worker and return its task id at once."""
     caller = await get_caller(request)  # 401 before any 422
