@@ -1,18 +1,29 @@
 """``GET /events``: the caller's tasks as they change, from a real API and worker. A submitted
 task appears and its state follows; many changes come coalesced in few batches; another owner's
-tasks never appear."""
+tasks never appear, also with 200 feeds of several owners open at once; a batch's data is the
+JSON FastAPI's own encoding wrote before each change's JSON was made once for every feed."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from fastapi.encoders import jsonable_encoder
+
+from taskgate.api.routes.live import task_json
+from taskgate.api.schemas import TaskInfo
+from taskgate.records import TaskRecord
+from taskgate.states import TaskState
 
 from ..helpers import wait_for
 from .test_auth import bearer, new_key
@@ -91,3 +102,139 @@ def test_other_owners_tasks_never_appear(secured: str, redis_url: str, worker: s
         assert bobs not in seen(batches)
         assert {task["owner"] for task in seen(batches).values()} == {"alice-live"}
     assert httpx.get(secured + "/events", timeout=5).status_code == 401
+
+
+@contextmanager
+def many_feeds(base: str, feeds: list[tuple[str, dict[str, str]]]) -> Iterator[list[dict[str, dict[str, Any]]]]:
+    """Read every ``(path, headers)`` stream at once, each on its own connection (raw HTTP/1.0, one
+    thread's event loop); yields, per feed, the latest of each task it has shown, once all are live."""
+    host, port = base.removeprefix("http://").split(":")
+    seen: list[dict[str, dict[str, Any]]] = [{} for _ in feeds]
+    live = [False] * len(feeds)
+    failures: list[Exception] = []
+    loop = asyncio.new_event_loop()
+
+    async def read(index: int, path: str, headers: dict[str, str]) -> None:
+        reader, writer = await asyncio.open_connection(host, int(port), limit=1 << 24)
+        lines = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        writer.write(f"GET {path} HTTP/1.0\r\nHost: {host}\r\n{lines}\r\n".encode())
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert b" 200 " in head.split(b"\r\n", 1)[0], head
+            assert b"transfer-encoding: chunked" in head.lower(), head
+            buffer = b""
+            while size := int(await reader.readuntil(b"\r\n"), 16):
+                *frames, buffer = (buffer + (await reader.readexactly(size + 2))[:-2]).split(b"\n\n")
+                for frame in frames:
+                    if frame.startswith(b":"):  # a keep-alive comment
+                        continue
+                    event = b"event: tasks\ndata: "  # what the dashboard's EventSource reads
+                    assert frame.startswith(event) and frame.count(b"\n") == 1, frame[:200]
+                    for task in json.loads(frame[len(event):]):
+                        seen[index][task["task_id"]] = task
+                    live[index] = True
+        except (asyncio.CancelledError, asyncio.IncompleteReadError):
+            pass
+        except Exception as exc:  # reported by the waiting test
+            failures.append(exc)
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    stop = asyncio.Event()
+
+    async def main() -> None:
+        readers = [asyncio.create_task(read(index, path, headers)) for index, (path, headers) in enumerate(feeds)]
+        await stop.wait()
+        for reader in readers:
+            reader.cancel()
+        await asyncio.gather(*readers)
+
+    runner = asyncio.run_coroutine_threadsafe(main(), loop)
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    def ready() -> bool:
+        assert not failures, failures[:3]
+        return all(live)
+
+    try:
+        wait_for(ready, 60, f"the {len(feeds)} feeds to be live (their first, empty batch)")
+        yield seen
+        assert not failures, failures[:3]
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        runner.result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+def test_200_feeds_each_show_every_task_they_may_see_and_no_other(
+        secured: str, redis_url: str, worker: subprocess.Popen[bytes]) -> None:
+    tag = uuid.uuid4().hex[:6]
+    owners = [f"o{number}-{tag}" for number in range(4)]
+    keys = {owner: new_key(redis_url, owner) for owner in owners}
+    admin = new_key(redis_url, f"ops-{tag}", admin=True)
+    # per owner 40 feeds of every task, 5 of its add tasks, 5 of its failed tasks (it has none);
+    # and 20 admin feeds of every task
+    feeds = [(owner, path) for owner in owners for path in
+             ["/events"] * 40 + ["/events?name=add"] * 5 + ["/events?state=failed"] * 5]
+    feeds += [("admin", "/events")] * 20
+    headers = {**{owner: bearer(key) for owner, key in keys.items()}, "admin": bearer(admin)}
+    with many_feeds(secured, [(path, headers[owner]) for owner, path in feeds]) as seen, \
+            httpx.Client(base_url=secured, timeout=30) as http:
+        tasks: dict[str, str] = {}  # task id -> owner
+        sleepy: set[str] = set()  # not add: not shown by the name=add feeds
+        for owner in owners:
+            made = http.post("/tasks/add/batch", json={"items": [{"x": i, "y": 1} for i in range(20)]},
+                             headers=headers[owner]).json()
+            tasks.update((item["task_id"], owner) for item in made["tasks"])
+            slept = http.post("/tasks/sleepy", json={"seconds": 0}, headers=headers[owner]).json()["task_id"]
+            tasks[slept] = owner
+            sleepy.add(slept)
+
+        def expected(owner: str, path: str) -> set[str]:
+            if path.endswith("state=failed"):
+                return set()
+            return {task_id for task_id, of in tasks.items() if owner in ("admin", of)
+                    and not (path.endswith("name=add") and task_id in sleepy)}
+
+        def finished() -> bool:
+            answer = http.post("/tasks/results", json={"task_ids": list(tasks), "wait": 5}, headers=headers["admin"])
+            return all(task and task["state"] == "succeeded" for task in answer.json()["tasks"])
+
+        wait_for(finished, 60, "every task to succeed")
+
+        def complete() -> bool:  # every feed shows each task it may see with its final state
+            return all(all(seen[index].get(task_id, {}).get("state") == "succeeded"
+                           for task_id in expected(owner, path)) for index, (owner, path) in enumerate(feeds))
+
+        wait_for(complete, 60, "every feed to show each of its tasks succeeded")
+        for index, (owner, path) in enumerate(feeds):
+            shown = set(seen[index])
+            if owner == "admin":  # every owner's: ours and the session's other tests'
+                assert expected(owner, path) <= shown
+                continue
+            assert shown & set(tasks) == expected(owner, path), (owner, path)
+            assert {task["owner"] for task in seen[index].values()} <= {owner}, (owner, path)
+            assert all(task["name"] == "add" for task in seen[index].values()) or not path.endswith("name=add")
+
+
+def test_a_batch_is_the_json_fastapi_wrote_for_the_tasks() -> None:
+    """Each change's JSON is made once and batches join it: the data line is still byte for byte
+    what FastAPI's SSE encoding wrote for the list of tasks (``json.dumps`` of their JSON form)."""
+    at = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+    records = [
+        TaskRecord(task_id="a", name="add", state=TaskState.SUCCEEDED, owner="ann", created_at=at,
+                   started_at=at, finished_at=at, attempts=1, seq=3, args={"x": 1, "y": 2}, result=3),
+        TaskRecord(task_id="b", name="mail", state=TaskState.FAILED, owner="bø", created_at=at, seq=2,
+                   args={"to": "zoë@example.com", "body": "line\n\"quoted\" \u2603"},
+                   error={"type": "ValueError", "message": "bad\tvalue é"}, progress={"done": 0.5}),
+        TaskRecord(task_id="c", state=None, owner="ann"),
+    ]
+    fastapi_wrote = json.dumps(jsonable_encoder([TaskInfo.from_record(record).model_dump(
+        mode="json", exclude={"timeline"}) for record in records]))
+    assert "[" + ", ".join(task_json(record) for record in records) + "]" == fastapi_wrote
+    assert json.dumps(jsonable_encoder([])) == "[]"
