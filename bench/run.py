@@ -264,8 +264,17 @@ def submit_throughput(stack: Stack, args: argparse.Namespace, report: Report, fi
         figures[key] = median([r["rps"] for r in results[name]]) / ceiling
         figures[f"{key}_p99"] = median([r["p99"] for r in results[name]]) / ceiling_p99
 
+    def rps(index: int) -> float:
+        return median([r["rps"] for r in results[targets[index][0]]])
 
-def submit_loops(stack: Stack, args: argparse.Namespace, report: Report) -> None:
+    figures["get_vs_lpush"] = figures["get"]
+    figures["get_vs_bare"] = rps(3) / rps(0)
+    figures["get_p99_vs_bare"] = (median([r["p99"] for r in results[targets[3][0]]])
+                                  / median([r["p99"] for r in results[targets[0][0]]]))
+    figures["auth"] = rps(8) / rps(5)
+
+
+def submit_loops(stack: Stack, args: argparse.Namespace, report: Report, figures: dict[str, float]) -> None:
     """Submits per second from one process, no HTTP: taskgate's ``await add.submit()`` in a tight
     loop, Celery's own ``add.delay()`` loop (the tutorial's app, result backend on), and a
     pipelined raw LPUSH of the message taskgate sends (the broker-write ceiling)."""
@@ -321,6 +330,7 @@ def submit_loops(stack: Stack, args: argparse.Namespace, report: Report) -> None
         results[names[3]].append(count / (time.perf_counter() - began))
     client.close()
     ceiling = median(results[names[3]])
+    figures["inprocess_32"] = median(results[names[1]]) / median(results[names[2]])
     report.add(f"## 1b. Submits per second in one process, no HTTP ({count:,} tasks, {args.reps} repetitions)")
     report.add()
     report.add("A tight loop in one Python process, worker stopped: taskgate's library (`await "
@@ -618,6 +628,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.dashboard import dashboard_section
     from bench.feeds import feeds_section
     from bench.schedules import schedules_section
+    from bench.speed import round_trip_in_process, targets, worker_throughput
     from bench.testkit import testkit_section
 
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
@@ -670,11 +681,13 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 partial = False
                 submit_throughput(stack, args, report, figures)
-                submit_loops(stack, args, report)
+                submit_loops(stack, args, report, figures)
                 api = stack.api
                 api_proc = next(p for p in stack.procs if "api" in p.args)  # type: ignore[operator]
                 end_to_end(stack, args, report, api, figures)
+                worker_throughput(stack, args, report, figures)
                 round_trips(stack, args, report, api, figures)
+                round_trip_in_process(stack, args, report, figures)
                 degraded(stack, report, api, figures)
                 costs(stack, args, report, api_proc, api, figures)
                 schedules_section(stack, args, report)
@@ -700,6 +713,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.out}")
         return 0
     summary = Report()
+    summary.add("## Targets (issue 25), this run")
+    summary.add()
+    summary.add("Each a ratio of medians within this run (issue 25's table); the sections below have every "
+                "repetition. What the misses come from: section 7 and the profile in section 6.")
+    summary.add()
+    summary.table(["target", "goal", "this run", "verdict"], targets(figures))
     summary.add("## Targets (issue 8), this run")
     summary.add()
     summary.table(["target", "goal", "this run", "verdict"], targets_table(figures))
