@@ -2,8 +2,18 @@
 
 A key reads ``tg_<key id>_<secret>``. Redis keeps, under ``taskgate:apikey:<key id>``, the
 owner, the admin flag and the SHA-256 of the secret, never the secret itself. A request's
-secret is hashed and compared in constant time. Nothing is cached, so a revoked key is
-refused on the next request by every API replica.
+secret is hashed and compared in constant time.
+
+Each API process keeps the keys it verified lately in memory (:mod:`taskgate.api.keycache`),
+so a request with a known key makes no Redis round trip. :func:`revoke` deletes the key and,
+in the same transaction, publishes its id on ``taskgate:apikey-changes``; every process drops
+it on that notice, so a revoked key is refused as soon as the notice arrives (milliseconds).
+The worst case, should a notice be lost or the key be deleted without one (``DEL``,
+``FLUSHDB``): a revoked key is still accepted for at most ``TASKGATE_KEY_CACHE_TTL`` seconds
+(5 by default) after its revocation, the life of a cached check, counted from the Redis read
+it was made of. A process that loses its subscription to the notices forgets every key and
+caches none until it is subscribed again. Creating a key needs no notice: key ids are never
+reused, and a failed check is never cached.
 """
 
 from __future__ import annotations
@@ -88,8 +98,14 @@ def listing(client: Redis) -> list[dict[str, Any]]:
 
 
 def revoke(client: Redis, key_id: str) -> bool:
-    """Delete a key; True if it existed."""
-    return bool(client.delete(keys.apikey(key_id)))
+    """Delete a key and tell every API process to forget it (one transaction: the notice
+    follows the deletion, never precedes it); True if it existed. The notice goes out even for
+    a key already gone, so revoking again clears any cache still holding it."""
+    pipe = client.pipeline(transaction=True)
+    pipe.delete(keys.apikey(key_id))
+    pipe.publish(keys.APIKEY_CHANGES, key_id)
+    deleted, _ = pipe.execute()
+    return bool(deleted)
 
 
 async def lookup(client: AsyncRedis, key_id: str) -> dict[bytes, bytes]:

@@ -114,6 +114,11 @@ class Settings(BaseSettings):
         description="Allow TASKGATE_AUTH=off on a non-loopback bind (anyone who reaches the port "
         "can run tasks).",
     )
+    key_cache_ttl: float = Field(
+        default=5.0, ge=0, le=3600, description="Seconds an API process may accept an API key it "
+        "verified earlier without reading Redis again. `taskgate keys revoke` tells every process "
+        "to drop the key at once; this is the worst case, should that notice be lost or the key "
+        "be deleted by other means. 0: read Redis for every request.")
     submit_rate: int = Field(
         default=0, ge=0, description="Submissions per owner per minute, shared by all API replicas "
         "(0: unlimited); the next one gets 429 with Retry-After.")

@@ -10,6 +10,8 @@
 * :func:`events` (asyncio, the producer's one pub/sub connection): bounded connects and writes,
   no retry at all, so a broken connection is reported instead of silently reconnected with
   the messages in between lost.
+  An API process's cache of verified API keys listens for revocations on one more, built
+  the same way.
 * :func:`blocking` (the worker, its keeper, the CLI, ``doctor``): bounded sockets.
 """
 
@@ -39,6 +41,9 @@ UPGRADE_TIMEOUT = 30.0
 MAX_CONNECTIONS = 50  # keep equal to Settings.redis_max_connections
 #: What ``CLIENT LIST`` calls the producer's pub/sub connection.
 EVENTS_CLIENT_NAME = "taskgate-events"
+#: What ``CLIENT LIST`` calls an API process's subscription to API key revocations
+#: (``api.keycache``).
+KEYS_CLIENT_NAME = "taskgate-keys"
 
 
 def blocking(url: str, timeout: float) -> Redis:
@@ -67,11 +72,12 @@ def fail_fast(url: str, timeout: float, max_connections: int = MAX_CONNECTIONS) 
     return Multiplexed.from_pool(pool)
 
 
-def events(url: str, timeout: float) -> AsyncRedis:
-    """The client of the producer's shared pub/sub connection (see the module's docstring)."""
+def events(url: str, timeout: float, name: str = EVENTS_CLIENT_NAME) -> AsyncRedis:
+    """The client of the producer's shared pub/sub connection (see the module's docstring), or
+    of another pub/sub connection built the same way, called ``name`` in ``CLIENT LIST``."""
     return AsyncRedis.from_url(url, socket_timeout=timeout, socket_connect_timeout=backstop(timeout),
                                retry=Retry(NoBackoff(), 0, supported_errors=()),
-                               health_check_interval=0, client_name=EVENTS_CLIENT_NAME)
+                               health_check_interval=0, client_name=name)
 
 
 def feed(url: str, timeout: float) -> AsyncRedis:

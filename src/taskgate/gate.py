@@ -38,6 +38,8 @@ from .registry import TaskSpec, declared, exposed, is_builtin, load, subscribe
 if TYPE_CHECKING:
     from celery import Celery
 
+    from .api.keycache import KeyCache
+
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
@@ -95,6 +97,7 @@ class Taskgate:
         #: Log an ``accepted`` line (with the task id) per task submitted over :attr:`router`.
         self.log_submits = log_submits
         self._producer: Producer | None = None
+        self._keys: KeyCache | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._router: APIRouter | None = None
         self._loaded: tuple[str, ...] | None = None
@@ -150,6 +153,15 @@ class Taskgate:
         return self._producer
 
     @property
+    def api_keys(self) -> KeyCache:
+        """The API keys :attr:`router` verified lately (see :mod:`taskgate.api.keycache`); only
+        while open."""
+        if self._keys is None:
+            raise ConfigurationError("this Taskgate is not open: pass `lifespan=tg.lifespan` to FastAPI(), "
+                                     "or use `async with tg:`")
+        return self._keys
+
+    @property
     def schedules(self) -> Schedules:
         """Schedules (``await tg.schedules.create("add", {"x": 1, "y": 2}, every=30)``, ``list``,
         ``get``, ``update``, ``pause``, ``resume``, ``run_now``, ``delete``); only while open."""
@@ -182,6 +194,9 @@ class Taskgate:
         self._load(settings)  # import the task modules before the producer reads the catalogue
         self._settings = settings
         self._producer = Producer.from_settings(settings, self.celery_app, self.serves)
+        from .api.keycache import KeyCache
+
+        self._keys = KeyCache.of(self._producer.backend)
         self._loop, self._opened_pid = asyncio.get_running_loop(), os.getpid()
         gates.opened.append(self)
         self._unsubscribe = subscribe(self._declared)
@@ -227,6 +242,9 @@ class Taskgate:
                              return_exceptions=True)
         with contextlib.suppress(ValueError):
             gates.opened.remove(self)
+        api_keys, self._keys = self._keys, None
+        if api_keys is not None:
+            await api_keys.close()
         producer, self._producer, self._loop = self._producer, None, None
         self._settings = None
         if producer is not None:

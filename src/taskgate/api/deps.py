@@ -74,13 +74,7 @@ async def get_caller(request: Request) -> Caller:
         raise Unauthorized("send your API key as `Authorization: Bearer <key>` (create one with "
                            "`taskgate keys create --owner NAME`)")
     parsed = auth.parse(token.strip())
-    caller = None
-    if parsed is not None:
-        key_id, secret = parsed
-        backend = gate.producer.backend
-        async with backend.deadline():
-            stored = await auth.lookup(backend.redis, key_id)
-        caller = auth.verify(stored, secret)
+    caller = None if parsed is None else await gate.api_keys.caller(*parsed)
     if caller is None:
         raise Unauthorized("invalid or revoked API key")
     return caller

@@ -90,6 +90,10 @@ REAPER_LOCK = "taskgate:reaper"
 #: ``taskgate:apikey:<key id>`` -> hash {owner, admin, secret_sha256, created_at}: an API key.
 APIKEY_PREFIX = "taskgate:apikey:"
 
+#: ``taskgate:apikey-changes`` -> pub/sub channel: the id of an API key just revoked, for every
+#: API process to drop it from its cache of verified keys (:mod:`taskgate.api.keycache`).
+APIKEY_CHANGES = "taskgate:apikey-changes"
+
 #: ``taskgate:layout`` -> the version of this key layout written in this Redis (see
 #: :mod:`taskgate.records.upgrade`).
 LAYOUT = "taskgate:layout"

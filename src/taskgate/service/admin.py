@@ -53,7 +53,8 @@ def keys_list() -> None:
 
 @keys.command("revoke")
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id (from `keys list`).")]) -> None:
-    """Revoke a key: every API replica refuses it from the next request on."""
+    """Revoke a key: every API replica refuses it as soon as the notice reaches it (milliseconds;
+    at worst TASKGATE_KEY_CACHE_TTL seconds later)."""
     from .. import auth
 
     if not auth.revoke(_redis(), key_id):
