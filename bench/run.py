@@ -564,9 +564,10 @@ than a bare LPUSH (Redis µs/req column), so the API gets less of a core than th
 and as a submit waits one event-loop turn for its pipelined batch, at wrk's 32 connections the
 API sometimes waits on Redis instead of computing. The ratio of the section 6 totals is thus a
 bound on what trimming the API's own work can still win. The indented rows give the price of
-each optional feature against the `POST /tasks/add` row: auth adds a key lookup in Redis per
-request (keys are never cached, so a revoked key is refused at once) and request logging writes
-two lines per request.
+each optional feature against the `POST /tasks/add` row: auth checks the key per request, from
+the API process's cache of verified keys (a Redis read only for a key not verified in the last
+`TASKGATE_KEY_CACHE_TTL` seconds; a revocation's notice drops it at once) and request logging
+writes two lines per request.
 What would close the rest: less work per submit on both sides. In Redis, a cheaper script (the
 history index and the TTL refreshes are most of its commands; a history kept by the workers, or
 trimmed less often, would take them off the submit path). In the API, less framework per
