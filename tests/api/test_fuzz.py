@@ -10,9 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import schemathesis
-from hypothesis import HealthCheck, given, settings
-from schemathesis import checks
 
 from ..helpers import children, start_api, start_worker, stop
 
@@ -38,6 +35,12 @@ def fuzz_api(own_redis_url: str, smtp_server: tuple[object, str], tmp_path: Path
 
 
 def test_api_never_5xx_and_matches_its_schema(fuzz_api: str) -> None:
+    # imported here, not at the top: every pytest process of `make test` collects this file, and
+    # schemathesis with hypothesis costs each a second or more of CPU to import
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis import checks
+
     schema = schemathesis.openapi.from_url(f"{fuzz_api}/openapi.json")
     checked = []
     for result in schema.get_all_operations():
