@@ -82,6 +82,16 @@ class Settings(BaseSettings):
         "redelivered even if its worker lives. Keep it above your longest task; taskgate's "
         "reaper recovers dead workers' tasks within about 30 s without it.",
     )
+    worker_prefetch: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Messages each worker process holds at once, the one it runs included "
+        "(Celery's worker_prefetch_multiplier). 1: a worker takes only what it runs, so no task "
+        "waits on a busy worker behind a long one while another worker is idle. More keeps the "
+        "next tasks ready in the worker, for more short tasks per second. Held messages are "
+        "acknowledged only after they ran and are recovered like running ones if the worker dies.",
+    )
     unregistered_timeout: int = Field(
         default=300,
         gt=0,

@@ -7,7 +7,7 @@ import pytest
 from celery import Celery
 
 from taskgate.config import Settings
-from taskgate.worker.celery_app import adopt, settings_for, settings_of
+from taskgate.worker.celery_app import adopt, create_celery_app, settings_for, settings_of
 
 REDIS = "redis://127.0.0.1:1/0"
 
@@ -47,6 +47,14 @@ def test_an_app_with_celerys_default_prefetch_takes_one_at_a_time() -> None:
     app = Celery("user", broker="redis://localhost:6379/0")
     adopt(app, Settings(redis_url=REDIS))
     assert app.conf.worker_prefetch_multiplier == 1
+
+
+def test_worker_prefetch_sets_how_many_messages_a_process_holds() -> None:
+    settings = Settings(redis_url=REDIS, worker_prefetch=3)  # type: ignore[arg-type]
+    assert create_celery_app(settings).conf.worker_prefetch_multiplier == 3
+    app = Celery("user", broker="redis://localhost:6379/0")
+    adopt(app, settings)
+    assert app.conf.worker_prefetch_multiplier == 3
 
 
 def test_a_plain_app_taskgate_never_saw_is_read_not_changed() -> None:

@@ -14,6 +14,7 @@ import time
 
 from redis import Redis
 
+from taskgate.records.workers import heartbeats
 from taskgate.service.supervisor import port_is_free
 
 from ..helpers import Stack, children, happens, kill, lines, submit, wait, wait_for
@@ -53,6 +54,31 @@ def test_killed_worker_loses_nothing(stack: Stack) -> None:
     tokens = [line.split()[0] for line in lines(log)]
     assert sorted(set(tokens)) == ["t0", "t1", "t2"]
     assert len(tokens) == 5, tokens  # the two interrupted ran twice, the waiting one once
+
+
+def test_messages_held_ahead_by_a_killed_worker_run_once(stack: Stack) -> None:
+    """TASKGATE_WORKER_PREFETCH=3, concurrency 2: the worker holds 6 messages, 2 running and 4
+    waiting in it. SIGKILL of the whole worker: all 6 succeed on a new worker, the 2 interrupted
+    ran twice, the 4 held once."""
+    worker = stack.start_worker(TASKGATE_WORKER_PREFETCH="3")
+    client = stack.start_api()
+    log = stack.tmp / "runs"
+    ids = [submit(client, "logged_sleep", {"log": str(log), "token": f"t{i}", "seconds": 3})
+           for i in range(6)]
+    wait_for(lambda: len(lines(log)) == 2, 20, "two tasks to be running")
+    redis = Redis.from_url(stack.url)
+    wait_for(lambda: sum(len(beat.tags) for beat in heartbeats(redis).values()) == 6, 20,
+             "the worker's heartbeat to name the 6 messages it holds")
+    assert redis.llen("celery") == 0  # none left in the queue: all 6 in the worker's hands
+    for pid in [worker.pid, *children(worker.pid)]:
+        kill(pid, signal.SIGKILL)
+    worker.wait()
+    stack.start_worker()
+    tasks = [wait(client, task_id, 60) for task_id in ids]
+    assert [task["state"] for task in tasks] == ["succeeded"] * 6, tasks
+    tokens = [line.split()[0] for line in lines(log)]
+    assert sorted(set(tokens)) == [f"t{i}" for i in range(6)]
+    assert len(tokens) == 8, tokens  # the two interrupted ran twice, the four held once
 
 
 def test_poison_task_is_dead_lettered_after_max_deliveries(stack: Stack) -> None:

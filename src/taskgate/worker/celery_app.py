@@ -38,7 +38,7 @@ def create_celery_app(settings: Settings) -> Celery:
         # Loses nothing: ack after the task ran, requeue if its process died, hold one at a time.
         task_acks_late=True,
         task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
+        worker_prefetch_multiplier=settings.worker_prefetch,
         broker_transport_options={"visibility_timeout": settings.visibility_timeout},
         result_expires=settings.result_ttl,
         # Task events are a publish per task state from the worker's main process (costly on short tasks):
@@ -88,8 +88,8 @@ def adopt(app: Celery, settings: Settings) -> Settings:
     result backend too. The app's workers get what taskgate's tasks need and nothing that
     changes its own tasks: taskgate's built-in tasks and task modules are included, the consumer
     that records refused messages, the Redis transport fix, a visibility timeout when none is
-    set, and one task prefetched at a time unless the app set another value than Celery's
-    default. Acking late and requeueing on a lost worker are set on taskgate's task class, not
+    set, and TASKGATE_WORKER_PREFETCH messages held per process unless the app set another value
+    than Celery's default. Acking late and requeueing on a lost worker are set on taskgate's task class, not
     on the app.
     """
     conf = app.conf
@@ -105,7 +105,7 @@ def adopt(app: Celery, settings: Settings) -> Settings:
     options.setdefault("visibility_timeout", settings.visibility_timeout)
     conf.broker_transport_options = options
     if conf.worker_prefetch_multiplier == DEFAULTS["worker_prefetch_multiplier"]:
-        conf.worker_prefetch_multiplier = 1
+        conf.worker_prefetch_multiplier = settings.worker_prefetch
     conf.worker_consumer = "taskgate.worker.consumer:Consumer"
     conf.include = [*dict.fromkeys([*(conf.include or ()), *settings.task_modules, *BUILTIN_TASK_MODULES])]
     app.taskgate_settings = settings
