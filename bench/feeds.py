@@ -196,8 +196,8 @@ def feeds_section(stack: Stack, args: argparse.Namespace, report: Report) -> Non
                "parsed as JSON). A change is *delivered* to a feed when it is in one of the feed's batches "
                f"within {GRACE:.0f} s of the end of the offering; *delivered changes/s* is, per feed, the "
                "distinct offered changes it received divided by the offering's length (each change counted "
-               "once per feed): the median feed, and the slowest. A feed holds at most 500 pending changes "
-               "(the most recent), so a feed that falls behind loses the oldest.")
+               "once per feed): the median feed, and the slowest. A batch holds at most 500 tasks and a feed "
+               "that falls behind gets the most recent changes, so it loses the oldest.")
     report.add()
     report.table(["figure", "value (each repetition)"], [
         ["changes offered /s", fmt(figures["offered"])],
