@@ -3,8 +3,9 @@
 Several processes run under uvicorn's own supervisor (``uvicorn.supervisors.Multiprocess``):
 it binds the port once and hands the listening socket to N children it spawns, each a whole
 API (its own event loop, Redis pools and Taskgate). Every child accepts from that one socket,
-so the kernel gives a new connection to a child that is waiting in ``accept``, an idle one
-first. Chosen over the alternatives:
+so the kernel gives a new connection to a child that is waiting for one (a busy one is not).
+A child that wakes accepts every connection queued, so a burst of connections opened at once
+may all land on one child and stay there while kept alive. Chosen over the alternatives:
 
 - SO_REUSEPORT, a socket per process: the kernel spreads connections by a hash of their
   addresses, blind to load (a child stuck in a long request keeps its share), each socket has
@@ -83,26 +84,25 @@ def child_app(settings: Settings, host: str, log_submits: bool, log_level: str, 
     """One child's app (called in the child): bound to the supervisor's life, logging as it does."""
     from ..api import create_app
     from ..exceptions import ConfigurationError
-    from ..registry import load
 
     bind_to_parent(signal.SIGTERM, parent)
     logs.setup(log_level)
     try:
-        # The task modules, imported here rather than by the app's lifespan: a child whose
-        # lifespan fails exits 0 and uvicorn respawns it forever; failing here stops them all.
-        load(settings.task_modules)
         return create_app(settings, host=host, log_submits=log_submits)
-    except (ImportError, ConfigurationError) as exc:
+    except (ImportError, ConfigurationError) as exc:  # e.g. a task module that does not import
+        # Raised from here, it would end the child with 1, respawned forever; STARTUP_FAILURE (as
+        # uvicorn exits a child whose lifespan fails) makes the supervisor stop them all.
         sys.stderr.write(f"taskgate: cannot start the API: {exc}\n")
-        sys.exit(STARTUP_FAILURE)  # the supervisor stops rather than respawn it
+        sys.exit(STARTUP_FAILURE)
 
 
 @contextlib.contextmanager
 def metrics_directory() -> Iterator[Path]:
     """The Prometheus client's multiprocess directory for this run's children, in the environment
-    they inherit: PROMETHEUS_MULTIPROC_DIR if set (its ``*.db`` files of an earlier run removed,
-    as the client requires; give each ``taskgate api`` its own), else a new temporary directory,
-    removed at the end."""
+    they inherit: PROMETHEUS_MULTIPROC_DIR if set (it exists: ``import taskgate`` has already
+    written this process's files there; every ``*.db`` file is removed, as the client requires
+    between runs, so give each ``taskgate api`` its own), else a new temporary directory, removed
+    at the end (this process then stays out of multiprocess mode: it serves nothing)."""
     given = os.environ.get(MULTIPROC_ENV)
     if given:
         yield fresh_metrics_directory(Path(given))
