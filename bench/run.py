@@ -628,6 +628,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.concurrency import concurrency_section
     from bench.dashboard import dashboard_section
     from bench.feeds import feeds_section
+    from bench.multiproc import multiproc_section
     from bench.schedules import schedules_section
     from bench.speed import round_trip_in_process, targets, worker_throughput
     from bench.testkit import testkit_section
@@ -648,8 +649,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="A fast smoke run (tiny numbers, no profile).")
     parser.add_argument("--no-profile", action="store_true", help="Skip section 6 (py-spy needs ptrace rights).")
     parser.add_argument("--only", choices=["schedules", "dashboard", "testkit", "concurrency", "admission",
-                                           "feeds"],
-                        default=None, help="Run only that section (8, 9, 10, 11, 12 or 13); the report then goes "
+                                           "feeds", "multiproc"],
+                        default=None, help="Run only that section (8, 9, 10, 11, 12, 13 or 14); the report then goes "
                         "to --out, or to the temporary directory.")
     args = parser.parse_args(argv)
     if args.reps is None:
@@ -677,7 +678,7 @@ def main(argv: list[str] | None = None) -> int:
                                                            "--log-level=warning", "--no-access-log"], "/healthz")
                 {"schedules": schedules_section, "dashboard": dashboard_section,
                  "testkit": testkit_section, "concurrency": concurrency_section,
-                 "admission": admission_section, "feeds": feeds_section}[args.only](stack, args, report)
+                 "admission": admission_section, "multiproc": multiproc_section, "feeds": feeds_section}[args.only](stack, args, report)
                 partial = True
             else:
                 partial = False
@@ -697,6 +698,7 @@ def main(argv: list[str] | None = None) -> int:
                 concurrency_section(stack, args, report)
                 admission_section(stack, args, report)
                 feeds_section(stack, args, report)
+                multiproc_section(stack, args, report)
                 if not args.quick and not args.no_profile:
                     from bench.profile import profile_section
 
@@ -706,7 +708,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             stack.close()
     if partial:
-        section = {"schedules": 8, "dashboard": 9, "testkit": 10, "concurrency": 11, "admission": 12,
+        section = {"schedules": 8, "dashboard": 9, "testkit": 10, "concurrency": 11, "admission": 12, "multiproc": 14,
                    "feeds": 13}[args.only]
         report.add(f"(Only section {section}: `--only {args.only}`.)")
         args.out = args.out or Path(tempfile.gettempdir()) / f"taskgate-bench-{args.only}.md"
