@@ -88,7 +88,7 @@ def worker_throughput(stack: Stack, args: argparse.Namespace, report: Report, fi
             for job in jobs:
                 await job.result(timeout=300)
             ends = [(await job.status()).finished_at for job in jobs]
-            return n / (max(end.timestamp() for end in ends if end is not None) - let_go)
+            return float(n / (max(end.timestamp() for end in ends if end is not None) - let_go))
 
     def celery_round(proc: subprocess.Popen[bytes]) -> float:
         _freeze(proc, signal.SIGSTOP)
@@ -100,7 +100,7 @@ def worker_throughput(stack: Stack, args: argparse.Namespace, report: Report, fi
         for result in results:
             result.get(timeout=300)
         ends = [datetime.fromisoformat(str(celery_app.backend.get_task_meta(r.id)["date_done"])) for r in results]
-        return n / (max(end.timestamp() for end in ends) - let_go)
+        return float(n / (max(end.timestamp() for end in ends) - let_go))
 
     for _ in range(args.reps):  # alternating, each on a fresh worker and an empty server
         stack.reset_data(client)
