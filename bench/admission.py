@@ -189,7 +189,7 @@ def admission_section(stack: Stack, args: argparse.Namespace, report: Report) ->
 
     quick = args.quick
     # quick (the smoke test): small sizes, and the rate run on the 2 workers already started
-    backlog, contrast_cap, runs, rate_seconds = (200, 60.0, 30, 5) if quick else (5000, 240.0, 300, 30)
+    backlog, contrast_cap, runs, rate_seconds = (100, 60.0, 10, 5) if quick else (5000, 240.0, 300, 30)
     client = redis.Redis.from_url(stack.url)
     api = stack.api  # the API the run started first (add's submits need no task module there)
     argv = [sys.executable, "-m", "taskgate", "worker", "--concurrency=2", "--log-level=warning"]

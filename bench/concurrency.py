@@ -147,7 +147,7 @@ def concurrency_section(stack: Stack, args: argparse.Namespace, report: Report) 
     from bench.run import fmt, median
     from taskgate import auth
 
-    burst_size, feeds, gathered, wait = (200, 100, 200, 1) if args.quick else (2000, 1000, 5000, 5)
+    burst_size, feeds, gathered, wait = (100, 50, 100, 1) if args.quick else (2000, 1000, 5000, 5)
     worker = stack.worker("taskgate-worker-burst", [sys.executable, "-m", "taskgate", "worker", "--concurrency=2",
                                                     "--log-level=warning"])
     api_proc, base = stack.http("taskgate-api-burst", [sys.executable, "-m", "taskgate", "api", "--log-level=warning",

@@ -95,7 +95,7 @@ def _pytest(directory: Path, *args: str, **env: str) -> float:
 def testkit_section(stack: Stack, args: argparse.Namespace, report: Report) -> None:
     from bench.run import fmt, median
 
-    roundtrips = 20 if args.quick else 200
+    roundtrips = 5 if args.quick else 200
     setup, first, clear, whole = [], [], [], []
     sync_p50, async_p50 = [], []
     samples: dict[str, list[float]] = {"sync": [], "async": []}
