@@ -1,7 +1,8 @@
 """``GET /events``: the caller's tasks as they change, from a real API and worker. A submitted
 task appears and its state follows; many changes come coalesced in few batches; another owner's
-tasks never appear, also with 200 feeds of several owners open at once; a batch's data is the
-JSON FastAPI's own encoding wrote before each change's JSON was made once for every feed."""
+tasks never appear, also with 200 feeds of several owners open at once; a batch's frame is byte
+for byte what FastAPI's own SSE encoding wrote before frames were made once for every feed; a
+closed feed frees its slot; the OpenAPI entry, declared by hand, says what the route answers."""
 
 from __future__ import annotations
 
@@ -18,14 +19,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 from fastapi.encoders import jsonable_encoder
+from fastapi.sse import format_sse_event
 
-from taskgate.api.routes.live import task_json
+from taskgate.api.routes.live import task_changes, task_json, tasks_frame
 from taskgate.api.schemas import TaskInfo
+from taskgate.producer.feed import FeedEntry
 from taskgate.records import TaskRecord
 from taskgate.states import TaskState
 
-from ..helpers import wait_for
+from ..helpers import start_api, stop, wait_for
 from .test_auth import bearer, new_key
 
 
@@ -222,19 +226,105 @@ def test_200_feeds_each_show_every_task_they_may_see_and_no_other(
             assert all(task["name"] == "add" for task in seen[index].values()) or not path.endswith("name=add")
 
 
-def test_a_batch_is_the_json_fastapi_wrote_for_the_tasks() -> None:
-    """Each change's JSON is made once and batches join it: the data line is still byte for byte
+def test_a_batch_is_the_frame_fastapi_wrote_for_the_tasks() -> None:
+    """Each change's JSON is made once and a frame once per view: the frame is still byte for byte
     what FastAPI's SSE encoding wrote for the list of tasks (``json.dumps`` of their JSON form)."""
     at = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
     records = [
         TaskRecord(task_id="a", name="add", state=TaskState.SUCCEEDED, owner="ann", created_at=at,
                    started_at=at, finished_at=at, attempts=1, seq=3, args={"x": 1, "y": 2}, result=3),
         TaskRecord(task_id="b", name="mail", state=TaskState.FAILED, owner="bø", created_at=at, seq=2,
-                   args={"to": "zoë@example.com", "body": "line\n\"quoted\" \u2603"},
+                   args={"to": "zoë@example.com", "body": "line\n\"quoted\" \u2603\r\u2028"},
                    error={"type": "ValueError", "message": "bad\tvalue é"}, progress={"done": 0.5}),
-        TaskRecord(task_id="c", state=None, owner="ann"),
+        TaskRecord(task_id="c", state=None, owner="ann", result=float("nan")),
     ]
-    fastapi_wrote = json.dumps(jsonable_encoder([TaskInfo.from_record(record).model_dump(
-        mode="json", exclude={"timeline"}) for record in records]))
-    assert "[" + ", ".join(task_json(record) for record in records) + "]" == fastapi_wrote
-    assert json.dumps(jsonable_encoder([])) == "[]"
+    tasks = [TaskInfo.from_record(record).model_dump(mode="json", exclude={"timeline"}) for record in records]
+    fastapi_wrote = format_sse_event(event="tasks", data_str=json.dumps(jsonable_encoder(tasks)))
+    assert tasks_frame([FeedEntry(record) for record in records]) == fastapi_wrote
+    assert "[" + ", ".join(task_json(record) for record in records) + "]" == \
+        fastapi_wrote.decode().removeprefix("event: tasks\ndata: ").removesuffix("\n\n")
+    assert tasks_frame([]) == format_sse_event(event="tasks", data_str=json.dumps(jsonable_encoder([])))
+
+
+def open_feed(base: str, headers: dict[str, str] | None = None) -> tuple[httpx.Client, httpx.Response]:
+    """A feed's answer, its body not read yet (a 200 is an open feed until its client closes)."""
+    http = httpx.Client(base_url=base, timeout=20, headers=headers)
+    answer = http.send(http.build_request("GET", "/events"), stream=True)
+    return http, answer
+
+
+def refused(answer: httpx.Response, status: int, setting: str) -> None:
+    answer.read()
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"] == "application/json"
+    error = answer.json()["error"]
+    assert setting in error["message"] and error["retryable"] is True and "retry-after" in answer.headers
+
+
+@pytest.mark.timeout(120)
+def test_feeds_refused_before_the_stream_and_a_closed_feed_frees_its_slot(redis_url: str, tmp_path: Any) -> None:
+    """At most TASKGATE_MAX_STREAMS feeds per process (503), an owner its share (429), in the JSON
+    envelope before any event; a client that closes its feed gives its slot back."""
+    api, base = start_api(redis_url, tmp_path / "api.log", TASKGATE_AUTH="on", TASKGATE_MAX_STREAMS="3",
+                          TASKGATE_MAX_STREAMS_PER_OWNER="1")
+    tag = uuid.uuid4().hex[:6]
+    ann, bob, cid, dan = (bearer(new_key(redis_url, f"{name}-{tag}")) for name in ("ann", "bob", "cid", "dan"))
+    opened: list[httpx.Client] = []
+    reading = []  # (an iterator closed by the garbage collector would close its feed)
+    try:
+        for headers in (ann, bob, cid):
+            http, answer = open_feed(base, headers)
+            opened.append(http)
+            assert answer.status_code == 200
+            assert answer.headers["content-type"] == "text/event-stream; charset=utf-8"
+            assert answer.headers["cache-control"] == "no-cache" and answer.headers["x-accel-buffering"] == "no"
+            reading.append(answer.iter_bytes())
+            assert next(reading[-1]) == b"event: tasks\ndata: []\n\n"  # live
+        http, answer = open_feed(base, ann)
+        refused(answer, 429, "TASKGATE_MAX_STREAMS_PER_OWNER")
+        http.close()
+        http, answer = open_feed(base, dan)
+        refused(answer, 503, "TASKGATE_MAX_STREAMS")
+        http.close()
+        assert httpx.get(base + "/events", timeout=5).status_code == 401
+        opened.pop(0).close()  # ann's feed: its connection closes, the API sees it and frees the slot
+
+        def reopened() -> bool:
+            http, answer = open_feed(base, ann)
+            if answer.status_code == 200:
+                opened.append(http)
+                return True
+            refused(answer, 429, "TASKGATE_MAX_STREAMS_PER_OWNER")
+            http.close()
+            return False
+
+        wait_for(reopened, 10, "ann's closed feed to free its slot")
+        opened.pop(0).close()  # bob's: dan gets a place
+
+        def placed() -> bool:
+            http, answer = open_feed(base, dan)
+            opened.append(http)
+            return answer.status_code == 200
+
+        wait_for(placed, 10, "bob's closed feed to free a slot")
+    finally:
+        for http in opened:
+            http.close()
+        stop(api)
+
+
+def test_the_openapi_entry_says_what_the_route_answers(in_process_api: httpx.Client) -> None:
+    """Declared by hand (the route returns its frames itself): the SSE answer, the docstring, the
+    parameters, and the errors before the stream begins in the JSON envelope."""
+    entry = in_process_api.get("/openapi.json").json()["paths"]["/events"]["get"]
+    assert entry["operationId"] == "task_changes_events_get"
+    assert entry["description"].split() == (task_changes.__doc__ or "").split()
+    assert [(parameter["name"], parameter["in"]) for parameter in entry["parameters"]] == [
+        ("state", "query"), ("name", "query")]
+    stream = entry["responses"]["200"]["content"]["text/event-stream"]
+    assert stream["itemSchema"]["properties"]["data"] == {"type": "string"}
+    assert stream["itemSchema"]["properties"]["event"] == {"type": "string"}
+    assert set(entry["responses"]) == {"200", "401", "422", "429", "503"}
+    for code in ("401", "422", "429", "503"):
+        assert entry["responses"][code]["content"] == {
+            "application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
