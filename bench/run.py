@@ -697,7 +697,7 @@ def main(argv: list[str] | None = None) -> int:
                 testkit_section(stack, args, report)
                 concurrency_section(stack, args, report)
                 admission_section(stack, args, report)
-                feeds_section(stack, args, report)
+                feeds_section(stack, args, report, figures)
                 multiproc_section(stack, args, report)
                 if not args.quick and not args.no_profile:
                     from bench.profile import profile_section
