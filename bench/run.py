@@ -50,8 +50,10 @@ class Stack:
         self.valkey.start()
         self.url = f"{self.valkey.connection_url}/0"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("TASKGATE_")}
+        # src first: processes run this checkout's code, also from a git worktree of another
+        # commit (the venv's editable install points at the main checkout's src)
         self.env.update(TASKGATE_REDIS_URL=self.url, BENCH_REDIS_URL=self.url,
-                        TASKGATE_DATA_DIR=str(tmp / "data"), PYTHONPATH=str(ROOT))
+                        TASKGATE_DATA_DIR=str(tmp / "data"), PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
 
     def spawn(self, name: str, argv: list[str], **env: str) -> subprocess.Popen[bytes]:
         log = (self.tmp / f"{name}.log").open("wb")
