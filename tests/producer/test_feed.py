@@ -1,7 +1,7 @@
 """The live feed's fan-out (``producer.feed``) in process against a private Valkey: feeds with
 one view get each batch as the same bytes, encoded once; each sees only what it may; a feed
 busy writing reads what it missed at the next flush; a quiet feed gets keep-alives; a lost
-subscription ends every feed."""
+subscription ends every feed; a batch that cannot be encoded ends its feeds, not the others."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ encoded: list[tuple[str, ...]] = []
 def encode(batch: list[FeedEntry]) -> bytes:
     """The batch's task ids and states, as bytes; each call noted."""
     encoded.append(tuple(change.record.task_id for change in batch))
+    if any(change.record.name == "unrenderable" for change in batch):
+        raise ValueError("cannot render it")
     return b" ".join(f"{change.record.task_id}={change.record.state}".encode() for change in batch)
 
 
@@ -55,7 +57,7 @@ class Reading:
             async for frame in frames:
                 self.frames.append(frame)
                 await self.go.wait()
-        except BackendUnavailable as exc:
+        except (BackendUnavailable, ValueError) as exc:
             self.error = exc
         finally:
             await frames.aclose()
@@ -147,5 +149,18 @@ def test_a_lost_subscription_ends_every_feed(own_redis_url: str) -> None:
         await until(lambda: readings[0].task.done(), "the busy feed to end")
         assert all(isinstance(reading.error, BackendUnavailable) for reading in readings)
         assert not feed.readers
+
+    run(own_redis_url, body)
+
+
+def test_a_batch_that_cannot_be_encoded_ends_its_feeds_not_the_others(own_redis_url: str) -> None:
+    async def body(feed: Feed, redis: Redis) -> None:
+        eve, ann = Reading(feed, Caller("eve")), Reading(feed, Caller("ann"))
+        await until(lambda: bool(eve.frames and ann.frames), "the feeds live")
+        await change(redis, "e1", "eve", name="unrenderable")
+        await until(lambda: eve.task.done(), "eve's feed to end")
+        assert isinstance(eve.error, ValueError)
+        await change(redis, "a1", "ann")
+        await until(lambda: ann.shown() == {"a1"}, "ann's feed to go on")
 
     run(own_redis_url, body)

@@ -158,7 +158,7 @@ class Feed:
     def _flush(self) -> None:
         """Hand each waiting feed what it has not read, if it shows any of it: one batch and one
         ``encode`` per view. A feed still writing keeps its cursor for the next flush."""
-        frames: dict[Hashable, bytes | None] = {}
+        frames: dict[Hashable, bytes | Exception | None] = {}
         for reader in self.readers:
             waiting = reader.waiting
             if waiting is None or waiting.done() or reader.cursor == self._end:
@@ -166,10 +166,15 @@ class Feed:
             view = reader.view()
             if view not in frames:
                 batch = self._read(reader)
-                frames[view] = reader.encode(batch) if batch else None  # changes it does not show: no batch
+                try:
+                    frames[view] = reader.encode(batch) if batch else None  # nothing it shows: no batch
+                except Exception as exc:  # ends these feeds (their response fails), not the clock
+                    frames[view] = exc
             reader.cursor = self._end
             frame = frames[view]
-            if frame is not None:
+            if isinstance(frame, Exception):
+                waiting.set_exception(frame)
+            elif frame is not None:
                 waiting.set_result(frame)
 
     def _read(self, reader: _Reader) -> list[FeedEntry]:
