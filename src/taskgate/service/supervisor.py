@@ -186,6 +186,7 @@ class Supervisor:
                 return
             if not told and time.monotonic() - started > 1:
                 told = True
-                self.echo(f"taskgate: waiting up to {STOP_GRACE:.0f} s for {component.name} to finish "
-                          "(a worker completes its running tasks); Ctrl-C again to kill it now")
+                why = " (it completes its running tasks)" if component.name.startswith("worker") else ""
+                self.echo(f"taskgate: waiting up to {STOP_GRACE:.0f} s for {component.name} to finish{why}; "
+                          "Ctrl-C again to kill it now")
             time.sleep(0.05)
