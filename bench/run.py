@@ -552,46 +552,53 @@ TARGETS = [
 #: their own (those are in the sections above, from this run).
 READING = """## 7. Reading the misses
 
-**Submit throughput (section 1).** Two things set the gap. First, the API process's CPU per
-request, which section 6 splits by component. The LPUSH ceiling spends it in uvicorn,
-Starlette, FastAPI and one redis-py call. taskgate spends the same framework work, a little more
-of it because it has more routes to match, and on top: validating the arguments with Pydantic, a
-fresh task id, the Celery message (headers from a template built once per task by Celery; the
-body and the kombu envelope serialised with orjson) and the submit script. The script writes the
-record, the history index and the queue in one Lua call; calls made in the same event-loop turn
-share one pipelined round trip, which is why taskgate's redis-py row is far below the ceiling's.
-`POST /tasks/add` also reads and parses a JSON body. Second, the rest of the machine: its two
-cores carry wrk's two threads, the API and Redis, and the submit script costs Redis more CPU
-than a bare LPUSH (Redis µs/req column), so the API gets less of a core than the ceiling does;
-and as a submit waits one event-loop turn for its pipelined batch, at wrk's 32 connections the
-API sometimes waits on Redis instead of computing. The ratio of the section 6 totals is thus a
-bound on what trimming the API's own work can still win. The indented rows give the price of
-each optional feature against the `POST /tasks/add` row: auth checks the key per request, from
-the API process's cache of verified keys (a Redis read only for a key not verified in the last
-`TASKGATE_KEY_CACHE_TTL` seconds; a revocation's notice drops it at once) and request logging
-writes two lines per request.
-What would close the rest: less work per submit on both sides. In Redis, a cheaper script (the
-history index and the TTL refreshes are most of its commands; a history kept by the workers, or
-trimmed less often, would take them off the submit path). In the API, less framework per
-request: the FastAPI and Starlette rows are the largest, and only a server that parses HTTP
-outside Python would shrink them. Several API processes raise throughput (the API is stateless:
-`taskgate api` scales by processes and replicas, see README), but that is not the like-for-like
-ratio the target asks for.
+**Submit throughput (section 1; issue 25's first three rows).** In the service, `GET /add` and
+`POST /tasks/{name}` skip FastAPI's middleware, routing and request handling (`ServiceApp`), so
+the bare endpoint row, which pays for all of FastAPI, is no longer like for like: what is left
+of the API's CPU per submit (section 6) is uvicorn (two writes per response), the event loop and
+taskgate's own work, a fresh task id, the arguments validated, the Celery message built from
+its template, the script's arguments packed by redis-py and its reply read. Calls made in the
+same event-loop turn share one pipelined round trip. The rest of the gap is the machine: its two
+cores carry wrk's two threads, the API and Redis, and the submit script costs Redis several
+times an LPUSH (Redis µs/req column: the record with its first timeline entry, the history
+index, the live feed's publish and the queue, in one Lua call). p99 follows the event loop:
+the service freezes what it loaded at start out of the collector's full passes (`gc.freeze()`),
+which paused every request in flight for tens of milliseconds. The indented rows give the price
+of each optional feature against the `POST /tasks/add` row: auth checks the key per request,
+from the API process's cache of verified keys (a Redis read only for a key not verified in the
+last `TASKGATE_KEY_CACHE_TTL` seconds; a revocation's notice drops it at once), and request
+logging writes two lines per request. What would close the rest: fewer Python steps per submit
+(the script's arguments packed without redis-py's generic packer, the message's bytes from a
+template rather than dicts), a cheaper script (the history index trimmed less often than every
+submit), and more API processes (`taskgate api --workers N`, section 14), which is not the
+like-for-like ratio the targets ask for.
 
-**End to end (section 2).** The API is not the bottleneck: the worker's main process is (Celery's
-consumer: kombu's Redis transport fetching, recording unacked messages for late acknowledgement,
-acknowledging each in a MULTI/EXEC). taskgate's workers acknowledge late with a prefetch of one,
-so a killed worker loses nothing and priorities hold; the raw Celery reference acknowledges early
-and prefetches four. Each taskgate task also runs two record scripts (start, end) from the pool
-process. Task events (a publish per task state from the main process) are off until Flower
-asks for them. What would close the rest: a larger prefetch (Celery's
-`worker_prefetch_multiplier`) for deployments of short tasks, at the price of priority order and
-of tasks waiting behind a long one; or more worker processes.
+**In process (section 1b).** A submit from the library costs the same taskgate work without
+HTTP; 32 in flight share round trips, so the loop is bound by that Python work per submit, not
+by Redis, while Celery's `delay()` waits for one blocking round trip (and a result-backend
+subscription) per task. Ten times `delay()` needs about half of today's CPU per submit: the same
+work as above.
 
-**Round trip (section 3).** Submit then wait is two HTTP requests through a Python client, where
-`delay().get()` is none; the record scripts add two Redis round trips in the worker. Waits reuse
-subscribed connections (a wait does not open a connection), and the result reaches the waiting
-request by pub/sub, not by polling.
+**Worker and end to end (sections 2, 2b).** On a quiet machine the worker is bound by CPU, not
+by waiting: holding 4 messages per process (`TASKGATE_WORKER_PREFETCH=4`, Celery's default)
+changes nothing measurable, so taskgate keeps 1 (no task waits on a busy worker behind a long
+one). Per task, taskgate's pool process runs two record scripts (start: the state, the owner's
+check, the delivery count, the alive mark; end: the result, the timeline, the stats, the
+admission slots, the publish), validates the arguments with Pydantic and dumps the result, and
+its main process acknowledges late (a MULTI/EXEC per task); a plain Celery worker stores one
+result and acknowledges early. End to end over HTTP follows the worker: the submit side is
+several times faster than `delay()`. What would close the rest: one script less per task (the
+start's checks folded into the end's where recovery allows) and less Python per task in the
+pool process (a profile of the pool process, py-spy `--subprocesses`, is the next step).
+
+**Round trip (sections 3, 3b).** The worker's two record scripts are two Redis round trips
+where Celery's worker makes one; over HTTP, submit then wait are two requests through a Python
+client, where `delay().get()` makes none. Waits reuse subscribed connections, and the result
+reaches the waiting request by pub/sub, not by polling.
+
+**Live feeds (section 13).** Each change is decoded and its JSON made once per API process;
+one clock flushes every feed, and feeds with the same view share one encoded frame, written as
+it is (bench/FEEDS.md has the profiles before and after).
 
 **Degraded and cost (sections 4, 5).** Every Redis call of the API runs under
 `TASKGATE_BACKEND_TIMEOUT` (1 s by default), so a stalled Redis gives 503 after about that long
