@@ -20,7 +20,7 @@ async def main():
     async with Taskgate(redis_url=sys.argv[1], data_dir=sys.argv[2], auth=False) as tg:
         assert tg.catalogue == {}
         job = await add.submit(x=1, y=2)
-        assert (await job.status()).state == "queued"
+        assert (await job.status()).name == "add"  # recorded (a worker on this Redis may run it)
 
 asyncio.run(main())
 """
