@@ -13,6 +13,14 @@ function localInput(iso) {  // an ISO time as a datetime-local input's value, in
   return new Date(at.getTime() - at.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
 }
 
+// A row redrawn under the keyboard keeps its focus (the checkbox or the link focused in it):
+// a key pressed next acts on the same task, not on the page.
+function replaceKeepingFocus(old, fresh) {
+  const focused = old.contains(document.activeElement) ? document.activeElement : null;
+  old.replaceWith(fresh);
+  if (focused) fresh.querySelector(focused.matches("input") ? "input" : "a")?.focus();
+}
+
 function taskRow(task, selected) {
   const box = h("input", { type: "checkbox", value: task.task_id, checked: selected.has(task.task_id),
                            "aria-label": `Select ${task.task_id}`,
@@ -126,7 +134,7 @@ export async function taskList() {
       // (a schedule's run is published before it is marked as one: it shows once it starts)
       if (!shown(task)) { old?.remove(); rows.delete(task.task_id); selected.delete(task.task_id); continue; }
       const fresh = taskRow(task, selected);
-      if (old) old.replaceWith(fresh);
+      if (old) replaceKeepingFocus(old, fresh);
       else if (place(fresh, epochMs(task.created_at))) body.querySelector("tr.empty")?.remove();
       else continue;
       rows.set(task.task_id, fresh);
