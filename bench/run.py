@@ -266,14 +266,13 @@ def submit_throughput(stack: Stack, args: argparse.Namespace, report: Report, fi
         figures[key] = median([r["rps"] for r in results[name]]) / ceiling
         figures[f"{key}_p99"] = median([r["p99"] for r in results[name]]) / ceiling_p99
 
-    def rps(index: int) -> float:
-        return median([r["rps"] for r in results[targets[index][0]]])
+    def of(index: int, figure: str = "rps") -> float:  # the median of one row's figure
+        return median([r[figure] for r in results[targets[index][0]]])
 
     figures["get_vs_lpush"] = figures["get"]
-    figures["get_vs_bare"] = rps(3) / rps(0)
-    figures["get_p99_vs_bare"] = (median([r["p99"] for r in results[targets[3][0]]])
-                                  / median([r["p99"] for r in results[targets[0][0]]]))
-    figures["auth"] = rps(8) / rps(5)
+    figures["get_vs_bare"] = of(3) / of(0)
+    figures["get_p99_vs_bare"] = of(3, "p99") / of(0, "p99")
+    figures["auth"] = of(8) / of(5)
 
 
 def submit_loops(stack: Stack, args: argparse.Namespace, report: Report, figures: dict[str, float]) -> None:
@@ -607,17 +606,22 @@ and a stopped one at once, while `/healthz` never touches Redis. A finished task
 """.splitlines()
 
 
-def targets_table(figures: dict[str, float]) -> list[list[str]]:
-    """One row per target: the goal, this run's figure, and whether (and by how much) it is met."""
+def targets_table(figures: dict[str, float], targets: list[tuple[str, str, float, bool]] | None = None,
+                  unmeasured: bool = False) -> list[list[str]]:
+    """One row per target (issue 8's unless ``targets`` is given): the goal, this run's figure,
+    and whether (and by how much) it is met; a target this run did not measure is left out, or
+    said so when ``unmeasured``."""
     rows = []
-    for key, what, goal, floor in TARGETS:
+    for key, what, goal, floor in TARGETS if targets is None else targets:
+        bound = f"{'>=' if floor else '<='} {goal:g}"
         if key not in figures:
+            if unmeasured:
+                rows.append([what, bound, "not measured", "-"])
             continue
         value = figures[key]
         met = value >= goal if floor else value <= goal
         gap = "" if met else f" by {abs(value - goal) / goal:.0%}"
-        rows.append([what, f"{'>=' if floor else '<='} {goal:g}", f"{value:.2f}",
-                     "met" if met else f"**missed**{gap}"])
+        rows.append([what, bound, f"{value:.2f}", "met" if met else f"**missed**{gap}"])
     return rows
 
 

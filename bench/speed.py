@@ -22,7 +22,7 @@ from datetime import datetime
 
 import redis
 
-from bench.run import Report, Stack, fmt, median, percentile
+from bench.run import Report, Stack, fmt, median, percentile, targets_table
 
 #: (figure, what, goal, True when the goal is a floor), in the issue's order.
 TARGETS = [
@@ -43,17 +43,7 @@ TARGETS = [
 def targets(figures: dict[str, float]) -> list[list[str]]:
     """One row per target of issue 25: the goal, this run's figure, and whether it is met; a
     figure this run did not measure says so."""
-    rows = []
-    for key, what, goal, floor in TARGETS:
-        value = figures.get(key)
-        if value is None:
-            rows.append([what, f"{'>=' if floor else '<='} {goal:g}", "not measured", "-"])
-            continue
-        met = value >= goal if floor else value <= goal
-        gap = "" if met else f" by {abs(value - goal) / goal:.0%}"
-        rows.append([what, f"{'>=' if floor else '<='} {goal:g}", f"{value:.2f}",
-                     "met" if met else f"**missed**{gap}"])
-    return rows
+    return targets_table(figures, TARGETS, unmeasured=True)
 
 
 def _freeze(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
