@@ -81,7 +81,7 @@ def test_a_cycle_is_refused_naming_its_nodes() -> None:
         "c": {"task": "wf_double", "arguments": {"x": ref("b")}},
         "d": {"task": "wf_number"},
     })
-    assert error.type == "workflow_cycle" and error.loc[:2] == ("body", "nodes") and error.loc[2] in "abc"
+    assert error.type == "workflow_cycle" and error.loc[:2] == ("body", "nodes") and str(error.loc[2]) in "abc"
     assert "cycle" in message and all(f"{name}" in message for name in "abc") and "'d'" not in message
 
 
@@ -199,11 +199,11 @@ def test_a_result_that_can_fit_its_argument_passes(parent: str, child: str, argu
 
 
 @pytest.mark.parametrize(("parent", "child", "argument", "path", "says"), [
-    ("wf_number", "wf_shout", "text", None, "node 'p' returns integer, which this argument (string)"),
+    ("wf_number", "wf_shout", "text", None, "node 'p' returns integer, which cannot fit this argument (string)"),
     ("wf_real", "wf_double", "x", None, "returns number"),  # a float result is stored as 2.0
     ("wf_word", "wf_double", "x", None, "returns string"),
     ("wf_nothing", "wf_double", "x", None, "returns null"),
-    ("wf_words", "wf_total", "items", None, "returns list of string, which this argument (list of integer)"),
+    ("wf_words", "wf_total", "items", None, "returns list of string, which cannot fit this argument (list of integer)"),
     ("wf_numbers", "wf_shout", "text", "0", "returns integer at '0'"),
     ("wf_row", "wf_shout", "text", "id", "returns integer at 'id'"),
     ("wf_row", "wf_double", "x", None, "returns object Row"),
@@ -271,3 +271,5 @@ def test_a_map_over_what_cannot_be_its_list_is_refused(parent: str, path: str | 
                            "m": {"map": {"over": ref("p", path), "task": task, "argument": argument}}})
     assert (error.loc, error.type) == (("body", "nodes", "m", "map", "over"), kind)
     assert message.startswith("node 'm', map over: ")
+    if kind == "workflow_result_type":
+        assert f"whose items cannot fit argument '{argument}' of task '{task}'" in message

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .schemas import INDEX
+from .schemas import INDEX, json_type
 from .spec import RESULT_KEY, Ref
 
 
@@ -63,7 +63,7 @@ def value_at(result: Any, ref: Ref) -> Any:
         elif isinstance(value, list) and INDEX.match(part) and int(part) < len(value):
             value = value[int(part)]
         else:
-            where = ".".join(ref.parts()[:depth]) or "the result"
+            where = repr(".".join(ref.parts()[:depth])) if depth else "the result"
             raise ValueError(f"the result of node {ref.node!r} has no {ref.path!r}: {where} is "
                              f"{_kind(value)} without {part!r}")
     return value
@@ -80,8 +80,8 @@ def item_of(over_value: Any, index: int) -> Any:
 
 
 def _kind(value: Any) -> str:
-    if isinstance(value, Mapping):
-        return "an object"
+    """What ``value`` is, in JSON's words."""
     if isinstance(value, list):
         return f"a list of {len(value)} items"
-    return "null" if value is None else f"a {type(value).__name__}"
+    kind = json_type(value)
+    return "null" if kind == "null" else f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"

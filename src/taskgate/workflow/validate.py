@@ -138,8 +138,8 @@ def _reference(ref: Ref, parent: Schema, wanted: Schema, loc: Loc) -> list[Field
         return [value]
     if fits(value, wanted):
         return []
-    return [FieldError(loc, f"node {ref.node!r} returns {_what(ref, value)}, which this argument "
-                       f"({describe(wanted)}) does not take", "workflow_result_type")]
+    return [FieldError(loc, f"node {ref.node!r} returns {_what(ref, value)}, which cannot fit this "
+                       f"argument ({describe(wanted)})", "workflow_result_type")]
 
 
 def _over(node: MapNode, task: TaskSpec, parent: Schema, loc: Loc) -> list[FieldError]:
@@ -154,8 +154,8 @@ def _over(node: MapNode, task: TaskSpec, parent: Schema, loc: Loc) -> list[Field
     if item in task.args_model.model_fields:
         wanted = argument_schema(task, item)
         if not fits(value, wanted.list_of()):
-            return [FieldError(loc, f"node {over.node!r} returns {_what(over, value)}, whose items argument "
-                               f"{item!r} of task {task.name!r} ({describe(wanted)}) does not take",
+            return [FieldError(loc, f"node {over.node!r} returns {_what(over, value)}, whose items cannot "
+                               f"fit argument {item!r} of task {task.name!r} ({describe(wanted)})",
                                "workflow_result_type")]
     return []
 
