@@ -273,3 +273,13 @@ def test_a_map_over_what_cannot_be_its_list_is_refused(parent: str, path: str | 
     assert message.startswith("node 'm', map over: ")
     if kind == "workflow_result_type":
         assert f"whose items cannot fit argument '{argument}' of task '{task}'" in message
+
+
+def test_a_thousand_node_fan_out_and_in_passes() -> None:
+    nodes: dict[str, Any] = {"source": {"task": "wf_numbers"}}
+    nodes |= {f"n{index}": {"task": "wf_double", "arguments": {"x": ref("source", str(index))}}
+              for index in range(998)}
+    nodes["sink"] = {"task": "wf_total", "arguments": {"items": [1]}, "after": [f"n{index}" for index in range(998)]}
+    found = check(nodes)
+    assert found.order[0] == "source" and found.order[-1] == "sink" and len(found.order) == 1000
+    assert found.pending("sink") == 998 and len(found.children["source"]) == 998

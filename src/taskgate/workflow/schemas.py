@@ -26,7 +26,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import TypeAdapter
 from pydantic.errors import PydanticUserError
 
 from ..registry import TaskSpec
@@ -129,18 +128,48 @@ def json_type(value: Any) -> str:
 def result_schema(spec: TaskSpec) -> Schema:
     """The schema of ``spec``'s result as stored (anything when it has none)."""
     try:
-        return Schema.of(TypeAdapter(spec.result_type).json_schema(mode="serialization"))
+        return Schema.of(spec.result_adapter.json_schema(mode="serialization"))
     except PydanticUserError:  # a type JSON schema cannot describe: not checked
         return ANYTHING
 
 
 def argument_schema(spec: TaskSpec, name: str) -> Schema:
     """The schema of ``spec``'s argument ``name`` (anything when it has none)."""
+    return _argument(_arguments_document(spec), name)
+
+
+def _arguments_document(spec: TaskSpec) -> Mapping[str, Any]:
     try:
-        document = spec.args_model.model_json_schema()
+        return spec.args_model.model_json_schema()
     except PydanticUserError:
-        return ANYTHING
+        return {}
+
+
+def _argument(document: Mapping[str, Any], name: str) -> Schema:
     return Schema.of(document, document.get("properties", {}).get(name, {}))
+
+
+class TaskTypes:
+    """The schemas of tasks' results and arguments, each made once (making one takes a while:
+    a workflow of 1,000 nodes names few tasks, many times)."""
+
+    def __init__(self) -> None:
+        self._results: dict[int, tuple[TaskSpec, Schema]] = {}
+        self._arguments: dict[int, tuple[TaskSpec, Mapping[str, Any]]] = {}
+
+    def result(self, spec: TaskSpec) -> Schema:
+        """:func:`result_schema` of ``spec``."""
+        known = self._results.get(id(spec))
+        if known is None:
+            known = self._results[id(spec)] = (spec, result_schema(spec))  # the spec kept: its id stays its
+        return known[1]
+
+    def argument(self, spec: TaskSpec, name: str) -> Schema:
+        """:func:`argument_schema` of ``spec``'s ``name``."""
+        known = self._arguments.get(id(spec))
+        if known is None:
+            known = self._arguments[id(spec)] = (spec, _arguments_document(spec))
+        return _argument(known[1], name)
 
 
 def follow(schema: Schema, parts: list[str]) -> Schema | None:

@@ -27,7 +27,7 @@ from .. import validation
 from ..exceptions import FieldError, InvalidArguments
 from ..registry import TaskSpec
 from .graph import CycleError, Graph
-from .schemas import Schema, argument_schema, describe, fits, follow, result_schema
+from .schemas import Schema, TaskTypes, describe, fits, follow
 from .spec import MAX_NODES, MapNode, Ref, TaskNode, WorkflowSpec, literals_of, references_of
 
 Loc = tuple[str | int, ...]
@@ -64,9 +64,10 @@ def validate_workflow(spec: WorkflowSpec, catalogue: Mapping[str, TaskSpec], all
         raise _refusal([FieldError((*at, "nodes", cycle[0]), "these nodes wait for each other in a cycle: "
                                    f"{' -> '.join(cycle)} (each runs after the one before it)",
                                    "workflow_cycle")], at) from None
-    produces = {name: _produces(node, tasks[name]) for name, node in spec.nodes.items()}
+    types = TaskTypes()
+    produces = {name: _produces(node, types.result(tasks[name])) for name, node in spec.nodes.items()}
     for name, node in spec.nodes.items():
-        errors += _arguments(node, tasks[name], produces, (*at, "nodes", name))
+        errors += _arguments(node, tasks[name], types, produces, (*at, "nodes", name))
     if errors:
         raise _refusal(errors, at)
     return graph
@@ -93,13 +94,12 @@ def _names(name: str, node: TaskNode | MapNode, spec: WorkflowSpec, where: Loc) 
     return errors
 
 
-def _produces(node: TaskNode | MapNode, task: TaskSpec) -> Schema:
-    """The schema of ``node``'s result: its task's, or for a map node a list of them."""
-    schema = result_schema(task)
-    return schema.list_of() if isinstance(node, MapNode) else schema
+def _produces(node: TaskNode | MapNode, result: Schema) -> Schema:
+    """The schema of ``node``'s result: its task's ``result``, or for a map node a list of them."""
+    return result.list_of() if isinstance(node, MapNode) else result
 
 
-def _arguments(node: TaskNode | MapNode, task: TaskSpec, produces: Mapping[str, Schema],
+def _arguments(node: TaskNode | MapNode, task: TaskSpec, types: TaskTypes, produces: Mapping[str, Schema],
                where: Loc) -> list[FieldError]:
     """``node``'s arguments against ``task``'s: literals by the one validator, references and
     a map's items by their declared types."""
@@ -126,9 +126,9 @@ def _arguments(node: TaskNode | MapNode, task: TaskSpec, produces: Mapping[str, 
                    if not (error.type == "missing" and len(error.loc) == 1 and error.loc[0] in supplied)]
     for field, ref in refs.items():
         if field in fields:
-            errors += _reference(ref, produces[ref.node], argument_schema(task, field), (*place, field))
+            errors += _reference(ref, produces[ref.node], types.argument(task, field), (*place, field))
     if isinstance(node, MapNode):
-        errors += _over(node, task, produces[node.map.over.node], (*where, "map", "over"))
+        errors += _over(node, task, types, produces[node.map.over.node], (*where, "map", "over"))
     return errors
 
 
@@ -142,7 +142,7 @@ def _reference(ref: Ref, parent: Schema, wanted: Schema, loc: Loc) -> list[Field
                        f"argument ({describe(wanted)})", "workflow_result_type")]
 
 
-def _over(node: MapNode, task: TaskSpec, parent: Schema, loc: Loc) -> list[FieldError]:
+def _over(node: MapNode, task: TaskSpec, types: TaskTypes, parent: Schema, loc: Loc) -> list[FieldError]:
     over = node.map.over
     value = _at_path(over, parent, loc)
     if isinstance(value, FieldError):
@@ -152,7 +152,7 @@ def _over(node: MapNode, task: TaskSpec, parent: Schema, loc: Loc) -> list[Field
                            "workflow_not_a_list")]
     item = node.map.argument
     if item in task.args_model.model_fields:
-        wanted = argument_schema(task, item)
+        wanted = types.argument(task, item)
         if not fits(value, wanted.list_of()):
             return [FieldError(loc, f"node {over.node!r} returns {_what(over, value)}, whose items cannot "
                                f"fit argument {item!r} of task {task.name!r} ({describe(wanted)})",
