@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from importlib import resources
+from typing import cast
 
 import orjson
 import pytest
@@ -211,7 +212,7 @@ def test_start_runs_once_and_marks_alive(redis: Redis, run: Scripts) -> None:
     assert (stored["state"], stored["attempts"], stored["deliveries"], stored["worker"]) == (
         "started", "1", "1", "node-1")
     assert 0 < redis.ttl(keys.alive(task_id)) <= HEARTBEAT_TTL
-    run(scripts.update(task_id, OWNER, 30, {"state": "succeeded", "finished_at": 1}))
+    run(scripts.succeeded(task_id, OWNER, now=0.001, ttl=30, result=b"3"))
     assert started(run, task_id) == "finished", "a duplicate delivery is skipped"
     redis.delete(f"q-{task_id}")
 
@@ -221,22 +222,26 @@ def test_each_new_state_joins_the_timeline_which_keeps_the_first_and_latest(redi
     task_id = new_id()
     submit(run, task_id, now=1_700_000_000.25)
     assert started(run, task_id) == "run"
-    run(scripts.update(task_id, OWNER, 0, {"progress": b'{"percent": 5}'}))  # same state: no entry
-    run(scripts.update(task_id, OWNER, 30, {"state": "succeeded", "finished_at": 1}))
+    run(scripts.progress(task_id, OWNER, b'{"percent": 5}'))  # same state: no entry
+    run(scripts.succeeded(task_id, OWNER, now=0.001, ttl=30, result=b"3"))
     timeline = orjson.loads(record(redis, task_id)["timeline"])
     assert [entry["state"] for entry in timeline] == ["queued", "started", "succeeded"]
     assert timeline[0] == {"state": "queued", "at": 1_700_000_000_250, "attempt": 0}
     assert timeline[1]["worker"] == "node-1" and timeline[1]["attempt"] == 1
     assert timeline[2]["at"] == 1, "at the record's finished_at (stored: 1 ms after the epoch)"
     assert timeline[1]["at"] == int(record(redis, task_id)["started_at"])
-    for index in range(60):  # a task that keeps changing state keeps a bounded timeline
-        run(scripts.update(task_id, OWNER, 0, {"state": "queued" if index % 2 else "started"}))
-    timeline = orjson.loads(record(redis, task_id)["timeline"])
-    assert len(timeline) == 50 and timeline[0]["state"] == "queued" and timeline[-1]["state"] == "queued"
-    assert abs(timeline[-1]["at"] / 1000 - time.time()) < 60, "queued again: no time of its own, Redis's clock"
-    redis.hset(keys.record(task_id), "timeline", b"not json")
-    run(scripts.update(task_id, OWNER, 0, {"state": "started"}))
-    assert [entry["state"] for entry in orjson.loads(record(redis, task_id)["timeline"])] == ["started"]
+    retried = new_id()  # a task that keeps changing state keeps a bounded timeline
+    submit(run, retried)
+    for _ in range(30):
+        assert started(run, retried) == "run"
+        run(scripts.park(retried, OWNER, due=time.time() + 3600, message=b"m", queue="q", error=b"{}"))
+    timeline = orjson.loads(record(redis, retried)["timeline"])
+    assert len(timeline) == 50 and timeline[0]["state"] == "queued" and timeline[-1]["state"] == "retrying"
+    assert abs(timeline[-1]["at"] / 1000 - time.time()) < 60, "retrying: no time of its own, Redis's clock"
+    redis.hset(keys.record(retried), "timeline", b"not json")
+    assert started(run, retried) == "run"
+    assert [entry["state"] for entry in orjson.loads(record(redis, retried)["timeline"])] == ["started"]
+    redis.delete(f"q-{task_id}", f"q-{retried}")
 
 
 def test_an_ended_task_is_counted_in_its_minute_and_minutes_past_the_hour_are_deleted(
@@ -249,7 +254,7 @@ def test_an_ended_task_is_counted_in_its_minute_and_minutes_past_the_hour_are_de
     task_id = new_id()
     submit(run, task_id, now=time.time() - 2)
     assert started(run, task_id) == "run"
-    call = scripts.update(task_id, OWNER, 30, {"state": "succeeded", "finished_at": 1})
+    call = scripts.succeeded(task_id, OWNER, now=0.001, ttl=30, result=b"3")
     try:
         run(dataclasses.replace(call, keys=[*call.keys[:3], stats, *call.keys[4:]]))
         counted = {k.decode(): float(v) for k, v in redis.hgetall(stats).items() if b"minute:" in k}
@@ -295,7 +300,7 @@ def test_start_after_too_many_deliveries_dead_letters(redis: Redis, run: Scripts
     redis.delete(f"q-{task_id}")
 
 
-def test_update_publishes_and_ends(redis: Redis, run: Scripts) -> None:
+def test_finish_publishes_and_ends(redis: Redis, run: Scripts) -> None:
     task_id = new_id()
     submit(run, task_id, inflight_limit=5)
     started(run, task_id)
@@ -303,20 +308,133 @@ def test_update_publishes_and_ends(redis: Redis, run: Scripts) -> None:
     pubsub.subscribe(keys.events(task_id))
     assert pubsub.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
     before = int(redis.hget(keys.STATS, "done:add:succeeded") or 0)
-    assert run(scripts.update(task_id, OWNER, 0, {"progress": b'{"done": 1}'})) is TaskState.STARTED
+    assert run(scripts.progress(task_id, OWNER, b'{"done": 1}')) == scripts.Moved("progress", True, TaskState.STARTED)
     assert redis.ttl(keys.record(task_id)) == -1
-    assert run(scripts.update(task_id, OWNER, 30, {"state": "succeeded", "result": b"3"})) is TaskState.SUCCEEDED
+    assert run(scripts.succeeded(task_id, OWNER, now=time.time(), ttl=30, result=b"3")) == scripts.Moved(
+        "succeeded", True, TaskState.SUCCEEDED)
     assert 0 < redis.ttl(keys.record(task_id)) <= 30
     events = [orjson.loads(pubsub.get_message(timeout=5)["data"]) for _ in range(2)]  # type: ignore[index]
     assert [(e["state"], e["seq"]) for e in events[-2:]] == [("started", "2"), ("succeeded", "3")]
+    assert events[-1]["progress"] == '{"done": 1}' and events[-1]["result"] == "3"
     assert "message" not in events[-1]
     assert int(redis.hget(keys.STATS, "done:add:succeeded") or 0) == before + 1
     assert redis.zscore(keys.inflight(OWNER), task_id) is None
     assert not redis.exists(keys.alive(task_id))
     assert "deliveries" not in record(redis, task_id), "a success drops its delivery count"
-    assert run(scripts.update(new_id(), OWNER, 30, {"state": "failed"})) is None, "no record: no-op"
     pubsub.close()
     redis.delete(f"q-{task_id}")
+
+
+#: The state machine of a run's end, as finish.lua's MOVES has it: each move, the states it may
+#: leave and the state it leaves the record in.
+MOVES: dict[scripts.Move, tuple[set[str], TaskState]] = {
+    "succeeded": ({"started"}, TaskState.SUCCEEDED),
+    "failed": ({"started"}, TaskState.FAILED),
+    "cancelled": ({"started"}, TaskState.CANCELLED),
+    "retrying": ({"started"}, TaskState.RETRYING),
+    "refused": ({"queued", "retrying"}, TaskState.FAILED),
+}
+NOW, DUE = 1_795_560_962.25, 1_795_561_000.5
+
+
+def move_call(move: scripts.Move, task_id: str) -> scripts.Call[scripts.Moved]:
+    if move == "succeeded":
+        return scripts.succeeded(task_id, OWNER, now=NOW, ttl=30, result=b'{"n": 3}')
+    if move == "failed":
+        return scripts.failed(task_id, OWNER, now=NOW, ttl=40, error=b'{"type": "E"}')
+    if move == "cancelled":
+        return scripts.cancelled(task_id, OWNER, now=NOW, ttl=30)
+    if move == "retrying":
+        return scripts.retrying(task_id, OWNER, due=DUE, error=b'{"type": "T"}')
+    return scripts.refused(task_id, OWNER, now=NOW, ttl=40, error=b'{"type": "BrokerUnavailable"}')
+
+
+def in_state(redis: Redis, run: Scripts, state: str) -> str:
+    """A submitted task brought to ``state`` by the scripts that make it (a TTL given to one
+    that has none, for the scripts to keep or take away)."""
+    task_id = new_id()
+    submit(run, task_id)
+    redis.delete(f"q-{task_id}")
+    if state in ("started", "retrying", "succeeded", "failed"):
+        assert started(run, task_id) == "run"
+    if state == "retrying":
+        run(scripts.park(task_id, OWNER, due=time.time() + 3600, message=b"m", queue="q", error=b"{}"))
+    elif state in ("succeeded", "failed"):
+        assert run(move_call(cast(scripts.Move, state), task_id)).changed
+    elif state == "cancelled":
+        assert run(scripts.cancel(task_id, OWNER, now=time.time(), ttl=30)) == "cancelled"
+    elif state == "expired":
+        redis.hset(keys.record(task_id), mapping={"state": "expired", "finished_at": 1})
+    if redis.ttl(keys.record(task_id)) == -1:
+        redis.expire(keys.record(task_id), 1000)
+    assert record(redis, task_id)["state"] == state
+    return task_id
+
+
+@pytest.mark.parametrize(("move", "before"), [(move, before) for move, (states, _) in MOVES.items()
+                                              for before in sorted(states)])
+def test_each_allowed_move_sets_its_fields_and_publishes(redis: Redis, run: Scripts, move: scripts.Move,
+                                                         before: str) -> None:
+    task_id = in_state(redis, run, before)
+    was = record(redis, task_id)
+    state = MOVES[move][1]
+    assert run(move_call(move, task_id)) == scripts.Moved(move, True, state)
+    now = record(redis, task_id)
+    assert now["state"] == state and int(now["seq"]) == int(was.get("seq", 0)) + 1, "published once"
+    changed = {name: value for name, value in now.items()
+               if was.get(name) != value and name not in ("seq", "timeline")}
+    assert changed == {"state": state.value, **{
+        "succeeded": {"finished_at": "1795560962250", "result": '{"n": 3}'},
+        "failed": {"finished_at": "1795560962250", "error": '{"type": "E"}'},
+        "cancelled": {"finished_at": "1795560962250"},
+        "retrying": {"next_attempt_at": "1795561000500", "error": '{"type": "T"}'},
+        "refused": {"finished_at": "1795560962250", "error": '{"type": "BrokerUnavailable"}'},
+    }[move]}
+    assert set(was) - set(now) == ({"deliveries"} if move == "succeeded" else set())
+    assert orjson.loads(now["timeline"])[-1]["state"] == state
+    ttl = redis.ttl(keys.record(task_id))
+    if state.is_terminal:
+        assert 0 < ttl <= (40 if move in ("failed", "refused") else 30), "an ended record expires"
+        assert redis.zscore(keys.inflight(OWNER), task_id) is None and not redis.exists(keys.alive(task_id))
+    else:
+        assert ttl == -1, "a retrying record may wait for longer than any TTL"
+
+
+@pytest.mark.parametrize(("move", "before"), [(move, before.value) for move, (states, _) in MOVES.items()
+                                              for before in TaskState if before.value not in states])
+def test_each_refused_move_changes_nothing_and_names_the_state_found(redis: Redis, run: Scripts,
+                                                                    move: scripts.Move, before: str) -> None:
+    """A duplicate delivery whose record already ended, a late end of a run that went back to its
+    queue, a run that never started: the record is left as it is, and nothing is published."""
+    task_id = in_state(redis, run, before)
+    was, ttl = record(redis, task_id), redis.ttl(keys.record(task_id))
+    assert run(move_call(move, task_id)) == scripts.Moved(move, False, TaskState(before))
+    assert record(redis, task_id) == was, "seq not bumped: nothing published"
+    assert 0 < redis.ttl(keys.record(task_id)) <= ttl, "its TTL kept"
+
+
+@pytest.mark.parametrize("move", [*MOVES, "progress"])
+def test_a_move_on_a_missing_record_makes_none(redis: Redis, run: Scripts, move: str) -> None:
+    task_id = new_id()
+    call = scripts.progress(task_id, OWNER, b"{}") if move == "progress" else move_call(
+        cast(scripts.Move, move), task_id)
+    assert run(call) == scripts.Moved(move, False, None)
+    assert not redis.exists(keys.record(task_id))
+
+
+@pytest.mark.parametrize("before", [state.value for state in TaskState])
+def test_progress_is_kept_only_while_started(redis: Redis, run: Scripts, before: str) -> None:
+    task_id = in_state(redis, run, before)
+    was, ttl = record(redis, task_id), redis.ttl(keys.record(task_id))
+    moved = run(scripts.progress(task_id, OWNER, b'{"done": 2}'))
+    assert moved == scripts.Moved("progress", before == "started", TaskState(before))
+    now = record(redis, task_id)
+    if before == "started":
+        assert now.pop("progress") == '{"done": 2}' and int(now.pop("seq")) == int(was.pop("seq", 0)) + 1
+        assert now == was, "only the progress changed, and it was published"
+    else:
+        assert now == was, "a late write after its end or requeue is dropped"
+    assert 0 < redis.ttl(keys.record(task_id)) <= ttl, "its TTL kept"
 
 
 def test_park_then_release_moves_the_due_message(redis: Redis, run: Scripts) -> None:
@@ -429,7 +547,7 @@ def test_cancel_keeps_when_it_was_first_asked_whatever_the_task_then_ends_in(red
     pubsub.subscribe(keys.events(running))
     assert pubsub.get_message(timeout=5)["type"] == "subscribe"  # type: ignore[index]
     # the worker's end of a task that never looked at the flag
-    assert run(scripts.update(running, OWNER, 30, {"state": "succeeded", "result": b"3"})) is TaskState.SUCCEEDED
+    assert run(scripts.succeeded(running, OWNER, now=time.time(), ttl=30, result=b"3")).changed
     published = decode_event(running, pubsub.get_message(timeout=5)["data"])  # type: ignore[index]
     pubsub.close()
     asked = datetime.fromtimestamp(1795560962.25, tz=UTC)

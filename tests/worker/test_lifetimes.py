@@ -80,10 +80,11 @@ def test_scripts_leave_no_ttl_on_a_record_that_may_still_run(redis_url: str) -> 
     run(scripts.park("ttl-probe", "anonymous", due=time.time() + 3600, message=b"{}", queue="q", error=b"{}"))
     assert redis.ttl(key) == -1
     redis.zrem(keys.DELAYED, "ttl-probe")
-    fresh("started")  # a non-terminal update (progress, retrying) keeps it alive
-    run(scripts.update("ttl-probe", "anonymous", TTL, {"state": "retrying"}))
+    fresh("started")  # Celery's own retry keeps it alive
+    assert run(scripts.retrying("ttl-probe", "anonymous", due=time.time() + 3600, error=b"{}")).changed
     assert redis.ttl(key) == -1
-    run(scripts.update("ttl-probe", "anonymous", TTL, {"state": "succeeded"}))
+    fresh("started")  # its end gives it one
+    assert run(scripts.succeeded("ttl-probe", "anonymous", now=time.time(), ttl=TTL, result=b"3")).changed
     assert 0 < redis.ttl(key) <= TTL
     fresh("failed")  # a requeued dead letter waits in its queue for as long as it takes
     redis.zadd(keys.DEAD, {"ttl-probe": 1})

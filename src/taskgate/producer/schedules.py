@@ -4,6 +4,7 @@ schedule reads as unknown). Firing is the workers' (``worker.scheduler``)."""
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from ..registry import TaskSpec
 from ..schedule import Catchup, Overlap, Timing
 from .reads import Reader
 from .submit import SYSTEM, Submitter, _not_queued, _unknown
+
+log = logging.getLogger("taskgate.schedules")
 
 #: Recent runs shown with a schedule.
 RECENT_RUNS = 10
@@ -258,8 +261,12 @@ class Schedules:
             error = {"type": "BrokerUnavailable", "message": f"the broker did not take the run: {exc.detail}",
                      "retryable": True}
             async with self.backend.deadline():
-                await self.backend.scripts(scripts.update(task_id, owner, self.settings.failure_ttl, {
-                    "state": "failed", "error": orjson.dumps(error), "finished_at": ms(time.time())}))
+                moved = await self.backend.scripts(scripts.refused(
+                    task_id, owner, now=time.time(), ttl=self.settings.failure_ttl,
+                    error=orjson.dumps(error)))
+            if not moved.changed:
+                log.warning("unsent run %s: not ended failed: its record is %s", task_id,
+                            moved.state or "gone")
             raise BackendUnavailable("broker", f"{exc.detail}: the run {task_id} was not queued and will "
                                      "never run (it ended failed)", task_id) from exc
 

@@ -182,7 +182,7 @@ def decode_event(task_id: str, payload: bytes | str) -> TaskRecord:
 
 
 def encode(**fields: datetime | float | TaskState | JSON) -> dict[str, str | bytes | int]:
-    """Record fields in their stored form, for :func:`.scripts.update`: times (datetimes, or
+    """Record fields in their stored form, as the record scripts keep them: times (datetimes, or
     epoch seconds as floats) become ms, states their value, JSON fields JSON, other text as is."""
     out: dict[str, str | bytes | int] = {}
     for name, value in fields.items():

@@ -32,8 +32,8 @@ T = TypeVar("T")
 Arg = str | bytes | int | float
 
 #: Every script under ``scripts/`` that can be run (the others are only included).
-NAMES = ("submit", "start", "update", "cancel", "park", "lost", "dead", "requeue", "unknown", "release",
-         "fire", "schedule_put", "expire", "admit", "reclaim")
+NAMES = ("submit", "start", "finish", "progress", "cancel", "park", "lost", "dead", "requeue", "unknown",
+         "release", "fire", "schedule_put", "expire", "admit", "reclaim")
 
 _INCLUDE = re.compile(r"^--#include (\S+\.lua)$", re.MULTILINE)
 
@@ -267,13 +267,63 @@ def start(task_id: str, owner: str, *, name: str, now: float, ttl: int, max_deli
                 _start_reply)
 
 
-def update(task_id: str, owner: str, ttl: int, fields: Mapping[str, Arg]) -> Call[TaskState | None]:
-    """Set ``fields`` (stored forms: see :func:`.model.encode`) and publish; an ended record
-    expires in ``ttl`` s (0: keep its TTL). The new state; None without a record."""
-    pairs: list[Arg] = []
-    for field, value in fields.items():
-        pairs += [field, value]
-    return Call("update", _transition(task_id, owner), [task_id, ttl, *pairs], _state)
+Move = Literal["succeeded", "failed", "cancelled", "retrying", "refused"]
+
+
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """What a guarded script did: ``changed`` False when the record's state (``state``; None
+    without a record) may not make ``move`` (nothing changed: a duplicate or late write)."""
+
+    move: str
+    changed: bool
+    state: TaskState | None
+
+
+def _moved(move: str) -> Callable[[Any], Moved]:
+    def parse(reply: Any) -> Moved:
+        if not reply:
+            return Moved(move, False, None)
+        return Moved(move, bool(reply[0]), _state(reply[1]))
+    return parse
+
+
+def _finish(task_id: str, owner: str, move: Move, *, ttl: int, at: float, error: bytes = b"",
+            result: bytes = b"") -> Call[Moved]:
+    return Call("finish", _transition(task_id, owner), [task_id, move, ttl, stamp(at), error, result],
+                _moved(move))
+
+
+def succeeded(task_id: str, owner: str, *, now: float, ttl: int, result: bytes) -> Call[Moved]:
+    """A started task returned ``result`` (JSON): it ends ``succeeded``, expiring in ``ttl`` s."""
+    return _finish(task_id, owner, "succeeded", ttl=ttl, at=now, result=result)
+
+
+def failed(task_id: str, owner: str, *, now: float, ttl: int, error: bytes) -> Call[Moved]:
+    """A started task raised ``error`` (its JSON envelope), for good: it ends ``failed``."""
+    return _finish(task_id, owner, "failed", ttl=ttl, at=now, error=error)
+
+
+def cancelled(task_id: str, owner: str, *, now: float, ttl: int) -> Call[Moved]:
+    """A started task stopped on request (it saw its cancel flag, or was terminated)."""
+    return _finish(task_id, owner, "cancelled", ttl=ttl, at=now)
+
+
+def retrying(task_id: str, owner: str, *, due: float, error: bytes) -> Call[Moved]:
+    """A started task raised a transient ``error`` and Celery sends its next attempt for
+    ``due`` (a broker whose delays are not parked, see :func:`park`); no TTL meanwhile."""
+    return _finish(task_id, owner, "retrying", ttl=0, at=due, error=error)
+
+
+def refused(task_id: str, owner: str, *, now: float, ttl: int, error: bytes) -> Call[Moved]:
+    """A ``queued`` or ``retrying`` run that will never run ends ``failed``: the broker did
+    not take its message (a schedule's run), or the worker refused the message."""
+    return _finish(task_id, owner, "refused", ttl=ttl, at=now, error=error)
+
+
+def progress(task_id: str, owner: str, progress: bytes) -> Call[Moved]:
+    """A running task's progress (JSON), kept and published only while it is ``started``."""
+    return Call("progress", _transition(task_id, owner), [task_id, progress], _moved("progress"))
 
 
 def park(task_id: str, owner: str, *, due: float, message: bytes, queue: str, error: bytes) -> Call[str]:

@@ -36,7 +36,6 @@ from redis.exceptions import RedisError
 
 from ..records import keys, scripts
 from ..records.workers import heartbeats, parse_entry
-from ..states import TaskState
 from .celery_app import settings_of
 from .running import records
 
@@ -131,8 +130,8 @@ class Consumer(CeleryConsumer):  # type: ignore[misc]
                  "message": f"message refused: content type {message.content_type!r} is not accepted "
                             "(JSON only); the task was not run"}
         # A no-op when taskgate has no record of the task (a message from another producer).
-        rec.set(task_id, rec.settings.failure_ttl, state=TaskState.FAILED, finished_at=time.time(),
-                error=error)
+        rec.move(scripts.refused(task_id, rec.owner(task_id), now=time.time(), ttl=rec.settings.failure_ttl,
+                                 error=orjson.dumps(error)))
 
 
 def _kwargs(message: Any) -> dict[str, Any]:

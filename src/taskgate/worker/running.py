@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
+import orjson
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -21,9 +22,8 @@ from .. import connections
 from ..config import Settings
 from ..constants import ANONYMOUS, HEARTBEAT_INTERVAL, HEARTBEAT_TTL
 from ..exceptions import TaskCancelled
-from ..records import encode, keys, scripts
-from ..records.scripts import Call, Scripts
-from ..states import TaskState
+from ..records import keys, scripts
+from ..records.scripts import Call, Moved, Scripts
 
 log = logging.getLogger("taskgate.worker")
 
@@ -68,10 +68,15 @@ class Records:
             return owner.decode() if owner else ANONYMOUS
         return self.owners[task_id]
 
-    def set(self, task_id: str, ttl: int, **fields: Any) -> TaskState | None:
-        """Set record fields (see :func:`~taskgate.records.encode`), give it ``ttl`` once ended
-        (unless 0) and publish the change."""
-        return self.run(scripts.update(task_id, self.owner(task_id), ttl, encode(**fields)))
+    def move(self, call: Call[Moved]) -> Moved:
+        """Run a guarded transition (:func:`~taskgate.records.scripts.succeeded` and its kin);
+        one the record's state refuses (a duplicate delivery, a late write) changes nothing and
+        is logged."""
+        moved = self.run(call)
+        if not moved.changed:
+            log.info("task %s: %s not recorded: its record is %s", call.args[0], moved.move,
+                     moved.state or "gone")
+        return moved
 
 
 _records: Records | None = None
@@ -171,7 +176,8 @@ def report_progress(done: float, total: float, message: str | None = None) -> No
     running.last_progress = now
     percent = round(100.0 * done / total, 2) if total else 100.0
     progress = {"done": done, "total": total, "percent": percent, "message": message}
-    records().set(running.task_id, 0, progress=progress)
+    rec = records()
+    rec.move(scripts.progress(running.task_id, rec.owner(running.task_id), orjson.dumps(progress)))
 
 
 def cancel_requested() -> bool:

@@ -32,7 +32,6 @@ from ..brokers.message import OWNER_HEADER, build_message, envelope, queue_for_p
 from ..constants import ANONYMOUS
 from ..exceptions import TaskCancelled, error_envelope
 from ..records import scripts
-from ..states import TaskState
 from . import aio, recovery
 from .celery_app import settings_of
 from .running import Records, Running, current, pulse, records
@@ -187,7 +186,7 @@ class TaskgateTask(Task):  # type: ignore[misc]
                 value = aio.run(value, running)
             result = spec.dump_result(value, settings.max_result_bytes)
         except TaskCancelled:
-            rec.set(task_id, settings.result_ttl, state=TaskState.CANCELLED, finished_at=time.time())
+            rec.move(scripts.cancelled(task_id, rec.owner(task_id), now=time.time(), ttl=settings.result_ttl))
             raise CancelledIgnore() from None
         except Exception as exc:
             self._failed(exc, arguments)
@@ -195,8 +194,8 @@ class TaskgateTask(Task):  # type: ignore[misc]
         finally:
             current.reset(token)
         try:
-            rec.set(task_id, settings.result_ttl, state=TaskState.SUCCEEDED, finished_at=time.time(),
-                    result=result)
+            rec.move(scripts.succeeded(task_id, rec.owner(task_id), now=time.time(), ttl=settings.result_ttl,
+                                       result=orjson.dumps(result)))
         except RedisError as exc:
             log.error("task %s[%s] ran but its result could not be stored (%s); requeued",
                       self.name, task_id, exc)
@@ -219,15 +218,15 @@ class TaskgateTask(Task):  # type: ignore[misc]
                 rec.run(scripts.park(task_id, rec.owner(task_id), due=due, message=message, queue=queue_key,
                                      error=orjson.dumps(error)))
                 raise Ignore() from None
-            rec.set(task_id, settings.result_ttl, state=TaskState.RETRYING, next_attempt_at=due, error=error)
+            rec.move(scripts.retrying(task_id, rec.owner(task_id), due=due, error=orjson.dumps(error)))
             raise self.retry(exc=exc, eta=datetime.fromtimestamp(due, tz=UTC)) from None
         if transient:
             rec.run(scripts.dead(task_id, rec.owner(task_id), ttl=settings.failure_ttl, now=time.time(),
                                  error=orjson.dumps(error), arguments=arguments_json(arguments),
                                  reason="max_retries"))
         else:
-            rec.set(task_id, settings.failure_ttl, state=TaskState.FAILED, finished_at=time.time(),
-                    error=error)
+            rec.move(scripts.failed(task_id, rec.owner(task_id), now=time.time(), ttl=settings.failure_ttl,
+                                    error=orjson.dumps(error)))
 
     def _next_attempt(self, arguments: dict[str, Any]) -> tuple[bytes, str]:
         """The next attempt's message (Celery's own, with the retry count raised) and the Redis
@@ -275,5 +274,6 @@ def _on_revoked(sender: Any = None, request: Any = None, terminated: bool = Fals
     """A running task killed by ``cancel?terminate=true`` ends ``cancelled``."""
     if request is None or not isinstance(sender, TaskgateTask):
         return
-    settings = settings_of(sender.app)
-    records(settings).set(request.id, settings.result_ttl, state=TaskState.CANCELLED, finished_at=time.time())
+    rec = records(settings_of(sender.app))
+    rec.move(scripts.cancelled(request.id, rec.owner(request.id), now=time.time(),
+                               ttl=rec.settings.result_ttl))

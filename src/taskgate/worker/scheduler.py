@@ -41,7 +41,6 @@ from ..records import keys, scripts
 from ..records.schedules import ScheduleRecord, decode, definition, drop
 from ..records.workers import heartbeats
 from ..registry import TaskSpec
-from ..states import TaskState
 
 log = logging.getLogger("taskgate.schedules")
 
@@ -204,10 +203,12 @@ class Firer:
                       exc)
             error = {"type": "BrokerUnavailable", "message": f"the broker did not take the run: {exc}",
                      "retryable": True}
-            owner = schedule.owner or ANONYMOUS
-            self.scripts(scripts.update(message.task_id, owner, self.settings.failure_ttl, {
-                "state": TaskState.FAILED.value, "error": orjson.dumps(error),
-                "finished_at": ms(time.time())}))
+            moved = self.scripts(scripts.refused(message.task_id, schedule.owner or ANONYMOUS,
+                                                 now=time.time(), ttl=self.settings.failure_ttl,
+                                                 error=orjson.dumps(error)))
+            if not moved.changed:
+                log.warning("schedule %s: its unsent run %s was not ended failed: its record is %s",
+                            schedule.schedule_id, message.task_id, moved.state or "gone")
 
 
 def sync_declared(client: Redis, settings: Settings, catalogue: dict[str, TaskSpec], now: float | None = None,
