@@ -337,3 +337,42 @@ def gated(log: str, token: str, hold: str = "", failures: int = 0) -> str:
 def shared_fairly(log: str, token: str, seconds: float = 0) -> str:
     """No limit (for fair queueing by owner): :func:`_admitted_run`."""
     return _admitted_run(log, token, seconds, "")
+
+
+def _note(log: str, line: str) -> None:
+    """Append one line to ``log`` (none when empty): executions counted by the task itself."""
+    if log:
+        with open(log, "a") as out:
+            out.write(line + "\n")
+
+
+@taskgate.task
+def numbers(count: int, log: str = "") -> list[int]:
+    """0 to count - 1 (a workflow's list to map over)."""
+    _note(log, f"numbers {count}")
+    return list(range(count))
+
+
+@taskgate.task
+def square(n: int, log: str = "", seconds: float = 0) -> int:
+    """n squared (a workflow's map item), after ``seconds``."""
+    _note(log, f"start square {n}")
+    time.sleep(seconds)
+    _note(log, f"end square {n}")
+    return n * n
+
+
+@taskgate.task
+def total(values: list[int], log: str = "") -> int:
+    """The sum of ``values`` (a workflow's fan-in)."""
+    _note(log, f"total {len(values)}")
+    return sum(values)
+
+
+@taskgate.task(queue="slowlane")
+def lane_square(n: int, log: str = "") -> int:
+    """n squared on the `slowlane` queue, which the session's worker does not consume: a
+    workflow's runs that wait in Redis until a worker for that queue starts."""
+    _note(log, f"start lane_square {n}")
+    _note(log, f"end lane_square {n}")
+    return n * n

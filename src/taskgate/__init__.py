@@ -30,6 +30,7 @@ from .exceptions import (
     Unauthorized,
     Unavailable,
     UnknownTask,
+    WorkflowNotFound,
 )
 from .limits import Concurrency
 from .records import TaskRecord
@@ -84,6 +85,7 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "UnknownTask",
+    "WorkflowNotFound",
     "__version__",
     "cancel_requested",
     "cron",

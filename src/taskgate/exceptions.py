@@ -7,6 +7,7 @@
     ├── Unavailable             Redis or the broker did not answer within the deadline
     │                           (also named BackendUnavailable)
     ├── TaskNotFound            no record of this task id (never submitted, or expired)
+    │   └── WorkflowNotFound    no workflow with this id
     ├── UnknownTask             the task name is not on the allow-list
     ├── InvalidArguments        arguments or submit options that do not validate (``errors``)
     ├── Conflict                the request contradicts the task's state or an idempotency key
@@ -69,6 +70,14 @@ class TaskNotFound(TaskGateError):
         else:
             super().__init__(f"no {what} with id {task_id!r}")
         self.task_id = task_id
+
+
+class WorkflowNotFound(TaskNotFound):
+    """Raised when a workflow id has no workflow (never submitted, or expired), or none the
+    caller may see."""
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(workflow_id, "workflow")
 
 
 class UnknownTask(TaskGateError):

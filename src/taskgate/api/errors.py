@@ -34,6 +34,7 @@ from ..exceptions import (
     TaskNotFound,
     Unauthorized,
     UnknownTask,
+    WorkflowNotFound,
 )
 from . import sessions
 from .deps import gate_of
@@ -86,6 +87,10 @@ async def _invalid_arguments(_: Request, exc: Exception) -> JSONResponse:
 
 async def _not_found(_: Request, exc: Exception) -> JSONResponse:
     return error_response(404, "task_not_found", str(exc))
+
+
+async def _workflow_not_found(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(404, "workflow_not_found", str(exc))
 
 
 async def _unknown_task(_: Request, exc: Exception) -> JSONResponse:
@@ -167,6 +172,7 @@ Handler = Callable[[Request, Exception], Awaitable[JSONResponse]]
 HANDLERS: dict[type[Exception], Handler] = {
     RequestValidationError: _validation,
     TaskNotFound: _not_found,
+    WorkflowNotFound: _workflow_not_found,
     InvalidArguments: _invalid_arguments,
     UnknownTask: _unknown_task,
     Conflict: _conflict,

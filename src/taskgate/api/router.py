@@ -8,7 +8,20 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter
 
 from .errors import TaskgateRoute
-from .routes import bulk, dead_letters, files, health, limits, live, metrics, schedules, tasks, tutorial, ui
+from .routes import (
+    bulk,
+    dead_letters,
+    files,
+    health,
+    limits,
+    live,
+    metrics,
+    schedules,
+    tasks,
+    tutorial,
+    ui,
+    workflows,
+)
 
 if TYPE_CHECKING:
     from ..gate import Taskgate
@@ -30,6 +43,7 @@ def build_router(gate: Taskgate) -> APIRouter:
         router.include_router(files.build_router(route_class))
     router.include_router(dead_letters.build_router(route_class))
     router.include_router(schedules.build_router(route_class))
+    router.include_router(workflows.build_router(route_class))
     router.include_router(live.build_router(route_class))
     router.include_router(ui.build_router(route_class))
     router.include_router(metrics.build_router(route_class))

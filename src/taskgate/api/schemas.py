@@ -136,10 +136,11 @@ class TaskInfo(BaseModel):
     owner: str | None = Field(default=None, description="Who submitted it (the API key's owner); "
                               "null for tasks submitted while auth is off.")
     state: TaskState
-    waiting_for: Literal["rate", "slot", "turn"] | None = Field(
+    waiting_for: Literal["rate", "slot", "turn", "parents"] | None = Field(
         default=None, description="Why a queued run has not gone to its queue yet: its task's rate "
-        "limit (`rate`), a free concurrency slot (`slot`), or its turn among owners (`turn`); null "
-        "once it has gone (or never had to wait). See `GET /limits`.")
+        "limit (`rate`), a free concurrency slot (`slot`), its turn among owners (`turn`), or, for a "
+        "workflow's node, parents that have not all succeeded (`parents`); null once it has gone (or "
+        "never had to wait). See `GET /limits`.")
     result: Any = Field(default=None, description="The return value, once `succeeded`.")
     error: ErrorBody | None = Field(default=None, description="Why it failed or expired (or the last "
                                     "transient error while `retrying`).")
@@ -166,6 +167,13 @@ class TaskInfo(BaseModel):
     replay_of: str | None = Field(default=None, description="The task it replays "
                                   "(`POST /tasks/{task_id}/replay`), if any.")
     schedule_id: str | None = Field(default=None, description="The schedule it is a run of, if any.")
+    workflow_id: str | None = Field(default=None, description="The workflow it is a node of, if any "
+                                    "(`GET /workflows/{workflow_id}`).")
+    node: str | None = Field(default=None, description="Its node in that workflow.")
+    item: int | None = Field(default=None, description="For a run of a map node: the index of its item in "
+                             "the list mapped over.")
+    skipped: str | None = Field(default=None, description="Why its workflow never ran it (it ended "
+                                "`cancelled`): a node it depends on failed, or the workflow stopped.")
     tick: datetime | None = Field(default=None, description="The tick of its schedule it stands for "
                                   "(null for a run started by hand: `POST /schedules/{id}/run`).")
     seq: int = Field(default=0, description="How many changes it has had since it was submitted (0 "

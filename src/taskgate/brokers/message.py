@@ -38,6 +38,13 @@ def queue_for_priority(queue: str, priority: int) -> str:
 #: headers through to ``task.request``; other consumers ignore it.
 OWNER_HEADER = "taskgate_owner"
 
+#: Headers a workflow node's message carries (``producer.workflows`` sets them, the worker's
+#: ``worker.workflows`` reads them): its workflow, its node and, for a run of a map node, the
+#: index of its item.
+WORKFLOW_HEADER = "taskgate_workflow"
+NODE_HEADER = "taskgate_node"
+ITEM_HEADER = "taskgate_item"
+
 #: The ``origin`` header of every message this process sends (Celery computes it per call).
 ORIGIN = f"taskgate@{socket.gethostname()}:{os.getpid()}"
 

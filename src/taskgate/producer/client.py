@@ -27,6 +27,7 @@ from .reads import Reader
 from .schedules import Schedules
 from .submit import Submitter
 from .subscriptions import Limits, Subscriptions
+from .workflows import Workflows
 
 
 class Producer:
@@ -47,6 +48,8 @@ class Producer:
         self.control = Control(backend, self.reader, broker, app, self.catalogue, self.submitter)
         self.schedules = Schedules(self.submitter, self.reader, self.catalogue)
         self.bulk = Bulk(self.control, self.reader)
+        #: Workflows: graphs of runs, submitted in one script, their edges taken in Lua.
+        self.workflows = Workflows(backend, self.submitter.dispatcher, self.catalogue, subscriptions)
         #: Admission limits: read every limited task's, override or restore one's.
         self.limits = AdmissionLimits(backend, self.catalogue)
         #: Live task changes for ``GET /events`` (a subscription opened by the first feed).

@@ -16,6 +16,7 @@ a run that waited is published by a worker's keeper from the outbox
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -61,16 +62,20 @@ class Dispatcher:
         return template
 
     def message(self, celery_name: str, task_id: str, kwargs: dict[str, Any], *, queue: str, owner: str,
-                priority: int = 0, eta: float | None = None, delivery_tag: str | None = None) -> Message:
+                priority: int = 0, eta: float | None = None, delivery_tag: str | None = None,
+                headers: Mapping[str, str] | None = None) -> Message:
         """The message of one run of task ``celery_name`` on ``queue``; ``eta`` (epoch
         seconds): Celery's own delay, for a broker that is not inline (an inline one parks
-        delayed runs in taskgate's delayed set instead)."""
+        delayed runs in taskgate's delayed set instead); ``headers``: taskgate's own, added
+        (a workflow node's)."""
         if eta is None:
             parts = self.template(celery_name).parts(task_id, kwargs, priority, owner)
         else:
-            headers, properties, body = build_message(self.app, task_id, celery_name, kwargs,
-                                                      eta=datetime.fromtimestamp(eta, tz=UTC), owner=owner)
-            parts = (headers, {**properties, "priority": priority}, body)
+            built, properties, body = build_message(self.app, task_id, celery_name, kwargs,
+                                                    eta=datetime.fromtimestamp(eta, tz=UTC), owner=owner)
+            parts = (built, {**properties, "priority": priority}, body)
+        if headers:
+            parts = ({**parts[0], **headers}, parts[1], parts[2])
         if self.inline:
             return Message(task_id, queue, parts, queue_for_priority(queue, priority),
                            envelope(queue, parts, delivery_tag))

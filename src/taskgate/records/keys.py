@@ -162,6 +162,22 @@ OUTBOX = "taskgate:outbox"
 #: ``taskgate:outbox-lock`` -> lock (SET NX EX) so one keeper at a time publishes the outbox.
 OUTBOX_LOCK = "taskgate:outbox-lock"
 
+#: ``taskgate:wf:{<workflow id>}`` -> hash: a workflow's state and graph (its name, owner,
+#: state, counters, normalised spec, and per node ``n:<node>:<field>``: its task id, graph state,
+#: pending parents, children; see ``records/scripts/workflow.lua``). No TTL while it runs; the
+#: result or failure TTL once it ended, as its nodes' records get then.
+WORKFLOW_PREFIX = "taskgate:wf:"
+
+#: ``taskgate:wf-events:{<workflow id>}`` -> pub/sub channel: the workflow's summary as JSON after
+#: every change of it or of one of its nodes.
+WORKFLOW_EVENTS_PREFIX = "taskgate:wf-events:"
+
+#: ``taskgate:wf-index`` -> sorted set of workflow ids by submission time (as :data:`INDEX`).
+WORKFLOW_INDEX = "taskgate:wf-index"
+
+#: ``taskgate:wf-index:<owner>`` -> one owner's workflows (as :data:`OWNER_INDEX_PREFIX`).
+OWNER_WORKFLOW_INDEX_PREFIX = "taskgate:wf-index:"
+
 #: kombu's Redis transport keeps delivered, unacknowledged messages in this hash (delivery
 #: tag -> ``[message, exchange, routing key]``) and their delivery times in this sorted set.
 KOMBU_UNACKED = "unacked"
@@ -259,3 +275,18 @@ def due_member(name: str, lane: str) -> str:
 def fair_group(queue_list: str) -> str:
     """The admission group of fair turns of a queue list (the Redis list a run is pushed to)."""
     return FAIR_GROUP_PREFIX + queue_list
+
+
+def workflow(workflow_id: str) -> str:
+    """The key of a workflow's hash."""
+    return f"{WORKFLOW_PREFIX}{{{workflow_id}}}"
+
+
+def workflow_events(workflow_id: str) -> str:
+    """The pub/sub channel carrying a workflow's summary after each change."""
+    return f"{WORKFLOW_EVENTS_PREFIX}{{{workflow_id}}}"
+
+
+def owner_workflows(owner: str) -> str:
+    """The workflow index of one owner."""
+    return OWNER_WORKFLOW_INDEX_PREFIX + owner

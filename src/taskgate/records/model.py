@@ -15,8 +15,11 @@ runs to its end: ``succeeded`` with this set); ``schedule_id`` the schedule whos
 ``replay_of`` the task it replays; ``expires_at`` (ms) its expiry: not started by then, it
 ends ``expired`` and never runs; ``waiting_for`` why a ``queued`` run has not gone to its queue
 yet (``rate``: its task's rate limit, ``slot``: a free concurrency slot, ``turn``: its turn among
-owners; absent once it has gone); ``timeline`` JSON, the states it entered in order (at most
-50: the first and the latest), each ``{"state", "at" (ms), "attempt", "worker" (when started)}``,
+owners, ``parents``: a workflow node's parents have not all succeeded; absent once it has gone);
+``workflow_id`` and ``node`` the workflow and node a run belongs to, ``item`` (a map node's run)
+its index in the list mapped over, ``skipped`` why a workflow never ran it (ended
+``cancelled``); ``timeline`` JSON, the states it entered in order (at most 50: the first
+and the latest), each ``{"state", "at" (ms), "attempt", "worker" (when started)}``,
 each at the record's own time for it (``created_at``, ``started_at``, ``finished_at``), the
 others (retrying, queued again) on Redis's clock. ``args`` is written at submission (and
 at dead-lettering).
@@ -44,8 +47,8 @@ log = logging.getLogger("taskgate.records")
 #: JSON as it comes out of ``orjson.loads``.
 JSON = Any
 #: Why a queued run waits in taskgate's Redis (see ``admission.lua``): its task's rate limit, a
-#: free concurrency slot, or its turn among owners.
-WaitingFor = Literal["rate", "slot", "turn"]
+#: free concurrency slot, its turn among owners, or (a workflow node) its parents.
+WaitingFor = Literal["rate", "slot", "turn", "parents"]
 _WAITING: frozenset[str] = frozenset(get_args(WaitingFor))
 
 
@@ -90,6 +93,10 @@ class TaskRecord:
     replay_of: str | None = None
     expires_at: datetime | None = None
     waiting_for: WaitingFor | None = None
+    workflow_id: str | None = None
+    node: str | None = None
+    item: int | None = None
+    skipped: str | None = None
     timeline: tuple[Change, ...] = ()
     unreadable: frozenset[str] = field(default=frozenset())
 
@@ -105,9 +112,10 @@ class TaskRecord:
 
 _TIMES = frozenset({"created_at", "started_at", "finished_at", "next_attempt_at", "tick",
                     "cancel_requested_at", "expires_at"})
-_COUNTS = frozenset({"attempts", "deliveries", "seq"})
+_COUNTS = frozenset({"attempts", "deliveries", "seq", "item"})
 _JSON = frozenset({"progress", "result", "error", "args"})
-_TEXT = frozenset({"name", "owner", "worker", "dead_reason", "schedule_id", "replay_of"})
+_TEXT = frozenset({"name", "owner", "worker", "dead_reason", "schedule_id", "replay_of", "workflow_id",
+                   "node", "skipped"})
 _INTERNAL = frozenset({"message", "queue", "unregistered_since"})
 
 

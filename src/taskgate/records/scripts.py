@@ -33,7 +33,8 @@ Arg = str | bytes | int | float
 
 #: Every script under ``scripts/`` that can be run (the others are only included).
 NAMES = ("submit", "start", "finish", "progress", "cancel", "park", "lost", "dead", "requeue", "unknown",
-         "release", "fire", "schedule_put", "expire", "admit", "reclaim")
+         "release", "fire", "schedule_put", "expire", "admit", "reclaim",
+         "workflow_submit", "workflow_cancel", "workflow_retry")
 
 _INCLUDE = re.compile(r"^--#include (\S+\.lua)$", re.MULTILINE)
 
@@ -465,3 +466,10 @@ class AsyncScripts:
 
     async def __call__(self, call: Call[T]) -> T:
         return call.parse(await self._scripts[call.script](keys=call.keys, args=resolve(call.args)))
+
+    async def many(self, calls: Sequence[Call[T]]) -> list[T]:
+        """Run ``calls`` in one round trip (a pipeline, not a transaction), their replies in order."""
+        pipe = self.client.pipeline(transaction=False)
+        for call in calls:
+            await self._scripts[call.script](keys=call.keys, args=resolve(call.args), client=pipe)
+        return [call.parse(reply) for call, reply in zip(calls, await pipe.execute(), strict=True)]

@@ -32,7 +32,7 @@ from ..brokers.message import OWNER_HEADER, build_message, envelope, queue_for_p
 from ..constants import ANONYMOUS
 from ..exceptions import TaskCancelled, error_envelope
 from ..records import scripts
-from . import aio, recovery
+from . import aio, recovery, workflows
 from .celery_app import settings_of
 from .running import Records, Running, current, pulse, records
 
@@ -180,6 +180,9 @@ class TaskgateTask(Task):  # type: ignore[misc]
         running = Running(task_id)
         token = current.set(running)
         try:
+            node = workflows.headers_of(self.request)
+            if node:  # a workflow's node: its parents' results in place of its references
+                arguments = workflows.node_arguments(rec.client, node, arguments)
             call = spec.args_model.model_validate(arguments)
             value = spec.func(**dict(call))
             if spec.is_async:  # on this process's event loop, cancelled on request
@@ -236,6 +239,7 @@ class TaskgateTask(Task):  # type: ignore[misc]
         headers, properties, body = build_message(self.app, self.request.id, self.name, arguments,
                                                   retries=(self.request.retries or 0) + 1,
                                                   owner=records().owners.get(self.request.id))
+        headers.update(workflows.headers_of(self.request))  # a workflow's node stays one
         properties["priority"] = priority
         return envelope(queue, (headers, properties, body)), queue_for_priority(queue, priority)
 

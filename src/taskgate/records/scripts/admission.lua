@@ -284,18 +284,24 @@ end
 -- list, '' when the broker is elsewhere) with `message`, now or once its limits (and its fair
 -- turn) let it. `lane`: the run's lane ('': the one its record keeps, else the task's);
 -- `declared`: the limits its declaration gives, as JSON ('' none; nil or '?': the stored ones).
--- Returns nil when it went to its queue now (for queue '': the caller publishes it), else why it
--- waits.
-local function dispatch(name, task_id, record, queue, message, lane, declared)
+-- Returns nil when it went to its queue now (for queue '': the caller publishes it, unless
+-- `outbox`: a script releasing a run no caller waits for, whose run then goes to the outbox), else
+-- why it waits.
+-- Keep task `name`'s declared limits (JSON) for the scripts that send its runs without them.
+local function declare_limits(name, declared)
+  if declared and declared ~= '' and declared ~= '?' then redis.call('HSET', LIMITS_DECLARED, name, declared) end
+end
+
+local function dispatch(name, task_id, record, queue, message, lane, declared, outbox)
   if declared == '?' then declared = nil end  -- the sender does not have the task
-  if declared and declared ~= '' then redis.call('HSET', LIMITS_DECLARED, name, declared) end
+  declare_limits(name, declared)
   local conf = limits_of(name, declared)
   if not conf then
-    if queue == '' then return nil end
+    if queue == '' and not outbox then return nil end
     return send(record, task_id, queue, message, 'slot')
   end
   if not lane or lane == '' then lane = redis.call('HGET', record, 'lane') or '["",""]' end
-  caller_publishes = true
+  caller_publishes = not outbox
   local why = enter(name, conf, lane, 'slot', task_id, record, queue, message)
   caller_publishes = false
   return why

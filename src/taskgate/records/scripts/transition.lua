@@ -3,6 +3,7 @@ local record, channel, alive, stats, inflight = KEYS[1], KEYS[2], KEYS[3], KEYS[
 local task_id = ARGV[1]
 --#include times.lua
 --#include admission.lua
+--#include workflow.lua
 
 -- Mirrors of Python constants (tests/records/test_scripts.py checks that they agree).
 local ENDED = {succeeded = true, failed = true, cancelled = true, expired = true}
@@ -106,6 +107,8 @@ local function publish()
   end
   fields['message'] = nil
   redis.call('PUBLISH', channel, cjson.encode(fields))
+  -- a workflow's node: its end takes the graph's edges here, in this script (workflow.lua)
+  if ENDED[state] and not ENDED[before] and fields['workflow_id'] then wf_run_ended(record, fields, state) end
 end
 
 -- Mark the task as running on `node`; the pool process running it keeps the mark fresh.
