@@ -244,3 +244,25 @@ def test_the_workflow_scripts_name_only_workflow_and_node_states() -> None:
             found["node"] |= set(re.findall(pattern, source))
     assert found["workflow"] and found["workflow"] <= set(get_args(workflows.WorkflowState)), found
     assert found["node"] and found["node"] <= set(get_args(workflows.NodeState)), found
+
+
+def test_every_new_run_is_announced_for_live_lists(redis: Redis, run: Scripts) -> None:
+    g = Graph()
+    feed = redis.pubsub(ignore_subscribe_messages=True)
+    feed.psubscribe(f"{keys.EVENTS_PREFIX}*")
+    try:
+        g.submit(run, [g.node("a", ["m"], 0), g.node("m", [], 1, over="a")])
+        end(run, g.tasks["a"], result=[7, 8])
+        seen: dict[str, dict[str, Any]] = {}
+        deadline = time.monotonic() + 5
+        want = {g.tasks["a"], f"{g.tasks['m']}-0", f"{g.tasks['m']}-1"}
+        while not want <= seen.keys() and time.monotonic() < deadline:
+            message = feed.get_message(timeout=1)
+            if message is not None:
+                task_id = keys.task_of_channel(message["channel"].decode())
+                seen.setdefault(task_id, orjson.loads(message["data"]))
+        assert want <= seen.keys(), "each run's first change is published"
+        item = seen[f"{g.tasks['m']}-1"]
+        assert (item["state"], item["workflow_id"], item["node"], item["owner"]) == ("queued", g.id, "m", OWNER)
+    finally:
+        feed.close()

@@ -34,6 +34,14 @@ local function wf_announce(wf, workflow_id, node, node_state)
     node = node, node_state = node_state}))
 end
 
+-- A new run, for live lists (GET /events), as enqueue.lua announces a submitted one.
+local function wf_born(task_id, name, created, owner, workflow_id, node)
+  local born = {name = name, state = 'queued', created_at = created, attempts = '0', seq = '0',
+                workflow_id = workflow_id, node = node}
+  if owner then born['owner'] = owner end
+  redis.call('PUBLISH', EVENTS_PREFIX .. '{' .. task_id .. '}', cjson.encode(born))
+end
+
 -- Every run of node `node` (a map node's items once expanded), as task ids.
 local function wf_runs(wf, node)
   local f = redis.call('HMGET', wf, wf_field(node, 'task'), wf_field(node, 'template'), wf_field(node, 'items'))
@@ -153,6 +161,7 @@ local function wf_expand(wf, workflow_id, node, now)
     redis.call('HSET', record, 'name', name, 'state', 'queued', 'created_at', now, 'attempts', 0,
                'timeline', timeline, 'workflow_id', workflow_id, 'node', node, 'item', i, 'lane', f[7] or '')
     if owner then redis.call('HSET', record, 'owner', owner) end
+    wf_born(task_id, name, now, owner, workflow_id, node)
     redis.call('ZADD', TASK_INDEX, now / 1000, task_id)
     if owner then redis.call('ZADD', TASKS_OF_OWNER_PREFIX .. owner, now / 1000, task_id) end
     dispatch(name, task_id, record, f[5], message, f[7] or '', '?', true)
@@ -198,6 +207,7 @@ local function wf_put_node(wf, workflow_id, n, owner, created, indexes)
     if owner then own[#own + 1] = 'owner'; own[#own + 1] = owner end
     if n['pending'] > 0 then own[#own + 1] = 'waiting_for'; own[#own + 1] = 'parents' end
     redis.call('HSET', wf_record(n['task']), unpack(own))
+    wf_born(n['task'], n['name'], created, owner, workflow_id, node)
     for _, index in ipairs(indexes) do redis.call('ZADD', index, created / 1000, n['task']) end
   end
   redis.call('HSET', wf, unpack(put))
