@@ -71,6 +71,7 @@ SLOWEST = {
     "tests/service/test_up.py": True,
     "tests/service/test_cli.py": True,
     "tests/worker/test_recovery.py": True,
+    "tests/test_workflow_faults.py": True,
     "tests/worker/test_lifetimes.py": True,
     "tests/worker/test_admission.py": True,
     "tests/worker/test_admission_paths.py": True,
