@@ -482,6 +482,23 @@ def test_lost_changes_only_a_started_record(redis: Redis, run: Scripts) -> None:
     redis.delete(f"q-{task_id}")
 
 
+def test_park_and_dead_change_nothing_once_the_run_left_started(redis: Redis, run: Scripts) -> None:
+    task_id = new_id()
+    submit(run, task_id)
+    started(run, task_id)
+    assert run(scripts.succeeded(task_id, OWNER, now=time.time(), ttl=60, result=b"1")).changed
+    before = record(redis, task_id)
+    assert run(scripts.park(task_id, OWNER, due=time.time(), message=b"m", queue="q", error=b"{}")) == "succeeded"
+    assert run(scripts.dead(task_id, OWNER, ttl=60, now=time.time(), error=b"{}", arguments=b"{}",
+                            reason="max_retries")) == "already:succeeded"
+    assert record(redis, task_id) == before
+    assert redis.zscore(keys.DEAD, task_id) is None and redis.zscore(keys.DELAYED, task_id) is None
+    queued = new_id()
+    submit(run, queued)
+    assert run(scripts.park(queued, OWNER, due=time.time(), message=b"m", queue="q", error=b"{}")) == "queued"
+    assert record(redis, queued)["state"] == "queued"
+
+
 def test_dead_then_requeue(redis: Redis, run: Scripts) -> None:
     task_id, queue = new_id(), f"q-requeue-{uuid.uuid4()}"
     submit(run, task_id)

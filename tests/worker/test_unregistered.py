@@ -68,8 +68,9 @@ def test_a_worker_lacking_the_module_hands_tasks_to_one_that_has_it(
             assert lane_queue["lacking"] == {worker: [
                 "async_busy_callbacks", "async_fan_out", "async_flaky", "async_soft_limited", "async_steps", "async_stray_cancel",
                 "async_stubborn", "async_time_boxed", "async_where", "big_result", "boom", "counted", "fan_out", "flaky", "gated",
-                "logged_sleep", "make_invoice", "metered", "owner_header", "paired", "per_owner", "poison", "power",
-                "retried_forever", "shared_fairly", "single_slot", "sleepy", "stamped", "stubborn", "time_boxed"]}
+                "logged_sleep", "make_invoice", "metered", "numbers", "owner_header", "paired", "per_owner", "poison", "power",
+                "retried_forever", "shared_fairly", "single_slot", "sleepy", "square", "stamped", "stubborn", "time_boxed",
+                "total"]}
             doctor = subprocess.run([sys.executable, "-m", "taskgate", "doctor"], env=env_for(redis_url, **env),
                                     capture_output=True, text=True, timeout=60, cwd=tmp_path)
             assert doctor.returncode == 1, doctor.stdout
