@@ -3,6 +3,7 @@
 import { BASE, main, me, view, hooks, h, api, go, leave, setMain } from "./core.js";
 import { taskList, taskDetail } from "./tasks.js";
 import { deadLetters, schedules, queues, submitPage } from "./pages.js";
+import { workflowList, workflowDetail } from "./workflows.js";
 
 hooks.unauthorized = () => showLogin();
 hooks.route = () => route();
@@ -55,6 +56,8 @@ async function route() {
   try {
     if (me.auth && !me.owner) return showLogin();
     if (path.startsWith("tasks/")) return await taskDetail(decodeURIComponent(path.slice(6)));
+    if (path === "workflows") return await workflowList();
+    if (path.startsWith("workflows/")) return await workflowDetail(decodeURIComponent(path.slice(10)));
     if (path === "dead-letters") return await deadLetters();
     if (path === "schedules") return await schedules();
     if (path === "queues") return await queues();

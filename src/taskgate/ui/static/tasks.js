@@ -225,6 +225,11 @@ function detailList(task) {
     rows.push(["Schedule", h("span", {}, h("span", { class: "id" }, task.schedule_id), " (",
       link(`./?${new URLSearchParams({ schedule_id: task.schedule_id })}`, "its runs"), ", ", link("schedules", "schedules"), ")")]);
   }
+  if (task.workflow_id) {
+    rows.push(["Workflow", h("span", {}, link(`workflows/${encodeURIComponent(task.workflow_id)}`, task.workflow_id),
+      task.node ? ` node ${task.node}${task.item !== null && task.item !== undefined ? `, item ${task.item}` : ""}` : "")]);
+  }
+  if (task.skipped) rows.push(["Skipped", task.skipped]);
   if (task.tick) rows.push(["Tick", when(task.tick)]);
   if (task.timeline?.length) rows.push(["Timeline", timeline(task.timeline)]);
   return h("dl", { id: "task" }, rows.flatMap(([name, value]) => [h("dt", {}, name), h("dd", {}, value)]));
