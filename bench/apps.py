@@ -3,7 +3,8 @@
 * ``constant_app``: a bare async endpoint returning a constant (the HTTP ceiling);
 * ``lpush_app``: one ``await redis.asyncio`` LPUSH of a ~1 KB payload (the broker-write ceiling);
 * ``tutorial_app``: the tutorial's ``GET /add``, a blocking ``add.delay()`` inside ``async def``;
-* ``celery_app``: the tutorial's Celery app and ``add`` task (raw Celery, for end-to-end runs);
+* ``celery_app``: the tutorial's Celery app and ``add`` task (raw Celery, for end-to-end runs),
+  with ``square`` and ``total`` for a ``chord`` (the workflows section's contrast);
 * ``library_app``: a user's own app whose endpoint does ``await add.submit()`` (taskgate as a
   library, ``Taskgate`` opened by its lifespan).
 
@@ -51,6 +52,16 @@ celery_app.conf.update(task_serializer="json", result_serializer="json", accept_
 @celery_app.task(name="tutorial.add")
 def add(x: int, y: int) -> int:
     return x + y
+
+
+@celery_app.task(name="tutorial.square")
+def square(n: int) -> int:
+    return n * n
+
+
+@celery_app.task(name="tutorial.total")
+def total(values: list[int]) -> int:
+    return sum(values)
 
 
 tutorial_app = FastAPI()
