@@ -114,7 +114,7 @@ def test_cancel_ends_it_and_result_raises_cancelled(redis_url: str, worker: obje
     wf.node(after=[slow]).add(sample_tasks.total, values=[1])
 
     async def body(tg: taskgate.Taskgate) -> tuple[float, Any, Any]:
-        flow = await wf.submit()
+        flow = await wf.submit(owner="ann")  # a workflow for an owner: only it (and admins) see it
         began = time.monotonic()
         with pytest.raises(TimeoutError):
             await flow.result(timeout=0.3)
@@ -130,7 +130,7 @@ def test_cancel_ends_it_and_result_raises_cancelled(redis_url: str, worker: obje
     waited, cancelled, view = run(redis_url, body)
     assert waited < 3
     assert cancelled.state == "cancelled"
-    assert view.state == "cancelled" and view.finished_at is not None
+    assert view.state == "cancelled" and view.finished_at is not None and view.owner == "ann"
     assert view.nodes["total"].state == "skipped"
     assert view.nodes["sleepy"].state == "cancelled"
 

@@ -85,7 +85,7 @@ class Reference:
         return {RESULT_KEY: self.node} | ({"path": ".".join(self.path)} if self.path else {})
 
 
-class _Adder:
+class Adder:
     """Adds nodes to a workflow, with a name and ``after`` or without (see :meth:`Workflow.node`)."""
 
     def __init__(self, workflow: Workflow, name: str | None, after: Iterable[object]) -> None:
@@ -135,7 +135,7 @@ class _Adder:
         return cast(list[Any], self._workflow._put(self._name, spec, node, self._after))
 
 
-class Workflow(_Adder):
+class Workflow(Adder):
     """A workflow to build node by node and submit (see the module's docstring).
 
     ``on_failure``: when a node fails (after its retries) or is cancelled, ``"stop"`` skips
@@ -151,11 +151,11 @@ class Workflow(_Adder):
         self._parents: dict[str, set[str]] = {}
         self._tasks: dict[str, TaskSpec] = {}
 
-    def node(self, name: str | None = None, *, after: Iterable[object] = ()) -> _Adder:
+    def node(self, name: str | None = None, *, after: Iterable[object] = ()) -> Adder:
         """Name the next node or order it after others: ``wf.node("sum", after=[cleanup]).add(
         total, values=squares)`` (``after`` takes references; ``add``'s own keywords are the
         task's, so these options come first)."""
-        return _Adder(self, name, after)
+        return Adder(self, name, after)
 
     def _own(self, ref: Reference) -> Reference:
         if ref._workflow is not self:
