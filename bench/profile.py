@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 from bench.run import POST_LUA, ROOT, Report, Stack, machine, wrk
@@ -42,18 +43,19 @@ EVENT_LOOP = "event loop and the rest"
 APP = "the app's endpoint"
 
 
-def classify(stack: str) -> str:
-    """The component one py-spy raw stack (root;...;leaf) is charged to."""
+def classify(stack: str, components: Sequence[tuple[str, tuple[str, ...]]] = COMPONENTS,
+             rest: str = EVENT_LOOP) -> str:
+    """The component one py-spy raw stack (root;...;leaf) is charged to (``rest`` when none)."""
     for frame in reversed(stack.split(";")):
         location = frame[frame.rfind("(") + 1:]
         if location.startswith(BOOTSTRAP):
             continue
         if location.startswith("bench/apps.py"):
             return APP
-        for name, starts in COMPONENTS:
+        for name, starts in components:
             if location.startswith(starts):
                 return name
-    return EVENT_LOOP
+    return rest
 
 
 def cpu_seconds(pid: int) -> float:

@@ -722,6 +722,12 @@ def main(argv: list[str] | None = None) -> int:
                     report.add("## 6. Where the API's CPU goes per submit (py-spy)")
                     report.add()
                     profile_section(stack, report, args.duration)
+                    from bench.worker_profile import worker_profile_section
+
+                    report.add()
+                    report.add("## 6b. Where a worker's CPU goes per task (py-spy)")
+                    report.add()
+                    worker_profile_section(stack, report, args.tasks)
         finally:
             stack.close()
     if partial:
