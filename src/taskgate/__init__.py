@@ -42,10 +42,13 @@ from .worker.running import cancel_requested, raise_if_cancelled, report_progres
 if TYPE_CHECKING:
     from .gate import Taskgate
     from .producer.job import Job, JobEvent, SyncJob
+    from .producer.workflow_run import WorkflowRun
+    from .workflow.builder import Workflow
 
 #: Imported on first use: a worker or a CLI command that never uses them does not pay for
 #: FastAPI and the async clients at startup.
-_LAZY = {"Taskgate": ".gate", "Job": ".producer.job", "JobEvent": ".producer.job", "SyncJob": ".producer.job"}
+_LAZY = {"Taskgate": ".gate", "Job": ".producer.job", "JobEvent": ".producer.job", "SyncJob": ".producer.job",
+         "Workflow": ".workflow.builder", "WorkflowRun": ".producer.workflow_run"}
 
 
 def __getattr__(name: str) -> Any:
@@ -85,7 +88,9 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "UnknownTask",
+    "Workflow",
     "WorkflowNotFound",
+    "WorkflowRun",
     "__version__",
     "cancel_requested",
     "cron",
