@@ -23,9 +23,9 @@ from ..records import keys
 from ..records.workflows import WorkflowRecord
 from ..registry import TaskSpec
 from .job import WAIT_SLICE, outcome
+from .workflow_view import WorkflowView, view_of
 
 if TYPE_CHECKING:
-    from ..api.routes.workflows import WorkflowView
     from ..gate import Taskgate
     from .client import Producer
 
@@ -61,9 +61,7 @@ class WorkflowRun(Generic[T]):
 
     @staticmethod
     async def _view(producer: Producer, reading: Any) -> WorkflowView:
-        from ..api.routes.workflows import view_of
-
-        return await view_of(producer, await reading)
+        return await view_of(producer.workflows, await reading)
 
     async def cancel(self) -> WorkflowView:
         """Cancel it: nothing more starts, every node still waiting is skipped, and each run

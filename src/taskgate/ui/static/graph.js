@@ -77,8 +77,8 @@ export function itemsWords(items) {
   return `${items.total} runs: ${items.succeeded} succeeded, ${items.left} left`;
 }
 
-// A map node has no run of its own (its runs are `<task_id>-<i>`) and, once it fanned out, items.
-export const isMap = (node) => node.items != null || node.run_state == null;
+// A map node (the view says so) has no run of its own: its runs are `<task_id>-<i>`.
+export const isMap = (node) => node.map === true;
 
 // The page a node links to: its run's (a map node's: its first run's, once it fanned out).
 export function runPath(node) {
