@@ -147,3 +147,14 @@ def test_retry_runs_the_failed_and_skipped_nodes_again_with_the_results_kept(cli
     assert seen["nodes"]["count"]["task_id"] == body["tasks"]["count"], "a succeeded node is not run again"
     assert log.read_text().count("numbers 3") == 1
     assert seen["nodes"]["flaky"]["task_id"] == again["flaky"]
+
+
+def test_a_node_run_shows_the_arguments_it_ran_with(client: httpx.Client) -> None:
+    body = submit(client, {
+        "count": {"task": "numbers", "arguments": {"count": 2}},
+        "squares": {"map": {"over": {"$result": "count"}, "task": "square", "argument": "n",
+                            "arguments": {"seconds": 0}}},
+        "sum": {"task": "total", "arguments": {"values": {"$result": "squares"}}},
+    })
+    assert ended(client, body["tasks"]["sum"])["arguments"] == {"values": [0, 1]}
+    assert ended(client, f"{body['tasks']['squares']}-1")["arguments"] == {"n": 1, "seconds": 0}

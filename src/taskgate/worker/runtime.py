@@ -31,7 +31,7 @@ from ..brokers import parks_delays
 from ..brokers.message import OWNER_HEADER, build_message, envelope, queue_for_priority
 from ..constants import ANONYMOUS
 from ..exceptions import TaskCancelled, error_envelope
-from ..records import scripts
+from ..records import keys, scripts
 from . import aio, recovery, workflows
 from .celery_app import settings_of
 from .running import Records, Running, current, pulse, records
@@ -183,6 +183,7 @@ class TaskgateTask(Task):  # type: ignore[misc]
             node = workflows.headers_of(self.request)
             if node:  # a workflow's node: its parents' results in place of its references
                 arguments = workflows.node_arguments(rec.client, node, arguments)
+                rec.client.hset(keys.record(task_id), "args", arguments_json(arguments))  # what it ran with
             call = spec.args_model.model_validate(arguments)
             value = spec.func(**dict(call))
             if spec.is_async:  # on this process's event loop, cancelled on request
