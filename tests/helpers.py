@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -156,28 +156,32 @@ def wait_result(client: httpx.Client, task_id: str, timeout: float = 20) -> dict
     return body
 
 
+def stream_events(response: httpx.Response) -> Iterator[dict[str, Any]]:
+    """The events of a Server-Sent Events response as they come: {event, id, data} (data
+    decoded from JSON, id as sent)."""
+    import json
+
+    current: dict[str, Any] = {}
+    for line in response.iter_lines():
+        if not line:
+            if "data" in current:
+                yield current
+            current = {}
+        elif line.startswith("data:"):
+            current["data"] = json.loads(line[5:].strip())
+        elif line.startswith("event:"):
+            current["event"] = line[6:].strip()
+        elif line.startswith("id:"):
+            current["id"] = line[3:].strip()
+
+
 def sse_events(client: httpx.Client, path: str, headers: dict[str, str] | None = None,
                timeout: float = 30) -> list[dict[str, object]]:
     """Read a whole Server-Sent Events stream: a list of {event, id, data}."""
-    import json
-
-    events: list[dict[str, object]] = []
-    current: dict[str, object] = {}
     with client.stream("GET", path, headers=headers, timeout=timeout) as response:
         assert response.status_code == 200, response.read()
         assert response.headers["content-type"].startswith("text/event-stream")
-        for line in response.iter_lines():
-            if not line:
-                if "data" in current:
-                    events.append(current)
-                current = {}
-            elif line.startswith("data:"):
-                current["data"] = json.loads(line[5:].strip())
-            elif line.startswith("event:"):
-                current["event"] = line[6:].strip()
-            elif line.startswith("id:"):
-                current["id"] = line[3:].strip()
-    return events
+        return list(stream_events(response))
 
 
 def submit(client: httpx.Client, name: str, body: dict[str, Any], **params: Any) -> str:

@@ -5,7 +5,6 @@ client hands a stream back whole once it ended."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ import redis
 
 from taskgate import auth
 
-from ..helpers import sse_events
+from ..helpers import sse_events, stream_events
 from .test_workflows import ended, submit
 
 
@@ -136,19 +135,9 @@ def test_an_owner_sees_lists_cancels_and_follows_only_its_own(
 
 
 def events(response: httpx.Response) -> Iterator[dict[str, Any]]:
-    """The events of a stream as they come: {event, id, data}."""
-    current: dict[str, Any] = {}
-    for line in response.iter_lines():
-        if not line:
-            if "data" in current:
-                yield current
-            current = {}
-        elif line.startswith("data:"):
-            current["data"] = json.loads(line[5:].strip())
-        elif line.startswith("event:"):
-            current["event"] = line[6:].strip()
-        elif line.startswith("id:"):
-            current["id"] = int(line[3:].strip())
+    """The events of a stream as they come: {event, id (a number), data}."""
+    for event in stream_events(response):
+        yield {**event, "id": int(event["id"])}
 
 
 def test_the_stream_sends_the_workflow_then_each_change_until_it_ends(
