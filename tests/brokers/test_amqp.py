@@ -149,3 +149,18 @@ def test_schedules_fire_through_rabbitmq(rabbit_node: rabbit.RabbitNode, own_red
     finally:
         stop(proc)
         stop(worker)
+
+
+def test_a_workflow_runs_through_rabbitmq(amqp_api: str) -> None:
+    """Released runs go through the outbox (the scripts cannot push to RabbitMQ): the roots at
+    submit, a child when its parent's end releases it, a map's runs when it fans out."""
+    with httpx.Client(base_url=amqp_api, timeout=10) as client:
+        created = client.post("/workflows", json={"name": "amqp", "nodes": {
+            "count": {"task": "numbers", "arguments": {"count": 4}},
+            "squares": {"map": {"over": {"$result": "count"}, "task": "square", "argument": "n"}},
+            "sum": {"task": "total", "arguments": {"values": {"$result": "squares"}}}}})
+        assert created.status_code == 202, created.text
+        body = created.json()
+        assert wait(client, body["tasks"]["sum"], 60)["result"] == 0 + 1 + 4 + 9
+        seen = client.get(f"/workflows/{body['workflow_id']}").json()
+        assert (seen["state"], seen["result"]) == ("succeeded", 14)
