@@ -178,6 +178,24 @@ WORKFLOW_INDEX = "taskgate:wf-index"
 #: ``taskgate:wf-index:<owner>`` -> one owner's workflows (as :data:`OWNER_INDEX_PREFIX`).
 OWNER_WORKFLOW_INDEX_PREFIX = "taskgate:wf-index:"
 
+#: Webhooks (``records/webhooks.py``): ``taskgate:webhook:{<id>}`` -> hash: a subscription;
+#: ``taskgate:webhooks-of:<owner>`` -> set of an owner's subscription ids (all of them);
+#: ``taskgate:webhooks-all`` -> set of admins' subscriptions to every owner's events;
+#: ``taskgate:webhooks`` -> set of every subscription id; ``taskgate:webhooks-count`` -> how many
+#: there are (the one GET a run's end makes when nobody subscribes). ``taskgate:delivery:{<sub id>:
+#: <msg id>}`` -> hash: one event for one subscription, written by the script that ended the run
+#: (``records/scripts/webhooks.lua`` builds these names: a mirror, checked by a test);
+#: ``taskgate:webhook-due`` -> sorted set of delivery keys by next attempt (ms);
+#: ``taskgate:deliveries-of:{<sub id>}`` -> sorted set of a subscription's delivery keys by creation.
+WEBHOOK_PREFIX = "taskgate:webhook:"
+WEBHOOKS_OF_PREFIX = "taskgate:webhooks-of:"
+WEBHOOKS_ALL = "taskgate:webhooks-all"
+WEBHOOKS = "taskgate:webhooks"
+WEBHOOKS_COUNT = "taskgate:webhooks-count"
+DELIVERY_PREFIX = "taskgate:delivery:"
+WEBHOOK_DUE = "taskgate:webhook-due"
+DELIVERIES_OF_PREFIX = "taskgate:deliveries-of:"
+
 #: kombu's Redis transport keeps delivered, unacknowledged messages in this hash (delivery
 #: tag -> ``[message, exchange, routing key]``) and their delivery times in this sorted set.
 KOMBU_UNACKED = "unacked"
@@ -290,3 +308,23 @@ def workflow_events(workflow_id: str) -> str:
 def owner_workflows(owner: str) -> str:
     """The workflow index of one owner."""
     return OWNER_WORKFLOW_INDEX_PREFIX + owner
+
+
+def webhook(webhook_id: str) -> str:
+    """The key of a webhook subscription's hash."""
+    return f"{WEBHOOK_PREFIX}{{{webhook_id}}}"
+
+
+def webhooks_of(owner: str) -> str:
+    """The webhook subscriptions of one owner."""
+    return WEBHOOKS_OF_PREFIX + owner
+
+
+def delivery(delivery_id: str) -> str:
+    """The key of a delivery's hash; ``delivery_id``: ``<subscription id>:<msg id>``."""
+    return f"{DELIVERY_PREFIX}{{{delivery_id}}}"
+
+
+def deliveries_of(webhook_id: str) -> str:
+    """A subscription's deliveries by creation."""
+    return f"{DELIVERIES_OF_PREFIX}{{{webhook_id}}}"
