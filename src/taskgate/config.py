@@ -136,6 +136,15 @@ class Settings(BaseSettings):
         default=0, ge=0, description="Unfinished tasks per owner (0: unlimited); beyond it, 429.")
     max_schedules: int = Field(
         default=1000, ge=0, description="Schedules per owner (0: unlimited); beyond it, 429.")
+    webhook_allow_http: bool = Field(
+        default=False, description="Accept webhook URLs with http:// (else https:// only, a 422 at "
+        "POST /webhooks). For tests and receivers on a network you trust.")
+    webhook_allow_private: bool = Field(
+        default=False, description="Accept webhook URLs whose host is, or resolves to, a loopback, "
+        "private, link-local, reserved, multicast or cloud metadata address (169.254.169.254). Off, "
+        "such a URL is refused at POST /webhooks (422) and every delivery checks the resolved "
+        "addresses again before it connects (against SSRF). For tests and receivers inside your own "
+        "network.")
     max_streams: int = Field(
         default=5000, ge=1, description="Waits held at once by one API process: SSE streams, "
         "`?wait=` reads and waiting POST /tasks/results, all carried by one Redis pub/sub "

@@ -120,6 +120,19 @@ class InvalidArguments(TaskGateError):
         self.errors: list[FieldError] = list(errors)
 
 
+class UnsafeURL(InvalidArguments):
+    """Raised when a webhook URL may not be called (``webhooks_guard.check_url``): not https
+    (without ``TASKGATE_WEBHOOK_ALLOW_HTTP``), or its host is or resolves to a loopback, private,
+    link-local, reserved, multicast or metadata address (without
+    ``TASKGATE_WEBHOOK_ALLOW_PRIVATE``). At ``POST /webhooks`` (and ``PATCH``) a 422; at send
+    time the sender does not connect, and records its message as the attempt's error.
+    ``temporary``: the host did not resolve (a DNS failure may pass; the others will not)."""
+
+    def __init__(self, message: str, *, temporary: bool = False) -> None:
+        super().__init__(message, [FieldError(("body", "url"), message)])
+        self.temporary = temporary
+
+
 class Conflict(TaskGateError):
     """Raised when a request contradicts the task's state (cancel a finished task) or reuses an
     Idempotency-Key with a different body."""
