@@ -158,3 +158,14 @@ def test_a_node_run_shows_the_arguments_it_ran_with(client: httpx.Client) -> Non
     })
     assert ended(client, body["tasks"]["sum"])["arguments"] == {"values": [0, 1]}
     assert ended(client, f"{body['tasks']['squares']}-1")["arguments"] == {"n": 1, "seconds": 0}
+
+
+def test_a_result_that_does_not_fit_at_run_time_fails_the_node_with_a_clear_error(client: httpx.Client) -> None:
+    body = submit(client, {  # the type fits (an int into an int); the value is out of range
+        "big": {"task": "add", "arguments": {"x": 10**12, "y": 0}},
+        "primes": {"task": "count_primes", "arguments": {"limit": {"$result": "big"}}},
+    })
+    failed = ended(client, body["tasks"]["primes"])
+    assert failed["state"] == "failed"
+    assert failed["error"]["type"] == "InvalidArguments", failed["error"]
+    assert "limit" in failed["error"]["message"] and "pydantic.dev" not in failed["error"]["message"]

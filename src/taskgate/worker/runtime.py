@@ -27,6 +27,7 @@ from celery.signals import task_revoked
 from celery.worker.request import Request
 from redis.exceptions import RedisError
 
+from .. import validation
 from ..brokers import parks_delays
 from ..brokers.message import OWNER_HEADER, build_message, envelope, queue_for_priority
 from ..constants import ANONYMOUS
@@ -184,7 +185,10 @@ class TaskgateTask(Task):  # type: ignore[misc]
             if node:  # a workflow's node: its parents' results in place of its references
                 arguments = workflows.node_arguments(rec.client, node, arguments)
                 rec.client.hset(keys.record(task_id), "args", arguments_json(arguments))  # what it ran with
-            call = spec.args_model.model_validate(arguments)
+                # a result its type did not declare may not fit: refused as a submit would be
+                call = validation.arguments(spec.args_model, arguments)
+            else:
+                call = spec.args_model.model_validate(arguments)
             value = spec.func(**dict(call))
             if spec.is_async:  # on this process's event loop, cancelled on request
                 value = aio.run(value, running)
