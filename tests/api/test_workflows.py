@@ -169,3 +169,20 @@ def test_a_result_that_does_not_fit_at_run_time_fails_the_node_with_a_clear_erro
     assert failed["state"] == "failed"
     assert failed["error"]["type"] == "InvalidArguments", failed["error"]
     assert "limit" in failed["error"]["message"] and "pydantic.dev" not in failed["error"]["message"]
+
+
+def test_a_nodes_task_limits_hold_it_in_redis_like_any_run(client: httpx.Client, tmp_path: Any) -> None:
+    from ..worker.admitted import events, most_at_once, starts
+
+    log = tmp_path / "runs.log"
+    hold = tmp_path / "hold"
+    hold.write_text("")
+    nodes = {f"n{i}": {"task": "single_slot", "arguments": {"log": str(log), "token": f"t{i}", "hold": str(hold)}}
+             for i in range(3)}  # three roots of a task with one slot across the cluster
+    body = submit(client, {**nodes, "after": {"task": "add", "arguments": {"x": 1, "y": 1},
+                                              "after": ["n0", "n1", "n2"]}})
+    waiting = [client.get(f"/tasks/{body['tasks'][f'n{i}']}").json() for i in range(3)]
+    assert sorted(task["waiting_for"] or "went" for task in waiting) == ["slot", "slot", "went"], waiting
+    hold.unlink()
+    assert ended(client, body["tasks"]["after"])["result"] == 2
+    assert most_at_once(events(log)) == 1 and starts(log) == {"t0": 1, "t1": 1, "t2": 1}
