@@ -27,6 +27,7 @@ from .reads import Reader
 from .schedules import Schedules
 from .submit import Submitter
 from .subscriptions import Limits, Subscriptions
+from .webhooks import Webhooks
 from .workflows import Workflows
 
 
@@ -52,6 +53,8 @@ class Producer:
         self.workflows = Workflows(backend, self.submitter.dispatcher, self.catalogue, subscriptions)
         #: Admission limits: read every limited task's, override or restore one's.
         self.limits = AdmissionLimits(backend, self.catalogue)
+        #: Webhook subscriptions (their deliveries are written by the scripts that end runs).
+        self.webhooks = Webhooks(backend)
         #: Live task changes for ``GET /events`` (a subscription opened by the first feed).
         per_owner = settings.max_streams_per_owner or max(1, settings.max_streams // 4)
         self.feed = Feed(connections.feed(settings.require_redis_url(), settings.backend_timeout),

@@ -1,5 +1,6 @@
 """A webhook subscription as Redis keeps it (:class:`Subscription`, :func:`fields_of`,
-:func:`decode`), the events one may name, and a delivery as the script ending a run writes it
+:func:`decode`) and the scripts that keep it and the sets finding it in step (:func:`put`,
+:func:`drop`), the events one may name, and a delivery as the script ending a run writes it
 (:class:`Delivery`, :func:`decode_delivery`).
 
 A subscription is a hash at :func:`.keys.webhook`; its fields, as stored: ``url``; ``events`` and
@@ -21,14 +22,17 @@ import base64
 import logging
 import secrets
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 import orjson
 
+from ..constants import ANONYMOUS
+from . import keys
 from .model import stamp, to_time
+from .scripts import Arg, Call, _text
 
 log = logging.getLogger("taskgate.records")
 
@@ -47,6 +51,7 @@ DELIVERIES_KEPT = 1000
 PREVIOUS_SECRET_VALID = 24 * 3600
 
 DeliveryState = Literal["pending", "delivered", "failed"]
+PutMode = Literal["create", "update", "rotate"]
 
 
 def new_id() -> str:
@@ -122,7 +127,7 @@ def fields_of(subscription: Subscription) -> dict[str, str | int]:
     return stored
 
 
-def _text(raw: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
+def _strings(raw: Mapping[bytes, bytes] | Mapping[str, str]) -> dict[str, str]:
     return {(k.decode() if isinstance(k, bytes) else k):
             (v.decode(errors="replace") if isinstance(v, bytes) else v) for k, v in raw.items()}
 
@@ -142,10 +147,10 @@ def _time(text: str | None) -> datetime | None:
     return to_time(text) if text else None
 
 
-def decode(webhook_id: str, raw: Mapping[bytes | str, bytes | str]) -> Subscription | None:
+def decode(webhook_id: str, raw: Mapping[bytes, bytes] | Mapping[str, str]) -> Subscription | None:
     """A subscription from its hash (``HGETALL``); None when there is none, or it has no url
     (a hash half gone)."""
-    text = _text(raw)
+    text = _strings(raw)
     if "url" not in text:
         return None
     try:
@@ -161,6 +166,34 @@ def decode(webhook_id: str, raw: Mapping[bytes | str, bytes | str]) -> Subscript
         created_at=_time(text.get("created_at")), failing_since=_time(text.get("failing_since")),
         seq=int(text.get("seq") or 0), secret=text.get("secret", ""),
         previous_secret=text.get("previous_secret") or None, previous_until=_time(text.get("previous_until")))
+
+
+def _sets(webhook_id: str, owner: str | None) -> list[str]:
+    """The keys ``webhook_put.lua`` and ``webhook_drop.lua`` begin with."""
+    return [keys.webhook(webhook_id), keys.webhooks_of(owner or ANONYMOUS), keys.WEBHOOKS_ALL, keys.WEBHOOKS,
+            keys.WEBHOOKS_COUNT]
+
+
+def put(webhook_id: str, owner: str | None, *, mode: PutMode, limit: int = 0,
+        fields: Mapping[str, Arg] | None = None, drop: Sequence[str] = ()) -> Call[str]:
+    """Create (at most ``limit`` per owner, 0: no limit) or change a subscription: set ``fields``
+    (their stored forms), delete ``drop``; ``rotate`` keeps the current secret as
+    ``previous_secret`` first. ``created``, ``updated``, ``#exists``, ``#missing`` or ``#limit``."""
+    pairs: list[Arg] = []
+    for name, value in (fields or {}).items():
+        pairs += [name, value]
+    return Call("webhook_put", _sets(webhook_id, owner), [webhook_id, mode, limit, *pairs, "", *drop], _text)
+
+
+def _listed(reply: Any) -> list[str] | None:
+    return None if reply is None else [_text(key) for key in reply]
+
+
+def drop(webhook_id: str, owner: str | None) -> Call[list[str] | None]:
+    """Delete a subscription (no run's end writes it a delivery after this) and take its listed
+    deliveries off the due set: their keys, for the caller to delete; None when it is gone."""
+    return Call("webhook_drop", [*_sets(webhook_id, owner), keys.WEBHOOK_DUE, keys.deliveries_of(webhook_id)],
+                [webhook_id], _listed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,9 +219,9 @@ class Delivery:
     last_error: str | None = None
 
 
-def decode_delivery(delivery_id: str, raw: Mapping[bytes | str, bytes | str]) -> Delivery | None:
+def decode_delivery(delivery_id: str, raw: Mapping[bytes, bytes] | Mapping[str, str]) -> Delivery | None:
     """A delivery from its hash (``HGETALL``); None when there is none."""
-    text = _text(raw)
+    text = _strings(raw)
     if "webhook" not in text:
         return None
     try:

@@ -4,6 +4,7 @@ local task_id = ARGV[1]
 --#include times.lua
 --#include admission.lua
 --#include workflow.lua
+-- (workflow.lua includes webhooks.lua: the outbox of webhook deliveries)
 
 -- Mirrors of Python constants (tests/records/test_scripts.py checks that they agree).
 local ENDED = {succeeded = true, failed = true, cancelled = true, expired = true}
@@ -107,6 +108,8 @@ local function publish()
   end
   fields['message'] = nil
   redis.call('PUBLISH', channel, cjson.encode(fields))
+  -- its webhooks' deliveries, written in this script (webhooks.lua): an ended run always has them
+  if ENDED[state] and not ENDED[before] then wh_task_ended(task_id, record, fields, state) end
   -- a workflow's node: its end takes the graph's edges here, in this script (workflow.lua)
   if ENDED[state] and not ENDED[before] and fields['workflow_id'] then wf_run_ended(record, fields, state) end
 end

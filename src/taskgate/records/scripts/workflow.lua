@@ -20,6 +20,8 @@ local WF_ITEM_ID = 'tgitem0placeholder0id'  -- producer/workflows.py's ITEM_ID a
 local WF_ITEM_IX = 'tgitem0placeholder0ix'
 local WF_MAX_ITEMS = 10000  -- workflow/spec.py's MAX_MAP_ITEMS
 local WF_NODE_ENDED = {succeeded = true, failed = true, cancelled = true, skipped = true}
+-- the outbox of webhook deliveries, written by wf_finish and wf_end_record (and publish())
+--#include webhooks.lua
 
 local function wf_key(workflow_id) return WF_PREFIX .. '{' .. workflow_id .. '}' end
 local function wf_record(task_id) return RECORD_PREFIX .. '{' .. task_id .. '}' end
@@ -69,6 +71,7 @@ local function wf_finish(wf, workflow_id, now)
     for _, task_id in ipairs(wf_runs(wf, node)) do redis.call('EXPIRE', wf_record(task_id), ttl) end
   end
   redis.call('EXPIRE', wf, ttl)
+  wh_workflow_ended(wf, workflow_id, wf_state)  -- its webhooks' deliveries (webhooks.lua)
 end
 
 -- A record of this workflow's that will never run ends `cancelled`, saying why.
@@ -79,6 +82,7 @@ local function wf_end_record(task_id, why, now)
   redis.call('HSET', record, 'state', 'cancelled', 'finished_at', now, 'skipped', why)
   redis.call('HDEL', record, 'waiting_for', 'message', 'queue')
   announce(record, task_id)
+  wh_task_ended(task_id, record, nil, 'cancelled')
 end
 
 local wf_node_done  -- defined below (a node's end releases or skips others)
