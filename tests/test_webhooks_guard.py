@@ -71,3 +71,18 @@ def test_names_are_resolved_on_the_event_loop_and_checked() -> None:
         await check_url("http://localhost/", OPEN)  # allowed: nothing resolved
     assert threading.current_thread() is threading.main_thread()
     asyncio.run(check())
+
+
+def test_a_host_slow_to_resolve_is_refused_in_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("taskgate.webhooks_guard.RESOLVE_TIMEOUT", 0.05)
+
+    async def check() -> None:
+        async def never(*_: object, **__: object) -> list[object]:
+            await asyncio.Event().wait()  # a resolver that does not answer
+            return []
+
+        asyncio.get_running_loop().getaddrinfo = never  # type: ignore[method-assign]
+        with pytest.raises(UnsafeURL, match="did not resolve within 0.05 s") as slow:
+            await check_url("https://slow.example/", GUARDED)
+        assert slow.value.temporary
+    asyncio.run(check())

@@ -26,6 +26,8 @@ MAX_URL = 2048
 #: The instance metadata services of the clouds (AWS, GCP, Azure, ...; AWS's IPv6 one).
 METADATA = frozenset({ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")})
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+#: Seconds a host may take to resolve.
+RESOLVE_TIMEOUT = 5.0
 
 
 class Target(NamedTuple):
@@ -94,12 +96,17 @@ def _literal(host: str) -> Address | None:
 async def resolved_addresses(host: str, port: int | None = None) -> list[Address]:
     """Every address ``host`` resolves to, each once, in the resolver's order (an IP literal:
     itself), looked up without blocking the event loop (``loop.getaddrinfo``). A host that does
-    not resolve: :class:`~taskgate.exceptions.UnsafeURL` with ``temporary`` set."""
+    not resolve (within :data:`RESOLVE_TIMEOUT`): :class:`~taskgate.exceptions.UnsafeURL` with
+    ``temporary`` set."""
     literal = _literal(host)
     if literal is not None:
         return [literal]
+    lookup = asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = await asyncio.wait_for(lookup, RESOLVE_TIMEOUT)
+    except TimeoutError:
+        raise UnsafeURL(f"url: the host {host} did not resolve within {RESOLVE_TIMEOUT:g} s",
+                        temporary=True) from None
     except (OSError, UnicodeError) as exc:
         raise UnsafeURL(f"url: the host {host} does not resolve ({exc})", temporary=True) from None
     found: list[Address] = []
