@@ -145,6 +145,12 @@ class Settings(BaseSettings):
         "such a URL is refused at POST /webhooks (422) and every delivery checks the resolved "
         "addresses again before it connects (against SSRF). For tests and receivers inside your own "
         "network.")
+    webhook_schedule: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0], min_length=1,
+        description="Seconds between a webhook delivery's failed attempt and the next, in order "
+        "(comma-separated; each waits ±20 % of itself, at random): after the last, the delivery "
+        "fails. The default is Standard Webhooks' (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h: eight "
+        "attempts over about 28 hours). Read by the workers.")
     max_streams: int = Field(
         default=5000, ge=1, description="Waits held at once by one API process: SSE streams, "
         "`?wait=` reads and waiting POST /tasks/results, all carried by one Redis pub/sub "
@@ -180,6 +186,21 @@ class Settings(BaseSettings):
     def _split_modules(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("webhook_schedule", mode="before")
+    @classmethod
+    def _split_schedule(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("webhook_schedule")
+    @classmethod
+    def _positive_delays(cls, value: list[float]) -> list[float]:
+        if any(not 0 < delay <= 7 * 86_400 for delay in value):
+            raise ValueError("TASKGATE_WEBHOOK_SCHEDULE: each delay is a number of seconds above 0, "
+                             "at most 604800 (a week), e.g. 5,300,1800")
         return value
 
     @field_validator("result_backend")

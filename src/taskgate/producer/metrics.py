@@ -3,8 +3,9 @@
 API metrics (this replica): submissions by task, Redis call latency, event-loop lag, and
 prometheus-client's process collector (RSS, CPU, open fds). Cluster metrics (every replica
 reports the same values, read at scrape time): completions by task and state, queue-wait and
-run-time histograms (counted by the workers' transition scripts in ``taskgate:stats``), queue
-depths, delayed tasks, dead letters and live workers.
+run-time histograms (counted by the workers' transition scripts in ``taskgate:stats``), webhook
+deliveries by outcome (counted there by the workers' senders), queue depths, delayed tasks, dead
+letters and live workers.
 
 An API in several processes (``taskgate api --workers N``, or your app under uvicorn or
 gunicorn workers with PROMETHEUS_MULTIPROC_DIR set) runs the client in its multiprocess mode:
@@ -75,6 +76,11 @@ class _Cluster(Collector):
     def collect(self) -> Iterator[Metric]:
         done = CounterMetricFamily("taskgate_tasks_finished", "Tasks that ended, by task and state.",
                                    labels=["task", "state"])
+        webhooks = CounterMetricFamily(
+            "taskgate_webhook_deliveries", "Webhook delivery attempts recorded by the workers, by outcome: "
+            "delivered; retrying (failed, tried again later); failed (the schedule spent); gone (a 410: "
+            "its subscription disabled); disabled (its subscription failed for days and was disabled); "
+            "dropped (not sent: its subscription was deleted or disabled).", labels=["outcome"])
         buckets: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0] * (len(LATENCY_BUCKETS) + 1))
         sums: dict[tuple[str, str], float] = {}
         for field, value in self.stats.items():
@@ -87,7 +93,10 @@ class _Cluster(Collector):
                 buckets[(kind, task)][int(index)] = value
             elif kind in ("wait_sum", "run_sum"):
                 sums[(kind.removesuffix("_sum"), rest)] = value
+            elif kind == "webhook":
+                webhooks.add_metric([rest], value)
         yield done
+        yield webhooks
         for kind, help_text in (("wait", "Seconds from submission to start."),
                                 ("run", "Seconds from start to end.")):
             family = HistogramMetricFamily(f"taskgate_task_{kind}_seconds", help_text, labels=["task"])

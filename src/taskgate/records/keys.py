@@ -71,8 +71,9 @@ IDEMPOTENCY_PREFIX = "taskgate:idem:"
 #: ``<wait|run>_sum:<task>``; per minute (``<m>``: minutes since the epoch on Redis's clock),
 #: ``minute:<m>:<succeeded|failed|cancelled>`` tasks that ended then, ``minute:<m>:wait_sum`` and
 #: ``minute:<m>:wait_n`` their queue waits, for the last ``MINUTES_KEPT`` minutes, and
-#: ``minute:trimmed`` the latest minute deleted. Kept ``STATS_TTL`` after the last write;
-#: ``GET /metrics`` and ``GET /summary`` read it.
+#: ``minute:trimmed`` the latest minute deleted; ``webhook:<outcome>`` webhook delivery attempts
+#: (``webhook_result.lua``). Kept ``STATS_TTL`` after the last write; ``GET /metrics`` and
+#: ``GET /summary`` read it.
 STATS = "taskgate:stats"
 
 #: ``taskgate:worker:<hostname>:<pid>`` -> JSON ``{"tags", "queues", "tasks", "at", "concurrency",

@@ -22,7 +22,9 @@ instead keeps that timeout long and lets every worker's main process run a keepe
   other than the records' Redis are published, and every 5 s leaked slots are reclaimed (see
   ``admission``);
 * **schedules**: due schedules fire, each tick once (see ``scheduler``); the keeper wakes at the
-  next tick when that comes before its next 0.5 s pass.
+  next tick when that comes before its next 0.5 s pass;
+* **webhooks**: beside it, in a thread of its own, a deliverer sends the due webhook deliveries
+  (see ``webhooks``).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from ..registry import exposed
 from .admission import Admitter, publish_declared
 from .celery_app import settings_of
 from .scheduler import Firer, sync_declared
+from .webhooks import Deliverer
 
 log = logging.getLogger("taskgate.recovery")
 
@@ -97,6 +100,12 @@ class Keeper(threading.Thread):
         self._connection: Any = None
         self.firer = Firer(app, self.client, settings, self.tasks)
         self.admitter = Admitter(app, self.client, inline=self.parks_delays, timeout=settings.backend_timeout)
+        self.deliverer = Deliverer(settings)
+
+    def start(self) -> None:
+        """Start the thread, and the webhook deliverer beside it."""
+        super().start()
+        self.deliverer.start()
 
     def run(self) -> None:
         next_beat = next_reap = next_pass = 0.0
@@ -149,6 +158,7 @@ class Keeper(threading.Thread):
         """Stop the thread and withdraw this worker's heartbeat."""
         self.stopping.set()
         self.join(5)
+        self.deliverer.stop()
         with contextlib.suppress(RedisError):
             self.client.delete(keys.worker(self.hostname))
         self._reset_connection()

@@ -1,0 +1,257 @@
+"""Sends webhook deliveries: the :class:`Deliverer` every worker's keeper runs.
+
+The script that ends a run or a workflow writes its deliveries and makes them due at once
+(``records/scripts/webhooks.lua``); any worker's deliverer may send them. Each runs in a thread of
+the worker's main process with its own asyncio loop, one Redis client and one
+``httpx.AsyncClient``, started and stopped with the keeper (``recovery``):
+
+* **claim**: every :data:`TICK` s, or as soon as a send ends, it claims due deliveries
+  (``webhook_claim.lua``), at most as many as it has free places (:data:`MAX_IN_FLIGHT` in
+  all). A claim is a lease of :data:`LEASE` s: a worker killed before it records the attempt
+  loses nothing, the delivery is due again when the lease ends, for any keeper (at least once:
+  the receiver may then see a ``webhook-id`` twice);
+* **send**: at most :data:`PER_SUBSCRIPTION` at once per subscription (one claimed past that is
+  given back, due again in :data:`GIVE_BACK` s), so a slow receiver holds only its own places;
+  each attempt first checks the URL's resolved addresses (``webhooks_guard.check_url``: no
+  private address unless allowed), then POSTs the signed body (``webhook_payload``) within
+  :data:`TIMEOUT` s, no redirect followed, reading at most :data:`MAX_RESPONSE` bytes;
+* **record** (``webhook_result.lua``): a 2xx is ``delivered``; a 410 disables the subscription;
+  anything else is tried again after the next delay of ``TASKGATE_WEBHOOK_SCHEDULE`` (±20 %),
+  or fails once the schedule is spent; a subscription failing for :data:`FAILING_LIMIT` s is
+  disabled. A delivery whose subscription is gone or disabled is dropped unsent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import cast
+
+import httpx
+from redis.asyncio import Redis as AsyncRedis
+from redis.exceptions import RedisError
+
+from .. import connections
+from ..config import Settings
+from ..exceptions import UnsafeURL
+from ..records import keys, scripts
+from ..records import webhooks_scripts as calls
+from ..records.webhooks import Delivery, Subscription, decode, decode_delivery
+from ..webhooks_guard import check_url
+from . import webhook_payload
+
+log = logging.getLogger("taskgate.webhooks")
+
+#: Seconds between claims while nothing ends sooner.
+TICK = 0.25
+#: Seconds a claimed delivery is its sender's before any keeper may claim it again.
+LEASE = 60.0
+#: Sends at once, in all and per subscription.
+MAX_IN_FLIGHT = 32
+PER_SUBSCRIPTION = 4
+#: Seconds one attempt may take (connect, send, answer), in all.
+TIMEOUT = 10.0
+#: Bytes of a receiver's answer read at most.
+MAX_RESPONSE = 64 * 1024
+#: Seconds until a claimed delivery given back (its subscription's places all taken) is due again.
+GIVE_BACK = 1.0
+#: Seconds a subscription may keep failing (no attempt delivered) before it is disabled.
+FAILING_LIMIT = 5 * 86_400
+#: Of a failed attempt's answer, the characters kept as its ``last_error``.
+ERROR_EXCERPT = 200
+#: Seconds sends under way get to end when the worker stops (one cut short is sent again once
+#: its lease ends).
+STOP_GRACE = 3.0
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """How one attempt went: the outcome for ``webhook_result.lua``, the answer's status (None:
+    no answer), and what went wrong (empty when delivered)."""
+
+    outcome: calls.Outcome
+    status: int | None = None
+    error: str = ""
+
+
+def next_delay(schedule: list[float], attempts: int) -> float | None:
+    """Seconds until the attempt after the ``attempts``-th failed one (±20 %); None when the
+    schedule is spent."""
+    if attempts > len(schedule):
+        return None
+    return schedule[attempts - 1] * random.uniform(0.8, 1.2)
+
+
+class Deliverer:
+    """One worker's webhook sender (see the module's docstring)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.schedule = list(settings.webhook_schedule)
+        #: Attempts recorded by this deliverer, by what ``webhook_result.lua`` made of them.
+        self.recorded: Counter[str] = Counter()
+        self._thread = threading.Thread(target=self._run, name="taskgate-webhooks", daemon=True)
+        self._stopping = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._sending: set[asyncio.Task[None]] = set()
+        self._per_subscription: Counter[str] = Counter()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop claiming; sends under way get :data:`STOP_GRACE` s to end."""
+        self._stopping.set()
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed already
+                loop.call_soon_threadsafe(wake.set)
+        self._thread.join(STOP_GRACE + 2)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except Exception:  # a deliverer that dies silently would leave every delivery waiting
+            log.exception("taskgate webhooks: the deliverer stopped")
+
+    async def _main(self) -> None:
+        self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
+        redis = connections.fail_fast(self.settings.require_redis_url(), connections.KEEPER_TIMEOUT,
+                                      max_connections=8)
+        run = scripts.AsyncScripts(redis)
+        limits = httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_IN_FLIGHT)
+        try:
+            async with httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False, limits=limits,
+                                         trust_env=False) as http:
+                while not self._stopping.is_set():
+                    self._wake.clear()
+                    try:
+                        await self._claim(run, redis, http)
+                    except (RedisError, OSError) as exc:
+                        log.warning("taskgate webhooks: %s", exc)
+                    except Exception:  # the next pass tries again; a dead deliverer would not
+                        log.exception("taskgate webhooks: unexpected error")
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), TICK)
+                if self._sending:
+                    await asyncio.wait(self._sending, timeout=STOP_GRACE)
+        finally:
+            for task in self._sending:
+                task.cancel()
+            await redis.aclose()
+
+    async def _claim(self, run: scripts.AsyncScripts, redis: AsyncRedis,
+                     http: httpx.AsyncClient) -> None:
+        """Claim what fits in the free places and start sending it."""
+        free = MAX_IN_FLIGHT - len(self._sending)
+        if free <= 0:
+            return
+        claimed = await run(calls.claim(free, round(LEASE * 1000)))
+        if not claimed:
+            return
+        pipe = redis.pipeline(transaction=False)
+        for key in claimed:
+            pipe.hgetall(key)
+        found = [decode_delivery(calls.delivery_id_of(key), raw)
+                 for key, raw in zip(claimed, await pipe.execute(), strict=True)]
+        ids = sorted({delivery.webhook_id for delivery in found if delivery is not None})
+        pipe = redis.pipeline(transaction=False)
+        for webhook_id in ids:
+            pipe.hgetall(keys.webhook(webhook_id))
+        subscriptions = {webhook_id: decode(webhook_id, raw)
+                         for webhook_id, raw in zip(ids, await pipe.execute(), strict=True)}
+        back: list[str] = []
+        for key, delivery in zip(claimed, found, strict=True):
+            if delivery is None or delivery.state != "pending":  # it only leaves the due set
+                await run(calls.result(key, delivery.webhook_id if delivery else "", "dropped", ttl=1,
+                                       streak_ms=0))
+                continue
+            subscription = subscriptions.get(delivery.webhook_id)
+            if subscription is None or not subscription.enabled:
+                why = ("its subscription was deleted" if subscription is None else
+                       f"its subscription is disabled: {subscription.disabled_reason or 'by its owner'}")
+                await self._record(run, key, delivery, Attempt("dropped", error=f"not sent: {why}"))
+            elif self._per_subscription[delivery.webhook_id] >= PER_SUBSCRIPTION:
+                back.append(key)
+            else:
+                self._per_subscription[delivery.webhook_id] += 1
+                task = asyncio.create_task(self._send(run, http, key, delivery, subscription))
+                self._sending.add(task)
+        if back:
+            await redis.zadd(keys.WEBHOOK_DUE, dict.fromkeys(back, (time.time() + GIVE_BACK) * 1000), xx=True)
+
+    async def _send(self, run: scripts.AsyncScripts, http: httpx.AsyncClient, key: str, delivery: Delivery,
+                    subscription: Subscription) -> None:
+        try:
+            try:
+                async with asyncio.timeout(TIMEOUT):
+                    attempt = await self._attempt(http, delivery, subscription)
+            except TimeoutError:
+                attempt = Attempt("error", error=f"no answer within {TIMEOUT:g} s")
+            await self._record(run, key, delivery, attempt)
+        except (RedisError, OSError) as exc:  # its lease ends, and it is sent again
+            log.warning("taskgate webhooks: %s not recorded: %s", delivery.delivery_id, exc)
+        except Exception:
+            log.exception("taskgate webhooks: %s failed unexpectedly", delivery.delivery_id)
+        finally:
+            self._per_subscription[delivery.webhook_id] -= 1
+            if not self._per_subscription[delivery.webhook_id]:
+                del self._per_subscription[delivery.webhook_id]
+            self._sending.discard(cast(asyncio.Task[None], asyncio.current_task()))
+            if self._wake is not None:
+                self._wake.set()
+
+    async def _attempt(self, http: httpx.AsyncClient, delivery: Delivery,
+                       subscription: Subscription) -> Attempt:
+        """Check the URL's addresses now, then POST the signed event and read the answer."""
+        try:
+            await check_url(subscription.url, self.settings)
+        except UnsafeURL as exc:
+            return Attempt("error", error=str(exc))
+        content = webhook_payload.body(delivery)
+        now = time.time()
+        headers = webhook_payload.headers(delivery.msg_id, now, content, subscription.signing_secrets(now))
+        try:
+            async with http.stream("POST", subscription.url, content=content, headers=headers) as response:
+                answer = bytearray()
+                async for chunk in response.aiter_raw():
+                    answer += chunk
+                    if len(answer) >= MAX_RESPONSE:
+                        break
+        except httpx.TimeoutException:
+            return Attempt("error", error=f"no answer within {TIMEOUT:g} s")
+        except httpx.HTTPError as exc:
+            return Attempt("error", error=f"{type(exc).__name__}: {exc}"[:ERROR_EXCERPT])
+        status = response.status_code
+        if 200 <= status < 300:
+            return Attempt("delivered", status)
+        excerpt = bytes(answer[:ERROR_EXCERPT]).decode(errors="replace")
+        if 300 <= status < 400:
+            return Attempt("error", status, f"HTTP {status}: redirects are not followed")
+        return Attempt("gone" if status == 410 else "error", status, f"HTTP {status}: {excerpt}".strip())
+
+    async def _record(self, run: scripts.AsyncScripts, key: str, delivery: Delivery,
+                      attempt: Attempt) -> None:
+        delay = next_delay(self.schedule, delivery.attempts + 1) if attempt.outcome == "error" else None
+        when = datetime.now(UTC).isoformat(timespec="seconds")
+        reason = (f"the receiver answered 410 Gone at {when}" if attempt.outcome == "gone" else
+                  f"no delivery succeeded for more than {FAILING_LIMIT / 86_400:g} days (until {when})")
+        said = await run(calls.result(
+            key, delivery.webhook_id, attempt.outcome, status=attempt.status, error=attempt.error,
+            retry_ms=None if delay is None else round(delay * 1000), ttl=self.settings.failure_ttl,
+            streak_ms=FAILING_LIMIT * 1000, reason=reason))
+        self.recorded[said] += 1
+        if said in ("delivered", "retrying"):
+            log.info("taskgate webhooks: %s %s (attempt %d)", delivery.delivery_id, said,
+                     delivery.attempts + 1)
+        else:
+            log.warning("taskgate webhooks: %s %s (attempt %d): %s", delivery.delivery_id, said,
+                        delivery.attempts + 1, attempt.error or attempt.status)

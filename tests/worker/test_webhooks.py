@@ -1,0 +1,218 @@
+"""The webhook sender (``worker/webhooks.py``) against a real Valkey, real workers and a local
+receiver (``receiver.py``), every delivery verified with the ``standardwebhooks`` library.
+
+Each test has its own Valkey and starts its workers (``stack``): a worker's deliverer claims
+whatever is due in its Redis. The deliveries are written by hand, as the end script writes
+them. The workers run with TASKGATE_WEBHOOK_ALLOW_HTTP and TASKGATE_WEBHOOK_ALLOW_PRIVATE (the
+receiver is http://127.0.0.1), except the one checking that the send-time guard refuses it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from redis import Redis
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from taskgate.records import keys, webhooks
+
+from ..helpers import Stack, env_for, submit, wait, wait_for
+from .receiver import HANG, Received, deliver, fields, receiving, subscribe
+
+#: Short retry delays (s), so a test sees the schedule through.
+SCHEDULE = "0.3,0.3,0.3"
+#: Both guards off, for a receiver on loopback over http.
+OPEN = {"TASKGATE_WEBHOOK_ALLOW_HTTP": "1", "TASKGATE_WEBHOOK_ALLOW_PRIVATE": "1",
+        "TASKGATE_WEBHOOK_SCHEDULE": SCHEDULE}
+
+
+def verified(request: Received, secret: str) -> dict[str, object]:
+    """The request's body, once ``standardwebhooks`` accepts its signature with ``secret``."""
+    body: dict[str, object] = Webhook(secret).verify(request.body, request.headers)
+    return body
+
+
+def ended(redis: Redis, key: str) -> dict[str, str]:
+    """The delivery's fields once it is no longer pending."""
+    wait_for(lambda: fields(redis, key).get("state") in ("delivered", "failed"), 40, f"{key} to end")
+    return fields(redis, key)
+
+
+def test_a_run_end_is_delivered_signed_with_the_task_as_the_api_shows_it(stack: Stack) -> None:
+    stack.env.update(OPEN)
+    stack.start_worker()
+    client = stack.start_api()
+    redis = Redis.from_url(stack.url)
+    task_id = submit(client, "add", {"x": 2, "y": 3})
+    shown = wait(client, task_id)
+    assert shown["state"] == "succeeded"
+    record = {k: v for k, v in fields(redis, keys.record(task_id)).items() if k != "message"}
+    with receiving() as receiver:
+        webhook_id, secret = subscribe(redis, receiver.url("/hook"))
+        key, msg_id = deliver(redis, webhook_id, task_id, record)
+        delivery = ended(redis, key)
+        (request,) = receiver.at("/hook")
+    assert delivery["state"] == "delivered" and delivery["attempts"] == "1" and delivery["last_status"] == "200"
+    assert 0 < redis.ttl(key) <= 7 * 86_400  # kept TASKGATE_FAILURE_TTL once it ended
+    assert redis.zscore(keys.WEBHOOK_DUE, key) is None
+    body = verified(request, secret)
+    assert request.headers["webhook-id"] == msg_id == f"msg_{task_id}_succeeded"
+    assert abs(int(request.headers["webhook-timestamp"]) - time.time()) < 30
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["user-agent"].startswith("taskgate/")
+    assert body["type"] == "task.succeeded"
+    assert body["data"] == shown  # GET /tasks/{task_id}, field for field
+    metrics = client.get("/metrics").text
+    assert 'taskgate_webhook_deliveries_total{outcome="delivered"} 1.0' in metrics
+
+
+def test_failed_attempts_are_retried_with_the_same_id_then_fail_when_the_schedule_is_spent(stack: Stack) -> None:
+    stack.env.update(OPEN)
+    stack.start_worker()
+    redis = Redis.from_url(stack.url)
+    with receiving() as receiver:
+        flaky, flaky_secret = subscribe(redis, receiver.plan("/flaky", 500, HANG, 200))
+        broken, broken_secret = subscribe(redis, receiver.plan("/broken", 503))
+        flaky_key, flaky_msg = deliver(redis, flaky)
+        broken_key, broken_msg = deliver(redis, broken)
+        delivered = ended(redis, flaky_key)
+        failed = ended(redis, broken_key)
+        tries, refusals = receiver.at("/flaky"), receiver.at("/broken")
+    # a 500, a timeout (no answer within 10 s), then delivered: three attempts, one webhook-id
+    assert delivered["state"] == "delivered" and delivered["attempts"] == "3", delivered
+    assert [request.headers["webhook-id"] for request in tries] == [flaky_msg] * 3
+    assert len({verified(request, flaky_secret)["timestamp"] for request in tries}) == 1  # one event
+    assert tries[2].at - tries[1].at >= 9.5  # the sender waited out its timeout
+    # the first attempt and one per delay of the schedule, each answered 503: failed
+    assert failed["state"] == "failed" and failed["attempts"] == "4" and failed["last_status"] == "503", failed
+    assert [request.headers["webhook-id"] for request in refusals] == [broken_msg] * 4
+    for request in refusals:
+        verified(request, broken_secret)
+    assert redis.zscore(keys.WEBHOOK_DUE, broken_key) is None
+    # a failing subscription stays enabled (for days: see test_webhook_delivery_scripts), its
+    # streak recorded; a delivery ends it
+    assert fields(redis, keys.webhook(broken))["enabled"] == "1"
+    assert "failing_since" in fields(redis, keys.webhook(broken))
+    assert "failing_since" not in fields(redis, keys.webhook(flaky))
+    stats = fields(redis, keys.STATS)
+    assert (stats["webhook:delivered"], stats["webhook:retrying"], stats["webhook:failed"]) == ("1", "5", "1")
+
+
+def test_410_gone_disables_the_subscription_and_its_other_deliveries_are_not_sent(stack: Stack) -> None:
+    stack.env.update(OPEN)
+    stack.start_worker()
+    redis = Redis.from_url(stack.url)
+    with receiving() as receiver:
+        webhook_id, secret = subscribe(redis, receiver.plan("/gone", 410))
+        key, _ = deliver(redis, webhook_id)
+        assert ended(redis, key)["state"] == "failed"
+        subscription = fields(redis, keys.webhook(webhook_id))
+        assert subscription["enabled"] == "0" and "410 Gone" in subscription["disabled_reason"]
+        later, _ = deliver(redis, webhook_id)
+        dropped = ended(redis, later)
+        assert len(receiver.at("/gone")) == 1
+    verified(receiver.at("/gone")[0], secret)
+    assert dropped["state"] == "failed" and dropped["attempts"] == "0"
+    assert dropped["last_error"].startswith("not sent: its subscription is disabled: the receiver answered 410")
+
+
+def test_the_previous_secret_signs_too_while_it_is_valid(stack: Stack) -> None:
+    stack.env.update(OPEN)
+    stack.start_worker()
+    redis = Redis.from_url(stack.url)
+    old, new = webhooks.new_secret(), webhooks.new_secret()
+    with receiving() as receiver:
+        rotated, _ = subscribe(redis, receiver.url("/rotated"), secret=new, previous=old,
+                               previous_until=time.time() + 3600)
+        lapsed, _ = subscribe(redis, receiver.url("/lapsed"), secret=new, previous=old,
+                              previous_until=time.time() - 1)
+        for webhook_id in (rotated, lapsed):
+            assert ended(redis, deliver(redis, webhook_id)[0])["state"] == "delivered"
+        (during,), (after,) = receiver.at("/rotated"), receiver.at("/lapsed")
+    assert len(during.headers["webhook-signature"].split(" ")) == 2
+    assert verified(during, old) == verified(during, new)  # a receiver with either secret accepts it
+    assert len(after.headers["webhook-signature"].split(" ")) == 1
+    verified(after, new)
+    with pytest.raises(WebhookVerificationError):
+        verified(after, old)
+
+
+def test_a_private_address_is_refused_at_send_time(stack: Stack) -> None:
+    """With TASKGATE_WEBHOOK_ALLOW_PRIVATE off (http still allowed), a subscription to
+    127.0.0.1 (stored by hand, as if its host resolved elsewhere when it was made) is never
+    called: each attempt fails before it connects."""
+    stack.start_worker(TASKGATE_WEBHOOK_ALLOW_HTTP="1", TASKGATE_WEBHOOK_SCHEDULE="0.2")
+    redis = Redis.from_url(stack.url)
+    with receiving() as receiver:
+        webhook_id, _ = subscribe(redis, receiver.url("/inside"))
+        key, _ = deliver(redis, webhook_id)
+        delivery = ended(redis, key)
+        assert receiver.at("/inside") == []
+    assert delivery["state"] == "failed" and delivery["attempts"] == "2"
+    assert "loopback" in delivery["last_error"] and "last_status" not in delivery
+
+
+def start_worker_group(stack: Stack, name: str) -> subprocess.Popen[bytes]:
+    """A worker in a process group of its own, so the test can kill all of it at once."""
+    log = stack.tmp / f"{name}.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "taskgate", "worker", "--concurrency=1"],
+                                env=env_for(stack.url, **stack.env), stdout=out, stderr=subprocess.STDOUT,
+                                cwd=log.parent, start_new_session=True)
+    stack.workers.append(proc)  # killed by the stack at the end, should the test fail first
+    wait_for(lambda: b" ready." in log.read_bytes() or proc.poll() is not None, 60, f"{name} ready")
+    assert proc.poll() is None, log.read_text()
+    return proc
+
+
+@pytest.mark.timeout(180)
+def test_a_worker_killed_holding_a_delivery_loses_nothing(stack: Stack) -> None:
+    """Worker A claims the delivery and is SIGKILLed (its whole process group) while the
+    receiver holds the request: no outcome recorded. Once A's lease ends (60 s), worker B
+    sends it again, with the same webhook-id."""
+    stack.env.update(OPEN)
+    first = start_worker_group(stack, "first")
+    redis = Redis.from_url(stack.url)
+    with receiving() as receiver:
+        webhook_id, secret = subscribe(redis, receiver.plan("/held", HANG, 200))
+        key, msg_id = deliver(redis, webhook_id)
+        wait_for(lambda: len(receiver.at("/held")) == 1, 20, "the first attempt")
+        leased = redis.zscore(keys.WEBHOOK_DUE, key)
+        assert leased is not None and leased > time.time() * 1000 + 50_000  # claimed for 60 s
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        assert fields(redis, key)["state"] == "pending" and fields(redis, key)["attempts"] == "0"
+        stack.start_worker()
+        wait_for(lambda: fields(redis, key)["state"] != "pending", 90, "the delivery sent again after the lease")
+        delivery, tries = fields(redis, key), receiver.at("/held")
+    assert delivery["state"] == "delivered" and delivery["attempts"] == "1", delivery
+    assert [request.headers["webhook-id"] for request in tries] == [msg_id, msg_id]
+    for request in tries:
+        verified(request, secret)
+
+
+def test_a_slow_receiver_holds_up_neither_other_subscriptions_nor_tasks(stack: Stack) -> None:
+    """A receiver that never answers holds its subscription's four places: another
+    subscription's delivery goes at once, and the worker's tasks run."""
+    stack.env.update(OPEN)
+    stack.start_worker()
+    client = stack.start_api()
+    redis = Redis.from_url(stack.url)
+    with receiving() as receiver:
+        slow, _ = subscribe(redis, receiver.plan("/slow", HANG))
+        fast, secret = subscribe(redis, receiver.url("/fast"))
+        for _ in range(8):
+            deliver(redis, slow)
+        wait_for(lambda: len(receiver.at("/slow")) == 4, 20, "four attempts held")
+        started = time.monotonic()
+        key, _ = deliver(redis, fast)
+        assert ended(redis, key)["state"] == "delivered"
+        assert wait(client, submit(client, "add", {"x": 1, "y": 1}))["result"] == 2
+        assert time.monotonic() - started < 5  # long before the held attempts time out (10 s)
+        assert len(receiver.at("/slow")) == 4  # no more than its per-subscription limit at once
+    verified(receiver.at("/fast")[0], secret)
