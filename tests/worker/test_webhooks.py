@@ -2,8 +2,9 @@
 receiver (``receiver.py``), every delivery verified with the ``standardwebhooks`` library.
 
 Each test has its own Valkey and starts its workers (``stack``): a worker's deliverer claims
-whatever is due in its Redis. The deliveries are written by hand, as the end script writes
-them. The workers run with TASKGATE_WEBHOOK_ALLOW_HTTP and TASKGATE_WEBHOOK_ALLOW_PRIVATE (the
+whatever is due in its Redis. The first test goes end to end (a subscription made over HTTP, a
+run's end); the others write subscriptions and deliveries by hand, as the API and the end script
+write them. The workers run with TASKGATE_WEBHOOK_ALLOW_HTTP and TASKGATE_WEBHOOK_ALLOW_PRIVATE (the
 receiver is http://127.0.0.1), except the one checking that the send-time guard refuses it.
 """
 
@@ -44,24 +45,29 @@ def ended(redis: Redis, key: str) -> dict[str, str]:
 
 
 def test_a_run_end_is_delivered_signed_with_the_task_as_the_api_shows_it(stack: Stack) -> None:
+    """End to end: a subscription made with POST /webhooks, a real run's end written to the
+    outbox by the script that ended it, sent by the worker."""
     stack.env.update(OPEN)
     stack.start_worker()
     client = stack.start_api()
     redis = Redis.from_url(stack.url)
-    task_id = submit(client, "add", {"x": 2, "y": 3})
-    shown = wait(client, task_id)
-    assert shown["state"] == "succeeded"
-    record = {k: v for k, v in fields(redis, keys.record(task_id)).items() if k != "message"}
     with receiving() as receiver:
-        webhook_id, secret = subscribe(redis, receiver.url("/hook"))
-        key, msg_id = deliver(redis, webhook_id, task_id, record)
-        delivery = ended(redis, key)
+        made = client.post("/webhooks", json={"url": receiver.url("/hook"), "events": ["task.succeeded"]})
+        assert made.status_code == 201, made.text
+        webhook_id, secret = made.json()["id"], made.json()["secret"]
+        assert wait(client, submit(client, "boom", {"message": "not subscribed to"}))["state"] == "failed"
+        task_id = submit(client, "add", {"x": 2, "y": 3})
+        shown = wait(client, task_id)
+        assert shown["state"] == "succeeded"
+        msg_id = f"msg_{task_id}_succeeded"
+        delivery = ended(redis, keys.delivery(webhooks.delivery_id(webhook_id, msg_id)))
         (request,) = receiver.at("/hook")
     assert delivery["state"] == "delivered" and delivery["attempts"] == "1" and delivery["last_status"] == "200"
+    key = keys.delivery(webhooks.delivery_id(webhook_id, msg_id))
     assert 0 < redis.ttl(key) <= 7 * 86_400  # kept TASKGATE_FAILURE_TTL once it ended
     assert redis.zscore(keys.WEBHOOK_DUE, key) is None
     body = verified(request, secret)
-    assert request.headers["webhook-id"] == msg_id == f"msg_{task_id}_succeeded"
+    assert request.headers["webhook-id"] == msg_id
     assert abs(int(request.headers["webhook-timestamp"]) - time.time()) < 30
     assert request.headers["content-type"] == "application/json"
     assert request.headers["user-agent"].startswith("taskgate/")
