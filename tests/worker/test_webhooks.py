@@ -22,7 +22,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from taskgate.records import keys, webhooks
 
-from ..helpers import Stack, env_for, submit, wait, wait_for
+from ..helpers import Stack, env_for, stop, submit, wait, wait_for
 from .receiver import HANG, Received, deliver, fields, receiving, subscribe
 
 #: Short retry delays (s), so a test sees the schedule through.
@@ -206,7 +206,7 @@ def test_a_slow_receiver_holds_up_neither_other_subscriptions_nor_tasks(stack: S
     """A receiver that never answers holds its subscription's four places: another
     subscription's delivery goes at once, and the worker's tasks run."""
     stack.env.update(OPEN)
-    stack.start_worker()
+    worker = stack.start_worker()
     client = stack.start_api()
     redis = Redis.from_url(stack.url)
     with receiving() as receiver:
@@ -221,4 +221,9 @@ def test_a_slow_receiver_holds_up_neither_other_subscriptions_nor_tasks(stack: S
         assert wait(client, submit(client, "add", {"x": 1, "y": 1}))["result"] == 2
         assert time.monotonic() - started < 5  # long before the held attempts time out (10 s)
         assert len(receiver.at("/slow")) == 4  # no more than its per-subscription limit at once
+        # a warm shutdown does not wait for the held attempts (they are sent again after their lease)
+        started = time.monotonic()
+        stop(worker)
+        assert worker.returncode == 0 and time.monotonic() - started < 10
     verified(receiver.at("/fast")[0], secret)
+    assert "Traceback" not in (stack.tmp / "worker-0.log").read_text()

@@ -12,8 +12,9 @@ the worker's main process with its own asyncio loop, one Redis client and one
   the receiver may then see a ``webhook-id`` twice);
 * **send**: at most :data:`PER_SUBSCRIPTION` at once per subscription (one claimed past that is
   given back, due again in :data:`GIVE_BACK` s), so a slow receiver holds only its own places;
-  each attempt first checks the URL's resolved addresses (``webhooks_guard.check_url``: no
-  private address unless allowed), then POSTs the signed body (``webhook_payload``) within
+  each attempt first checks the URL (``webhooks_guard.check_url``: https, no private address
+  unless allowed; its connections go only to addresses checked as they connect:
+  ``webhook_transport``), then POSTs the signed body (``webhook_payload``) within
   :data:`TIMEOUT` s, no redirect followed, reading at most :data:`MAX_RESPONSE` bytes;
 * **record** (``webhook_result.lua``): a 2xx is ``delivered``; a 410 disables the subscription;
   anything else is tried again after the next delay of ``TASKGATE_WEBHOOK_SCHEDULE`` (±20 %),
@@ -46,6 +47,7 @@ from ..records import webhooks_scripts as calls
 from ..records.webhooks import Delivery, Subscription, decode, decode_delivery
 from ..webhooks_guard import check_url
 from . import webhook_payload
+from .webhook_transport import guarded_transport
 
 log = logging.getLogger("taskgate.webhooks")
 
@@ -129,8 +131,8 @@ class Deliverer:
         run = scripts.AsyncScripts(redis)
         limits = httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_IN_FLIGHT)
         try:
-            async with httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False, limits=limits,
-                                         trust_env=False) as http:
+            async with httpx.AsyncClient(transport=guarded_transport(self.settings, limits), timeout=TIMEOUT,
+                                         follow_redirects=False, trust_env=False) as http:
                 while not self._stopping.is_set():
                     self._wake.clear()
                     try:
