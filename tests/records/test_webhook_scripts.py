@@ -155,7 +155,9 @@ def test_a_run_ending_writes_one_delivery_per_subscription_taking_it(redis: Redi
             msg_id, "task.succeeded", "pending", "0")
         assert delivery["next_at"] == delivery["created_at"]
         payload = orjson.loads(delivery["payload"])
-        assert payload == {k: v for k, v in record.items() if k != "message"}, "the record as published"
+        assert {k: v for k, v in payload.items() if k != "timeline"} == {
+            k: v for k, v in record.items() if k != "message"}, "the record as published"
+        assert [entry["state"] for entry in orjson.loads(payload["timeline"])] == ["queued", "started", "succeeded"]
         assert (payload["state"], payload["result"], payload["owner"]) == ("succeeded", "3", OWNER)
         key = keys.delivery(delivery_id)
         assert redis.zscore(keys.WEBHOOK_DUE, key) == int(delivery["next_at"]), "due now"

@@ -19,7 +19,8 @@ owners, ``parents``: a workflow node's parents have not all succeeded; absent on
 ``workflow_id`` and ``node`` the workflow and node a run belongs to, ``item`` (a map node's run)
 its index in the list mapped over, ``skipped`` why a workflow never ran it (ended
 ``cancelled``); ``timeline`` JSON, the states it entered in order (at most 50: the first
-and the latest), each ``{"state", "at" (ms), "attempt", "worker" (when started)}``,
+and the latest; absent while the record's own times imply it, see :func:`straight`), each
+``{"state", "at" (ms), "attempt", "worker" (when started)}``,
 each at the record's own time for it (``created_at``, ``started_at``, ``finished_at``), the
 others (retrying, queued again) on Redis's clock. ``args`` is written at submission (and
 at dead-lettering).
@@ -181,7 +182,24 @@ def decode(task_id: str, raw: Mapping[Any, Any]) -> TaskRecord:
             bad.add(name)
     if bad:
         log.warning("task %s: stored %s unreadable, left out", task_id, ", ".join(sorted(bad)))
+    if "timeline" not in values and "timeline" not in bad and isinstance(values.get("state"), TaskState):
+        values["timeline"] = straight(values)
     return TaskRecord(task_id=task_id, unreadable=frozenset(bad), **values)
+
+
+def straight(values: Mapping[str, Any]) -> tuple[Change, ...]:
+    """The timeline a record's fields imply when it has none stored (``transition.lua``'s
+    ``straight``: the scripts keep a timeline only when it went another way): queued at
+    ``created_at``; started at ``started_at`` (attempt 1, on ``worker``); ended at
+    ``finished_at``."""
+    state: TaskState = values["state"]
+    created, started, finished = values.get("created_at"), values.get("started_at"), values.get("finished_at")
+    changes = [Change(TaskState.QUEUED, created)] if created else []
+    if started and (state is TaskState.STARTED or state.is_terminal):
+        changes.append(Change(TaskState.STARTED, started, 1, values.get("worker")))
+    if state.is_terminal and finished:
+        changes.append(Change(state, finished, 1 if started else 0))
+    return tuple(changes)
 
 
 def decode_event(task_id: str, payload: bytes | str) -> TaskRecord:

@@ -51,8 +51,8 @@ local function enqueue(k, a)
   end
   -- no TTL: the record lives until the task ends (however long it waits), then expires
   local created = ms(now)
-  local fields = {'name', name, 'state', 'queued', 'created_at', created, 'attempts', 0, 'timeline',
-                  '[{"state":"queued","at":' .. created .. ',"attempt":0}]'}  -- its first entry, as JSON
+  -- its timeline, `queued` at created_at, is implied by its fields until it goes another way
+  local fields = {'name', name, 'state', 'queued', 'created_at', created, 'attempts', 0}
   for _, pair in ipairs({{'owner', owner}, {'args', args}, {'replay_of', replay_of},
                          {'expires_at', expires_at}, {'lane', lane}}) do
     if pair[2] ~= '' then

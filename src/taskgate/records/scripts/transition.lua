@@ -32,21 +32,58 @@ end
 -- time of a timeline entry with none of its own in the record.
 local clock_ms = adm_now
 
--- Add the state the task has just entered to its timeline (a JSON list of {state, at, attempt,
--- worker}), in `fields` and in the record; one that does not parse starts again. `at`: the
--- record's own time for it (started_at, finished_at), so the two agree; else Redis's clock.
-local function add_to_timeline(fields, state)
-  local ok, timeline = pcall(cjson.decode, fields['timeline'] or '[]')
-  if not ok or type(timeline) ~= 'table' then timeline = {} end
-  local own = (state == 'started' and fields['started_at']) or (ENDED[state] and fields['finished_at']) or nil
+-- A timeline entry: `state` entered at `own` (a stored time: the record's own for it, so the two
+-- agree) or else on Redis's clock, in attempt `attempt`.
+local function entry_of(state, own, attempt, worker)
   local at = own and seconds(own)
-  at = at and math.floor(at * 1000 + 0.5) or clock_ms()
-  local entry = {state = state, at = at, attempt = tonumber(fields['attempts'] or '0')}
-  if state == 'started' then entry['worker'] = fields['worker'] end
-  timeline[#timeline + 1] = entry
+  local entry = {state = state, at = at and math.floor(at * 1000 + 0.5) or clock_ms(), attempt = attempt}
+  if state == 'started' then entry['worker'] = worker end
+  return entry
+end
+
+-- The timeline a record's own fields imply for a run that went the straight way, up to state
+-- `upto`: queued at created_at, started at started_at (attempt 1, on `worker`), then ended at
+-- finished_at (attempt 1, or 0 when it never started). records/model.py builds the same.
+local function straight(fields, upto)
+  local timeline = {entry_of('queued', fields['created_at'], 0)}
+  if upto == 'started' or (ENDED[upto] and fields['started_at']) then
+    timeline[2] = entry_of('started', fields['started_at'], 1, fields['worker'])
+  end
+  if ENDED[upto] then timeline[#timeline + 1] = entry_of(upto, fields['finished_at'], #timeline - 1) end
+  return timeline
+end
+
+local function same(a, b)
+  if #a ~= #b then return false end
+  for i = 1, #a do
+    if a[i].state ~= b[i].state or a[i].at ~= b[i].at or a[i].attempt ~= b[i].attempt
+        or a[i].worker ~= b[i].worker then return false end
+  end
+  return true
+end
+
+-- Add the state the task has just entered (from `before`) to its timeline (a JSON list of
+-- {state, at, attempt, worker}), in `fields` (what is published) and in the record. A record
+-- keeps it only when its fields do not imply it (`straight`: most runs): a field over 64 bytes
+-- makes Redis keep the whole hash in an encoding twice the size. One that does not parse starts
+-- again.
+local function add_to_timeline(fields, before, state)
+  local timeline
+  if fields['timeline'] then
+    local ok, stored = pcall(cjson.decode, fields['timeline'])
+    timeline = (ok and type(stored) == 'table') and stored or {}
+  else
+    timeline = before and straight(fields, before) or {}
+  end
+  local own = (state == 'started' and fields['started_at']) or (ENDED[state] and fields['finished_at']) or nil
+  timeline[#timeline + 1] = entry_of(state, own, tonumber(fields['attempts'] or '0'), fields['worker'])
   while #timeline > TIMELINE_MAX do table.remove(timeline, 2) end
   fields['timeline'] = cjson.encode(timeline)
-  redis.call('HSET', record, 'timeline', fields['timeline'])
+  if same(timeline, straight(fields, state)) then
+    redis.call('HDEL', record, 'timeline')
+  else
+    redis.call('HSET', record, 'timeline', fields['timeline'])
+  end
 end
 
 -- Count a task that ended in `state` in this minute's stats (with its wait, if it started), and
@@ -84,7 +121,7 @@ local function publish()
   local fields = {}
   for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
   local state = fields['state']
-  if state and state ~= before then add_to_timeline(fields, state) end
+  if state and state ~= before then add_to_timeline(fields, before, state) end
   -- a run holding a slot of its task's concurrency limit leaves it once it ended or waits for
   -- a retry, a fair turn once it started; the next run is admitted now (admission.lua)
   leave_places(task_id, record, fields, before, state, ENDED[state])

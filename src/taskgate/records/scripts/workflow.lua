@@ -157,13 +157,12 @@ local function wf_expand(wf, workflow_id, node, now)
   redis.call('HSET', wf, wf_field(node, 'items'), count, wf_field(node, 'left'), count, wf_field(node, 'ok'), 0)
   if count == 0 then return wf_node_done(wf, workflow_id, node, 'succeeded', now) end
   local name, owner = f[6], f[8]
-  local timeline = '[{"state":"queued","at":' .. now .. ',"attempt":0}]'
   for i = 0, count - 1 do
     local task_id = f[3] .. '-' .. i
     local record = wf_record(task_id)
     local message = string.gsub(string.gsub(f[4], WF_ITEM_ID, task_id), WF_ITEM_IX, tostring(i))
     redis.call('HSET', record, 'name', name, 'state', 'queued', 'created_at', now, 'attempts', 0,
-               'timeline', timeline, 'workflow_id', workflow_id, 'node', node, 'item', i, 'lane', f[7] or '')
+               'workflow_id', workflow_id, 'node', node, 'item', i, 'lane', f[7] or '')
     if owner then redis.call('HSET', record, 'owner', owner) end
     wf_born(task_id, name, now, owner, workflow_id, node)
     redis.call('ZADD', TASK_INDEX, now / 1000, task_id)
@@ -205,7 +204,6 @@ local function wf_put_node(wf, workflow_id, n, owner, created, indexes)
     end
   else
     local own = {'name', n['name'], 'state', 'queued', 'created_at', created, 'attempts', 0,
-                 'timeline', '[{"state":"queued","at":' .. created .. ',"attempt":0}]',
                  'workflow_id', workflow_id, 'node', node, 'args', n['args'], 'message', n['message'],
                  'queue', n['queue'], 'lane', n['lane']}
     if owner then own[#own + 1] = 'owner'; own[#own + 1] = owner end
