@@ -586,9 +586,16 @@ check, the delivery count, the alive mark; end: the result, the timeline, the st
 admission slots, the publish), validates the arguments with Pydantic and dumps the result, and
 its main process acknowledges late (a MULTI/EXEC per task); a plain Celery worker stores one
 result and acknowledges early. End to end over HTTP follows the worker: the submit side is
-several times faster than `delay()`. What would close the rest: one script less per task (the
-start's checks folded into the end's where recovery allows) and less Python per task in the
-pool process (a profile of the pool process, py-spy `--subprocesses`, is the next step).
+several times faster than `delay()`. Section 6b splits both workers' CPU per task, all their
+processes counted: taskgate's own Python (the run, the arguments, the result, the two script
+calls) is a small part; most of the difference is Celery's machinery used another way, kombu's
+Redis transport doing more per message when it acknowledges late and holds one message at a
+time, and billiard's pipes; redis-py's share is alike in both (the two script calls replace the
+result backend's writes). The worker's tasks/s gap is wider than its CPU gap: with two pool
+processes, each also waits for its two script round trips per task, time in which it does no
+work. What would close the rest: one script less per task (the start's checks folded into the
+end's where recovery allows), the start script sent while the message is received rather than
+after, and early acknowledgement for tasks that allow it (their loss on a crash accepted).
 
 **Round trip (sections 3, 3b).** The worker's two record scripts are two Redis round trips
 where Celery's worker makes one; over HTTP, submit then wait are two requests through a Python
@@ -602,7 +609,9 @@ it is (bench/FEEDS.md has the profiles before and after).
 **Degraded and cost (sections 4, 5).** Every Redis call of the API runs under
 `TASKGATE_BACKEND_TIMEOUT` (1 s by default), so a stalled Redis gives 503 after about that long
 and a stopped one at once, while `/healthz` never touches Redis. A finished task keeps its record
-(times stored as integer milliseconds, no owner field while auth is off) and one history entry.
+(times stored as integer milliseconds, no owner field while auth is off, and no timeline field
+when its times imply it, which keeps the hash in Redis's compact listpack encoding: one field
+over 64 bytes doubles the hash's size) and one history entry.
 """.splitlines()
 
 
