@@ -97,8 +97,6 @@ class Deliverer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.schedule = list(settings.webhook_schedule)
-        #: Attempts recorded by this deliverer, by what ``webhook_result.lua`` made of them.
-        self.recorded: Counter[str] = Counter()
         self._thread = threading.Thread(target=self._run, name="taskgate-webhooks", daemon=True)
         self._stopping = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -116,7 +114,8 @@ class Deliverer:
         if loop is not None and wake is not None:
             with contextlib.suppress(RuntimeError):  # the loop has closed already
                 loop.call_soon_threadsafe(wake.set)
-        self._thread.join(STOP_GRACE + 2)
+        if self._thread.is_alive():
+            self._thread.join(STOP_GRACE + 2)
 
     def _run(self) -> None:
         try:
@@ -250,7 +249,6 @@ class Deliverer:
             key, delivery.webhook_id, attempt.outcome, status=attempt.status, error=attempt.error,
             retry_ms=None if delay is None else round(delay * 1000), ttl=self.settings.failure_ttl,
             streak_ms=FAILING_LIMIT * 1000, reason=reason))
-        self.recorded[said] += 1
         if said in ("delivered", "retrying"):
             log.info("taskgate webhooks: %s %s (attempt %d)", delivery.delivery_id, said,
                      delivery.attempts + 1)
