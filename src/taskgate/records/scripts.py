@@ -34,7 +34,8 @@ Arg = str | bytes | int | float
 #: Every script under ``scripts/`` that can be run (the others are only included).
 NAMES = ("submit", "start", "finish", "progress", "cancel", "park", "lost", "dead", "requeue", "unknown",
          "release", "fire", "schedule_put", "expire", "admit", "reclaim",
-         "workflow_submit", "workflow_cancel", "workflow_retry")
+         "workflow_submit", "workflow_cancel", "workflow_retry", "webhook_put", "webhook_drop",
+         "webhook_claim", "webhook_result")
 
 _INCLUDE = re.compile(r"^--#include (\S+\.lua)$", re.MULTILINE)
 
