@@ -249,9 +249,12 @@ class Deliverer:
             key, delivery.webhook_id, attempt.outcome, status=attempt.status, error=attempt.error,
             retry_ms=None if delay is None else round(delay * 1000), ttl=self.settings.failure_ttl,
             streak_ms=FAILING_LIMIT * 1000, reason=reason))
-        if said in ("delivered", "retrying"):
-            log.info("taskgate webhooks: %s %s (attempt %d)", delivery.delivery_id, said,
-                     delivery.attempts + 1)
+        if said == "delivered":  # one a run: not a line each at INFO
+            log.debug("taskgate webhooks: %s delivered (attempt %d)", delivery.delivery_id,
+                      delivery.attempts + 1)
+        elif said == "retrying":
+            log.info("taskgate webhooks: %s retrying (attempt %d): %s", delivery.delivery_id,
+                     delivery.attempts + 1, attempt.error or attempt.status)
         else:
             log.warning("taskgate webhooks: %s %s (attempt %d): %s", delivery.delivery_id, said,
                         delivery.attempts + 1, attempt.error or attempt.status)
