@@ -654,13 +654,14 @@ def main(argv: list[str] | None = None) -> int:
     from bench.schedules import schedules_section
     from bench.speed import round_trip_in_process, targets, worker_throughput
     from bench.testkit import testkit_section
+    from bench.webhooks import webhooks_section
     from bench.workflows import workflows_section
 
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
     parser.add_argument("--reps", type=int, default=None,
                         help="Repetitions of each measurement (default 5; 3 for --only concurrency, "
-                        "--only admission, --only feeds and --only workflows, whose repetitions take about half a "
-                        "minute each or more).")
+                        "--only admission, --only feeds, --only workflows and --only webhooks, whose repetitions "
+                        "take about half a minute each or more).")
     parser.add_argument("--duration", type=int, default=6, help="Seconds per wrk run.")
     parser.add_argument("--tasks", type=int, default=5000, help="Tasks in the end-to-end runs.")
     parser.add_argument("--roundtrips", type=int, default=200, help="Single-task round trips.")
@@ -673,12 +674,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="A fast smoke run (tiny numbers, no profile).")
     parser.add_argument("--no-profile", action="store_true", help="Skip section 6 (py-spy needs ptrace rights).")
     parser.add_argument("--only", choices=["schedules", "dashboard", "testkit", "concurrency", "admission",
-                                           "feeds", "multiproc", "workflows"],
-                        default=None, help="Run only that section (8, 9, 10, 11, 12, 13, 14 or 15); the report then goes "
+                                           "feeds", "multiproc", "workflows", "webhooks"],
+                        default=None, help="Run only that section (8, 9, 10, 11, 12, 13, 14, 15 or 16); the report then goes "
                         "to --out, or to the temporary directory.")
     args = parser.parse_args(argv)
     if args.reps is None:
-        args.reps = 3 if args.only in ("concurrency", "admission", "feeds", "workflows") else 5
+        args.reps = 3 if args.only in ("concurrency", "admission", "feeds", "workflows", "webhooks") else 5
     if args.quick:
         args.reps, args.duration, args.tasks, args.roundtrips, args.submits, args.loop = 1, 1, 200, 5, 2000, 300
     report = Report()
@@ -703,7 +704,7 @@ def main(argv: list[str] | None = None) -> int:
                 {"schedules": schedules_section, "dashboard": dashboard_section,
                  "testkit": testkit_section, "concurrency": concurrency_section,
                  "admission": admission_section, "multiproc": multiproc_section, "feeds": feeds_section,
-                 "workflows": workflows_section}[args.only](stack, args, report)
+                 "workflows": workflows_section, "webhooks": webhooks_section}[args.only](stack, args, report)
                 partial = True
             else:
                 partial = False
@@ -725,6 +726,7 @@ def main(argv: list[str] | None = None) -> int:
                 feeds_section(stack, args, report, figures)
                 multiproc_section(stack, args, report)
                 workflows_section(stack, args, report)
+                webhooks_section(stack, args, report)
                 if not args.quick and not args.no_profile:
                     from bench.profile import profile_section
 
@@ -741,7 +743,7 @@ def main(argv: list[str] | None = None) -> int:
             stack.close()
     if partial:
         section = {"schedules": 8, "dashboard": 9, "testkit": 10, "concurrency": 11, "admission": 12, "multiproc": 14,
-                   "feeds": 13, "workflows": 15}[args.only]
+                   "feeds": 13, "workflows": 15, "webhooks": 16}[args.only]
         report.add(f"(Only section {section}: `--only {args.only}`.)")
         args.out = args.out or Path(tempfile.gettempdir()) / f"taskgate-bench-{args.only}.md"
         args.out.write_text("\n".join(report.lines) + "\n")
