@@ -4,6 +4,7 @@ import { BASE, main, me, view, hooks, h, api, go, leave, setMain } from "./core.
 import { taskList, taskDetail } from "./tasks.js";
 import { deadLetters, schedules, queues, submitPage } from "./pages.js";
 import { workflowList, workflowDetail } from "./workflows.js";
+import { webhookList, webhookDetail } from "./webhooks.js";
 
 hooks.unauthorized = () => showLogin();
 hooks.route = () => route();
@@ -61,6 +62,8 @@ async function route() {
     if (path === "dead-letters") return await deadLetters();
     if (path === "schedules") return await schedules();
     if (path === "queues") return await queues();
+    if (path === "webhooks") return await webhookList();
+    if (path.startsWith("webhooks/")) return await webhookDetail(decodeURIComponent(path.slice(9)));
     if (path === "submit" || path.startsWith("submit/")) return await submitPage(decodeURIComponent(path.slice(7)));
     return await taskList();
   } catch (error) {
