@@ -20,6 +20,7 @@ from .routes import (
     tasks,
     tutorial,
     ui,
+    webhook_deliveries,
     webhooks,
     workflows,
 )
@@ -46,6 +47,7 @@ def build_router(gate: Taskgate) -> APIRouter:
     router.include_router(schedules.build_router(route_class))
     router.include_router(workflows.build_router(route_class))
     router.include_router(webhooks.build_router(route_class))
+    router.include_router(webhook_deliveries.build_router(route_class))
     router.include_router(live.build_router(route_class))
     router.include_router(ui.build_router(route_class))
     router.include_router(metrics.build_router(route_class))

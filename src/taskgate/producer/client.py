@@ -27,6 +27,7 @@ from .reads import Reader
 from .schedules import Schedules
 from .submit import Submitter
 from .subscriptions import Limits, Subscriptions
+from .webhook_deliveries import WebhookDeliveries
 from .webhooks import Webhooks
 from .workflows import Workflows
 
@@ -55,6 +56,8 @@ class Producer:
         self.limits = AdmissionLimits(backend, self.catalogue)
         #: Webhook subscriptions (their deliveries are written by the scripts that end runs).
         self.webhooks = Webhooks(backend)
+        #: Their deliveries: listed, a test event, a retry.
+        self.webhook_deliveries = WebhookDeliveries(self.webhooks)
         #: Live task changes for ``GET /events`` (a subscription opened by the first feed).
         per_owner = settings.max_streams_per_owner or max(1, settings.max_streams // 4)
         self.feed = Feed(connections.feed(settings.require_redis_url(), settings.backend_timeout),

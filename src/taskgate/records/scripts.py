@@ -35,7 +35,7 @@ Arg = str | bytes | int | float
 NAMES = ("submit", "start", "finish", "progress", "cancel", "park", "lost", "dead", "requeue", "unknown",
          "release", "fire", "schedule_put", "expire", "admit", "reclaim",
          "workflow_submit", "workflow_cancel", "workflow_retry", "webhook_put", "webhook_drop",
-         "webhook_claim", "webhook_result")
+         "webhook_claim", "webhook_result", "webhook_test", "webhook_retry")
 
 _INCLUDE = re.compile(r"^--#include (\S+\.lua)$", re.MULTILINE)
 

@@ -13,7 +13,8 @@ change). Its id is in its owner's set (:func:`.keys.webhooks_of`), in :data:`.ke
 in :data:`.keys.WEBHOOKS_ALL` when ``all``.
 
 Deliveries are written in Lua (``scripts/webhooks.lua``, included by ``workflow.lua``, so by every
-script that ends a run or a workflow): the field names below are that file's.
+script that ends a run or a workflow; a test event by ``scripts/webhook_test.lua``): the field
+names below are those files'.
 """
 
 from __future__ import annotations
@@ -73,6 +74,11 @@ def workflow_msg_id(workflow_id: str, state: str, retries: int = 0) -> str:
     """The ``webhook-id`` of a workflow's end (``webhooks.lua``'s); after ``retries`` runs again,
     a new one per run."""
     return f"msg_{workflow_id}_{state}" if retries == 0 else f"msg_{workflow_id}_{retries}_{state}"
+
+
+def new_test_msg_id() -> str:
+    """The ``webhook-id`` of a new ``webhook.test`` event."""
+    return f"msg_test_{uuid.uuid4().hex}"
 
 
 def delivery_id(webhook_id: str, msg_id: str) -> str:

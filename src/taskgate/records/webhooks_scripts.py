@@ -1,5 +1,7 @@
-"""The sender's two scripts (``scripts/webhook_claim.lua``, ``scripts/webhook_result.lua``), one
-typed call each: claiming due deliveries with a lease, and recording an attempt's outcome.
+"""The scripts a delivery goes through once written, one typed call each: the sender's
+(``scripts/webhook_claim.lua``, ``scripts/webhook_result.lua``: claiming due deliveries with a
+lease, recording an attempt's outcome) and the API's (``scripts/webhook_test.lua``: a test event,
+``scripts/webhook_retry.lua``: a delivery due again now).
 
 The deliveries themselves (their hash, :class:`~.webhooks.Delivery`) are written by the script
 that ends a run or a workflow (``scripts/webhooks.lua``); the sender is ``worker/webhooks.py``.
@@ -11,6 +13,7 @@ from typing import Any, Literal, cast
 
 from . import keys
 from .scripts import Call, _text
+from .webhooks import DELIVERIES_KEPT, delivery_id
 
 #: How an attempt went, as the sender tells :func:`result` (see ``webhook_result.lua``).
 Outcome = Literal["delivered", "gone", "error", "dropped"]
@@ -50,3 +53,25 @@ def result(delivery_key: str, webhook_id: str, outcome: Outcome, *, status: int 
                 [outcome, "" if status is None else status, error, "" if retry_ms is None else retry_ms,
                  ttl, streak_ms, reason],
                 lambda reply: cast(Recorded, _text(reply)))
+
+
+#: What :func:`send_test` did: ``created``; nothing written: ``missing`` (no such subscription),
+#: ``disabled`` (it is), ``exists`` (that msg id was written already).
+TestWritten = Literal["created", "missing", "disabled", "exists"]
+
+
+def send_test(webhook_id: str, msg_id: str, kind: str, payload: bytes) -> Call[TestWritten]:
+    """Write event ``kind`` (``msg_id``, ``payload`` its JSON) for subscription ``webhook_id``,
+    due now, listed with its deliveries (the newest :data:`.webhooks.DELIVERIES_KEPT` kept)."""
+    return Call("webhook_test", [keys.webhook(webhook_id), keys.delivery(delivery_id(webhook_id, msg_id)),
+                                 keys.WEBHOOK_DUE, keys.deliveries_of(webhook_id)],
+                [webhook_id, msg_id, kind, payload, DELIVERIES_KEPT],
+                lambda reply: cast(TestWritten, _text(reply)))
+
+
+def retry(webhook_id: str, delivery: str) -> Call[str]:
+    """Make the delivery ``delivery`` (its id) of subscription ``webhook_id``, unless delivered, pending
+    and due now, its attempts counting on: ``due``; nothing done: ``missing``, ``delivered``,
+    ``disabled`` (its subscription), ``sending:<ms>`` (an attempt under way, claimed until then)."""
+    return Call("webhook_retry", [keys.delivery(delivery), keys.webhook(webhook_id), keys.WEBHOOK_DUE],
+                [webhook_id], _text)
