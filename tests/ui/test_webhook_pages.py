@@ -21,7 +21,8 @@ import httpx
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from ..helpers import Stack, submit, wait, wait_for
+from ..api.test_auth import bearer, new_key
+from ..helpers import Stack, start_api, stop, submit, wait, wait_for
 from ..worker.receiver import Receiver, receiving
 from .test_dashboard import XSS, page_of
 from .test_dashboard import browser as browser  # the fixture, shared
@@ -303,3 +304,59 @@ def test_the_pages_fit_a_phone_and_work_from_the_keyboard(opened: Stack, browser
     expect(row).to_have_count(0)
     expect(page.locator("#message")).to_have_text("Deleted.")
     assert problems == []
+
+
+def test_with_auth_on_a_session_sees_and_changes_only_its_owners(
+        opened: Stack, browser: Any, receiver: Receiver, tmp_path: Path) -> None:
+    """A logged-in page: its changes carry the session's CSRF token; another owner's
+    subscriptions are not listed and their page is a 404; an admin sees every owner's."""
+    from playwright.sync_api import expect
+
+    alice, bob = new_key(opened.url, "alice-hooks"), new_key(opened.url, "bob-hooks")
+    admin = new_key(opened.url, "ops-hooks", admin=True)
+    proc, base = start_api(opened.url, tmp_path / "api.log", TASKGATE_AUTH="on", **OPEN)
+    try:
+        with httpx.Client(base_url=base, timeout=10) as http:
+            bobs = http.post("/webhooks", json={"url": receiver.url("/bob"), "events": ["task.*"]}, headers=bearer(bob))
+            assert bobs.status_code == 201, bobs.text
+            problems: list[str] = []
+            page = page_of(browser, problems)
+            page.goto(f"{base}/ui/webhooks")
+            page.get_by_label("API key").fill(alice)
+            page.get_by_role("button", name="Log in").click()
+            expect(page.locator("#who")).to_have_text("alice-hooks")
+            expect(page.get_by_role("table", name="Webhooks")).to_contain_text("No webhooks yet")
+            form = page.get_by_role("form", name="Add a webhook")
+            form.get_by_label("URL").fill(receiver.url("/alice"))
+            form.get_by_role("button", name="Add webhook").click()
+            expect(page.locator("#secret")).to_have_value(re.compile("^whsec_"))
+            row = page.locator("tr[data-webhook]")
+            expect(row).to_have_count(1)
+            expect(row).to_contain_text(receiver.url("/alice"))
+            row.get_by_role("button", name="Disable").click()  # PATCH
+            expect(row.locator(".state")).to_have_text("disabled")
+            row.get_by_role("link").click()
+            page.get_by_role("button", name="Enable").click()
+            expect(page.locator("#webhook .state")).to_have_text("enabled")
+            page.get_by_role("button", name="Send test event").click()  # POST
+            expect(page.locator("tr[data-delivery]").filter(has_text="webhook.test").locator(".state")).to_have_text("delivered")
+            alices = http.get("/webhooks", headers=bearer(alice)).json()["webhooks"]
+            assert [made["owner"] for made in alices] == ["alice-hooks"]
+
+            page.goto(f"{base}/ui/webhooks/{bobs.json()['id']}")  # another owner's: unknown
+            expect(page.locator("main .error")).to_be_visible()
+            page.get_by_role("button", name="Log out").click()
+            page.get_by_label("API key").fill(admin)
+            page.get_by_role("button", name="Log in").click()
+            expect(page.locator("#who")).to_have_text("ops-hooks (admin)")
+            page.get_by_role("navigation", name="Pages").get_by_role("link", name="Webhooks").click()
+            expect(page.locator("tr[data-webhook]")).to_have_count(2)
+            expect(page.get_by_role("table", name="Webhooks")).to_contain_text("alice-hooks")
+            expect(page.get_by_role("table", name="Webhooks")).to_contain_text("bob-hooks")
+            page.locator("tr[data-webhook]").filter(has_text="alice-hooks").get_by_role("button", name="Delete").click()
+            page.get_by_role("button", name="Yes, delete").click()  # DELETE
+            expect(page.locator("tr[data-webhook]")).to_have_count(1)
+            http.delete(f"/webhooks/{bobs.json()['id']}", headers=bearer(bob))
+            assert [p for p in problems if not any(code in p for code in ("401", "404"))] == []
+    finally:
+        stop(proc)
