@@ -107,8 +107,12 @@ def env_for(redis_url: str, **extra: str) -> dict[str, str]:
 def start_worker(redis_url: str, log: Path, **extra: str) -> subprocess.Popen[bytes]:
     """A real ``taskgate worker`` subprocess, returned once it is consuming."""
     proc = taskgate(["worker", "--concurrency=2"], env_for(redis_url, **extra), log)
-    wait_for(lambda: b" ready." in log.read_bytes() or proc.poll() is not None, 60, "worker ready")
-    assert proc.poll() is None, log.read_text()
+    try:
+        wait_for(lambda: b" ready." in log.read_bytes() or proc.poll() is not None, 60, "worker ready")
+        assert proc.poll() is None, log.read_text()
+    except BaseException:
+        stop(proc)
+        raise
     return proc
 
 
@@ -126,7 +130,11 @@ def start_api(redis_url: str, log: Path, level: str = "warning", args: tuple[str
         except httpx.TransportError:
             return False
 
-    wait_for(healthy, 30, "API /healthz")
+    try:  # a busy machine starts a process slowly: up to 60 s, and none is left running on failure
+        wait_for(healthy, 60, "API /healthz")
+    except BaseException:
+        stop(proc)
+        raise
     return proc, base
 
 
