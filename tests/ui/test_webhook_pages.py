@@ -144,6 +144,9 @@ def test_a_runs_end_shows_as_delivered_on_the_subscriptions_page(
     expect(row.locator("td").nth(5)).to_have_text("200")  # last response
     expect(row.get_by_role("button", name="Retry")).to_have_count(0)
     page.screenshot(path=artifacts / "webhook-delivered.png")
+    row.get_by_role("link", name=f"msg_{task_id}_succeeded").click()  # to the run
+    expect(page).to_have_url(f"{opened.base}/ui/tasks/{task_id}")
+    page.go_back()
 
     page.get_by_role("button", name="Send test event").click()
     expect(page.locator("#message")).to_contain_text("Test event queued")

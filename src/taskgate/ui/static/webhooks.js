@@ -170,10 +170,16 @@ function summary(sub) {
   return h("dl", { id: "webhook" }, rows.flatMap(([name, value]) => [h("dt", {}, name), h("dd", {}, value)]));
 }
 
+function eventOf(delivery) {  // its msg id; a run's end (msg_<task id>_<state>) links to the run
+  if (!delivery.type.startsWith("task.")) return delivery.msg_id;
+  const taskId = delivery.msg_id.slice(4, delivery.msg_id.lastIndexOf("_"));
+  return link(`tasks/${encodeURIComponent(taskId)}`, delivery.msg_id, { title: `Task ${taskId}` });
+}
+
 function deliveryRow(delivery, retry) {  // one of GET /webhooks/{id}/deliveries
   const status = delivery.last_status;
   return h("tr", { "data-delivery": delivery.id, "data-state": delivery.state },
-    h("td", {}, delivery.type), h("td", { class: "id wrap" }, delivery.msg_id),
+    h("td", {}, delivery.type), h("td", { class: "id wrap" }, eventOf(delivery)),
     h("td", {}, h("span", { class: `state state-${delivery.state}` }, delivery.state)), h("td", {}, String(delivery.attempts)),
     h("td", {}, delivery.state === "pending" ? when(delivery.next_attempt_at) || "—" : "—"),
     h("td", { class: status === null || status >= 300 ? "error" : null }, status ?? "—"),
