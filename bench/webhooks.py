@@ -229,7 +229,9 @@ def write_report(report: Report, fig: Figures, args: argparse.Namespace) -> None
     ])
     rows = [(f"the {fig.endings:,} runs above (submitted in batches)", fig.loaded),
             (f"{fig.single} runs one at a time (each delivered, then a pause of 0-0.3 s)", fig.alone)]
-    report.add("From a run's end (its record's `finished_at`, whole ms) to its delivery's arrival at the receiver:")
+    report.add("From a run's end (its record's `finished_at`, whole ms) to its delivery's arrival at the receiver. "
+               "A sender with no send under way looks for due deliveries every `worker.webhooks.TICK` s (0.25 "
+               "today): runs one at a time wait for that; the batched runs wait behind the ones before them.")
     report.add()
     report.table(["runs", "p50 ms", "p99 ms", "max ms"],
                  [[name, f"**{median(values):.0f}**", f"**{percentile(values, 0.99):.0f}**", f"{max(values):.0f}"]
