@@ -10,8 +10,11 @@ the worker's main process with its own asyncio loop, one Redis client and one
   all). A claim is a lease of :data:`LEASE` s: a worker killed before it records the attempt
   loses nothing, the delivery is due again when the lease ends, for any keeper (at least once:
   the receiver may then see a ``webhook-id`` twice);
-* **send**: at most :data:`PER_SUBSCRIPTION` at once per subscription (one claimed past that is
-  given back, due again in :data:`GIVE_BACK` s), so a slow receiver holds only its own places;
+* **send**: at most :data:`PER_SUBSCRIPTION` at once per subscription, and at most
+  :data:`WAITING_PER_SUBSCRIPTION` more held under their lease and started as its sends end,
+  the next claim made only once none waits (so a backlog of one subscription at the head of the
+  due set is not claimed and given back at each send's end); one claimed past that is given
+  back, due again in :data:`GIVE_BACK` s; a slow receiver holds only its own places;
   each attempt first checks the URL (``webhooks_guard.check_url``: https, no private address
   unless allowed; its connections go only to addresses checked as they connect:
   ``webhook_transport``), then POSTs the signed body (``webhook_payload``) within
@@ -30,7 +33,7 @@ import logging
 import random
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
@@ -58,6 +61,9 @@ LEASE = 60.0
 #: Sends at once, in all and per subscription.
 MAX_IN_FLIGHT = 32
 PER_SUBSCRIPTION = 4
+#: Claimed deliveries a subscription may have waiting for one of its places (each sent within
+#: its lease even when each of its sends takes the whole :data:`TIMEOUT`).
+WAITING_PER_SUBSCRIPTION = 16
 #: Seconds one attempt may take (connect, send, answer), in all.
 TIMEOUT = 10.0
 #: Bytes of a receiver's answer read at most.
@@ -103,6 +109,9 @@ class Deliverer:
         self._wake: asyncio.Event | None = None
         self._sending: set[asyncio.Task[None]] = set()
         self._per_subscription: Counter[str] = Counter()
+        #: Claimed deliveries waiting for one of their subscription's places, by subscription.
+        self._waiting: dict[str, deque[tuple[str, Delivery, Subscription]]] = {}
+
 
     def start(self) -> None:
         self._thread.start()
@@ -151,8 +160,9 @@ class Deliverer:
 
     async def _claim(self, run: scripts.AsyncScripts, redis: AsyncRedis,
                      http: httpx.AsyncClient) -> None:
-        """Claim what fits in the free places and start sending it."""
-        free = MAX_IN_FLIGHT - len(self._sending)
+        """Claim what fits in the free places and start sending it, or hold it for its
+        subscription's next free place."""
+        free = MAX_IN_FLIGHT - len(self._sending) - sum(len(held) for held in self._waiting.values())
         if free <= 0:
             return
         claimed = await run(calls.claim(free, round(LEASE * 1000)))
@@ -180,14 +190,22 @@ class Deliverer:
                 why = ("its subscription was deleted" if subscription is None else
                        f"its subscription is disabled: {subscription.disabled_reason or 'by its owner'}")
                 await self._record(run, key, delivery, Attempt("dropped", error=f"not sent: {why}"))
-            elif self._per_subscription[delivery.webhook_id] >= PER_SUBSCRIPTION:
-                back.append(key)
+            elif self._per_subscription[delivery.webhook_id] < PER_SUBSCRIPTION:
+                self._start(run, http, key, delivery, subscription)
             else:
-                self._per_subscription[delivery.webhook_id] += 1
-                task = asyncio.create_task(self._send(run, http, key, delivery, subscription))
-                self._sending.add(task)
+                held = self._waiting.setdefault(delivery.webhook_id, deque())
+                if len(held) < WAITING_PER_SUBSCRIPTION:
+                    held.append((key, delivery, subscription))
+                else:
+                    back.append(key)
         if back:
             await redis.zadd(keys.WEBHOOK_DUE, dict.fromkeys(back, (time.time() + GIVE_BACK) * 1000), xx=True)
+
+    def _start(self, run: scripts.AsyncScripts, http: httpx.AsyncClient, key: str, delivery: Delivery,
+               subscription: Subscription) -> None:
+        self._per_subscription[delivery.webhook_id] += 1
+        task = asyncio.create_task(self._send(run, http, key, delivery, subscription))
+        self._sending.add(task)
 
     async def _send(self, run: scripts.AsyncScripts, http: httpx.AsyncClient, key: str, delivery: Delivery,
                     subscription: Subscription) -> None:
@@ -207,8 +225,13 @@ class Deliverer:
             if not self._per_subscription[delivery.webhook_id]:
                 del self._per_subscription[delivery.webhook_id]
             self._sending.discard(cast(asyncio.Task[None], asyncio.current_task()))
-            if self._wake is not None:
-                self._wake.set()
+            waiting = self._waiting.get(delivery.webhook_id)
+            if waiting and not self._stopping.is_set():  # its next one takes the place, no claim
+                self._start(run, http, *waiting.popleft())
+            else:
+                self._waiting.pop(delivery.webhook_id, None)
+                if self._wake is not None:
+                    self._wake.set()
 
     async def _attempt(self, http: httpx.AsyncClient, delivery: Delivery,
                        subscription: Subscription) -> Attempt:
