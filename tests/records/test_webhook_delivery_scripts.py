@@ -33,7 +33,8 @@ def run(redis: Redis) -> scripts.Scripts:
 
 
 def now_ms() -> int:
-    return round(time.time() * 1000)
+    """Now in whole ms, as the scripts read Redis's TIME (rounded down)."""
+    return int(time.time() * 1000)
 
 
 def test_claim_takes_the_due_ones_earliest_first_and_leases_them(redis: Redis, run: scripts.Scripts) -> None:

@@ -128,7 +128,7 @@ def deliver(redis: Redis, webhook_id: str, task_id: str | None = None, record: d
     record = record or ended_record(task_id)
     msg_id = webhooks.task_msg_id(task_id, record["state"])
     key = keys.delivery(webhooks.delivery_id(webhook_id, msg_id))
-    now = round(time.time() * 1000)
+    now = int(time.time() * 1000)  # whole ms rounded down, as the scripts read Redis's clock: due now
     redis.hset(key, mapping={"webhook": webhook_id, "msg_id": msg_id, "type": f"task.{record['state']}",
                              "payload": orjson.dumps(record), "attempts": 0, "state": "pending",
                              "next_at": now, "created_at": now})
