@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import Message
 
@@ -250,9 +251,11 @@ class TaskgateRoute(APIRoute):
     :data:`HANDLERS` says, so the router keeps its envelope (and its 503 + Retry-After) in any
     app that includes it, whatever handlers that app has; caps request bodies at
     TASKGATE_MAX_BODY_BYTES (:func:`capped`), unless :attr:`caps_body` says the route caps its
-    own (uploads); and refuses a change asked by another site's page (:func:`refuse_cross_site`):
-    a request of any method but GET, HEAD and OPTIONS, or of a route that :attr:`changes_state`
-    on a GET (``GET /add``), which also needs the dashboard session's CSRF token."""
+    own (uploads); drops a request whose client went away before sending its whole body, in one
+    line (:func:`disconnected`); and refuses a change asked by another site's page
+    (:func:`refuse_cross_site`): a request of any method but GET, HEAD and OPTIONS, or of a route
+    that :attr:`changes_state` on a GET (``GET /add``), which also needs the dashboard session's
+    CSRF token."""
 
     #: The Taskgate whose router this route is on.
     gate: Taskgate | None = None
@@ -290,6 +293,7 @@ class TaskgateRoute(APIRoute):
         gate = self.gate
         cap = not self.caps_body and bool(self.methods and self.methods - {"GET", "HEAD", "DELETE"})
         changes = self.changes_state or bool(self.methods and self.methods - sessions.SAFE)
+        template = self.path
 
         async def handle_errors(request: Request) -> Response:
             try:
@@ -304,6 +308,10 @@ class TaskgateRoute(APIRoute):
                     request = capped(request, gate_of(request).settings.max_body_bytes)
                 return await handle(request)
             except Exception as exc:
+                if disconnected(exc):
+                    log.info("%s %s: the client disconnected before sending the whole request body; "
+                             "request dropped, nothing done", request.method, template)
+                    return Response(status_code=499)  # nginx's "client closed request", sent to no one
                 for kind in type(exc).__mro__:
                     handler = HANDLERS.get(kind)
                     if handler is not None:
@@ -311,6 +319,15 @@ class TaskgateRoute(APIRoute):
                 raise
 
         return handle_errors
+
+
+def disconnected(exc: BaseException) -> bool:
+    """Whether ``exc`` says the client went away before its request body was read whole:
+    starlette's ``ClientDisconnect`` from ``request.body()`` or ``request.stream()``, which
+    FastAPI turns into a 400 ``HTTPException`` caused by it when it reads the body itself. The
+    route did nothing yet (its body comes before any change; an upload's partial file is
+    removed): a client's doing, not the server's error, so no traceback."""
+    return isinstance(exc, ClientDisconnect) or isinstance(exc.__cause__, ClientDisconnect)
 
 
 def refuse_cross_site(request: Request) -> None:
