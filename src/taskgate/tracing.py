@@ -1,0 +1,242 @@
+"""OpenTelemetry traces across the queue: the one module that touches OpenTelemetry's trace API.
+
+taskgate traces through the tracer provider the process has: the one a user's app set up
+(``opentelemetry-instrument``, the SDK by hand, FastAPI's instrumentation), or the one
+``taskgate api``/``worker`` set up with ``TASKGATE_OTEL=on`` (``service.telemetry``). Without
+one, or without OpenTelemetry installed (``pip install 'taskgate[otel]'``), :func:`active` is
+False and every function here does nothing and costs next to nothing.
+
+What travels: a run's enqueue is a PRODUCER span ``taskgate submit <task>``
+(:func:`producer_span`), current while its Celery message is built, so the message's headers
+carry its W3C ``traceparent``/``tracestate`` (:func:`inject`, at the top level of the protocol-2
+headers, where ``opentelemetry-instrumentation-celery`` reads and writes them); the record keeps
+its trace id (:func:`trace_id`). The worker continues that trace in a CONSUMER span ``taskgate
+run <task>`` (:func:`consumer_span`), with :func:`event` for what happens while it runs and
+:func:`failed` for an exception. The service's own fast path answers a request in a SERVER span
+(:func:`server_span`) honouring an incoming ``traceparent``. Attributes follow OpenTelemetry's
+messaging conventions (system ``celery``, destination the queue, message id the task id) plus
+``taskgate.task.name``, ``taskgate.attempt`` and ``taskgate.owner``.
+
+Enqueues that are not a request's (a schedule's tick, a replay, a batch item, a workflow's node)
+pass :func:`link` values to :func:`producer_span` (``links=``), or a remote parent (``parent=``,
+a carrier such as a message's headers), or start a trace of their own (``root=True``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any
+
+from . import __version__
+
+try:
+    from opentelemetry import context as otel_context
+    from opentelemetry import propagate, trace
+    from opentelemetry.propagators.textmap import Getter
+    from opentelemetry.trace import Link, Span, SpanContext, SpanKind, StatusCode, TraceFlags
+except ImportError:  # the extra is not installed: every function below is a no-op
+    INSTALLED = False
+else:
+    INSTALLED = True
+
+    #: Providers that record nothing: the API's default (a proxy until one is set) and its no-op.
+    _DEFERRED = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+
+    class _AttributeGetter(Getter[Any]):
+        """Reads a carrier's fields as attributes: a Celery request (``task.request``) has its
+        message's headers as attributes, as ``opentelemetry-instrumentation-celery`` reads them."""
+
+        def get(self, carrier: Any, key: str) -> list[str] | None:
+            value = getattr(carrier, key, None)
+            return [value] if isinstance(value, str) else None
+
+        def keys(self, carrier: Any) -> list[str]:
+            return []
+
+    class _ScopeGetter(Getter[Mapping[str, Any]]):
+        """Reads an ASGI scope's request headers (latin-1 bytes, names lower case)."""
+
+        def get(self, carrier: Mapping[str, Any], key: str) -> list[str] | None:
+            name = key.lower().encode("latin-1")
+            found = [value.decode("latin-1") for field, value in carrier.get("headers", ()) if field == name]
+            return found or None
+
+        def keys(self, carrier: Mapping[str, Any]) -> list[str]:
+            return [field.decode("latin-1") for field, _ in carrier.get("headers", ())]
+
+    _ATTRIBUTES = _AttributeGetter()
+    _SCOPE = _ScopeGetter()
+
+#: What a disabled span context manager yields.
+_NOTHING: AbstractContextManager[None] = nullcontext()
+#: The messaging system of every span here (OpenTelemetry's messaging conventions).
+SYSTEM = "celery"
+_tracer_of: tuple[object, Any] | None = None
+
+
+def active() -> bool:
+    """Whether spans are recorded: OpenTelemetry is installed and a real tracer provider is set
+    (not the API's default proxy or its no-op). Cheap: asked on every submit."""
+    return INSTALLED and not isinstance(trace.get_tracer_provider(), _DEFERRED)
+
+
+def _tracer() -> trace.Tracer:
+    """taskgate's tracer from the current provider (kept while the provider stays the same)."""
+    global _tracer_of
+    provider = trace.get_tracer_provider()
+    if _tracer_of is None or _tracer_of[0] is not provider:
+        _tracer_of = (provider, provider.get_tracer("taskgate", __version__))
+    tracer: trace.Tracer = _tracer_of[1]
+    return tracer
+
+
+def trace_id() -> str:
+    """The current span's trace id (32 lower-case hex digits), '' without one."""
+    if not INSTALLED:
+        return ""
+    found = trace.get_current_span().get_span_context()
+    return format(found.trace_id, "032x") if found.is_valid else ""
+
+
+def inject(headers: MutableMapping[str, Any]) -> None:
+    """Put the current trace context (W3C ``traceparent`` and ``tracestate``, or the
+    propagators the process configured) into a message's ``headers``, when a span is current
+    (cheap without one: a submit with tracing off asks)."""
+    if INSTALLED and trace.get_current_span().get_span_context().is_valid:
+        propagate.inject(headers)
+
+
+def link(trace_id: str, span_id: str | None = None,
+         attributes: Mapping[str, str | int] | None = None) -> Link | None:
+    """A link to another trace, for :func:`producer_span`'s ``links``: a record's ``trace_id``
+    (32 hex digits) and, when known, the span's id (16 hex); without one the link names the
+    trace only (span id zero, and ``taskgate.trace_id`` among its ``attributes``, which keeps
+    it). None when not :func:`active` or an id is malformed."""
+    if not active():
+        return None
+    try:
+        context = SpanContext(int(trace_id, 16), int(span_id, 16) if span_id else 0, is_remote=True,
+                              trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    except ValueError:
+        return None
+    given = dict(attributes or {})
+    if not span_id:
+        given["taskgate.trace_id"] = trace_id
+    return Link(context, given or None)
+
+
+def _messaging(task: str, task_id: str, queue: str, operation: str, owner: str | None) -> dict[str, Any]:
+    attributes: dict[str, Any] = {
+        "messaging.system": SYSTEM, "messaging.destination.name": queue, "messaging.message.id": task_id,
+        "messaging.operation.type": operation, "taskgate.task.name": task,
+    }
+    if owner is not None:
+        attributes["taskgate.owner"] = owner
+    return attributes
+
+
+def producer_span(task: str, task_id: str, queue: str, *, owner: str | None = None,
+                  links: Iterable[Link | None] = (), parent: Any = None,
+                  root: bool = False) -> AbstractContextManager[Span | None]:
+    """The PRODUCER span ``taskgate submit <task>`` of one run's enqueue, current inside (build
+    the run's message there: its headers then carry this span). Its parent is the current span
+    (the submitting request's), or ``parent`` (a carrier: a mapping of headers or an object
+    with them as attributes), or none with ``root`` (a new trace, e.g. a schedule's tick);
+    ``links``: :func:`link` values (None ones are dropped). An exception leaving it is
+    recorded and sets its status to ERROR. Yields None while not :func:`active`."""
+    if not active():
+        return _NOTHING
+    if root:
+        context = otel_context.Context()
+    elif parent is not None:
+        context = (propagate.extract(parent) if isinstance(parent, Mapping)
+                   else propagate.extract(parent, getter=_ATTRIBUTES))
+    else:
+        context = None
+    return _tracer().start_as_current_span(
+        f"taskgate submit {task}", context=context, kind=SpanKind.PRODUCER,
+        attributes=_messaging(task, task_id, queue, "send", owner),
+        links=[one for one in links if one is not None])
+
+
+@contextmanager
+def _consuming(request: Any, task: str, task_id: str, queue: str, attempt: int,
+               owner: str | None) -> Iterator[Span]:
+    # A span already current (opentelemetry-instrumentation-celery's run span) continued the
+    # trace; else it is continued from the message's headers.
+    current = trace.get_current_span().get_span_context().is_valid
+    context = None if current else propagate.extract(request, getter=_ATTRIBUTES)
+    attributes = _messaging(task, task_id, queue, "process", owner)
+    attributes["taskgate.attempt"] = attempt
+    with _tracer().start_as_current_span(f"taskgate run {task}", context=context, kind=SpanKind.CONSUMER,
+                                         attributes=attributes, record_exception=False,
+                                         set_status_on_exception=False) as span:
+        yield span
+
+
+def consumer_span(request: Any, task: str, task_id: str, queue: str, *, attempt: int,
+                  owner: str | None = None) -> AbstractContextManager[Span | None]:
+    """The CONSUMER span ``taskgate run <task>`` of one attempt (``attempt``, from 1), current
+    inside: continues the trace of the Celery ``request``'s message (its ``traceparent``
+    header), or of a span already current. Exceptions leaving it are not recorded by it (a
+    retry or a skip is Celery's control flow): call :func:`failed`. None while not
+    :func:`active`."""
+    if not active():
+        return _NOTHING
+    return _consuming(request, task, task_id, queue, attempt, owner)
+
+
+def event(name: str, **attributes: str | int | float | bool) -> None:
+    """Add event ``name`` to the current span, when one is recording."""
+    if INSTALLED:
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.add_event(name, attributes)
+
+
+def annotate(**attributes: str | int | float | bool) -> None:
+    """Set attributes on the current span (dots spelled as ``__``: ``taskgate__owner``)."""
+    if INSTALLED:
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attributes({key.replace("__", "."): value for key, value in attributes.items()})
+
+
+def failed(exc: BaseException, *, final: bool = True) -> None:
+    """Record ``exc`` on the current span; ``final``: the operation failed (status ERROR)."""
+    if INSTALLED:
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.record_exception(exc)
+            if final:
+                span.set_status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}")
+
+
+@contextmanager
+def _serving(scope: Mapping[str, Any], route: str) -> Iterator[Span]:
+    method = scope["method"]
+    attributes: dict[str, Any] = {"http.request.method": method, "http.route": route,
+                                  "url.path": scope["path"], "url.scheme": scope.get("scheme", "http")}
+    server = scope.get("server")
+    if server:
+        attributes["server.address"], attributes["server.port"] = server[0], server[1]
+    with _tracer().start_as_current_span(f"{method} {route}", context=propagate.extract(scope, getter=_SCOPE),
+                                         kind=SpanKind.SERVER, attributes=attributes) as span:
+        yield span
+
+
+def server_span(scope: Mapping[str, Any], route: str) -> AbstractContextManager[Span | None]:
+    """The SERVER span of an HTTP request (an ASGI ``scope``) for ``route`` that the service
+    answers without FastAPI's router, current inside: its parent is the request's
+    ``traceparent``, if any. None while not :func:`active`."""
+    if not active():
+        return _NOTHING
+    return _serving(scope, route)
+
+
+def responded(span: Span, status: int) -> None:
+    """Record a SERVER span's response status (a 5xx is an error)."""
+    span.set_attribute("http.response.status_code", status)
+    if status >= 500:
+        span.set_status(StatusCode.ERROR)

@@ -1,0 +1,121 @@
+"""taskgate.tracing: its spans, their parents and attributes, and nothing without a provider."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from types import SimpleNamespace
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
+
+from taskgate import tracing
+
+from . import otel
+
+REMOTE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def test_without_a_provider_nothing_is_traced() -> None:
+    assert not tracing.active()
+    with tracing.producer_span("add", "t1", "celery") as span:
+        assert span is None
+        headers: dict[str, str] = {}
+        tracing.inject(headers)
+        assert headers == {} and tracing.trace_id() == ""
+    assert tracing.link("0af7651916cd43dd8448eb211c80319c") is None
+    with tracing.consumer_span(SimpleNamespace(traceparent=REMOTE), "add", "t1", "celery", attempt=1) as span:
+        assert span is None
+        tracing.event("progress", percent=50)  # no span: nothing, no error
+
+
+def test_without_opentelemetry_installed_every_function_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "opentelemetry", None)  # as if not installed
+    spec = importlib.util.spec_from_file_location("taskgate._bare_tracing", tracing.__file__)
+    assert spec is not None and spec.loader is not None
+    bare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bare)
+    assert not bare.INSTALLED and not bare.active() and bare.trace_id() == ""
+    headers: dict[str, str] = {}
+    with bare.producer_span("add", "t1", "celery") as span, \
+            bare.consumer_span(object(), "add", "t1", "celery", attempt=1):
+        bare.inject(headers)
+        bare.event("x")
+        bare.failed(ValueError())
+    assert span is None and headers == {} and bare.link("1" * 32) is None
+
+
+def test_producer_span_is_the_request_span_child_and_travels_in_headers() -> None:
+    with otel.in_memory() as exporter:
+        assert tracing.active()
+        outer = trace.get_tracer("app").start_span("request", kind=SpanKind.SERVER)
+        with trace.use_span(outer, end_on_exit=True), \
+                tracing.producer_span("add", "t1", "fast", owner="alice") as span:
+            assert span is not None
+            headers: dict[str, str] = {}
+            tracing.inject(headers)
+            produced = span.get_span_context()
+            assert headers["traceparent"].startswith(f"00-{produced.trace_id:032x}-{produced.span_id:016x}-")
+            assert tracing.trace_id() == f"{outer.get_span_context().trace_id:032x}"
+        submit, request = exporter.get_finished_spans()
+    assert submit.name == "taskgate submit add" and submit.kind is SpanKind.PRODUCER
+    assert submit.parent is not None and submit.parent.span_id == request.context.span_id
+    assert dict(submit.attributes or {}) == {
+        "messaging.system": "celery", "messaging.destination.name": "fast", "messaging.message.id": "t1",
+        "messaging.operation.type": "send", "taskgate.task.name": "add", "taskgate.owner": "alice"}
+    assert not tracing.active()  # the provider was unset with the test
+
+
+def test_producer_span_roots_remote_parents_and_links() -> None:
+    linked = "1" * 32
+    with otel.in_memory() as exporter:
+        with tracing.producer_span("add", "t1", "celery", parent={"traceparent": REMOTE}):
+            pass
+        with tracing.producer_span("add", "t2", "celery", root=True,
+                                   links=[tracing.link(linked, attributes={"taskgate.schedule_id": "s1"}),
+                                          tracing.link("not hex")]):
+            pass
+        with tracing.producer_span("add", "t3", "celery"), \
+                tracing.producer_span("add", "t3", "celery", parent=SimpleNamespace(traceparent=REMOTE)):
+            pass
+        child, root, attributed, _ = exporter.get_finished_spans()
+    assert child.parent is not None and f"{child.parent.span_id:016x}" == "b7ad6b7169203331"
+    assert f"{child.context.trace_id:032x}" == "0af7651916cd43dd8448eb211c80319c"
+    assert root.parent is None and len(root.links) == 1
+    assert f"{root.links[0].context.trace_id:032x}" == linked
+    assert dict(root.links[0].attributes or {}) == {"taskgate.schedule_id": "s1", "taskgate.trace_id": linked}
+    assert attributed.parent is not None and f"{attributed.parent.span_id:016x}" == "b7ad6b7169203331"
+
+
+def test_consumer_span_continues_the_message_trace() -> None:
+    request = SimpleNamespace(traceparent=REMOTE)
+    with otel.in_memory() as exporter:
+        with tracing.consumer_span(request, "add", "t1", "celery", attempt=2, owner="bob"):
+            tracing.event("taskgate.progress", percent=50.0)
+            tracing.annotate(taskgate__owner="carol")
+            try:
+                raise ValueError("bad")
+            except ValueError as exc:
+                tracing.failed(exc)
+        (run,) = exporter.get_finished_spans()
+    assert run.name == "taskgate run add" and run.kind is SpanKind.CONSUMER
+    assert run.parent is not None and f"{run.parent.span_id:016x}" == "b7ad6b7169203331"
+    attributes = dict(run.attributes or {})
+    assert attributes["messaging.operation.type"] == "process" and attributes["taskgate.attempt"] == 2
+    assert attributes["taskgate.owner"] == "carol"
+    assert [event.name for event in run.events] == ["taskgate.progress", "exception"]
+    assert run.status.status_code is StatusCode.ERROR
+
+
+def test_server_span_honours_traceparent() -> None:
+    scope = {"type": "http", "method": "POST", "path": "/tasks/add", "scheme": "http",
+             "server": ("127.0.0.1", 8000), "headers": [(b"traceparent", REMOTE.encode())]}
+    with otel.in_memory() as exporter:
+        with tracing.server_span(scope, "/tasks/add") as span:
+            assert span is not None
+            tracing.responded(span, 202)
+        (served,) = exporter.get_finished_spans()
+    assert served.name == "POST /tasks/add" and served.kind is SpanKind.SERVER
+    assert served.parent is not None and f"{served.parent.span_id:016x}" == "b7ad6b7169203331"
+    assert (served.attributes or {})["http.response.status_code"] == 202
