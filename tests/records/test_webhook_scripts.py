@@ -97,7 +97,7 @@ def test_webhooks_lua_builds_its_keys_and_ids_as_python_does() -> None:
     source = lua("webhooks")
     for constant, value in [("WH_PREFIX", keys.WEBHOOK_PREFIX), ("WH_OF_OWNER_PREFIX", keys.WEBHOOKS_OF_PREFIX),
                             ("WH_ALL", keys.WEBHOOKS_ALL), ("WH_COUNT", keys.WEBHOOKS_COUNT),
-                            ("WH_DELIVERY_PREFIX", keys.DELIVERY_PREFIX), ("WH_DUE", keys.WEBHOOK_DUE),
+                            ("WH_DELIVERY_PREFIX", keys.DELIVERY_PREFIX), ("WH_DUE", keys.WEBHOOK_DUE), ("WH_WAKE", keys.WEBHOOK_WAKE),
                             ("WH_DELIVERIES_PREFIX", keys.DELIVERIES_OF_PREFIX), ("WH_ANONYMOUS", ANONYMOUS)]:
         assert re.search(rf"^local {constant} = '{re.escape(value)}'(  --.*)?$", source, re.MULTILINE), constant
     assert f"local WH_DELIVERIES_KEPT = {webhooks.DELIVERIES_KEPT}  --" in source
@@ -167,6 +167,34 @@ def test_a_run_ending_writes_one_delivery_per_subscription_taking_it(redis: Redi
     failed_id = end_run(run, outcome="failed")
     types = {d["webhook"]: d["type"] for d in deliveries(redis).values() if d["msg_id"].startswith(f"msg_{failed_id}")}
     assert types == {everything: "task.failed", failures: "task.failed", this_task: "task.failed"}
+
+
+def test_a_delivery_due_while_none_was_wakes_the_deliverers(redis: Redis, run: Scripts) -> None:
+    """One PUBLISH on WEBHOOK_WAKE when the due set had nothing due; none while some are due
+    (the deliverers are claiming then), and none for a run nobody subscribes to."""
+    subscribe(run, ["task.succeeded"])
+    pubsub = redis.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(keys.WEBHOOK_WAKE)
+    assert pubsub.get_message(timeout=1) is None  # the subscription's confirmation, skipped
+
+    def wakes() -> int:
+        count = 0
+        while pubsub.get_message(timeout=0.2) is not None:
+            count += 1
+        return count
+
+    end_run(run, "nobody-cares", outcome="failed")
+    assert wakes() == 0
+    end_run(run)
+    assert wakes() == 1, "the first delivery due"
+    end_run(run)
+    end_run(run)
+    assert wakes() == 0, "the first is still due: nobody sleeps"
+    due = [member for member, _ in redis.zrange(keys.WEBHOOK_DUE, 0, -1, withscores=True)]
+    redis.zadd(keys.WEBHOOK_DUE, dict.fromkeys(due, time.time() * 1000 + 60_000))  # all claimed, leased
+    end_run(run)
+    assert wakes() == 1, "nothing due but leases: the deliverers may be asleep"
+    pubsub.close()
 
 
 def test_a_run_without_subscribers_writes_nothing(redis: Redis, run: Scripts) -> None:

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from redis import Redis
@@ -227,3 +228,69 @@ def test_a_slow_receiver_holds_up_neither_other_subscriptions_nor_tasks(stack: S
         assert worker.returncode == 0 and time.monotonic() - started < 10
     verified(receiver.at("/fast")[0], secret)
     assert "Traceback" not in (stack.tmp / "worker-0.log").read_text()
+
+
+def deliverer_of(worker: int) -> int | None:
+    """The pid of the webhook deliverer process whose parent is ``worker``, if one runs."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"taskgate.worker.webhook_process" in cmdline and parent == worker:
+            return int(entry.name)
+    return None
+
+
+def a_deliverer(worker: int, besides: int = 0) -> int:
+    """The pid of ``worker``'s deliverer (another than ``besides``), once it runs."""
+    found = 0
+
+    def running() -> bool:
+        nonlocal found
+        found = deliverer_of(worker) or 0
+        return found not in (0, besides)
+
+    wait_for(running, 20, "the deliverer")
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.timeout(120)
+def test_the_deliverer_runs_beside_the_worker_goes_on_while_it_is_frozen_and_ends_with_it(stack: Stack) -> None:
+    """The deliverer is a process of its own, a child of the worker's main process at a lower
+    CPU priority, started again should it die: it delivers while that process is frozen (SIGSTOP), and ends by itself once
+    that process is killed (SIGKILL to it alone), sending nothing more."""
+    stack.env.update(OPEN)
+    worker = start_worker_group(stack, "frozen")
+    redis = Redis.from_url(stack.url)
+    first = a_deliverer(worker.pid)
+    os.kill(first, signal.SIGKILL)  # a deliverer that dies is started again by the keeper
+    deliverer = a_deliverer(worker.pid, besides=first)
+    wait_for(lambda: os.getpriority(os.PRIO_PROCESS, deliverer) > os.getpriority(os.PRIO_PROCESS, worker.pid),
+             10, "the deliverer to lower its priority")
+    with receiving() as receiver:
+        webhook_id, secret = subscribe(redis, receiver.url("/frozen"))
+        os.kill(worker.pid, signal.SIGSTOP)
+        try:
+            key, _ = deliver(redis, webhook_id)
+            assert ended(redis, key)["state"] == "delivered"
+        finally:
+            os.kill(worker.pid, signal.SIGCONT)
+        verified(receiver.at("/frozen")[0], secret)
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait()
+        wait_for(lambda: not alive(deliverer), 20, "the deliverer to end with its worker")
+        key, _ = deliver(redis, webhook_id)
+        assert fields(redis, key)["state"] == "pending" and len(receiver.at("/frozen")) == 1
+    os.killpg(worker.pid, signal.SIGKILL)  # the pool's processes, should any be left

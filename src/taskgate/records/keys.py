@@ -187,6 +187,8 @@ OWNER_WORKFLOW_INDEX_PREFIX = "taskgate:wf-index:"
 #: <msg id>}`` -> hash: one event for one subscription, written by the script that ended the run
 #: (``records/scripts/webhooks.lua`` builds these names: a mirror, checked by a test);
 #: ``taskgate:webhook-due`` -> sorted set of delivery keys by next attempt (ms);
+#: ``taskgate:webhook-wake`` -> pub/sub channel: a delivery became due while none was (the
+#: deliverers claim at once);
 #: ``taskgate:deliveries-of:{<sub id>}`` -> sorted set of a subscription's delivery keys by creation.
 WEBHOOK_PREFIX = "taskgate:webhook:"
 WEBHOOKS_OF_PREFIX = "taskgate:webhooks-of:"
@@ -195,6 +197,7 @@ WEBHOOKS = "taskgate:webhooks"
 WEBHOOKS_COUNT = "taskgate:webhooks-count"
 DELIVERY_PREFIX = "taskgate:delivery:"
 WEBHOOK_DUE = "taskgate:webhook-due"
+WEBHOOK_WAKE = "taskgate:webhook-wake"
 DELIVERIES_OF_PREFIX = "taskgate:deliveries-of:"
 
 #: kombu's Redis transport keeps delivered, unacknowledged messages in this hash (delivery

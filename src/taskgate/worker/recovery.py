@@ -23,8 +23,8 @@ instead keeps that timeout long and lets every worker's main process run a keepe
   ``admission``);
 * **schedules**: due schedules fire, each tick once (see ``scheduler``); the keeper wakes at the
   next tick when that comes before its next 0.5 s pass;
-* **webhooks**: beside it, in a thread of its own, a deliverer sends the due webhook deliveries
-  (see ``webhooks``).
+* **webhooks**: beside it, in a process of its own that the keeper starts (and starts again should
+  it die), a deliverer sends the due webhook deliveries (see ``webhooks``, ``webhook_process``).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from ..registry import exposed
 from .admission import Admitter, publish_declared
 from .celery_app import settings_of
 from .scheduler import Firer, sync_declared
-from .webhooks import Deliverer
+from .webhook_process import DelivererProcess
 
 log = logging.getLogger("taskgate.recovery")
 
@@ -100,10 +100,10 @@ class Keeper(threading.Thread):
         self._connection: Any = None
         self.firer = Firer(app, self.client, settings, self.tasks)
         self.admitter = Admitter(app, self.client, inline=self.parks_delays, timeout=settings.backend_timeout)
-        self.deliverer = Deliverer(settings)
+        self.deliverer = DelivererProcess(settings)
 
     def start(self) -> None:
-        """Start the thread, and the webhook deliverer beside it."""
+        """Start the thread, and the webhook deliverer's process beside it."""
         super().start()
         self.deliverer.start()
 
@@ -143,6 +143,7 @@ class Keeper(threading.Thread):
         leaked slots."""
         if beat:
             self.heartbeat()
+            self.deliverer.check()
         if self.parks_delays:
             self.release()
         self.expire()  # after release: the runs it found past their expiry end in this pass

@@ -1,11 +1,14 @@
 """Sends webhook deliveries: the :class:`Deliverer` every worker's keeper runs.
 
 The script that ends a run or a workflow writes its deliveries and makes them due at once
-(``records/scripts/webhooks.lua``); any worker's deliverer may send them. Each runs in a thread of
-the worker's main process with its own asyncio loop, one Redis client and one
-``httpx.AsyncClient``, started and stopped with the keeper (``recovery``):
+(``records/scripts/webhooks.lua``); any worker's deliverer may send them. Each runs in a process
+of its own beside the worker's main process (``webhook_process``: it holds neither the worker's
+GIL nor its CPU priority, and goes on while the worker is frozen), with one asyncio loop, one
+Redis client and one ``httpx.AsyncClient``, started and stopped with the keeper (``recovery``):
 
-* **claim**: every :data:`TICK` s, or as soon as a send ends, it claims due deliveries
+* **claim**: as soon as a send ends, when a delivery becomes due while none was (the end script
+  publishes a wake-up), and every :data:`TICK` s (retries coming due, leases ending), it claims
+  due deliveries
   (``webhook_claim.lua``), at most as many as it has free places (:data:`MAX_IN_FLIGHT` in
   all). A claim is a lease of :data:`LEASE` s: a worker killed before it records the attempt
   loses nothing, the delivery is due again when the lease ends, for any keeper (at least once:
@@ -31,7 +34,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import threading
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -54,8 +56,8 @@ from .webhook_transport import guarded_transport
 
 log = logging.getLogger("taskgate.webhooks")
 
-#: Seconds between claims while nothing ends sooner.
-TICK = 0.25
+#: Seconds between claims while nothing wakes the deliverer sooner.
+TICK = 1.0
 #: Seconds a claimed delivery is its sender's before any keeper may claim it again.
 LEASE = 60.0
 #: Sends at once, in all and per subscription.
@@ -98,50 +100,37 @@ def next_delay(schedule: list[float], attempts: int) -> float | None:
 
 
 class Deliverer:
-    """One worker's webhook sender (see the module's docstring)."""
+    """One worker's webhook sender (see the module's docstring), run by :meth:`main` in the
+    deliverer process (``webhook_process``) until :meth:`stop`."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.schedule = list(settings.webhook_schedule)
-        self._thread = threading.Thread(target=self._run, name="taskgate-webhooks", daemon=True)
-        self._stopping = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake: asyncio.Event | None = None
+        self._stopping = False
+        self._wake = asyncio.Event()
         self._sending: set[asyncio.Task[None]] = set()
         self._per_subscription: Counter[str] = Counter()
         #: Claimed deliveries waiting for one of their subscription's places, by subscription.
         self._waiting: dict[str, deque[tuple[str, Delivery, Subscription]]] = {}
 
-
-    def start(self) -> None:
-        self._thread.start()
-
     def stop(self) -> None:
-        """Stop claiming; sends under way get :data:`STOP_GRACE` s to end."""
-        self._stopping.set()
-        loop, wake = self._loop, self._wake
-        if loop is not None and wake is not None:
-            with contextlib.suppress(RuntimeError):  # the loop has closed already
-                loop.call_soon_threadsafe(wake.set)
-        if self._thread.is_alive():
-            self._thread.join(STOP_GRACE + 2)
+        """Stop claiming (from the loop running :meth:`main`); sends under way get
+        :data:`STOP_GRACE` s to end."""
+        self._stopping = True
+        self._wake.set()
 
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except Exception:  # a deliverer that dies silently would leave every delivery waiting
-            log.exception("taskgate webhooks: the deliverer stopped")
-
-    async def _main(self) -> None:
-        self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
+    async def main(self) -> None:
+        """Claim and send until :meth:`stop`: at each wake (a send's end, a new delivery due at
+        once, see :meth:`_listen`) or every :data:`TICK` s."""
         redis = connections.fail_fast(self.settings.require_redis_url(), connections.KEEPER_TIMEOUT,
                                       max_connections=8)
         run = scripts.AsyncScripts(redis)
         limits = httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_IN_FLIGHT)
+        listener = asyncio.create_task(self._listen(redis))
         try:
             async with httpx.AsyncClient(transport=guarded_transport(self.settings, limits), timeout=TIMEOUT,
                                          follow_redirects=False, trust_env=False) as http:
-                while not self._stopping.is_set():
+                while not self._stopping:
                     self._wake.clear()
                     try:
                         await self._claim(run, redis, http)
@@ -154,9 +143,24 @@ class Deliverer:
                 if self._sending:
                     await asyncio.wait(self._sending, timeout=STOP_GRACE)
         finally:
+            listener.cancel()
             for task in self._sending:
                 task.cancel()
             await redis.aclose()
+
+    async def _listen(self, redis: AsyncRedis) -> None:
+        """Wake the claim loop when the end script says a delivery became due while none was
+        (``PUBLISH`` on :data:`~taskgate.records.keys.WEBHOOK_WAKE`, ``webhooks.lua``); without
+        it (Redis away) the loop still claims every :data:`TICK` s."""
+        while not self._stopping:
+            try:
+                async with redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(keys.WEBHOOK_WAKE)
+                    while not self._stopping:
+                        if await pubsub.get_message(timeout=TICK) is not None:
+                            self._wake.set()
+            except (RedisError, OSError):
+                await asyncio.sleep(TICK)  # Redis is away: the claims say so; try again later
 
     async def _claim(self, run: scripts.AsyncScripts, redis: AsyncRedis,
                      http: httpx.AsyncClient) -> None:
@@ -226,12 +230,11 @@ class Deliverer:
                 del self._per_subscription[delivery.webhook_id]
             self._sending.discard(cast(asyncio.Task[None], asyncio.current_task()))
             waiting = self._waiting.get(delivery.webhook_id)
-            if waiting and not self._stopping.is_set():  # its next one takes the place, no claim
+            if waiting and not self._stopping:  # its next one takes the place, no claim
                 self._start(run, http, *waiting.popleft())
             else:
                 self._waiting.pop(delivery.webhook_id, None)
-                if self._wake is not None:
-                    self._wake.set()
+                self._wake.set()
 
     async def _attempt(self, http: httpx.AsyncClient, delivery: Delivery,
                        subscription: Subscription) -> Attempt:

@@ -19,6 +19,7 @@ local WH_ALL = 'taskgate:webhooks-all'
 local WH_COUNT = 'taskgate:webhooks-count'
 local WH_DELIVERY_PREFIX = 'taskgate:delivery:'
 local WH_DUE = 'taskgate:webhook-due'
+local WH_WAKE = 'taskgate:webhook-wake'
 local WH_DELIVERIES_PREFIX = 'taskgate:deliveries-of:'
 local WH_DELIVERIES_KEPT = 1000  -- records/webhooks.py's DELIVERIES_KEPT
 local WH_ANONYMOUS = 'anonymous'  -- the owner of a record without an owner field
@@ -64,9 +65,13 @@ local function wh_takers(owner, kind, family, name)
   return takers
 end
 
--- Write event `kind` (`msg_id`, its `payload` as JSON) for each subscription in `takers`, due now.
+-- Write event `kind` (`msg_id`, its `payload` as JSON) for each subscription in `takers`, due now;
+-- when nothing was due before, wake the deliverers (WH_WAKE: they claim at once instead of at
+-- their next poll; while some are due they are busy claiming, and no message is sent).
 local function wh_deliver(takers, msg_id, kind, payload)
   local now = adm_now()
+  local head = redis.call('ZRANGE', WH_DUE, 0, 0, 'WITHSCORES')
+  local idle = #head == 0 or tonumber(head[2]) > now
   for _, id in ipairs(takers) do
     local delivery = WH_DELIVERY_PREFIX .. '{' .. id .. ':' .. msg_id .. '}'
     if redis.call('EXISTS', delivery) == 0 then
@@ -76,6 +81,10 @@ local function wh_deliver(takers, msg_id, kind, payload)
       local list = WH_DELIVERIES_PREFIX .. '{' .. id .. '}'
       redis.call('ZADD', list, now, delivery)
       redis.call('ZREMRANGEBYRANK', list, 0, -WH_DELIVERIES_KEPT - 1)
+      if idle then
+        redis.call('PUBLISH', WH_WAKE, '')
+        idle = false
+      end
     end
   end
 end
