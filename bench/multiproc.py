@@ -36,14 +36,14 @@ def tree(pid: int) -> list[int]:
 
 
 def submits_by_pid(directory: Path) -> dict[int, float]:
-    """``taskgate_submits_total`` as each API process wrote it in its multiprocess directory."""
+    """``taskgate_tasks_submitted_total`` as each API process wrote it in its multiprocess directory."""
     from prometheus_client.mmap_dict import MmapedDict
 
     found: dict[int, float] = {}
     for path in directory.glob("counter_*.db"):
         found[int(path.stem.removeprefix("counter_"))] = sum(
             value for key, value, _, _ in MmapedDict.read_all_values_from_file(str(path))
-            if '"taskgate_submits_total"' in key)
+            if '"taskgate_tasks_submitted_total"' in key)
     return found
 
 

@@ -29,12 +29,15 @@ def test_metrics_count_submits_completions_and_latency(client: httpx.Client) -> 
         key = (name, tuple(sorted(labels.items())))
         return after.get(key, 0.0) - before.get(key, 0.0)
 
-    assert delta("taskgate_submits_total", task="add") == 1
-    assert delta("taskgate_tasks_finished_total", task="add", state="succeeded") == 1
-    assert delta("taskgate_tasks_finished_total", task="boom", state="failed") == 1
-    assert delta("taskgate_task_run_seconds_count", task="add") == 1
-    assert delta("taskgate_task_wait_seconds_count", task="add") == 1
+    assert delta("taskgate_tasks_submitted_total", task="add") == 1
+    assert delta("taskgate_tasks_total", task="add", state="succeeded") == 1
+    assert delta("taskgate_tasks_total", task="boom", state="failed") == 1
+    assert delta("taskgate_task_runtime_seconds_count", task="add") == 1
+    assert delta("taskgate_queue_wait_seconds_count", task="add") == 1
     assert after[("taskgate_workers", ())] >= 1
+    concurrency = {labels: value for (name, labels), value in after.items() if name == "taskgate_worker_concurrency"}
+    assert len(concurrency) == after[("taskgate_workers", ())] and all(v >= 1 for v in concurrency.values())
+    assert all(("taskgate_worker_tasks_active", labels) in after for labels in concurrency)
     assert ("taskgate_queue_depth", (("queue", "celery"),)) in after
     assert ("taskgate_event_loop_lag_seconds", ()) in after
     assert after[("taskgate_redis_call_seconds_count", ())] > 0

@@ -44,20 +44,20 @@ def servers(parent: int) -> set[int]:
 
 
 def submits_by_pid(directory: Path) -> dict[int, float]:
-    """``taskgate_submits_total`` as each process wrote it in the multiprocess directory."""
+    """``taskgate_tasks_submitted_total`` as each process wrote it in the multiprocess directory."""
     found: dict[int, float] = {}
     for path in directory.glob("counter_*.db"):
         pid = int(path.stem.removeprefix("counter_"))
         found[pid] = sum(value for key, value, _, _ in MmapedDict.read_all_values_from_file(str(path))
-                         if '"taskgate_submits_total"' in key)
+                         if '"taskgate_tasks_submitted_total"' in key)
     return found
 
 
 def submits(base: str) -> float:
-    """``taskgate_submits_total{task="add"}`` in one GET /metrics, on a fresh connection."""
+    """``taskgate_tasks_submitted_total{task="add"}`` in one GET /metrics, on a fresh connection."""
     text = httpx.get(base + "/metrics", timeout=10).text
     return next((sample.value for family in text_string_to_metric_families(text) for sample in family.samples
-                 if sample.name == "taskgate_submits_total" and sample.labels == {"task": "add"}), 0.0)
+                 if sample.name == "taskgate_tasks_submitted_total" and sample.labels == {"task": "add"}), 0.0)
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def api(own_redis_url: str, tmp_path: Path) -> Iterator[Api]:
     directory = tmp_path / "metrics"
     directory.mkdir()
     stale = MmapedDict(str(directory / "counter_999999.db"))
-    stale.write_value('["taskgate_submits", "taskgate_submits_total", {"task": "add"}, "old run"]', 1000.0, 0.0)
+    stale.write_value('["taskgate_tasks_submitted", "taskgate_tasks_submitted_total", {"task": "add"}, "old run"]', 1000.0, 0.0)
     stale.close()
     proc, base = start(own_redis_url, tmp_path, "--workers=2", PROMETHEUS_MULTIPROC_DIR=str(directory))
     try:

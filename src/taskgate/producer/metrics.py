@@ -1,11 +1,15 @@
-"""Prometheus metrics: this API's own, plus cluster-wide ones read from Redis.
+"""Prometheus metrics: this process's own, plus cluster-wide ones read from Redis.
 
-API metrics (this replica): submissions by task, Redis call latency, event-loop lag, and
-prometheus-client's process collector (RSS, CPU, open fds). Cluster metrics (every replica
-reports the same values, read at scrape time): completions by task and state, queue-wait and
-run-time histograms (counted by the workers' transition scripts in ``taskgate:stats``), webhook
-deliveries by outcome (counted there by the workers' senders), queue depths, delayed tasks, dead
-letters and live workers.
+Names follow Prometheus' naming guide (base units, ``_seconds``, ``_total`` on counters) and
+the shape of celery-exporter's (``celery_task_sent_total``, ``celery_task_runtime``,
+``celery_queue_length``, ``celery_worker_up``); README's "Metrics" lists them.
+
+Process metrics (this API, or your app): tasks submitted by task, Redis call latency, event-loop
+lag, and prometheus-client's process collector (RSS, CPU, open fds). Cluster metrics (every
+replica reports the same values, read at scrape time): tasks ended by task and state, queue-wait
+and run-time histograms (counted by the workers' transition scripts in ``taskgate:stats``),
+webhook deliveries by outcome (counted there by the workers' senders), queue depths, delayed
+tasks, dead letters, and the live workers with their concurrency and running tasks.
 
 An API in several processes (``taskgate api --workers N``, or your app under uvicorn or
 gunicorn workers with PROMETHEUS_MULTIPROC_DIR set) runs the client in its multiprocess mode:
@@ -19,6 +23,7 @@ collector in that mode, so RSS and CPU are left out then.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, cast
@@ -36,15 +41,28 @@ from ..records.workers import async_heartbeats
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
 
+    from ..records.workers import Heartbeat
     from ..registry import TaskSpec
     from .backend import Backend
 
-SUBMITS = Counter("taskgate_submits", "Tasks accepted by this API (all its processes).", ["task"])
-REDIS_SECONDS = Histogram("taskgate_redis_call_seconds", "Duration of this API's Redis and broker "
-                          "operations.", buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                                  0.25, 0.5, 1.0))
-LOOP_LAG = Gauge("taskgate_event_loop_lag_seconds", "How late this API's event loop woke up last (the "
-                 "latest of its live processes' loops).", multiprocess_mode="livemax")
+SUBMITS = Counter("taskgate_tasks_submitted", "Tasks this process submitted to the queue, by task "
+                  "(an API in several processes: all of them, summed). Each batch item counts; "
+                  "refused submits do not.", ["task"])
+REDIS_SECONDS = Histogram("taskgate_redis_call_seconds", "Seconds this process's Redis and broker "
+                          "operations took.", buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                       0.1, 0.25, 0.5, 1.0))
+LOOP_LAG = Gauge("taskgate_event_loop_lag_seconds", "Seconds this process's event loop woke up late "
+                 "at its last check, every 0.5 s (several processes: the worst of the live ones).",
+                 multiprocess_mode="livemax")
+
+#: The cluster histograms: the stats field prefix -> (name, help).
+HISTOGRAMS = {
+    "wait": ("taskgate_queue_wait_seconds", "Seconds from a task's submission to the start of its last "
+             "attempt (countdown, eta and retry backoff included), by task; observed when it ends, for "
+             "tasks that started."),
+    "run": ("taskgate_task_runtime_seconds", "Seconds from the start of a task's last attempt to its "
+            "end, by task; observed when it ends, for tasks that started."),
+}
 
 
 def own_registry() -> CollectorRegistry:
@@ -66,61 +84,59 @@ async def watch_loop_lag(interval: float = 0.5) -> None:
         LOOP_LAG.set(max(0.0, loop.time() - started - interval))
 
 
-class _Cluster(Collector):
-    """Metric families built from one snapshot of Redis."""
+@dataclasses.dataclass
+class Buckets:
+    """One task's histogram as the stats keep it: counts per bucket (not cumulative; the last
+    one past :data:`.LATENCY_BUCKETS`) and the sum of the values."""
 
-    def __init__(self, stats: dict[str, float], depths: dict[str, int], delayed: int, dead: int,
-                 workers: int) -> None:
-        self.stats, self.depths, self.delayed, self.dead, self.workers = stats, depths, delayed, dead, workers
+    counts: list[float] = dataclasses.field(default_factory=lambda: [0.0] * (len(LATENCY_BUCKETS) + 1))
+    total: float = 0.0
 
-    def collect(self) -> Iterator[Metric]:
-        done = CounterMetricFamily("taskgate_tasks_finished", "Tasks that ended, by task and state.",
-                                   labels=["task", "state"])
-        webhooks = CounterMetricFamily(
-            "taskgate_webhook_deliveries", "Webhook delivery attempts recorded by the workers, by outcome: "
-            "delivered; retrying (failed, tried again later); failed (the schedule spent); gone (a 410: "
-            "its subscription disabled); disabled (its subscription failed for days and was disabled); "
-            "dropped (not sent: its subscription was deleted or disabled).", labels=["outcome"])
-        buckets: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0] * (len(LATENCY_BUCKETS) + 1))
-        sums: dict[tuple[str, str], float] = {}
-        for field, value in self.stats.items():
-            kind, _, rest = field.partition(":")
-            if kind == "done":
-                task, _, state = rest.rpartition(":")
-                done.add_metric([task, state], value)
-            elif kind in ("wait", "run"):
-                task, _, index = rest.rpartition(":")
-                buckets[(kind, task)][int(index)] = value
-            elif kind in ("wait_sum", "run_sum"):
-                sums[(kind.removesuffix("_sum"), rest)] = value
-            elif kind == "webhook":
-                webhooks.add_metric([rest], value)
-        yield done
-        yield webhooks
-        for kind, help_text in (("wait", "Seconds from submission to start."),
-                                ("run", "Seconds from start to end.")):
-            family = HistogramMetricFamily(f"taskgate_task_{kind}_seconds", help_text, labels=["task"])
-            for (metric, task), counts in sorted(buckets.items()):
-                if metric != kind:
-                    continue
-                cumulative, total = [], 0.0
-                for bound, count in zip([*LATENCY_BUCKETS, float("inf")], counts, strict=True):
-                    total += count
-                    cumulative.append((str(bound) if bound != float("inf") else "+Inf", total))
-                family.add_metric([task], cumulative, sum_value=sums.get((kind, task), 0.0))
-            yield family
-        depth = GaugeMetricFamily("taskgate_queue_depth", "Messages waiting in each queue.", labels=["queue"])
-        for queue, count in sorted(self.depths.items()):
-            depth.add_metric([queue], count)
-        yield depth
-        yield GaugeMetricFamily("taskgate_delayed_tasks", "Tasks waiting for their countdown/eta or "
-                                "retry backoff.", value=self.delayed)
-        yield GaugeMetricFamily("taskgate_dead_letters", "Tasks in the dead-letter list.", value=self.dead)
-        yield GaugeMetricFamily("taskgate_workers", "Workers whose heartbeat is current.", value=self.workers)
+    def cumulative(self) -> list[tuple[str, float]]:
+        """Prometheus' buckets: ``(le, observations <= le)``, ending with ``+Inf``."""
+        running, buckets = 0.0, []
+        for bound, count in zip([*map(str, LATENCY_BUCKETS), "+Inf"], self.counts, strict=True):
+            running += count
+            buckets.append((bound, running))
+        return buckets
 
 
-async def scrape(backend: Backend, catalogue: dict[str, TaskSpec]) -> bytes:
-    """The whole exposition: this process's metrics, then the cluster's."""
+@dataclasses.dataclass
+class Snapshot:
+    """The cluster's numbers, read from Redis in one round of calls."""
+
+    ended: dict[tuple[str, str], float]  #: (task, state) -> tasks that ended so
+    histograms: dict[str, dict[str, Buckets]]  #: "wait" | "run" -> task -> histogram
+    webhooks: dict[str, float]  #: outcome -> delivery attempts
+    depths: dict[str, int]  #: queue -> messages waiting (empty when the broker is not Redis)
+    delayed: int
+    dead: int
+    workers: dict[str, Heartbeat]  #: the live workers' last heartbeats
+
+
+def parse_stats(stats: dict[str, float]) -> tuple[dict[tuple[str, str], float], dict[str, dict[str, Buckets]],
+                                                  dict[str, float]]:
+    """The ended counts, histograms and webhook outcomes in the stats hash (see :data:`.keys.STATS`)."""
+    ended: dict[tuple[str, str], float] = {}
+    histograms: dict[str, dict[str, Buckets]] = {kind: defaultdict(Buckets) for kind in HISTOGRAMS}
+    webhooks: dict[str, float] = {}
+    for field, value in stats.items():
+        kind, _, rest = field.partition(":")
+        if kind == "done":
+            task, _, state = rest.rpartition(":")
+            ended[(task, state)] = value
+        elif kind in HISTOGRAMS:
+            task, _, index = rest.rpartition(":")
+            histograms[kind][task].counts[int(index)] = value
+        elif kind.removesuffix("_sum") in HISTOGRAMS and kind.endswith("_sum"):
+            histograms[kind.removesuffix("_sum")][rest].total = value
+        elif kind == "webhook":
+            webhooks[rest] = value
+    return ended, {kind: dict(by_task) for kind, by_task in histograms.items()}, webhooks
+
+
+async def snapshot(backend: Backend, catalogue: dict[str, TaskSpec]) -> Snapshot:
+    """The cluster's numbers now: the stats hash, queue depths, delayed and dead tasks, workers."""
     default = backend.settings.default_queue
     queues = sorted({spec.queue or default for spec in catalogue.values()} | {default})
     state = backend.redis
@@ -133,10 +149,66 @@ async def scrape(backend: Backend, catalogue: dict[str, TaskSpec]) -> bytes:
             for step in PRIORITY_STEPS:
                 pipe.llen(queue_for_priority(queue, step))
         raw_stats, delayed, dead, *lengths = await pipe.execute()
-        workers = len(await async_heartbeats(state))
+        workers = await async_heartbeats(state)
     stats = {k.decode(): float(v) for k, v in cast(dict[bytes, bytes], raw_stats).items()}
     depths = {queue: sum(lengths[i * len(PRIORITY_STEPS):(i + 1) * len(PRIORITY_STEPS)])
               for i, queue in enumerate(queues)} if backend.settings.broker_is_redis else {}
+    ended, histograms, webhooks = parse_stats(stats)
+    return Snapshot(ended, histograms, webhooks, depths, int(delayed), int(dead), workers)
+
+
+class _Cluster(Collector):
+    """Metric families built from one :class:`Snapshot`."""
+
+    def __init__(self, snap: Snapshot) -> None:
+        self.snap = snap
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.snap
+        ended = CounterMetricFamily("taskgate_tasks", "Tasks that ended, by task and state: succeeded, "
+                                    "failed (errors, and retries spent), cancelled, expired (not started "
+                                    "before its expiry). Counted by the workers once per task.",
+                                    labels=["task", "state"])
+        for (task, state), count in sorted(snap.ended.items()):
+            ended.add_metric([task, state], count)
+        yield ended
+        for kind, (name, help_text) in HISTOGRAMS.items():
+            family = HistogramMetricFamily(name, help_text, labels=["task"])
+            for task, histogram in sorted(snap.histograms[kind].items()):
+                family.add_metric([task], histogram.cumulative(), sum_value=histogram.total)
+            yield family
+        webhooks = CounterMetricFamily(
+            "taskgate_webhook_deliveries", "Webhook delivery attempts recorded by the workers, by outcome: "
+            "delivered; retrying (failed, tried again later); failed (the schedule spent); gone (a 410: "
+            "its subscription disabled); disabled (its subscription failed for days and was disabled); "
+            "dropped (not sent: its subscription was deleted or disabled).", labels=["outcome"])
+        for outcome, count in sorted(snap.webhooks.items()):
+            webhooks.add_metric([outcome], count)
+        yield webhooks
+        depth = GaugeMetricFamily("taskgate_queue_depth", "Messages waiting in each queue, all priorities "
+                                  "(none when the broker is RabbitMQ: its own metrics tell).",
+                                  labels=["queue"])
+        for queue, count in sorted(snap.depths.items()):
+            depth.add_metric([queue], count)
+        yield depth
+        yield GaugeMetricFamily("taskgate_delayed_tasks", "Tasks waiting for their countdown, eta or "
+                                "retry backoff.", value=snap.delayed)
+        yield GaugeMetricFamily("taskgate_dead_letters", "Tasks in the dead-letter list.", value=snap.dead)
+        yield GaugeMetricFamily("taskgate_workers", "Workers whose heartbeat (every 2 s) is current.",
+                                value=len(snap.workers))
+        concurrency = GaugeMetricFamily("taskgate_worker_concurrency", "Tasks each live worker runs at "
+                                        "once (0: not known), by worker (node name:pid).", labels=["worker"])
+        active = GaugeMetricFamily("taskgate_worker_tasks_active", "Tasks each live worker was running at "
+                                   "its last heartbeat, by worker (node name:pid).", labels=["worker"])
+        for worker, beat in sorted(snap.workers.items()):
+            concurrency.add_metric([worker], beat.concurrency)
+            active.add_metric([worker], beat.active)
+        yield concurrency
+        yield active
+
+
+async def scrape(backend: Backend, catalogue: dict[str, TaskSpec]) -> bytes:
+    """The whole exposition: this process's metrics, then the cluster's."""
     cluster = CollectorRegistry()
-    cluster.register(_Cluster(stats, depths, int(delayed), int(dead), workers))
+    cluster.register(_Cluster(await snapshot(backend, catalogue)))
     return generate_latest(own_registry()) + generate_latest(cluster)

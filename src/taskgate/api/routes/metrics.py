@@ -68,9 +68,10 @@ class Summary(BaseModel):
 
 
 async def get_metrics(producer: ProducerDep, _admin: AdminDep) -> Response:
-    """This replica's submits, Redis latency and event-loop lag; the cluster's completions by
-    task and state, queue-wait and run-time histograms, queue depths, delayed tasks, dead
-    letters and live workers. Needs an admin key when auth is on."""
+    """This replica's submits, Redis latency and event-loop lag; the cluster's ended tasks by
+    task and state, queue-wait and run-time histograms, webhook deliveries, queue depths,
+    delayed tasks, dead letters and live workers (README's "Metrics" lists every name). Needs
+    an admin key when auth is on."""
     return Response(await scrape(producer.backend, producer.catalogue), media_type=CONTENT_TYPE_LATEST)
 
 
