@@ -166,6 +166,17 @@ def test_submit_records_indexes_and_pushes(redis: Redis, run: Scripts) -> None:
     redis.delete(f"q-{task_id}")
 
 
+def test_submit_keeps_a_trace_id_only_when_given(redis: Redis, run: Scripts) -> None:
+    traced, untraced = new_id(), new_id()
+    submit(run, traced, trace_id="0af7651916cd43dd8448eb211c80319c")
+    submit(run, untraced)
+    assert record(redis, traced)["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+    assert decode(traced, redis.hgetall(keys.record(traced))).trace_id == "0af7651916cd43dd8448eb211c80319c"
+    assert "trace_id" not in record(redis, untraced)
+    assert redis.object("encoding", keys.record(traced)) == b"listpack"  # the compact encoding kept
+    redis.delete(f"q-{traced}", f"q-{untraced}")
+
+
 def test_submit_with_a_due_time_parks_the_message(redis: Redis, run: Scripts) -> None:
     task_id = new_id()
     due = time.time() + 3600

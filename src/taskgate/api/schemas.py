@@ -176,6 +176,9 @@ class TaskInfo(BaseModel):
                                 "`cancelled`): a node it depends on failed, or the workflow stopped.")
     tick: datetime | None = Field(default=None, description="The tick of its schedule it stands for "
                                   "(null for a run started by hand: `POST /schedules/{id}/run`).")
+    trace_id: str | None = Field(default=None, description="The OpenTelemetry trace its submit belongs "
+                                 "to (32 hex digits): the submitting request's trace, through the queue "
+                                 "to its runs. Null when it was submitted without tracing.")
     seq: int = Field(default=0, description="How many changes it has had since it was submitted (0 "
                      "until a worker takes it): of two views of a task, the one with the higher `seq` is "
                      "the later (its events' ids count the same).")

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from celery import Celery
 
-from .. import limits
+from .. import limits, tracing
 from ..brokers.message import MessageParts, MessageTemplate, build_message, envelope, queue_for_priority
 from ..records import scripts
 from ..registry import TaskSpec
@@ -67,7 +67,8 @@ class Dispatcher:
         """The message of one run of task ``celery_name`` on ``queue``; ``eta`` (epoch
         seconds): Celery's own delay, for a broker that is not inline (an inline one parks
         delayed runs in taskgate's delayed set instead); ``headers``: taskgate's own, added
-        (a workflow node's)."""
+        (a workflow node's). The current trace context (the run's submit span, see
+        :func:`taskgate.tracing.producer_span`) goes in its headers too."""
         if eta is None:
             parts = self.template(celery_name).parts(task_id, kwargs, priority, owner)
         else:
@@ -76,6 +77,7 @@ class Dispatcher:
             parts = (built, {**properties, "priority": priority}, body)
         if headers:
             parts = ({**parts[0], **headers}, parts[1], parts[2])
+        tracing.inject(parts[0])  # a dict of this message's own
         if self.inline:
             return Message(task_id, queue, parts, queue_for_priority(queue, priority),
                            envelope(queue, parts, delivery_tag))

@@ -20,6 +20,7 @@ from celery import Celery
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
+from .. import tracing
 from ..auth import Caller
 from ..brokers import Broker
 from ..constants import ANONYMOUS, IDEMPOTENCY_TTL
@@ -154,7 +155,7 @@ class Submitter:
             idempotency=idempotency, digest=digest(spec.name, kwargs, options) if idempotency else "",
             rate_limit=self.settings.submit_rate, inflight_limit=self.settings.max_in_flight,
             deadline=cutoff, idempotency_ttl=IDEMPOTENCY_TTL, arguments=arguments_json,
-            replay_of=options.replay_of, expires_at=expires_at))
+            replay_of=options.replay_of, expires_at=expires_at, trace_id=tracing.trace_id()))
         return _Prepared(message, scripts.submit(run), owner,
                          keys.idempotency(owner, idempotency) if idempotency else "")
 
@@ -228,8 +229,16 @@ class Submitter:
     async def submit(self, spec: TaskSpec, arguments: BaseModel, options: Options | None = None,
                      idempotency: str | None = None, caller: Caller = SYSTEM) -> Submission:
         """Queue ``spec`` with validated ``arguments`` for ``caller``; return once the broker has
-        the message. Quotas and Idempotency-Keys are per owner."""
+        the message. Quotas and Idempotency-Keys are per owner. Traced, when tracing is on, as a
+        PRODUCER span ``taskgate submit <task>`` (``taskgate.tracing``), the child of the
+        current span (the submitting request's), its trace kept in the record."""
         task_id = str(uuid.uuid4())
+        with tracing.producer_span(spec.name, task_id, spec.queue or self.settings.default_queue,
+                                   owner=caller.owner):
+            return await self._submit(task_id, spec, arguments, options, idempotency, caller)
+
+    async def _submit(self, task_id: str, spec: TaskSpec, arguments: BaseModel, options: Options | None,
+                      idempotency: str | None, caller: Caller) -> Submission:
         prepared = self._prepare(task_id, spec, arguments, options or Options(), idempotency, caller,
                                  await self._cutoff(task_id))
         try:  # the pipeline holds each round trip to backend_timeout
@@ -238,6 +247,7 @@ class Submitter:
             raise self._unsent(prepared.task_id, exc) from exc
         replay = self._verdict(prepared, reply, idempotency)
         if replay is not None:
+            tracing.annotate(taskgate__replayed=True, messaging__message__id=replay.task_id)
             return replay
         SUBMITS.labels(spec.name).inc()
         if reply.kind == "queued" and not self.dispatcher.inline:  # a waiting run: the outbox's

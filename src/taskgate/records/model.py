@@ -18,11 +18,12 @@ yet (``rate``: its task's rate limit, ``slot``: a free concurrency slot, ``turn`
 owners, ``parents``: a workflow node's parents have not all succeeded; absent once it has gone);
 ``workflow_id`` and ``node`` the workflow and node a run belongs to, ``item`` (a map node's run)
 its index in the list mapped over, ``skipped`` why a workflow never ran it (ended
-``cancelled``); ``timeline`` JSON, the states it entered in order (at most 50: the first
-and the latest; absent while the record's own times imply it, see :func:`straight`), each
-``{"state", "at" (ms), "attempt", "worker" (when started)}``,
-each at the record's own time for it (``created_at``, ``started_at``, ``finished_at``), the
-others (retrying, queued again) on Redis's clock. ``args`` is written at submission (and
+``cancelled``); ``trace_id`` the OpenTelemetry trace its submit belongs to (32 hex digits,
+absent when none was recorded, see ``taskgate.tracing``); ``timeline`` JSON, the states it
+entered in order (at most 50: the first and the latest; absent while the record's own times
+imply it, see :func:`straight`), each ``{"state", "at" (ms), "attempt", "worker" (when
+started)}``, each at the record's own time for it (``created_at``, ``started_at``,
+``finished_at``), the others (retrying, queued again) on Redis's clock. ``args`` is written at submission (and
 at dead-lettering).
 Internal fields the scripts keep: ``message`` and ``queue`` (a parked or waiting message and its
 list), ``unregistered_since`` (ms), ``lane`` and ``slot`` (see ``admission.lua``).
@@ -98,6 +99,7 @@ class TaskRecord:
     node: str | None = None
     item: int | None = None
     skipped: str | None = None
+    trace_id: str | None = None
     timeline: tuple[Change, ...] = ()
     unreadable: frozenset[str] = field(default=frozenset())
 
@@ -116,7 +118,7 @@ _TIMES = frozenset({"created_at", "started_at", "finished_at", "next_attempt_at"
 _COUNTS = frozenset({"attempts", "deliveries", "seq", "item"})
 _JSON = frozenset({"progress", "result", "error", "args"})
 _TEXT = frozenset({"name", "owner", "worker", "dead_reason", "schedule_id", "replay_of", "workflow_id",
-                   "node", "skipped"})
+                   "node", "skipped", "trace_id"})
 _INTERNAL = frozenset({"message", "queue", "unregistered_since"})
 
 

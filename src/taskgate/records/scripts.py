@@ -169,6 +169,8 @@ class Enqueue:
     #: :data:`STORED_LIMITS` when the sender does not know them).
     lane: str = ""
     declared: str = ""
+    #: The trace its submit belongs to (32 hex digits, ``taskgate.tracing``), '' without one.
+    trace_id: str = ""
 
     @property
     def anonymous(self) -> bool:
@@ -188,7 +190,8 @@ class Enqueue:
                 repr(self.due) if self.due is not None else "", "" if self.anonymous else self.owner,
                 self.rate_limit, self.inflight_limit, _deadline(self.deadline), self.idempotency_ttl,
                 self.arguments, self.replay_of or "",
-                stamp(self.expires_at) if self.expires_at is not None else "", self.lane, self.declared]
+                stamp(self.expires_at) if self.expires_at is not None else "", self.lane, self.declared,
+                self.trace_id]
 
 
 def submit(run: Enqueue) -> Call[SubmitReply]:

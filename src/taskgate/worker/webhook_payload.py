@@ -70,7 +70,7 @@ def task_data(record: TaskRecord) -> dict[str, Any]:
         "arguments": record.args if isinstance(record.args, dict) else None, "expires_at": record.expires_at,
         "replay_of": record.replay_of, "schedule_id": record.schedule_id, "workflow_id": record.workflow_id,
         "node": record.node, "item": record.item, "skipped": record.skipped, "tick": record.tick,
-        "seq": record.seq, "timeline": timeline or None,
+        "trace_id": record.trace_id, "seq": record.seq, "timeline": timeline or None,
     }
 
 
