@@ -292,13 +292,20 @@ class Taskgate:
     async def lifespan(self, app: FastAPI | None = None) -> AsyncIterator[None]:
         """Open for the life of ``app``: ``FastAPI(lifespan=tg.lifespan)``, or inside your own
         lifespan, ``async with tg.lifespan(app): yield``. The app's :attr:`router` routes find
-        this Taskgate through ``app.state.taskgate``."""
+        this Taskgate through ``app.state.taskgate``. With a meter provider set up (OpenTelemetry),
+        the cluster's metrics of ``GET /metrics`` are also its instruments meanwhile
+        (``producer.otel_metrics``)."""
+        from .producer import otel_metrics
+
         await self.open()
         if app is not None:
             app.state.taskgate = self
+        instruments = otel_metrics.observe(self.producer, asyncio.get_running_loop())
         try:
             yield
         finally:
+            if instruments is not None:
+                otel_metrics.forget(instruments)
             await self.close()
 
     @classmethod
