@@ -1,6 +1,6 @@
 """Section 16 of ``make bench``: webhooks (issue 27's "Measured").
 
-One ``taskgate api`` and one ``taskgate worker --concurrency=2`` (its keeper's deliverer the only
+One ``taskgate api`` and one ``taskgate worker --concurrency=2`` (its deliverer process the only
 sender) on the run's private Valkey, both with ``TASKGATE_WEBHOOK_ALLOW_HTTP`` and
 ``TASKGATE_WEBHOOK_ALLOW_PRIVATE`` on (the receiver is plain http on 127.0.0.1), and a local
 receiver answering 200 at once (bench/webhook_receiver.py, in a thread of this process). The
@@ -211,8 +211,9 @@ def write_report(report: Report, fig: Figures, args: argparse.Namespace) -> None
     report.add(f"## 16. Webhooks: {fig.endings:,} task endings delivered, end to delivery, one subscription "
                f"against none ({args.reps} repetitions)")
     report.add()
-    report.add("One `taskgate api` and one `taskgate worker --concurrency=2` (its keeper's deliverer the only "
-               "sender: at most 4 sends in flight per subscription), both with `TASKGATE_WEBHOOK_ALLOW_HTTP` "
+    report.add("One `taskgate api` and one `taskgate worker --concurrency=2` (its deliverer, a process beside "
+               "the worker's main process at nice +10, the only sender: at most 4 sends in flight per "
+               "subscription), both with `TASKGATE_WEBHOOK_ALLOW_HTTP` "
                "and `TASKGATE_WEBHOOK_ALLOW_PRIVATE` on, and a receiver in the bench process (uvicorn in a "
                "thread) answering 200 at once; subscriptions made with `POST /webhooks` (events "
                f"`task.succeeded`). Machine load (1 min) {fig.load[0]:.1f} at the start, {fig.load[-1]:.1f} at "
@@ -230,8 +231,10 @@ def write_report(report: Report, fig: Figures, args: argparse.Namespace) -> None
     rows = [(f"the {fig.endings:,} runs above (submitted in batches)", fig.loaded),
             (f"{fig.single} runs one at a time (each delivered, then a pause of 0-0.3 s)", fig.alone)]
     report.add("From a run's end (its record's `finished_at`, whole ms) to its delivery's arrival at the receiver. "
-               "A sender with no send under way looks for due deliveries every `worker.webhooks.TICK` s (0.25 "
-               "today): runs one at a time wait for that; the batched runs wait behind the ones before them.")
+               "An idle sender is woken by the end script when a delivery becomes due while none was (a "
+               "PUBLISH), so runs one at a time wait only for the send; the batched runs wait behind the ones "
+               "before them, and, the sender running at a lower CPU priority than the worker, for the "
+               "worker's room.")
     report.add()
     report.table(["runs", "p50 ms", "p99 ms", "max ms"],
                  [[name, f"**{median(values):.0f}**", f"**{percentile(values, 0.99):.0f}**", f"{max(values):.0f}"]
