@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -318,17 +319,25 @@ def _copy_example(name: str, into: Path) -> Path:
     return target
 
 
-def _start_app(tmp_path: Path, example: str, *args: str) -> tuple[subprocess.Popen[bytes], str, Path]:
-    """``taskgate up --app main:app`` in a copy of an example, ready once the app answers."""
+#: Flower's password in the tests that run it (its API needs one).
+FLOWER_AUTH = ("flower", "test-only-password")
+
+
+def _start_app(tmp_path: Path, example: str, *args: str,
+               flower_port: int | None = None) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """``taskgate up --app main:app`` in a copy of an example, ready once the app answers; with
+    Flower (its password :data:`FLOWER_AUTH`) on ``flower_port`` if given."""
     where = _copy_example(example, tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKGATE_")}
     env["TASKGATE_DATA_DIR"] = str(tmp_path / "data")
-    port, flower_port = free_port(), free_port()
+    env["TASKGATE_FLOWER_BASIC_AUTH"] = ":".join(FLOWER_AUTH)
+    port = free_port()
     log = tmp_path / "up.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "taskgate", "up", "--app", "main:app", f"--port={port}",
-             f"--flower-port={flower_port}", "--no-flower", "--concurrency=1", *args],
+             f"--flower-port={flower_port or free_port()}", "--flower" if flower_port else "--no-flower",
+             "--concurrency=1", *args],
             env=env, stdout=out, stderr=subprocess.STDOUT, cwd=where)
     wait_for(lambda: proc.poll() is not None or "taskgate: running" in log.read_text(), 60, "up --app running")
     assert proc.poll() is None, log.read_text()
@@ -366,6 +375,36 @@ def test_up_serves_your_app_end_to_end(tmp_path: Path) -> None:
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 0 and out.stdout.strip() == "4", out.stderr
         assert "taskgate: app     " + base in log.read_text()
+        _stops_cleanly(proc, log)
+    finally:
+        kill_all(proc)
+
+
+def test_up_app_flower_knows_the_apps_own_tasks(tmp_path: Path) -> None:
+    """Under `up --app`, Flower loads the app's module as the worker does: the app's own task
+    (yourapp's `countdown`) is among the worker's registered tasks Flower lists, and Flower's own
+    controls know it (they answer 404 "Unknown task" for a task Flower has not loaded)."""
+    flower_port = free_port()
+    proc, _, log = _start_app(tmp_path, "yourapp", flower_port=flower_port)
+    flower = f"http://127.0.0.1:{flower_port}"
+    try:
+        workers: dict[str, Any] = {}
+
+        def listed() -> bool:
+            nonlocal workers
+            try:
+                answer = httpx.get(f"{flower}/api/workers", params={"refresh": 1}, auth=FLOWER_AUTH, timeout=10)
+            except httpx.TransportError:
+                return False
+            workers = answer.json() if answer.status_code == 200 else {}
+            return any("taskgate.countdown" in (info.get("registered") or ()) for info in workers.values())
+
+        wait_for(listed, 60, "Flower to list the worker's tasks")
+        (worker, info), = workers.items()
+        assert {"taskgate.add", "taskgate.countdown", "taskgate.send_email"} <= set(info["registered"]), info
+        limits = httpx.post(f"{flower}/api/task/timeout/taskgate.countdown", auth=FLOWER_AUTH, timeout=10,
+                            data={"workername": worker, "soft": "60", "hard": "120"})
+        assert limits.status_code == 200 and "time limits set" in limits.json()["message"], limits.text
         _stops_cleanly(proc, log)
     finally:
         kill_all(proc)

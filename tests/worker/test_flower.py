@@ -1,4 +1,6 @@
-"""Flower sees taskgate's cancellations: a cancelled task ends REVOKED there, announced once.
+"""Flower tells what taskgate's records say: a task taskgate ends without running it ends there
+too (cancelled or expired: REVOKED, announced once; dead-lettered at start: FAILURE, with why),
+and a retry parked in taskgate's delayed set is announced as a retry.
 
 A private Valkey, a real worker sending task events, the real API and a real Flower (its API
 needs a password, so this Flower has one); nothing shared with the session's servers.
@@ -28,9 +30,9 @@ class Stack:
     logs: Path
 
 
-def start_events_worker(redis_url: str, log: Path, *args: str) -> subprocess.Popen[bytes]:
+def start_events_worker(redis_url: str, log: Path, *args: str, **extra: str) -> subprocess.Popen[bytes]:
     """A real ``taskgate worker --task-events``, returned once it is consuming."""
-    proc = taskgate(["worker", "--task-events", *args], env_for(redis_url), log)
+    proc = taskgate(["worker", "--task-events", *args], env_for(redis_url, **extra), log)
     wait_for(lambda: b" ready." in log.read_bytes() or proc.poll() is not None, 60, "worker ready")
     assert proc.poll() is None, log.read_text()
     return proc
@@ -81,12 +83,12 @@ def wait_flower_state(stack: Stack, task_id: str, state: str, timeout: float = 2
     return seen
 
 
-def revoked_events(stack: Stack, task_name: str) -> float:
-    """How many ``task-revoked`` events Flower has counted for tasks named ``task_name``."""
+def revoked_events(stack: Stack, task_name: str, kind: str = "task-revoked") -> float:
+    """How many ``kind`` events Flower has counted for tasks named ``task_name``."""
     metrics = httpx.get(f"{stack.flower}/metrics", auth=FLOWER_AUTH, timeout=5)
     assert metrics.status_code == 200, metrics.text
     return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.text.splitlines()
-               if line.startswith("flower_events_total{") and 'type="task-revoked"' in line
+               if line.startswith("flower_events_total{") and f'type="{kind}"' in line
                and f'task="{task_name}"' in line)
 
 
@@ -99,13 +101,14 @@ def settle(stack: Stack, client: httpx.Client) -> None:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Valkey, a worker of the default queue with task events on, the API and Flower."""
+    """Valkey, a worker of the default queue with task events on, the API and Flower. The
+    worker dead-letters a task at its second delivery (TASKGATE_MAX_DELIVERIES=1)."""
     logs = tmp_path_factory.mktemp("flower")
     server = start_valkey(logs / "valkey")
     procs: list[subprocess.Popen[bytes]] = []
     try:
         redis_url = f"{server.connection_url}/0"
-        procs.append(start_events_worker(redis_url, logs / "worker.log"))
+        procs.append(start_events_worker(redis_url, logs / "worker.log", TASKGATE_MAX_DELIVERIES="1"))
         api, api_url = start_api(redis_url, logs / "api.log")
         procs.append(api)
         flower, flower_url = start_flower(redis_url, logs / "flower.log")
@@ -145,23 +148,54 @@ def test_a_running_task_cancelled_ends_revoked_in_flower(stack: Stack, client: h
     assert revoked_events(stack, "taskgate.sleepy") - before == 1
 
 
-def test_a_task_cancelled_while_queued_ends_revoked_once_a_worker_takes_it(
+def test_tasks_cancelled_or_expired_while_queued_end_revoked_once_a_worker_takes_them(
         stack: Stack, client: httpx.Client) -> None:
     # `lane` goes to the `slowlane` queue, which no worker consumes yet.
-    task_id = submit(client, "lane", {"x": 1})
-    assert client.post(f"/tasks/{task_id}/cancel").json()["state"] == "cancelled"
+    cancelled = submit(client, "lane", {"x": 1})
+    assert client.post(f"/tasks/{cancelled}/cancel").json()["state"] == "cancelled"
+    expired = submit(client, "lane", {"x": 2}, expires=1)
+    assert wait(client, expired, 20)["state"] == "expired"  # ended by the keeper, still queued
     # Flower learns of a task only from a worker's events (taskgate sends no task-sent event).
-    assert flower_task(stack, task_id) is None
+    assert flower_task(stack, cancelled) is None and flower_task(stack, expired) is None
     lane = start_events_worker(stack.redis_url, stack.logs / "slowlane.log", "--queues=slowlane",
                                "--concurrency=1")
     try:
-        # The worker receives and starts it, finds it cancelled and skips it: Flower's last word
+        # The worker receives and starts each, finds it ended and skips it: Flower's last word
         # on it must be REVOKED, not STARTED.
-        shown = wait_flower_state(stack, task_id, "REVOKED")
-        assert shown["name"] == "taskgate.lane" and shown["received"], shown
-        assert client.get(f"/tasks/{task_id}").json()["state"] == "cancelled"
+        for task_id, state in ((cancelled, "cancelled"), (expired, "expired")):
+            shown = wait_flower_state(stack, task_id, "REVOKED")
+            assert shown["name"] == "taskgate.lane" and shown["received"] and shown["revoked"], shown
+            assert client.get(f"/tasks/{task_id}").json()["state"] == state
     finally:
         stop(lane)
+
+
+def test_a_task_dead_lettered_at_start_ends_failed_with_why(
+        stack: Stack, client: httpx.Client, tmp_path: Path) -> None:
+    # `poison` kills the process running it; the worker requeues it, and at its second delivery
+    # (TASKGATE_MAX_DELIVERIES=1) dead-letters it without running it.
+    starts, kill = tmp_path / "starts.log", tmp_path / "kill"
+    kill.touch()
+    task_id = submit(client, "poison", {"log": str(starts), "kill_file": str(kill)})
+    body = wait(client, task_id, 60)
+    assert body["state"] == "failed" and body["error"]["type"] == "WorkerLostError", body
+    assert len(starts.read_text().splitlines()) == 1  # it ran once, and not at the delivery that ended it
+    shown = wait_flower_state(stack, task_id, "FAILURE")  # not STARTED forever
+    assert shown["name"] == "taskgate.poison" and shown["failed"], shown
+    assert shown["exception"] == f"WorkerLostError({body['error']['message']!r})", shown
+    dead = client.get("/dead-letters").json()["dead_letters"]
+    assert any(one["task_id"] == task_id and one["reason"] == "max_deliveries" for one in dead), dead
+
+
+def test_a_parked_retry_is_announced_as_a_retry(stack: Stack, client: httpx.Client, tmp_path: Path) -> None:
+    # `flaky` fails transiently once; its retry waits in taskgate's delayed set, not in Celery.
+    before = revoked_events(stack, "taskgate.flaky", "task-retried")
+    task_id = submit(client, "flaky", {"counter": str(tmp_path / "counter"), "failures": 1})
+    assert wait(client, task_id, 20)["state"] == "succeeded"
+    shown = wait_flower_state(stack, task_id, "SUCCESS")
+    assert shown["retried"] and shown["exception"] == "Flaky('transient failure 1 of 1')", shown
+    settle(stack, client)
+    assert revoked_events(stack, "taskgate.flaky", "task-retried") - before == 1
 
 
 def test_a_terminated_task_is_announced_revoked_once(stack: Stack, client: httpx.Client) -> None:

@@ -20,6 +20,8 @@ from .settings import cli_settings as _settings
 from .supervisor import port_is_free
 
 if TYPE_CHECKING:
+    from celery import Celery
+
     from .supervisor import Supervisor
 
 cli = typer.Typer(
@@ -39,6 +41,10 @@ ApiWorkers = Annotated[int, typer.Option(
     "that dies is restarted). /metrics then sums their counters (Prometheus multiprocess mode, in "
     "PROMETHEUS_MULTIPROC_DIR or a temporary directory). About one per core.")]
 LogLevel = Annotated[str, typer.Option(help="Log level: debug, info, warning or error.")]
+TaskModules = Annotated[str | None, typer.Option(
+    help="Comma-separated modules that declare your tasks (default TASKGATE_TASK_MODULES), "
+    "imported from this directory. If one of them makes a taskgate.Taskgate(celery_app=...), that "
+    "Celery app is the one run, your plain Celery tasks included.", show_default=False)]
 LogFormat = Annotated[str | None, typer.Option(
     help="Log lines as `text` or `json` (one object per line, with task_id where known); default "
     "TASKGATE_LOG_FORMAT or text.", show_default=False)]
@@ -104,20 +110,29 @@ def worker(
         "--task-events/--no-task-events",
         help="Send Celery task events from the start. Off by default: they are a publish per task "
         "state, costly on short tasks, and a running Flower switches them on by itself.")] = False,
-    tasks: Annotated[str | None, typer.Option(
-        help="Comma-separated modules that declare your tasks (default TASKGATE_TASK_MODULES), "
-        "imported from this directory. If one of them makes a taskgate.Taskgate(celery_app=...), the "
-        "worker runs that Celery app, your plain Celery tasks included.", show_default=False)] = None,
+    tasks: TaskModules = None,
 ) -> None:
     """Run a Celery worker for taskgate's tasks. Run several, on several machines, to scale."""
     from celery.signals import after_setup_logger, after_setup_task_logger
 
-    from ..registry import load
-    from ..worker.celery_app import adopted, create_celery_app
-
     _log_format(log_format)
     after_setup_logger.connect(logs.use_json_in_celery, weak=False)
     after_setup_task_logger.connect(logs.use_json_in_celery, weak=False)
+    app = _celery_app(tasks)
+    app.start([*(["--quiet"] if logs.json_enabled() else []), "worker",
+               f"--loglevel={log_level.upper()}", f"--concurrency={concurrency}",
+               f"--hostname={name or f'taskgate-{os.getpid()}@%h'}",
+               *(["--task-events"] if task_events else []), "--without-gossip", "--without-mingle",
+               *([f"--queues={_queue_names(queues, app.conf.task_default_queue)}"] if queues else [])])
+
+
+def _celery_app(tasks: str | None) -> Celery:
+    """The Celery app of this deployment, its task modules imported (``tasks``, else
+    TASKGATE_TASK_MODULES): the one a module handed to taskgate (``Taskgate(celery_app=...)``), or
+    taskgate's own. The worker runs it and Flower shows it, so both know the same tasks."""
+    from ..registry import load
+    from ..worker.celery_app import adopted, create_celery_app
+
     if tasks is not None:
         os.environ["TASKGATE_TASK_MODULES"] = tasks
     settings = _settings()
@@ -127,12 +142,7 @@ def worker(
         typer.echo(f"taskgate: cannot import the task modules {','.join(settings.task_modules)} ({exc}); run "
                    "from the directory that holds them, or set PYTHONPATH", err=True)
         raise typer.Exit(2) from exc
-    app = adopted() or create_celery_app(settings)
-    app.start([*(["--quiet"] if logs.json_enabled() else []), "worker",
-               f"--loglevel={log_level.upper()}", f"--concurrency={concurrency}",
-               f"--hostname={name or f'taskgate-{os.getpid()}@%h'}",
-               *(["--task-events"] if task_events else []), "--without-gossip", "--without-mingle",
-               *([f"--queues={_queue_names(queues, app.conf.task_default_queue)}"] if queues else [])])
+    return adopted() or create_celery_app(settings)
 
 
 def _queue_names(queues: str, default: str) -> str:
@@ -145,11 +155,13 @@ def _queue_names(queues: str, default: str) -> str:
 def flower(
     host: Annotated[str, typer.Option(help="Interface Flower binds to.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port of Flower.")] = 5555,
+    tasks: TaskModules = None,
 ) -> None:
     """Run Flower, Celery's monitoring UI, on loopback by default. Bound elsewhere it needs
-    TASKGATE_FLOWER_BASIC_AUTH=user:password; its API is never opened to anonymous callers."""
-    from ..worker.celery_app import create_celery_app
-
+    TASKGATE_FLOWER_BASIC_AUTH=user:password; its API is never opened to anonymous callers.
+    It loads the task modules the workers load (give it the same --tasks), so it knows their
+    tasks (its registered tasks, rate and time limit controls)."""
+    app = _celery_app(tasks)  # first: the settings are read once, with the task modules named
     settings = _settings()
     argv = ["flower", f"--address={host}", f"--port={port}"]
     if settings.flower_basic_auth:
@@ -163,7 +175,7 @@ def flower(
                    "to 127.0.0.1 (the default)", err=True)
         raise typer.Exit(2)
     os.environ.pop("FLOWER_UNAUTHENTICATED_API", None)  # never open Flower's API anonymously
-    create_celery_app(settings).start(argv)
+    app.start(argv)
 
 
 @cli.command()
@@ -243,8 +255,10 @@ def up(
             typer.echo(f"taskgate: smtp    {url} (local sink, mail in {data_dir / 'mail'})")
         cmd = [sys.executable, "-m", "taskgate"]
         worker_cmd = [*cmd, "worker", f"--concurrency={concurrency}", f"--log-level={log_level}"]
+        # The worker and Flower import the same task modules: your app's module first.
+        tasks = [f"--tasks={','.join(dict.fromkeys([module, *settings.task_modules]))}"] if module else []
+        worker_cmd.extend(tasks)
         if module is not None:
-            worker_cmd.append(f"--tasks={','.join(dict.fromkeys([module, *settings.task_modules]))}")
             # Your app's Taskgate cannot know its bind address: resolve TASKGATE_AUTH=auto here.
             env["TASKGATE_AUTH"] = "on" if auth_enabled(settings, host) else "off"
         # If `up` dies unannounced, the worker is killed at once (its unacknowledged tasks are
@@ -273,7 +287,7 @@ def up(
                        f"tg.router, {auth}{processes})")
         if with_flower:
             supervisor.add(Component("flower", [*cmd, "flower", "--host=127.0.0.1",
-                                                f"--port={flower_port}"]), env)
+                                                f"--port={flower_port}", *tasks]), env)
             typer.echo(f"taskgate: flower  {flower_url}")
         where = f"with TASKGATE_DATA_DIR={data_dir}"
         if data_dir == (Path.cwd() / ".taskgate").resolve():

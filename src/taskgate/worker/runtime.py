@@ -5,9 +5,10 @@
 finished), validates the arguments against the generated model, runs the plain function (an
 ``async def`` one on the process's event loop, see ``aio``), and records the result, a retry
 (with ``next_attempt_at``) or a client-safe error. Tasks call :func:`report_progress` and
-:func:`cancel_requested` while they run. A task that ends ``cancelled`` (or is found
-``expired``) is announced to Celery's event stream as revoked (:class:`CancelAwareRequest`),
-so Flower shows it ended.
+:func:`cancel_requested` while they run. A task that taskgate ends or parks without Celery
+seeing it end (cancelled, expired, dead-lettered at start, a retry parked in the delayed set)
+is announced to Celery's event stream as Celery would have (:class:`CancelAwareRequest`), so
+Flower shows what the record says.
 """
 
 from __future__ import annotations
@@ -54,15 +55,31 @@ class ExpiredIgnore(CancelledIgnore):
     expiry): never run, skipped like a cancelled one, announced as revoked with ``expired``."""
 
 
+class DeadLetteredIgnore(Ignore):  # type: ignore[misc]
+    """Raised in the worker by a task found dead-lettered at start (delivered
+    ``max_deliveries`` times, its worker dying each time): never run; its argument is the
+    record's error as Celery shows an exception (``Type('message')``), announced as the task's
+    failure."""
+
+
+class ParkedIgnore(Ignore):  # type: ignore[misc]
+    """Raised in the worker by a failed attempt whose retry waits in taskgate's delayed set
+    (not Celery's ``retry``); its argument is the attempt's exception, as Celery shows one
+    (``repr``), announced as the task's retry."""
+
+
 class CancelAwareRequest(Request):  # type: ignore[misc]
     """The worker's main-process request of a taskgate task.
 
-    ``Ignore`` makes Celery send no terminal task event, so a monitor would show a cancelled
-    task started forever. On :class:`CancelledIgnore` this sends Celery's own ``task-revoked``
-    event (the fields ``Request._announce_revoked`` sends; ``expired`` true for
-    :class:`ExpiredIgnore`), once: not when
-    ``revoke(terminate=True)`` already announced it. ``send_event`` sends only while the worker
-    sends task events (``--task-events``, or switched on by Flower).
+    ``Ignore`` makes Celery send no task event, so a monitor would show a task that taskgate
+    ended (or parked) started forever. This sends the event Celery would have sent for what the
+    record says: on :class:`CancelledIgnore` Celery's own ``task-revoked`` (the fields
+    ``Request._announce_revoked`` sends; ``expired`` true for :class:`ExpiredIgnore`), once: not
+    when ``revoke(terminate=True)`` already announced it; on :class:`DeadLetteredIgnore`
+    ``task-failed`` with the record's error (Flower: FAILURE); on :class:`ParkedIgnore`
+    ``task-retried`` with the attempt's exception (Flower: RETRY, until the next attempt
+    starts). ``send_event`` sends only while the worker sends task events (``--task-events``,
+    or switched on by Flower).
 
     When the pool process running the task vanished, the task's own handlers never ran, so
     the record would say ``started`` for good. Celery's handling decides what happens to the
@@ -81,6 +98,10 @@ class CancelAwareRequest(Request):  # type: ignore[misc]
         if kind in (CancelledIgnore, ExpiredIgnore) and not self._already_revoked:
             self._already_revoked = True
             self.send_event("task-revoked", terminated=False, signum=None, expired=kind is ExpiredIgnore)
+        elif kind is DeadLetteredIgnore:
+            self.send_event("task-failed", exception=_said(exc_info), traceback="")
+        elif kind is ParkedIgnore:
+            self.send_event("task-retried", exception=_said(exc_info), traceback="")
         lost = self._lost(getattr(exc_info, "exception", None))
         outcome = super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
         if lost is not None:
@@ -139,7 +160,9 @@ class TaskgateTask(Task):  # type: ignore[misc]
         if verdict == "dead":
             log.error("task %s[%s] dead-lettered: delivered %d times, its worker died each time",
                       self.name, task_id, settings.max_deliveries)
-            raise Ignore()
+            raise DeadLetteredIgnore(repr(WorkerLostError(  # the record's error, as start.lua words it
+                f"the task was delivered {settings.max_deliveries} times and its worker died each time; "
+                "dead-lettered")))
         if verdict != "run":
             log.info("task %s[%s] not run: %s", self.name, task_id, verdict)
             raise (CancelledIgnore() if verdict == "cancelled" else ExpiredIgnore() if verdict == "expired"
@@ -225,7 +248,7 @@ class TaskgateTask(Task):  # type: ignore[misc]
                 message, queue_key = self._next_attempt(arguments)
                 rec.run(scripts.park(task_id, rec.owner(task_id), due=due, message=message, queue=queue_key,
                                      error=orjson.dumps(error)))
-                raise Ignore() from None
+                raise ParkedIgnore(repr(exc)) from None
             rec.move(scripts.retrying(task_id, rec.owner(task_id), due=due, error=orjson.dumps(error)))
             raise self.retry(exc=exc, eta=datetime.fromtimestamp(due, tz=UTC)) from None
         if transient:
@@ -271,6 +294,15 @@ def _record_lost(rec: Records, task_id: str, name: str, state: Literal["failed",
                   task_id, exc)
         return
     log.warning("task %s[%s]: its process vanished (%s); record %s", name, task_id, error["type"], left)
+
+
+def _said(exc_info: Any) -> str:
+    """The message a :class:`DeadLetteredIgnore` or :class:`ParkedIgnore` carries, back from the
+    pool (billiard's ExceptionInfo, its exception maybe wrapped with its traceback)."""
+    exc = getattr(exc_info, "exception", None)
+    if isinstance(exc, ExceptionWithTraceback):
+        exc = exc.exc
+    return str(exc.args[0]) if exc is not None and exc.args else ""
 
 
 def rec_queue() -> str:
