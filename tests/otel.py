@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -111,6 +111,10 @@ class Receiver:
                         links=[link.span_id.hex() for link in span.links])
                     with self._lock:
                         self.spans.append(received)
+
+    def wait(self, check: Callable[[list[Received]], bool], timeout: float = 30) -> None:
+        """Until ``check(spans)`` holds."""
+        wait_for(lambda: check(list(self.spans)), timeout, "spans")
 
     def named(self, name: str, timeout: float = 30) -> Received:
         """The first span called ``name``, once it arrived."""

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
+import httpx
 import pytest
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, StatusCode
@@ -13,6 +19,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from taskgate import tracing
 
 from . import otel
+from .helpers import start_api, start_worker, stop
 
 REMOTE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -27,7 +34,7 @@ def test_without_a_provider_nothing_is_traced() -> None:
     assert tracing.link("0af7651916cd43dd8448eb211c80319c") is None
     with tracing.consumer_span(SimpleNamespace(traceparent=REMOTE), "add", "t1", "celery", attempt=1) as span:
         assert span is None
-        tracing.event("progress", percent=50)  # no span: nothing, no error
+        tracing.event("taskgate.progress", {"taskgate.progress.percent": 50.0})  # no span: nothing, no error
 
 
 def test_without_opentelemetry_installed_every_function_is_a_no_op(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -92,7 +99,7 @@ def test_consumer_span_continues_the_message_trace() -> None:
     request = SimpleNamespace(traceparent=REMOTE)
     with otel.in_memory() as exporter:
         with tracing.consumer_span(request, "add", "t1", "celery", attempt=2, owner="bob"):
-            tracing.event("taskgate.progress", percent=50.0)
+            tracing.event("taskgate.progress", {"taskgate.progress.percent": 50.0})
             tracing.annotate(taskgate__owner="carol")
             try:
                 raise ValueError("bad")
@@ -119,3 +126,63 @@ def test_server_span_honours_traceparent() -> None:
     assert served.name == "POST /tasks/add" and served.kind is SpanKind.SERVER
     assert served.parent is not None and f"{served.parent.span_id:016x}" == "b7ad6b7169203331"
     assert (served.attributes or {})["http.response.status_code"] == 202
+
+
+def wait(http: httpx.Client, path: str, done: Callable[[Any], bool], timeout: float = 30) -> Any:
+    """GET ``path`` until ``done(body)``; that body."""
+    deadline = time.monotonic() + timeout
+    while True:
+        body = http.get(path).json()
+        if done(body) or time.monotonic() > deadline:
+            assert done(body), body
+            return body
+        time.sleep(0.05)
+
+
+# --- real processes: one trace from a request, through the queue, to the worker's runs ----------
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[otel.Receiver]:
+    """A local OTLP/HTTP receiver the module's processes export to."""
+    received = otel.Receiver()
+    yield received
+    received.close()
+
+
+def traced_env(receiver: otel.Receiver, queue: str) -> dict[str, str]:
+    """TASKGATE_OTEL=on, exporting to ``receiver`` within 50 ms, on a queue of the test's own."""
+    return {"TASKGATE_OTEL": "on", "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_BSP_SCHEDULE_DELAY": "50", "TASKGATE_DEFAULT_QUEUE": queue}
+
+
+def test_one_trace_from_the_request_through_the_queue_to_each_run(redis_url: str, receiver: otel.Receiver,
+                                                                    tmp_path: Path) -> None:
+    env = traced_env(receiver, f"traced-{uuid.uuid4()}")
+    worker = start_worker(redis_url, tmp_path / "worker.log", **env)
+    api, base = start_api(redis_url, tmp_path / "api.log", **env)
+    try:
+        with httpx.Client(base_url=base, timeout=10) as http:
+            accepted = http.post("/tasks/flaky", json={"counter": str(tmp_path / "count"), "failures": 1},
+                                 headers={"traceparent": REMOTE})
+            assert accepted.status_code == 202, accepted.text
+            task_id = accepted.json()["task_id"]
+            body = wait(http, f"/tasks/{task_id}", lambda task: task["state"] == "succeeded")
+    finally:
+        stop(api)
+        stop(worker)
+    trace_id = REMOTE.split("-")[1]
+    assert body["trace_id"] == trace_id
+    submit = receiver.named("taskgate submit flaky")
+    receiver.wait(lambda spans: sum(span.name == "taskgate run flaky" for span in spans) == 2)
+    first, second = sorted((span for span in receiver.spans if span.name == "taskgate run flaky"),
+                           key=lambda span: span.attributes["taskgate.attempt"])
+    (server,) = [span for span in receiver.spans if span.span_id == submit.parent_id]
+    assert {span.trace_id for span in (server, submit, first, second)} == {trace_id}
+    assert (server.kind, server.parent_id, server.service) == ("SERVER", REMOTE.split("-")[2], "taskgate-api")
+    assert (server.name, server.attributes["http.response.status_code"]) == ("POST /tasks/flaky", 202)
+    assert (submit.kind, submit.attributes["messaging.message.id"]) == ("PRODUCER", task_id)
+    assert (first.kind, first.parent_id, first.service) == ("CONSUMER", submit.span_id, "taskgate-worker")
+    assert first.attributes["messaging.destination.name"] == env["TASKGATE_DEFAULT_QUEUE"]
+    assert (first.attributes["messaging.system"], first.attributes["messaging.message.id"]) == ("celery", task_id)
+    assert first.status == "ERROR" and first.events == ["exception", "taskgate.retry"]
+    assert (second.parent_id, second.attributes["taskgate.attempt"], second.status) == (first.span_id, 2, "UNSET")

@@ -180,6 +180,11 @@ class Settings(BaseSettings):
         default=None, description="user:password that Flower requires; needed to bind Flower to a "
         "non-loopback address.")
     default_queue: str = Field(default="celery", description="Queue that tasks are sent to.")
+    otel: bool = Field(
+        default=False, description="`on`: `taskgate api`, `worker` and `up` trace with OpenTelemetry, "
+        "set up from the standard OTEL_* variables (OTEL_SERVICE_NAME, OTEL_EXPORTER_OTLP_ENDPOINT, "
+        "OTEL_TRACES_EXPORTER: otlp, console or none); needs `pip install 'taskgate[otel]'`. A "
+        "user's own app is traced through the tracer provider it sets up, whatever this says.")
 
     @field_validator("task_modules", mode="before")
     @classmethod

@@ -34,7 +34,9 @@ try:
     from opentelemetry import context as otel_context
     from opentelemetry import propagate, trace
     from opentelemetry.propagators.textmap import Getter
-    from opentelemetry.trace import Link, Span, SpanContext, SpanKind, StatusCode, TraceFlags
+    from opentelemetry.trace import Link as Link  # re-exported: the type of links= here
+    from opentelemetry.trace import Span as Span  # and of a span yielded here
+    from opentelemetry.trace import SpanContext, SpanKind, StatusCode, TraceFlags
 except ImportError:  # the extra is not installed: every function below is a no-op
     INSTALLED = False
 else:
@@ -97,6 +99,15 @@ def trace_id() -> str:
         return ""
     found = trace.get_current_span().get_span_context()
     return format(found.trace_id, "032x") if found.is_valid else ""
+
+
+def current_ids() -> tuple[str, str] | None:
+    """The current span's trace id and span id (32 and 16 lower-case hex digits), as log lines
+    carry them; None without one (cheap: asked for every JSON log line)."""
+    if not INSTALLED:
+        return None
+    found = trace.get_current_span().get_span_context()
+    return (format(found.trace_id, "032x"), format(found.span_id, "016x")) if found.is_valid else None
 
 
 def inject(headers: MutableMapping[str, Any]) -> None:
@@ -187,7 +198,7 @@ def consumer_span(request: Any, task: str, task_id: str, queue: str, *, attempt:
     return _consuming(request, task, task_id, queue, attempt, owner)
 
 
-def event(name: str, **attributes: str | int | float | bool) -> None:
+def event(name: str, attributes: Mapping[str, str | int | float | bool] | None = None) -> None:
     """Add event ``name`` to the current span, when one is recording."""
     if INSTALLED:
         span = trace.get_current_span()
@@ -240,3 +251,115 @@ def responded(span: Span, status: int) -> None:
     span.set_attribute("http.response.status_code", status)
     if status >= 500:
         span.set_status(StatusCode.ERROR)
+
+
+# --- enqueues that are not one request's single submit -----------------------------------------
+
+def _context(parent: Any, root: bool) -> Any:
+    """The parent context of a new span: none (``root``), a carrier's, or the current one."""
+    if root:
+        return otel_context.Context()
+    if parent is None:
+        return None
+    return (propagate.extract(parent) if isinstance(parent, Mapping)
+            else propagate.extract(parent, getter=_ATTRIBUTES))
+
+
+def start_producer(task: str, task_id: str, queue: str, *, owner: str | None = None,
+                   links: Iterable[Link | None] = ()) -> Span | None:
+    """A PRODUCER span as :func:`producer_span` makes it (the current span's child), started
+    but not made current: for one run among several sent in one round trip (a batch's items,
+    each its own span). Build its message inside :func:`current`, then :func:`finish` it once
+    the round trip answered. None while not :func:`active`."""
+    if not active():
+        return None
+    return _tracer().start_span(f"taskgate submit {task}", kind=SpanKind.PRODUCER,
+                                attributes=_messaging(task, task_id, queue, "send", owner),
+                                links=[one for one in links if one is not None])
+
+
+def current(span: Span | None) -> AbstractContextManager[Any]:
+    """Make ``span`` (from :func:`start_producer`) current inside, without ending it."""
+    if span is None:
+        return _NOTHING
+    return trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False)
+
+
+def finish(span: Span | None, exc: BaseException | None = None) -> None:
+    """End ``span`` (from :func:`start_producer`); ``exc``: why its run was not queued."""
+    if span is None:
+        return
+    if exc is not None:
+        span.record_exception(exc)
+        span.set_status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}")
+    span.end()
+
+
+def traceparent() -> str:
+    """The current span's W3C ``traceparent`` ('' without one): kept where a later enqueue
+    continues it (a workflow's hash, a schedule's)."""
+    if not INSTALLED:
+        return ""
+    found = trace.get_current_span().get_span_context()
+    if not found.is_valid:
+        return ""
+    return f"00-{found.trace_id:032x}-{found.span_id:016x}-{int(found.trace_flags):02x}"
+
+
+def link_to(traceparent: str, attributes: Mapping[str, str | int] | None = None) -> Link | None:
+    """A :func:`link` to the span a ``traceparent`` names (None when malformed)."""
+    parts = traceparent.split("-")
+    if len(parts) != 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
+        return None
+    return link(parts[1], parts[2], attributes)
+
+
+def here(attributes: Mapping[str, str | int] | None = None) -> Link | None:
+    """A :func:`link` to the current span (None without one)."""
+    return link_to(traceparent(), attributes) if active() else None
+
+
+def workflow_span(name: str, workflow_id: str, *, owner: str | None = None, parent: Any = None,
+                  links: Iterable[Link | None] = ()) -> AbstractContextManager[Span | None]:
+    """The span ``taskgate submit workflow <name>`` of a workflow's submit (or run again),
+    current inside: each node's PRODUCER span is its child, whenever its run is released. Its
+    parent is the current span, or ``parent`` (a carrier: the workflow's first submit, for a
+    run again). None while not :func:`active`."""
+    if not active():
+        return _NOTHING
+    attributes: dict[str, Any] = {"taskgate.workflow.id": workflow_id, "taskgate.workflow.name": name}
+    if owner is not None:
+        attributes["taskgate.owner"] = owner
+    return _tracer().start_as_current_span(
+        f"taskgate submit workflow {name}", context=_context(parent, False), kind=SpanKind.INTERNAL,
+        attributes=attributes, links=[one for one in links if one is not None])
+
+
+def client_span(method: str, url: str, *, root: bool = False, links: Iterable[Link | None] = (),
+                attributes: Mapping[str, str | int] | None = None) -> AbstractContextManager[Span | None]:
+    """The CLIENT span of an outgoing HTTP request (a webhook delivery's attempt), current
+    inside (:func:`inject` then puts it in the request's headers, so the receiver continues
+    it); ``root``: a trace of its own; with HTTP's ``server.address`` and ``server.port``,
+    ``url.full`` the URL's origin only (its path or query may hold the receiver's secret), and
+    ``attributes``. Record the answer with :func:`answered`. None while not
+    :func:`active`."""
+    if not active():
+        return _NOTHING
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)  # its origin only: a receiver's path or query may hold its secret
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    given: dict[str, Any] = {"http.request.method": method, "server.address": host, "server.port": port,
+                             "url.full": f"{parts.scheme}://{host}:{port}/"}
+    given.update(attributes or {})
+    return _tracer().start_as_current_span(method, context=_context(None, root), kind=SpanKind.CLIENT,
+                                           attributes=given, links=[one for one in links if one is not None])
+
+
+def answered(span: Span, status: int | None, error: str = "") -> None:
+    """Record an HTTP client span's answer: its ``status`` (None: none came, ``error`` says
+    why); no answer or a status of 400 and up is an error (HTTP's client conventions)."""
+    if status is not None:
+        span.set_attribute("http.response.status_code", status)
+    if status is None or status >= 400:
+        span.set_status(StatusCode.ERROR, error or f"HTTP {status}")

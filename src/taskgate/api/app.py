@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from starlette.types import Receive, Scope, Send
 
-from .. import __version__
+from .. import __version__, tracing
 from ..config import Settings, get_settings, is_loopback
 from ..exceptions import ConfigurationError
 from ..gate import Taskgate
@@ -42,7 +42,9 @@ class ServiceApp(FastAPI):
     straight to that endpoint behind the route's own guards and error mapping, without
     FastAPI's middleware stack, routing and request handling, which cost more CPU than the
     submit itself. The routes stay on the app, as declared (OpenAPI, and every other request).
-    Only here: a user's app may add dependencies or middleware that a route must pass."""
+    Only here: a user's app may add dependencies or middleware that a route must pass. When
+    tracing is on (``taskgate.tracing``), such a request is a SERVER span of taskgate's own,
+    continuing its ``traceparent``: the parent of the submit's span."""
 
     #: (method, path) -> guarded endpoint; None while FastAPI must see every request.
     direct: dict[tuple[str, str], Any] | None = None
@@ -52,15 +54,26 @@ class ServiceApp(FastAPI):
             handle = self.direct.get((scope["method"], scope["path"]))
             if handle is not None:
                 scope["app"] = self
+                if tracing.active():
+                    await self._traced(handle, scope, receive, send)
+                    return
                 response = await handle(Request(scope, receive, send))
                 await response(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
 
+    async def _traced(self, handle: Any, scope: Scope, receive: Receive, send: Send) -> None:
+        with tracing.server_span(scope, scope["path"]) as span:  # the route's path: an exact one
+            response = await handle(Request(scope, receive, send))
+            if span is not None:
+                tracing.responded(span, response.status_code)
+            await response(scope, receive, send)
 
-def _otel_configured() -> bool:
+
+def _otel_configured(traces: bool = True) -> bool:
     """Whether OpenTelemetry is set up in this process (a tracer or meter provider installed,
-    as ``opentelemetry-instrument`` does, or FastAPI told to configure it from the environment)."""
+    as ``opentelemetry-instrument`` does, or FastAPI told to configure it from the environment);
+    ``traces=False``: for more than traces (a meter provider, or FastAPI's own set-up)."""
     if os.environ.get("FASTAPI_OTEL_AUTO_CONFIGURE", "").lower() == "true":
         return True
     try:
@@ -68,8 +81,8 @@ def _otel_configured() -> bool:
     except ImportError:
         return False
     deferred = {"ProxyTracerProvider", "NoOpTracerProvider", "_ProxyMeterProvider", "NoOpMeterProvider"}
-    return any(type(provider).__name__ not in deferred
-               for provider in (trace.get_tracer_provider(), metrics.get_meter_provider()))
+    providers = (trace.get_tracer_provider(), metrics.get_meter_provider())
+    return any(type(provider).__name__ not in deferred for provider in providers[0 if traces else 1:])
 
 
 def _telemetry() -> dict[str, Any]:
@@ -122,6 +135,8 @@ def create_app(settings: Settings | None = None, host: str = "127.0.0.1",
     app.include_router(gate.router)
     app.get("/", include_in_schema=False)(ui.to_dashboard)
     route_class = gate.router.route_class
-    if not (telemetry and telemetry["telemetry"]["tracing"]) and issubclass(route_class, TaskgateRoute):
-        app.direct = route_class.direct  # FastAPI's own spans, when on, see every request
+    # FastAPI's own metrics, when on, see every request; traces alone do not need them to (the
+    # direct routes are spans of taskgate's own, see ServiceApp)
+    if not (telemetry and _otel_configured(traces=False)) and issubclass(route_class, TaskgateRoute):
+        app.direct = route_class.direct
     return app

@@ -7,14 +7,15 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..config import get_settings, is_loopback
+from ..config import Settings, get_settings, is_loopback
 from ..exceptions import ConfigurationError
-from . import admin, logs
+from . import admin, logs, telemetry
 from .instance import AlreadyRunning, Claim, Instance
 from .settings import cli_settings as _settings
 from .supervisor import port_is_free
@@ -119,6 +120,7 @@ def worker(
     after_setup_logger.connect(logs.use_json_in_celery, weak=False)
     after_setup_task_logger.connect(logs.use_json_in_celery, weak=False)
     app = _celery_app(tasks)
+    _traced(telemetry.for_worker)
     app.start([*(["--quiet"] if logs.json_enabled() else []), "worker",
                f"--loglevel={log_level.upper()}", f"--concurrency={concurrency}",
                f"--hostname={name or f'taskgate-{os.getpid()}@%h'}",
@@ -143,6 +145,16 @@ def _celery_app(tasks: str | None) -> Celery:
                    "from the directory that holds them, or set PYTHONPATH", err=True)
         raise typer.Exit(2) from exc
     return adopted() or create_celery_app(settings)
+
+
+def _traced(start: Callable[[Settings], None], settings: Settings | None = None) -> None:
+    """``start(settings)`` (this command's settings by default): with TASKGATE_OTEL=on,
+    OpenTelemetry set up or checked (``telemetry``); exit 2 saying what to install if it cannot be."""
+    try:
+        start(settings or _settings())
+    except ConfigurationError as exc:
+        typer.echo(f"taskgate: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def _queue_names(queues: str, default: str) -> str:
@@ -212,6 +224,7 @@ def up(
     except (ValueError, ConfigurationError) as exc:
         typer.echo(f"taskgate: {exc}", err=True)
         raise typer.Exit(2) from exc
+    _traced(telemetry.check, settings)  # before anything starts: its api and worker trace
     module = _app_module(app, reload)
     if reload and api_workers > 1:
         typer.echo("taskgate: --reload runs one process of your app; leave out --api-workers", err=True)

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
-from . import logs
+from . import logs, telemetry
 from .bound import bind_to_parent
 
 if TYPE_CHECKING:
@@ -68,9 +68,12 @@ def serve(settings: Settings, *, host: str, port: int, log_level: str, access_lo
     options: dict[str, Any] = {"host": host, "port": port, "log_level": log_level, "access_log": access_log,
                                "timeout_graceful_shutdown": 10, "log_config": log_config}
     if workers == 1:
+        telemetry.start(settings, "api")  # before the app: it answers in spans once traced
         uvicorn.run(create_app(settings, host=host, log_submits=access_log), **options)
         return 0
     auth_enabled(settings, host)  # a refused bind is said once, here, not by every child
+    if settings.otel:
+        telemetry.require()  # and a missing extra (each child sets up its own provider)
     with metrics_directory():
         # The app travels to each spawned child as this picklable factory; it is built there.
         factory = partial(child_app, settings, host, access_log, log_level, os.getpid())
@@ -88,6 +91,7 @@ def child_app(settings: Settings, host: str, log_submits: bool, log_level: str, 
     bind_to_parent(signal.SIGTERM, parent)
     logs.setup(log_level)
     try:
+        telemetry.start(settings, "api")
         return create_app(settings, host=host, log_submits=log_submits)
     except (ImportError, ConfigurationError) as exc:  # e.g. a task module that does not import
         # Raised from here, it would end the child with 1, respawned forever; STARTUP_FAILURE (as

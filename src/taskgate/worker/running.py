@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from .. import connections
+from .. import connections, tracing
 from ..config import Settings
 from ..constants import ANONYMOUS, HEARTBEAT_INTERVAL, HEARTBEAT_TTL
 from ..exceptions import TaskCancelled
@@ -104,6 +104,8 @@ class Running:
     last_progress: float = 0.0
     last_cancel_check: float = 0.0
     cancel: bool = False
+    #: The quarters of its progress reached (0-4), each an event of its trace (``tracing``).
+    quarters: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -178,6 +180,9 @@ def report_progress(done: float, total: float, message: str | None = None) -> No
     progress = {"done": done, "total": total, "percent": percent, "message": message}
     rec = records()
     rec.move(scripts.progress(running.task_id, rec.owner(running.task_id), orjson.dumps(progress)))
+    if percent >= 25 * (running.quarters + 1):  # a milestone: its trace shows 25, 50, 75 and 100 %
+        running.quarters = min(4, int(percent // 25))
+        tracing.event("taskgate.progress", {"taskgate.progress.percent": percent})
 
 
 def cancel_requested() -> bool:
@@ -190,6 +195,8 @@ def cancel_requested() -> bool:
         running.last_cancel_check = now
         flag = records().client.hget(keys.record(running.task_id), "cancel")
         running.cancel = flag == b"1"
+        if running.cancel:
+            tracing.event("taskgate.cancel_requested")
     return running.cancel
 
 

@@ -28,7 +28,7 @@ from celery.signals import task_revoked
 from celery.worker.request import Request
 from redis.exceptions import RedisError
 
-from .. import validation
+from .. import tracing, validation
 from ..brokers import parks_delays
 from ..brokers.message import OWNER_HEADER, build_message, envelope, queue_for_priority
 from ..constants import ANONYMOUS
@@ -142,6 +142,17 @@ class TaskgateTask(Task):  # type: ignore[misc]
         return self.taskgate_spec
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        request = self.request
+        if request.id is None or not tracing.active():  # called directly, or not traced
+            return self._call(*args, **kwargs)
+        # its run is a CONSUMER span continuing the trace its message carries
+        queue = (request.delivery_info or {}).get("routing_key") or settings_of(self.app).default_queue
+        with tracing.consumer_span(request, self.spec.name, request.id, queue,
+                                   attempt=(request.retries or 0) + 1,
+                                   owner=getattr(request, OWNER_HEADER, None)):
+            return self._call(*args, **kwargs)
+
+    def _call(self, *args: Any, **kwargs: Any) -> Any:
         task_id = self.request.id
         if task_id is None:  # called directly, not through a worker
             return self.run(*args, **kwargs)
@@ -157,6 +168,7 @@ class TaskgateTask(Task):  # type: ignore[misc]
             raise Reject(str(exc), requeue=True) from exc
         if verdict != "run":
             rec.owners.pop(task_id, None)
+            tracing.event("taskgate.not_run", {"taskgate.verdict": verdict})
         if verdict == "dead":
             log.error("task %s[%s] dead-lettered: delivered %d times, its worker died each time",
                       self.name, task_id, settings.max_deliveries)
@@ -217,9 +229,11 @@ class TaskgateTask(Task):  # type: ignore[misc]
                 value = aio.run(value, running)
             result = spec.dump_result(value, settings.max_result_bytes)
         except TaskCancelled:
+            tracing.event("taskgate.cancelled")
             rec.move(scripts.cancelled(task_id, rec.owner(task_id), now=time.time(), ttl=settings.result_ttl))
             raise CancelledIgnore() from None
         except Exception as exc:
+            tracing.failed(exc)
             self._failed(exc, arguments)
             raise
         finally:
@@ -244,6 +258,8 @@ class TaskgateTask(Task):  # type: ignore[misc]
         retries = self.request.retries or 0
         if transient and retries < policy.max_retries:
             due = time.time() + policy.delay(retries)
+            tracing.event("taskgate.retry", {"taskgate.retry.attempt": retries + 2,
+                                             "taskgate.retry.delay_seconds": policy.delay(retries)})
             if parks_delays(settings):
                 message, queue_key = self._next_attempt(arguments)
                 rec.run(scripts.park(task_id, rec.owner(task_id), due=due, message=message, queue=queue_key,
@@ -268,6 +284,7 @@ class TaskgateTask(Task):  # type: ignore[misc]
                                                   retries=(self.request.retries or 0) + 1,
                                                   owner=records().owners.get(self.request.id))
         headers.update(workflows.headers_of(self.request))  # a workflow's node stays one
+        tracing.inject(headers)  # the next attempt continues this one's trace
         properties["priority"] = priority
         return envelope(queue, (headers, properties, body)), queue_for_priority(queue, priority)
 

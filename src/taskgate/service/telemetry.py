@@ -1,0 +1,143 @@
+"""OpenTelemetry's SDK in taskgate's own processes, with ``TASKGATE_OTEL=on``.
+
+``taskgate api`` (each of its processes) and ``taskgate worker`` (each pool process, after the
+fork; the main process too for a pool that does not fork) set up a tracer provider from
+OpenTelemetry's standard variables, so ``taskgate.tracing`` records their spans:
+
+- ``OTEL_SERVICE_NAME`` (default ``taskgate-api`` / ``taskgate-worker``) and
+  ``OTEL_RESOURCE_ATTRIBUTES``;
+- ``OTEL_TRACES_EXPORTER``: ``otlp`` (the default: OTLP over HTTP to
+  ``OTEL_EXPORTER_OTLP_ENDPOINT``, default ``http://localhost:4318``, or
+  ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``, with the exporter's own ``OTEL_EXPORTER_OTLP_*``
+  options), ``console`` (each span as one JSON line on the process's output), ``none``
+  (spans made and propagated, not exported), or several, comma-separated;
+- the batching processor's ``OTEL_BSP_*`` and the sampler's ``OTEL_TRACES_SAMPLER*``;
+  ``OTEL_SDK_DISABLED=true`` sets up nothing.
+
+In a user's own app taskgate sets up nothing: it uses the provider the app set up.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+from ..config import Settings
+from ..exceptions import ConfigurationError
+
+log = logging.getLogger("taskgate.telemetry")
+
+#: How to get what TASKGATE_OTEL=on needs.
+INSTALL = "pip install 'taskgate[otel]'"
+#: This process's provider, once :func:`setup` made one.
+_provider: Any = None
+
+
+def exporters() -> list[str]:
+    """The exporters OTEL_TRACES_EXPORTER names (``otlp`` by default)."""
+    named = [name.strip().lower() for name in os.environ.get("OTEL_TRACES_EXPORTER", "otlp").split(",")]
+    return [name for name in named if name] or ["otlp"]
+
+
+def require() -> None:
+    """:class:`ConfigurationError` unless the SDK and the exporters OTEL_TRACES_EXPORTER names
+    can be imported, or it names one taskgate does not know."""
+    unknown = sorted(set(exporters()) - {"otlp", "console", "none"})
+    if unknown:
+        raise ConfigurationError(f"OTEL_TRACES_EXPORTER={os.environ['OTEL_TRACES_EXPORTER']}: taskgate "
+                                 "exports to otlp (OTLP over HTTP), console or none")
+    try:
+        import opentelemetry.sdk.trace  # noqa: F401
+        if "otlp" in exporters():
+            import opentelemetry.exporter.otlp.proto.http.trace_exporter  # noqa: F401
+    except ImportError as exc:
+        raise ConfigurationError(f"TASKGATE_OTEL=on needs OpenTelemetry's SDK and exporter ({exc}): "
+                                 f"{INSTALL}") from None
+
+
+def setup(role: str) -> bool:
+    """Set this process's global tracer provider from the standard variables (see the module's
+    docstring); ``role`` names the service by default (``taskgate-<role>``). False when
+    OTEL_SDK_DISABLED is true or a provider was set already (by the app: it is kept)."""
+    global _provider
+    from opentelemetry import trace
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+    from .. import tracing
+
+    if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true" or tracing.active():
+        return False
+    resource = Resource.create()
+    if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({"service.name": f"taskgate-{role}"}))
+    provider = TracerProvider(resource=resource)
+    for name in exporters():
+        if name == "otlp":
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        elif name == "console":  # one JSON line per span, written as it ends
+            # the process's own output: Celery's pool processes turn sys.stdout into log lines
+            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter(
+                out=sys.__stdout__ or sys.stdout, formatter=lambda span: span.to_json(indent=None) + "\n")))
+    trace.set_tracer_provider(provider)
+    _provider = provider
+    log.info("tracing on: OpenTelemetry exporting to %s as %s", ", ".join(exporters()),
+             resource.attributes.get("service.name"))
+    return True
+
+
+def shutdown() -> None:
+    """Export what this process's provider still holds and stop it (a pool process ends with
+    ``os._exit``: nothing at exit would)."""
+    global _provider
+    if _provider is not None:
+        provider, _provider = _provider, None
+        provider.shutdown()
+
+
+def check(settings: Settings) -> None:
+    """With TASKGATE_OTEL=on, :func:`require` (``taskgate up``: its api and worker set up their
+    own providers)."""
+    if settings.otel:
+        require()
+
+
+def start(settings: Settings, role: str) -> None:
+    """With TASKGATE_OTEL=on, set up this process's provider (:func:`require`, then
+    :func:`setup`); else nothing."""
+    if settings.otel:
+        require()
+        setup(role)
+
+
+def for_worker(settings: Settings) -> None:
+    """With TASKGATE_OTEL=on, have each process of the worker about to start set up its own
+    provider: each pool process after its fork (a provider's export thread does not survive
+    one), and the main process for a pool that does not fork; each flushes as it stops."""
+    if not settings.otel:
+        return
+    require()
+    from celery import concurrency
+    from celery.concurrency.prefork import TaskPool
+    from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutdown
+
+    def in_pool_process(**_: Any) -> None:
+        setup("worker")
+
+    def in_main_process(sender: Any = None, **_: Any) -> None:
+        pool = concurrency.get_implementation(getattr(sender, "pool_cls", None) or "prefork")
+        if not (isinstance(pool, type) and issubclass(pool, TaskPool)):
+            setup("worker")
+
+    def stopping(**_: Any) -> None:
+        shutdown()
+
+    worker_process_init.connect(in_pool_process, weak=False)
+    worker_init.connect(in_main_process, weak=False)
+    worker_process_shutdown.connect(stopping, weak=False)
+    worker_shutdown.connect(stopping, weak=False)
