@@ -180,6 +180,11 @@ class Settings(BaseSettings):
         default=None, description="user:password that Flower requires; needed to bind Flower to a "
         "non-loopback address.")
     default_queue: str = Field(default="celery", description="Queue that tasks are sent to.")
+    trace_url: str | None = Field(
+        default=None, description="Where a trace is seen, as an http(s) URL with `{trace_id}` in "
+        "it (e.g. `https://jaeger.example/trace/{trace_id}`): the dashboard's task page links a "
+        "task's trace id (`GET /tasks/{task_id}`'s `trace_id`) through it. Unset: the id is shown "
+        "unlinked.")
     otel: bool = Field(
         default=False, description="`on`: `taskgate api`, `worker` and `up` trace with OpenTelemetry, "
         "set up from the standard OTEL_* variables (OTEL_SERVICE_NAME, OTEL_EXPORTER_OTLP_ENDPOINT, "
@@ -206,6 +211,14 @@ class Settings(BaseSettings):
         if any(not 0 < delay <= 7 * 86_400 for delay in value):
             raise ValueError("TASKGATE_WEBHOOK_SCHEDULE: each delay is a number of seconds above 0, "
                              "at most 604800 (a week), e.g. 5,300,1800")
+        return value
+
+    @field_validator("trace_url")
+    @classmethod
+    def _names_the_trace(cls, value: str | None) -> str | None:
+        if value is not None and not (value.startswith(("http://", "https://")) and "{trace_id}" in value):
+            raise ValueError("TASKGATE_TRACE_URL must be an http:// or https:// URL with {trace_id} where "
+                             "the trace's id goes, e.g. https://jaeger.example/trace/{trace_id}")
         return value
 
     @field_validator("result_backend")

@@ -12,7 +12,10 @@ import subprocess
 import httpx
 
 from taskgate import auth
+from taskgate.api.app import create_app
+from taskgate.config import Settings
 
+from .. import helpers, inprocess
 from .test_auth import cli, new_key
 
 
@@ -20,7 +23,8 @@ def test_a_session_acts_as_its_key_until_the_key_is_revoked(secured: str, redis_
                                                              worker: subprocess.Popen[bytes]) -> None:
     key = new_key(redis_url, "carol-ui")
     with httpx.Client(base_url=secured, timeout=10) as http:
-        assert http.get("/ui/session").json() == {"auth": True, "owner": None, "admin": False, "csrf": None}
+        assert http.get("/ui/session").json() == {"auth": True, "owner": None, "admin": False, "csrf": None,
+                                                  "trace_url": None}
         assert http.post("/ui/session", json={"key": "tg_nope"}).status_code == 401
         opened = http.post("/ui/session", json={"key": key})
         assert opened.status_code == 200, opened.text
@@ -66,7 +70,7 @@ def test_the_page_comes_with_its_session_and_is_never_cached(secured: str, redis
             return json.loads(html.unescape(found[1]))
 
         assert given() == http.get("/ui/session").json() == {"auth": True, "owner": None, "admin": False,
-                                                              "csrf": None}
+                                                              "csrf": None, "trace_url": None}
         http.post("/ui/session", json={"key": key})
         assert given() == http.get("/ui/session").json()
         assert given()["owner"] == "erin-ui" and given()["csrf"]
@@ -107,3 +111,13 @@ def test_logging_out_needs_the_csrf_token(secured: str, redis_url: str) -> None:
         assert http.delete("/ui/session", headers={"X-CSRF-Token": csrf}).status_code == 204
         assert http.get("/ui/session").json()["owner"] is None
         assert http.delete("/ui/session").status_code == 204, "no session left: nothing to guard"
+
+
+def test_the_trace_url_is_given_to_a_page_that_may_read_tasks(redis_url: str) -> None:
+    template = "https://jaeger.example/trace/{trace_id}?uiEmbed=v0"
+    settings = Settings(redis_url=redis_url, auth="on", trace_url=template, data_dir=helpers.DATA_DIR)
+    key = new_key(redis_url, "ivy-ui")
+    with inprocess.serve(create_app(settings)) as http:
+        assert http.get("/ui/session").json()["trace_url"] is None, "not logged in: not said"
+        assert http.post("/ui/session", json={"key": key}).json()["trace_url"] == template
+        assert http.get("/ui/session").json()["trace_url"] == template

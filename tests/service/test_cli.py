@@ -95,3 +95,11 @@ def test_schedules_from_the_cli(own_redis_url: str) -> None:
         assert refused.returncode != 0 and says in refused.stderr, (bad, refused.stderr)
     gone = run("schedules", "pause", schedule_id, **env)
     assert gone.returncode == 1 and f"no schedule with id {schedule_id!r}" in gone.stderr
+
+
+@pytest.mark.parametrize("url", ["https://jaeger.example/trace/", "jaeger.example/trace/{trace_id}",
+                                 "javascript:alert('{trace_id}')"])
+def test_a_trace_url_must_be_http_and_name_the_trace_id(url: str) -> None:
+    result = run("api", TASKGATE_REDIS_URL="redis://127.0.0.1:1/0", TASKGATE_TRACE_URL=url)
+    assert result.returncode == 2
+    assert "TASKGATE_TRACE_URL must be an http:// or https:// URL with {trace_id}" in result.stderr

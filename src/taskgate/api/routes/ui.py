@@ -44,12 +44,16 @@ class Login(BaseModel):
 
 class SessionInfo(BaseModel):
     """Who the page acts as. `auth`: whether it must log in; `csrf`: the token to send as
-    `X-CSRF-Token` on every request that changes something."""
+    `X-CSRF-Token` on every request that changes something; `trace_url`: where a task's page
+    links its trace id (TASKGATE_TRACE_URL), once the page may read tasks."""
 
     auth: bool
     owner: str | None = None
     admin: bool = False
     csrf: str | None = None
+    trace_url: str | None = Field(default=None, description="TASKGATE_TRACE_URL: a URL with "
+                                  "`{trace_id}` where a task's `trace_id` goes (null: unset, or "
+                                  "not logged in).")
 
 
 async def _page(request: Request, rest: str = "") -> HTMLResponse:
@@ -90,12 +94,14 @@ async def asset(name: Annotated[str, Path(pattern=r"^[a-z0-9_-]+\.(js|css|svg|tx
 async def whoami(request: Request) -> SessionInfo:
     """The page's session, if any."""
     gate = gate_of(request)
+    trace_url = gate.settings.trace_url
     if not gate.auth or gate.owner is not None:
-        return SessionInfo(auth=False, admin=gate.owner is None)
+        return SessionInfo(auth=False, admin=gate.owner is None, trace_url=trace_url)
     found = await sessions.current(gate.producer.backend, request)
     if found is None:
         return SessionInfo(auth=True)
-    return SessionInfo(auth=True, owner=found.caller.owner, admin=found.caller.admin, csrf=found.csrf)
+    return SessionInfo(auth=True, owner=found.caller.owner, admin=found.caller.admin, csrf=found.csrf,
+                       trace_url=trace_url)
 
 
 async def log_in(body: Login, request: Request, response: Response) -> SessionInfo:
@@ -116,7 +122,8 @@ async def log_in(body: Login, request: Request, response: Response) -> SessionIn
     assert parsed is not None
     made = await sessions.create(gate.producer.backend, caller, parsed[0])
     sessions.set_cookie(request, response, made.token)
-    return SessionInfo(auth=True, owner=caller.owner, admin=caller.admin, csrf=made.csrf)
+    return SessionInfo(auth=True, owner=caller.owner, admin=caller.admin, csrf=made.csrf,
+                       trace_url=gate.settings.trace_url)
 
 
 async def log_out(request: Request, response: Response) -> None:

@@ -46,7 +46,7 @@ document.getElementById("logout").addEventListener("click", async () => {
     main.prepend(h("p", { class: "error", role: "alert" }, `Not logged out: ${error.message}`));
     return;
   }
-  Object.assign(me, { auth: true, admin: false, csrf: null, owner: null });
+  Object.assign(me, { auth: true, admin: false, csrf: null, owner: null, trace_url: null });
   whoami(); showLogin();
 });
 

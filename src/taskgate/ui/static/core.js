@@ -5,7 +5,7 @@ export const API = new URL("../", BASE);                  // where taskgate's ro
 export const STATES = ["queued", "started", "retrying", "succeeded", "failed", "cancelled", "expired"];
 export const main = document.getElementById("main");
 // who the page acts as (GET /ui/session's answer), changed in place
-export const me = { auth: false, admin: true, csrf: null, owner: null };
+export const me = { auth: false, admin: true, csrf: null, owner: null, trace_url: null };
 // the page shown: its number (a page still loading when another opens gives up) and how to
 // close its live stream
 export const view = { generation: 0, close: () => {} };

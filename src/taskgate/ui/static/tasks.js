@@ -216,6 +216,7 @@ function detailList(task) {
     ["Result", task.state === "succeeded" ? json(task.result) : "—"],
     ["Error", task.error ? h("div", { class: "error" }, `${task.error.type}: ${task.error.message}`) : "—"],
   ];
+  if (task.trace_id) rows.push(["Trace", traceOf(task.trace_id)]);
   if (task.deliveries > 1) rows.push(["Deliveries", `${task.deliveries} (its worker died running it)`]);
   if (task.next_attempt_at) rows.push(["Next attempt", when(task.next_attempt_at)]);
   if (task.expires_at) rows.push(["Expires", when(task.expires_at)]);
@@ -233,6 +234,12 @@ function detailList(task) {
   if (task.tick) rows.push(["Tick", when(task.tick)]);
   if (task.timeline?.length) rows.push(["Timeline", timeline(task.timeline)]);
   return h("dl", { id: "task" }, rows.flatMap(([name, value]) => [h("dt", {}, name), h("dd", {}, value)]));
+}
+
+function traceOf(traceId) {  // its OpenTelemetry trace id, linked through TASKGATE_TRACE_URL when set
+  if (!me.trace_url) return h("span", { class: "id", id: "trace" }, traceId);
+  return h("a", { href: me.trace_url.replaceAll("{trace_id}", encodeURIComponent(traceId)), id: "trace",
+                  class: "id", rel: "noreferrer" }, traceId);
 }
 
 function cancelAsked(task) {  // when cancel was asked, and what came of it
