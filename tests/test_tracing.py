@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import os
+import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -13,13 +17,18 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from opentelemetry import trace
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.trace import SpanKind, StatusCode
+from redis import Redis
 
-from taskgate import tracing
+from taskgate import Taskgate, tracing
+from taskgate.config import Settings
+from taskgate.producer import Producer
 
-from . import otel
-from .helpers import start_api, start_worker, stop
+from . import helpers, inprocess, otel
+from .helpers import ROOT, kill, start_api, start_worker, stop, wait_for
 
 REMOTE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -186,3 +195,65 @@ def test_one_trace_from_the_request_through_the_queue_to_each_run(redis_url: str
     assert (first.attributes["messaging.system"], first.attributes["messaging.message.id"]) == ("celery", task_id)
     assert first.status == "ERROR" and first.events == ["exception", "taskgate.retry"]
     assert (second.parent_id, second.attributes["taskgate.attempt"], second.status) == (first.span_id, 2, "UNSET")
+
+
+def test_a_user_app_s_request_span_is_the_submit_span_s_parent(redis_url: str) -> None:
+    queue = f"traced-{uuid.uuid4()}"  # consumed by no worker
+    redis = Redis.from_url(redis_url)
+    try:
+        with otel.in_memory() as exporter:
+            tg = Taskgate(redis_url=redis_url, data_dir=helpers.DATA_DIR, default_queue=queue, builtins=["add"],
+                          auth=False)
+            app = FastAPI(lifespan=tg.lifespan)
+            app.include_router(tg.router)
+            FastAPIInstrumentor.instrument_app(app)  # the app's own instrumentation, as users add it
+            with inprocess.serve(app) as http:
+                accepted = http.post("/tasks/add", json={"x": 1, "y": 2})
+                assert accepted.status_code == 202, accepted.text
+                task_id = accepted.json()["task_id"]
+                stored = http.get(f"/tasks/{task_id}").json()
+            spans = exporter.get_finished_spans()
+    finally:
+        redis.delete(queue)
+        redis.close()
+    (submit,) = [span for span in spans if span.name == "taskgate submit add"]
+    (request,) = [span for span in spans if span.kind is SpanKind.SERVER and span.name == "POST /tasks/add"]
+    assert submit.parent is not None and submit.parent.span_id == request.context.span_id
+    assert stored["trace_id"] == f"{request.context.trace_id:032x}"
+
+
+def test_a_plain_celery_worker_with_its_instrumentation_continues_the_trace(
+        redis_url: str, receiver: otel.Receiver, tmp_path: Path) -> None:
+    queue = f"traced-{uuid.uuid4()}"
+    log, worker_log = tmp_path / "calls", tmp_path / "worker.log"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("TASKGATE_", "OTEL_"))},
+           "PLAIN_BROKER_URL": redis_url, "PLAIN_LOG": str(log), "PYTHONPATH": str(ROOT),
+           "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}
+    with worker_log.open("wb") as out:
+        worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "tests.traced_celery_app", "worker",
+                                   "--pool=solo", f"--queues={queue}", "--without-gossip", "--without-mingle",
+                                   "--loglevel=INFO"], env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: b" ready." in worker_log.read_bytes() or worker.poll() is not None, 60,
+                 "celery worker ready")
+        assert worker.poll() is None, worker_log.read_text()
+
+        async def submit() -> None:
+            producer = Producer.from_settings(Settings(redis_url=redis_url, default_queue=queue))
+            try:
+                spec = producer.spec("add")
+                await producer.submitter.submit(spec, spec.args_model(x=2, y=3))
+            finally:
+                await producer.close()
+
+        with otel.in_memory() as exporter:
+            asyncio.run(submit())
+            (produced,) = exporter.get_finished_spans()
+        ran = receiver.named("run/taskgate.add")
+    finally:
+        kill(worker.pid, signal.SIGKILL)
+        worker.wait()
+    assert log.read_text() == "2+3\n"
+    assert (ran.kind, ran.service) == ("CONSUMER", "plain-celery")
+    assert (ran.trace_id, ran.parent_id) == (f"{produced.context.trace_id:032x}",
+                                             f"{produced.context.span_id:016x}")
