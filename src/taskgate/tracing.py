@@ -110,6 +110,16 @@ def current_ids() -> tuple[str, str] | None:
     return (format(found.trace_id, "032x"), format(found.span_id, "016x")) if found.is_valid else None
 
 
+def carried_trace_id(request: Any) -> str:
+    """The trace id a Celery ``request``'s message carries (its ``traceparent`` header, read
+    as ``opentelemetry-instrumentation-celery`` reads it), '' without one: for what is logged
+    about a task outside its span."""
+    if not INSTALLED:
+        return ""
+    found = trace.get_current_span(propagate.extract(request, getter=_ATTRIBUTES)).get_span_context()
+    return format(found.trace_id, "032x") if found.is_valid else ""
+
+
 def inject(headers: MutableMapping[str, Any]) -> None:
     """Put the current trace context (W3C ``traceparent`` and ``tracestate``, or the
     propagators the process configured) into a message's ``headers``, when a span is current

@@ -11,7 +11,7 @@ import hashlib
 import math
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -40,10 +40,12 @@ SYSTEM = Caller(owner=ANONYMOUS, admin=True)
 
 @dataclass(frozen=True, slots=True)
 class Submission:
-    """What a submit returns: the task id, and whether an Idempotency-Key replayed it."""
+    """What a submit returns: the task id, whether an Idempotency-Key replayed it, and, when
+    traced, the trace id and span id of its ``taskgate submit`` span (for its log line)."""
 
     task_id: str
     replayed: bool = False
+    trace_ids: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,8 +236,9 @@ class Submitter:
         current span (the submitting request's), its trace kept in the record."""
         task_id = str(uuid.uuid4())
         with tracing.producer_span(spec.name, task_id, spec.queue or self.settings.default_queue,
-                                   owner=caller.owner):
-            return await self._submit(task_id, spec, arguments, options, idempotency, caller)
+                                   owner=caller.owner) as span:
+            submission = await self._submit(task_id, spec, arguments, options, idempotency, caller)
+            return submission if span is None else replace(submission, trace_ids=tracing.current_ids())
 
     async def _submit(self, task_id: str, spec: TaskSpec, arguments: BaseModel, options: Options | None,
                       idempotency: str | None, caller: Caller) -> Submission:

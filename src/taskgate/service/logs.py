@@ -2,7 +2,12 @@
 
 JSON lines carry ``task_id`` (and ``task``) wherever one is known: the API's "accepted" line
 and every line a worker logs while running the task, so one id follows a task from the request
-to the worker.
+to the worker. While tracing (``taskgate.tracing``), they also carry the OpenTelemetry
+``trace_id`` and ``span_id`` of the span current as they are logged (the worker's ``taskgate
+run`` span while a task runs, the request's span in the API) or that they name: the accepted
+line names its ``taskgate submit`` span. A worker's line about a task outside its span carries
+the trace id of the task's message. A task's ``trace_id`` is its record's
+(``GET /tasks/{task_id}``).
 """
 
 from __future__ import annotations
@@ -14,12 +19,18 @@ from typing import Any
 
 import orjson
 
+from .. import tracing
+
 #: Environment variable that carries the format to child processes (``taskgate up``).
 FORMAT_ENV = "TASKGATE_LOG_FORMAT"
 
 
 class JsonFormatter(logging.Formatter):
-    """``{"ts", "level", "logger", "message", "task_id"?, "task"?, "exc"?}`` per record."""
+    """``{"ts", "level", "logger", "message", "task_id"?, "task"?, "trace_id"?, "span_id"?,
+    "exc"?}`` per record. The ids come from the record's ``task_id``/``task_name`` and
+    ``trace_ids`` (a ``(trace id, span id)`` pair) extras, else from the Celery task running
+    and the span current; a line about a Celery task logged outside any span (Celery's own
+    ``succeeded`` line, after the run's span ended) has the trace id its message carries."""
 
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
@@ -30,16 +41,22 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         task_id, task = getattr(record, "task_id", None), getattr(record, "task_name", None)
+        running = None
         if task_id is None:
             from celery._state import get_current_task
 
             current = get_current_task()
             if current is not None and current.request.id:
-                task_id, task = current.request.id, current.name
+                task_id, task, running = current.request.id, current.name, current.request
         if task_id and task_id != "???":
             data["task_id"] = task_id
             if task:
                 data["task"] = task
+        ids = getattr(record, "trace_ids", None) or tracing.current_ids()
+        if ids:
+            data["trace_id"], data["span_id"] = ids
+        elif running is not None and (carried := tracing.carried_trace_id(running)):
+            data["trace_id"] = carried  # Celery's own lines about it, once its run's span ended
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(data, default=str).decode()

@@ -171,7 +171,8 @@ def submit_endpoint(spec: TaskSpec) -> Any:
             idempotency, caller)
         if gate.log_submits:
             log.info("accepted %s for %s", spec.name, caller.owner,
-                     extra={"task_id": submission.task_id, "task_name": spec.name})
+                     extra={"task_id": submission.task_id, "task_name": spec.name,
+                            "trace_ids": submission.trace_ids})
         # Beside this route's own path, so a router mounted under a prefix points under it too.
         headers = {"Location": f"{request.scope['path'].rsplit('/', 1)[0]}/{submission.task_id}"}
         if submission.replayed:

@@ -58,7 +58,8 @@ async def submit_add(request: Request) -> JSONBytes:
     submission = await producer.submitter.submit(spec, arguments, caller=caller)
     if gate.log_submits:
         log.info("accepted add for %s", caller.owner,
-                 extra={"task_id": submission.task_id, "task_name": "add"})
+                 extra={"task_id": submission.task_id, "task_name": "add",
+                        "trace_ids": submission.trace_ids})
     return JSONBytes({"task_id": submission.task_id})
 
 
