@@ -178,7 +178,9 @@ class TaskInfo(BaseModel):
                                   "(null for a run started by hand: `POST /schedules/{id}/run`).")
     trace_id: str | None = Field(default=None, description="The OpenTelemetry trace its submit belongs "
                                  "to (32 hex digits): the submitting request's trace, through the queue "
-                                 "to its runs. Null when it was submitted without tracing.")
+                                 "to its runs. Null when it was submitted without tracing. The "
+                                 "dashboard links it through TASKGATE_TRACE_URL (`GET /ui/session`'s "
+                                 "`trace_url`: replace `{trace_id}` with it).")
     seq: int = Field(default=0, description="How many changes it has had since it was submitted (0 "
                      "until a worker takes it): of two views of a task, the one with the higher `seq` is "
                      "the later (its events' ids count the same).")
