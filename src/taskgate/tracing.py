@@ -367,9 +367,10 @@ def client_span(method: str, url: str, *, root: bool = False, links: Iterable[Li
 
 
 def answered(span: Span, status: int | None, error: str = "") -> None:
-    """Record an HTTP client span's answer: its ``status`` (None: none came, ``error`` says
-    why); no answer or a status of 400 and up is an error (HTTP's client conventions)."""
+    """Record an HTTP client span's answer: its ``status`` (None: none came) and ``error``
+    (what went wrong, '' if nothing); an error, no answer or a status of 400 and up sets the
+    span's status to ERROR (HTTP's client conventions)."""
     if status is not None:
         span.set_attribute("http.response.status_code", status)
-    if status is None or status >= 400:
+    if error or status is None or status >= 400:
         span.set_status(StatusCode.ERROR, error or f"HTTP {status}")

@@ -534,8 +534,10 @@ def test_dead_then_requeue(redis: Redis, run: Scripts) -> None:
     stored = record(redis, task_id)
     assert (stored["state"], stored["args"], stored["dead_reason"]) == ("failed", '{"x": 1}', "max_retries")
     assert redis.zscore(keys.DEAD, task_id) is not None
-    assert run(scripts.requeue(task_id, OWNER, queue=queue, message=b"again", now=time.time())) == "queued"
+    assert run(scripts.requeue(task_id, OWNER, queue=queue, message=b"again", now=time.time(),
+                               trace_id="a" * 32)) == "queued"
     stored = record(redis, task_id)
+    assert stored["trace_id"] == "a" * 32, "its new run's trace"
     assert (stored["state"], stored["attempts"], "dead_reason" in stored, "worker" in stored) == (
         "queued", "0", False, False)
     assert "cancel_requested_at" not in stored and "cancel" not in stored, "a fresh run, not cancelled"

@@ -15,15 +15,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from redis import Redis
 
 from taskgate.config import Settings
+from taskgate.producer.dispatch import schedule_trace_id
 from taskgate.records import keys, scripts
 from taskgate.records.schedules import decode
 from taskgate.worker.celery_app import create_celery_app
 from taskgate.worker.scheduler import Firer, ms
 
+from .. import otel
 from ..helpers import Stack, stop, wait_for
 
 
@@ -272,3 +275,41 @@ def test_a_schedule_that_cannot_fire_stops_only_itself(own_redis_url: str) -> No
     assert redis.zscore(keys.SCHEDULES_DUE, "broken") is None
     assert "it cannot fire" in redis.hget(keys.schedule("broken"), "problem").decode()
     assert redis.hget(keys.schedule("healthy"), "last_task_id") is not None
+
+
+def test_a_tick_is_a_trace_of_its_own_linked_to_its_schedule(own_redis_url: str) -> None:
+    """Traced, each tick's run is a PRODUCER span starting a new trace (no request asked for
+    it), linked to the span that created its schedule (kept in its hash), or, for a schedule
+    without one, to a trace id made from the schedule's id; the record and message carry it."""
+    settings = Settings(redis_url=own_redis_url)
+    redis = Redis.from_url(own_redis_url)
+    now = time.time()
+    created = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    for schedule_id, extra in (("made", {"traceparent": created}), ("declared", {})):
+        scripts.Scripts(redis)(scripts.schedule_put(
+            schedule_id, "anonymous", mode="create", limit=0, now=now - 2, next_due=ms(now - 1), enabled=True,
+            fields={"task": "add", "celery_name": "taskgate.add", "every": "60.0", "anchor": ms(now - 2),
+                    "arguments": '{"x": 1, "y": 2}', **extra}))
+    firer = Firer(create_celery_app(settings), redis, settings, ["taskgate.add"])
+    with otel.in_memory() as exporter:
+        assert firer.fire_due(now) == 2
+        spans = {dict(span.attributes or {})["taskgate.schedule.id"]: span
+                 for span in exporter.get_finished_spans()}
+    messages = [orjson.loads(raw) for raw in reversed(redis.lrange("celery", 0, -1))]
+    for schedule_id, span in spans.items():
+        assert span.name == "taskgate submit add" and span.parent is None, "a trace of its own"
+        (link,) = span.links
+        assert dict(link.attributes or {})["taskgate.schedule.id"] == schedule_id
+        task_id = redis.hget(keys.schedule(schedule_id), "last_task_id").decode()
+        assert redis.hget(keys.record(task_id), "trace_id").decode() == f"{span.context.trace_id:032x}"
+        (message,) = [message for message in messages if message["headers"]["id"] == task_id]
+        assert message["headers"]["traceparent"].split("-")[1:3] == [
+            f"{span.context.trace_id:032x}", f"{span.context.span_id:016x}"]
+    made, declared = spans["made"].links[0].context, spans["declared"].links[0].context
+    assert (f"{made.trace_id:032x}", f"{made.span_id:016x}") == ("0af7651916cd43dd8448eb211c80319c",
+                                                                 "b7ad6b7169203331")
+    assert f"{declared.trace_id:032x}" == schedule_trace_id("declared") and declared.span_id == 0
+    assert spans["made"].context.trace_id != spans["declared"].context.trace_id
+    firer.fire_due(now + 61)  # untraced: no trace id kept
+    task_id = redis.hget(keys.schedule("made"), "last_task_id").decode()
+    assert redis.hget(keys.record(task_id), "trace_id") is None

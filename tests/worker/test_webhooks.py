@@ -10,6 +10,7 @@ receiver is http://127.0.0.1), except the one checking that the send-time guard 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -18,13 +19,17 @@ import time
 from pathlib import Path
 
 import pytest
+from opentelemetry.trace import SpanKind, StatusCode
 from redis import Redis
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from taskgate.config import Settings
 from taskgate.records import keys, webhooks
+from taskgate.worker.webhooks import Deliverer
 
+from .. import otel
 from ..helpers import Stack, env_for, stop, submit, wait, wait_for
-from .receiver import HANG, Received, deliver, fields, receiving, subscribe
+from .receiver import HANG, Received, deliver, ended_record, fields, receiving, subscribe
 
 #: Short retry delays (s), so a test sees the schedule through.
 SCHEDULE = "0.3,0.3,0.3"
@@ -294,3 +299,40 @@ def test_the_deliverer_runs_beside_the_worker_goes_on_while_it_is_frozen_and_end
         key, _ = deliver(redis, webhook_id)
         assert fields(redis, key)["state"] == "pending" and len(receiver.at("/frozen")) == 1
     os.killpg(worker.pid, signal.SIGKILL)  # the pool's processes, should any be left
+
+
+def test_an_attempt_is_a_client_span_linked_to_the_run_and_its_traceparent_sent(own_redis_url: str) -> None:
+    """Traced (in this process: the deliverer run on its loop here), each attempt is a CLIENT
+    span ``POST`` of a trace of its own, linked to the trace the run's record kept; the request
+    carries its ``traceparent``; a 500 is an error."""
+    redis = Redis.from_url(own_redis_url)
+    settings = Settings(redis_url=own_redis_url, webhook_allow_http=True, webhook_allow_private=True)
+    run_trace = "0af7651916cd43dd8448eb211c80319c"
+    with receiving() as receiver, otel.in_memory() as exporter:
+        webhook_id, _ = subscribe(redis, receiver.plan("/hook", 500, 200))
+        task_id = "traced-run"
+        _, msg_id = deliver(redis, webhook_id, task_id, {**ended_record(task_id), "trace_id": run_trace})
+
+        async def main() -> None:
+            deliverer = Deliverer(settings)
+            running = asyncio.create_task(deliverer.main())
+            try:
+                await asyncio.to_thread(wait_for, lambda: receiver.at("/hook"), 30, "the attempt")
+            finally:
+                deliverer.stop()
+                await running
+
+        asyncio.run(main())
+        (sent,) = receiver.at("/hook")
+        (span,) = exporter.get_finished_spans()
+    redis.close()
+    assert span.name == "POST" and span.kind is SpanKind.CLIENT and span.parent is None
+    attributes = dict(span.attributes or {})
+    assert attributes["http.response.status_code"] == 500 and span.status.status_code is StatusCode.ERROR
+    assert attributes["taskgate.webhook.msg_id"] == msg_id and attributes["taskgate.webhook.attempt"] == 1
+    assert attributes["url.full"] == f"http://127.0.0.1:{receiver.server.server_address[1]}/"
+    (link,) = span.links
+    assert f"{link.context.trace_id:032x}" == run_trace
+    assert dict(link.attributes or {})["taskgate.task.id"] == task_id
+    assert sent.headers["traceparent"].split("-")[1:3] == [
+        f"{span.context.trace_id:032x}", f"{span.context.span_id:016x}"]

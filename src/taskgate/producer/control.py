@@ -7,7 +7,7 @@ import time
 
 from celery import Celery
 
-from .. import validation
+from .. import tracing, validation
 from ..auth import Caller
 from ..brokers import Broker
 from ..constants import ANONYMOUS
@@ -17,6 +17,11 @@ from ..registry import TaskSpec
 from .backend import Backend
 from .reads import Reader
 from .submit import SYSTEM, Options, Submission, Submitter
+
+
+def _to_run(record: TaskRecord, why: str) -> tracing.Link | None:
+    """A link to the trace ``record`` kept (None without one), naming it as ``why``."""
+    return tracing.link(record.trace_id, attributes={why: record.task_id}) if record.trace_id else None
 
 
 class Control:
@@ -70,20 +75,25 @@ class Control:
         return record
 
     async def requeue(self, task_id: str, caller: Caller = SYSTEM) -> TaskRecord:
-        """Run a dead-lettered task again: same id and arguments, fresh attempt counts."""
+        """Run a dead-lettered task again: same id and arguments, fresh attempt counts. Traced,
+        its new run's PRODUCER span is the current span's child, linked to the trace the record
+        kept (the one it died in), and the record keeps the new trace."""
         record = await self._dead_letter(task_id, caller)
         spec = self.catalogue.get(record.name or "")
         if spec is None:
             raise UnknownTask(record.name or "")
         arguments = record.args if isinstance(record.args, dict) else {}
-        # a fresh delivery tag, as before it died
-        message = self.submitter.dispatcher.message(
-            spec.celery_name, task_id, arguments, queue=spec.queue or self.backend.settings.default_queue,
-            owner=record.owner or ANONYMOUS)
-        async with self.backend.deadline():
-            outcome = await self.backend.scripts(scripts.requeue(
-                task_id, record.owner or ANONYMOUS, queue=message.list_key, message=message.payload,
-                now=time.time()))
+        queue = spec.queue or self.backend.settings.default_queue
+        # its new run: the current span's child (the request's), linked to the trace it died in
+        with tracing.producer_span(spec.name, task_id, queue, owner=record.owner or ANONYMOUS,
+                                   links=[_to_run(record, "taskgate.requeue_of")]):
+            # a fresh delivery tag, as before it died
+            message = self.submitter.dispatcher.message(spec.celery_name, task_id, arguments, queue=queue,
+                                                        owner=record.owner or ANONYMOUS)
+            async with self.backend.deadline():
+                outcome = await self.backend.scripts(scripts.requeue(
+                    task_id, record.owner or ANONYMOUS, queue=message.list_key, message=message.payload,
+                    now=time.time(), trace_id=tracing.trace_id()))
         if outcome == "missing":
             raise TaskNotFound(task_id, what="dead letter")
         if outcome == "queued" and not self.submitter.dispatcher.inline:  # a waiting one: the outbox's
@@ -93,7 +103,7 @@ class Control:
 
     async def replay(self, task_id: str, caller: Caller = SYSTEM) -> Submission:
         """A new task with the same name and arguments as ``task_id`` (any state), for the same
-        owner; its record says ``replay_of``."""
+        owner; its record says ``replay_of``. Traced, its submit links to ``task_id``'s trace."""
         record = await self.reader.get(task_id, caller)
         spec = self.catalogue.get(record.name or "")
         if spec is None:
@@ -108,7 +118,8 @@ class Control:
             raise Conflict(f"task {task_id}'s arguments no longer fit {spec.name}'s signature: "
                            f"{exc}") from None
         owner = Caller(owner=record.owner or ANONYMOUS)
-        return await self.submitter.submit(spec, arguments, Options(replay_of=task_id), caller=owner)
+        return await self.submitter.submit(spec, arguments, Options(replay_of=task_id), caller=owner,
+                                           links=[_to_run(record, "taskgate.replay_of")])
 
     async def drop(self, task_id: str, caller: Caller = SYSTEM) -> None:
         """Remove a task from the dead letters (its record stays until it expires)."""

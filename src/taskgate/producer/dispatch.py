@@ -16,6 +16,7 @@ a run that waited is published by a worker's keeper from the outbox
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -99,3 +100,21 @@ def outbox_parts(payload: bytes) -> tuple[str, MessageParts]:
     """The queue and message parts a waiting run's record keeps for the outbox."""
     queue, (headers, properties, body) = orjson.loads(payload)
     return queue, (headers, properties, tuple(body))
+
+
+def schedule_link(schedule_id: str, traceparent: str | None) -> tracing.Link | None:
+    """What a schedule's run links to (a tick's, starting a trace of its own; a run now's): the
+    span that created the schedule (``traceparent``, kept in its hash when it was created
+    traced), else a trace id of its own made from its id (a schedule declared in code, or made
+    untraced), the same for every run of it; either way the link says
+    ``taskgate.schedule.id``. None while tracing is off."""
+    if not tracing.active():
+        return None
+    named = {"taskgate.schedule.id": schedule_id}
+    created = tracing.link_to(traceparent, named) if traceparent else None
+    return created or tracing.link(schedule_trace_id(schedule_id), attributes=named)
+
+
+def schedule_trace_id(schedule_id: str) -> str:
+    """The trace id a schedule without a creating span stands for (32 hex digits)."""
+    return hashlib.sha256(f"taskgate schedule {schedule_id}".encode()).hexdigest()[:32]

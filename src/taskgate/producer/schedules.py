@@ -12,7 +12,7 @@ from typing import Any, cast
 
 import orjson
 
-from .. import validation
+from .. import tracing, validation
 from ..auth import Caller
 from ..constants import ANONYMOUS
 from ..exceptions import (
@@ -27,6 +27,7 @@ from ..records import TaskRecord, keys, scripts
 from ..records.schedules import ScheduleRecord, decode, definition, drop
 from ..registry import TaskSpec
 from ..schedule import Catchup, Overlap, Timing
+from .dispatch import Message, schedule_link
 from .reads import Reader
 from .submit import SYSTEM, Submitter, _not_queued, _unknown
 
@@ -108,6 +109,9 @@ class Schedules:
             **definition(timing), "name": name or "", "task": task,  # no name: shown from its timing
             "celery_name": spec.celery_name, "queue": spec.queue or self.settings.default_queue,
             "arguments": _json(kwargs), "owner": caller.owner, "anchor": ms(now)}
+        created = tracing.traceparent()  # the span creating it: its runs link to it
+        if created:
+            fields["traceparent"] = created
         limit = self.settings.max_schedules
         async with self.backend.deadline():
             said = await self.backend.scripts(scripts.schedule_put(
@@ -213,30 +217,19 @@ class Schedules:
             return await self.backend.scripts(call)
 
     async def run_now(self, schedule_id: str, caller: Caller = SYSTEM) -> str:
-        """Queue one run now, outside the schedule (its ticks are unchanged); the run's task id."""
+        """Queue one run now, outside the schedule (its ticks are unchanged); the run's task id.
+        Traced, as a submit is (the current span's child), linked to the schedule
+        (``dispatch.schedule_link``)."""
         for _ in range(3):  # 'stale': a tick fired meanwhile; read the schedule again
             schedule = await self.get(schedule_id, caller)
             spec = self._spec(schedule.task or "")
             task_id = str(uuid.uuid4())
             owner = schedule.owner or ANONYMOUS
-            dispatcher = self.submitter.dispatcher
-            message = dispatcher.message(spec.celery_name, task_id, schedule.arguments,
-                                         queue=schedule.queue or self.settings.default_queue, owner=owner,
-                                         delivery_tag=task_id)
-            now = time.time()
-            cutoff = await self.submitter._cutoff(task_id)  # the run is refused after the deadline
-            run = dispatcher.enqueue(message, spec.name, spec, schedule.arguments, scripts.Enqueue(
-                task_id, spec.name, now=now, owner=owner, ttl=self.settings.result_ttl,
-                horizon=now - max(self.settings.result_ttl, self.settings.failure_ttl), message=b"",
-                queue=None, rate_limit=self.settings.submit_rate, inflight_limit=self.settings.max_in_flight,
-                deadline=cutoff, arguments=_json(schedule.arguments),
-                expires_at=now + spec.expires if spec.expires is not None else None))
-            try:
-                said = await self._fire_now(scripts.fire(
-                    schedule_id, expected=0, next_due=0, tick=None, mode="now",
-                    last_task_id=schedule.last_task_id, run=run))
-            except BackendUnavailable as exc:  # sent, maybe run: only a read of the task can tell
-                raise _unknown(task_id, exc.detail) from exc
+            queue = schedule.queue or self.settings.default_queue
+            with tracing.producer_span(spec.name, task_id, queue, owner=owner,
+                                       links=[schedule_link(schedule_id, schedule.traceparent)]):
+                tracing.annotate(taskgate__schedule__id=schedule_id)
+                message, said = await self._run_now(schedule, spec, task_id, owner, queue)
             if said == "stale":
                 continue
             if said == "taken":
@@ -250,6 +243,28 @@ class Schedules:
                 await self._publish(message.queue, message.parts, task_id, owner)
             return task_id
         raise Conflict(f"schedule {schedule_id} kept firing while a run was being queued; try again")
+
+    async def _run_now(self, schedule: ScheduleRecord, spec: TaskSpec, task_id: str, owner: str,
+                       queue: str) -> tuple[Message, str]:
+        """Run ``fire.lua`` for a run now: the run's message and the script's verdict."""
+        dispatcher = self.submitter.dispatcher
+        message = dispatcher.message(spec.celery_name, task_id, schedule.arguments, queue=queue, owner=owner,
+                                     delivery_tag=task_id)
+        now = time.time()
+        cutoff = await self.submitter._cutoff(task_id)  # the run is refused after the deadline
+        run = dispatcher.enqueue(message, spec.name, spec, schedule.arguments, scripts.Enqueue(
+            task_id, spec.name, now=now, owner=owner, ttl=self.settings.result_ttl,
+            horizon=now - max(self.settings.result_ttl, self.settings.failure_ttl), message=b"",
+            queue=None, rate_limit=self.settings.submit_rate, inflight_limit=self.settings.max_in_flight,
+            deadline=cutoff, arguments=_json(schedule.arguments),
+            expires_at=now + spec.expires if spec.expires is not None else None, trace_id=tracing.trace_id()))
+        try:
+            said = await self._fire_now(scripts.fire(
+                schedule.schedule_id, expected=0, next_due=0, tick=None, mode="now",
+                last_task_id=schedule.last_task_id, run=run))
+        except BackendUnavailable as exc:  # sent, maybe run: only a read of the task can tell
+            raise _unknown(task_id, exc.detail) from exc
+        return message, said
 
     async def _publish(self, queue: str, parts: Any, task_id: str, owner: str) -> None:
         """Send a run now through a broker other than the records' Redis; a run the broker did

@@ -11,6 +11,7 @@ import hashlib
 import math
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -229,14 +230,16 @@ class Submitter:
             raise
 
     async def submit(self, spec: TaskSpec, arguments: BaseModel, options: Options | None = None,
-                     idempotency: str | None = None, caller: Caller = SYSTEM) -> Submission:
+                     idempotency: str | None = None, caller: Caller = SYSTEM,
+                     links: Iterable[tracing.Link | None] = ()) -> Submission:
         """Queue ``spec`` with validated ``arguments`` for ``caller``; return once the broker has
         the message. Quotas and Idempotency-Keys are per owner. Traced, when tracing is on, as a
         PRODUCER span ``taskgate submit <task>`` (``taskgate.tracing``), the child of the
-        current span (the submitting request's), its trace kept in the record."""
+        current span (the submitting request's), with ``links`` (a replay's: to the run it
+        replays), its trace kept in the record."""
         task_id = str(uuid.uuid4())
         with tracing.producer_span(spec.name, task_id, spec.queue or self.settings.default_queue,
-                                   owner=caller.owner) as span:
+                                   owner=caller.owner, links=links) as span:
             submission = await self._submit(task_id, spec, arguments, options, idempotency, caller)
             return submission if span is None else replace(submission, trace_ids=tracing.current_ids())
 
@@ -260,25 +263,50 @@ class Submitter:
     async def submit_many(self, spec: TaskSpec, items: list[BaseModel], options: Options | None = None,
                           caller: Caller = SYSTEM) -> list[Submission | TaskGateError]:
         """Queue one task per item in one Redis round trip (when the broker is that Redis); each
-        item gets its id or the reason it was refused (a quota)."""
+        item gets its id or the reason it was refused (a quota). Traced, each item is a PRODUCER
+        span ``taskgate submit <task>`` of its own, the current span's child (the request's),
+        ended once the round trip answered (an item refused records why)."""
         cutoff = await self._cutoff(None)
-        prepared = [self._prepare(str(uuid.uuid4()), spec, item, options or Options(), None, caller, cutoff)
-                    for item in items]
+        queue = spec.queue or self.settings.default_queue
+        prepared: list[_Prepared] = []
+        spans: list[tracing.Span | None] = []
+        for item in items:
+            task_id = str(uuid.uuid4())
+            span = tracing.start_producer(spec.name, task_id, queue, owner=caller.owner)
+            spans.append(span)
+            try:
+                with tracing.current(span):  # its message carries its own span
+                    prepared.append(self._prepare(task_id, spec, item, options or Options(), None, caller,
+                                                  cutoff))
+            except BaseException as exc:
+                for started in spans:
+                    tracing.finish(started, exc)
+                raise
         # One round trip (the calls share a pipeline), held to backend_timeout.
         replies = await asyncio.gather(*(self._send(one) for one in prepared), return_exceptions=True)
         outcomes: list[Submission | TaskGateError] = []
         for one, reply in zip(prepared, replies, strict=True):
             if isinstance(reply, BaseException):
-                raise self._unsent(one.task_id if len(prepared) == 1 else None, reply) from reply
-        for one, reply in zip(prepared, replies, strict=True):
+                unsent = self._unsent(one.task_id if len(prepared) == 1 else None, reply)
+                for span in spans:
+                    tracing.finish(span, unsent)
+                raise unsent from reply
+        for i, (one, reply, span) in enumerate(zip(prepared, replies, spans, strict=True)):
             assert not isinstance(reply, BaseException)
             try:
                 self._verdict(one, reply, None)
             except TaskGateError as exc:
+                tracing.finish(span, exc)
                 outcomes.append(exc)
                 continue
             if reply.kind == "queued" and not self.dispatcher.inline:
-                await self._publish_elsewhere(one)
+                try:
+                    await self._publish_elsewhere(one)
+                except BaseException as exc:
+                    for left in spans[i:]:
+                        tracing.finish(left, exc)
+                    raise
+            tracing.finish(span)
             outcomes.append(Submission(one.task_id))
         SUBMITS.labels(spec.name).inc(sum(isinstance(o, Submission) for o in outcomes))
         return outcomes

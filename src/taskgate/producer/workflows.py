@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from .. import limits
+from .. import limits, tracing
 from ..auth import Caller
 from ..brokers.message import ITEM_HEADER, NODE_HEADER, WORKFLOW_HEADER
 from ..constants import ANONYMOUS
@@ -77,9 +77,10 @@ class Workflows(WorkflowReads):
             run_id = ITEM_ID if is_map else task_id
             if is_map:
                 headers[ITEM_HEADER] = ITEM_INDEX
-            try:
-                message = self.dispatcher.message(spec.celery_name, run_id, kwargs, queue=queue, owner=owner,
-                                                  delivery_tag=run_id, headers=headers)
+            try:  # its message carries its own submit span, the workflow's child
+                with tracing.producer_span(spec.name, task_id, queue, owner=owner):
+                    message = self.dispatcher.message(spec.celery_name, run_id, kwargs, queue=queue,
+                                                      owner=owner, delivery_tag=run_id, headers=headers)
                 arguments = orjson.dumps(kwargs)
             except orjson.JSONEncodeError as exc:
                 raise InvalidArguments(f"node {name!r}: arguments must travel as portable JSON "
@@ -100,18 +101,26 @@ class Workflows(WorkflowReads):
                      allowed: Callable[[str], bool] | None = None) -> WorkflowSubmitted:
         """Validate ``spec`` (``InvalidArguments`` naming the node: nothing is queued), then
         record it and queue its roots in one script. ``allowed``: which tasks ``caller`` may
-        run (default: every task this producer serves)."""
+        run (default: every task this producer serves). Traced, a span ``taskgate submit
+        workflow <name>`` (the current span's child) is the parent of each node's PRODUCER
+        span, built now (each node's message carries its own, whenever its run is released),
+        and the workflow's hash keeps it (``traceparent``), its runs' records its trace."""
         graph = validate_workflow(spec, self.catalogue, allowed or (lambda name: name in self.catalogue))
         workflow_id = str(uuid.uuid4())
-        nodes = self.plan(graph, workflow_id, caller.owner)
-        sinks = graph.sinks
-        now = time.time()
-        history = max(self.settings.result_ttl, self.settings.failure_ttl)
-        call = stored.submit(workflow_id, name=spec.name, owner=caller.owner, on_failure=spec.on_failure,
-                             nodes=nodes, order=graph.order, sink=sinks[0] if len(sinks) == 1 else None,
-                             spec=orjson.dumps(spec.as_json()),
-                             now=now, ttl=self.settings.result_ttl, failure_ttl=self.settings.failure_ttl,
-                             horizon=now - history)
+        with tracing.workflow_span(spec.name, workflow_id, owner=caller.owner):
+            nodes = self.plan(graph, workflow_id, caller.owner)
+            sinks = graph.sinks
+            now = time.time()
+            history = max(self.settings.result_ttl, self.settings.failure_ttl)
+            call = stored.submit(workflow_id, name=spec.name, owner=caller.owner, on_failure=spec.on_failure,
+                                 nodes=nodes, order=graph.order, sink=sinks[0] if len(sinks) == 1 else None,
+                                 spec=orjson.dumps(spec.as_json()), now=now, ttl=self.settings.result_ttl,
+                                 failure_ttl=self.settings.failure_ttl, horizon=now - history,
+                                 traceparent=tracing.traceparent())
+            await self._record(call, workflow_id)
+        return WorkflowSubmitted(workflow_id, {node.node: node.task_id for node in nodes})
+
+    async def _record(self, call: scripts.Call[str], workflow_id: str) -> None:
         try:
             async with self.backend.deadline():
                 await self.backend.scripts(call)
@@ -119,7 +128,6 @@ class Workflows(WorkflowReads):
             raise Unavailable(exc.component, f"{exc.detail}: the workflow may or may not have been "
                                      f"recorded; GET /workflows/{workflow_id} tells once Redis answers",
                                      outcome="unknown") from exc
-        return WorkflowSubmitted(workflow_id, {node.node: node.task_id for node in nodes})
 
     async def get(self, workflow_id: str, caller: Caller) -> WorkflowRecord:
         """The workflow, or ``WorkflowNotFound`` (also when ``caller`` may not see it)."""
@@ -135,7 +143,8 @@ class Workflows(WorkflowReads):
         """Run an ended workflow's nodes that did not succeed again (failed, cancelled,
         skipped), each as a new run, passing on the results of those that succeeded. The
         workflow is validated again first (its tasks may have changed). ``Conflict`` while it
-        runs or once it succeeded. Returns the new runs' task ids by node."""
+        runs or once it succeeded. Returns the new runs' task ids by node. Traced, the new runs
+        are in the workflow's trace, linked to the current span."""
         workflow = await self.get(workflow_id, caller)
         if workflow.finished_at is None or workflow.state == "succeeded":
             raise Conflict(f"workflow {workflow_id} is {workflow.state}; only a failed or cancelled workflow "
@@ -143,10 +152,16 @@ class Workflows(WorkflowReads):
         spec = WorkflowSpec.model_validate_json(workflow.spec)
         graph = validate_workflow(spec, self.catalogue, allowed or (lambda name: name in self.catalogue))
         done = {name for name, node in workflow.nodes.items() if node.state == "succeeded"}
-        nodes = self.plan(graph, workflow_id, workflow.owner or ANONYMOUS, done)
-        async with self.backend.deadline():
-            said = await self.backend.scripts(stored.retry(workflow_id, workflow.owner or ANONYMOUS,
-                                                           nodes=nodes, now=time.time()))
+        # traced: the new runs join the workflow's trace (its first submit's span), linked to
+        # the span asking for them (the request's)
+        first = {"traceparent": workflow.traceparent} if workflow.traceparent else None
+        asking = tracing.here({"taskgate.workflow.retry": workflow.retries + 1})
+        with tracing.workflow_span(workflow.name, workflow_id, owner=workflow.owner or ANONYMOUS,
+                                   parent=first, links=[asking]):
+            nodes = self.plan(graph, workflow_id, workflow.owner or ANONYMOUS, done)
+            async with self.backend.deadline():
+                said = await self.backend.scripts(stored.retry(workflow_id, workflow.owner or ANONYMOUS,
+                                                               nodes=nodes, now=time.time()))
         if said == "missing":
             raise WorkflowNotFound(workflow_id)
         if said != "retried":

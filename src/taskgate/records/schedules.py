@@ -10,7 +10,8 @@ A schedule is a hash at :func:`.keys.schedule`; its fields, as stored:
 ``updated_at``, ``anchor`` (where an ``every`` schedule's ticks start), ``next_run_at``,
 ``last_run_at`` (when its last run was queued), ``last_tick`` (the tick it stood for),
 ``missed_at``; ``last_task_id``; counts ``missed`` (catch-ups that fired nothing) and
-``skipped`` (ticks skipped by ``overlap: skip``); ``problem``: why it fires nothing, if so.
+``skipped`` (ticks skipped by ``overlap: skip``); ``problem``: why it fires nothing, if so;
+``traceparent``: the span that created it, when it was created traced (its runs link to it).
 
 Due schedules are found through :data:`.keys.SCHEDULES_DUE` alone (score: the next tick in ms).
 """
@@ -67,6 +68,7 @@ class ScheduleRecord:
     missed: int = 0
     skipped: int = 0
     problem: str | None = None
+    traceparent: str | None = None
     unreadable: frozenset[str] = field(default=frozenset())
 
     def timing(self) -> Timing:
@@ -78,7 +80,7 @@ class ScheduleRecord:
 _TIMES = frozenset({"created_at", "updated_at", "anchor", "next_run_at", "last_run_at", "last_tick",
                     "missed_at"})
 _TEXT = frozenset({"name", "task", "celery_name", "queue", "cron", "timezone", "overlap", "catchup", "owner",
-                   "declared", "digest", "last_task_id", "problem"})
+                   "declared", "digest", "last_task_id", "problem", "traceparent"})
 
 
 def _field(name: str, text: str) -> Any:

@@ -432,12 +432,14 @@ def cancel(task_id: str, owner: str, *, now: float, ttl: int) -> Call[str]:
     return Call("cancel", [*_transition(task_id, owner), keys.DELAYED], [task_id, repr(now), ttl], _text)
 
 
-def requeue(task_id: str, owner: str, *, queue: str | None, message: bytes, now: float) -> Call[str]:
+def requeue(task_id: str, owner: str, *, queue: str | None, message: bytes, now: float,
+            trace_id: str = "") -> Call[str]:
     """Queue a dead letter again (``queue``: the Redis list to push ``message`` to; None when
-    the broker is elsewhere). ``queued``, ``waiting`` (for its task's limits), or ``missing``
-    when it is not a dead letter."""
+    the broker is elsewhere; ``trace_id``: its new run's trace, kept in the record when given).
+    ``queued``, ``waiting`` (for its task's limits), or ``missing`` when it is not a dead
+    letter."""
     return Call("requeue", [*_transition(task_id, owner), keys.DEAD, queue or ""],
-                [task_id, message, repr(now)], _text)
+                [task_id, message, repr(now), trace_id], _text)
 
 
 # --- running ------------------------------------------------------------------------------------

@@ -68,13 +68,14 @@ class PlannedNode:
 
 def submit(workflow_id: str, *, name: str, owner: str, on_failure: str, nodes: Sequence[PlannedNode],
            order: Sequence[str], sink: str | None, spec: bytes, now: float, ttl: int, failure_ttl: int,
-           horizon: float) -> Call[str]:
-    """Record a validated workflow (``spec``: its JSON, kept to run it again) and release its
-    roots: ``created``, or ``exists``."""
+           horizon: float, traceparent: str = "") -> Call[str]:
+    """Record a validated workflow (``spec``: its JSON, kept to run it again; ``traceparent``:
+    its span, '' untraced: kept, its runs' records keep its trace) and release its roots:
+    ``created``, or ``exists``."""
     anonymous = owner == ANONYMOUS
     plan = {"name": name, "owner": "" if anonymous else owner, "on_failure": on_failure,
             "order": orjson.dumps(list(order)).decode(), "sink": sink or "", "spec": spec.decode(),
-            "nodes": [node.as_plan() for node in nodes]}
+            "traceparent": traceparent, "nodes": [node.as_plan() for node in nodes]}
     return Call("workflow_submit", [
         keys.workflow(workflow_id), keys.WORKFLOW_INDEX, "" if anonymous else keys.owner_workflows(owner),
         keys.INDEX, "" if anonymous else keys.owner_index(owner),
@@ -141,6 +142,8 @@ class WorkflowRecord:
     spec: str = "{}"
     #: How many times it was run again.
     retries: int = 0
+    #: The span of its submit (W3C ``traceparent``), when it was submitted traced.
+    traceparent: str | None = None
     nodes: dict[str, NodeRecord] = field(default_factory=dict)
 
 
@@ -171,7 +174,8 @@ def decode(workflow_id: str, raw: Mapping[bytes | str, bytes | str]) -> Workflow
         created_at=to_time(text["created_at"]) if "created_at" in text else None,
         finished_at=to_time(text["finished_at"]) if "finished_at" in text else None,
         sink=text.get("sink"), seq=int(text.get("seq", "0")), order=order, nodes=nodes,
-        spec=text.get("spec", "{}"), retries=int(text.get("retries", "0")))
+        spec=text.get("spec", "{}"), retries=int(text.get("retries", "0")),
+        traceparent=text.get("traceparent"))
 
 
 #: The workflow hash's fields a summary reads (``HMGET``), in :func:`decode_summary`'s order.

@@ -23,6 +23,7 @@ import hashlib
 import logging
 import time
 import uuid
+from contextlib import AbstractContextManager, nullcontext
 from typing import cast
 
 import orjson
@@ -30,13 +31,13 @@ from celery import Celery
 from redis import Redis
 from redis.exceptions import ResponseError
 
-from .. import registry
+from .. import registry, tracing
 from ..brokers import parks_delays
 from ..brokers.kombu import publish_blocking
 from ..config import Settings
 from ..constants import ANONYMOUS
 from ..exceptions import InvalidArguments
-from ..producer.dispatch import Dispatcher, Message
+from ..producer.dispatch import Dispatcher, Message, schedule_link
 from ..records import keys, scripts
 from ..records.schedules import ScheduleRecord, decode, definition, drop
 from ..records.workers import heartbeats
@@ -156,25 +157,17 @@ class Firer:
                        "fires nothing until one does")
             tick = None
         mode: scripts.FireMode = "fire" if tick is not None else "miss"
-        owner = schedule.owner or ANONYMOUS
         task_id = str(uuid.uuid4())
-        spec = registry.declared(schedule.task)
-        message = self.dispatcher.message(schedule.celery_name or f"taskgate.{schedule.task}", task_id,
-                                          schedule.arguments, owner=owner, delivery_tag=task_id,
-                                          queue=schedule.queue or self.settings.default_queue)
-        run = self.dispatcher.enqueue(message, schedule.task, spec, schedule.arguments, scripts.Enqueue(
-            task_id, schedule.task, now=now, owner=owner, ttl=self.settings.result_ttl,
-            horizon=now - max(self.settings.result_ttl, self.settings.failure_ttl), message=b"", queue=None,
-            rate_limit=self.settings.submit_rate, inflight_limit=self.settings.max_in_flight,
-            arguments=orjson.dumps(schedule.arguments) if mode == "fire" else b"",
-            expires_at=now + spec.expires if spec is not None and spec.expires is not None else None))
-        verdict = self.scripts(scripts.fire(
-            schedule.schedule_id, expected=score, next_due=next_due,
-            tick=ms(tick) if tick is not None else None, mode=mode, last_task_id=schedule.last_task_id,
-            problem=problem, run=run))
-        if verdict in ("fired", "fired-out"):
+        queue = schedule.queue or self.settings.default_queue
+        with self._traced(schedule, task_id, queue, mode) as span:
+            verdict, message = self._fire(schedule, score, next_due, tick, mode, problem, task_id, queue, now)
+            if span is not None:
+                tracing.annotate(taskgate__schedule__id=schedule.schedule_id,
+                                 taskgate__schedule__tick=ms(tick or now),
+                                 taskgate__schedule__verdict=verdict)
             if verdict == "fired-out":
                 self._publish(schedule, message)
+        if verdict in ("fired", "fired-out"):
             log.info("schedule %s fired task %s for its tick %s", schedule.schedule_id, task_id,
                      time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(tick or now)))
             return 1
@@ -183,6 +176,38 @@ class Firer:
         elif verdict.startswith("#"):
             log.warning("schedule %s: its run was refused (%s)", schedule.schedule_id, verdict)
         return 0
+
+    def _traced(self, schedule: ScheduleRecord, task_id: str, queue: str,
+                mode: scripts.FireMode) -> AbstractContextManager[tracing.Span | None]:
+        """A tick's run (mode ``fire``), traced: a PRODUCER span starting a trace of its own (no
+        request asked for it), linked to its schedule (``dispatch.schedule_link``)."""
+        if mode != "fire" or not tracing.active():
+            return nullcontext()
+        linked = schedule_link(schedule.schedule_id, schedule.traceparent)
+        return tracing.producer_span(schedule.task or "", task_id, queue, owner=schedule.owner or ANONYMOUS,
+                                     root=True, links=[linked])
+
+    def _fire(self, schedule: ScheduleRecord, score: int, next_due: int, tick: float | None,
+              mode: scripts.FireMode, problem: str, task_id: str, queue: str,
+              now: float) -> tuple[str, Message]:
+        """Run ``fire.lua`` for one tick: its verdict, and the run's message."""
+        task = schedule.task or ""
+        spec = registry.declared(task)
+        message = self.dispatcher.message(schedule.celery_name or f"taskgate.{task}", task_id,
+                                          schedule.arguments, owner=schedule.owner or ANONYMOUS,
+                                          delivery_tag=task_id, queue=queue)
+        run = self.dispatcher.enqueue(message, task, spec, schedule.arguments, scripts.Enqueue(
+            task_id, task, now=now, owner=schedule.owner or ANONYMOUS, ttl=self.settings.result_ttl,
+            horizon=now - max(self.settings.result_ttl, self.settings.failure_ttl), message=b"", queue=None,
+            rate_limit=self.settings.submit_rate, inflight_limit=self.settings.max_in_flight,
+            arguments=orjson.dumps(schedule.arguments) if mode == "fire" else b"",
+            expires_at=now + spec.expires if spec is not None and spec.expires is not None else None,
+            trace_id=tracing.trace_id()))
+        verdict = self.scripts(scripts.fire(
+            schedule.schedule_id, expected=score, next_due=next_due,
+            tick=ms(tick) if tick is not None else None, mode=mode, last_task_id=schedule.last_task_id,
+            problem=problem, run=run))
+        return verdict, message
 
     def has_worker(self, schedule: ScheduleRecord) -> bool:
         """True when this worker or a live one has the schedule's task."""

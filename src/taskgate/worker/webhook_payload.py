@@ -79,6 +79,13 @@ def task_id_of(msg_id: str) -> str:
     return msg_id.removeprefix("msg_").rpartition("_")[0]
 
 
+def trace_of(delivery: Delivery) -> str | None:
+    """The trace the run a ``task.*`` delivery tells of belongs to (its record's ``trace_id``),
+    None for other events or a run submitted untraced."""
+    found = delivery.payload.get("trace_id") if delivery.type.startswith("task.") else None
+    return found if isinstance(found, str) and found else None
+
+
 def data_of(delivery: Delivery) -> Any:
     """The ``data`` of ``delivery``'s body (see the module's docstring)."""
     family = delivery.type.partition(".")[0]

@@ -22,6 +22,9 @@ Redis client and one ``httpx.AsyncClient``, started and stopped with the keeper 
   unless allowed; its connections go only to addresses checked as they connect:
   ``webhook_transport``), then POSTs the signed body (``webhook_payload``) within
   :data:`TIMEOUT` s, no redirect followed, reading at most :data:`MAX_RESPONSE` bytes;
+* **trace**: with tracing on (the deliverer process sets up the SDK as the worker does), each
+  attempt is a CLIENT span ``POST`` starting a trace of its own, linked to the trace the run's
+  record kept, and its request carries the W3C ``traceparent`` so the receiver can continue it;
 * **record** (``webhook_result.lua``): a 2xx is ``delivered``; a 410 disables the subscription;
   anything else is tried again after the next delay of ``TASKGATE_WEBHOOK_SCHEDULE`` (±20 %),
   or fails once the schedule is spent; a subscription failing for :data:`FAILING_LIMIT` s is
@@ -44,7 +47,7 @@ import httpx
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 
-from .. import connections
+from .. import connections, tracing
 from ..config import Settings
 from ..exceptions import UnsafeURL
 from ..records import keys, scripts
@@ -238,6 +241,26 @@ class Deliverer:
 
     async def _attempt(self, http: httpx.AsyncClient, delivery: Delivery,
                        subscription: Subscription) -> Attempt:
+        """One attempt (:meth:`_post`), traced: a CLIENT span ``POST`` of a trace of its own,
+        linked to the trace of the run whose end it tells (the one its record kept), carried to
+        the receiver in the request's ``traceparent``."""
+        if not tracing.active():
+            return await self._post(http, delivery, subscription)
+        run = webhook_payload.trace_of(delivery)
+        told = {"taskgate.task.id": webhook_payload.task_id_of(delivery.msg_id)}
+        attributes: dict[str, str | int] = {
+            "taskgate.webhook.id": delivery.webhook_id, "taskgate.webhook.event": delivery.type,
+            "taskgate.webhook.delivery.id": delivery.delivery_id, "taskgate.webhook.msg_id": delivery.msg_id,
+            "taskgate.webhook.attempt": delivery.attempts + 1}
+        with tracing.client_span("POST", subscription.url, root=True, attributes=attributes,
+                                 links=[tracing.link(run, attributes=told) if run else None]) as span:
+            attempt = await self._post(http, delivery, subscription)
+            if span is not None:
+                tracing.answered(span, attempt.status, attempt.error)
+            return attempt
+
+    async def _post(self, http: httpx.AsyncClient, delivery: Delivery,
+                    subscription: Subscription) -> Attempt:
         """Check the URL's addresses now, then POST the signed event and read the answer."""
         try:
             await check_url(subscription.url, self.settings)
@@ -246,6 +269,7 @@ class Deliverer:
         content = webhook_payload.body(delivery)
         now = time.time()
         headers = webhook_payload.headers(delivery.msg_id, now, content, subscription.signing_secrets(now))
+        tracing.inject(headers)  # traced: the receiver continues this attempt's trace
         try:
             async with http.stream("POST", subscription.url, content=content, headers=headers) as response:
                 answer = bytearray()

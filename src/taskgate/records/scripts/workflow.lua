@@ -9,7 +9,8 @@
 -- <base>-<i>), name (the task), state (waiting, released, succeeded, failed, cancelled, skipped),
 -- pending (parents not yet succeeded), children (JSON list); a map node also over and path (what it
 -- maps), template and queue (its runs' message, with WF_ITEM_ID and WF_ITEM_IX to replace), lane,
--- declared, error (why it failed without running), and once expanded items, left and ok.
+-- declared, error (why it failed without running), and once expanded items, left and ok;
+-- traceparent: the workflow's span, when it was submitted traced (its runs' records keep its trace).
 -- These scripts build these keys themselves (names depend on stored ids): mirrors of
 -- records/keys.py, checked by tests/records/test_scripts.py.
 local WF_PREFIX = 'taskgate:wf:'
@@ -26,6 +27,12 @@ local WF_NODE_ENDED = {succeeded = true, failed = true, cancelled = true, skippe
 local function wf_key(workflow_id) return WF_PREFIX .. '{' .. workflow_id .. '}' end
 local function wf_record(task_id) return RECORD_PREFIX .. '{' .. task_id .. '}' end
 local function wf_field(node, name) return 'n:' .. node .. ':' .. name end
+-- the trace id of the workflow's traceparent ('00-<trace id>-<span id>-<flags>'), or nil
+local function wf_trace_id(wf)
+  local parent = redis.call('HGET', wf, 'traceparent')
+  if parent and #parent >= 35 then return string.sub(parent, 4, 35) end
+  return nil
+end
 
 -- Tell the workflow's watchers what changed (GET /workflows/{id}/events reads the rest).
 local function wf_announce(wf, workflow_id, node, node_state)
@@ -156,7 +163,7 @@ local function wf_expand(wf, workflow_id, node, now)
   end
   redis.call('HSET', wf, wf_field(node, 'items'), count, wf_field(node, 'left'), count, wf_field(node, 'ok'), 0)
   if count == 0 then return wf_node_done(wf, workflow_id, node, 'succeeded', now) end
-  local name, owner = f[6], f[8]
+  local name, owner, trace_id = f[6], f[8], wf_trace_id(wf)
   for i = 0, count - 1 do
     local task_id = f[3] .. '-' .. i
     local record = wf_record(task_id)
@@ -164,6 +171,7 @@ local function wf_expand(wf, workflow_id, node, now)
     redis.call('HSET', record, 'name', name, 'state', 'queued', 'created_at', now, 'attempts', 0,
                'workflow_id', workflow_id, 'node', node, 'item', i, 'lane', f[7] or '')
     if owner then redis.call('HSET', record, 'owner', owner) end
+    if trace_id then redis.call('HSET', record, 'trace_id', trace_id) end
     wf_born(task_id, name, now, owner, workflow_id, node)
     redis.call('ZADD', TASK_INDEX, now / 1000, task_id)
     if owner then redis.call('ZADD', TASKS_OF_OWNER_PREFIX .. owner, now / 1000, task_id) end
@@ -207,6 +215,8 @@ local function wf_put_node(wf, workflow_id, n, owner, created, indexes)
                  'workflow_id', workflow_id, 'node', node, 'args', n['args'], 'message', n['message'],
                  'queue', n['queue'], 'lane', n['lane']}
     if owner then own[#own + 1] = 'owner'; own[#own + 1] = owner end
+    local trace_id = wf_trace_id(wf)
+    if trace_id then own[#own + 1] = 'trace_id'; own[#own + 1] = trace_id end
     if n['pending'] > 0 then own[#own + 1] = 'waiting_for'; own[#own + 1] = 'parents' end
     redis.call('HSET', wf_record(n['task']), unpack(own))
     wf_born(n['task'], n['name'], created, owner, workflow_id, node)

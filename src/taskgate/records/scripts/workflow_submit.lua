@@ -7,7 +7,7 @@
 -- KEYS: the workflow, the workflow index, the owner's workflow index ('' for the anonymous owner),
 -- the task index, the owner's task index (''). ARGV: workflow id, now (s), ttl, failure ttl,
 -- horizon (s: index entries older go), the plan (JSON: name, owner ('' for none), on_failure,
--- order and sink, and per node in `nodes`: node, name, task, pending, children (JSON text), and a
+-- order, sink and traceparent (the workflow's span, '' untraced), and per node in `nodes`: node, name, task, pending, children (JSON text), and a
 -- task node's message, queue, lane, declared, args (JSON text), a map node's template, queue,
 -- lane, declared, over, path).
 --#include times.lua
@@ -25,6 +25,9 @@ local fields = {'name', plan['name'], 'state', 'running', 'on_failure', plan['on
                 'order', plan['order'], 'spec', plan['spec'], 'seq', 0}
 if owner ~= '' then fields[#fields + 1] = 'owner'; fields[#fields + 1] = owner end
 if plan['sink'] ~= '' then fields[#fields + 1] = 'sink'; fields[#fields + 1] = plan['sink'] end
+if (plan['traceparent'] or '') ~= '' then
+  fields[#fields + 1] = 'traceparent'; fields[#fields + 1] = plan['traceparent']
+end
 redis.call('HSET', wf, unpack(fields))
 
 local indexes = {index}
