@@ -3,22 +3,16 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.util._once import Once
+
+from taskgate.service.trace_sink import Sink, Span
 
 from .helpers import wait_for
 
@@ -45,72 +39,18 @@ def in_memory() -> Iterator[InMemorySpanExporter]:
         _unset_provider()
 
 
-@dataclass(frozen=True)
-class Received:
-    """One span as an OTLP/HTTP export carried it (ids in hex)."""
-
-    service: str
-    name: str
-    kind: str
-    trace_id: str
-    span_id: str
-    parent_id: str
-    attributes: dict[str, Any]
-    events: list[str]
-    status: str
-    links: list[str] = field(default_factory=list)
-
-
-def _value(value: Any) -> Any:
-    kind = value.WhichOneof("value")
-    return getattr(value, kind) if kind else None
+#: One span as an OTLP/HTTP export carried it (ids in hex): the trace sink's.
+Received = Span
 
 
 class Receiver:
-    """An OTLP/HTTP trace receiver on a free loopback port (``endpoint``), keeping every span."""
+    """An OTLP/HTTP trace receiver on a free loopback port (``endpoint``), keeping every span:
+    ``taskgate traces``'s sink."""
 
     def __init__(self) -> None:
         self.spans: list[Received] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                request = ExportTraceServiceRequest()
-                request.ParseFromString(body)
-                receiver._keep(request)
-                reply = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def _keep(self, request: ExportTraceServiceRequest) -> None:
-        kinds = {1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
-        statuses = {0: "UNSET", 1: "OK", 2: "ERROR"}
-        for resource_spans in request.resource_spans:
-            resource = {kv.key: _value(kv.value) for kv in resource_spans.resource.attributes}
-            for scope_spans in resource_spans.scope_spans:
-                for span in scope_spans.spans:
-                    received = Received(
-                        service=str(resource.get("service.name")), name=span.name,
-                        kind=kinds.get(span.kind, str(span.kind)), trace_id=span.trace_id.hex(),
-                        span_id=span.span_id.hex(), parent_id=span.parent_span_id.hex(),
-                        attributes={kv.key: _value(kv.value) for kv in span.attributes},
-                        events=[event.name for event in span.events], status=statuses[span.status.code],
-                        links=[link.span_id.hex() for link in span.links])
-                    with self._lock:
-                        self.spans.append(received)
+        self._sink = Sink(self.spans.append).start()
+        self.endpoint = self._sink.endpoint
 
     def wait(self, check: Callable[[list[Received]], bool], timeout: float = 30) -> None:
         """Until ``check(spans)`` holds."""
@@ -122,5 +62,4 @@ class Receiver:
         return next(span for span in self.spans if span.name == name)
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        self._sink.close()

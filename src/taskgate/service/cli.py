@@ -1,4 +1,4 @@
-"""The ``taskgate`` command line (Typer): up, api, worker, flower."""
+"""The ``taskgate`` command line (Typer): up, api, worker, flower, doctor, traces."""
 
 from __future__ import annotations
 
@@ -334,6 +334,27 @@ def doctor(
     problems = sum(not finding.ok for finding in findings)
     typer.echo(f"{problems} problem(s)")
     raise typer.Exit(1 if problems else 0)
+
+
+@cli.command()
+def traces(
+    host: Annotated[str, typer.Option(help="Interface the sink binds to.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port (OTLP/HTTP's is 4318).")] = 4318,
+    json: Annotated[bool, typer.Option("--json", help="One JSON object per span.")] = False,
+) -> None:
+    """Print the spans OpenTelemetry exporters send here over OTLP/HTTP, one line each: a local
+    sink for trying TASKGATE_OTEL=on without a collector (run it, then `taskgate up` with
+    TASKGATE_OTEL=on in another terminal). Needs pip install 'taskgate[otel]'."""
+    try:
+        from .trace_sink import serve
+
+        serve(host, port, json)
+    except ImportError as exc:
+        typer.echo(f"taskgate: traces needs OpenTelemetry's protocol ({exc}): {telemetry.INSTALL}", err=True)
+        raise typer.Exit(2) from exc
+    except OSError as exc:
+        typer.echo(f"taskgate: cannot listen on {host}:{port} ({exc})", err=True)
+        raise typer.Exit(2) from exc
 
 
 def _app_module(app: str | None, reload: bool) -> str | None:
