@@ -25,6 +25,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from taskgate.config import Settings
 from taskgate.records import keys, webhooks
+from taskgate.worker.webhook_process import DelivererProcess
 from taskgate.worker.webhooks import Deliverer
 
 from .. import otel
@@ -336,3 +337,32 @@ def test_an_attempt_is_a_client_span_linked_to_the_run_and_its_traceparent_sent(
     assert dict(link.attributes or {})["taskgate.task.id"] == task_id
     assert sent.headers["traceparent"].split("-")[1:3] == [
         f"{span.context.trace_id:032x}", f"{span.context.span_id:016x}"]
+
+
+def test_the_deliverer_process_exports_its_attempts_with_taskgate_otel_on(own_redis_url: str,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """With TASKGATE_OTEL=on the deliverer's own process sets up the SDK (as the worker's do) and
+    exports each attempt's CLIENT span over OTLP/HTTP, the trace its request carried."""
+    collector = otel.Receiver()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint)
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)
+    redis = Redis.from_url(own_redis_url)
+    settings = Settings(redis_url=own_redis_url, webhook_allow_http=True, webhook_allow_private=True, otel=True)
+    deliverer = DelivererProcess(settings)
+    try:
+        with receiving() as receiver:
+            webhook_id, _ = subscribe(redis, receiver.plan("/hook", 200))
+            deliver(redis, webhook_id, "exported-run")
+            deliverer.start()
+            wait_for(lambda: bool(receiver.at("/hook")), 30, "the attempt")
+            (sent,) = receiver.at("/hook")
+            deliverer.stop()  # its provider exports what it holds as it ends
+            span = collector.named("POST")
+    finally:
+        deliverer.stop()
+        collector.close()
+        redis.close()
+    assert (span.service, span.kind, span.status) == ("taskgate-webhooks", "CLIENT", "UNSET")
+    assert span.attributes["http.response.status_code"] == 200
+    assert sent.headers["traceparent"].split("-")[1:3] == [span.trace_id, span.span_id]

@@ -12,7 +12,10 @@ It stops when it reads ``stop`` on stdin (the keeper's :meth:`DelivererProcess.s
 or once its parent is gone (a worker killed outright: checked every
 :data:`~taskgate.worker.webhooks.TICK` s), each time giving its sends under way
 :data:`~taskgate.worker.webhooks.STOP_GRACE` s. A frozen worker does not stop it. One that dies
-is started again by the keeper's next pass.
+is started again by the keeper's next pass. With ``TASKGATE_OTEL=on`` it sets up OpenTelemetry's
+SDK as the worker does (``service.telemetry``, service name ``taskgate-webhooks`` unless
+``OTEL_SERVICE_NAME`` says otherwise, inherited from the worker with the other ``OTEL_*``), so
+each attempt's CLIENT span is exported.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import threading
 import orjson
 
 from ..config import Settings
-from ..service import logs
+from ..service import logs, telemetry
 from .webhooks import STOP_GRACE, TICK, Deliverer
 
 log = logging.getLogger("taskgate.webhooks")
@@ -113,11 +116,14 @@ def main() -> None:
     parent = os.getppid()
     logs.setup(sys.argv[1] if len(sys.argv) > 1 else "INFO")
     settings = Settings(**orjson.loads(sys.stdin.buffer.readline()))
+    telemetry.start(settings, "webhooks")  # TASKGATE_OTEL=on: its attempts' spans, as the worker's
     try:
         asyncio.run(_main(settings, parent))
     except Exception:  # logged here; the keeper starts another
         log.exception("taskgate webhooks: the deliverer stopped")
         raise SystemExit(1) from None
+    finally:
+        telemetry.shutdown()  # export what it still holds
 
 
 if __name__ == "__main__":
