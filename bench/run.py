@@ -654,6 +654,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.schedules import schedules_section
     from bench.speed import round_trip_in_process, targets, worker_throughput
     from bench.testkit import testkit_section
+    from bench.tracing import tracing_section
     from bench.webhooks import webhooks_section
     from bench.workflows import workflows_section
 
@@ -674,8 +675,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="A fast smoke run (tiny numbers, no profile).")
     parser.add_argument("--no-profile", action="store_true", help="Skip section 6 (py-spy needs ptrace rights).")
     parser.add_argument("--only", choices=["schedules", "dashboard", "testkit", "concurrency", "admission",
-                                           "feeds", "multiproc", "workflows", "webhooks"],
-                        default=None, help="Run only that section (8, 9, 10, 11, 12, 13, 14, 15 or 16); the report then goes "
+                                           "feeds", "multiproc", "workflows", "webhooks", "tracing"],
+                        default=None, help="Run only that section (8, 9, 10, 11, 12, 13, 14, 15, 16 or 17); the report then goes "
                         "to --out, or to the temporary directory.")
     args = parser.parse_args(argv)
     if args.reps is None:
@@ -704,7 +705,8 @@ def main(argv: list[str] | None = None) -> int:
                 {"schedules": schedules_section, "dashboard": dashboard_section,
                  "testkit": testkit_section, "concurrency": concurrency_section,
                  "admission": admission_section, "multiproc": multiproc_section, "feeds": feeds_section,
-                 "workflows": workflows_section, "webhooks": webhooks_section}[args.only](stack, args, report)
+                 "workflows": workflows_section, "webhooks": webhooks_section,
+                 "tracing": tracing_section}[args.only](stack, args, report)
                 partial = True
             else:
                 partial = False
@@ -727,6 +729,7 @@ def main(argv: list[str] | None = None) -> int:
                 multiproc_section(stack, args, report)
                 workflows_section(stack, args, report)
                 webhooks_section(stack, args, report)
+                tracing_section(stack, args, report)
                 if not args.quick and not args.no_profile:
                     from bench.profile import profile_section
 
@@ -743,7 +746,7 @@ def main(argv: list[str] | None = None) -> int:
             stack.close()
     if partial:
         section = {"schedules": 8, "dashboard": 9, "testkit": 10, "concurrency": 11, "admission": 12, "multiproc": 14,
-                   "feeds": 13, "workflows": 15, "webhooks": 16}[args.only]
+                   "feeds": 13, "workflows": 15, "webhooks": 16, "tracing": 17}[args.only]
         report.add(f"(Only section {section}: `--only {args.only}`.)")
         args.out = args.out or Path(tempfile.gettempdir()) / f"taskgate-bench-{args.only}.md"
         args.out.write_text("\n".join(report.lines) + "\n")

@@ -29,6 +29,6 @@ def test_bench_quick_run_writes_every_section(tmp_path: Path) -> None:
     for section in ("## 1. Submit throughput", "## 2. End to end", "## 3. Single-task round trip",
                     "## 4. Degraded", "## 5. Cost", "## 10. The test kit",
                     "## 11. Concurrency", "## 12. Admission", "## 14. Several API processes",
-                    "## 15. Workflows", "## 16. Webhooks", "- Machine: "):
+                    "## 15. Workflows", "## 16. Webhooks", "## 17. Tracing", "- Machine: "):
         assert section in text
     assert "taskgate `GET /add`" in text and "raw Celery" in text
