@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ from taskgate.exceptions import ConfigurationError
 from taskgate.service import telemetry
 
 from .. import otel
+from ..helpers import start_api, stop, wait_for
 
 
 def test_an_unknown_exporter_or_a_missing_extra_is_said_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -46,3 +48,30 @@ def test_console_prints_a_json_line_per_span(monkeypatch: pytest.MonkeyPatch) ->
     assert [(span["name"], span["attributes"]["messaging.message.id"]) for span in spans] == [
         ("taskgate submit add", "t1"), ("taskgate submit add", "t2")]
     assert spans[0]["resource"]["attributes"]["service.name"] == "taskgate-api"
+
+
+def test_an_unknown_metrics_exporter_is_said_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "prometheus")
+    with pytest.raises(ConfigurationError, match="OTEL_METRICS_EXPORTER=prometheus: .*console or none"):
+        telemetry.require()
+    monkeypatch.delenv("OTEL_METRICS_EXPORTER")
+    assert telemetry.metric_exporters() == [], "no metrics exported unless asked"
+
+
+def test_the_api_exports_its_metrics_when_otel_metrics_exporter_is_set(redis_url: str, tmp_path: Path) -> None:
+    """A real ``taskgate api`` with TASKGATE_OTEL=on and OTEL_METRICS_EXPORTER=console: the
+    cluster's numbers (``producer.otel_metrics``) as JSON lines on its output."""
+    log = tmp_path / "api.log"
+    proc, base = start_api(redis_url, log, TASKGATE_OTEL="on", OTEL_TRACES_EXPORTER="none",
+                           OTEL_METRICS_EXPORTER="console", OTEL_METRIC_EXPORT_INTERVAL="200")
+    try:
+        wait_for(lambda: '"taskgate.workers"' in log.read_text(), 30, "an export of taskgate.workers")
+    finally:
+        stop(proc)
+    exports = [json.loads(line) for line in log.read_text().splitlines() if line.startswith('{"resource_metrics"')]
+    names = {metric["name"] for export in exports for resource in export["resource_metrics"]
+             for scope in resource["scope_metrics"] for metric in scope["metrics"]}
+    assert {"taskgate.workers", "taskgate.queue.depth", "taskgate.dead_letters"} <= names, names
+    resource = exports[0]["resource_metrics"][0]["resource"]["attributes"]
+    assert resource["service.name"] == "taskgate-api"

@@ -12,7 +12,12 @@ OpenTelemetry's standard variables, so ``taskgate.tracing`` records their spans:
   options), ``console`` (each span as one JSON line on the process's output), ``none``
   (spans made and propagated, not exported), or several, comma-separated;
 - the batching processor's ``OTEL_BSP_*`` and the sampler's ``OTEL_TRACES_SAMPLER*``;
-  ``OTEL_SDK_DISABLED=true`` sets up nothing.
+  ``OTEL_SDK_DISABLED=true`` sets up nothing;
+- ``OTEL_METRICS_EXPORTER`` (``otlp``, ``console`` or ``none``; unlike OpenTelemetry's own
+  default, taskgate exports no metrics unless it is set: ``GET /metrics`` has them already):
+  the API's processes also get a meter provider, exporting every
+  ``OTEL_METRIC_EXPORT_INTERVAL`` ms, on which the API registers its instruments
+  (``producer.otel_metrics``).
 
 In a user's own app taskgate sets up nothing: it uses the provider the app set up.
 """
@@ -31,8 +36,9 @@ log = logging.getLogger("taskgate.telemetry")
 
 #: How to get what TASKGATE_OTEL=on needs.
 INSTALL = "pip install 'taskgate[otel]'"
-#: This process's provider, once :func:`setup` made one.
+#: This process's providers, once :func:`setup` made them.
 _provider: Any = None
+_meter_provider: Any = None
 
 
 def exporters() -> list[str]:
@@ -41,17 +47,26 @@ def exporters() -> list[str]:
     return [name for name in named if name] or ["otlp"]
 
 
+def metric_exporters() -> list[str]:
+    """The exporters OTEL_METRICS_EXPORTER names (none unless it is set)."""
+    named = [name.strip().lower() for name in os.environ.get("OTEL_METRICS_EXPORTER", "none").split(",")]
+    return [name for name in named if name not in ("", "none")]
+
+
 def require() -> None:
-    """:class:`ConfigurationError` unless the SDK and the exporters OTEL_TRACES_EXPORTER names
-    can be imported, or it names one taskgate does not know."""
-    unknown = sorted(set(exporters()) - {"otlp", "console", "none"})
-    if unknown:
-        raise ConfigurationError(f"OTEL_TRACES_EXPORTER={os.environ['OTEL_TRACES_EXPORTER']}: taskgate "
-                                 "exports to otlp (OTLP over HTTP), console or none")
+    """:class:`ConfigurationError` unless the SDK and the exporters OTEL_TRACES_EXPORTER and
+    OTEL_METRICS_EXPORTER name can be imported, or one names an exporter taskgate does not know."""
+    named = (("OTEL_TRACES_EXPORTER", exporters()), ("OTEL_METRICS_EXPORTER", metric_exporters()))
+    for variable, names in named:
+        if set(names) - {"otlp", "console", "none"}:
+            raise ConfigurationError(f"{variable}={os.environ[variable]}: taskgate exports to otlp "
+                                     "(OTLP over HTTP), console or none")
     try:
         import opentelemetry.sdk.trace  # noqa: F401
         if "otlp" in exporters():
             import opentelemetry.exporter.otlp.proto.http.trace_exporter  # noqa: F401
+        if "otlp" in metric_exporters():
+            import opentelemetry.exporter.otlp.proto.http.metric_exporter  # noqa: F401
     except ImportError as exc:
         raise ConfigurationError(f"TASKGATE_OTEL=on needs OpenTelemetry's SDK and exporter ({exc}): "
                                  f"{INSTALL}") from None
@@ -88,16 +103,48 @@ def setup(role: str) -> bool:
     _provider = provider
     log.info("tracing on: OpenTelemetry exporting to %s as %s", ", ".join(exporters()),
              resource.attributes.get("service.name"))
+    if role == "api":
+        _setup_metrics(resource)
     return True
+
+
+def _setup_metrics(resource: Any) -> None:
+    """A global meter provider exporting to what OTEL_METRICS_EXPORTER names, if anything."""
+    global _meter_provider
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import (
+        ConsoleMetricExporter,
+        MetricExporter,
+        PeriodicExportingMetricReader,
+    )
+
+    readers = []
+    for name in metric_exporters():
+        exporter: MetricExporter
+        if name == "otlp":
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+            exporter = OTLPMetricExporter()
+        else:  # console: one JSON line per export, on the process's own output
+            exporter = ConsoleMetricExporter(out=sys.__stdout__ or sys.stdout,
+                                             formatter=lambda data: data.to_json(indent=None) + "\n")
+        readers.append(PeriodicExportingMetricReader(exporter))
+    if readers:
+        _meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+        metrics.set_meter_provider(_meter_provider)
 
 
 def shutdown() -> None:
     """Export what this process's provider still holds and stop it (a pool process ends with
     ``os._exit``: nothing at exit would)."""
-    global _provider
+    global _provider, _meter_provider
     if _provider is not None:
         provider, _provider = _provider, None
         provider.shutdown()
+    if _meter_provider is not None:
+        meter_provider, _meter_provider = _meter_provider, None
+        meter_provider.shutdown()
 
 
 def check(settings: Settings) -> None:
