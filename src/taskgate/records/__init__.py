@@ -1,5 +1,6 @@
 """The task record: its typed model and codec (:mod:`.model`), every Redis key (:mod:`.keys`),
-and the Lua scripts that change it (:mod:`.scripts`, sources in ``scripts/*.lua``)."""
+and the Lua scripts that change it with their typed calls (:mod:`.scripts`: ``scripts/*.lua``
+beside the modules calling them)."""
 
 from __future__ import annotations
 

@@ -33,7 +33,7 @@ import orjson
 from ..constants import ANONYMOUS
 from . import keys
 from .model import stamp, to_time
-from .scripts import Arg, Call, _text
+from .scripts.calls import Arg, Call, _text
 
 log = logging.getLogger("taskgate.records")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Literal, cast
 
 from . import keys
-from .scripts import Call, _text
+from .scripts.calls import Call, _text
 from .webhooks import DELIVERIES_KEPT, delivery_id
 
 #: How an attempt went, as the sender tells :func:`result` (see ``webhook_result.lua``).

@@ -17,7 +17,7 @@ import orjson
 from ..constants import ANONYMOUS
 from . import keys
 from .model import to_time
-from .scripts import Call, _text
+from .scripts.calls import Call, _text
 
 #: The task id and item index a map node's message template holds in place of each run's (the
 #: Lua's WF_ITEM_ID and WF_ITEM_IX): letters and digits only, so a plain replace finds them.

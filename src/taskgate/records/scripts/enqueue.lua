@@ -1,7 +1,8 @@
 -- Record and queue one new run: `enqueue(k, a)` reads its keys from KEYS[k + 1] and its
--- arguments from ARGV[a + 1] on (records/scripts.py's `Enqueue` sends them, in this order), and
--- returns (what submit.lua returns, the run's bound values). Shared by submit.lua (the API) and
--- fire.lua (a schedule's run); needs admission.lua (the run goes through its `dispatch`).
+-- arguments from ARGV[a + 1] on (records/scripts/submitting.py's `Enqueue` sends them, in this
+-- order), and returns (what submit.lua returns, the run's bound values). Shared by submit.lua
+-- (the API) and fire.lua (a schedule's run); needs admission.lua (the run goes through its
+-- `dispatch`).
 -- Keys: record, index, idem ('' without an Idempotency-Key), queue ('' when the broker is
 -- elsewhere), delayed, owner_index ('' for the anonymous owner: the global index lists its
 -- tasks), inflight ('' without a limit), rate, events (the task's channel), expiring.
