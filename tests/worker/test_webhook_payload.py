@@ -1,5 +1,6 @@
-"""A delivery's body and headers (``worker/webhook_payload.py``): the task as the API's
-``TaskInfo`` shows it, built without FastAPI; signatures a ``standardwebhooks`` receiver accepts."""
+"""A delivery's body and headers (``worker/webhook_payload.py``): a run's ``data`` byte for byte
+what ``GET /tasks/{task_id}`` answers (both write ``producer.task_view.TaskInfo``), without
+FastAPI in the worker; signatures a ``standardwebhooks`` receiver accepts."""
 
 from __future__ import annotations
 
@@ -9,16 +10,18 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import orjson
 import pytest
+from redis import Redis
 from standardwebhooks.webhooks import Webhook
 
-from taskgate.api.schemas import TaskInfo
-from taskgate.records import decode_event, webhooks
+from taskgate.producer.task_view import TaskInfo
+from taskgate.records import decode_event, keys, webhooks
 from taskgate.records.webhooks import Delivery
 from taskgate.worker import webhook_payload
 
-from ..helpers import OUTSIDE
+from ..helpers import OUTSIDE, submit, wait
 
 NOW = round(time.time() * 1000)
 
@@ -44,17 +47,38 @@ RECORDS: list[dict[str, Any]] = [
 ]
 
 
-@pytest.mark.parametrize("stored", RECORDS)
-def test_task_data_is_the_api_s_task_info(stored: dict[str, Any]) -> None:
-    record = decode_event("t1", orjson.dumps(stored))
-    ours = orjson.loads(orjson.dumps(webhook_payload.task_data(record), option=orjson.OPT_UTC_Z))
-    assert ours == TaskInfo.from_record(record).model_dump(mode="json")
-    assert list(ours) == list(TaskInfo.model_fields)
-
-
 def delivery(kind: str, msg_id: str, payload: dict[str, Any]) -> Delivery:
     return Delivery("wh_1:" + msg_id, "wh_1", msg_id, kind, payload,
                     created_at=datetime(2026, 12, 7, 8, 0, 1, 250000, tzinfo=UTC))
+
+
+def test_a_run_s_data_is_the_task_as_get_tasks_answers_byte_for_byte(client: httpx.Client,
+                                                                       redis_url: str) -> None:
+    """Runs of the session worker, read back from their records as the end script publishes them:
+    each body's ``data`` is the very bytes of ``GET /tasks/{task_id}`` (result, arguments,
+    timeline; an error; progress)."""
+    ended = [submit(client, "add", {"x": 2, "y": 3}), submit(client, "boom", {"message": "no \u00e9"}),
+             submit(client, "sleepy", {"seconds": 0.3})]
+    redis = Redis.from_url(redis_url)
+    try:
+        for task_id in ended:
+            shown = wait(client, task_id)
+            assert shown["state"] in ("succeeded", "failed"), shown
+            answered = client.get(f"/tasks/{task_id}")
+            assert answered.status_code == 200
+            stored = {key.decode(): value.decode() for key, value in redis.hgetall(keys.record(task_id)).items()}
+            msg_id = webhooks.task_msg_id(task_id, shown["state"])
+            sent = webhook_payload.body(delivery(f"task.{shown['state']}", msg_id, stored))
+            assert sent == (b'{"type":"task.' + shown["state"].encode() + b'","timestamp":'
+                            b'"2026-12-07T08:00:01.250000Z","data":' + answered.content + b"}")
+    finally:
+        redis.close()
+
+
+@pytest.mark.parametrize("stored", RECORDS)
+def test_a_run_s_data_is_task_info_even_for_unreadable_fields(stored: dict[str, Any]) -> None:
+    data = orjson.loads(webhook_payload.body(delivery("task.failed", "msg_t1_failed", stored)))["data"]
+    assert data == TaskInfo.from_record(decode_event("t1", orjson.dumps(stored))).model_dump(mode="json")
 
 
 def test_a_run_s_body() -> None:
@@ -82,6 +106,6 @@ def test_signed_with_every_secret_given() -> None:
 
 
 def test_the_worker_does_not_import_fastapi() -> None:
-    check = ("import sys, taskgate.worker.celery_app, taskgate.worker.recovery, taskgate.worker.webhooks; "
-             "sys.exit('fastapi' in sys.modules)")
+    check = ("import sys, taskgate.worker.celery_app, taskgate.worker.recovery, taskgate.worker.webhooks, "
+             "taskgate.worker.webhook_process; sys.exit('fastapi' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", check], cwd=OUTSIDE, timeout=60).returncode == 0

@@ -80,6 +80,7 @@ def test_a_run_end_is_delivered_signed_with_the_task_as_the_api_shows_it(stack: 
     assert request.headers["user-agent"].startswith("taskgate/")
     assert body["type"] == "task.succeeded"
     assert body["data"] == shown  # GET /tasks/{task_id}, field for field
+    assert request.body.endswith(b',"data":' + client.get(f"/tasks/{task_id}").content + b"}")  # byte for byte
     metrics = client.get("/metrics").text
     assert 'taskgate_webhook_deliveries_total{outcome="delivered"} 1.0' in metrics
 
