@@ -4,6 +4,8 @@ own OTLP/HTTP exporter, printing one line (or JSON object) per span."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -70,3 +72,10 @@ def test_traces_prints_each_span_it_receives(tmp_path: Path, as_json: bool) -> N
         assert submit_line.endswith(" UNSET messaging.system='celery'")
         assert run_line.startswith(f"{trace_id} {consumer} {producer} CONSUMER sink-test 'taskgate run add' ")
         assert run_line.endswith(f" ERROR event=taskgate.retry link={trace_id}:{producer}")
+
+
+def test_its_help_names_the_extra_to_install() -> None:
+    """Help is plain text: rich markup would read ``[otel]`` as a tag and drop it."""
+    shown = subprocess.run([sys.executable, "-m", "taskgate", "traces", "--help"], capture_output=True, text=True,
+                           check=True, env={**os.environ, "COLUMNS": "80"}).stdout
+    assert "pip install 'taskgate[otel]'" in " ".join(shown.split())

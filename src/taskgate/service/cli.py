@@ -32,6 +32,9 @@ cli = typer.Typer(
     "Without TASKGATE_REDIS_URL, `taskgate up` starts an embedded Valkey server.",
     no_args_is_help=True,
     add_completion=False,
+    # Plain help text: rich's panels cut option help short in 80 columns, and read "[otel]" in
+    # "taskgate[otel]" as markup (dropping it).
+    rich_markup_mode=None,
 )
 
 Host = Annotated[str, typer.Option(help="Interface the API (with `up --app`, your app) binds to.")]
