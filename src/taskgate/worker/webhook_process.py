@@ -2,8 +2,8 @@
 
 Sending webhooks costs Python per delivery (signing, HTTP, recording the outcome). In a thread of
 the worker's main process it shared that process's GIL with the consumer handing messages to the
-pool, and slowed every task. Here the keeper (``recovery``) starts ``python -m
-taskgate.worker.webhook_process`` (:class:`DelivererProcess`), handing it the worker's settings as
+pool, and slowed every task. Here the keeper (``recovery``) starts a Python process running
+:func:`main` (:class:`DelivererProcess`), handing it the worker's settings as
 one JSON line on stdin. The process runs :class:`~taskgate.worker.webhooks.Deliverer` at a lower
 CPU priority (:data:`NICENESS`): on a busy machine tasks go first and deliveries catch up when
 the workers have room (a delivery is never lost for waiting: it stays due in Redis).
@@ -54,7 +54,8 @@ class DelivererProcess:
     def start(self) -> None:
         level = logging.getLevelName(logging.getLogger("taskgate").getEffectiveLevel())
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "taskgate.worker.webhook_process", str(level)],
+            # -c, not -m: taskgate.worker imports this module, and runpy warns running it as __main__
+            [sys.executable, "-c", "from taskgate.worker.webhook_process import main; main()", str(level)],
             stdin=subprocess.PIPE, close_fds=True)
         assert self.proc.stdin is not None
         self.proc.stdin.write(self.settings.model_dump_json().encode() + b"\n")
@@ -124,7 +125,3 @@ def main() -> None:
         raise SystemExit(1) from None
     finally:
         telemetry.shutdown()  # export what it still holds
-
-
-if __name__ == "__main__":
-    main()
