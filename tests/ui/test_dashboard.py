@@ -124,8 +124,11 @@ def test_cancel_and_replay_from_the_page(api_url: str, worker: subprocess.Popen[
         task_id = http.post("/tasks/add", params={"countdown": 600}, json={"x": 40, "y": 2}).json()["task_id"]
     page.goto(f"{api_url}/ui/tasks/{task_id}")
     expect(page.locator("#task .state")).to_have_text("queued")
+    expect(page.get_by_role("button", name="Terminate")).to_be_enabled()
     page.get_by_role("button", name="Cancel").click()
     expect(page.locator("#task .state")).to_have_text("cancelled")
+    for ended_only in ("Cancel", "Terminate"):  # nothing left to cancel
+        expect(page.get_by_role("button", name=ended_only)).to_be_disabled()
     page.get_by_role("button", name="Replay").click()
     expect(page).not_to_have_url(f"{api_url}/ui/tasks/{task_id}")
     expect(page.locator("#task .state")).to_have_text("succeeded")  # followed live on its page

@@ -260,12 +260,20 @@ export async function taskDetail(taskId) {
   const holder = h("div");
   const act = (label, run, danger = false) => h("button", { type: "button", class: danger ? "danger" : null,
     onclick: async () => { try { await run(); } catch (error) { message.textContent = error.message; } } }, label);
-  const actions = h("div", { class: "actions" },
-    act("Cancel", () => api(`tasks/${encodeURIComponent(taskId)}/cancel`, { method: "POST" }).then(show)),
-    act("Terminate", () => api(`tasks/${encodeURIComponent(taskId)}/cancel`, { method: "POST", query: { terminate: "true" } }).then(show), true),
+  const cancel = act("Cancel", () => api(`tasks/${encodeURIComponent(taskId)}/cancel`, { method: "POST" }).then(show));
+  const terminate = act("Terminate", () => api(`tasks/${encodeURIComponent(taskId)}/cancel`, { method: "POST", query: { terminate: "true" } }).then(show), true);
+  const actions = h("div", { class: "actions" }, cancel, terminate,
     act("Replay", async () => { const made = await api(`tasks/${encodeURIComponent(taskId)}/replay`, { method: "POST" }); go(`tasks/${encodeURIComponent(made.task_id)}`); }),
     act("Delete", async () => { await api(`tasks/${encodeURIComponent(taskId)}`, { method: "DELETE" }); go("./"); }, true));
-  function show(task) { holder.replaceChildren(detailList(task)); message.textContent = ""; }
+  function show(task) {
+    holder.replaceChildren(detailList(task));
+    message.textContent = "";
+    const ended = ["succeeded", "failed", "cancelled", "expired"].includes(task.state);
+    for (const button of [cancel, terminate]) {  // an ended task has nothing left to cancel
+      button.disabled = ended;
+      button.title = ended ? `It ended ${task.state}: nothing to cancel` : "";
+    }
+  }
   setMain(`Task ${taskId}`, h("p", {}, link("./", "← All tasks")), actions, message, holder);
   try {
     show(await api(`tasks/${encodeURIComponent(taskId)}`));
