@@ -136,7 +136,7 @@ def drain(stack: Stack, client: redis.Redis, api: str, n: int, name: str, env: d
     """One worker frozen while ``n`` tasks are queued through ``api``, then let go: (tasks/s from
     then to the last run's end, whether the first message queued carries a ``traceparent``)."""
     from bench.speed import _freeze
-    from bench.webhooks import finished_ms
+    from bench.webhooks import finished_ms, submit_adds
 
     stack.reset_data(client)
     worker = stack.worker(name, [sys.executable, "-m", "taskgate", "worker", "--concurrency=2",
@@ -145,13 +145,7 @@ def drain(stack: Stack, client: redis.Redis, api: str, n: int, name: str, env: d
         with httpx.Client(base_url=api, timeout=60) as http:
             _freeze(worker, signal.SIGSTOP)
             try:
-                ids: list[str] = []
-                for offset in range(0, n, 500):
-                    items = [{"x": i, "y": 1} for i in range(offset, min(n, offset + 500))]
-                    answer = http.post("/tasks/add/batch", json={"items": items})
-                    if answer.status_code != 202:
-                        raise RuntimeError(f"POST /tasks/add/batch: {answer.status_code} {answer.text}")
-                    ids += [task["task_id"] for task in answer.json()["tasks"]]
+                ids = submit_adds(http, n)
                 carried = b"traceparent" in (client.lindex("celery", -1) or b"")
             finally:
                 let_go = time.time()

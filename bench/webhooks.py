@@ -72,9 +72,8 @@ def unsubscribe(http: httpx.Client, webhook_id: str) -> None:
     http.delete(f"/webhooks/{webhook_id}").raise_for_status()
 
 
-def run_tasks(http: httpx.Client, n: int) -> tuple[float, list[str]]:
-    """N ``add`` tasks through HTTP (batches of 500) to their results: (the seconds, their ids)."""
-    began = time.perf_counter()
+def submit_adds(http: httpx.Client, n: int) -> list[str]:
+    """N ``add`` tasks submitted through HTTP, in batches of 500: their ids."""
     ids: list[str] = []
     for offset in range(0, n, 500):
         items = [{"x": i, "y": 1} for i in range(offset, min(n, offset + 500))]
@@ -82,6 +81,13 @@ def run_tasks(http: httpx.Client, n: int) -> tuple[float, list[str]]:
         if answer.status_code != 202:
             raise RuntimeError(f"POST /tasks/add/batch: {answer.status_code} {answer.text}")
         ids += [task["task_id"] for task in answer.json()["tasks"]]
+    return ids
+
+
+def run_tasks(http: httpx.Client, n: int) -> tuple[float, list[str]]:
+    """N ``add`` tasks through HTTP (batches of 500) to their results: (the seconds, their ids)."""
+    began = time.perf_counter()
+    ids = submit_adds(http, n)
     for offset in range(0, n, 1000):
         chunk = ids[offset:offset + 1000]
         for _ in range(20):
