@@ -56,6 +56,12 @@ class Receiver:
         self.url = f"http://127.0.0.1:{port}/hook"
         return self.url
 
+    @property
+    def native_id(self) -> int:
+        """The thread's id in the kernel (its CPU time: /proc/self/task/<id>/stat)."""
+        assert self._thread is not None and self._thread.native_id is not None
+        return self._thread.native_id
+
     def count(self) -> int:
         with self._arrived:
             return len(self.arrivals)

@@ -22,9 +22,11 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
@@ -59,6 +61,8 @@ class Figures:
     submit: dict[str, list[float]] = field(default_factory=lambda: {"none": [], "one": []})  # req/s
     e2e: dict[str, list[float]] = field(default_factory=lambda: {"none": [], "one": []})  # tasks/s
     load: list[float] = field(default_factory=list)
+    #: µs of CPU per task in the end-to-end runs, by part, without and with the subscription
+    cpu: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
 
 def subscribe(http: httpx.Client, url: str) -> str:
@@ -164,13 +168,53 @@ def submit_path(fig: Figures, args: argparse.Namespace, stack: Stack, api: str, 
     stack.reset_data(client)
 
 
-def end_to_end(fig: Figures, args: argparse.Namespace, http: httpx.Client, receiver: Receiver) -> None:
-    """N tasks to their results with no subscription and with one, alternating."""
+#: Clock ticks a second, the unit of /proc's CPU times.
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_of(stat: Path) -> float:
+    """CPU seconds (user and system) a process or thread used so far, from its /proc stat file."""
+    try:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def components(worker: subprocess.Popen[bytes], api: subprocess.Popen[bytes], redis_pid: int,
+               receiver: Receiver) -> dict[str, list[Path]]:
+    """The stat files of what runs during the end-to-end runs, by part: the worker's main
+    process, its pool, its webhook deliverer, the API, Redis and the receiver's thread."""
+    parts: dict[str, list[Path]] = {"worker (main)": [Path(f"/proc/{worker.pid}/stat")], "worker (pool)": [],
+                                    "webhook deliverer": [], "API": [Path(f"/proc/{api.pid}/stat")],
+                                    "Redis": [Path(f"/proc/{redis_pid}/stat")],
+                                    "receiver (bench's thread)": [Path(f"/proc/self/task/{receiver.native_id}/stat")]}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == worker.pid:
+            parts["webhook deliverer" if b"webhook_process" in cmdline else "worker (pool)"].append(entry / "stat")
+    return parts
+
+
+def end_to_end(fig: Figures, args: argparse.Namespace, http: httpx.Client, receiver: Receiver,
+               parts: dict[str, list[Path]]) -> None:
+    """N tasks to their results with no subscription and with one, alternating; the CPU each
+    part used meanwhile."""
     for rep in range(args.reps):
         for case in ("none", "one") if rep % 2 == 0 else ("one", "none"):
             webhook_id = subscribe(http, receiver.url) if case == "one" else ""
             start = receiver.count()
+            before = {part: sum(map(cpu_of, stats)) for part, stats in parts.items()}
             seconds, _ = run_tasks(http, fig.tasks)
+            for part, stats in parts.items():  # µs of CPU per task while the tasks ran
+                used = sum(map(cpu_of, stats)) - before[part]
+                fig.cpu.setdefault(part, {"none": [], "one": []})[case].append(used / fig.tasks * 1e6)
             fig.e2e[case].append(fig.tasks / seconds)
             if webhook_id:
                 receiver.wait_for(start + fig.tasks, 600)  # delivered before the next run
@@ -195,7 +239,7 @@ def webhooks_section(stack: Stack, args: argparse.Namespace, report: Report) -> 
                                                                "--concurrency=2", "--log-level=warning"], **ALLOW)
             endings(fig, http, client, receiver)
             one_at_a_time(fig, http, client, receiver)
-            end_to_end(fig, args, http, receiver)
+            end_to_end(fig, args, http, receiver, components(worker, api_proc, stack.valkey._process.pid, receiver))
     finally:
         for proc in (worker, api_proc):
             if proc is not None:
@@ -255,3 +299,14 @@ def write_report(report: Report, fig: Figures, args: argparse.Namespace) -> None
         ["submit `GET /add` (req/s)", fmt(fig.submit["none"]), fmt(fig.submit["one"]), ratio(fig.submit)],
         ["end to end (tasks/s)", fmt(fig.e2e["none"]), fmt(fig.e2e["one"]), ratio(fig.e2e)],
     ])
+    report.add("Where the CPU went in those end-to-end runs, by part: µs of CPU per task while the tasks ran "
+               "(user and system time from /proc; the deliveries still under way when the last task ended are "
+               "not counted), **median** (every repetition). The machine has 2 cores for all of them and the "
+               "bench's own client.")
+    report.add()
+    rows = [[part, fmt(runs["none"]), fmt(runs["one"]),
+             f"{median(runs['one']) - median(runs['none']):+.0f}"] for part, runs in fig.cpu.items()]
+    both = {case: [sum(values) for values in zip(*(runs[case] for runs in fig.cpu.values()), strict=True)]
+            for case in ("none", "one")} if fig.cpu else {"none": [0.0], "one": [0.0]}
+    rows.append(["all of these", fmt(both["none"]), fmt(both["one"]), f"{median(both['one']) - median(both['none']):+.0f}"])
+    report.table(["part", "no subscription (µs/task)", "one subscription (µs/task)", "difference"], rows)
