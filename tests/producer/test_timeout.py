@@ -39,14 +39,27 @@ def test_asyncio_timeout_reports_the_same_answer_as_missing() -> None:
 
 
 def test_no_answer_on_an_idle_loop_ends_at_the_deadline() -> None:
+    """Nothing is added but what the loop itself ran late (a starved CI process does run late,
+    and that lateness is given back by design): the wait past 0.2 s, less that, stays small."""
+    from taskgate.producer.timeout import lag_clock
+
+    lag = 0.0
+
     async def main() -> None:
-        async with within(0.2):
-            await asyncio.Event().wait()
+        nonlocal lag
+        clock = lag_clock(asyncio.get_running_loop())
+        before = clock.total
+        try:
+            async with within(0.2):
+                await asyncio.Event().wait()
+        finally:
+            lag = clock.total - before
 
     started = time.monotonic()
     with pytest.raises(TimeoutError):
         asyncio.run(main())
-    assert 0.2 <= time.monotonic() - started < 0.45  # a starved CI process may run a little late
+    elapsed = time.monotonic() - started
+    assert 0.2 <= elapsed < 0.45 + lag, (elapsed, lag)
 
 
 def test_what_a_busy_loop_gives_back_is_bounded() -> None:
@@ -62,7 +75,8 @@ def test_what_a_busy_loop_gives_back_is_bounded() -> None:
     with pytest.raises(TimeoutError):
         asyncio.run(main())
     elapsed = time.monotonic() - started
-    assert 1.0 <= elapsed < 1.01 + 0.1 * MAX_LAG_FACTOR + 0.1, elapsed
+    # margin 0.3 s for a starved CI process; repaying the whole 1 s would end past 2 s
+    assert 1.0 <= elapsed < 1.01 + 0.1 * MAX_LAG_FACTOR + 0.3, elapsed
 
 
 def test_a_loop_that_used_a_deadline_is_not_kept_alive() -> None:
