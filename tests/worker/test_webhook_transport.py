@@ -1,4 +1,4 @@
-"""The sender's transport (``worker/webhook_transport.py``) against a local receiver: it connects
+"""The sender's session (``worker/webhook_transport.py``) against a local receiver: it connects
 only to addresses the guard accepts, the very ones it checked."""
 
 from __future__ import annotations
@@ -6,25 +6,23 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 
-import httpx
 import pytest
 
 from taskgate.config import Settings
+from taskgate.exceptions import UnsafeURL
 from taskgate.worker import webhook_transport
 
 from .receiver import receiving
 
-LIMITS = httpx.Limits(max_connections=4)
-
 
 def post(url: str, *, allow_private: bool) -> int:
-    """POST ``url`` through the guarded transport (no ``check_url`` first): its status."""
+    """POST ``url`` through the guarded session (no ``check_url`` first): its status."""
     settings = Settings(webhook_allow_http=True, webhook_allow_private=allow_private)
 
     async def send() -> int:
-        transport = webhook_transport.guarded_transport(settings, LIMITS)
-        async with httpx.AsyncClient(transport=transport, timeout=5) as client:
-            return (await client.post(url, content=b"{}")).status_code
+        async with webhook_transport.guarded_session(settings, connections=4, timeout=5) as session, \
+                session.post(url, data=b"{}") as answer:
+            return answer.status
 
     return asyncio.run(send())
 
@@ -32,7 +30,7 @@ def post(url: str, *, allow_private: bool) -> int:
 def test_an_inner_address_is_refused_as_it_connects() -> None:
     with receiving() as receiver:
         url = receiver.url("/inner").replace("127.0.0.1", "localhost")
-        with pytest.raises(httpx.ConnectError, match="loopback"):
+        with pytest.raises(UnsafeURL, match="resolves to 127.0.0.1, a loopback address"):
             post(url, allow_private=False)
         assert receiver.at("/inner") == []
         assert post(url, allow_private=True) == 200  # TASKGATE_WEBHOOK_ALLOW_PRIVATE: by name

@@ -4,7 +4,8 @@ The script that ends a run or a workflow writes its deliveries and makes them du
 (``records/scripts/webhooks.lua``); any worker's deliverer may send them. Each runs in a process
 of its own beside the worker's main process (``webhook_process``: it holds neither the worker's
 GIL nor its CPU priority, and goes on while the worker is frozen), with one asyncio loop, one
-Redis client and one ``httpx.AsyncClient``, started and stopped with the keeper (``recovery``):
+Redis client and one ``aiohttp`` session (``webhook_transport``), started and stopped with the
+keeper (``recovery``):
 
 * **claim**: as soon as a send ends, when a delivery becomes due while none was (the end script
   publishes a wake-up), and every :data:`TICK` s (retries coming due, leases ending), it claims
@@ -43,7 +44,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
 
-import httpx
+import aiohttp
 from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 
@@ -55,7 +56,7 @@ from ..records import webhooks_scripts as calls
 from ..records.webhooks import Delivery, Subscription, decode, decode_delivery
 from ..webhooks_guard import check_url
 from . import webhook_payload
-from .webhook_transport import guarded_transport
+from .webhook_transport import guarded_session
 
 log = logging.getLogger("taskgate.webhooks")
 
@@ -128,11 +129,9 @@ class Deliverer:
         redis = connections.fail_fast(self.settings.require_redis_url(), connections.KEEPER_TIMEOUT,
                                       max_connections=8)
         run = scripts.AsyncScripts(redis)
-        limits = httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_IN_FLIGHT)
         listener = asyncio.create_task(self._listen(redis))
         try:
-            async with httpx.AsyncClient(transport=guarded_transport(self.settings, limits), timeout=TIMEOUT,
-                                         follow_redirects=False, trust_env=False) as http:
+            async with guarded_session(self.settings, connections=MAX_IN_FLIGHT, timeout=TIMEOUT) as http:
                 while not self._stopping:
                     self._wake.clear()
                     try:
@@ -166,7 +165,7 @@ class Deliverer:
                 await asyncio.sleep(TICK)  # Redis is away: the claims say so; try again later
 
     async def _claim(self, run: scripts.AsyncScripts, redis: AsyncRedis,
-                     http: httpx.AsyncClient) -> None:
+                     http: aiohttp.ClientSession) -> None:
         """Claim what fits in the free places and start sending it, or hold it for its
         subscription's next free place."""
         free = MAX_IN_FLIGHT - len(self._sending) - sum(len(held) for held in self._waiting.values())
@@ -208,14 +207,14 @@ class Deliverer:
         if back:
             await redis.zadd(keys.WEBHOOK_DUE, dict.fromkeys(back, (time.time() + GIVE_BACK) * 1000), xx=True)
 
-    def _start(self, run: scripts.AsyncScripts, http: httpx.AsyncClient, key: str, delivery: Delivery,
+    def _start(self, run: scripts.AsyncScripts, http: aiohttp.ClientSession, key: str, delivery: Delivery,
                subscription: Subscription) -> None:
         self._per_subscription[delivery.webhook_id] += 1
         task = asyncio.create_task(self._send(run, http, key, delivery, subscription))
         self._sending.add(task)
 
-    async def _send(self, run: scripts.AsyncScripts, http: httpx.AsyncClient, key: str, delivery: Delivery,
-                    subscription: Subscription) -> None:
+    async def _send(self, run: scripts.AsyncScripts, http: aiohttp.ClientSession, key: str,
+                    delivery: Delivery, subscription: Subscription) -> None:
         try:
             try:
                 async with asyncio.timeout(TIMEOUT):
@@ -239,7 +238,7 @@ class Deliverer:
                 self._waiting.pop(delivery.webhook_id, None)
                 self._wake.set()
 
-    async def _attempt(self, http: httpx.AsyncClient, delivery: Delivery,
+    async def _attempt(self, http: aiohttp.ClientSession, delivery: Delivery,
                        subscription: Subscription) -> Attempt:
         """One attempt (:meth:`_post`), traced: a CLIENT span ``POST`` of a trace of its own,
         linked to the trace of the run whose end it tells (the one its record kept), carried to
@@ -259,7 +258,7 @@ class Deliverer:
                 tracing.answered(span, attempt.status, attempt.error)
             return attempt
 
-    async def _post(self, http: httpx.AsyncClient, delivery: Delivery,
+    async def _post(self, http: aiohttp.ClientSession, delivery: Delivery,
                     subscription: Subscription) -> Attempt:
         """Check the URL's addresses now, then POST the signed event and read the answer."""
         try:
@@ -270,18 +269,22 @@ class Deliverer:
         now = time.time()
         headers = webhook_payload.headers(delivery.msg_id, now, content, subscription.signing_secrets(now))
         tracing.inject(headers)  # traced: the receiver continues this attempt's trace
+        answer = bytearray()
         try:
-            async with http.stream("POST", subscription.url, content=content, headers=headers) as response:
-                answer = bytearray()
-                async for chunk in response.aiter_raw():
-                    answer += chunk
-                    if len(answer) >= MAX_RESPONSE:
+            async with http.post(subscription.url, data=content, headers=headers,
+                                 allow_redirects=False) as response:
+                while len(answer) < MAX_RESPONSE:
+                    chunk = await response.content.read(MAX_RESPONSE - len(answer))
+                    if not chunk:
                         break
-        except httpx.TimeoutException:
+                    answer += chunk
+        except TimeoutError:
             return Attempt("error", error=f"no answer within {TIMEOUT:g} s")
-        except httpx.HTTPError as exc:
+        except UnsafeURL as exc:  # refused as it connected (``webhook_transport``)
+            return Attempt("error", error=str(exc))
+        except aiohttp.ClientError as exc:
             return Attempt("error", error=f"{type(exc).__name__}: {exc}"[:ERROR_EXCERPT])
-        status = response.status_code
+        status = response.status
         if 200 <= status < 300:
             return Attempt("delivered", status)
         excerpt = bytes(answer[:ERROR_EXCERPT]).decode(errors="replace")
