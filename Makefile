@@ -16,12 +16,13 @@ RUN_ARGS ?=
 # allows of every direct dependency, dev tools included (uv's --resolution lowest-direct), so the
 # lower bounds are tested, not just declared. The subset is what the bounds touch, kept to about
 # a minute on 2 processes: the library (a worker starts), the producer, Celery's message format,
-# the API through uvicorn (SSE streams and their release included); then the concurrency tests
-# under the lowest redis-py by themselves (their bursts time themselves against the whole machine).
+# the API through uvicorn (SSE streams and their release included), the webhook sender's session
+# (aiohttp); then the concurrency tests under the lowest redis-py by themselves (their bursts time
+# themselves against the whole machine).
 LOWEST_VENV ?= .venv-lowest
 LOWEST_WORKERS ?= 2
 LOWEST_TESTS ?= tests/test_gate.py tests/producer tests/brokers/test_message.py tests/api/test_app.py \
-	tests/api/test_input.py tests/api/test_metrics.py
+	tests/api/test_input.py tests/api/test_metrics.py tests/worker/test_webhook_transport.py
 LOWEST_ALONE_TESTS ?= tests/test_concurrency.py
 
 .PHONY: run test lint typecheck pytest test-lowest bench profile clean
