@@ -77,6 +77,25 @@ def _text(reply: Any) -> str:
     return reply.decode() if isinstance(reply, bytes) else str(reply)
 
 
+V = TypeVar("V", bound=str)
+
+
+@dataclass(frozen=True)  # no slots: Python 3.11's slotted frozen generic dataclasses fail in __init__
+class Verdict(Generic[V]):
+    """What a guarded script decided (``start``, ``expire``); for verdict ``owner`` (the
+    record's owner is not the one given: nothing changed, call again with it), that owner."""
+
+    verdict: V
+    owner: str | None = None
+
+
+def _verdict(reply: Any) -> Verdict[Any]:
+    said = _text(reply)
+    if said.startswith("owner:"):
+        return Verdict("owner", said.removeprefix("owner:"))
+    return Verdict(said)
+
+
 def _state(reply: Any) -> TaskState | None:
     """A script's reply naming a state; None for nil (no record) or an unknown name."""
     if reply is None or reply is False:

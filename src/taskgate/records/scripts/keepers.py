@@ -6,11 +6,10 @@ before their expiry)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from .. import keys
-from .calls import Call, _text, _transition
+from .calls import Call, Verdict, _transition, _verdict
 
 
 def _admitted(reply: Any) -> tuple[int, float | None]:
@@ -49,19 +48,8 @@ def release(now: float, due: Sequence[tuple[str, str | None]]) -> Call[int]:
 ExpireVerdict = Literal["expired", "skipped", "missing", "later", "owner"]
 
 
-@dataclass(frozen=True, slots=True)
-class ExpireReply:
-    """What the expire script decided; ``owner``: for verdict ``owner``, the record's owner."""
-
-    verdict: ExpireVerdict
-    owner: str | None = None
-
-
-def _expire_reply(reply: Any) -> ExpireReply:
-    said = _text(reply)
-    if said.startswith("owner:"):
-        return ExpireReply("owner", said.removeprefix("owner:"))
-    return ExpireReply(cast(ExpireVerdict, said))
+#: What the expire script decided (see :func:`expire`).
+ExpireReply = Verdict[ExpireVerdict]
 
 
 def expire(task_id: str, owner: str, *, now: float, ttl: int) -> Call[ExpireReply]:
@@ -72,4 +60,4 @@ def expire(task_id: str, owner: str, *, now: float, ttl: int) -> Call[ExpireRepl
     expiry), ``owner`` when the record's owner is not ``owner`` (nothing changed: call again
     with :attr:`ExpireReply.owner`)."""
     return Call("expire", [*_transition(task_id, owner), keys.DELAYED, keys.EXPIRING],
-                [task_id, repr(now), ttl, owner], _expire_reply)
+                [task_id, repr(now), ttl, owner], _verdict)

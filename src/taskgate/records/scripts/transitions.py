@@ -8,29 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from ...states import TaskState
 from .. import keys
 from ..model import stamp
-from .calls import Call, _state, _text, _transition
+from .calls import Call, Verdict, _state, _text, _transition, _verdict
 
 StartVerdict = Literal["run", "cancelled", "expired", "finished", "dead", "arguments", "owner"]
 
 
-@dataclass(frozen=True, slots=True)
-class StartReply:
-    """What the start script decided; ``owner``: for verdict ``owner``, the record's owner."""
-
-    verdict: StartVerdict
-    owner: str | None = None
-
-
-def _start_reply(reply: Any) -> StartReply:
-    said = _text(reply)
-    if said.startswith("owner:"):
-        return StartReply("owner", said.removeprefix("owner:"))
-    return StartReply(cast(StartVerdict, said))
+#: What the start script decided (see :func:`start`).
+StartReply = Verdict[StartVerdict]
 
 
 def start(task_id: str, owner: str, *, name: str, now: float, ttl: int, max_deliveries: int,
@@ -46,7 +35,7 @@ def start(task_id: str, owner: str, *, name: str, now: float, ttl: int, max_deli
     :attr:`StartReply.owner`)."""
     return Call("start", [*_transition(task_id, owner), keys.DEAD],
                 [task_id, name, repr(now), ttl, max_deliveries, node, failure_ttl, arguments, owner],
-                _start_reply)
+                _verdict)
 
 
 Move = Literal["succeeded", "failed", "cancelled", "retrying", "refused"]
