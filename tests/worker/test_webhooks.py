@@ -29,7 +29,7 @@ from taskgate.worker.webhook_process import DelivererProcess
 from taskgate.worker.webhooks import Deliverer
 
 from .. import otel
-from ..helpers import Stack, env_for, stop, submit, wait, wait_for
+from ..helpers import Stack, env_for, free_port, stop, submit, wait, wait_for
 from .receiver import HANG, Received, deliver, ended_record, fields, receiving, subscribe
 
 #: Short retry delays (s), so a test sees the schedule through.
@@ -303,6 +303,31 @@ def test_the_deliverer_runs_beside_the_worker_goes_on_while_it_is_frozen_and_end
         key, _ = deliver(redis, webhook_id)
         assert fields(redis, key)["state"] == "pending" and len(receiver.at("/frozen")) == 1
     os.killpg(worker.pid, signal.SIGKILL)  # the pool's processes, should any be left
+
+
+def test_a_receiver_not_listening_is_an_error_naming_where_it_connected(own_redis_url: str) -> None:
+    """The deliverer (run on a loop here) records a refused connection as an error saying which
+    host and port it could not reach, and keeps the delivery for its next attempt."""
+    redis = Redis.from_url(own_redis_url)
+    settings = Settings(redis_url=own_redis_url, webhook_allow_http=True, webhook_allow_private=True)
+    port = free_port()  # nothing listens on it
+    webhook_id, _ = subscribe(redis, f"http://127.0.0.1:{port}/hook")
+    key, _ = deliver(redis, webhook_id)
+
+    async def main() -> None:
+        deliverer = Deliverer(settings)
+        running = asyncio.create_task(deliverer.main())
+        try:
+            await asyncio.to_thread(wait_for, lambda: fields(redis, key)["attempts"] == "1", 30, "the attempt")
+        finally:
+            deliverer.stop()
+            await running
+
+    asyncio.run(main())
+    delivery = fields(redis, key)
+    redis.close()
+    assert delivery["state"] == "pending" and "last_status" not in delivery, delivery
+    assert delivery["last_error"].startswith(f"could not connect to 127.0.0.1:{port}: "), delivery
 
 
 def test_an_attempt_is_a_client_span_linked_to_the_run_and_its_traceparent_sent(own_redis_url: str) -> None:

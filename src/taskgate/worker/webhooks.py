@@ -282,6 +282,9 @@ class Deliverer:
             return Attempt("error", error=f"no answer within {TIMEOUT:g} s")
         except UnsafeURL as exc:  # refused as it connected (``webhook_transport``)
             return Attempt("error", error=str(exc))
+        except aiohttp.ClientConnectorError as exc:  # aiohttp's own text says "ssl:default" for http too
+            why = f"could not connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}"
+            return Attempt("error", error=why[:ERROR_EXCERPT])
         except aiohttp.ClientError as exc:
             return Attempt("error", error=f"{type(exc).__name__}: {exc}"[:ERROR_EXCERPT])
         status = response.status
