@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -80,22 +81,42 @@ SLOWEST = {
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """For ``--dist loadgroup`` (`make test`): the tests of a file stay on one process, but for
-    the SLOWEST files marked True; SLOWEST files come first (so ``--no-loadscope-reorder`` keeps
-    them first), then the others, most tests first."""
+    """SLOWEST files come first (so ``--no-loadscope-reorder`` keeps them first), then the
+    others, most tests first."""
     order = list(SLOWEST)
     counts: dict[str, int] = {}
     for item in items:
         path = item.nodeid.split("::")[0]
         counts[path] = counts.get(path, 0) + 1
-        if not SLOWEST.get(path, False):
-            item.add_marker(pytest.mark.xdist_group(path))
 
     def rank(item: pytest.Item) -> tuple[int, int, str]:
         path = item.nodeid.split("::")[0]
         return (order.index(path), 0, "") if path in SLOWEST else (len(order), -counts[path], path)
 
     items.sort(key=rank)
+
+
+def work_unit(nodeid: str) -> str:
+    """What ``--dist loadgroup`` (`make test`) sends to one process: a file's tests together, but
+    each test of the SLOWEST files marked True alone."""
+    path = nodeid.split("::")[0]
+    return nodeid if SLOWEST.get(path, False) else path
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadgroup`` grouping by :func:`work_unit`. Not by ``xdist_group`` marks: xdist
+    3.8 groups by a suffix it writes to ``item._nodeid``, which pytest 9.2 no longer reads (a
+    node's id is ``item._id``), so every test went to any process, and a file's module fixtures
+    (a RabbitMQ node, a browser, Flower) started once per process that ran one of its tests."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByWorkUnit(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return work_unit(nodeid)
+
+    return ByWorkUnit(config, log)
 
 
 def _interrupt(*_: object) -> None:
