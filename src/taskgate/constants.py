@@ -7,6 +7,10 @@ from __future__ import annotations
 HEARTBEAT_INTERVAL = 2.0
 HEARTBEAT_TTL = 10
 
+#: Seconds between an open Taskgate's publishings of its catalogue (``producer/startup.py``);
+#: an entry not republished for three times this reads as no running API's (``records.workers``).
+CATALOGUE_REFRESH = 60.0
+
 #: A message unacked for longer than this whose tag no live worker holds is requeued.
 REAP_GRACE = 15.0
 

@@ -102,6 +102,7 @@ class Taskgate:
         self._router: APIRouter | None = None
         self._loaded: tuple[str, ...] | None = None
         self._lag: asyncio.Task[None] | None = None
+        self._publication: startup.Publication | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._unsubscribe: Callable[[], None] | None = None
         self._opened_pid = 0
@@ -183,8 +184,9 @@ class Taskgate:
         """Open the clients on the running event loop, with the TASKGATE_* environment as it is
         now (``ConfigurationError`` naming a missing setting). It makes no connection and waits
         for none: checking the records' key layout and telling workers which module declares
-        each task run in the background, so a stalled Redis delays no startup. Redis being down
-        does not stop it opening: calls raise ``Unavailable`` within the deadline meanwhile."""
+        each task (again every minute while open, withdrawn at close) run in the background, so
+        a stalled Redis delays no startup. Redis being down does not stop it opening: calls raise
+        ``Unavailable`` within the deadline meanwhile."""
         from .producer.metrics import watch_loop_lag
 
         if self._producer is not None:
@@ -200,7 +202,9 @@ class Taskgate:
         self._loop, self._opened_pid = asyncio.get_running_loop(), os.getpid()
         gates.opened.append(self)
         self._unsubscribe = subscribe(self._declared)
-        self._in_background(startup.set_up(self._producer))
+        self._publication = startup.Publication(self._producer)
+        self._in_background(startup.set_up(self._publication))
+        self._in_background(self._publication.refresh())  # cancelled at close
         self._lag = asyncio.create_task(watch_loop_lag())
 
     def _in_background(self, work: Awaitable[None]) -> None:
@@ -220,9 +224,9 @@ class Taskgate:
             loop.call_soon_threadsafe(self._serve, spec)
 
     def _serve(self, spec: TaskSpec) -> None:
-        producer = self._producer
-        if producer is not None and producer.declare(spec):
-            self._in_background(startup.publish_catalogue(producer))
+        producer, publication = self._producer, self._publication
+        if producer is not None and publication is not None and producer.declare(spec):
+            self._in_background(publication.publish())
 
     async def close(self) -> None:
         """Close every client (idempotent)."""
@@ -246,7 +250,10 @@ class Taskgate:
         if api_keys is not None:
             await api_keys.close()
         producer, self._producer, self._loop = self._producer, None, None
+        publication, self._publication = self._publication, None
         self._settings = None
+        if publication is not None:
+            await publication.withdraw()  # doctor stops counting tasks only this one sent
         if producer is not None:
             await producer.close()
 

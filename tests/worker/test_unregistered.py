@@ -31,13 +31,15 @@ def rabbit_url() -> Iterator[str]:
 
 
 @pytest.fixture(params=["redis", "rabbitmq"])
-def lane(request: pytest.FixtureRequest, redis_url: str, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+def lane(request: pytest.FixtureRequest, own_redis_url: str, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """An API sending to a queue of this test's own, knowing the suite's tasks, with Redis or
-    RabbitMQ as the broker: (base URL, env of its workers)."""
+    RabbitMQ as the broker: (base URL, env of its workers). On a Valkey of its own: the
+    catalogue holds one queue per task name, and the session's APIs, republishing theirs every
+    minute, would say the default queue."""
     env = {"TASKGATE_DEFAULT_QUEUE": f"unregistered-{tmp_path.name}"}
     if request.param == "rabbitmq":
         env["TASKGATE_BROKER_URL"] = request.getfixturevalue("rabbit_url")
-    api, base = start_api(redis_url, tmp_path / "api.log", **env)
+    api, base = start_api(own_redis_url, tmp_path / "api.log", **env)
     yield base, env
     stop(api)
 
@@ -47,11 +49,11 @@ def runs(log: Path) -> list[str]:
 
 
 def test_a_worker_lacking_the_module_hands_tasks_to_one_that_has_it(
-        redis_url: str, lane: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+        own_redis_url: str, lane: tuple[str, dict[str, str]], tmp_path: Path) -> None:
     base, env = lane
     lacking_log = tmp_path / "lacking.log"
     # An empty TASKGATE_TASK_MODULES is unset: this worker has the built-in tasks only.
-    lacking = start_worker(redis_url, lacking_log, TASKGATE_TASK_MODULES="", **env)
+    lacking = start_worker(own_redis_url, lacking_log, TASKGATE_TASK_MODULES="", **env)
     knowing = None
     try:
         log = tmp_path / "runs.log"
@@ -71,12 +73,12 @@ def test_a_worker_lacking_the_module_hands_tasks_to_one_that_has_it(
                 "logged_sleep", "make_invoice", "metered", "numbers", "owner_header", "paired", "per_owner", "poison", "power",
                 "retried_forever", "shared_fairly", "single_slot", "sleepy", "square", "stamped", "stubborn", "time_boxed",
                 "total"]}
-            doctor = subprocess.run([sys.executable, "-m", "taskgate", "doctor"], env=env_for(redis_url, **env),
+            doctor = subprocess.run([sys.executable, "-m", "taskgate", "doctor"], env=env_for(own_redis_url, **env),
                                     capture_output=True, text=True, timeout=60, cwd=tmp_path)
             assert doctor.returncode == 1, doctor.stdout
             assert f"PROBLEM worker catalogue: worker {worker} lacks" in doctor.stdout
             assert "TASKGATE_TASK_MODULES including myapp.tasks, tests.sample_tasks" in doctor.stdout, doctor.stdout
-            knowing = start_worker(redis_url, tmp_path / "knowing.log", **env)
+            knowing = start_worker(own_redis_url, tmp_path / "knowing.log", **env)
             ends = time.monotonic() + 60
             states = [wait(client, task_id, max(0.1, ends - time.monotonic()))["state"] for task_id in ids]
         # On failure, how often the lacking worker was handed each task (and lacking.log kept).
@@ -91,10 +93,10 @@ def test_a_worker_lacking_the_module_hands_tasks_to_one_that_has_it(
 
 
 def test_a_task_no_worker_has_fails_in_bounded_time_and_is_dead_lettered(
-        redis_url: str, lane: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+        own_redis_url: str, lane: tuple[str, dict[str, str]], tmp_path: Path) -> None:
     base, env = lane
     timeout = 3
-    lacking = start_worker(redis_url, tmp_path / "lacking.log", TASKGATE_TASK_MODULES="",
+    lacking = start_worker(own_redis_url, tmp_path / "lacking.log", TASKGATE_TASK_MODULES="",
                            TASKGATE_UNREGISTERED_TIMEOUT=str(timeout), **env)
     try:
         log = tmp_path / "runs.log"

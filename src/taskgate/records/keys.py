@@ -81,8 +81,11 @@ STATS = "taskgate:stats"
 #: heartbeat, rewritten every ``HEARTBEAT_INTERVAL`` s with a TTL of ``HEARTBEAT_TTL``.
 WORKER_PREFIX = "taskgate:worker:"
 
-#: ``taskgate:catalogue`` -> hash of Celery task name -> JSON ``{"module", "queue"}``, written by
-#: each API at start: a worker lacking a task names the module it misses.
+#: ``taskgate:catalogue`` -> hash of Celery task name -> JSON ``{"module", "queue", "published_at",
+#: "by", "withdrawn"}``, written by each API at start and every ``CATALOGUE_REFRESH`` s while it
+#: runs, its own entries marked withdrawn when it closes, entries left unrefreshed for
+#: ``CATALOGUE_FRESH`` deleted (``producer.startup.Publication``): a worker lacking a task names
+#: the module it misses, ``taskgate doctor`` the workers lacking a task that a running API sends.
 CATALOGUE = "taskgate:catalogue"
 
 #: ``taskgate:reaper`` -> lock (SET NX EX) so one worker at a time requeues the dead's tasks.

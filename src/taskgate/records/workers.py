@@ -1,8 +1,9 @@
 """The workers as Redis knows them: their heartbeats (:data:`.keys.WORKER_PREFIX`) and the
-API's catalogue (:data:`.keys.CATALOGUE`) that a worker's tasks are compared with."""
+APIs' catalogue (:data:`.keys.CATALOGUE`) that a worker's tasks are compared with."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypedDict, cast
@@ -11,6 +12,7 @@ import orjson
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
+from ..constants import CATALOGUE_REFRESH
 from . import keys
 
 if TYPE_CHECKING:
@@ -36,8 +38,14 @@ class Heartbeat:
                              "concurrency": self.concurrency, "active": self.active})
 
 
+#: An entry of :data:`.keys.CATALOGUE` published longer ago than this (seconds) is stale: no
+#: running API has republished it (each does every ``CATALOGUE_REFRESH`` s), so none sends it now.
+CATALOGUE_FRESH = 3 * CATALOGUE_REFRESH
+
+
 class CatalogueEntry(TypedDict):
-    """One task of an API's catalogue, as stored in :data:`.keys.CATALOGUE`."""
+    """One task of an API's catalogue, as stored in :data:`.keys.CATALOGUE` (besides when it was
+    published: see :func:`encode_entry`)."""
 
     module: str
     queue: str
@@ -80,8 +88,35 @@ def catalogue_entries(specs: Iterable[TaskSpec], default_queue: str) -> dict[str
             for spec in specs}
 
 
+def encode_entry(entry: CatalogueEntry, published_at: float, by: str, withdrawn: bool = False) -> bytes:
+    """The stored form: JSON ``{"module", "queue", "published_at", "by", "withdrawn"}``: when
+    (epoch seconds) and by which open Taskgate (see ``producer.startup.Publication``) it was
+    published, and whether that Taskgate has closed since (the entry still names the module for
+    workers, but no longer counts as sent)."""
+    return orjson.dumps({**entry, "published_at": published_at, "by": by, "withdrawn": withdrawn})
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    """One stored catalogue entry as read back (see :func:`encode_entry`): ``published_at``
+    None, ``by`` "" and ``withdrawn`` False when it does not say (an earlier version wrote it)."""
+
+    entry: CatalogueEntry
+    published_at: float | None = None
+    by: str = ""
+    withdrawn: bool = False
+
+
 def parse_entry(raw: bytes | None) -> CatalogueEntry | None:
     """One stored catalogue entry; None when absent or unreadable."""
+    stored = parse_stored(raw)
+    return stored.entry if stored is not None else None
+
+
+def parse_stored(raw: bytes | None) -> StoredEntry | None:
+    """One stored catalogue entry with when and by whom it was published; None when absent or
+    unreadable (what does not parse in ``published_at``, ``by`` or ``withdrawn`` reads as not
+    said)."""
     try:
         parsed = orjson.loads(raw) if raw else None
     except orjson.JSONDecodeError:
@@ -89,14 +124,42 @@ def parse_entry(raw: bytes | None) -> CatalogueEntry | None:
     if not (isinstance(parsed, dict) and isinstance(parsed.get("module"), str)
             and isinstance(parsed.get("queue"), str)):
         return None
-    return CatalogueEntry(module=parsed["module"], queue=parsed["queue"])
+    at, by = parsed.get("published_at"), parsed.get("by")
+    return StoredEntry(CatalogueEntry(module=parsed["module"], queue=parsed["queue"]),
+                       float(at) if isinstance(at, int | float) and not isinstance(at, bool) else None,
+                       by if isinstance(by, str) else "", parsed.get("withdrawn") is True)
 
 
-def read_catalogue(client: Redis) -> dict[str, CatalogueEntry]:
-    """The catalogue the APIs published (Celery name -> entry); unreadable entries left out."""
+def read_catalogue(client: Redis, *, fresh: bool = False,
+                   now: float | None = None) -> dict[str, CatalogueEntry]:
+    """The catalogue the APIs published (Celery name -> entry); unreadable entries left out.
+    ``fresh``: only what the running APIs send now, entries published within
+    :data:`CATALOGUE_FRESH` of ``now`` (default: this clock's) and not withdrawn since; one that
+    does not say when (written by an earlier version, which never republishes) counts as stale."""
     stored = cast(dict[bytes, bytes], client.hgetall(keys.CATALOGUE))
-    entries = {name.decode(): parse_entry(raw) for name, raw in stored.items()}
-    return {name: entry for name, entry in entries.items() if entry is not None}
+    since = (time.time() if now is None else now) - CATALOGUE_FRESH
+    entries = {name.decode(): parse_stored(raw) for name, raw in stored.items()}
+    return {name: read.entry for name, read in entries.items() if read is not None
+            and (not fresh or (read.published_at is not None and read.published_at >= since
+                               and not read.withdrawn))}
+
+
+def stale_names(stored: dict[bytes, bytes], now: float) -> list[bytes]:
+    """The fields of the stored catalogue ``stored`` whose entries say they were published more
+    than :data:`CATALOGUE_FRESH` before ``now``: those no running API republishes. Entries that
+    do not say when (an earlier version's, whose API may still run) or do not parse are not."""
+    since = now - CATALOGUE_FRESH
+    return [name for name, raw in stored.items()
+            if (read := parse_stored(raw)) is not None and read.published_at is not None
+            and read.published_at < since]
+
+
+def withdrawals(stored: dict[bytes, bytes], by: str) -> dict[bytes, bytes]:
+    """The entries of the stored catalogue ``stored`` that ``by`` (not "") was the last to
+    publish, as they read once it withdraws them: field -> stored form."""
+    return {name: encode_entry(read.entry, read.published_at or 0.0, by, withdrawn=True)
+            for name, raw in stored.items()
+            if by and (read := parse_stored(raw)) is not None and read.by == by and not read.withdrawn}
 
 
 def missing_tasks(beat: Heartbeat, catalogue: dict[str, CatalogueEntry]) -> dict[str, CatalogueEntry]:

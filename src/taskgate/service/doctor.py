@@ -78,14 +78,14 @@ def _redis_checks(client: Redis) -> Iterator[Finding]:
                   else "every ended task record expires", "delete them or give them a TTL")
     beats = heartbeats(client)
     yield Finding(True, "workers", f"{len(beats)} worker(s) heartbeating")
-    catalogue = read_catalogue(client)
+    catalogue = read_catalogue(client, fresh=True)  # what the running APIs send (republished lately)
     for worker, beat in sorted(beats.items()):
         missing = missing_tasks(beat, catalogue)
         if missing:
             modules = sorted({entry["module"] for entry in missing.values()})
             names = ", ".join(name.removeprefix("taskgate.") for name in missing)
             yield Finding(False, "worker catalogue",
-                          f"worker {worker} lacks {names}, which the API sends to the queues "
+                          f"worker {worker} lacks {names}, which a running API sends to the queues "
                           "it consumes; those tasks wait for another worker, then fail as UnregisteredTask",
                           f"start that worker with TASKGATE_TASK_MODULES including {', '.join(modules)}")
 
