@@ -3,7 +3,7 @@
 One ``taskgate api`` and one ``taskgate worker --concurrency=2`` (its deliverer process the only
 sender) on the run's private Valkey, both with ``TASKGATE_WEBHOOK_ALLOW_HTTP`` and
 ``TASKGATE_WEBHOOK_ALLOW_PRIVATE`` on (the receiver is plain http on 127.0.0.1), and a local
-receiver answering 200 at once (bench/webhook_receiver.py, in a thread of this process). The
+receiver answering 200 at once (bench/webhook_receiver.py, a process of its own). The
 subscriptions are made with ``POST /webhooks`` (events ``task.succeeded``, every task):
 
 * **deliveries per second**: E ``add`` tasks submitted in batches of 500 with one subscription;
@@ -184,11 +184,11 @@ def cpu_of(stat: Path) -> float:
 def components(worker: subprocess.Popen[bytes], api: subprocess.Popen[bytes], redis_pid: int,
                receiver: Receiver) -> dict[str, list[Path]]:
     """The stat files of what runs during the end-to-end runs, by part: the worker's main
-    process, its pool, its webhook deliverer, the API, Redis and the receiver's thread."""
+    process, its pool, its webhook deliverer, the API, Redis and the receiver."""
     parts: dict[str, list[Path]] = {"worker (main)": [Path(f"/proc/{worker.pid}/stat")], "worker (pool)": [],
                                     "webhook deliverer": [], "API": [Path(f"/proc/{api.pid}/stat")],
                                     "Redis": [Path(f"/proc/{redis_pid}/stat")],
-                                    "receiver (bench's thread)": [Path(f"/proc/self/task/{receiver.native_id}/stat")]}
+                                    "receiver (its process)": [Path(f"/proc/{receiver.pid}/stat")]}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -264,8 +264,8 @@ def write_report(report: Report, fig: Figures, args: argparse.Namespace) -> None
     report.add("One `taskgate api` and one `taskgate worker --concurrency=2` (its deliverer, a process beside "
                "the worker's main process at nice +10, the only sender: at most 4 sends in flight per "
                "subscription), both with `TASKGATE_WEBHOOK_ALLOW_HTTP` "
-               "and `TASKGATE_WEBHOOK_ALLOW_PRIVATE` on, and a receiver in the bench process (uvicorn in a "
-               "thread) answering 200 at once; subscriptions made with `POST /webhooks` (events "
+               "and `TASKGATE_WEBHOOK_ALLOW_PRIVATE` on, and a receiver (uvicorn, a process of its own) "
+               "answering 200 at once; subscriptions made with `POST /webhooks` (events "
                f"`task.succeeded`). Machine load (1 min) {fig.load[0]:.1f} at the start, {fig.load[-1]:.1f} at "
                "the end: on a shared machine the absolute numbers are provisional, the ratios within one run "
                "are the figures.")
