@@ -130,18 +130,17 @@ def parse_stored(raw: bytes | None) -> StoredEntry | None:
                        by if isinstance(by, str) else "", parsed.get("withdrawn") is True)
 
 
-def read_catalogue(client: Redis, *, fresh: bool = False,
-                   now: float | None = None) -> dict[str, CatalogueEntry]:
-    """The catalogue the APIs published (Celery name -> entry); unreadable entries left out.
-    ``fresh``: only what the running APIs send now, entries published within
-    :data:`CATALOGUE_FRESH` of ``now`` (default: this clock's) and not withdrawn since; one that
-    does not say when (written by an earlier version, which never republishes) counts as stale."""
+def read_catalogue(client: Redis, *, now: float | None = None) -> dict[str, CatalogueEntry]:
+    """What the running APIs send now (Celery name -> entry), as ``taskgate doctor`` compares
+    workers with: entries published within :data:`CATALOGUE_FRESH` of ``now`` (default: this
+    clock's) and not withdrawn since; unreadable ones left out, and one that does not say when
+    (written by an earlier version, which never republishes) counted as stale. (A worker naming
+    the module of a task it lacks reads any entry: :func:`parse_entry`.)"""
     stored = cast(dict[bytes, bytes], client.hgetall(keys.CATALOGUE))
     since = (time.time() if now is None else now) - CATALOGUE_FRESH
     entries = {name.decode(): parse_stored(raw) for name, raw in stored.items()}
     return {name: read.entry for name, read in entries.items() if read is not None
-            and (not fresh or (read.published_at is not None and read.published_at >= since
-                               and not read.withdrawn))}
+            and read.published_at is not None and read.published_at >= since and not read.withdrawn}
 
 
 def stale_names(stored: dict[bytes, bytes], now: float) -> list[bytes]:

@@ -78,7 +78,7 @@ def _redis_checks(client: Redis) -> Iterator[Finding]:
                   else "every ended task record expires", "delete them or give them a TTL")
     beats = heartbeats(client)
     yield Finding(True, "workers", f"{len(beats)} worker(s) heartbeating")
-    catalogue = read_catalogue(client, fresh=True)  # what the running APIs send (republished lately)
+    catalogue = read_catalogue(client)  # what the running APIs send (republished lately)
     for worker, beat in sorted(beats.items()):
         missing = missing_tasks(beat, catalogue)
         if missing:
