@@ -204,3 +204,27 @@ def test_a_limited_run_takes_its_task_slot_then_its_fair_turn(own_redis_url: str
     assert start(run, second, "a") == "run"
     assert pushed(redis, queue) == [first, second, third]
     redis.close()
+
+
+def test_lanes_sharing_a_concurrency_key_take_turns_at_its_slot(redis: Redis, run: Scripts, task: str) -> None:
+    """A rate per owner and one slot for the task: while z's run holds the slot, owners a, b, c
+    and d wait in four lanes of the one key; each slot freed goes to the next lane in turn, none
+    passed over (a lane finding no free slot keeps its turn), so no owner's backlog waits behind
+    another's. (Before the fix, a lane visited after the slot was taken lost its turn: with an
+    even number of lanes, b and d waited until a and c had run everything.)"""
+    queue = f"q-{task}"
+    declared = orjson.dumps({"rate": [1000, 1000, 1000], "concurrency": 1}).decode()
+    holder, reply = submit(run, task, queue, declared=declared, lane='["z",""]', owner="z")
+    assert reply.kind == "queued"
+    ids = {owner: [submit(run, task, queue, declared=declared, lane=f'["{owner}",""]', owner=owner)[0]
+                   for _ in range(3)] for owner in "abcd"}
+    assert all(field(redis, task_id, "waiting_for") == "slot" for owned in ids.values() for task_id in owned)
+    order = [holder]
+    for _ in range(12):
+        end(run, order[-1], owner=field(redis, order[-1], "owner") or "")
+        order = pushed(redis, queue)
+    assert [field(redis, task_id, "owner") for task_id in order] == ["z", *"abcd" * 3]
+    assert order[1:] == [ids[owner][i] for i in range(3) for owner in "abcd"]
+    end(run, order[-1], owner="d")
+    assert redis.zcard(keys.admission(task, "slots", "")) == 0
+    assert redis.llen(keys.admission(task, "ring", "")) == 0, "no lane left in the ring"

@@ -215,11 +215,15 @@ local function admit_key(name, ck, now, conf, hold)
     budget = budget - released
     if why == 'empty' then
       redis.call('SREM', adm_key(name, 'lanes'), lane)
+    elseif why == hold then
+      -- no free place: it ran nothing, so it keeps its turn (at the front) for the next place
+      -- freed; sent to the back, it would lose it to the lane before it at every freed place
+      redis.call('LPUSH', ring, lane)
+      break  -- the lanes of one ring share its places
     else
       redis.call('RPUSH', ring, lane)  -- its turn is over
       if released > 0 then idle = 0 else idle = idle + 1 end
       if why == 'rate' then redis.call('ZADD', ADMIT_DUE, at, due_member(name, lane)) end
-      if why == hold then break end  -- the lanes of one ring share its places
     end
   end
   return ADMIT_MAX - budget
