@@ -21,9 +21,11 @@ from redis import Redis
 import taskgate
 from taskgate.api import errors
 from taskgate.records import keys
+from taskgate.records.workers import heartbeats
 
 from .. import sample_tasks
 from ..helpers import Stack, lines, submit, wait, wait_for, with_gate
+from .admitted import starts
 
 
 @pytest.fixture
@@ -126,6 +128,43 @@ def test_a_message_taken_after_its_expiry_never_runs(stack: Stack, tmp_path: Pat
         wait_for(lambda: redis.llen("celery") == 0 and redis.hlen(keys.KOMBU_UNACKED) == 0, 15,
                  "both messages taken and acknowledged")
         assert redis.hget(keys.STATS, "done:logged_sleep:expired") == b"1"
+    finally:
+        redis.close()
+
+
+def test_a_message_in_a_workers_buffer_past_its_expiry_never_runs(stack: Stack) -> None:
+    """TASKGATE_WORKER_PREFETCH=2, concurrency 2: two held runs fill the pool, and the worker
+    takes the next two messages into its buffer (out of the queue, named by its heartbeat), one
+    expiring there. The sweep is taken out of the way: when the pool frees, START refuses the
+    late one, never run, and the on-time one beside it runs."""
+    stack.start_worker(TASKGATE_WORKER_PREFETCH="2")
+    client = stack.start_api()
+    redis = Redis.from_url(stack.url)
+    try:
+        log, hold = stack.tmp / "runs", stack.tmp / "hold"
+        hold.touch()
+        holders = [submit(client, "gated", {"log": str(log), "token": f"h{i}", "hold": str(hold)})
+                   for i in range(2)]
+        wait_for(lambda: starts(log) == {"h0": 1, "h1": 1}, 20, "the pool to be busy")
+        late = submit(client, "gated", {"log": str(log), "token": "late"}, expires=3)
+        redis.zrem(keys.EXPIRING, late)  # no sweep: the worker must refuse it itself
+        on_time = submit(client, "gated", {"log": str(log), "token": "on-time"}, expires=600)
+        expires_at = int(redis.hget(keys.record(late), "expires_at") or 0) / 1000
+        wait_for(lambda: redis.llen("celery") == 0, 10, "the worker to take both messages")
+        assert time.time() < expires_at, "taken into the buffer before its expiry"
+        wait_for(lambda: sum(len(beat.tags) for beat in heartbeats(redis).values()) == 4, 10,
+                 "the worker's heartbeat to name the 4 messages it holds (2 running, 2 in its buffer)")
+        wait_for(lambda: time.time() > expires_at + 0.2, 5, "the expiry to pass in the buffer")
+        assert client.get(f"/tasks/{late}").json()["state"] == "queued", "nothing but START ends it"
+        assert set(starts(log)) == {"h0", "h1"}
+        hold.unlink()
+        task = wait(client, late, 30)
+        assert_expired(task)
+        assert task["started_at"] is None and task["attempts"] == 0
+        assert [wait(client, task_id, 30)["state"] for task_id in [*holders, on_time]] == ["succeeded"] * 3
+        assert starts(log) == {"h0": 1, "h1": 1, "on-time": 1}, "the late one never ran"
+        wait_for(lambda: redis.hlen(keys.KOMBU_UNACKED) == 0, 15, "every message acknowledged")
+        assert redis.hget(keys.STATS, "done:gated:expired") == b"1"
     finally:
         redis.close()
 
