@@ -257,3 +257,37 @@ def test_a_plain_celery_worker_with_its_instrumentation_continues_the_trace(
     assert (ran.kind, ran.service) == ("CONSUMER", "plain-celery")
     assert (ran.trace_id, ran.parent_id) == (f"{produced.context.trace_id:032x}",
                                              f"{produced.context.span_id:016x}")
+
+
+def test_a_run_s_span_has_progress_milestones_and_cancel_as_events(redis_url: str, receiver: otel.Receiver,
+                                                                    tmp_path: Path) -> None:
+    """Real processes: a run reporting progress about every 0.2 s for 2 s has one
+    ``taskgate.progress`` event per quarter it reached (25, 50, 75 %; not one per report), and
+    a run cancelled while running has ``taskgate.cancel_requested`` then ``taskgate.cancelled``."""
+    env = traced_env(receiver, f"traced-{uuid.uuid4()}")
+    worker = start_worker(redis_url, tmp_path / "worker.log", **env)
+    api, base = start_api(redis_url, tmp_path / "api.log", **env)
+    started = tmp_path / "started"
+    try:
+        with httpx.Client(base_url=base, timeout=10) as http:
+            progressed = helpers.submit(http, "sleepy", {"seconds": 2})
+            assert helpers.wait(http, progressed, 30)["state"] == "succeeded"
+            cancelled = helpers.submit(http, "sleepy", {"seconds": 60, "started_file": str(started)})
+            wait_for(started.exists, 30, "the long sleepy to start")
+            assert http.post(f"/tasks/{cancelled}/cancel").status_code == 200
+            assert helpers.wait(http, cancelled, 30)["state"] == "cancelled"
+    finally:
+        stop(api)
+        stop(worker)
+
+    def run_of(task_id: str) -> otel.Received | None:
+        return next((span for span in receiver.spans if span.name == "taskgate run sleepy"
+                     and span.attributes["messaging.message.id"] == task_id), None)
+
+    receiver.wait(lambda _: run_of(progressed) is not None and run_of(cancelled) is not None)
+    progress, cancel = run_of(progressed), run_of(cancelled)
+    assert progress is not None and cancel is not None
+    assert progress.kind == "CONSUMER" and 1 <= len(progress.events) <= 3, progress.events
+    assert set(progress.events) == {"taskgate.progress"}, progress.events
+    assert cancel.events[-2:] == ["taskgate.cancel_requested", "taskgate.cancelled"], cancel.events
+    assert set(cancel.events[:-2]) <= {"taskgate.progress"}, cancel.events
