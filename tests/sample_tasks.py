@@ -66,6 +66,14 @@ def logged_sleep(log: str, token: str, seconds: float) -> str:
     return token
 
 
+@taskgate.task(expires=1)
+def expiring(log: str, token: str) -> str:
+    """Declared with a default expiry of 1 s: append ``token`` to ``log`` at each start."""
+    with open(log, "a") as out:
+        out.write(f"{token}\n")
+    return token
+
+
 @taskgate.task
 def poison(log: str, kill_file: str) -> str:
     """Kill the process running it (SIGKILL) while ``kill_file`` exists; log every start."""

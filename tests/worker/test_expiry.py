@@ -132,6 +132,31 @@ def test_a_message_taken_after_its_expiry_never_runs(stack: Stack, tmp_path: Pat
         redis.close()
 
 
+def test_a_task_declared_with_expires_gives_its_runs_that_expiry(client: httpx.Client, valkey_client: Redis,
+                                                                  tmp_path: Path) -> None:
+    """`expiring` is declared with @taskgate.task(expires=1): a run submitted without an expiry
+    gets one 1 s after its submission and, delayed past it, ends expired unrun; `?expires=`
+    replaces the declared one."""
+    log = tmp_path / "runs.log"
+    before = time.time()
+    late = submit(client, "expiring", {"log": str(log), "token": "late"}, countdown=30)
+    expires_at = expiry_of(valkey_client, late)
+    assert before + 1 <= expires_at <= time.time() + 1
+    batch = client.post("/tasks/expiring/batch", json={"items": [{"log": str(log), "token": "batched"}]})
+    assert batch.status_code == 202, batch.text
+    (batched,) = [item["task_id"] for item in batch.json()["tasks"]]
+    assert before + 1 <= expiry_of(valkey_client, batched) <= time.time() + 1, "a batch's runs get it too"
+    on_time = submit(client, "expiring", {"log": str(log), "token": "on-time"}, expires=600)
+    assert expiry_of(valkey_client, on_time) >= before + 600, "?expires= replaces the declared expiry"
+    assert_expired(wait(client, late, 15))
+    assert wait(client, on_time, 15)["state"] == "succeeded"
+    # the batched run is queued at once: it runs if the worker takes it within its second
+    ran = wait(client, batched, 15)["state"]
+    assert ran in ("succeeded", "expired")
+    assert sorted(lines(log)) == (["batched", "on-time"] if ran == "succeeded" else ["on-time"]), \
+        "the expired ones never ran"
+
+
 def test_a_message_in_a_workers_buffer_past_its_expiry_never_runs(stack: Stack) -> None:
     """TASKGATE_WORKER_PREFETCH=2, concurrency 2: two held runs fill the pool, and the worker
     takes the next two messages into its buffer (out of the queue, named by its heartbeat), one
