@@ -20,18 +20,22 @@ def test_owners_runs_alternate_in_the_queue_when_workers_are_the_bottleneck(stac
     stack.env.update(TASKGATE_FAIR_BY="owner", TASKGATE_FAIR_WINDOW="2")
     for _ in range(2):
         stack.start_worker()
+    client = stack.start_api()
     log = stack.tmp / "runs"
 
-    async def submit_both(_: Taskgate) -> float:
+    async def submit_both(_: Taskgate) -> tuple[float, str]:
         as_a = sample_tasks.shared_fairly.with_options(owner="a")
         as_b = sample_tasks.shared_fairly.with_options(owner="b")
-        for i in range(200):
-            await as_a.submit(log=str(log), token=f"a{i}", seconds=0.02)
+        a_jobs = [await as_a.submit(log=str(log), token=f"a{i}", seconds=0.02) for i in range(200)]
         for i in range(5):
             await as_b.submit(log=str(log), token=f"b{i}", seconds=0.02)
-        return time.time()
+        return time.time(), a_jobs[-1].id
 
-    b_submitted = with_gate(stack.url, submit_both)
+    b_submitted, a_last = with_gate(stack.url, submit_both)
+    # a's last run waits its turn in Redis, and GET /tasks/{id} says so (checked while at least
+    # 100 of a's runs are still to start: asserted below)
+    waiting = client.get(f"/tasks/{a_last}").json()
+    assert (waiting["state"], waiting["waiting_for"]) == ("queued", "turn"), waiting
     wait_for(lambda: sum(1 for event in events(log) if event.kind == "end") >= 205, 60, "the 205 runs to end")
     seen = events(log)
     assert starts(log) == {**{f"a{i}": 1 for i in range(200)}, **{f"b{i}": 1 for i in range(5)}}
