@@ -239,8 +239,10 @@ def test_the_anonymous_owner_is_heard_by_its_own_set(redis: Redis, run: Scripts)
 
 # --- a workflow's end ---------------------------------------------------------------------------
 
-def submit_workflow(run: Scripts, workflow_id: str, nodes: list[tuple[str, list[str], int]]) -> dict[str, str]:
-    """A workflow of add nodes (name, children, parents): each node's task id."""
+def submit_workflow(run: Scripts, workflow_id: str, nodes: list[tuple[str, list[str], int]],
+                    traceparent: str = "") -> dict[str, str]:
+    """A workflow of add nodes (name, children, parents): each node's task id. ``traceparent``:
+    its submit's span (submitted traced)."""
     tasks = {node: f"whst-{uuid.uuid4()}" for node, _, _ in nodes}
     planned = [PlannedNode(node=node, name="add", task_id=tasks[node], pending=pending, children=children,
                            message=orjson.dumps({"id": tasks[node]}), queue=f"q-{workflow_id}", lane="",
@@ -248,7 +250,7 @@ def submit_workflow(run: Scripts, workflow_id: str, nodes: list[tuple[str, list[
     now = time.time()
     assert run(workflows.submit(workflow_id, name="flow", owner=OWNER, on_failure="stop", nodes=planned,
                                 order=[n.node for n in planned], sink=None, spec=b"{}", now=now, ttl=60,
-                                failure_ttl=90, horizon=now - 60)) == "created"
+                                failure_ttl=90, horizon=now - 60, traceparent=traceparent)) == "created"
     return tasks
 
 
@@ -286,6 +288,21 @@ def test_a_workflow_ending_writes_its_event_with_its_summary(redis: Redis, run: 
     summary = workflows.decode_summary(workflow_id, [payload.get(name) for name in workflows.SUMMARY_FIELDS])
     assert summary is not None and (summary.state, summary.owner, summary.nodes, summary.left) == (
         "succeeded", OWNER, 2, 0)
+
+
+def test_a_traced_workflow_s_event_keeps_its_submit_span_beside_the_summary(redis: Redis, run: Scripts) -> None:
+    """The deliverer links an attempt's span to it; the body sent is the summary alone."""
+    subscribe(run, ["workflow.*"])
+    workflow_id = f"whst-{uuid.uuid4()}"
+    traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    tasks = submit_workflow(run, workflow_id, [("a", [], 0)], traceparent=traceparent)
+    end_node(run, tasks["a"])
+    [ended] = by_type(redis)["workflow.succeeded"]
+    payload = orjson.loads(ended["payload"])
+    assert payload.pop("traceparent") == traceparent
+    stored = {k.decode(): v.decode() for k, v in redis.hgetall(keys.workflow(workflow_id)).items()}
+    assert payload == {"workflow_id": workflow_id,
+                       **{name: stored[name] for name in workflows.SUMMARY_FIELDS if name in stored}}
 
 
 def test_a_cancelled_workflow_writes_its_event_and_its_skipped_runs_ends(redis: Redis, run: Scripts) -> None:

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 from opentelemetry.trace import SpanKind, StatusCode
 from redis import Redis
@@ -365,6 +366,48 @@ def test_an_attempt_is_a_client_span_linked_to_the_run_and_its_traceparent_sent(
     assert dict(link.attributes or {})["taskgate.task.id"] == task_id
     assert sent.headers["traceparent"].split("-")[1:3] == [
         f"{span.context.trace_id:032x}", f"{span.context.span_id:016x}"]
+
+
+def test_a_workflow_event_s_attempt_links_to_the_workflow_s_submit_span(own_redis_url: str) -> None:
+    """A ``workflow.*`` delivery of a workflow submitted traced (its payload has the span
+    ``webhooks.lua`` read from the workflow's hash: tests/records/test_webhook_scripts.py): the
+    attempt's CLIENT span links to that span; the body sent has the summary, not the span."""
+    redis = Redis.from_url(own_redis_url)
+    settings = Settings(redis_url=own_redis_url, webhook_allow_http=True, webhook_allow_private=True)
+    submitted = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with receiving() as receiver, otel.in_memory() as exporter:
+        webhook_id, _ = subscribe(redis, receiver.plan("/flow", 200))
+        workflow_id = "traced-flow"
+        msg_id = webhooks.workflow_msg_id(workflow_id, "succeeded")
+        key = keys.delivery(webhooks.delivery_id(webhook_id, msg_id))
+        now = int(time.time() * 1000)
+        summary = {"workflow_id": workflow_id, "name": "flow", "state": "succeeded", "owner": "anonymous",
+                   "created_at": str(now - 20), "finished_at": str(now), "nodes": "1", "left": "0", "failed": "0"}
+        redis.hset(key, mapping={"webhook": webhook_id, "msg_id": msg_id, "type": "workflow.succeeded",
+                                 "payload": orjson.dumps({**summary, "traceparent": submitted}), "attempts": 0,
+                                 "state": "pending", "next_at": now, "created_at": now})
+        redis.zadd(keys.WEBHOOK_DUE, {key: now})
+
+        async def main() -> None:
+            deliverer = Deliverer(settings)
+            running = asyncio.create_task(deliverer.main())
+            try:
+                await asyncio.to_thread(wait_for, lambda: receiver.at("/flow"), 30, "the attempt")
+            finally:
+                deliverer.stop()
+                await running
+
+        asyncio.run(main())
+        (sent,) = receiver.at("/flow")
+        (span,) = exporter.get_finished_spans()
+    redis.close()
+    assert span.kind is SpanKind.CLIENT and span.parent is None
+    (link,) = span.links
+    assert (f"{link.context.trace_id:032x}", f"{link.context.span_id:016x}") == tuple(submitted.split("-")[1:3])
+    assert dict(link.attributes or {}) == {"taskgate.workflow.id": workflow_id}
+    body = orjson.loads(sent.body)
+    assert body["type"] == "workflow.succeeded" and body["data"]["workflow_id"] == workflow_id
+    assert "traceparent" not in body["data"], body
 
 
 def test_the_deliverer_process_exports_its_attempts_with_taskgate_otel_on(own_redis_url: str,

@@ -49,6 +49,14 @@ def trace_of(delivery: Delivery) -> str | None:
     return found if isinstance(found, str) and found else None
 
 
+def workflow_span_of(delivery: Delivery) -> str | None:
+    """The span of the submit of the workflow a ``workflow.*`` delivery tells of (the W3C
+    ``traceparent`` its hash kept, which the end script adds to the payload; not sent), None
+    for other events or a workflow submitted untraced."""
+    found = delivery.payload.get("traceparent") if delivery.type.startswith("workflow.") else None
+    return found if isinstance(found, str) and found else None
+
+
 def data_of(delivery: Delivery) -> Any:
     """The ``data`` of ``delivery``'s body (see the module's docstring)."""
     family = delivery.type.partition(".")[0]

@@ -103,6 +103,19 @@ def next_delay(schedule: list[float], attempts: int) -> float | None:
     return schedule[attempts - 1] * random.uniform(0.8, 1.2)
 
 
+
+def _told(delivery: Delivery) -> tracing.Link | None:
+    """A link from an attempt's span to what its event tells of: a run's trace (the one its
+    record kept) or a workflow's submit span; None for a test event or what was untraced."""
+    run = webhook_payload.trace_of(delivery)
+    if run:
+        return tracing.link(run, attributes={"taskgate.task.id": webhook_payload.task_id_of(delivery.msg_id)})
+    workflow = webhook_payload.workflow_span_of(delivery)
+    if workflow:
+        named = {"taskgate.workflow.id": str(delivery.payload.get("workflow_id", ""))}
+        return tracing.link_to(workflow, named)
+    return None
+
 class Deliverer:
     """One worker's webhook sender (see the module's docstring), run by :meth:`main` in the
     deliverer process (``webhook_process``) until :meth:`stop`."""
@@ -241,18 +254,17 @@ class Deliverer:
     async def _attempt(self, http: aiohttp.ClientSession, delivery: Delivery,
                        subscription: Subscription) -> Attempt:
         """One attempt (:meth:`_post`), traced: a CLIENT span ``POST`` of a trace of its own,
-        linked to the trace of the run whose end it tells (the one its record kept), carried to
-        the receiver in the request's ``traceparent``."""
+        linked to the trace of what its event tells of (a run's end: the trace its record kept;
+        a workflow's end: its submit's span), carried to the receiver in the request's
+        ``traceparent``."""
         if not tracing.active():
             return await self._post(http, delivery, subscription)
-        run = webhook_payload.trace_of(delivery)
-        told = {"taskgate.task.id": webhook_payload.task_id_of(delivery.msg_id)}
         attributes: dict[str, str | int] = {
             "taskgate.webhook.id": delivery.webhook_id, "taskgate.webhook.event": delivery.type,
             "taskgate.webhook.delivery.id": delivery.delivery_id, "taskgate.webhook.msg_id": delivery.msg_id,
             "taskgate.webhook.attempt": delivery.attempts + 1}
         with tracing.client_span("POST", subscription.url, root=True, attributes=attributes,
-                                 links=[tracing.link(run, attributes=told) if run else None]) as span:
+                                 links=[_told(delivery)]) as span:
             attempt = await self._post(http, delivery, subscription)
             if span is not None:
                 tracing.answered(span, attempt.status, attempt.error)

@@ -104,17 +104,20 @@ local function wh_task_ended(task_id, record, fields, state)
   if #takers > 0 then wh_deliver(takers, 'msg_' .. task_id .. '_' .. state, kind, cjson.encode(fields)) end
 end
 
--- Workflow `workflow_id` (hash `wf`) ended in `state`: its events, its summary as payload.
+-- Workflow `workflow_id` (hash `wf`) ended in `state`: its events, its summary as payload (and,
+-- when it was submitted traced, its span's `traceparent`: an attempt's span links to it; the
+-- body sent is the summary alone).
 local function wh_workflow_ended(wf, workflow_id, state)
   if wh_idle() then return end
-  local f = redis.call('HMGET', wf, 'retries', unpack(WH_WF_SUMMARY))
+  local f = redis.call('HMGET', wf, 'retries', 'traceparent', unpack(WH_WF_SUMMARY))
   local kind = 'workflow.' .. state
-  local takers = wh_takers(f[4], kind, 'workflow', nil)  -- f[4]: the owner
+  local takers = wh_takers(f[5], kind, 'workflow', nil)  -- f[5]: the owner
   if #takers == 0 then return end
   local summary = {workflow_id = workflow_id}
   for i, name in ipairs(WH_WF_SUMMARY) do
-    if f[i + 1] then summary[name] = f[i + 1] end
+    if f[i + 2] then summary[name] = f[i + 2] end
   end
+  if f[2] and f[2] ~= '' then summary['traceparent'] = f[2] end
   local retries = tonumber(f[1] or '0') or 0
   local msg_id = 'msg_' .. workflow_id .. '_' .. state
   if retries > 0 then msg_id = 'msg_' .. workflow_id .. '_' .. retries .. '_' .. state end
