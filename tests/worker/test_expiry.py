@@ -190,6 +190,10 @@ def test_a_message_in_a_workers_buffer_past_its_expiry_never_runs(stack: Stack) 
         assert starts(log) == {"h0": 1, "h1": 1, "on-time": 1}, "the late one never ran"
         wait_for(lambda: redis.hlen(keys.KOMBU_UNACKED) == 0, 15, "every message acknowledged")
         assert redis.hget(keys.STATS, "done:gated:expired") == b"1"
+        # counted as expired where ended tasks are counted
+        assert 'taskgate_tasks_total{state="expired",task="gated"} 1.0' in client.get("/metrics").text
+        summary = client.get("/summary").json()
+        assert summary["last_hour"]["expired"] == 1 and sum(minute["expired"] for minute in summary["minutes"]) == 1
     finally:
         redis.close()
 
