@@ -129,11 +129,11 @@ def current_ids() -> tuple[str, str] | None:
 
 def carried_trace_id(request: Any) -> str:
     """The trace id a Celery ``request``'s message carries (its ``traceparent`` header, read
-    as ``opentelemetry-instrumentation-celery`` reads it), '' without one: for what is logged
-    about a task outside its span."""
+    as ``opentelemetry-instrumentation-celery`` reads it; or a mapping of the message's
+    headers), '' without one: for what is logged about a task outside its span."""
     if not INSTALLED:
         return ""
-    found = trace.get_current_span(propagate.extract(request, getter=_ATTRIBUTES)).get_span_context()
+    found = trace.get_current_span(_context(request, False)).get_span_context()
     return format(found.trace_id, "032x") if found.is_valid else ""
 
 

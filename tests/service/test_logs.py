@@ -119,6 +119,10 @@ def test_json_logs_of_a_traced_task_carry_its_trace(redis_url: str, tmp_path: Pa
     (ended,) = [line for line in json_lines(tmp_path / "worker.log")  # Celery's, after the run's span
                 if line.get("task_id") == task_id and "succeeded in" in str(line["message"])]
     assert ended["trace_id"] == task["trace_id"] and "span_id" not in ended
+    (received,) = [line for line in json_lines(tmp_path / "worker.log")  # the main process's, before the run
+                   if line.get("task_id") == task_id and "received" in str(line["message"])]
+    assert (received["task"], received["trace_id"]) == ("taskgate.chatty", task["trace_id"])
+    assert "span_id" not in received
     (accepted,) = [line for line in json_lines(tmp_path / "api.log") if line.get("task_id") == task_id]
     produced = spans(tmp_path / "api.log")["taskgate submit chatty"]
     assert "accepted chatty" in str(accepted["message"])

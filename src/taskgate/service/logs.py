@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from typing import Any
 
@@ -41,13 +42,15 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         task_id, task = getattr(record, "task_id", None), getattr(record, "task_name", None)
-        running = None
+        running: Any = None
         if task_id is None:
             from celery._state import get_current_task
 
             current = get_current_task()
             if current is not None and current.request.id:
                 task_id, task, running = current.request.id, current.name, current.request
+            else:
+                task_id, task, running = _received(record)
         if task_id and task_id != "???":
             data["task_id"] = task_id
             if task:
@@ -60,6 +63,20 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(data, default=str).decode()
+
+
+def _received(record: logging.LogRecord) -> tuple[str | None, str | None, Any]:
+    """A worker's "received" line: Celery gives the task's id and name as the record's
+    ``data``; the headers of the message (its trace) are those of the request its main process
+    just built (``worker.runtime.received_headers``; a taskgate task's). (None, None, None) for
+    any other line."""
+    data = getattr(record, "data", None)
+    if not (record.name.startswith("celery") and isinstance(data, dict) and isinstance(data.get("id"), str)):
+        return None, None, None
+    task_id, name = data["id"], data.get("name")
+    runtime = sys.modules.get("taskgate.worker.runtime")  # imported only in a worker
+    headers = runtime.received_headers(task_id) if runtime is not None else None
+    return task_id, name if isinstance(name, str) else None, headers
 
 
 def json_enabled() -> bool:

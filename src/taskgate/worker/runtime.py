@@ -92,6 +92,10 @@ class CancelAwareRequest(Request):  # type: ignore[misc]
 
     _already_revoked: bool  # Celery's: set once the request announced itself revoked
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _received[0] = self  # Celery logs its "received" line next (see received_headers)
+
     def on_failure(self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False) -> Any:
         # exc_info is billiard's ExceptionInfo, back from the pool: .type is the raised class.
         kind = getattr(exc_info, "type", None)
@@ -123,6 +127,19 @@ class CancelAwareRequest(Request):  # type: ignore[misc]
                               "message": f"the process running the task died ({exc}); requeued at the back "
                                          "of its queue"}
         return None
+
+
+#: The request of a taskgate task this worker's main process built last: Celery builds one per
+#: message and logs its "received" line at once, in the same thread.
+_received: list[CancelAwareRequest | None] = [None]
+
+
+def received_headers(task_id: str) -> dict[str, Any] | None:
+    """The headers of the message of ``task_id`` this worker's main process just received (None
+    unless it is the last one built): for its "received" log line, which Celery logs with the
+    task's id and name only (service.logs: the line's ``trace_id``)."""
+    last = _received[0]
+    return last.request_dict if last is not None and last.id == task_id else None
 
 
 class TaskgateTask(Task):  # type: ignore[misc]
