@@ -32,6 +32,7 @@ def spans(path: Path) -> dict[str, dict[str, str]]:
         if line.startswith("{") and "context" in (span := json.loads(line)):
             found[span["name"]] = {name: value.removeprefix("0x") for name, value in span["context"].items()
                                    if name in ("trace_id", "span_id")}
+            found[span["name"]]["service"] = span["resource"]["attributes"]["service.name"]
     return found
 
 
@@ -99,7 +100,7 @@ def test_json_logs_of_a_traced_task_carry_its_trace(redis_url: str, tmp_path: Pa
     env = {"TASKGATE_DEFAULT_QUEUE": f"traced-logs-{tmp_path.name}", "TASKGATE_LOG_FORMAT": "json",
            "TASKGATE_TASK_MODULES": f"{TASK_MODULES},tests.service.chatty_tasks", "TASKGATE_OTEL": "on",
            "OTEL_TRACES_EXPORTER": "console", "OTEL_BSP_SCHEDULE_DELAY": "100"}
-    worker = start_worker(redis_url, tmp_path / "worker.log", **env)
+    worker = start_worker(redis_url, tmp_path / "worker.log", **env, OTEL_SERVICE_NAME="chatty-worker")
     api, base = start_api(redis_url, tmp_path / "api.log", level="info", **env)
     try:
         with httpx.Client(base_url=base, timeout=10) as client:
@@ -113,6 +114,8 @@ def test_json_logs_of_a_traced_task_carry_its_trace(redis_url: str, tmp_path: Pa
         stop(worker)
     (said,) = [line for line in json_lines(tmp_path / "worker.log") if line["message"] == "saying hello"]
     run = spans(tmp_path / "worker.log")["taskgate run chatty"]
+    assert run["service"] == "chatty-worker"  # OTEL_SERVICE_NAME; else taskgate-<role>
+    assert spans(tmp_path / "api.log")["taskgate submit chatty"]["service"] == "taskgate-api"
     assert said["task_id"] == task_id and said["logger"] == "tests.service.chatty_tasks"
     assert (said["trace_id"], said["span_id"]) == (task["trace_id"], run["span_id"]) == (run["trace_id"],
                                                                                         run["span_id"])
