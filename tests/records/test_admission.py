@@ -141,6 +141,25 @@ def test_a_runtime_override_replaces_the_declared_limit_and_false_removes_it(
     assert pushed(redis, queue) == ids, "with no limit left, every waiting run goes"
 
 
+def test_a_faster_rate_override_lets_runs_waiting_under_the_slower_one_go(
+        redis: Redis, run: Scripts, task: str) -> None:
+    """The bucket's stored time, an hour ahead under 1/h, is cut to what the new rate can reach
+    (a newcomer's PUT /limits from 1/h to 100/s left the waiting runs an hour out)."""
+    queue = f"q-{task}"
+    ids = [submit(run, task, queue, declared=orjson.dumps({"rate": [1, 3_600_000, 1]}).decode())[0]
+           for _ in range(3)]
+    assert pushed(redis, queue) == ids[:1]
+    member = orjson.dumps([task, '["",""]']).decode()
+    assert redis.zscore(keys.ADMIT_DUE, member) > time.time() * 1000 + 3_500_000, "due in an hour"
+    redis.hset(keys.LIMITS_OVERRIDE, task, orjson.dumps({"rate": [100, 1000, 10]}))
+    redis.zadd(keys.ADMIT_DUE, {member: 0})  # as PUT /limits marks the task's lanes due
+    # The old bucket was drained; the new one starts drained too: the next run goes one new
+    # interval (10 ms) on, not an hour.
+    wait_for(lambda: run(scripts.admit(100)) and pushed(redis, queue) == ids, 5,
+             "the runs waiting under 1/h admitted at 100/s")
+    redis.zrem(keys.ADMIT_DUE, member)
+
+
 def test_a_slot_whose_run_holds_it_no_more_is_reclaimed_and_the_next_run_admitted(
         redis: Redis, run: Scripts, task: str) -> None:
     queue = f"q-{task}"

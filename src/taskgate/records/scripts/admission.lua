@@ -55,24 +55,33 @@ local function limits_of(name, declared)
   return conf
 end
 
+-- The lane's theoretical arrival time (GCRA, ms): never before now, and never past the
+-- furthest one the rate in effect can reach (a drained burst). At a steady rate that bound
+-- changes nothing; a stored time from an earlier, slower rate (an override raised, a new
+-- declaration) is cut to it and kept, so runs waiting under the old rate go at the new one.
+local function rate_tat(rate, name, rk, now)
+  local key = adm_key(name, 'gcra', rk)
+  local tat = tonumber(redis.call('GET', key) or '0')
+  local furthest = now + rate[3] * rate[2] / rate[1]
+  if tat > furthest then
+    tat = furthest
+    redis.call('SET', key, string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1000)
+  end
+  return math.max(tat, now)
+end
+
 -- When (ms) the rate limit lets the lane's next run go: now or earlier when it may go now.
 local function rate_at(conf, name, rk, now)
   local rate = conf['rate']
   if not rate then return now end
-  local interval = rate[2] / rate[1]
-  local tat = tonumber(redis.call('GET', adm_key(name, 'gcra', rk)) or '0')
-  if tat < now then tat = now end
-  return tat - (rate[3] - 1) * interval
+  return rate_tat(rate, name, rk, now) - (rate[3] - 1) * rate[2] / rate[1]
 end
 
 local function rate_take(conf, name, rk, now)
   local rate = conf['rate']
   if not rate then return end
-  local key = adm_key(name, 'gcra', rk)
-  local tat = tonumber(redis.call('GET', key) or '0')
-  if tat < now then tat = now end
-  tat = tat + rate[2] / rate[1]
-  redis.call('SET', key, string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1000)
+  local tat = rate_tat(rate, name, rk, now) + rate[2] / rate[1]
+  redis.call('SET', adm_key(name, 'gcra', rk), string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1000)
 end
 
 local function slots_free(conf, name, ck)
