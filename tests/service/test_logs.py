@@ -13,7 +13,18 @@ from opentelemetry import trace
 from taskgate.service.logs import JsonFormatter
 
 from .. import otel
-from ..helpers import TASK_MODULES, start_api, start_worker, stop, submit, wait, wait_for
+from ..helpers import (
+    TASK_MODULES,
+    env_for,
+    free_port,
+    start_api,
+    start_worker,
+    stop,
+    submit,
+    taskgate,
+    wait,
+    wait_for,
+)
 
 
 def json_lines(path: Path) -> list[dict[str, object]]:
@@ -61,6 +72,22 @@ def test_json_logs_carry_the_task_id(redis_url: str, tmp_path: Path) -> None:
     assert {"ts", "level", "logger", "message"} <= set(worker_lines[0])
     text = (tmp_path / "worker.log").read_text().splitlines()
     assert sum(1 for line in text if line.startswith("[")) == 0, "non-JSON log lines from the worker"
+
+
+def test_flower_logs_json_lines_too(redis_url: str, tmp_path: Path) -> None:
+    """Under ``up --log-format json`` Flower's lines (tornado's text format) were the only plain
+    ones; its banner comes as JSON lines now."""
+    log = tmp_path / "flower.log"
+    proc = taskgate(["flower", f"--port={free_port()}"], env_for(redis_url, TASKGATE_LOG_FORMAT="json"), log)
+    try:
+        wait_for(lambda: proc.poll() is not None or any("Visit me at" in str(line["message"])
+                                                        for line in json_lines(log)), 30, "Flower's banner")
+        assert proc.poll() is None, log.read_text()
+    finally:
+        stop(proc)
+    text = [line for line in log.read_text().splitlines() if line.strip()]
+    assert [line for line in text if not line.startswith("{")] == [], "non-JSON lines from Flower"
+    assert any("Registered tasks" in str(line["message"]) for line in json_lines(log))
 
 
 def test_no_access_log_drops_every_per_request_line(redis_url: str, tmp_path: Path) -> None:

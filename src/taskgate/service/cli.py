@@ -190,6 +190,9 @@ def flower(
                    "to 127.0.0.1 (the default)", err=True)
         raise typer.Exit(2)
     os.environ.pop("FLOWER_UNAUTHENTICATED_API", None)  # never open Flower's API anonymously
+    if logs.json_enabled():  # tornado's own text format off: JSON lines as every other process
+        argv.append("--logging=none")
+        logs.setup_root("info")
     app.start(argv)
 
 

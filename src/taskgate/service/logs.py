@@ -95,6 +95,17 @@ def setup(level: str) -> None:
     logger.propagate = False
 
 
+def setup_root(level: str) -> None:
+    """JSON lines for every logger of a process whose other libraries log to the root logger
+    (Flower, through tornado): only with ``--log-format json``."""
+    if json_enabled():
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+        root = logging.getLogger()
+        root.handlers[:] = [handler]
+        root.setLevel(level.upper())
+
+
 def uvicorn_config(level: str) -> dict[str, Any] | None:
     """uvicorn's ``log_config`` for JSON lines, or None to keep uvicorn's own."""
     if not json_enabled():
