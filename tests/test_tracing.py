@@ -291,3 +291,38 @@ def test_a_run_s_span_has_progress_milestones_and_cancel_as_events(redis_url: st
     assert set(progress.events) == {"taskgate.progress"}, progress.events
     assert cancel.events[-2:] == ["taskgate.cancel_requested", "taskgate.cancelled"], cancel.events
     assert set(cancel.events[:-2]) <= {"taskgate.progress"}, cancel.events
+
+
+
+def test_a_replay_s_submit_links_to_the_run_it_replays(redis_url: str, receiver: otel.Receiver,
+                                                        tmp_path: Path) -> None:
+    """Real processes: a replay's submit is the replaying request's child (its own trace),
+    linked to the trace of the run it replays; its run continues the replay's trace."""
+    env = traced_env(receiver, f"traced-{uuid.uuid4()}")
+    worker = start_worker(redis_url, tmp_path / "worker.log", **env)
+    api, base = start_api(redis_url, tmp_path / "api.log", **env)
+    original_trace, replay_trace = uuid.uuid4().hex, uuid.uuid4().hex
+    try:
+        with httpx.Client(base_url=base, timeout=10) as http:
+            first = http.post("/tasks/add", json={"x": 1, "y": 2},
+                              headers={"traceparent": f"00-{original_trace}-b7ad6b7169203331-01"})
+            original = first.json()["task_id"]
+            assert helpers.wait(http, original)["state"] == "succeeded"
+            again = http.post(f"/tasks/{original}/replay",
+                              headers={"traceparent": f"00-{replay_trace}-b7ad6b7169203331-01"})
+            assert again.status_code == 202, again.text
+            replayed = again.json()["task_id"]
+            assert helpers.wait(http, replayed)["state"] == "succeeded"
+            assert http.get(f"/tasks/{replayed}").json()["trace_id"] == replay_trace
+    finally:
+        stop(api)
+        stop(worker)
+    receiver.wait(lambda spans: any(span.name == "taskgate run add" and span.attributes["messaging.message.id"]
+                                    == replayed for span in spans))
+    (replay,) = [span for span in receiver.spans if span.name == "taskgate submit add"
+                 and span.attributes["messaging.message.id"] == replayed]
+    assert (replay.trace_id, replay.kind) == (replay_trace, "PRODUCER") and replay.parent_id
+    assert [link.split(":")[0] for link in replay.links] == [original_trace]
+    (run,) = [span for span in receiver.spans if span.name == "taskgate run add"
+              and span.attributes["messaging.message.id"] == replayed]
+    assert (run.trace_id, run.parent_id) == (replay_trace, replay.span_id)
