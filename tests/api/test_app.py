@@ -112,3 +112,18 @@ def test_the_submit_routes_are_answered_directly_with_the_same_guards(redis_url:
             assert (await client.head("/add", params={"x": 1, "y": 1})).status_code == 405  # FastAPI's answer
     asyncio.run(main())
     assert through_fastapi == [f"GET /tasks/{added_id[0]}", "HEAD /add"]
+
+
+def test_fastapi_s_own_spans_leave_out_probes(redis_url: str) -> None:
+    """With a tracer provider at start, FastAPI's own telemetry makes a SERVER span of each
+    request but the probes' and the scraper's (GET /healthz, /readyz, /metrics)."""
+    from .. import otel
+
+    async def action(client: httpx.AsyncClient) -> None:
+        for path in ("/healthz", "/readyz", "/metrics", "/tasks?limit=1"):
+            assert (await client.get(path)).status_code == 200, path
+
+    with otel.in_memory() as exporter:
+        run(redis_url, action)
+        servers = [span.name for span in exporter.get_finished_spans() if span.kind.name == "SERVER"]
+    assert servers == ["GET /tasks"], servers

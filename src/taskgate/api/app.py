@@ -6,7 +6,7 @@ import gc
 import inspect
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -85,14 +85,24 @@ def _otel_configured(traces: bool = True) -> bool:
     return any(type(provider).__name__ not in deferred for provider in providers[0 if traces else 1:])
 
 
+#: Paths polled by probes and scrapers: no span of FastAPI's own telemetry (a probe every few
+#: seconds would fill a collector with traces nobody reads).
+PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def _probe(scope: MutableMapping[str, Any]) -> bool:
+    return scope.get("path") in PROBES
+
+
 def _telemetry() -> dict[str, Any]:
     """FastAPI's own OpenTelemetry (its ``telemetry=``, in FastAPI versions that have it): on when
-    OpenTelemetry is set up at start; else off, so no request pays for asking whether it is
-    (FastAPI asks the providers, which read the environment, on every request)."""
+    OpenTelemetry is set up at start, but for :data:`PROBES`; else off, so no request pays for
+    asking whether it is (FastAPI asks the providers, which read the environment, on every
+    request)."""
     if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
         return {}
     on = _otel_configured()
-    return {"telemetry": {"tracing": on, "metrics": on, "logs": on}}
+    return {"telemetry": {"tracing": on, "metrics": on, "logs": on, "exclude": _probe}}
 
 
 def _frozen_after_start(gate: Taskgate) -> Any:
