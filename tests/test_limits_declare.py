@@ -128,6 +128,43 @@ def test_a_concurrency_key_must_be_a_name() -> None:
         Concurrency(2, key=None)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(("kwargs", "error", "problem"), [
+    ({"weights": {"acme": 3}}, ValueError, "Concurrency(weights=...): weights need a key (\"owner\" or an "
+     "argument's name); with key=\"task\""),
+    ({"key": "owner", "weights": [("acme", 3)]}, TypeError, "Concurrency(weights=...) [('acme', 3)] must be a "
+     "mapping of key value (str) to weight (int)"),
+    ({"key": "owner", "weights": {"acme": 0}}, ValueError, "weight 0 of 'acme' must be a whole number from 1 "
+     "to 1,000"),
+    ({"key": "owner", "weights": {"acme": 1001}}, ValueError, "weight 1001 of 'acme'"),
+    ({"key": "owner", "weights": {"acme": 2.5}}, TypeError, "weight 2.5 of 'acme' must be a whole number"),
+    ({"key": "owner", "weights": {"acme": True}}, TypeError, "weight True of 'acme'"),
+    ({"key": "customer", "weights": {42: 2}}, TypeError, "key 42 must be a string (the key's value"),
+    ({"key": "owner", "weights": {"o" * 201: 2}}, ValueError, "is over 200 characters"),
+    ({"key": "owner", "weights": {f"o{i}": 2 for i in range(1001)}}, ValueError,
+     "1001 keys, at most 1,000 may be weighted"),
+])
+def test_bad_weights_are_refused(kwargs: dict[str, Any], error: type[Exception], problem: str) -> None:
+    with pytest.raises(error) as refused:
+        Concurrency(2, **kwargs)
+    assert problem in str(refused.value)
+
+
+def test_weights_are_kept_read_only_and_published_for_admission() -> None:
+    given = {"acme": 3, "42": 2}
+    limit = Concurrency(2, key="customer", weights=given)
+    given["acme"] = 1
+    assert limit.weights == {"acme": 3, "42": 2}, "a copy, as declared"
+    with pytest.raises(TypeError):
+        limit.weights["acme"] = 5  # type: ignore[index]
+    assert limit == Concurrency(2, "customer", {"42": 2, "acme": 3}) and hash(limit) == hash(Concurrency(2, "customer"))
+    spec = spec_of(concurrency=limit)
+    assert declared_json(spec) == '{"concurrency":2,"weights":{"acme":3,"42":2}}'
+    assert declared_json(spec_of(concurrency=Concurrency(2, "owner"))) == '{"concurrency":2}', "none given, none sent"
+    assert lane_of(spec, "alice", {"to": "x", "customer": 42}) == '["","42"]', "the key value a weight names"
+    with pytest.raises(ValueError, match="task 'send_email': concurrency key 'tenant' is not"):
+        spec_of(concurrency=Concurrency(1, key="tenant", weights={"a": 2}))
+
+
 def test_a_task_declares_concurrency_and_expiry() -> None:
     spec = spec_of(concurrency=Concurrency(limit=3, key="to"), expires=timedelta(minutes=10))
     assert spec.concurrency == Concurrency(3, "to") and spec.expires == 600.0 and spec.rate is None

@@ -15,6 +15,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .exceptions import ConfigurationError
+from .limits import MAX_WEIGHT, check_weights
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "valkey://", "valkeys://")
 
@@ -176,6 +177,12 @@ class Settings(BaseSettings):
         "runs of one owner "
         "a queue holds at most, not yet started. At least the workers' total concurrency keeps them "
         "busy with one owner alone; smaller interleaves owners more tightly.")
+    fair_weights: Annotated[dict[str, int], NoDecode] = Field(
+        default_factory=dict, description="With TASKGATE_FAIR_BY=owner (read by workers as they start; the "
+        "last worker started sets them for all): owners' weights, comma-separated `owner=weight` (e.g. "
+        "`acme=3,beta=2`; each weight 1 to 1,000, owners not named 1). An owner of weight w may have w "
+        "times TASKGATE_FAIR_WINDOW runs in a queue not yet started, so about w times the others' share "
+        "of the workers when they are the bottleneck.")
     flower_basic_auth: str | None = Field(
         default=None, description="user:password that Flower requires; needed to bind Flower to a "
         "non-loopback address.")
@@ -212,6 +219,28 @@ class Settings(BaseSettings):
             raise ValueError("TASKGATE_WEBHOOK_SCHEDULE: each delay is a number of seconds above 0, "
                              "at most 604800 (a week), e.g. 5,300,1800")
         return value
+
+    @field_validator("fair_weights", mode="before")
+    @classmethod
+    def _parse_weights(cls, value: object) -> object:
+        shape = ("TASKGATE_FAIR_WEIGHTS: write comma-separated owner=weight, each weight a whole number "
+                 f"from 1 to {MAX_WEIGHT:,} (e.g. acme=3,beta=2)")
+        if isinstance(value, str):
+            parsed: dict[str, object] = {}
+            for item in (part.strip() for part in value.split(",")):
+                if not item:
+                    continue
+                owner, equals, weight = (part.strip() for part in item.rpartition("="))
+                if not equals or not owner or not (weight.isascii() and weight.isdigit()) or len(weight) > 12:
+                    raise ValueError(f"{shape}; {item!r} is not")
+                if owner in parsed:
+                    raise ValueError(f"TASKGATE_FAIR_WEIGHTS: owner {owner!r} is given twice")
+                parsed[owner] = int(weight)
+            value = parsed
+        try:
+            return check_weights(value, "TASKGATE_FAIR_WEIGHTS")
+        except (TypeError, ValueError) as exc:
+            raise ValueError(str(exc)) from None  # it names TASKGATE_FAIR_WEIGHTS and the problem
 
     @field_validator("trace_url")
     @classmethod

@@ -170,7 +170,8 @@ def task(func: Callable[..., Any] | None = None, /, *, name: str | None = None, 
       quiet spell; ``rate_key``: one such budget for the whole task (``"task"``, the default),
       per owner (``"owner"``) or per value of an argument (its name).
     - ``concurrency``: ``taskgate.Concurrency(limit=2, key="owner")``: at most ``limit`` runs
-      with the same key at once; keys take turns.
+      with the same key at once; keys take turns. ``weights={"acme": 3}`` gives a key value
+      ``limit * 3`` runs at once (keys not listed: ``limit``).
     - ``expires``: seconds (or a ``timedelta``, above 0 and at most 30 days) after its
       submission a run that has not started never runs and ends ``expired``.
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 import orjson
@@ -36,6 +37,8 @@ MAX_EXPIRES = 30 * 86_400
 TASK, OWNER = "task", "owner"
 #: A key value longer than this (in characters) is replaced by its SHA-256 (hex).
 MAX_KEY_CHARS = 200
+#: Largest weight of a concurrency key (or of an owner in fair queueing), and most keys weighted.
+MAX_WEIGHT, MAX_WEIGHTS = 1000, 1000
 
 _RATE = re.compile(r"([^/]*)/([^/]*)")
 _SHAPE = "is not '<count>/<s|m|h>' (e.g. \"100/m\")"
@@ -45,15 +48,48 @@ def _positive_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_COUNT
 
 
+def check_weights(weights: object, what: str) -> dict[str, int]:
+    """``weights`` (a mapping of key value to weight) as a dict, checked: at most 1,000 keys,
+    each a string of at most 200 characters (the owner, or an argument's value as the lane names
+    it: a string as is, anything else as its JSON text), each weight a whole number from 1 to
+    1,000. ``TypeError``/``ValueError`` starting with ``what`` otherwise."""
+    if not isinstance(weights, Mapping):
+        raise TypeError(f"{what} {weights!r} must be a mapping of key value (str) to weight (int), "
+                        "e.g. {\"acme\": 3}")
+    if len(weights) > MAX_WEIGHTS:
+        raise ValueError(f"{what}: {len(weights)} keys, at most {MAX_WEIGHTS:,} may be weighted")
+    checked: dict[str, int] = {}
+    for key, weight in weights.items():
+        if not isinstance(key, str):
+            raise TypeError(f"{what}: key {key!r} must be a string (the key's value: an owner, or an "
+                            "argument's value as text)")
+        if len(key) > MAX_KEY_CHARS:
+            raise ValueError(f"{what}: key {key[:20]!r}... is over {MAX_KEY_CHARS} characters")
+        if isinstance(weight, bool) or not isinstance(weight, int):
+            raise TypeError(f"{what}: weight {weight!r} of {key!r} must be a whole number from 1 to "
+                            f"{MAX_WEIGHT:,}")
+        if not 1 <= weight <= MAX_WEIGHT:
+            raise ValueError(f"{what}: weight {weight!r} of {key!r} must be a whole number from 1 to "
+                             f"{MAX_WEIGHT:,}")
+        checked[key] = weight
+    return checked
+
+
 @dataclass(frozen=True)
 class Concurrency:
     """At most ``limit`` runs of the task with the same ``key`` at once, across the cluster;
     between keys, turns go round-robin. ``key``: ``"task"`` (one limit for the whole task),
     ``"owner"`` (one per owner), or the name of one of the task's arguments (one per value of
-    it; checked against the signature when the task is declared). ``limit`` is 1 to 1,000,000."""
+    it; checked against the signature when the task is declared). ``limit`` is 1 to 1,000,000.
+
+    ``weights`` (optional, not with ``key="task"``): key value -> a whole number from 1 to 1,000
+    (at most 1,000 keys): a key of weight w may run ``limit * w`` at once, so it gets w times the
+    share of a key not listed (weight 1) when they compete for workers. A key value is the owner,
+    or an argument's value (a string as is, anything else as its JSON text, e.g. ``"42"``)."""
 
     limit: int
     key: str = TASK
+    weights: Mapping[str, int] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         if not _positive_int(self.limit):
@@ -62,6 +98,13 @@ class Concurrency:
         if not isinstance(self.key, str) or not self.key:
             raise TypeError(f"Concurrency(key={self.key!r}): key must be \"task\", \"owner\" or the name of "
                             "one of the task's arguments")
+        if self.weights is not None:
+            if self.key == TASK:
+                raise ValueError("Concurrency(weights=...): weights need a key (\"owner\" or an argument's "
+                                 "name); with key=\"task\" the task has one key, nothing to weigh")
+            # a read-only copy: the value stays as declared
+            object.__setattr__(self, "weights", MappingProxyType(check_weights(self.weights,
+                                                                               "Concurrency(weights=...)")))
 
 
 @dataclass(frozen=True)
@@ -178,13 +221,15 @@ def expiry_seconds(value: object, what: str = "expires") -> float:
 
 def declared_json(spec: TaskSpec) -> str:
     """The task's declared limits as the admission script takes them: compact JSON
-    ``{"rate": [count, period_ms, burst], "concurrency": limit}`` without the parts not
-    declared; '' for a task with neither."""
+    ``{"rate": [count, period_ms, burst], "concurrency": limit, "weights": {key value: w}}``
+    without the parts not declared; '' for a task with neither a rate nor a concurrency limit."""
     declared: dict[str, Any] = {}
     if spec.rate is not None:
         declared["rate"] = [spec.rate.count, round(spec.rate.period * 1000), spec.rate.burst]
     if spec.concurrency is not None:
         declared["concurrency"] = spec.concurrency.limit
+        if spec.concurrency.weights is not None:
+            declared["weights"] = dict(spec.concurrency.weights)
     return orjson.dumps(declared).decode() if declared else ""
 
 
@@ -237,12 +282,16 @@ def publish(pipe: Any, catalogue: Collection[TaskSpec]) -> None:
 
 def publish_fair(pipe: Any, settings: Settings) -> None:
     """Queue on ``pipe`` what a starting worker tells the admission scripts of fair queueing by
-    owner: its window (``TASKGATE_FAIR_BY=owner``), or that it is off. Workers own the setting
-    (an app that only submits leaves it as they set it)."""
+    owner: its window (``TASKGATE_FAIR_BY=owner``) and the owners' weights
+    (``TASKGATE_FAIR_WEIGHTS``, replacing any stored before), or that it is off. Workers own the
+    setting (an app that only submits leaves it as they set it)."""
     from .brokers import parks_delays
     from .records import keys
 
+    pipe.delete(keys.FAIR_WEIGHTS)
     if settings.fair_by == "owner" and parks_delays(settings):
         pipe.set(keys.FAIR, settings.fair_window)
+        if settings.fair_weights:
+            pipe.hset(keys.FAIR_WEIGHTS, mapping=settings.fair_weights)
     else:
         pipe.delete(keys.FAIR)

@@ -11,6 +11,8 @@ import orjson
 import pytest
 from redis import Redis
 
+from taskgate.config import Settings
+from taskgate.limits import publish_fair
 from taskgate.records import keys, scripts
 from taskgate.records.scripts import Scripts
 
@@ -104,6 +106,33 @@ def test_lanes_of_one_key_wait_apart_and_other_keys_are_not_held_up(
     assert pushed(redis, queue) == [a[0], b]
     end(run, a[0], owner="a")
     assert pushed(redis, queue) == [a[0], b, a[1]]
+
+
+def test_a_weighted_key_has_limit_times_its_weight_slots(redis: Redis, run: Scripts, task: str) -> None:
+    """Concurrency(limit=2, key="owner", weights={"heavy": 3}): heavy's runs take 6 slots at once,
+    light's (not weighted) 2; an override's weights replace the declared ones (false: none)."""
+    queue = f"q-{task}"
+    declared = orjson.dumps({"concurrency": 2, "weights": {"heavy": 3}}).decode()
+
+    def submit_as(owner: str) -> tuple[str, str]:
+        task_id, reply = submit(run, task, queue, declared=declared, lane=f'["","{owner}"]', owner=owner)
+        return task_id, reply.kind
+
+    heavy = [submit_as("heavy") for _ in range(8)]
+    light = [submit_as("light") for _ in range(4)]
+    assert [kind for _, kind in heavy] == ["queued"] * 6 + ["waiting"] * 2
+    assert [kind for _, kind in light] == ["queued"] * 2 + ["waiting"] * 2
+    assert redis.zcard(keys.admission(task, "slots", "heavy")) == 6
+    assert redis.zcard(keys.admission(task, "slots", "light")) == 2
+    # an override of the weights (light now 2, heavy 1) applies as slots are freed
+    redis.hset(keys.LIMITS_OVERRIDE, task, orjson.dumps({"weights": {"light": 2}}))
+    end(run, light[0][0], owner="light")
+    assert pushed(redis, queue)[-2:] == [light[2][0], light[3][0]], "light has 4 slots now: both waiting go"
+    end(run, heavy[0][0], owner="heavy")
+    assert field(redis, heavy[6][0], "waiting_for") == "slot", "heavy's 5 running fill its 2 slots now"
+    redis.hset(keys.LIMITS_OVERRIDE, task, orjson.dumps({"weights": False, "concurrency": 10}))
+    end(run, heavy[1][0], owner="heavy")
+    assert field(redis, heavy[7][0], "waiting_for") is None, "10 slots, no weights: heavy's last went"
 
 
 def test_a_rate_limit_spaces_runs_and_the_keeper_admits_them_when_due(
@@ -201,6 +230,45 @@ def test_fair_turns_bound_each_owners_runs_in_a_queue_and_start_admits_the_next(
     assert run(scripts.reclaim(keys.fair_group(queue), "turn")) == 1
     assert pushed(redis, queue)[-1] == a_ids[4]
     redis.close()
+
+
+def test_an_owners_fair_weight_multiplies_its_window(own_redis_url: str) -> None:
+    """TASKGATE_FAIR_WEIGHTS (heavy=3), window 2: heavy may have 6 runs in the queue not yet
+    started, light (no weight) 2; weights removed, heavy is back to 2."""
+    redis = Redis.from_url(own_redis_url)
+    run = Scripts(redis)
+    redis.hset(keys.FAIR_WEIGHTS, mapping={"stale": 9})
+    publish(redis, Settings(redis_url=own_redis_url, fair_by="owner", fair_window=2, fair_weights="heavy=3"))
+    assert redis.get(keys.FAIR) == b"2" and redis.hgetall(keys.FAIR_WEIGHTS) == {b"heavy": b"3"}, \
+        "a starting worker replaces the weights as a whole"
+    queue = "q-fair-weights"
+    heavy = [submit(run, "plain", queue, declared="", lane="", owner="heavy") for _ in range(8)]
+    light = [submit(run, "plain", queue, declared="", lane="", owner="light") for _ in range(3)]
+    assert [reply.kind for _, reply in heavy] == ["queued"] * 6 + ["waiting"] * 2
+    assert [reply.kind for _, reply in light] == ["queued"] * 2 + ["waiting"]
+    assert field(redis, heavy[6][0], "waiting_for") == "turn"
+    assert start(run, heavy[0][0], "heavy") == "run"
+    assert pushed(redis, queue)[-1] == heavy[6][0], "heavy's start let its next run take its turn"
+    redis.delete(keys.FAIR_WEIGHTS)
+    for task_id, _ in heavy[1:5]:
+        assert start(run, task_id, "heavy") == "run"
+    assert field(redis, heavy[7][0], "waiting_for") == "turn", "weight 1 again: heavy's 2 in the queue fill it"
+    assert start(run, heavy[5][0], "heavy") == "run"
+    assert pushed(redis, queue)[-1] == heavy[7][0]
+    redis.hset(keys.FAIR_WEIGHTS, mapping={"heavy": 3})
+    publish(redis, Settings(redis_url=own_redis_url, fair_by="owner", fair_window=2))
+    assert not redis.exists(keys.FAIR_WEIGHTS), "a worker started without weights drops them"
+    redis.hset(keys.FAIR_WEIGHTS, mapping={"heavy": 3})
+    publish(redis, Settings(redis_url=own_redis_url, fair_weights="heavy=3"))
+    assert not redis.exists(keys.FAIR) and not redis.exists(keys.FAIR_WEIGHTS), "fair queueing off: both gone"
+    redis.close()
+
+
+def publish(redis: Redis, settings: Settings) -> None:
+    """What a starting worker tells the scripts of fair queueing (:func:`taskgate.limits.publish_fair`)."""
+    pipe = redis.pipeline(transaction=False)
+    publish_fair(pipe, settings)
+    pipe.execute()
 
 
 def test_a_limited_run_takes_its_task_slot_then_its_fair_turn(own_redis_url: str) -> None:

@@ -107,7 +107,8 @@ def test_admission_builds_its_keys_as_records_keys_does() -> None:
     for constant, value in [("ADMISSION_PREFIX", keys.ADMISSION_PREFIX), ("LIMITS_DECLARED", keys.LIMITS_DECLARED),
                             ("LIMITS_OVERRIDE", keys.LIMITS_OVERRIDE), ("ADMIT_DUE", keys.ADMIT_DUE),
                             ("OUTBOX", keys.OUTBOX), ("RECORD_PREFIX", keys.RECORD_PREFIX),
-                            ("FAIR", keys.FAIR), ("FAIR_GROUP", keys.FAIR_GROUP_PREFIX),
+                            ("FAIR", keys.FAIR), ("FAIR_WEIGHTS", keys.FAIR_WEIGHTS),
+                            ("FAIR_GROUP", keys.FAIR_GROUP_PREFIX),
                             ("EVENTS_PREFIX", keys.EVENTS_PREFIX)]:
         assert f"local {constant} = '{value}'\n" in source, constant
     assert "ADMISSION_PREFIX .. #name .. ':' .. name .. ':' .. family .. ':' .. (part or '')" in source

@@ -155,6 +155,11 @@ ADMIT_DUE = "taskgate:admit-due"
 #: Its admission groups are named by :func:`fair_group`.
 FAIR = "taskgate:fair"
 
+#: ``taskgate:fair:weights`` -> hash of owner -> weight w (``TASKGATE_FAIR_WEIGHTS``): with fair
+#: queueing on, an owner of weight w has w times :data:`FAIR`'s window (owners not in it: 1).
+#: Replaced as a whole by every worker at start, absent when there are none or fair queueing is off.
+FAIR_WEIGHTS = "taskgate:fair:weights"
+
 #: The name of a queue list's fair group (admission keys as a task's, see
 #: :data:`ADMISSION_PREFIX`); no task name begins with ``@``.
 FAIR_GROUP_PREFIX = "@fair:"

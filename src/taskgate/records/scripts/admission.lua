@@ -4,10 +4,11 @@
 -- message in the record), and is pushed by the script that frees its way: an ending run's
 -- script frees a slot and admits the next in the same step; a worker's keeper admits runs
 -- whose rate limit let them go (ADMIT_DUE). Every release happens inside one script, once.
--- Limits: `rate` {count, period ms, burst} (GCRA, one bucket per rate key) and `concurrency`
--- (slots per concurrency key): the declared ones (LIMITS_DECLARED), each part replaced by a
--- runtime override (LIMITS_OVERRIDE; false: none). A run's lane is the JSON pair
--- [rate key, concurrency key]; the lanes sharing a concurrency key take turns at its slots.
+-- Limits: `rate` {count, period ms, burst} (GCRA, one bucket per rate key), `concurrency`
+-- (slots per concurrency key) and `weights` {key value: w} (a key of weight w has
+-- concurrency * w slots, the others concurrency): the declared ones (LIMITS_DECLARED), each
+-- part replaced by a runtime override (LIMITS_OVERRIDE; false: none). A run's lane is the JSON
+-- pair [rate key, concurrency key]; the lanes sharing a concurrency key take turns at its slots.
 -- These scripts build the admission keys themselves (their names depend on stored lanes):
 -- mirrors of records/keys.py, checked by tests/records/test_scripts.py.
 local ADMISSION_PREFIX = 'taskgate:adm:'
@@ -18,12 +19,15 @@ local OUTBOX = 'taskgate:outbox'
 local RECORD_PREFIX = 'taskgate:task:'
 local EVENTS_PREFIX = 'taskgate:events:'
 local FAIR = 'taskgate:fair'
+local FAIR_WEIGHTS = 'taskgate:fair:weights'
 local ADMIT_MAX = 100  -- runs one script admits at most (a keeper's next pass goes on)
 -- Fair queueing by owner (TASKGATE_FAIR_BY=owner; FAIR holds the window, absent when off): a run
 -- leaving admission (or a run of a task without limits) goes to its queue only while its owner
 -- has fewer than `window` runs there not yet started; the others wait their turn (waiting_for
 -- 'turn') in the group of that queue list, one lane per owner, and START admits the owner's
--- next. Each owner's runs in the queue are bounded, so owners' runs alternate in it.
+-- next. Each owner's runs in the queue are bounded, so owners' runs alternate in it. An owner
+-- with a weight w in FAIR_WEIGHTS (TASKGATE_FAIR_WEIGHTS) has window * w turns, so w times the
+-- others' share of the workers when they are the bottleneck.
 -- A fair group's name: this, then the queue list (no task name starts with '@').
 local FAIR_GROUP = '@fair:'
 local FAIR_ANONYMOUS = 'anonymous'  -- the owner of a record without an owner field
@@ -84,9 +88,21 @@ local function rate_take(conf, name, rk, now)
   redis.call('SET', adm_key(name, 'gcra', rk), string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1000)
 end
 
+-- The places of key `ck` under `conf`: its concurrency limit times the key's weight (1 unless
+-- given): a task's weights are part of its limits, a fair group's are the owners' (read here,
+-- only for a fair group).
+local function places(conf, ck)
+  local weight
+  if conf['fair'] then
+    weight = redis.call('HGET', FAIR_WEIGHTS, ck)
+  elseif type(conf['weights']) == 'table' then
+    weight = conf['weights'][ck]
+  end
+  return conf['concurrency'] * (tonumber(weight) or 1)
+end
+
 local function slots_free(conf, name, ck)
-  local limit = conf['concurrency']
-  return not limit or redis.call('ZCARD', adm_key(name, 'slots', ck)) < limit
+  return not conf['concurrency'] or redis.call('ZCARD', adm_key(name, 'slots', ck)) < places(conf, ck)
 end
 
 -- Publish another task's record after a change (as transition.lua's publish does its own).
@@ -117,7 +133,7 @@ local function conf_of(name)
   if string.find(name, FAIR_GROUP, 1, true) == 1 then
     local window = redis.call('GET', FAIR)
     if not window then return nil end
-    return {concurrency = tonumber(window)}
+    return {concurrency = tonumber(window), fair = true}
   end
   return limits_of(name, nil)
 end
@@ -131,8 +147,8 @@ local function send(record, task_id, queue, message, hold)
     local window = redis.call('GET', FAIR)
     if window then
       local owner = redis.call('HGET', record, 'owner') or FAIR_ANONYMOUS
-      return enter(FAIR_GROUP .. queue, {concurrency = tonumber(window)}, cjson.encode({'', owner}), 'turn',
-                   task_id, record, queue, message)
+      local conf = {concurrency = tonumber(window), fair = true}
+      return enter(FAIR_GROUP .. queue, conf, cjson.encode({'', owner}), 'turn', task_id, record, queue, message)
     end
   end
   push(record, task_id, queue, message)
