@@ -9,6 +9,7 @@
     ├── TaskNotFound            no record of this task id (never submitted, or expired)
     │   └── WorkflowNotFound    no workflow with this id
     ├── UnknownTask             the task name is not on the allow-list
+    ├── NoOverride              DELETE /limits/{task}: the task has no runtime override
     ├── InvalidArguments        arguments or submit options that do not validate (``errors``)
     ├── Conflict                the request contradicts the task's state or an idempotency key
     ├── PayloadTooLarge         an upload or argument is over its size limit
@@ -85,6 +86,16 @@ class UnknownTask(TaskGateError):
 
     def __init__(self, name: str) -> None:
         super().__init__(f"no task named {name!r}; GET /tasks/catalogue lists the tasks you can run")
+        self.name = name
+
+
+class NoOverride(TaskGateError):
+    """Raised when asked to remove the runtime limits override of a task that has none (a 404
+    ``no_override``)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"task {name!r} has no limits override to remove (PUT /limits/{name} sets one; "
+                         "GET /limits lists them)")
         self.name = name
 
 

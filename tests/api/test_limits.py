@@ -72,7 +72,7 @@ def test_a_run_waits_for_a_slot_and_says_so(client: httpx.Client, redis: Redis) 
     assert redis.hget(keys.LIMITS_OVERRIDE, "sleepy") is None
     assert limits_of(client, "sleepy") is None, "with no override and no declared limit it is not listed"
     missing = client.delete("/limits/sleepy")
-    assert missing.status_code == 404
+    assert missing.status_code == 404 and missing.json()["error"]["type"] == "no_override"
     assert "has no limits override" in missing.json()["error"]["message"]
 
 
@@ -139,7 +139,8 @@ def test_an_empty_override_or_an_unknown_task_is_refused(client: httpx.Client) -
     assert empty.status_code == 422 and "DELETE /limits" in empty.json()["error"]["message"]
     unknown = client.put("/limits/no_such_task", json={"concurrency": 1})
     assert unknown.status_code == 404 and unknown.json()["error"]["type"] == "unknown_task"
-    assert client.delete("/limits/no_such_task").status_code == 404
+    unknown = client.delete("/limits/no_such_task")
+    assert unknown.status_code == 404 and unknown.json()["error"]["type"] == "unknown_task"
 
 
 def test_limits_need_an_admin_key(secured: str, redis_url: str) -> None:

@@ -26,6 +26,7 @@ from ..exceptions import (
     FieldError,
     Forbidden,
     InvalidArguments,
+    NoOverride,
     PayloadTooLarge,
     QuotaExceeded,
     ResultTimeout,
@@ -96,6 +97,10 @@ async def _workflow_not_found(_: Request, exc: Exception) -> JSONResponse:
 
 async def _unknown_task(_: Request, exc: Exception) -> JSONResponse:
     return error_response(404, "unknown_task", str(exc))
+
+
+async def _no_override(_: Request, exc: Exception) -> JSONResponse:
+    return error_response(404, "no_override", str(exc))
 
 
 async def _conflict(_: Request, exc: Exception) -> JSONResponse:
@@ -176,6 +181,7 @@ HANDLERS: dict[type[Exception], Handler] = {
     WorkflowNotFound: _workflow_not_found,
     InvalidArguments: _invalid_arguments,
     UnknownTask: _unknown_task,
+    NoOverride: _no_override,
     Conflict: _conflict,
     PayloadTooLarge: _too_large,
     Unauthorized: _unauthorized,

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from .. import validation
-from ..exceptions import FieldError, TaskNotFound, UnknownTask
+from ..exceptions import FieldError, NoOverride, UnknownTask
 from ..limits import MAX_COUNT, PERIODS, declared_json, parse_rate
 from ..records import keys
 from ..registry import TaskSpec
@@ -31,15 +31,6 @@ from .backend import Backend
 MAX_KEYS = 100
 _UNITS = {round(seconds * 1000): unit for unit, seconds in PERIODS.items()}
 _PARTS = ("rate_limit", "burst", "concurrency")
-
-
-class NoOverride(TaskNotFound):
-    """Raised when asked to remove the runtime override of a task that has none (a 404)."""
-
-    def __init__(self, name: str) -> None:
-        Exception.__init__(self, f"task {name!r} has no limits override to remove (PUT /limits/{name} "
-                           "sets one; GET /limits lists them)")
-        self.task_id = name
 
 
 class LimitsChange(BaseModel):
@@ -205,9 +196,9 @@ class AdmissionLimits:
 
     async def delete(self, name: str) -> None:
         """Drop task ``name``'s override (its declared limits apply again); :class:`NoOverride`
-        if it has none."""
+        if it has none, :class:`UnknownTask` if it has none and is not in this catalogue."""
         if not await self._store(name, None):
-            raise NoOverride(name)
+            raise NoOverride(name) if name in self.catalogue else UnknownTask(name)
 
     async def _store(self, name: str, override: bytes | None) -> bool:
         """Write (or, for None, delete) the override and mark every lane of the task due now, in
