@@ -377,7 +377,7 @@ def test_the_queues_page_shows_depth_and_live_workers(api_url: str, worker: subp
     assert problems == []
 
 
-def test_a_run_waiting_for_its_limit_says_so_and_the_queues_page_shows_the_limits(
+def test_a_run_waiting_for_its_limit_says_so_and_the_queues_page_shows_the_limits_and_expiry(
         api_url: str, worker: subprocess.Popen[bytes], browser: Any, artifacts: Path) -> None:
     from playwright.sync_api import expect
 
@@ -400,6 +400,17 @@ def test_a_run_waiting_for_its_limit_says_so_and_the_queues_page_shows_the_limit
             row = page.get_by_role("table", name="Limits").locator("tr[data-limits='sleepy'] td")
             expect(row).to_have_text(["sleepy", "—", "1", "override", "1", "1", "1", "—"])
             page.screenshot(path=artifacts / "limits.png")
+            # A run that waits past its expiry ends `expired`, its page saying so and when.
+            ids.append(http.post("/tasks/sleepy", params={"expires": 1}, json={"seconds": 0}).json()["task_id"])
+            page.goto(f"{api_url}/ui/tasks/{ids[2]}")
+            expect(page.locator("#task .state")).to_have_text("expired")
+            expect(page.locator("#task .state")).to_have_class(re.compile(r"\bstate-expired\b"))
+            expect(page.locator("#task")).to_contain_text("Expires")
+            expect(page.locator("#task")).to_contain_text("it will never run")
+            page.goto(f"{api_url}/ui/?state=expired&name=sleepy")
+            expect(page.locator(f"tr[data-task='{ids[2]}'] .state")).to_have_text("expired")
+            expect(page.locator(f"tr[data-task='{ids[1]}']")).to_have_count(0)
+            page.screenshot(path=artifacts / "expired.png")
         finally:
             for task_id in ids:
                 http.post(f"/tasks/{task_id}/cancel")
