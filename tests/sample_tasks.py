@@ -329,6 +329,12 @@ def metered(log: str, token: str) -> str:
     return _admitted_run(log, token, 0, "")
 
 
+@taskgate.task(rate_limit="10/s", rate_key="customer")
+def metered_per_customer(log: str, token: str, customer: str) -> str:
+    """Starts at most 10 per second per customer across the cluster: :func:`_admitted_run`."""
+    return _admitted_run(log, token, 0, "")
+
+
 @taskgate.task(retry=taskgate.RetryPolicy(transient=(Flaky,), max_retries=1, backoff=0.1, max_delay=0.2))
 def gated(log: str, token: str, hold: str = "", failures: int = 0) -> str:
     """No declared limit (tests give it one at runtime): :func:`_admitted_run`, then fail

@@ -160,6 +160,27 @@ def test_a_rate_limited_backlog_runs_at_its_rate(stack: Stack) -> None:
         f"(one second's starts: {Counter(int(t - times[0]) for t in times)})")
 
 
+def test_a_rate_limit_per_key_keeps_each_key_to_its_own_rate(stack: Stack) -> None:
+    """`metered_per_customer` (10/s per customer, burst 1): 15 runs of customer a, then 15 of b.
+    Each customer's runs start no faster than 10/s, and b's do not wait behind a's, as they
+    would with one bucket for both."""
+    stack.start_worker()
+    client = stack.start_api()
+    log = stack.tmp / "runs"
+    ids = [submit(client, "metered_per_customer", {"log": str(log), "token": f"{c}{i}", "customer": c})
+           for c in "ab" for i in range(15)]
+    tasks = [wait(client, task_id, 60) for task_id in ids]
+    assert [task["state"] for task in tasks] == ["succeeded"] * 30, tasks
+    assert starts(log) == {f"{c}{i}": 1 for c in "ab" for i in range(15)}
+    seen = [event for event in events(log) if event.kind == "start"]
+    times = {c: sorted(event.at for event in seen if event.token.startswith(c)) for c in "ab"}
+    for customer, at in times.items():
+        # 14 intervals of 100 ms after the first: 1.4 s, less the workers' scheduling jitter
+        assert at[-1] - at[0] >= 1.2, f"customer {customer}'s 15 runs started in {at[-1] - at[0]:.2f} s"
+    alongside = sum(1 for at in times["b"] if at < times["a"][-1])
+    assert alongside >= 5, f"only {alongside} of b's runs started before a's last: b waited behind a"
+
+
 def test_owners_take_turns_at_their_slots(stack: Stack) -> None:
     """`per_owner` (2 per owner): owner a submits 200 runs of 20 ms, then owner b 5; b's runs all
     start within 2 s of their submission while a's backlog is still running."""

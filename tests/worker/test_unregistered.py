@@ -71,7 +71,7 @@ def test_a_worker_lacking_the_module_hands_tasks_to_one_that_has_it(
                 "async_busy_callbacks", "async_fan_out", "async_flaky", "async_soft_limited", "async_steps", "async_stray_cancel",
                 "async_stubborn", "async_time_boxed", "async_where", "big_result", "boom", "counted", "expiring", "fan_out",
                 "flaky", "gated",
-                "logged_sleep", "make_invoice", "metered", "numbers", "owner_header", "paired", "per_owner", "poison", "power",
+                "logged_sleep", "make_invoice", "metered", "metered_per_customer", "numbers", "owner_header", "paired", "per_owner", "poison", "power",
                 "retried_forever", "shared_fairly", "single_slot", "sleepy", "square", "stamped", "stubborn", "time_boxed",
                 "total"]}
             doctor = subprocess.run([sys.executable, "-m", "taskgate", "doctor"], env=env_for(own_redis_url, **env),
