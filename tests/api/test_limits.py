@@ -42,7 +42,8 @@ def test_a_run_waits_for_a_slot_and_says_so(client: httpx.Client, redis: Redis) 
     assert response.status_code == 200, response.text
     ids: list[str] = []
     try:
-        assert response.json()["effective"] == {"rate_limit": None, "burst": None, "concurrency": 1}
+        assert response.json()["effective"] == {"rate_limit": None, "burst": None, "concurrency": 1,
+                                                "weights": None}
         assert response.json()["override"] == {"concurrency": 1}, "only the parts set are shown"
         assert orjson.loads(redis.hget(keys.LIMITS_OVERRIDE, "sleepy") or b"") == {"concurrency": 1}
         ids.append(submit(client, "sleepy", {"seconds": 60}))
@@ -56,7 +57,7 @@ def test_a_run_waits_for_a_slot_and_says_so(client: httpx.Client, redis: Redis) 
         shown = limits_of(client, "sleepy")
         assert shown is not None
         assert shown["source"] == "override"
-        assert shown["declared"] == {"rate_limit": None, "burst": None, "concurrency": None}
+        assert shown["declared"] == {"rate_limit": None, "burst": None, "concurrency": None, "weights": None}
         assert shown["keys"] == [{"rate_key": "", "concurrency_key": "", "running": 1, "waiting": 1,
                                   "next_admission_at": None}]
         assert shown["more_keys"] == 0
@@ -82,7 +83,7 @@ def test_an_override_of_the_rate_is_stored_as_the_scripts_read_it(client: httpx.
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["override"] == {"rate_limit": "10/s", "burst": 3}
-        assert body["effective"] == {"rate_limit": "10/s", "burst": 3, "concurrency": None}
+        assert body["effective"] == {"rate_limit": "10/s", "burst": 3, "concurrency": None, "weights": None}
         assert orjson.loads(redis.hget(keys.LIMITS_OVERRIDE, "power") or b"") == {"rate": [10, 1000, 3]}
         # a PUT replaces the override as a whole; null: no such limit
         body = client.put("/limits/power", json={"rate_limit": "2/m", "concurrency": None}).json()
@@ -102,12 +103,59 @@ def test_declared_limits_published_by_workers_are_listed(client: httpx.Client, r
     try:
         shown = limits_of(client, name)
         assert shown == {"task": name, "source": "declared", "override": None, "keys": [], "more_keys": 0,
-                         "declared": {"rate_limit": "100/m", "burst": 5, "concurrency": 2},
-                         "effective": {"rate_limit": "100/m", "burst": 5, "concurrency": 2}}
+                         "declared": {"rate_limit": "100/m", "burst": 5, "concurrency": 2, "weights": None},
+                         "effective": {"rate_limit": "100/m", "burst": 5, "concurrency": 2, "weights": None}}
         assert client.put(f"/limits/{name}", json={"concurrency": 3}).status_code == 404, \
             "an override is only for a task of this API's catalogue"
     finally:
         redis.hdel(keys.LIMITS_DECLARED, name)
+
+
+def test_weights_are_shown_and_overridden_as_the_scripts_read_them(client: httpx.Client, redis: Redis) -> None:
+    """per_owner declares Concurrency(limit=2, key="owner"): weights set at runtime are stored in
+    its override as admission.lua reads them, and shown; null drops declared ones."""
+    name = f"weighted{uuid.uuid4().hex[:8]}"
+    redis.hset(keys.LIMITS_DECLARED, name, '{"concurrency":2,"weights":{"acme":3}}')
+    owner = f"w-{uuid.uuid4().hex[:8]}"  # an owner of this test's own: other runs of per_owner keep weight 1
+    try:
+        shown = limits_of(client, name)
+        assert shown is not None
+        assert shown["declared"] == shown["effective"] == {"rate_limit": None, "burst": None, "concurrency": 2,
+                                                           "weights": {"acme": 3}}
+        body = client.put("/limits/per_owner", json={"weights": {owner: 3, "42": 2}}).json()
+        assert body["override"] == {"weights": {owner: 3, "42": 2}}
+        assert body["effective"]["weights"] == {owner: 3, "42": 2} and body["effective"]["concurrency"] == 2
+        assert orjson.loads(redis.hget(keys.LIMITS_OVERRIDE, "per_owner") or b"") == {"weights": {owner: 3, "42": 2}}
+        body = client.put("/limits/per_owner", json={"weights": None, "concurrency": 4}).json()
+        assert body["override"] == {"weights": None, "concurrency": 4}
+        assert body["effective"] == {"rate_limit": None, "burst": None, "concurrency": 4, "weights": None}
+        assert orjson.loads(redis.hget(keys.LIMITS_OVERRIDE, "per_owner") or b"") == {
+            "weights": False, "concurrency": 4}
+    finally:
+        redis.hdel(keys.LIMITS_DECLARED, name)
+        client.delete("/limits/per_owner")
+
+
+@pytest.mark.parametrize(("task", "body", "says"), [
+    ("per_owner", {"weights": {"acme": 0}}, "weight 0 of 'acme' must be a whole number from 1 to 1,000"),
+    ("per_owner", {"weights": {"acme": 1001}}, "weight 1001 of 'acme'"),
+    ("per_owner", {"weights": {"acme": 2.5}}, "valid integer"),
+    ("per_owner", {"weights": {"acme": True}}, "valid integer"),
+    ("per_owner", {"weights": ["acme", 3]}, "valid dictionary"),
+    ("per_owner", {"weights": {"o" * 201: 2}}, "is over 200 characters"),
+    ("per_owner", {"weights": {f"o{i}": 2 for i in range(1001)}}, "at most 1,000 may be weighted"),
+    ("paired", {"weights": {"acme": 2}}, "weights need a concurrency key: task 'paired' declares "
+     "Concurrency(key=\"task\")"),
+    ("power", {"weights": {"acme": 2}}, "task 'power' declares no concurrency limit"),
+])
+def test_bad_weights_are_refused_naming_the_field(client: httpx.Client, redis: Redis, task: str,
+                                                  body: dict[str, object], says: str) -> None:
+    response = client.put(f"/limits/{task}", json=body)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert [problem["loc"][:2] for problem in error["errors"]] == [["body", "weights"]]
+    assert says in error["message"] and "weights" in error["message"], error["message"]
+    assert redis.hget(keys.LIMITS_OVERRIDE, task) is None, "nothing was stored"
 
 
 @pytest.mark.parametrize(("body", "field", "says"), [

@@ -218,7 +218,8 @@ class Readiness(BaseModel):
 
 
 class LimitSet(BaseModel):
-    """A task's limits: its rate and burst, and its concurrency limit (null: no such limit)."""
+    """A task's limits: its rate and burst, its concurrency limit and the weights of its
+    concurrency key values (null: no such limit)."""
 
     rate_limit: str | None = Field(description='Runs that may start per period, e.g. `"100/m"` (null: no '
                                    "rate limit).")
@@ -226,6 +227,12 @@ class LimitSet(BaseModel):
                               "rate limit).")
     concurrency: int | None = Field(description="Most runs with the same concurrency key at once, across "
                                     "the cluster (null: no concurrency limit).")
+    weights: dict[str, int] | None = Field(
+        default=None, description="Concurrency key values (an owner, or the key argument's value as text) "
+        "and their weights: a key of weight w may run `concurrency` × w at once, so it gets w times the "
+        "share of a key not listed (weight 1) when workers are the bottleneck (null: none; only with a "
+        "concurrency limit). TASKGATE_FAIR_WEIGHTS, the owners' weights in fair queueing, is a setting "
+        "of the workers and not shown here.")
 
 
 class LimitOverride(BaseModel):
@@ -235,6 +242,8 @@ class LimitOverride(BaseModel):
     rate_limit: str | None = Field(default=None, description='e.g. `"10/s"`; null: no rate limit.')
     burst: int | None = Field(default=None, description="Given with the rate limit it belongs to.")
     concurrency: int | None = Field(default=None, description="null: no concurrency limit.")
+    weights: dict[str, int] | None = Field(default=None, description="null: the declared weights dropped "
+                                           "(every key weight 1).")
 
 
 class LimitKey(BaseModel):

@@ -3,7 +3,8 @@
 A task's limits are the ones its declaration gives (published by every API and worker in
 :data:`~taskgate.records.keys.LIMITS_DECLARED`), each part replaced by a runtime override
 (:data:`~taskgate.records.keys.LIMITS_OVERRIDE`, JSON ``{"rate": [count, period ms, burst] |
-false, "concurrency": n | false}``, only the parts given; ``false``: no such limit), as
+false, "concurrency": n | false, "weights": {key value: w} | false}``, only the parts given;
+``false``: no such limit), as
 ``admission.lua``'s ``limits_of`` reads them. Changing an override marks every lane of the task
 (its rate and concurrency key pair with runs waiting) due in :data:`~taskgate.records.keys.ADMIT_DUE`
 now, so a worker's keeper re-examines the waiting runs under the new limits within a pass.
@@ -22,7 +23,7 @@ from pydantic_core import PydanticCustomError
 
 from .. import validation
 from ..exceptions import FieldError, NoOverride, UnknownTask
-from ..limits import MAX_COUNT, PERIODS, declared_json, parse_rate
+from ..limits import MAX_COUNT, PERIODS, TASK, check_weights, declared_json, parse_rate
 from ..records import keys
 from ..registry import TaskSpec
 from .backend import Backend
@@ -30,7 +31,9 @@ from .backend import Backend
 #: Most keys (lanes and held concurrency keys) shown per task; the rest are counted.
 MAX_KEYS = 100
 _UNITS = {round(seconds * 1000): unit for unit, seconds in PERIODS.items()}
-_PARTS = ("rate_limit", "burst", "concurrency")
+_PARTS = ("rate_limit", "burst", "concurrency", "weights")
+#: A part of an override as GET /limits shows it.
+Part = str | int | dict[str, int] | None
 
 
 class LimitsChange(BaseModel):
@@ -48,6 +51,11 @@ class LimitsChange(BaseModel):
     concurrency: int | None = Field(default=None, ge=1, le=MAX_COUNT, description="Most runs with the same "
                                     "concurrency key at once, across the cluster (null: no concurrency "
                                     "limit).")
+    weights: dict[str, int] | None = Field(
+        default=None, description="Weights of concurrency key values (the owner, or the key argument's "
+        "value as text): a key of weight w may run concurrency × w at once, keys not listed concurrency; "
+        "each 1 to 1000, at most 1000 keys. Needs the task to declare a concurrency key other than "
+        "\"task\" (null: no weights, the declared ones dropped).", examples=[{"acme": 3}])
 
     @field_validator("rate_limit")
     @classmethod
@@ -59,15 +67,26 @@ class LimitsChange(BaseModel):
                 raise PydanticCustomError("rate_limit", str(exc)) from None
         return value
 
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, value: dict[str, int] | None) -> dict[str, int] | None:
+        if value is not None:
+            try:
+                check_weights(value, "weights")
+            except (TypeError, ValueError) as exc:
+                raise PydanticCustomError("weights", str(exc)) from None
+        return value
+
 
 @dataclass(frozen=True, slots=True)
 class LimitValues:
-    """A set of limits: the rate (``"100/m"``) and its burst, and the concurrency limit; None for
-    each limit not set."""
+    """A set of limits: the rate (``"100/m"``) and its burst, the concurrency limit and the
+    weights of its key values; None for each limit not set."""
 
     rate_limit: str | None = None
     burst: int | None = None
     concurrency: int | None = None
+    weights: dict[str, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,17 +109,17 @@ class TaskLimits:
 
     task: str
     declared: LimitValues
-    override: dict[str, str | int | None] | None
+    override: dict[str, Part] | None
     effective: LimitValues
     source: Literal["declared", "override"]
     keys: list[KeyUsage]
     more_keys: int = 0
 
 
-def _values(stored: dict[str, Any]) -> dict[str, str | int | None]:
-    """Stored limits (``{"rate": [count, ms, burst] | false, "concurrency": n | false}``) as the
-    fields of :class:`LimitValues`, only the parts present."""
-    out: dict[str, str | int | None] = {}
+def _values(stored: dict[str, Any]) -> dict[str, Part]:
+    """Stored limits (``{"rate": [count, ms, burst] | false, "concurrency": n | false, "weights":
+    {key value: w} | false}``) as the fields of :class:`LimitValues`, only the parts present."""
+    out: dict[str, Part] = {}
     if "rate" in stored:
         rate = stored["rate"]
         if isinstance(rate, list) and len(rate) == 3 and all(isinstance(part, int | float) for part in rate):
@@ -113,6 +132,10 @@ def _values(stored: dict[str, Any]) -> dict[str, str | int | None]:
     if "concurrency" in stored:
         concurrency = stored["concurrency"]
         out["concurrency"] = int(concurrency) if isinstance(concurrency, int) and concurrency > 0 else None
+    if "weights" in stored:
+        weights = stored["weights"]
+        out["weights"] = {str(key): weight for key, weight in weights.items() if isinstance(weight, int)} \
+            if isinstance(weights, dict) else None
     return out
 
 
@@ -168,8 +191,9 @@ class AdmissionLimits:
             raise UnknownTask(name)
         given = change.model_fields_set
         if not given:
-            raise validation.refusal([FieldError(at, "give at least one of rate_limit, burst, concurrency "
-                                                 "(DELETE /limits/{task} removes an override)", "missing")])
+            raise validation.refusal([FieldError(at, "give at least one of rate_limit, burst, concurrency, "
+                                                 "weights (DELETE /limits/{task} removes an override)",
+                                                 "missing")])
         override: dict[str, Any] = {}
         if "rate_limit" in given or "burst" in given:
             declared = spec.rate
@@ -191,6 +215,14 @@ class AdmissionLimits:
                 override["rate"] = [count, round(period * 1000), burst]
         if "concurrency" in given:
             override["concurrency"] = change.concurrency or False
+        if "weights" in given:
+            if change.weights is not None and (spec.concurrency is None or spec.concurrency.key == TASK):
+                declares = "no concurrency limit" if spec.concurrency is None else 'Concurrency(key="task")'
+                raise validation.refusal([FieldError(
+                    (*at, "weights"), f"weights need a concurrency key: task {name!r} declares {declares} "
+                    "(a key, the owner or an argument, is set where the task is declared)",
+                    "weights_without_key")])
+            override["weights"] = change.weights if change.weights is not None else False
         await self._store(name, orjson.dumps(override))
         return await self.get(name)
 
