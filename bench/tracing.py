@@ -54,6 +54,7 @@ class Figures:
     tasks: int
     submit: dict[tuple[str, str], list[float]] = field(default_factory=dict)  # (route, api) -> req/s
     p99: dict[tuple[str, str], list[float]] = field(default_factory=dict)  # (route, api) -> ms
+    cpu: dict[tuple[str, str], list[float]] = field(default_factory=dict)  # (route, api) -> API µs/request
     worker: dict[str, list[float]] = field(default_factory=lambda: {key: [] for key, _, _ in WORKERS})
     carried: dict[str, list[bool]] = field(default_factory=lambda: {key: [] for key, _, _ in WORKERS})
     received: list[int] = field(default_factory=list)  # spans the receiver got per otlp run
@@ -114,8 +115,11 @@ def keeps_trace(api: str) -> bool:
 
 
 def submit_path(fig: Figures, args: argparse.Namespace, stack: Stack, apis: dict[str, str],
-                client: redis.Redis) -> None:
-    """wrk on ``GET /add`` and ``POST /tasks/add`` of each API, the order turned back each repetition."""
+                client: redis.Redis, pids: dict[str, int]) -> None:
+    """wrk on ``GET /add`` and ``POST /tasks/add`` of each API, the order turned back each
+    repetition; with the API process's CPU per request (/proc), less swayed by the machine's load
+    than req/s."""
+    from bench.concurrency import process_cpu
     from bench.run import POST_LUA, wrk
 
     post = stack.tmp / "post.lua"
@@ -126,8 +130,11 @@ def submit_path(fig: Figures, args: argparse.Namespace, stack: Stack, apis: dict
         for key in order if rep % 2 == 0 else order[::-1]:
             for route, path, lua in routes:
                 stack.reset_data(client)  # our private server, no worker: an empty queue each run
+                before = process_cpu(pids[key])
                 result = wrk(apis[key] + path, args.duration, lua)
+                used = process_cpu(pids[key]) - before
                 fig.submit.setdefault((route, key), []).append(result["rps"])
+                fig.cpu.setdefault((route, key), []).append(used / max(1.0, result["rps"] * args.duration) * 1e6)
                 fig.p99.setdefault((route, key), []).append(result["p99"])
     stack.reset_data(client)
 
@@ -194,11 +201,13 @@ def tracing_section(stack: Stack, args: argparse.Namespace, report: Report) -> N
     procs = []
     try:
         apis: dict[str, str] = {}
+        pids: dict[str, int] = {}
         for key, _ in APIS:
             proc, apis[key] = stack.http(f"taskgate-api-tracing-{key}", argv[key], "/healthz")
             procs.append(proc)
+            pids[key] = proc.pid
             fig.trace_ids[key] = keeps_trace(apis[key])
-        submit_path(fig, args, stack, apis, client)
+        submit_path(fig, args, stack, apis, client, pids)
         worker_runs(fig, args, stack, apis, client)
     finally:
         for proc in procs:
@@ -240,6 +249,14 @@ def write_report(report: Report, fig: Figures, args: argparse.Namespace) -> None
     report.table(["route", "tracing off vs no extra (b/a)", "tracing on vs off (c/b)"],
                  [[f"`{route}`", ratio(fig.submit[route, "off"], fig.submit[route, "absent"], TARGET),
                    ratio(fig.submit[route, "memory"], fig.submit[route, "off"])] for route in routes])
+    report.add("The API process's CPU per request over each wrk run (/proc, user and system, over the "
+               "requests wrk counted): less swayed by the shared machine's load than req/s, which a "
+               "neighbour's burst moves by a fifth between repetitions. Lower is better; the ratio is "
+               "no extra over tracing off (a/b), so >= 0.98x reads as the target does.")
+    report.add()
+    report.table(["route", *[f"{name} µs/req" for _, name in APIS], "no extra vs tracing off (a/b)"],
+                 [[f"`{route}`", *[fmt(fig.cpu[route, key]) for key, _ in APIS],
+                   ratio(fig.cpu[route, "absent"], fig.cpu[route, "off"], TARGET)] for route in routes])
     report.add(f"A task submitted with a `traceparent` keeps its trace id (`GET /tasks/{{id}}`'s `trace_id`): {kept}.")
     report.add()
     received = (f"; the receiver got {fmt([float(count) for count in fig.received])} spans a run "
