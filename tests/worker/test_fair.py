@@ -1,5 +1,6 @@
 """Fair queueing by owner (TASKGATE_FAIR_BY=owner) with real workers: no owner's backlog holds
-up another's runs, and tasks without limits still run once each."""
+up another's runs, an owner's weight (TASKGATE_FAIR_WEIGHTS) scales its share, and tasks without
+limits still run once each."""
 
 from __future__ import annotations
 
@@ -45,3 +46,26 @@ def test_owners_runs_alternate_in_the_queue_when_workers_are_the_bottleneck(stac
     a_left = sum(1 for at in a_starts if at > max(b_starts))
     assert a_left >= 100, f"only {a_left} of a's runs were left when b's last started: b waited its turn late"
     assert most_at_once(seen) <= 4, "4 worker processes"
+
+
+def test_an_owner_of_weight_2_starts_about_twice_as_many_runs(stack: Stack) -> None:
+    """TASKGATE_FAIR_WEIGHTS=a=2, window 1: owners a and b each queue 60 runs of 20 ms (submitted
+    in turn); a may have 2 runs in the queue not yet started, b 1, so while both have runs
+    waiting a starts about twice as many as b (without the weight, as many)."""
+    stack.env.update(TASKGATE_FAIR_BY="owner", TASKGATE_FAIR_WINDOW="1", TASKGATE_FAIR_WEIGHTS="a=2")
+    stack.start_worker()
+    log = stack.tmp / "runs"
+
+    async def submit_both(_: Taskgate) -> None:
+        as_a = sample_tasks.shared_fairly.with_options(owner="a")
+        as_b = sample_tasks.shared_fairly.with_options(owner="b")
+        for i in range(60):
+            await as_a.submit(log=str(log), token=f"a{i}", seconds=0.02)
+            await as_b.submit(log=str(log), token=f"b{i}", seconds=0.02)
+
+    with_gate(stack.url, submit_both)
+    wait_for(lambda: sum(1 for event in events(log) if event.kind == "end") >= 120, 60, "the 120 runs to end")
+    assert starts(log) == {**{f"a{i}": 1 for i in range(60)}, **{f"b{i}": 1 for i in range(60)}}
+    first = [event.token[0] for event in events(log) if event.kind == "start"][:45]
+    a, b = first.count("a"), first.count("b")
+    assert 1.5 <= a / b <= 2.6, f"of the first 45 starts a had {a}, b {b}: not about 2 to 1"
