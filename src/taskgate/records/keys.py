@@ -151,7 +151,7 @@ LIMITS_OVERRIDE = "taskgate:limits:override"
 ADMIT_DUE = "taskgate:admit-due"
 
 #: ``taskgate:fair`` -> the window of fair queueing by owner (``TASKGATE_FAIR_BY=owner``,
-#: ``TASKGATE_FAIR_WINDOW``), absent when it is off: written by every API and worker at start.
+#: ``TASKGATE_FAIR_WINDOW``), absent when it is off: written by every worker at start.
 #: Its admission groups are named by :func:`fair_group`.
 FAIR = "taskgate:fair"
 
