@@ -326,3 +326,76 @@ def test_a_replay_s_submit_links_to_the_run_it_replays(redis_url: str, receiver:
     (run,) = [span for span in receiver.spans if span.name == "taskgate run add"
               and span.attributes["messaging.message.id"] == replayed]
     assert (run.trace_id, run.parent_id) == (replay_trace, replay.span_id)
+
+
+def test_each_tick_of_a_schedule_is_a_trace_of_its_own_linked_to_the_schedule(
+        own_redis_url: str, receiver: otel.Receiver, tmp_path: Path) -> None:
+    """Real processes (a prefork worker, whose keeper fires ticks in its main process, not in a
+    pool process): each tick of a schedule created in a traced request is a root PRODUCER span
+    of the worker's, a new trace per tick, linked to the span that created the schedule; its run
+    is the tick's child. A private Valkey: no other test's worker fires the schedule."""
+    env = traced_env(receiver, f"traced-{uuid.uuid4()}")
+    worker = start_worker(own_redis_url, tmp_path / "worker.log", **env)
+    api, base = start_api(own_redis_url, tmp_path / "api.log", **env)
+    created_in = uuid.uuid4().hex
+
+    def ticks() -> list[otel.Received]:
+        return sorted((span for span in receiver.spans if span.name == "taskgate submit add"
+                       and span.attributes.get("taskgate.schedule.id") == schedule_id),
+                      key=lambda span: span.start_ns)
+
+    try:
+        with httpx.Client(base_url=base, timeout=10) as http:
+            made = http.post("/schedules", json={"task": "add", "arguments": {"x": 3, "y": 4}, "every": 1},
+                             headers={"traceparent": f"00-{created_in}-b7ad6b7169203331-01"})
+            assert made.status_code == 201, made.text
+            schedule_id = made.json()["schedule_id"]
+            receiver.wait(lambda _: len(ticks()) >= 2)
+            assert http.delete(f"/schedules/{schedule_id}").status_code in (200, 204)
+    finally:
+        stop(api)
+        stop(worker)
+    # the request's spans: its SERVER span and FastAPI's inside it, the endpoint's creating it
+    request = {span.span_id for span in receiver.spans if span.trace_id == created_in}
+    first, second = ticks()[:2]
+    for tick in (first, second):
+        assert (tick.kind, tick.parent_id, tick.service) == ("PRODUCER", "", "taskgate-worker"), tick
+        ((linked_trace, linked_span),) = [link.split(":") for link in tick.links]
+        assert linked_trace == created_in and linked_span in request, (tick.links, request)
+        assert tick.attributes["taskgate.schedule.verdict"] == "fired"
+    assert len({created_in, first.trace_id, second.trace_id}) == 3, "a new trace per tick"
+    receiver.wait(lambda spans: {tick.span_id for tick in (first, second)} <= {
+        span.parent_id for span in spans if span.name == "taskgate run add"})
+    for tick in (first, second):
+        (run,) = [span for span in receiver.spans if span.name == "taskgate run add"
+                  and span.parent_id == tick.span_id]
+        assert (run.kind, run.trace_id, run.service) == ("CONSUMER", tick.trace_id, "taskgate-worker")
+        assert run.attributes["messaging.message.id"] == tick.attributes["messaging.message.id"]
+
+
+def test_a_worker_s_main_process_exports_its_tick_spans_as_it_stops(own_redis_url: str, receiver: otel.Receiver,
+                                                                     tmp_path: Path) -> None:
+    """Spans wait in each process's batch (here longer than the test): the worker's main
+    process exports its ticks' as it stops, and its pool processes their runs'."""
+    env = {**traced_env(receiver, f"traced-{uuid.uuid4()}"), "OTEL_BSP_SCHEDULE_DELAY": "600000"}
+    worker = start_worker(own_redis_url, tmp_path / "worker.log", **env)
+    api, base = start_api(own_redis_url, tmp_path / "api.log", **env)
+    try:
+        with httpx.Client(base_url=base, timeout=10) as http:
+            made = http.post("/schedules", json={"task": "add", "arguments": {"x": 3, "y": 4}, "every": 1})
+            assert made.status_code == 201, made.text
+            schedule_id = made.json()["schedule_id"]
+            fired = wait(http, f"/schedules/{schedule_id}", lambda body: body["last_task_id"])["last_task_id"]
+            assert helpers.wait(http, fired)["state"] == "succeeded"
+            assert http.delete(f"/schedules/{schedule_id}").status_code in (200, 204)
+        assert not [span for span in receiver.spans if span.attributes.get("messaging.message.id") == fired]
+    finally:
+        stop(api)
+        stop(worker)
+    assert worker.returncode == 0, (tmp_path / "worker.log").read_text()
+    (tick,) = [span for span in receiver.spans if span.name == "taskgate submit add"
+               and span.attributes["messaging.message.id"] == fired]
+    (run,) = [span for span in receiver.spans if span.name == "taskgate run add"
+              and span.attributes["messaging.message.id"] == fired]
+    assert (tick.parent_id, tick.attributes["taskgate.schedule.id"]) == ("", schedule_id)
+    assert (run.trace_id, run.parent_id) == (tick.trace_id, tick.span_id)

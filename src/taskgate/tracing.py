@@ -2,9 +2,11 @@
 
 taskgate traces through the tracer provider the process has: the one a user's app set up
 (``opentelemetry-instrument``, the SDK by hand, FastAPI's instrumentation), or the one
-``taskgate api``/``worker`` set up with ``TASKGATE_OTEL=on`` (``service.telemetry``). Without
-one, or without OpenTelemetry installed (``pip install 'taskgate[otel]'``), :func:`active` is
-False and every function here does nothing and costs next to nothing.
+``taskgate api``/``worker`` set up with ``TASKGATE_OTEL=on`` (``service.telemetry``), or, while
+the process has no global one, the provider of taskgate's own that :func:`use` gave it (a
+prefork worker's main process: its pool processes, forked from it, set up their own global
+ones). Without any, or without OpenTelemetry installed (``pip install 'taskgate[otel]'``),
+:func:`active` is False and every function here does nothing and costs next to nothing.
 
 What travels: a run's enqueue is a PRODUCER span ``taskgate submit <task>``
 (:func:`producer_span`), current while its Celery message is built, so the message's headers
@@ -80,30 +82,50 @@ _tracer_of: tuple[object, Any] | None = None
 
 def active() -> bool:
     """Whether spans are recorded: OpenTelemetry is installed and a real tracer provider is set
-    (not the API's default proxy or its no-op). Cheap: asked on every submit, so it reads the
-    API's global itself (``trace.get_tracer_provider()`` looks the environment up first, each
-    call: 0.86 µs against 0.08), going through the API only where the provider comes from
-    OTEL_PYTHON_TRACER_PROVIDER (the API loads it on first use) or the API has changed."""
+    (not the API's default proxy or its no-op), or taskgate's own (:func:`use`). Cheap: asked
+    on every submit, so it reads the API's global itself (``trace.get_tracer_provider()`` looks
+    the environment up first, each call: 0.86 µs against 0.08), going through the API only
+    where the provider comes from OTEL_PYTHON_TRACER_PROVIDER (the API loads it on first use),
+    taskgate's own may be there, or the API has changed."""
     if not INSTALLED:
         return False
     provider = getattr(trace, "_TRACER_PROVIDER", _UNKNOWN)
-    if provider is None and not _PROVIDER_FROM_ENV:
+    if provider is None and not _LOOK_FURTHER:
         return False
     if provider is None or provider is _UNKNOWN:
         provider = trace.get_tracer_provider()
-    return not isinstance(provider, _DEFERRED)
+    return not isinstance(provider, _DEFERRED) or _own is not None
 
 
 #: A value no provider is: the API's global is not where :func:`active` looks for it.
 _UNKNOWN = object()
 #: Whether this process's tracer provider is named by the environment (read at startup).
 _PROVIDER_FROM_ENV = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
+#: The provider of taskgate's own for this process (:func:`use`), None without one.
+_own: Any = None
+#: Whether a process without a global provider may still have one: named by the environment,
+#: or taskgate's own.
+_LOOK_FURTHER = _PROVIDER_FROM_ENV
+
+
+def use(provider: Any) -> None:
+    """Trace through ``provider`` in this process while no global tracer provider is set (None:
+    stop). For a process whose children, forked from it, set up global providers of their own,
+    which OpenTelemetry's API sets once per process: a prefork worker's main process, where the
+    keeper fires schedules' ticks (``service.telemetry.for_worker``). Spans made through it
+    are current as any: they travel in messages' headers and parent the spans made inside."""
+    global _own, _LOOK_FURTHER
+    _own = provider
+    _LOOK_FURTHER = _PROVIDER_FROM_ENV or provider is not None
 
 
 def _tracer() -> trace.Tracer:
-    """taskgate's tracer from the current provider (kept while the provider stays the same)."""
+    """taskgate's tracer from the current provider (kept while the provider stays the same):
+    the global one, else taskgate's own (:func:`use`)."""
     global _tracer_of
     provider = trace.get_tracer_provider()
+    if _own is not None and isinstance(provider, _DEFERRED):
+        provider = _own
     if _tracer_of is None or _tracer_of[0] is not provider:
         _tracer_of = (provider, provider.get_tracer("taskgate", __version__))
     tracer: trace.Tracer = _tracer_of[1]

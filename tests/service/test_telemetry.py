@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from opentelemetry import trace
 
 from taskgate import tracing
 from taskgate.exceptions import ConfigurationError
@@ -48,6 +49,41 @@ def test_console_prints_a_json_line_per_span(monkeypatch: pytest.MonkeyPatch) ->
     assert [(span["name"], span["attributes"]["messaging.message.id"]) for span in spans] == [
         ("taskgate submit add", "t1"), ("taskgate submit add", "t2")]
     assert spans[0]["resource"]["attributes"]["service.name"] == "taskgate-api"
+
+
+def test_a_prefork_worker_s_main_process_traces_through_a_provider_its_pool_processes_replace(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's main process (its keeper fires schedules' ticks) gets a provider of
+    taskgate's own, not the global one, which each pool process, forked from it, sets to its
+    own: it forgets the inherited one first (``forked``). Each one's spans are its own."""
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "__stdout__", out)
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "console")
+    main = None
+    try:
+        assert telemetry.setup("worker", own=True) and tracing.active()
+        main = telemetry._provider
+        assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider), "the global one stays unset"
+        assert not telemetry.setup("worker"), "one is set already"
+        with tracing.producer_span("add", "tick", "celery", root=True) as tick:
+            assert tick is not None and tracing.trace_id()
+        telemetry.forked()  # in a pool process, first
+        assert not tracing.active() and telemetry._provider is None
+        assert telemetry.setup("worker") and trace.get_tracer_provider() is telemetry._provider
+        with tracing.producer_span("add", "run", "celery"):
+            pass
+        telemetry.shutdown()
+    finally:
+        telemetry.shutdown()
+        tracing.use(None)
+        if main is not None:
+            main.shutdown()  # what the main process exports as it stops
+        otel._unset_provider()
+    spans = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert sorted(span["attributes"]["messaging.message.id"] for span in spans) == ["run", "tick"]
+    assert telemetry.setup("worker", own=True) and tracing.active()
+    telemetry.shutdown()
+    assert not tracing.active(), "stopped, it makes no spans"
 
 
 def test_an_unknown_metrics_exporter_is_said_at_start(monkeypatch: pytest.MonkeyPatch) -> None:

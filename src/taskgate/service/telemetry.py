@@ -1,8 +1,8 @@
 """OpenTelemetry's SDK in taskgate's own processes, with ``TASKGATE_OTEL=on``.
 
-``taskgate api`` (each of its processes) and ``taskgate worker`` (each pool process, after the
-fork; the main process too for a pool that does not fork) set up a tracer provider from
-OpenTelemetry's standard variables, so ``taskgate.tracing`` records their spans:
+``taskgate api`` (each of its processes) and ``taskgate worker`` (each of its processes: see
+:func:`for_worker`) set up a tracer provider from OpenTelemetry's standard variables, so
+``taskgate.tracing`` records their spans:
 
 - ``OTEL_SERVICE_NAME`` (default ``taskgate-api`` / ``taskgate-worker``) and
   ``OTEL_RESOURCE_ATTRIBUTES``;
@@ -39,6 +39,8 @@ INSTALL = "pip install 'taskgate[otel]'"
 #: This process's providers, once :func:`setup` made them.
 _provider: Any = None
 _meter_provider: Any = None
+#: Whether ``_provider`` is taskgate's own (``tracing.use``), not the global one.
+_own = False
 
 
 def exporters() -> list[str]:
@@ -72,11 +74,13 @@ def require() -> None:
                                  f"{INSTALL}") from None
 
 
-def setup(role: str) -> bool:
+def setup(role: str, *, own: bool = False) -> bool:
     """Set this process's global tracer provider from the standard variables (see the module's
-    docstring); ``role`` names the service by default (``taskgate-<role>``). False when
-    OTEL_SDK_DISABLED is true or a provider was set already (by the app: it is kept)."""
-    global _provider
+    docstring); ``role`` names the service by default (``taskgate-<role>``). ``own``: make it
+    taskgate's own instead (``tracing.use``), leaving the global one unset for the processes
+    forked from this one to set (see :func:`forked`). False when OTEL_SDK_DISABLED is true or a
+    provider was set already (by the app: it is kept)."""
+    global _provider, _own
     from opentelemetry import trace
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -99,8 +103,11 @@ def setup(role: str) -> bool:
             # the process's own output: Celery's pool processes turn sys.stdout into log lines
             provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter(
                 out=sys.__stdout__ or sys.stdout, formatter=lambda span: span.to_json(indent=None) + "\n")))
-    trace.set_tracer_provider(provider)
-    _provider = provider
+    if own:
+        tracing.use(provider)
+    else:
+        trace.set_tracer_provider(provider)
+    _provider, _own = provider, own
     log.info("tracing on: OpenTelemetry exporting to %s as %s", ", ".join(exporters()),
              resource.attributes.get("service.name"))
     if role == "api":
@@ -138,9 +145,14 @@ def _setup_metrics(resource: Any) -> None:
 def shutdown() -> None:
     """Export what this process's provider still holds and stop it (a pool process ends with
     ``os._exit``: nothing at exit would)."""
-    global _provider, _meter_provider
+    global _provider, _meter_provider, _own
     if _provider is not None:
         provider, _provider = _provider, None
+        if _own:
+            from .. import tracing
+
+            tracing.use(None)
+            _own = False
         provider.shutdown()
     if _meter_provider is not None:
         meter_provider, _meter_provider = _meter_provider, None
@@ -162,10 +174,29 @@ def start(settings: Settings, role: str) -> None:
         setup(role)
 
 
+def forked() -> None:
+    """In a process forked from one that set up a provider of taskgate's own (a prefork pool
+    process, from the worker's main process), forget the copy it inherited, so that
+    :func:`setup` makes this process's. Not shut down: its exporter's connections may be held
+    by a lock a thread of the parent held at the fork; its export thread, which the SDK
+    restarts in the child with an empty queue, stays idle."""
+    global _provider, _own
+    if _own:
+        from .. import tracing
+
+        tracing.use(None)
+        _provider, _own = None, False
+
+
 def for_worker(settings: Settings) -> None:
     """With TASKGATE_OTEL=on, have each process of the worker about to start set up its own
-    provider: each pool process after its fork (a provider's export thread does not survive
-    one), and the main process for a pool that does not fork; each flushes as it stops."""
+    provider. With a pool that forks (prefork): each pool process, after its fork, the global
+    one; the main process, whose keeper fires schedules' ticks, one of taskgate's own
+    (``tracing.use``: OpenTelemetry's global one is set once per process, and each pool
+    process forgets the copy it inherits, :func:`forked`). With one that does not (solo,
+    threads): the main process the global one. Each flushes as it stops. The webhook
+    deliverer's process (``worker.webhook_process``: started anew, not forked) sets up its
+    own."""
     if not settings.otel:
         return
     require()
@@ -174,12 +205,12 @@ def for_worker(settings: Settings) -> None:
     from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutdown
 
     def in_pool_process(**_: Any) -> None:
+        forked()
         setup("worker")
 
     def in_main_process(sender: Any = None, **_: Any) -> None:
         pool = concurrency.get_implementation(getattr(sender, "pool_cls", None) or "prefork")
-        if not (isinstance(pool, type) and issubclass(pool, TaskPool)):
-            setup("worker")
+        setup("worker", own=isinstance(pool, type) and issubclass(pool, TaskPool))
 
     def stopping(**_: Any) -> None:
         shutdown()
