@@ -80,14 +80,15 @@ def test_flower_logs_json_lines_too(redis_url: str, tmp_path: Path) -> None:
     log = tmp_path / "flower.log"
     proc = taskgate(["flower", f"--port={free_port()}"], env_for(redis_url, TASKGATE_LOG_FORMAT="json"), log)
     try:
-        wait_for(lambda: proc.poll() is not None or any("Visit me at" in str(line["message"])
+        # "Registered tasks" is the banner's last line
+        wait_for(lambda: proc.poll() is not None or any("Registered tasks" in str(line["message"])
                                                         for line in json_lines(log)), 30, "Flower's banner")
         assert proc.poll() is None, log.read_text()
     finally:
         stop(proc)
     text = [line for line in log.read_text().splitlines() if line.strip()]
     assert [line for line in text if not line.startswith("{")] == [], "non-JSON lines from Flower"
-    assert any("Registered tasks" in str(line["message"]) for line in json_lines(log))
+    assert any("Visit me at" in str(line["message"]) for line in json_lines(log))
 
 
 def test_no_access_log_drops_every_per_request_line(redis_url: str, tmp_path: Path) -> None:
