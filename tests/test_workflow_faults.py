@@ -27,8 +27,9 @@ ITEMS = 20
 SECONDS = 0.3  # each square's run: long enough to be caught running, short enough for 20
 SUM = sum(n * n for n in range(ITEMS))
 #: From a fault to the workflow's end: a dead worker's messages are requeued once its heartbeat
-#: (10 s) is gone and they were unacked for 15 s, by a keeper passing every 5 s.
-RECOVERY = 45
+#: (10 s) is gone and they were unacked for 15 s, by a keeper passing every 5 s: about 30 s,
+#: and once (a whole parallel run, load 6-8) more than 45 s before the last item ended.
+RECOVERY = 60
 
 
 def fan_out(log: Path, task: str = "square") -> dict[str, Any]:
