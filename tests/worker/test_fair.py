@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import time
 
+from redis import Redis
+
 from taskgate import Taskgate
+from taskgate.records import keys
 
 from .. import sample_tasks
 from ..helpers import Stack, wait_for, with_gate
@@ -69,3 +72,18 @@ def test_an_owner_of_weight_2_starts_about_twice_as_many_runs(stack: Stack) -> N
     first = [event.token[0] for event in events(log) if event.kind == "start"][:45]
     a, b = first.count("a"), first.count("b")
     assert 1.5 <= a / b <= 2.6, f"of the first 45 starts a had {a}, b {b}: not about 2 to 1"
+
+
+def test_a_worker_started_without_it_turns_fair_queueing_off_for_all_and_says_so(stack: Stack) -> None:
+    """The last worker started decides for every worker: one started without TASKGATE_FAIR_BY
+    turns it off, and its log says so (a newcomer found it off with nothing saying why)."""
+    redis = Redis.from_url(stack.url)
+    stack.start_worker(TASKGATE_FAIR_BY="owner", TASKGATE_FAIR_WINDOW="3")
+    wait_for(lambda: redis.get(keys.FAIR) == b"3", 10, "the first worker to turn fair queueing on")
+    stack.start_worker()
+    wait_for(lambda: redis.get(keys.FAIR) is None, 10, "the plain worker to turn it off")
+    log = stack.tmp / "worker-1.log"
+    wait_for(lambda: "fair queueing by owner is now off for every worker" in log.read_text(), 10,
+             "the plain worker to say it turned fair queueing off")
+    assert "(it was on (window 3))" in log.read_text()
+    redis.close()

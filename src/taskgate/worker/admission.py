@@ -41,9 +41,24 @@ def publish_declared(client: Redis, catalogue: Collection[TaskSpec], settings: S
     """Tell the admission scripts the limits ``catalogue`` declares and whether fair queueing
     is on (:func:`taskgate.limits.publish`)."""
     pipe = client.pipeline(transaction=False)
+    pipe.get(keys.FAIR)
     limits.publish(pipe, catalogue)
     limits.publish_fair(pipe, settings)
-    pipe.execute()
+    before = pipe.execute()[0]
+    # The last worker started decides for every worker: say so when this one changes it (loudly
+    # when it turns fair queueing off: a worker started without TASKGATE_FAIR_BY did).
+    now = client.get(keys.FAIR)
+    if now != before:
+        log.log(logging.WARNING if before else logging.INFO,
+                "fair queueing by owner is now %s for every worker, as this worker's TASKGATE_FAIR_BY "
+                "says (it was %s): start every worker with the same setting", _fair(now), _fair(before))
+
+
+def _fair(window: bytes | str | None) -> str:
+    """Fair queueing as ``taskgate:fair`` holds it, in words."""
+    if not window:
+        return "off"
+    return f"on (window {window.decode() if isinstance(window, bytes) else window})"
 
 
 class Admitter:
