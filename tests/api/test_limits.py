@@ -61,6 +61,9 @@ def test_a_run_waits_for_a_slot_and_says_so(client: httpx.Client, redis: Redis) 
         assert shown["keys"] == [{"rate_key": "", "concurrency_key": "", "running": 1, "waiting": 1,
                                   "next_admission_at": None}]
         assert shown["more_keys"] == 0
+        # A PUT marks the task's lanes due at once; with no rate that is no admission time
+        again = client.put("/limits/sleepy", json={"concurrency": 1}).json()
+        assert [key["next_admission_at"] for key in again["keys"]] == [None], again
 
         # cancelling the running one frees its slot: the waiting one goes and runs
         assert client.post(f"/tasks/{ids[0]}/cancel").status_code in (200, 202)

@@ -256,14 +256,16 @@ class AdmissionLimits:
         base = _values(_loads(declared))
         parts = _values(_loads(override)) if override is not None else None
         merged = {**base, **(parts or {})}
-        usage, more = await self._keys(name)
+        usage, more = await self._keys(name, rated=merged.get("rate_limit") is not None)
         return TaskLimits(
             task=name, declared=LimitValues(**base),  # type: ignore[arg-type]
             override=parts, effective=LimitValues(**merged),  # type: ignore[arg-type]
             source="override" if parts is not None else "declared", keys=usage, more_keys=more)
 
-    async def _keys(self, name: str) -> tuple[list[KeyUsage], int]:
-        """The task's lanes with runs waiting and its concurrency keys holding slots."""
+    async def _keys(self, name: str, rated: bool) -> tuple[list[KeyUsage], int]:
+        """The task's lanes with runs waiting and its concurrency keys holding slots; a lane's
+        next admission only while a rate limit is in effect (``rated``): without one, its time in
+        ADMIT_DUE is only when a keeper looks at it next."""
         redis = self.backend.redis
         async with self.backend.deadline():
             async with redis.pipeline(transaction=False) as pipe:
@@ -292,7 +294,7 @@ class AdmissionLimits:
         usage = []
         for index, (rk, ck, lane) in enumerate(pairs):
             running, waiting, due = counts[3 * index: 3 * index + 3]
-            at = datetime.fromtimestamp(due / 1000, tz=UTC) if due is not None and lane else None
+            at = datetime.fromtimestamp(due / 1000, tz=UTC) if rated and due is not None and lane else None
             usage.append(KeyUsage(rk, ck, int(running), int(waiting) if lane else 0, at))
         usage.sort(key=lambda one: (-one.waiting, -one.running, one.concurrency_key or "",
                                     one.rate_key or ""))
