@@ -39,7 +39,7 @@ def test_without_a_provider_nothing_is_traced() -> None:
         assert span is None
         headers: dict[str, str] = {}
         tracing.inject(headers)
-        assert headers == {} and tracing.trace_id() == ""
+        assert headers == {} and tracing.record_ids() == {}
     assert tracing.link("0af7651916cd43dd8448eb211c80319c") is None
     with tracing.consumer_span(SimpleNamespace(traceparent=REMOTE), "add", "t1", "celery", attempt=1) as span:
         assert span is None
@@ -52,7 +52,7 @@ def test_without_opentelemetry_installed_every_function_is_a_no_op(monkeypatch: 
     assert spec is not None and spec.loader is not None
     bare = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bare)
-    assert not bare.INSTALLED and not bare.active() and bare.trace_id() == ""
+    assert not bare.INSTALLED and not bare.active() and bare.record_ids() == {}
     headers: dict[str, str] = {}
     with bare.producer_span("add", "t1", "celery") as span, \
             bare.consumer_span(object(), "add", "t1", "celery", attempt=1):
@@ -73,7 +73,8 @@ def test_producer_span_is_the_request_span_child_and_travels_in_headers() -> Non
             tracing.inject(headers)
             produced = span.get_span_context()
             assert headers["traceparent"].startswith(f"00-{produced.trace_id:032x}-{produced.span_id:016x}-")
-            assert tracing.trace_id() == f"{outer.get_span_context().trace_id:032x}"
+            assert tracing.record_ids() == {"trace_id": f"{outer.get_span_context().trace_id:032x}",
+                                            "span_id": f"{produced.span_id:016x}"}, "the submit's own span"
         submit, request = exporter.get_finished_spans()
     assert submit.name == "taskgate submit add" and submit.kind is SpanKind.PRODUCER
     assert submit.parent is not None and submit.parent.span_id == request.context.span_id
@@ -297,7 +298,7 @@ def test_a_run_s_span_has_progress_milestones_and_cancel_as_events(redis_url: st
 def test_a_replay_s_submit_links_to_the_run_it_replays(redis_url: str, receiver: otel.Receiver,
                                                         tmp_path: Path) -> None:
     """Real processes: a replay's submit is the replaying request's child (its own trace),
-    linked to the trace of the run it replays; its run continues the replay's trace."""
+    linked to the submit span of the run it replays; its run continues the replay's trace."""
     env = traced_env(receiver, f"traced-{uuid.uuid4()}")
     worker = start_worker(redis_url, tmp_path / "worker.log", **env)
     api, base = start_api(redis_url, tmp_path / "api.log", **env)
@@ -322,7 +323,9 @@ def test_a_replay_s_submit_links_to_the_run_it_replays(redis_url: str, receiver:
     (replay,) = [span for span in receiver.spans if span.name == "taskgate submit add"
                  and span.attributes["messaging.message.id"] == replayed]
     assert (replay.trace_id, replay.kind) == (replay_trace, "PRODUCER") and replay.parent_id
-    assert [link.split(":")[0] for link in replay.links] == [original_trace]
+    (first_submit,) = [span for span in receiver.spans if span.name == "taskgate submit add"
+                       and span.attributes["messaging.message.id"] == original]
+    assert replay.links == [f"{original_trace}:{first_submit.span_id}"], "to the submit span the record keeps"
     (run,) = [span for span in receiver.spans if span.name == "taskgate run add"
               and span.attributes["messaging.message.id"] == replayed]
     assert (run.trace_id, run.parent_id) == (replay_trace, replay.span_id)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import Any
+from typing import Any, TypedDict
 
 from . import __version__
 
@@ -132,14 +132,6 @@ def _tracer() -> trace.Tracer:
     return tracer
 
 
-def trace_id() -> str:
-    """The current span's trace id (32 lower-case hex digits), '' without one."""
-    if not INSTALLED:
-        return ""
-    found = trace.get_current_span().get_span_context()
-    return format(found.trace_id, "032x") if found.is_valid else ""
-
-
 def current_ids() -> tuple[str, str] | None:
     """The current span's trace id and span id (32 and 16 lower-case hex digits), as log lines
     carry them; None without one (cheap: asked for every JSON log line)."""
@@ -147,6 +139,20 @@ def current_ids() -> tuple[str, str] | None:
         return None
     found = trace.get_current_span().get_span_context()
     return (format(found.trace_id, "032x"), format(found.span_id, "016x")) if found.is_valid else None
+
+
+class RecordIds(TypedDict, total=False):
+    """A run's trace and its submit's span, as its record keeps them."""
+
+    trace_id: str
+    span_id: str
+
+
+def record_ids() -> RecordIds:
+    """The current span's ids as a record keeps them (``trace_id``, ``span_id``: the run's trace,
+    and the submit span a replay or requeue of it links to); empty without one."""
+    ids = current_ids()
+    return {"trace_id": ids[0], "span_id": ids[1]} if ids else {}
 
 
 def carried_trace_id(request: Any) -> str:

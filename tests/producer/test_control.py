@@ -47,6 +47,7 @@ def test_a_requeue_links_to_the_trace_it_died_in_and_keeps_the_new_one(redis_url
     assert requeued.parent.span_id == request.context.span_id
     (link,) = requeued.links
     assert f"{link.context.trace_id:032x}" == died.trace_id
+    assert f"{link.context.span_id:016x}" == died.span_id, "to the submit span it died after"
     assert dict(link.attributes or {})["taskgate.requeue_of"] == died.task_id
     assert again.task_id == died.task_id and again.trace_id == f"{request.context.trace_id:032x}" != died.trace_id
     assert first["headers"]["id"] == second["headers"]["id"] == died.task_id

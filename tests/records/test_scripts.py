@@ -169,11 +169,12 @@ def test_submit_records_indexes_and_pushes(redis: Redis, run: Scripts) -> None:
 
 def test_submit_keeps_a_trace_id_only_when_given(redis: Redis, run: Scripts) -> None:
     traced, untraced = new_id(), new_id()
-    submit(run, traced, trace_id="0af7651916cd43dd8448eb211c80319c")
+    submit(run, traced, trace_id="0af7651916cd43dd8448eb211c80319c", span_id="b7ad6b7169203331")
     submit(run, untraced)
     assert record(redis, traced)["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
-    assert decode(traced, redis.hgetall(keys.record(traced))).trace_id == "0af7651916cd43dd8448eb211c80319c"
-    assert "trace_id" not in record(redis, untraced)
+    decoded = decode(traced, redis.hgetall(keys.record(traced)))
+    assert (decoded.trace_id, decoded.span_id) == ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
+    assert "trace_id" not in record(redis, untraced) and "span_id" not in record(redis, untraced)
     assert redis.object("encoding", keys.record(traced)) == b"listpack"  # the compact encoding kept
     redis.delete(f"q-{traced}", f"q-{untraced}")
 
@@ -536,9 +537,9 @@ def test_dead_then_requeue(redis: Redis, run: Scripts) -> None:
     assert (stored["state"], stored["args"], stored["dead_reason"]) == ("failed", '{"x": 1}', "max_retries")
     assert redis.zscore(keys.DEAD, task_id) is not None
     assert run(scripts.requeue(task_id, OWNER, queue=queue, message=b"again", now=time.time(),
-                               trace_id="a" * 32)) == "queued"
+                               trace_id="a" * 32, span_id="b" * 16)) == "queued"
     stored = record(redis, task_id)
-    assert stored["trace_id"] == "a" * 32, "its new run's trace"
+    assert (stored["trace_id"], stored["span_id"]) == ("a" * 32, "b" * 16), "its new run's trace and span"
     assert (stored["state"], stored["attempts"], "dead_reason" in stored, "worker" in stored) == (
         "queued", "0", False, False)
     assert "cancel_requested_at" not in stored and "cancel" not in stored, "a fresh run, not cancelled"

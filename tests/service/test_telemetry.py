@@ -66,7 +66,7 @@ def test_a_prefork_worker_s_main_process_traces_through_a_provider_its_pool_proc
         assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider), "the global one stays unset"
         assert not telemetry.setup("worker"), "one is set already"
         with tracing.producer_span("add", "tick", "celery", root=True) as tick:
-            assert tick is not None and tracing.trace_id()
+            assert tick is not None and tracing.record_ids()
         telemetry.forked()  # in a pool process, first
         assert not tracing.active() and telemetry._provider is None
         assert telemetry.setup("worker") and trace.get_tracer_provider() is telemetry._provider

@@ -20,8 +20,11 @@ from .submit import SYSTEM, Options, Submission, Submitter
 
 
 def _to_run(record: TaskRecord, why: str) -> tracing.Link | None:
-    """A link to the trace ``record`` kept (None without one), naming it as ``why``."""
-    return tracing.link(record.trace_id, attributes={why: record.task_id}) if record.trace_id else None
+    """A link to the submit span ``record`` kept (None without one; a record written before
+    span ids were kept links to its trace alone), naming it as ``why``."""
+    if not record.trace_id:
+        return None
+    return tracing.link(record.trace_id, record.span_id, attributes={why: record.task_id})
 
 
 class Control:
@@ -93,7 +96,7 @@ class Control:
             async with self.backend.deadline():
                 outcome = await self.backend.scripts(scripts.requeue(
                     task_id, record.owner or ANONYMOUS, queue=message.list_key, message=message.payload,
-                    now=time.time(), trace_id=tracing.trace_id()))
+                    now=time.time(), **tracing.record_ids()))
         if outcome == "missing":
             raise TaskNotFound(task_id, what="dead letter")
         if outcome == "queued" and not self.submitter.dispatcher.inline:  # a waiting one: the outbox's

@@ -257,7 +257,7 @@ class Schedules:
             horizon=now - max(self.settings.result_ttl, self.settings.failure_ttl), message=b"",
             queue=None, rate_limit=self.settings.submit_rate, inflight_limit=self.settings.max_in_flight,
             deadline=cutoff, arguments=_json(schedule.arguments),
-            expires_at=now + spec.expires if spec.expires is not None else None, trace_id=tracing.trace_id()))
+            expires_at=now + spec.expires if spec.expires is not None else None, **tracing.record_ids()))
         try:
             said = await self._fire_now(scripts.fire(
                 schedule.schedule_id, expected=0, next_due=0, tick=None, mode="now",

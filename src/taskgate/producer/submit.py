@@ -158,7 +158,7 @@ class Submitter:
             idempotency=idempotency, digest=digest(spec.name, kwargs, options) if idempotency else "",
             rate_limit=self.settings.submit_rate, inflight_limit=self.settings.max_in_flight,
             deadline=cutoff, idempotency_ttl=IDEMPOTENCY_TTL, arguments=arguments_json,
-            replay_of=options.replay_of, expires_at=expires_at, trace_id=tracing.trace_id()))
+            replay_of=options.replay_of, expires_at=expires_at, **tracing.record_ids()))
         return _Prepared(message, scripts.submit(run), owner,
                          keys.idempotency(owner, idempotency) if idempotency else "")
 

@@ -19,7 +19,8 @@ owners, ``parents``: a workflow node's parents have not all succeeded; absent on
 ``workflow_id`` and ``node`` the workflow and node a run belongs to, ``item`` (a map node's run)
 its index in the list mapped over, ``skipped`` why a workflow never ran it (ended
 ``cancelled``); ``trace_id`` the OpenTelemetry trace its submit belongs to (32 hex digits,
-absent when none was recorded, see ``taskgate.tracing``); ``timeline`` JSON, the states it
+absent when none was recorded, see ``taskgate.tracing``) and ``span_id`` its submit's span in
+it (16 hex digits: what a replay or requeue of it links to); ``timeline`` JSON, the states it
 entered in order (at most 50: the first and the latest; absent while the record's own times
 imply it, see :func:`straight`), each ``{"state", "at" (ms), "attempt", "worker" (when
 started)}``, each at the record's own time for it (``created_at``, ``started_at``,
@@ -100,6 +101,7 @@ class TaskRecord:
     item: int | None = None
     skipped: str | None = None
     trace_id: str | None = None
+    span_id: str | None = None
     timeline: tuple[Change, ...] = ()
     unreadable: frozenset[str] = field(default=frozenset())
 
@@ -118,7 +120,7 @@ _TIMES = frozenset({"created_at", "started_at", "finished_at", "next_attempt_at"
 _COUNTS = frozenset({"attempts", "deliveries", "seq", "item"})
 _JSON = frozenset({"progress", "result", "error", "args"})
 _TEXT = frozenset({"name", "owner", "worker", "dead_reason", "schedule_id", "replay_of", "workflow_id",
-                   "node", "skipped", "trace_id"})
+                   "node", "skipped", "trace_id", "span_id"})
 _INTERNAL = frozenset({"message", "queue", "unregistered_since"})
 
 

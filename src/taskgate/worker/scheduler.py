@@ -202,7 +202,7 @@ class Firer:
             rate_limit=self.settings.submit_rate, inflight_limit=self.settings.max_in_flight,
             arguments=orjson.dumps(schedule.arguments) if mode == "fire" else b"",
             expires_at=now + spec.expires if spec is not None and spec.expires is not None else None,
-            trace_id=tracing.trace_id()))
+            **tracing.record_ids()))
         verdict = self.scripts(scripts.fire(
             schedule.schedule_id, expected=score, next_due=next_due,
             tick=ms(tick) if tick is not None else None, mode=mode, last_task_id=schedule.last_task_id,

@@ -14,10 +14,11 @@ def cancel(task_id: str, owner: str, *, now: float, ttl: int) -> Call[str]:
 
 
 def requeue(task_id: str, owner: str, *, queue: str | None, message: bytes, now: float,
-            trace_id: str = "") -> Call[str]:
+            trace_id: str = "", span_id: str = "") -> Call[str]:
     """Queue a dead letter again (``queue``: the Redis list to push ``message`` to; None when
-    the broker is elsewhere; ``trace_id``: its new run's trace, kept in the record when given).
+    the broker is elsewhere; ``trace_id`` and ``span_id``: its new run's trace and submit span,
+    kept in the record when given).
     ``queued``, ``waiting`` (for its task's limits), or ``missing`` when it is not a dead
     letter."""
     return Call("requeue", [*_transition(task_id, owner), keys.DEAD, queue or ""],
-                [task_id, message, repr(now), trace_id], _text)
+                [task_id, message, repr(now), trace_id, span_id], _text)

@@ -11,16 +11,18 @@
 -- has no owner field), rate_limit and inflight_limit (0 for none), deadline (ms on Redis's
 -- clock, '' for none), idem_ttl, args (the arguments' JSON, kept in the record), replay_of (the
 -- task this one replays, or ''), expires_at (ms, '' for none), lane and declared (see
--- admission.lua's `dispatch`), trace_id (its trace's id, '' without one: kept in the record).
+-- admission.lua's `dispatch`), trace_id and span_id (its trace's id and its submit's span id,
+-- '' without one: kept in the record).
 local function enqueue(k, a)
   local record, index, idem, queue, delayed, owner_index, inflight, rate, events, expiring =
     KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5], KEYS[k + 6], KEYS[k + 7],
     KEYS[k + 8], KEYS[k + 9], KEYS[k + 10]
   local name, now, ttl, horizon, digest, task_id, message, due, owner, rate_limit, inflight_limit,
-        deadline, idem_ttl, args, replay_of, expires_at, lane, declared, trace_id =
+        deadline, idem_ttl, args, replay_of, expires_at, lane, declared, trace_id, span_id =
     ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7],
     ARGV[a + 8], ARGV[a + 9], tonumber(ARGV[a + 10]), tonumber(ARGV[a + 11]), ARGV[a + 12],
-    ARGV[a + 13], ARGV[a + 14], ARGV[a + 15], ARGV[a + 16], ARGV[a + 17], ARGV[a + 18], ARGV[a + 19]
+    ARGV[a + 13], ARGV[a + 14], ARGV[a + 15], ARGV[a + 16], ARGV[a + 17], ARGV[a + 18], ARGV[a + 19],
+    ARGV[a + 20] or ''
   local run = {record = record, task_id = task_id, now = now, ttl = ttl, horizon = horizon}
 
   if redis.call('EXISTS', record) == 1 then return '', run end  -- a retried call that already ran
@@ -55,7 +57,8 @@ local function enqueue(k, a)
   -- its timeline, `queued` at created_at, is implied by its fields until it goes another way
   local fields = {'name', name, 'state', 'queued', 'created_at', created, 'attempts', 0}
   for _, pair in ipairs({{'owner', owner}, {'args', args}, {'replay_of', replay_of},
-                         {'expires_at', expires_at}, {'lane', lane}, {'trace_id', trace_id}}) do
+                         {'expires_at', expires_at}, {'lane', lane}, {'trace_id', trace_id},
+                         {'span_id', span_id}}) do
     if pair[2] ~= '' then
       fields[#fields + 1] = pair[1]
       fields[#fields + 1] = pair[2]

@@ -84,8 +84,10 @@ class Enqueue:
     #: :data:`STORED_LIMITS` when the sender does not know them).
     lane: str = ""
     declared: str = ""
-    #: The trace its submit belongs to (32 hex digits, ``taskgate.tracing``), '' without one.
+    #: The trace its submit belongs to (32 hex digits, ``taskgate.tracing``) and the submit's
+    #: span in it (16), '' without one: what a replay or requeue of it links to.
     trace_id: str = ""
+    span_id: str = ""
 
     @property
     def anonymous(self) -> bool:
@@ -106,7 +108,7 @@ class Enqueue:
                 self.rate_limit, self.inflight_limit, _deadline(self.deadline), self.idempotency_ttl,
                 self.arguments, self.replay_of or "",
                 stamp(self.expires_at) if self.expires_at is not None else "", self.lane, self.declared,
-                self.trace_id]
+                self.trace_id, self.span_id]
 
 
 def submit(run: Enqueue) -> Call[SubmitReply]:
