@@ -189,6 +189,25 @@ def test_a_faster_rate_override_lets_runs_waiting_under_the_slower_one_go(
     redis.zrem(keys.ADMIT_DUE, member)
 
 
+def test_a_run_cancelled_or_expired_while_it_waits_leaves_its_lanes_list_at_once(
+        redis: Redis, run: Scripts, task: str) -> None:
+    """GET /limits counts a lane's waiting list: a run cancelled or expired while it waits left
+    it only when admission next looked at the lane (a newcomer saw 3 expired runs counted as
+    waiting for 25 s)."""
+    queue = f"q-{task}"
+    declared = orjson.dumps({"concurrency": 1}).decode()
+    ids = [submit(run, task, queue, declared=declared)[0] for _ in range(4)]
+    wait = keys.admission(task, "wait", '["",""]')
+    assert pushed(redis, queue) == ids[:1] and redis.lrange(wait, 0, -1) == [i.encode() for i in ids[1:]]
+    assert run(scripts.cancel(ids[2], "alice", now=time.time(), ttl=60)) == "cancelled"
+    assert redis.lrange(wait, 0, -1) == [ids[1].encode(), ids[3].encode()]
+    redis.hset(keys.record(ids[1]), "expires_at", int(time.time() * 1000) - 1)  # its expiry passed
+    assert run(scripts.expire(ids[1], "alice", now=time.time(), ttl=60)).verdict == "expired"
+    assert redis.lrange(wait, 0, -1) == [ids[3].encode()]
+    end(run, ids[0])
+    assert pushed(redis, queue) == [ids[0], ids[3]], "the one left goes when the slot frees"
+
+
 def test_a_slot_whose_run_holds_it_no_more_is_reclaimed_and_the_next_run_admitted(
         redis: Redis, run: Scripts, task: str) -> None:
     queue = f"q-{task}"

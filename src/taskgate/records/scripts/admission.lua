@@ -265,6 +265,20 @@ local function free_hold(name, task_id, record, ck, hold)
   admit_key(name, ck, adm_now(), conf_of(name), hold)
 end
 
+-- A run that waits no more without being admitted (cancelled, expired) leaves its lane's
+-- waiting list at once, so the counts of waiting runs (GET /limits) drop with it; before
+-- its record forgets why it waited. LREM from the head: runs mostly leave in the order they
+-- came, so it looks at few.
+local function leave_wait(task_id, record)
+  local f = redis.call('HMGET', record, 'waiting_for', 'queue', 'name', 'lane', 'owner')
+  if f[1] == 'turn' then
+    redis.call('LREM', adm_key(FAIR_GROUP .. (f[2] or ''), 'wait', cjson.encode({'', f[5] or FAIR_ANONYMOUS})),
+               1, task_id)
+  elseif f[1] == 'rate' or f[1] == 'slot' then
+    redis.call('LREM', adm_key(f[3] or '?', 'wait', f[4] or '["",""]'), 1, task_id)
+  end
+end
+
 -- Release the places a run's record holds once its new state gives them up (publish() in
 -- transition.lua calls it with the record's fields, the state before and after).
 local function leave_places(task_id, record, fields, before, state, ended)

@@ -12,6 +12,7 @@ redis.call('HSET', record, 'cancel', '1')
 redis.call('HSETNX', record, 'cancel_requested_at', ms(now))  -- a second ask keeps the first time
 if before == 'queued' or before == 'retrying' then
   redis.call('HSET', record, 'state', 'cancelled', 'finished_at', ms(now))
+  leave_wait(task_id, record)
   redis.call('HDEL', record, 'next_attempt_at', 'message', 'queue', 'waiting_for')  -- waits no more
   redis.call('ZREM', delayed, task_id)
   redis.call('EXPIRE', record, ttl)

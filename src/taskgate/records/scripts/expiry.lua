@@ -32,6 +32,7 @@ local function end_expired(expires_at, now, ttl)
   local error = cjson.encode({type = 'Expired', retryable = false,
     message = 'not started before its expiry (' .. iso(expires_at) .. '): it will never run'})
   redis.call('HSET', record, 'state', 'expired', 'finished_at', ms(now), 'error', error)
+  leave_wait(task_id, record)
   redis.call('HDEL', record, 'next_attempt_at', 'message', 'queue', 'waiting_for')
   redis.call('EXPIRE', record, ttl)
   publish()

@@ -87,6 +87,7 @@ local function wf_end_record(task_id, why, now)
   local before = redis.call('HGET', record, 'state')
   if not before or WF_NODE_ENDED[before] or before == 'expired' then return end
   redis.call('HSET', record, 'state', 'cancelled', 'finished_at', now, 'skipped', why)
+  leave_wait(task_id, record)
   redis.call('HDEL', record, 'waiting_for', 'message', 'queue')
   announce(record, task_id)
   wh_task_ended(task_id, record, nil, 'cancelled')
