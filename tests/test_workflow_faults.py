@@ -127,6 +127,14 @@ def test_a_killed_worker_loses_no_item_and_runs_none_twice(stack: Stack) -> None
     assert_each_node_once(client, body, log, RECOVERY, interrupted=interrupted)
 
 
+def unended(redis: Redis, body: dict[str, Any]) -> int:
+    """How many of the map's items have not ended (their records, read from Redis)."""
+    with redis.pipeline(transaction=False) as pipe:
+        for i in range(ITEMS):
+            pipe.hget(keys.record(f"{body['tasks']['squares']}-{i}"), "state")
+        return sum(1 for state in pipe.execute() if state not in (b"succeeded", b"failed", b"cancelled"))
+
+
 def test_a_frozen_worker_loses_no_item_and_runs_none_twice(stack: Stack) -> None:
     """SIGSTOP of worker A's main process (its pool processes go on) while one of its items
     runs, for longer than the keepers take to find a dead worker (heartbeat 10 s, grace 15 s):
@@ -151,9 +159,12 @@ def test_a_frozen_worker_loses_no_item_and_runs_none_twice(stack: Stack) -> None
     kill(first.pid, signal.SIGSTOP)
     try:
         # A's messages leave kombu's unacked hash only when a keeper requeues them (A is frozen)
-        # and B acks them: the workflow ends, and nothing is held any more.
-        wait_for(lambda: client.get(f"/workflows/{body['workflow_id']}").json()["finished_at"] is not None
-                 and redis.hlen("unacked") == 0, RECOVERY, "A's messages to be requeued and taken by B",
+        # and B acks them: nothing is held in Redis any more, and nothing waits in the queue.
+        # One message may be out of Redis's reach meanwhile: the one A's last BRPOP had popped
+        # but A had not read when it froze (kombu's Redis transport; a loaded machine widens that
+        # window). It runs once A resumes, below; every other item ends while A is frozen.
+        wait_for(lambda: redis.hlen("unacked") == 0 and redis.llen("celery") == 0
+                 and unended(redis, body) <= 1, RECOVERY, "A's messages to be requeued and taken by B",
                  interval=0.2)
     finally:
         kill(first.pid, signal.SIGCONT)
@@ -164,7 +175,7 @@ def test_a_frozen_worker_loses_no_item_and_runs_none_twice(stack: Stack) -> None
         return bool(beats) and beats[0].at > resumed and not beats[0].tags
 
     wait_for(first_holds_nothing, 20, "worker A, resumed, to say it holds nothing")
-    assert_each_node_once(client, body, log, 10)
+    assert_each_node_once(client, body, log, 20)
 
 
 def test_valkey_restarted_between_a_parent_and_its_children_loses_nothing(stack: Stack) -> None:
