@@ -4,11 +4,13 @@ the session's Valkey and its real worker: the routes over the producer, without 
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 
 from taskgate.api import create_app
 from taskgate.config import Settings
@@ -126,4 +128,6 @@ def test_fastapi_s_own_spans_leave_out_probes(redis_url: str) -> None:
     with otel.in_memory() as exporter:
         run(redis_url, action)
         servers = [span.name for span in exporter.get_finished_spans() if span.kind.name == "SERVER"]
-    assert servers == ["GET /tasks"], servers
+    # FastAPI before its own telemetry (the lowest version allowed, 0.135) traces no route
+    native = "telemetry" in inspect.signature(FastAPI.__init__).parameters
+    assert servers == (["GET /tasks"] if native else []), servers
