@@ -77,6 +77,9 @@ class Setup:
             return self.cache.live
 
         await until(live, 10, "the cache to subscribe to revocations")
+        # the read that saw the subscription confirmed began before it, so it kept nothing (a
+        # loaded run then counted one key kept, not two): read once more, now subscribed
+        assert await self.cache.caller(key_id, secret) is not None
 
     async def close(self) -> None:
         await self.cache.close()
